@@ -1,0 +1,104 @@
+//! Arbitration: rank the surviving candidates by
+//! `priority = P × C × V × L` and keep the top N.
+//!
+//! - P, the propensity, comes from [`propensity`] (the starting propensity
+//!   until the learning models supply one);
+//! - C, the context weight, is `1 + Σ(matching boosts)/100` over the context
+//!   weights that target the action, its group or its issue;
+//! - V is the action's value (a number or a value expression; a value that
+//!   fails to evaluate or is not finite removes the candidate);
+//! - L, the lever, `1 + (issue + group + action lever)/100`, is folded into
+//!   one number when the rule set loads.
+//!
+//! The order is total: priority descending, then action id ascending.
+
+use crate::decision::Scored;
+use crate::policy::Memo;
+use crate::ruleset::{Action, RuleSet, ValueFn};
+
+/// P for an action. The seam where learned propensities plug in.
+#[inline]
+pub(crate) fn propensity(action: &Action) -> f64 {
+    action.starting_propensity
+}
+
+/// C for an action: 1 + the boosts of its matching context weights / 100.
+#[inline]
+pub(crate) fn context_weight(rs: &RuleSet, action: &Action, memo: &mut Memo<'_>) -> f64 {
+    let mut boost = 0.0;
+    for &w in action.weights.iter() {
+        let w = &rs.weights[w as usize];
+        if w.conds.iter().all(|&c| memo.met(c)) {
+            boost += w.boost;
+        }
+    }
+    1.0 + boost / 100.0
+}
+
+/// V for an action, or `None` if its expression fails or is not finite.
+#[inline]
+pub(crate) fn value(action: &Action, memo: &Memo<'_>) -> Option<f64> {
+    match &action.value {
+        ValueFn::Const(v) => Some(*v),
+        ValueFn::Expr(ir, _) => match ir.eval(memo.env()) {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => None,
+        },
+    }
+}
+
+/// Keep the best `limit` candidates in order, without sorting them all.
+pub(crate) fn offer_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
+    if top.len() == limit {
+        match top.last() {
+            Some(last) if s.ranks_before(last) => {
+                top.pop();
+            }
+            _ => return,
+        }
+    }
+    let mut i = top.len();
+    while i > 0 && s.ranks_before(&top[i - 1]) {
+        i -= 1;
+    }
+    top.insert(i, s);
+}
+
+/// Sort all candidates into arbitration order (explain mode).
+pub(crate) fn sort_all(all: &mut [Scored]) {
+    all.sort_by(|a, b| {
+        if a.ranks_before(b) {
+            std::cmp::Ordering::Less
+        } else if b.ranks_before(a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(action: u32, priority: f64) -> Scored {
+        Scored {
+            action,
+            propensity: 1.0,
+            context_weight: 1.0,
+            value: priority,
+            lever: 1.0,
+            priority,
+        }
+    }
+
+    #[test]
+    fn top_n_keeps_the_best_in_order_and_breaks_ties_by_action_index() {
+        let mut top = Vec::new();
+        for c in [s(3, 1.0), s(1, 5.0), s(2, 1.0), s(0, 0.5), s(4, 5.0)] {
+            offer_top(&mut top, 3, c);
+        }
+        let got: Vec<u32> = top.iter().map(|c| c.action).collect();
+        assert_eq!(got, vec![1, 4, 2]);
+    }
+}

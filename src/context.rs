@@ -1,0 +1,508 @@
+//! The customer context of one decision, bound to a rule set's schema.
+//!
+//! A [`Context`] stores one typed slot per schema attribute, with strings
+//! already interned, so evaluating a condition never looks a name up or
+//! compares text. It is built once per request (from Rust with
+//! [`ContextBuilder`] or from JSON) and read by every condition of the
+//! decision. A context built for one schema is rebound by name if the
+//! engine has moved to a version with a different schema.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use crate::error::Error;
+use crate::expr::{EvalError, Sym};
+use crate::ruleset::schema::{AttrType, Schema};
+
+/// A point in time, whole seconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current system time.
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(d.as_secs() as i64)
+    }
+
+    /// Parse an RFC 3339 timestamp such as `2026-11-23T10:00:00Z`.
+    pub fn parse(s: &str) -> Result<Timestamp, String> {
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp ({e})"))?;
+        Ok(Timestamp(t.unix_timestamp()))
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix_seconds(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match time::OffsetDateTime::from_unix_timestamp(self.0)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        {
+            Some(s) => f.write_str(&s),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// A context value, as given by a caller.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// An `int` attribute.
+    Int(i64),
+    /// A `float` attribute.
+    Float(f64),
+    /// A `bool` attribute.
+    Bool(bool),
+    /// A `string` attribute.
+    String(String),
+    /// A `string_set` attribute.
+    StringSet(Vec<String>),
+    /// A `timestamp` attribute.
+    Timestamp(Timestamp),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(v)
+    }
+}
+impl From<i32> for Value {
+    fn from(v: i32) -> Value {
+        Value::Int(v.into())
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Float(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Bool(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::String(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::String(v)
+    }
+}
+impl From<Timestamp> for Value {
+    fn from(v: Timestamp) -> Value {
+        Value::Timestamp(v)
+    }
+}
+impl<S: Into<String>, const N: usize> From<[S; N]> for Value {
+    fn from(v: [S; N]) -> Value {
+        Value::StringSet(v.into_iter().map(Into::into).collect())
+    }
+}
+impl From<Vec<String>> for Value {
+    fn from(v: Vec<String>) -> Value {
+        Value::StringSet(v)
+    }
+}
+
+/// One typed slot. Strings and set members point into the context's text
+/// storage; their symbols are precomputed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Slot {
+    Missing,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// Symbol and index into `texts`.
+    Str(Sym, u32),
+    /// Range into `set_items`.
+    Set(u32, u32),
+    Time(i64),
+}
+
+/// A customer context bound to a schema. Build one with
+/// [`Context::builder`] or [`Context::from_json`].
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) slots: Vec<Slot>,
+    /// Which slots the caller set (defaults are not "given").
+    pub(crate) given: Vec<bool>,
+    texts: Vec<Box<str>>,
+    set_items: Vec<(Sym, u32)>,
+    /// Schema-default set and string values live in `texts` too.
+    _priv: (),
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (i, a) in self.schema.attrs.iter().enumerate() {
+            if let Some(v) = self.value(i as u16) {
+                m.entry(&a.name, &v);
+            }
+        }
+        m.finish()
+    }
+}
+
+impl Context {
+    /// Start building a context for `schema` (see [`crate::Engine::schema`]).
+    pub fn builder(schema: &Arc<Schema>) -> ContextBuilder {
+        ContextBuilder {
+            ctx: Context::empty(schema),
+            error: None,
+        }
+    }
+
+    pub(crate) fn empty(schema: &Arc<Schema>) -> Context {
+        let mut ctx = Context {
+            schema: schema.clone(),
+            slots: vec![Slot::Missing; schema.attrs.len()],
+            given: vec![false; schema.attrs.len()],
+            texts: Vec::new(),
+            set_items: Vec::new(),
+            _priv: (),
+        };
+        for (i, a) in schema.attrs.iter().enumerate() {
+            if let Some(v) = &a.default_value {
+                // Defaults were validated against the schema when it loaded.
+                let _ = ctx.put(i as u16, v.clone());
+            }
+        }
+        ctx.given.iter_mut().for_each(|g| *g = false);
+        ctx
+    }
+
+    /// Bind a JSON object (`{"age": 42, ...}`) to `schema`. Attributes the
+    /// schema does not declare are ignored; `null` means missing.
+    pub fn from_json(schema: &Arc<Schema>, json: &serde_json::Map<String, Json>) -> Result<Context, Error> {
+        let mut ctx = Context::empty(schema);
+        for (name, v) in json {
+            let Some(slot) = schema.slot(name) else {
+                continue;
+            };
+            if v.is_null() {
+                continue;
+            }
+            let attr = &schema.attrs[slot as usize];
+            let value = json_value(attr.ty, v).map_err(|m| Error::InvalidContext {
+                attribute: name.clone(),
+                message: m,
+            })?;
+            ctx.put(slot, value).map_err(|m| Error::InvalidContext {
+                attribute: name.clone(),
+                message: m,
+            })?;
+        }
+        Ok(ctx)
+    }
+
+    /// The schema this context is bound to.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// The value of attribute `name`, if set (or defaulted).
+    pub fn get(&self, name: &str) -> Option<Value> {
+        self.value(self.schema.slot(name)?)
+    }
+
+    pub(crate) fn value(&self, slot: u16) -> Option<Value> {
+        Some(match &self.slots[slot as usize] {
+            Slot::Missing => return None,
+            Slot::Int(v) => Value::Int(*v),
+            Slot::Float(v) => Value::Float(*v),
+            Slot::Bool(v) => Value::Bool(*v),
+            Slot::Str(_, t) => Value::String(self.texts[*t as usize].to_string()),
+            Slot::Set(start, len) => Value::StringSet(
+                self.set_items[*start as usize..(*start + *len) as usize]
+                    .iter()
+                    .map(|(_, t)| self.texts[*t as usize].to_string())
+                    .collect(),
+            ),
+            Slot::Time(t) => Value::Timestamp(Timestamp(*t)),
+        })
+    }
+
+    /// The same context bound to another schema, by attribute name; values
+    /// whose attribute is gone or changed type are dropped.
+    pub(crate) fn rebind(&self, schema: &Arc<Schema>) -> Context {
+        let mut ctx = Context::empty(schema);
+        for (i, a) in self.schema.attrs.iter().enumerate() {
+            if !self.given[i] {
+                continue;
+            }
+            if let (Some(slot), Some(v)) = (schema.slot(&a.name), self.value(i as u16)) {
+                let _ = ctx.put(slot, v);
+            }
+        }
+        ctx
+    }
+
+    pub(crate) fn put(&mut self, slot: u16, value: Value) -> Result<(), String> {
+        let attr = &self.schema.attrs[slot as usize];
+        let s = match (attr.ty, value) {
+            (AttrType::Int, Value::Int(v)) => Slot::Int(v),
+            (AttrType::Float, Value::Float(v)) => Slot::Float(v),
+            (AttrType::Float, Value::Int(v)) => Slot::Float(v as f64),
+            (AttrType::Bool, Value::Bool(v)) => Slot::Bool(v),
+            (AttrType::Timestamp, Value::Timestamp(t)) => Slot::Time(t.0),
+            (AttrType::String, Value::String(s)) => {
+                if let Some(values) = &attr.values {
+                    if !values.iter().any(|v| *v == s) {
+                        return Err(format!(
+                            "`{s}` is not one of the allowed values {}",
+                            crate::util::list(values)
+                        ));
+                    }
+                }
+                let sym = self.schema.symbols.get(&s);
+                let t = self.texts.len() as u32;
+                self.texts.push(s.into());
+                Slot::Str(sym, t)
+            }
+            (AttrType::StringSet, Value::StringSet(items)) => {
+                let start = self.set_items.len() as u32;
+                for item in items {
+                    let dup = self.set_items[start as usize..]
+                        .iter()
+                        .any(|(_, t)| *self.texts[*t as usize] == *item);
+                    if dup {
+                        continue;
+                    }
+                    let sym = self.schema.symbols.get(&item);
+                    let t = self.texts.len() as u32;
+                    self.texts.push(item.into());
+                    self.set_items.push((sym, t));
+                }
+                Slot::Set(start, self.set_items.len() as u32 - start)
+            }
+            (ty, v) => {
+                return Err(format!(
+                    "expected {}, got {}",
+                    ty.name(),
+                    describe_value(&v)
+                ))
+            }
+        };
+        self.slots[slot as usize] = s;
+        self.given[slot as usize] = true;
+        Ok(())
+    }
+
+    // Readers used by compiled conditions. Types were checked when the
+    // condition compiled and when the slot was set, so anything but the
+    // expected variant is a missing attribute.
+
+    #[inline]
+    pub(crate) fn int(&self, slot: u16) -> Result<i64, EvalError> {
+        match self.slots[slot as usize] {
+            Slot::Int(v) => Ok(v),
+            _ => Err(EvalError::Missing(slot)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn float(&self, slot: u16) -> Result<f64, EvalError> {
+        match self.slots[slot as usize] {
+            Slot::Float(v) => Ok(v),
+            _ => Err(EvalError::Missing(slot)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn bool(&self, slot: u16) -> Result<bool, EvalError> {
+        match self.slots[slot as usize] {
+            Slot::Bool(v) => Ok(v),
+            _ => Err(EvalError::Missing(slot)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn time(&self, slot: u16) -> Result<i64, EvalError> {
+        match self.slots[slot as usize] {
+            Slot::Time(v) => Ok(v),
+            _ => Err(EvalError::Missing(slot)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn str_sym(&self, slot: u16) -> Result<Sym, EvalError> {
+        match self.slots[slot as usize] {
+            Slot::Str(sym, _) => Ok(sym),
+            _ => Err(EvalError::Missing(slot)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn str(&self, slot: u16) -> Result<(Sym, &str), EvalError> {
+        match self.slots[slot as usize] {
+            Slot::Str(sym, t) => Ok((sym, &self.texts[t as usize])),
+            _ => Err(EvalError::Missing(slot)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_contains(&self, slot: u16, sym: Sym, text: &str) -> Result<bool, EvalError> {
+        match self.slots[slot as usize] {
+            Slot::Set(start, len) => {
+                let items = &self.set_items[start as usize..(start + len) as usize];
+                Ok(if sym != 0 {
+                    items.iter().any(|(s, _)| *s == sym)
+                } else {
+                    items
+                        .iter()
+                        .any(|(s, t)| *s == 0 && *self.texts[*t as usize] == *text)
+                })
+            }
+            _ => Err(EvalError::Missing(slot)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_len(&self, slot: u16) -> Result<i64, EvalError> {
+        match self.slots[slot as usize] {
+            Slot::Set(_, len) => Ok(len as i64),
+            _ => Err(EvalError::Missing(slot)),
+        }
+    }
+}
+
+fn describe_value(v: &Value) -> String {
+    match v {
+        Value::Int(v) => format!("int {v}"),
+        Value::Float(v) => format!("float {v}"),
+        Value::Bool(v) => format!("bool {v}"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::StringSet(_) => "a list of strings".into(),
+        Value::Timestamp(t) => format!("timestamp {t}"),
+    }
+}
+
+/// Convert a JSON value to a context value of type `ty`.
+pub(crate) fn json_value(ty: AttrType, v: &Json) -> Result<Value, String> {
+    let got = || match v {
+        Json::Null => "null".to_string(),
+        Json::Bool(b) => format!("{b}"),
+        Json::Number(n) => format!("{n}"),
+        Json::String(s) => format!("{s:?}"),
+        Json::Array(_) => "an array".into(),
+        Json::Object(_) => "an object".into(),
+    };
+    Ok(match ty {
+        AttrType::Int => match v.as_i64() {
+            Some(i) => Value::Int(i),
+            None => return Err(format!("expected an integer, got {}", got())),
+        },
+        AttrType::Float => match v {
+            Json::Number(n) => match n.as_f64() {
+                Some(f) if f.is_finite() => Value::Float(f),
+                _ => return Err(format!("number {n} is out of range for a float")),
+            },
+            _ => return Err(format!("expected a number, got {}", got())),
+        },
+        AttrType::Bool => match v {
+            Json::Bool(b) => Value::Bool(*b),
+            _ => return Err(format!("expected true or false, got {}", got())),
+        },
+        AttrType::String => match v {
+            Json::String(s) => Value::String(s.clone()),
+            _ => return Err(format!("expected a string, got {}", got())),
+        },
+        AttrType::StringSet => match v {
+            Json::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    match it {
+                        Json::String(s) => out.push(s.clone()),
+                        other => {
+                            return Err(format!(
+                                "expected an array of strings, found element {other}"
+                            ))
+                        }
+                    }
+                }
+                Value::StringSet(out)
+            }
+            _ => return Err(format!("expected an array of strings, got {}", got())),
+        },
+        AttrType::Timestamp => match v {
+            Json::String(s) => Value::Timestamp(Timestamp::parse(s)?),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Value::Timestamp(Timestamp(i)),
+                None => return Err(format!("expected epoch seconds, got {n}")),
+            },
+            _ => {
+                return Err(format!(
+                    "expected an RFC 3339 timestamp string or epoch seconds, got {}",
+                    got()
+                ))
+            }
+        },
+    })
+}
+
+/// Builds a [`Context`] from Rust values, checking names and types as it
+/// goes. The first error is reported by [`ContextBuilder::build`].
+///
+/// ```
+/// # let engine = nextbest::Engine::from_dir("rules/retail_bank").unwrap();
+/// use nextbest::Context;
+/// let ctx = Context::builder(&engine.schema())
+///     .set("age", 42)
+///     .set("income", 52_000.0)
+///     .set("products", ["CURRENT"])
+///     .build()
+///     .unwrap();
+/// assert_eq!(ctx.get("age"), Some(nextbest::Value::Int(42)));
+/// ```
+pub struct ContextBuilder {
+    ctx: Context,
+    error: Option<Error>,
+}
+
+impl ContextBuilder {
+    /// Set attribute `name` to `value`.
+    pub fn set(mut self, name: &str, value: impl Into<Value>) -> ContextBuilder {
+        if self.error.is_some() {
+            return self;
+        }
+        let Some(slot) = self.ctx.schema.slot(name) else {
+            let hint = crate::util::did_you_mean(self.ctx.schema.suggest(name));
+            self.error = Some(Error::InvalidContext {
+                attribute: name.to_string(),
+                message: format!("the schema has no attribute `{name}`{hint}"),
+            });
+            return self;
+        };
+        if let Err(m) = self.ctx.put(slot, value.into()) {
+            self.error = Some(Error::InvalidContext {
+                attribute: name.to_string(),
+                message: m,
+            });
+        }
+        self
+    }
+
+    /// The context, or the first error met while setting attributes.
+    pub fn build(self) -> Result<Context, Error> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.ctx),
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! What goes into a decision and what comes out.
+
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::context::{Context, Timestamp};
+use crate::engine::Version;
+use crate::error::Error;
+use crate::expr::EvalError;
+use crate::ruleset::{Level, RuleSet, Stage};
+
+/// Most actions a request may ask for.
+pub const MAX_LIMIT: usize = 1000;
+
+/// A request for the next best actions for one customer on one channel.
+///
+/// ```
+/// # let engine = nextbest::Engine::from_dir("rules/retail_bank").unwrap();
+/// use nextbest::{Context, DecisionRequest};
+/// let ctx = Context::builder(&engine.schema()).set("age", 35).build().unwrap();
+/// let req = DecisionRequest::new("C1", "call_center", ctx).limit(2).explain(true);
+/// assert_eq!(req.limit, Some(2));
+/// ```
+#[derive(Debug, Clone)]
+pub struct DecisionRequest {
+    /// The customer's id (used for experiment assignment and the log).
+    pub customer_id: String,
+    /// The channel the decision is for.
+    pub channel: String,
+    /// The customer context.
+    pub context: Context,
+    /// How many actions to return (default: the channel's limit, then the
+    /// rule set's `default_limit`).
+    pub limit: Option<usize>,
+    /// Record why each action was removed and how each survivor scored.
+    pub explain: bool,
+    /// The decision time (default: now). Conditions such as `days_since`
+    /// use it, so a replay with the same time decides the same way.
+    pub now: Option<Timestamp>,
+}
+
+impl DecisionRequest {
+    /// A request with no limit override, no explanation, decided now.
+    pub fn new(customer_id: impl Into<String>, channel: impl Into<String>, context: Context) -> DecisionRequest {
+        DecisionRequest {
+            customer_id: customer_id.into(),
+            channel: channel.into(),
+            context,
+            limit: None,
+            explain: false,
+            now: None,
+        }
+    }
+
+    /// Ask for at most `n` actions.
+    pub fn limit(mut self, n: usize) -> DecisionRequest {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Ask for an explanation.
+    pub fn explain(mut self, on: bool) -> DecisionRequest {
+        self.explain = on;
+        self
+    }
+
+    /// Decide as of `t`.
+    pub fn at(mut self, t: Timestamp) -> DecisionRequest {
+        self.now = Some(t);
+        self
+    }
+
+    /// Parse a JSON request (the shape in the README) against `schema`.
+    pub fn from_json(schema: &Arc<crate::Schema>, json: &str) -> Result<DecisionRequest, Error> {
+        let raw: RequestJson =
+            serde_json::from_str(json).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        raw.bind(schema)
+    }
+}
+
+/// The JSON shape of a request, before binding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RequestJson {
+    pub customer_id: String,
+    pub channel: String,
+    #[serde(default)]
+    pub context: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub explain: bool,
+    #[serde(default)]
+    pub now: Option<serde_json::Value>,
+}
+
+impl RequestJson {
+    pub(crate) fn bind(self, schema: &Arc<crate::Schema>) -> Result<DecisionRequest, Error> {
+        let context = Context::from_json(schema, &self.context)?;
+        let limit = match self.limit {
+            Some(n) if n == 0 || n > MAX_LIMIT as u64 => {
+                return Err(Error::InvalidRequest(format!(
+                    "limit must be between 1 and {MAX_LIMIT}, got {n}"
+                )))
+            }
+            other => other.map(|n| n as usize),
+        };
+        let now = match self.now {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => {
+                Some(Timestamp::parse(&s).map_err(|m| Error::InvalidRequest(format!("now: {m}")))?)
+            }
+            Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                Some(s) => Some(Timestamp(s)),
+                None => return Err(Error::InvalidRequest(format!("now: {n} is not whole epoch seconds"))),
+            },
+            Some(other) => {
+                return Err(Error::InvalidRequest(format!(
+                    "now must be an RFC 3339 string or epoch seconds, got {other}"
+                )))
+            }
+        };
+        Ok(DecisionRequest {
+            customer_id: self.customer_id,
+            channel: self.channel,
+            context,
+            limit,
+            explain: self.explain,
+            now,
+        })
+    }
+}
+
+/// A decision's unique id: 128 bits, printed as 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DecisionId(pub u128);
+
+impl std::fmt::Display for DecisionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Which experiment arm decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Arm {
+    /// The live version.
+    Champion,
+    /// The challenger version of an experiment.
+    Challenger,
+    /// The control group.
+    Control,
+}
+
+impl Arm {
+    /// `"champion"`, `"challenger"` or `"control"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Champion => "champion",
+            Arm::Challenger => "challenger",
+            Arm::Control => "control",
+        }
+    }
+}
+
+/// A scored candidate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scored {
+    pub action: u32,
+    pub propensity: f64,
+    pub context_weight: f64,
+    pub value: f64,
+    pub lever: f64,
+    pub priority: f64,
+}
+
+impl Scored {
+    /// The arbitration order: priority descending, then action id
+    /// ascending. Total and deterministic.
+    #[inline]
+    pub(crate) fn ranks_before(&self, other: &Scored) -> bool {
+        match self.priority.total_cmp(&other.priority) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => self.action < other.action,
+        }
+    }
+}
+
+/// Why a candidate was removed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Removed {
+    pub action: u32,
+    pub stage: Stage,
+    pub level: Level,
+    /// The conjunct that failed (engagement policies).
+    pub cond: Option<u32>,
+    pub error: Option<EvalError>,
+}
+
+/// The answer to a [`DecisionRequest`].
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub(crate) version: Arc<Version>,
+    pub(crate) id: DecisionId,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) arm: Arm,
+    pub(crate) channel: u32,
+    pub(crate) chosen: Vec<Scored>,
+    pub(crate) ranked: Vec<Scored>,
+    pub(crate) removed: Vec<Removed>,
+    pub(crate) elapsed_ns: u64,
+}
+
+impl Decision {
+    /// The decision's unique id.
+    pub fn id(&self) -> DecisionId {
+        self.id
+    }
+
+    /// The decision time.
+    pub fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+
+    /// The rule version number that decided.
+    pub fn version(&self) -> u64 {
+        self.version.number
+    }
+
+    /// The rule set that decided.
+    pub fn ruleset(&self) -> &RuleSet {
+        &self.version.rules
+    }
+
+    /// The experiment arm.
+    pub fn arm(&self) -> Arm {
+        self.arm
+    }
+
+    /// Nanoseconds spent deciding.
+    pub fn elapsed_ns(&self) -> u64 {
+        self.elapsed_ns
+    }
+
+    /// The channel decided for.
+    pub fn channel(&self) -> &str {
+        &self.version.rules.channels[self.channel as usize].name
+    }
+
+    /// The chosen actions, best first.
+    pub fn actions(&self) -> impl ExactSizeIterator<Item = RankedAction<'_>> {
+        self.chosen.iter().enumerate().map(move |(i, s)| RankedAction {
+            decision: self,
+            rank: i + 1,
+            scored: *s,
+        })
+    }
+
+    /// The chosen action ids, best first.
+    pub fn action_ids(&self) -> Vec<&str> {
+        self.chosen
+            .iter()
+            .map(|s| &*self.version.rules.actions[s.action as usize].id)
+            .collect()
+    }
+
+    /// With `explain`: every candidate that survived the policies, best
+    /// first, including those beyond the limit. Empty otherwise.
+    pub fn ranked(&self) -> impl ExactSizeIterator<Item = RankedAction<'_>> {
+        self.ranked.iter().enumerate().map(move |(i, s)| RankedAction {
+            decision: self,
+            rank: i + 1,
+            scored: *s,
+        })
+    }
+
+    /// With `explain`: every candidate removed, with the stage and
+    /// condition that removed it. Empty otherwise.
+    pub fn filtered(&self) -> impl ExactSizeIterator<Item = FilteredAction<'_>> {
+        self.removed.iter().map(move |r| FilteredAction {
+            decision: self,
+            removed: *r,
+        })
+    }
+
+    /// The decision as the JSON response in the README.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// A ranked action with its score.
+#[derive(Debug, Clone, Copy)]
+pub struct RankedAction<'a> {
+    decision: &'a Decision,
+    rank: usize,
+    scored: Scored,
+}
+
+impl<'a> RankedAction<'a> {
+    fn rules(&self) -> &'a RuleSet {
+        &self.decision.version.rules
+    }
+    /// 1 for the best.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    /// The action id.
+    pub fn action(&self) -> &'a str {
+        &self.rules().actions[self.scored.action as usize].id
+    }
+    /// The action's group.
+    pub fn group(&self) -> &'a str {
+        let rs = self.rules();
+        &rs.groups[rs.actions[self.scored.action as usize].group as usize].name
+    }
+    /// The action's issue.
+    pub fn issue(&self) -> &'a str {
+        let rs = self.rules();
+        &rs.issues[rs.actions[self.scored.action as usize].issue as usize].name
+    }
+    /// The treatment for the decision's channel.
+    pub fn treatment(&self) -> &'a str {
+        let rs = self.rules();
+        rs.actions[self.scored.action as usize].treatments[self.decision.channel as usize]
+            .as_deref()
+            .unwrap_or("")
+    }
+    /// P x C x V x L.
+    pub fn priority(&self) -> f64 {
+        self.scored.priority
+    }
+    /// P: the propensity used.
+    pub fn propensity(&self) -> f64 {
+        self.scored.propensity
+    }
+    /// C: the context weight.
+    pub fn context_weight(&self) -> f64 {
+        self.scored.context_weight
+    }
+    /// V: the value.
+    pub fn value(&self) -> f64 {
+        self.scored.value
+    }
+    /// L: the business lever.
+    pub fn lever(&self) -> f64 {
+        self.scored.lever
+    }
+}
+
+/// A candidate removed before ranking, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct FilteredAction<'a> {
+    decision: &'a Decision,
+    removed: Removed,
+}
+
+impl<'a> FilteredAction<'a> {
+    fn rules(&self) -> &'a RuleSet {
+        &self.decision.version.rules
+    }
+    /// The action id.
+    pub fn action(&self) -> &'a str {
+        &self.rules().actions[self.removed.action as usize].id
+    }
+    /// The stage that removed it.
+    pub fn stage(&self) -> Stage {
+        self.removed.stage
+    }
+    /// Whether the failing policy is the group's or the action's.
+    pub fn level(&self) -> Level {
+        self.removed.level
+    }
+    /// The condition that was not met (for engagement policies), or the
+    /// value expression (for the value stage).
+    pub fn condition(&self) -> Option<&'a str> {
+        let rs = self.rules();
+        match self.removed.cond {
+            Some(c) => Some(&rs.conds[c as usize].text),
+            None => match &rs.actions[self.removed.action as usize].value {
+                crate::ruleset::ValueFn::Expr(_, text) if self.removed.stage == Stage::Value => Some(text),
+                _ => None,
+            },
+        }
+    }
+    /// Why the condition could not be evaluated, if it could not
+    /// (`missing attribute income`, `integer overflow`, ...). `None` means it
+    /// evaluated to false.
+    pub fn reason(&self) -> Option<String> {
+        let rs = self.rules();
+        self.removed.error.map(|e| match e {
+            EvalError::Missing(slot) => format!("missing attribute `{}`", rs.schema.attrs[slot as usize].name),
+            EvalError::Overflow => "integer overflow".into(),
+            EvalError::DivisionByZero => "division by zero".into(),
+        })
+    }
+    /// The missing attribute that made the condition fail, if that is why.
+    pub fn missing_attribute(&self) -> Option<&'a str> {
+        match self.removed.error {
+            Some(EvalError::Missing(slot)) => Some(&self.rules().schema.attrs[slot as usize].name),
+            _ => None,
+        }
+    }
+}
+
+struct ActionsJson<'a>(&'a Decision, &'a [Scored]);
+
+impl Serialize for ActionsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.1.len()))?;
+        for (i, sc) in self.1.iter().enumerate() {
+            seq.serialize_element(&RankedAction {
+                decision: self.0,
+                rank: i + 1,
+                scored: *sc,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for RankedAction<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(10))?;
+        m.serialize_entry("rank", &self.rank)?;
+        m.serialize_entry("action", self.action())?;
+        m.serialize_entry("group", self.group())?;
+        m.serialize_entry("issue", self.issue())?;
+        m.serialize_entry("treatment", self.treatment())?;
+        m.serialize_entry("priority", &self.priority())?;
+        m.serialize_entry("propensity", &self.propensity())?;
+        m.serialize_entry("context_weight", &self.context_weight())?;
+        m.serialize_entry("value", &self.value())?;
+        m.serialize_entry("lever", &self.lever())?;
+        m.end()
+    }
+}
+
+impl Serialize for FilteredAction<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("action", self.action())?;
+        m.serialize_entry("stage", self.stage().as_str())?;
+        m.serialize_entry("level", self.level().as_str())?;
+        if let Some(c) = self.condition() {
+            m.serialize_entry("condition", c)?;
+        }
+        if let Some(r) = self.reason() {
+            m.serialize_entry("reason", &r)?;
+        }
+        m.end()
+    }
+}
+
+struct RulesetJson<'a>(&'a Version);
+
+impl Serialize for RulesetJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("name", &*self.0.rules.name)?;
+        m.serialize_entry("version", &self.0.number)?;
+        m.serialize_entry("hash", &self.0.rules.hash)?;
+        m.end()
+    }
+}
+
+impl Serialize for Decision {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("decision_id", &self.id.to_string())?;
+        m.serialize_entry("timestamp", &self.timestamp.to_string())?;
+        m.serialize_entry("ruleset", &RulesetJson(&self.version))?;
+        m.serialize_entry("channel", self.channel())?;
+        m.serialize_entry("arm", self.arm.as_str())?;
+        m.serialize_entry("actions", &ActionsJson(self, &self.chosen))?;
+        let filtered: Vec<FilteredAction<'_>> = self.filtered().collect();
+        m.serialize_entry("filtered", &filtered)?;
+        if !self.ranked.is_empty() {
+            m.serialize_entry("ranked", &ActionsJson(self, &self.ranked))?;
+        }
+        m.serialize_entry("elapsed_ns", &self.elapsed_ns)?;
+        m.end()
+    }
+}

@@ -1,0 +1,307 @@
+//! The compiled form of a condition: a typed tree over context slots.
+//!
+//! Type checking has already happened, so every node knows the type it
+//! produces and evaluation never inspects a dynamic type tag except to read
+//! a slot. Strings are interned symbols; comparing them is an integer compare.
+//! Semantics follow rhai's checked build exactly (rhai is the reference the
+//! property tests compare against): integer arithmetic that overflows or
+//! divides by zero is an error, float arithmetic follows IEEE 754, and float
+//! comparisons use rhai's relative epsilon.
+
+use crate::context::{Context, Slot};
+
+/// Interned string: 0 is "a string no rule mentions".
+pub(crate) type Sym = u32;
+
+/// Why a condition could not be evaluated. Small and `Copy` so that
+/// `Result<i64, EvalError>` stays two words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EvalError {
+    /// The attribute in this slot is missing from the request.
+    Missing(u16),
+    /// Integer overflow (including `abs` and negation of the minimum).
+    Overflow,
+    /// Integer division or remainder by zero.
+    DivisionByZero,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum BoolIr {
+    Const(bool),
+    Attr(u16),
+    Not(Box<BoolIr>),
+    And(Box<(BoolIr, BoolIr)>),
+    Or(Box<(BoolIr, BoolIr)>),
+    /// `attr OP constant` for an int attribute: the common case, one node.
+    CmpIntConst(CmpOp, u16, i64),
+    /// `attr OP constant` for a float attribute.
+    CmpFloatConst(CmpOp, u16, f64),
+    CmpInt(CmpOp, Box<(IntIr, IntIr)>),
+    CmpFloat(CmpOp, Box<(FloatIr, FloatIr)>),
+    CmpBool(CmpOp, Box<(BoolIr, BoolIr)>),
+    /// `==` / `!=` on strings (`true` = negated).
+    StrEq(bool, Box<(StrIr, StrIr)>),
+    StrInList(StrIr, Box<[Sym]>),
+    IntInList(IntIr, Box<[i64]>),
+    FloatInList(FloatIr, Box<[f64]>),
+    BoolInList(Box<BoolIr>, bool, bool),
+    /// `"X" in set_attr`.
+    SetContains(u16, StrIr),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum IntIr {
+    Const(i64),
+    Attr(u16),
+    /// A timestamp attribute read as epoch seconds (only for comparisons
+    /// between timestamps).
+    Time(u16),
+    Neg(Box<IntIr>),
+    Abs(Box<IntIr>),
+    Arith(ArithOp, Box<(IntIr, IntIr)>),
+    Min(Box<(IntIr, IntIr)>),
+    Max(Box<(IntIr, IntIr)>),
+    LenStr(Box<StrIr>),
+    LenSet(u16),
+    DaysSince(u16),
+    HoursSince(u16),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum FloatIr {
+    Const(f64),
+    Attr(u16),
+    FromInt(Box<IntIr>),
+    Neg(Box<FloatIr>),
+    Abs(Box<FloatIr>),
+    Arith(ArithOp, Box<(FloatIr, FloatIr)>),
+    Min(Box<(FloatIr, FloatIr)>),
+    Max(Box<(FloatIr, FloatIr)>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum StrIr {
+    Const(Sym, Box<str>),
+    Attr(u16),
+}
+
+/// What evaluation needs besides the tree: the bound context and the
+/// decision time (epoch seconds) for `days_since`.
+#[derive(Clone, Copy)]
+pub(crate) struct Env<'a> {
+    pub ctx: &'a Context,
+    pub now: i64,
+}
+
+type R<T> = Result<T, EvalError>;
+
+#[inline]
+fn cmp_int(op: CmpOp, a: i64, b: i64) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+    }
+}
+
+/// rhai's float comparison (checked build): relative epsilon, with its
+/// exact treatment of zero and NaN.
+#[inline]
+pub(crate) fn cmp_float(op: CmpOp, x: f64, y: f64) -> bool {
+    let max = if x * y == 0.0 {
+        1.0
+    } else {
+        x.abs().max(y.abs())
+    };
+    if max == 0.0 {
+        return matches!(op, CmpOp::Eq | CmpOp::Ge | CmpOp::Le);
+    }
+    match op {
+        CmpOp::Eq => (x - y).abs() / max <= f64::EPSILON,
+        CmpOp::Ne => (x - y).abs() / max > f64::EPSILON,
+        CmpOp::Gt => (x - y) / max > f64::EPSILON,
+        CmpOp::Ge => (x - y) / max > -f64::EPSILON,
+        CmpOp::Lt => (y - x) / max > f64::EPSILON,
+        CmpOp::Le => (y - x) / max > -f64::EPSILON,
+    }
+}
+
+impl BoolIr {
+    pub(crate) fn eval(&self, env: Env<'_>) -> R<bool> {
+        match self {
+            BoolIr::CmpIntConst(op, slot, k) => Ok(cmp_int(*op, env.ctx.int(*slot)?, *k)),
+            BoolIr::CmpFloatConst(op, slot, k) => Ok(cmp_float(*op, env.ctx.float(*slot)?, *k)),
+            BoolIr::Const(b) => Ok(*b),
+            BoolIr::Attr(slot) => env.ctx.bool(*slot),
+            BoolIr::Not(e) => Ok(!e.eval(env)?),
+            BoolIr::And(p) => Ok(p.0.eval(env)? && p.1.eval(env)?),
+            BoolIr::Or(p) => Ok(p.0.eval(env)? || p.1.eval(env)?),
+            BoolIr::CmpInt(op, p) => Ok(cmp_int(*op, p.0.eval(env)?, p.1.eval(env)?)),
+            BoolIr::CmpFloat(op, p) => Ok(cmp_float(*op, p.0.eval(env)?, p.1.eval(env)?)),
+            BoolIr::CmpBool(op, p) => {
+                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                Ok(if *op == CmpOp::Eq { a == b } else { a != b })
+            }
+            BoolIr::StrEq(negate, p) => {
+                let eq = p.0.eq(&p.1, env)?;
+                Ok(eq != *negate)
+            }
+            BoolIr::StrInList(s, list) => {
+                let sym = s.sym(env)?;
+                Ok(sym != 0 && list.contains(&sym))
+            }
+            BoolIr::IntInList(e, list) => {
+                let v = e.eval(env)?;
+                Ok(list.contains(&v))
+            }
+            BoolIr::FloatInList(e, list) => {
+                let v = e.eval(env)?;
+                Ok(list.iter().any(|&k| cmp_float(CmpOp::Eq, v, k)))
+            }
+            BoolIr::BoolInList(e, has_true, has_false) => {
+                Ok(if e.eval(env)? { *has_true } else { *has_false })
+            }
+            BoolIr::SetContains(slot, s) => {
+                let (sym, text) = s.sym_text(env)?;
+                env.ctx.set_contains(*slot, sym, text)
+            }
+        }
+    }
+}
+
+impl IntIr {
+    pub(crate) fn eval(&self, env: Env<'_>) -> R<i64> {
+        match self {
+            IntIr::Const(v) => Ok(*v),
+            IntIr::Attr(slot) => env.ctx.int(*slot),
+            IntIr::Time(slot) => env.ctx.time(*slot),
+            IntIr::Neg(e) => e.eval(env)?.checked_neg().ok_or(EvalError::Overflow),
+            IntIr::Abs(e) => e.eval(env)?.checked_abs().ok_or(EvalError::Overflow),
+            IntIr::Arith(op, p) => {
+                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                int_arith(*op, a, b)
+            }
+            IntIr::Min(p) => {
+                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                Ok(if a <= b { a } else { b })
+            }
+            IntIr::Max(p) => {
+                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                Ok(if a >= b { a } else { b })
+            }
+            IntIr::LenStr(s) => Ok(s.text(env)?.chars().count() as i64),
+            IntIr::LenSet(slot) => env.ctx.set_len(*slot),
+            IntIr::DaysSince(slot) => since(env, *slot, 86_400),
+            IntIr::HoursSince(slot) => since(env, *slot, 3_600),
+        }
+    }
+}
+
+/// Whole units from `t` to the decision time, rounded toward negative
+/// infinity (so a timestamp one second in the future is day -1).
+pub(crate) fn since_seconds(now: i64, t: i64, unit: i64) -> R<i64> {
+    let d = now.checked_sub(t).ok_or(EvalError::Overflow)?;
+    Ok(d.div_euclid(unit))
+}
+
+fn since(env: Env<'_>, slot: u16, unit: i64) -> R<i64> {
+    since_seconds(env.now, env.ctx.time(slot)?, unit)
+}
+
+pub(crate) fn int_arith(op: ArithOp, a: i64, b: i64) -> R<i64> {
+    match op {
+        ArithOp::Add => a.checked_add(b).ok_or(EvalError::Overflow),
+        ArithOp::Sub => a.checked_sub(b).ok_or(EvalError::Overflow),
+        ArithOp::Mul => a.checked_mul(b).ok_or(EvalError::Overflow),
+        ArithOp::Div if b == 0 => Err(EvalError::DivisionByZero),
+        ArithOp::Div => a.checked_div(b).ok_or(EvalError::Overflow),
+        ArithOp::Rem if b == 0 => Err(EvalError::DivisionByZero),
+        ArithOp::Rem => a.checked_rem(b).ok_or(EvalError::Overflow),
+    }
+}
+
+impl FloatIr {
+    pub(crate) fn eval(&self, env: Env<'_>) -> R<f64> {
+        match self {
+            FloatIr::Const(v) => Ok(*v),
+            FloatIr::Attr(slot) => env.ctx.float(*slot),
+            FloatIr::FromInt(e) => Ok(e.eval(env)? as f64),
+            FloatIr::Neg(e) => Ok(-e.eval(env)?),
+            FloatIr::Abs(e) => Ok(e.eval(env)?.abs()),
+            FloatIr::Arith(op, p) => {
+                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                Ok(match op {
+                    ArithOp::Add => a + b,
+                    ArithOp::Sub => a - b,
+                    ArithOp::Mul => a * b,
+                    ArithOp::Div => a / b,
+                    ArithOp::Rem => a % b,
+                })
+            }
+            FloatIr::Min(p) => {
+                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                Ok(if a <= b { a } else { b })
+            }
+            FloatIr::Max(p) => {
+                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                Ok(if a >= b { a } else { b })
+            }
+        }
+    }
+}
+
+impl StrIr {
+    fn sym(&self, env: Env<'_>) -> R<Sym> {
+        match self {
+            StrIr::Const(sym, _) => Ok(*sym),
+            StrIr::Attr(slot) => env.ctx.str_sym(*slot),
+        }
+    }
+
+    fn text<'a>(&'a self, env: Env<'a>) -> R<&'a str> {
+        Ok(self.sym_text(env)?.1)
+    }
+
+    fn sym_text<'a>(&'a self, env: Env<'a>) -> R<(Sym, &'a str)> {
+        match self {
+            StrIr::Const(sym, text) => Ok((*sym, text)),
+            StrIr::Attr(slot) => env.ctx.str(*slot),
+        }
+    }
+
+    fn eq(&self, other: &StrIr, env: Env<'_>) -> R<bool> {
+        let (a, ta) = self.sym_text(env)?;
+        let (b, tb) = other.sym_text(env)?;
+        // Symbols decide unless both strings are ones no rule mentions.
+        Ok(if a == 0 && b == 0 { ta == tb } else { a == b })
+    }
+}
+
+impl Slot {
+    #[inline]
+    pub(crate) fn missing(slot: u16) -> EvalError {
+        EvalError::Missing(slot)
+    }
+}

@@ -1,0 +1,53 @@
+//! # nextbest
+//!
+//! Real-time next-best-action decisioning, in process, in microseconds.
+//!
+//! Given a customer's context and a channel, nextbest evaluates engagement
+//! policies (eligibility, applicability, suitability) at group and action
+//! level, ranks the surviving actions by `priority = P × C × V × L`
+//! (propensity × context weight × value × lever) and returns the top N with
+//! the treatment for the channel, and, on request, why every other action
+//! lost.
+//!
+//! Rules live in a directory of TOML files (see the README for the format);
+//! conditions are written in a subset of rhai expression syntax and compiled
+//! into typed trees over the context's slots when the rule set loads.
+//!
+//! ```
+//! use nextbest::{Context, DecisionRequest, Engine};
+//!
+//! let engine = Engine::from_dir("rules/retail_bank")?;
+//! let ctx = Context::builder(&engine.schema())
+//!     .set("age", 34)
+//!     .set("income", 52_000.0)
+//!     .set("segment", "affluent")
+//!     .set("products", ["CURRENT"])
+//!     .build()?;
+//! let request = DecisionRequest::new("C1", "call_center", ctx).explain(true);
+//! let decision = engine.decide(&request)?;
+//! for a in decision.actions() {
+//!     println!("{} {} {:.3} {}", a.rank(), a.action(), a.priority(), a.treatment());
+//! }
+//! for f in decision.filtered() {
+//!     println!("{} removed at {}: {:?}", f.action(), f.stage(), f.condition());
+//! }
+//! # Ok::<(), nextbest::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod arbitration;
+mod context;
+mod decision;
+mod engine;
+mod error;
+mod expr;
+mod policy;
+pub mod ruleset;
+mod util;
+
+pub use context::{Context, ContextBuilder, Timestamp, Value};
+pub use decision::{Arm, Decision, DecisionId, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT};
+pub use engine::{Engine, Version};
+pub use error::{Error, Location, RuleError, RuleErrors};
+pub use ruleset::{AttrType, Attribute, Direction, Level, RuleSet, RuleSource, Schema, Stage};

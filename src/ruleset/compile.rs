@@ -1,0 +1,678 @@
+//! Validation and compilation of a [`RuleSource`] into a [`RuleSet`].
+//!
+//! Validation keeps going after an error so that an author sees every
+//! problem in one run; each error is located at file:line:col.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use super::schema::{AttrType, Attribute, Schema, Symbols};
+use super::source::{
+    location, string_offset, ActionSrc, ActionsFile, CondSrc, RuleSource, RulesetFile, ValueSrc,
+};
+use super::{Action, Channel, Check, Cond, ContextWeight, Direction, Group, Issue, Level, RuleSet, Stage, ValueFn};
+use crate::context::{json_value, Timestamp, Value};
+use crate::error::{Location, RuleError, RuleErrors};
+use crate::expr::{self, Scope};
+use crate::util::did_you_mean;
+
+/// Collects located errors.
+struct Diag<'s> {
+    src: &'s RuleSource,
+    errors: Vec<RuleError>,
+}
+
+impl<'s> Diag<'s> {
+    fn text(&self, file: &Path) -> &'s str {
+        self.src.files.get(file).map_or("", String::as_str)
+    }
+
+    fn loc(&self, file: &Path, offset: usize) -> Location {
+        location(file, self.text(file), offset)
+    }
+
+    fn at(&mut self, file: &Path, offset: usize, message: impl Into<String>) {
+        let location = self.loc(file, offset);
+        self.errors.push(RuleError {
+            location,
+            message: message.into(),
+        });
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn valid_ident(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && !matches!(s, "true" | "false" | "in")
+        && s.len() <= 128
+}
+
+/// An action source with the file it came from.
+struct Located<T> {
+    file: PathBuf,
+    item: Spanned<T>,
+}
+
+pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
+    let mut d = Diag {
+        src,
+        errors: Vec::new(),
+    };
+    let main_path = PathBuf::from("ruleset.toml");
+    let Some(main_text) = src.files.get(&main_path) else {
+        d.at(&main_path, 0, "the rule directory has no ruleset.toml");
+        return Err(finish(d.errors));
+    };
+    let main: RulesetFile = match toml::from_str(main_text) {
+        Ok(m) => m,
+        Err(e) => {
+            d.at(&main_path, e.span().map_or(0, |s| s.start), toml_message(&e));
+            return Err(finish(d.errors));
+        }
+    };
+    let mut action_srcs: Vec<Located<ActionSrc>> = Vec::new();
+    let mut main = main;
+    for a in std::mem::take(&mut main.actions) {
+        action_srcs.push(Located {
+            file: main_path.clone(),
+            item: a,
+        });
+    }
+    for (path, text) in &src.files {
+        if !path.starts_with("actions") {
+            continue;
+        }
+        match toml::from_str::<ActionsFile>(text) {
+            Ok(f) => action_srcs.extend(f.actions.into_iter().map(|a| Located {
+                file: path.clone(),
+                item: a,
+            })),
+            Err(e) => d.at(path, e.span().map_or(0, |s| s.start), toml_message(&e)),
+        }
+    }
+
+    let name = main.name.get_ref().clone();
+    if !valid_name(&name) {
+        d.at(
+            &main_path,
+            main.name.span().start,
+            "name must be letters, digits, `_` or `-` (at most 128)",
+        );
+    }
+    let default_limit = match &main.default_limit {
+        Some(l) if !(1..=1000).contains(l.get_ref()) => {
+            d.at(&main_path, l.span().start, "default_limit must be between 1 and 1000");
+            3
+        }
+        Some(l) => *l.get_ref() as usize,
+        None => 3,
+    };
+
+    let mut symbols = Symbols::new();
+    let attrs = schema_attrs(&mut d, &main_path, &main.schema, &mut symbols);
+    let lookup = Schema::new(attrs.clone(), Symbols::new());
+
+    // Channels.
+    let mut channels = Vec::new();
+    for (cname, c) in &main.channels {
+        if !valid_name(cname.get_ref()) {
+            d.at(&main_path, cname.span().start, "channel names are letters, digits, `_` or `-`");
+        }
+        let c = c.get_ref();
+        let direction = match c.direction.get_ref().as_str() {
+            "inbound" => Direction::Inbound,
+            "outbound" => Direction::Outbound,
+            other => {
+                d.at(
+                    &main_path,
+                    c.direction.span().start,
+                    format!("direction `{other}` is neither `inbound` nor `outbound`"),
+                );
+                Direction::Inbound
+            }
+        };
+        let limit = match &c.limit {
+            Some(l) if !(1..=1000).contains(l.get_ref()) => {
+                d.at(&main_path, l.span().start, "channel limit must be between 1 and 1000");
+                None
+            }
+            Some(l) => Some(*l.get_ref() as usize),
+            None => None,
+        };
+        channels.push(Channel {
+            name: cname.get_ref().as_str().into(),
+            direction,
+            limit,
+            actions: Box::new([]),
+        });
+    }
+    if channels.is_empty() {
+        d.at(&main_path, 0, "no channels: declare at least one under [channels]");
+    }
+    let channel_index: FxHashMap<&str, usize> = channels
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (&*c.name, i))
+        .collect();
+
+    // Issues and groups.
+    let mut issues = Vec::new();
+    let mut issue_levers = Vec::new();
+    for (iname, i) in &main.issues {
+        if !valid_name(iname.get_ref()) {
+            d.at(&main_path, iname.span().start, "issue names are letters, digits, `_` or `-`");
+        }
+        issues.push(Issue {
+            name: iname.get_ref().as_str().into(),
+        });
+        issue_levers.push(lever(&mut d, &main_path, i.get_ref().lever.as_ref()));
+    }
+    let issue_index: FxHashMap<&str, usize> = issues
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (&*x.name, i))
+        .collect();
+
+    let mut conds = CondTable::default();
+    let mut groups = Vec::new();
+    let mut group_levers = Vec::new();
+    let mut group_checks: Vec<[Vec<u32>; 3]> = Vec::new();
+    for (gname, g) in &main.groups {
+        if !valid_name(gname.get_ref()) {
+            d.at(&main_path, gname.span().start, "group names are letters, digits, `_` or `-`");
+        }
+        let g = g.get_ref();
+        let issue = match issue_index.get(g.issue.get_ref().as_str()) {
+            Some(&i) => i as u32,
+            None => {
+                let hint = did_you_mean(crate::util::closest(
+                    g.issue.get_ref(),
+                    issues.iter().map(|i| &*i.name),
+                ));
+                d.at(
+                    &main_path,
+                    g.issue.span().start,
+                    format!("unknown issue `{}`{hint}; declare it under [issues]", g.issue.get_ref()),
+                );
+                0
+            }
+        };
+        groups.push(Group {
+            name: gname.get_ref().as_str().into(),
+            issue,
+        });
+        group_levers.push(lever(&mut d, &main_path, g.lever.as_ref()));
+        let mut scope = Scope {
+            attrs: &lookup,
+            symbols: &mut symbols,
+        };
+        group_checks.push([
+            conds.add(&mut d, &main_path, g.eligibility.as_ref(), &mut scope),
+            conds.add(&mut d, &main_path, g.applicability.as_ref(), &mut scope),
+            conds.add(&mut d, &main_path, g.suitability.as_ref(), &mut scope),
+        ]);
+    }
+    let group_index: FxHashMap<&str, usize> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (&*x.name, i))
+        .collect();
+
+    // Actions, sorted by id so index order is the tie-break order.
+    action_srcs.sort_by(|a, b| a.item.get_ref().id.get_ref().cmp(b.item.get_ref().id.get_ref()));
+    let mut actions: Vec<Action> = Vec::new();
+    let mut first_seen: FxHashMap<String, Location> = FxHashMap::default();
+    for la in &action_srcs {
+        let file = &la.file;
+        let a: &ActionSrc = la.item.get_ref();
+        let id = a.id.get_ref();
+        let here = d.loc(file, a.id.span().start);
+        if !valid_name(id) {
+            d.at(file, a.id.span().start, "action ids are letters, digits, `_` or `-` (at most 128)");
+        }
+        if let Some(first) = first_seen.get(id) {
+            let msg = format!("duplicate action id `{id}` (first defined at {first})");
+            d.at(file, a.id.span().start, msg);
+            continue;
+        }
+        first_seen.insert(id.clone(), here);
+        let (group, issue) = match group_index.get(a.group.get_ref().as_str()) {
+            Some(&g) => (g as u32, groups[g].issue),
+            None => {
+                let hint = did_you_mean(crate::util::closest(
+                    a.group.get_ref(),
+                    groups.iter().map(|g| &*g.name),
+                ));
+                d.at(
+                    file,
+                    a.group.span().start,
+                    format!("unknown group `{}`{hint}; declare it under [groups] in ruleset.toml", a.group.get_ref()),
+                );
+                (u32::MAX, 0)
+            }
+        };
+        let sp = *a.starting_propensity.get_ref();
+        if !(sp > 0.0 && sp <= 1.0) {
+            d.at(
+                file,
+                a.starting_propensity.span().start,
+                format!("starting_propensity must be in (0, 1], got {sp}"),
+            );
+        }
+        let mut scope = Scope {
+            attrs: &lookup,
+            symbols: &mut symbols,
+        };
+        let value = match a.value.get_ref() {
+            ValueSrc::Number(v) if v.is_finite() => ValueFn::Const(*v),
+            ValueSrc::Number(v) => {
+                d.at(file, a.value.span().start, format!("value must be a finite number, got {v}"));
+                ValueFn::Const(0.0)
+            }
+            ValueSrc::Expr(e) => match expr::compile_number(e.get_ref(), &mut scope) {
+                Ok(ir) => ValueFn::Expr(ir, e.get_ref().as_str().into()),
+                Err(err) => {
+                    let off = string_offset(d.text(file), &e.span(), err.span.start);
+                    d.at(file, off, format!("in value expression: {}", err.message));
+                    ValueFn::Const(0.0)
+                }
+            },
+        };
+        let own = [
+            conds.add(&mut d, file, a.eligibility.as_ref(), &mut scope),
+            conds.add(&mut d, file, a.applicability.as_ref(), &mut scope),
+            conds.add(&mut d, file, a.suitability.as_ref(), &mut scope),
+        ];
+        let mut checks = Vec::new();
+        for (k, stage) in [Stage::Eligibility, Stage::Applicability, Stage::Suitability]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(gc) = group_checks.get(group as usize) {
+                checks.extend(gc[k].iter().map(|&c| Check {
+                    cond: c,
+                    stage,
+                    level: Level::Group,
+                }));
+            }
+            checks.extend(own[k].iter().map(|&c| Check {
+                cond: c,
+                stage,
+                level: Level::Action,
+            }));
+        }
+        let action_lever = lever(&mut d, file, a.lever.as_ref());
+        let total = action_lever
+            + group_levers.get(group as usize).copied().unwrap_or(0.0)
+            + issue_levers.get(issue as usize).copied().unwrap_or(0.0);
+        if total < -100.0 {
+            d.at(
+                file,
+                a.id.span().start,
+                format!("issue, group and action levers sum to {total}%, which would make L negative (the sum must be at least -100)"),
+            );
+        }
+        let treatments = action_treatments(&mut d, file, a, &channel_index, channels.len());
+        actions.push(Action {
+            id: id.as_str().into(),
+            name: a.name.clone(),
+            group,
+            issue,
+            value,
+            starting_propensity: sp,
+            lever: 1.0 + total / 100.0,
+            checks: checks.into(),
+            weights: Box::new([]),
+            treatments,
+        });
+    }
+    if action_srcs.is_empty() {
+        d.at(&main_path, 0, "the rule set has no actions: add [[actions]] to actions/*.toml");
+    }
+
+    // Context weights.
+    let mut weights = Vec::new();
+    let mut weight_targets = Vec::new();
+    for w in &main.context_weights {
+        let w = w.get_ref();
+        let mut scope = Scope {
+            attrs: &lookup,
+            symbols: &mut symbols,
+        };
+        let cids = conds.add(&mut d, &main_path, Some(&w.when), &mut scope);
+        let boost = *w.boost.get_ref();
+        if !boost.is_finite() || boost < -100.0 {
+            d.at(&main_path, w.boost.span().start, "boost must be a finite percentage of at least -100");
+        }
+        let targets: Vec<(&str, &Spanned<String>)> = [("issue", &w.issue), ("group", &w.group), ("action", &w.action)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+            .collect();
+        let target = match targets.as_slice() {
+            [(kind, t)] => {
+                let known = match *kind {
+                    "issue" => issue_index.contains_key(t.get_ref().as_str()),
+                    "group" => group_index.contains_key(t.get_ref().as_str()),
+                    _ => first_seen.contains_key(t.get_ref()),
+                };
+                if !known {
+                    d.at(&main_path, t.span().start, format!("unknown {kind} `{}`", t.get_ref()));
+                }
+                Some((*kind, t.get_ref().clone()))
+            }
+            _ => {
+                d.at(
+                    &main_path,
+                    w.boost.span().start,
+                    "a context weight needs exactly one target: issue = \"...\", group = \"...\" or action = \"...\"",
+                );
+                None
+            }
+        };
+        weights.push(ContextWeight {
+            conds: cids.into(),
+            boost,
+        });
+        weight_targets.push(target);
+    }
+    for action in &mut actions {
+        let mut ws = Vec::new();
+        for (i, t) in weight_targets.iter().enumerate() {
+            let hit = match t {
+                Some(("issue", n)) => issues.get(action.issue as usize).is_some_and(|x| *x.name == **n),
+                Some(("group", n)) => groups.get(action.group as usize).is_some_and(|x| *x.name == **n),
+                Some((_, n)) => *action.id == **n,
+                None => false,
+            };
+            if hit {
+                ws.push(i as u32);
+            }
+        }
+        action.weights = ws.into();
+    }
+    for (ci, ch) in channels.iter_mut().enumerate() {
+        ch.actions = actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.treatments.get(ci).is_some_and(Option::is_some))
+            .map(|(i, _)| i as u32)
+            .collect();
+    }
+
+    if !d.errors.is_empty() {
+        return Err(finish(d.errors));
+    }
+    let schema = Arc::new(Schema::new(attrs, symbols));
+    Ok(RuleSet {
+        name: name.into(),
+        description: main.description.clone(),
+        hash: content_hash(src),
+        schema,
+        default_limit,
+        channels,
+        issues,
+        groups,
+        actions,
+        conds: conds.conds,
+        weights,
+    })
+}
+
+fn finish(mut errors: Vec<RuleError>) -> RuleErrors {
+    errors.sort_by(|a, b| a.location.cmp(&b.location));
+    errors.dedup();
+    RuleErrors(errors)
+}
+
+fn toml_message(e: &toml::de::Error) -> String {
+    let m = e.message().trim();
+    if m.starts_with("data did not match any variant") {
+        "expected a condition string or an array of condition strings (or, for value, a number or an expression string)".into()
+    } else {
+        m.to_string()
+    }
+}
+
+fn lever(d: &mut Diag<'_>, file: &Path, l: Option<&Spanned<f64>>) -> f64 {
+    match l {
+        Some(l) if !l.get_ref().is_finite() || l.get_ref().abs() > 1e6 => {
+            d.at(file, l.span().start, "lever must be a finite percentage");
+            0.0
+        }
+        Some(l) => *l.get_ref(),
+        None => 0.0,
+    }
+}
+
+fn action_treatments(
+    d: &mut Diag<'_>,
+    file: &Path,
+    a: &ActionSrc,
+    channel_index: &FxHashMap<&str, usize>,
+    n: usize,
+) -> Box<[Option<Arc<str>>]> {
+    let mut out: Vec<Option<Arc<str>>> = vec![None; n];
+    let listed: Vec<&str> = a.channels.get_ref().iter().map(|c| c.get_ref().as_str()).collect();
+    if listed.is_empty() {
+        d.at(file, a.channels.span().start, "an action needs at least one channel");
+    }
+    for c in a.channels.get_ref() {
+        let Some(&ci) = channel_index.get(c.get_ref().as_str()) else {
+            let hint = did_you_mean(crate::util::closest(c.get_ref(), channel_index.keys().copied()));
+            d.at(
+                file,
+                c.span().start,
+                format!("unknown channel `{}`{hint}; declare it under [channels]", c.get_ref()),
+            );
+            continue;
+        };
+        let t = a
+            .treatments
+            .iter()
+            .find(|(k, _)| k.get_ref() == c.get_ref())
+            .map(|(_, v)| v.clone())
+            .or_else(|| a.treatment.clone());
+        match t {
+            Some(t) => out[ci] = Some(t.into()),
+            None => d.at(
+                file,
+                c.span().start,
+                format!(
+                    "no treatment for channel `{}`: add it to `treatments` or set a default `treatment`",
+                    c.get_ref()
+                ),
+            ),
+        }
+    }
+    for k in a.treatments.keys() {
+        if !listed.contains(&k.get_ref().as_str()) {
+            d.at(
+                file,
+                k.span().start,
+                format!("treatment for channel `{}`, which is not in this action's `channels`", k.get_ref()),
+            );
+        }
+    }
+    out.into()
+}
+
+/// Conjuncts, shared across the whole rule set.
+#[derive(Default)]
+struct CondTable {
+    conds: Vec<Cond>,
+    by_key: FxHashMap<String, u32>,
+}
+
+impl CondTable {
+    fn add(&mut self, d: &mut Diag<'_>, file: &Path, src: Option<&CondSrc>, scope: &mut Scope<'_>) -> Vec<u32> {
+        let Some(src) = src else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        for part in src.parts() {
+            let text = part.get_ref();
+            let span: Range<usize> = part.span();
+            match expr::compile_condition(text, scope) {
+                Ok(conjuncts) => {
+                    for c in conjuncts {
+                        let id = match self.by_key.get(&c.key) {
+                            Some(&id) => id,
+                            None => {
+                                let id = self.conds.len() as u32;
+                                let off = string_offset(d.text(file), &span, c.span.start);
+                                self.conds.push(Cond {
+                                    ir: c.ir,
+                                    text: c.text.into(),
+                                    location: d.loc(file, off),
+                                });
+                                self.by_key.insert(c.key, id);
+                                id
+                            }
+                        };
+                        ids.push(id);
+                    }
+                }
+                Err(e) => {
+                    let off = string_offset(d.text(file), &span, e.span.start);
+                    d.at(file, off, e.message);
+                }
+            }
+        }
+        ids
+    }
+}
+
+fn schema_attrs(
+    d: &mut Diag<'_>,
+    file: &Path,
+    schema: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    symbols: &mut Symbols,
+) -> Vec<Attribute> {
+    let mut attrs = Vec::new();
+    if schema.is_empty() {
+        d.at(file, 0, "no [schema]: declare the context attributes conditions may use");
+    }
+    if schema.len() > u16::MAX as usize {
+        d.at(file, 0, "too many schema attributes");
+        return attrs;
+    }
+    for (name, decl) in schema {
+        let at = decl.span().start;
+        if !valid_ident(name.get_ref()) {
+            d.at(
+                file,
+                name.span().start,
+                format!("attribute `{}` is not a valid name: letters, digits and `_`, not starting with a digit", name.get_ref()),
+            );
+        }
+        let (ty_name, table) = match decl.get_ref() {
+            toml::Value::String(t) => (Some(t.clone()), None),
+            toml::Value::Table(t) => (t.get("type").and_then(|v| v.as_str()).map(str::to_string), Some(t)),
+            _ => (None, None),
+        };
+        let Some(ty_name) = ty_name else {
+            d.at(file, at, "an attribute is a type name (\"int\") or a table with `type = \"...\"`");
+            continue;
+        };
+        let Some(ty) = AttrType::parse(&ty_name) else {
+            d.at(
+                file,
+                at,
+                format!("unknown type `{ty_name}`; use int, float, bool, string, string_set or timestamp"),
+            );
+            continue;
+        };
+        let mut attr = Attribute {
+            name: name.get_ref().as_str().into(),
+            ty,
+            sensitive: false,
+            values: None,
+            default_value: None,
+        };
+        if let Some(t) = table {
+            for (k, v) in t {
+                match k.as_str() {
+                    "type" | "description" => {}
+                    "sensitive" => match v.as_bool() {
+                        Some(b) => attr.sensitive = b,
+                        None => d.at(file, at, "`sensitive` must be true or false"),
+                    },
+                    "values" => {
+                        let vals: Option<Vec<String>> = v
+                            .as_array()
+                            .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect());
+                        match (vals, ty) {
+                            (Some(vals), AttrType::String | AttrType::StringSet) if !vals.is_empty() => {
+                                for v in &vals {
+                                    symbols.intern(v);
+                                }
+                                attr.values = Some(vals);
+                            }
+                            (_, AttrType::String | AttrType::StringSet) => {
+                                d.at(file, at, "`values` must be a non-empty array of strings")
+                            }
+                            _ => d.at(file, at, "`values` is only for string and string_set attributes"),
+                        }
+                    }
+                    "default" => {}
+                    other => d.at(
+                        file,
+                        at,
+                        format!("unknown key `{other}` in attribute `{}`; expected type, values, sensitive, default or description", name.get_ref()),
+                    ),
+                }
+            }
+            if let Some(def) = t.get("default") {
+                match default_value(ty, def) {
+                    Ok(v) => {
+                        let bad = match (&v, &attr.values) {
+                            (Value::String(s), Some(vals)) => !vals.contains(s),
+                            (Value::StringSet(items), Some(vals)) => items.iter().any(|s| !vals.contains(s)),
+                            _ => false,
+                        };
+                        if bad {
+                            d.at(file, at, "default is not one of the allowed values");
+                        }
+                        attr.default_value = Some(v);
+                    }
+                    Err(m) => d.at(file, at, format!("bad default: {m}")),
+                }
+            }
+        }
+        attrs.push(attr);
+    }
+    attrs
+}
+
+fn default_value(ty: AttrType, v: &toml::Value) -> Result<Value, String> {
+    if let (AttrType::Timestamp, toml::Value::Datetime(dt)) = (ty, v) {
+        return Timestamp::parse(&dt.to_string()).map(Value::Timestamp);
+    }
+    let json = serde_json::to_value(v).map_err(|e| e.to_string())?;
+    json_value(ty, &json)
+}
+
+fn content_hash(src: &RuleSource) -> String {
+    let mut h = Sha256::new();
+    for (path, text) in &src.files {
+        let p = path.to_string_lossy().replace('\\', "/");
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}

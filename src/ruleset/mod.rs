@@ -1,0 +1,245 @@
+//! Rule sets: load a rule directory, validate it, compile it into an
+//! immutable [`RuleSet`].
+//!
+//! Stages: [`RuleSource`] (files as text) → [`RuleSet`] (validated,
+//! compiled, content-hashed). Everything a decision needs is computed here,
+//! once: conditions are compiled and de-duplicated, each action's checks are
+//! laid out in evaluation order, levers are folded into one `L`, context
+//! weights are attached to the actions they boost, and each channel has the
+//! list of actions it offers. A decision only indexes into these tables.
+
+mod compile;
+pub(crate) mod schema;
+pub(crate) mod source;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Location};
+use crate::expr::{BoolIr, FloatIr};
+pub use schema::{AttrType, Attribute, Schema};
+pub use source::RuleSource;
+
+/// The stage of the decision funnel that removed a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Stage {
+    /// May this customer ever get it?
+    Eligibility,
+    /// Is it relevant now?
+    Applicability,
+    /// Is it in the customer's interest?
+    Suitability,
+    /// The value expression failed or was not a finite number.
+    Value,
+}
+
+impl Stage {
+    /// The stage's name in JSON and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Eligibility => "eligibility",
+            Stage::Applicability => "applicability",
+            Stage::Suitability => "suitability",
+            Stage::Value => "value",
+        }
+    }
+
+    /// Every stage, in funnel order.
+    pub const ALL: [Stage; 4] = [
+        Stage::Eligibility,
+        Stage::Applicability,
+        Stage::Suitability,
+        Stage::Value,
+    ];
+
+    pub(crate) fn parse(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a policy belongs to the action's group or to the action itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// Declared on the group: applies to every action in it.
+    Group,
+    /// Declared on the action.
+    Action,
+}
+
+impl Level {
+    /// `"group"` or `"action"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Group => "group",
+            Level::Action => "action",
+        }
+    }
+}
+
+/// Inbound (the customer came to us) or outbound (we reach out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The customer contacted us (call, app session, web visit).
+    Inbound,
+    /// We contact the customer (email, sms, outbound call).
+    Outbound,
+}
+
+/// A compiled conjunct, shared by every policy that uses it.
+#[derive(Debug)]
+pub(crate) struct Cond {
+    pub ir: BoolIr,
+    pub text: Box<str>,
+    pub location: Location,
+}
+
+/// One engagement-policy check of an action, in evaluation order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Check {
+    pub cond: u32,
+    pub stage: Stage,
+    pub level: Level,
+}
+
+#[derive(Debug)]
+pub(crate) enum ValueFn {
+    Const(f64),
+    Expr(FloatIr, Box<str>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Action {
+    pub id: Arc<str>,
+    pub name: Option<String>,
+    pub group: u32,
+    pub issue: u32,
+    pub value: ValueFn,
+    pub starting_propensity: f64,
+    /// L = 1 + (issue + group + action lever) / 100, folded at load.
+    pub lever: f64,
+    pub checks: Box<[Check]>,
+    /// Context weights that boost this action (via issue, group or itself).
+    pub weights: Box<[u32]>,
+    /// Treatment per channel index (None: not offered there).
+    pub treatments: Box<[Option<Arc<str>>]>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub name: Arc<str>,
+    pub issue: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Issue {
+    pub name: Arc<str>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub name: Arc<str>,
+    pub direction: Direction,
+    pub limit: Option<usize>,
+    /// Indices of the actions offered on this channel, ascending (= by id).
+    pub actions: Box<[u32]>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ContextWeight {
+    /// Conjuncts that must all hold.
+    pub conds: Box<[u32]>,
+    pub boost: f64,
+}
+
+/// A validated, compiled, immutable rule version. Cheap to share (`Arc`),
+/// identified by its content hash.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub(crate) name: Arc<str>,
+    pub(crate) description: Option<String>,
+    pub(crate) hash: String,
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) default_limit: usize,
+    pub(crate) channels: Vec<Channel>,
+    pub(crate) issues: Vec<Issue>,
+    pub(crate) groups: Vec<Group>,
+    /// Sorted by id, so index order is the tie-break order.
+    pub(crate) actions: Vec<Action>,
+    pub(crate) conds: Vec<Cond>,
+    pub(crate) weights: Vec<ContextWeight>,
+}
+
+impl RuleSet {
+    /// Load, validate and compile a rule directory.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<RuleSet, Error> {
+        RuleSet::compile(&RuleSource::from_dir(dir)?)
+    }
+
+    /// Validate and compile a rule source. Every problem is reported at
+    /// once, each with file:line:col.
+    pub fn compile(source: &RuleSource) -> Result<RuleSet, Error> {
+        compile::compile(source).map_err(Error::Rules)
+    }
+
+    /// The rule set's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rule set's description, if any.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// SHA-256 of the files that define decisions (hex): equal hashes mean
+    /// equal decisions.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The context schema.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// Action ids, sorted.
+    pub fn action_ids(&self) -> impl Iterator<Item = &str> {
+        self.actions.iter().map(|a| &*a.id)
+    }
+
+    /// Channel names, as declared.
+    pub fn channel_names(&self) -> impl Iterator<Item = &str> {
+        self.channels.iter().map(|c| &*c.name)
+    }
+
+    /// Number of distinct compiled conditions (after sharing).
+    pub fn condition_count(&self) -> usize {
+        self.conds.len()
+    }
+
+    pub(crate) fn channel(&self, name: &str) -> Result<u32, Error> {
+        self.channels
+            .iter()
+            .position(|c| &*c.name == name)
+            .map(|i| i as u32)
+            .ok_or_else(|| Error::UnknownChannel {
+                channel: name.to_string(),
+                known: crate::util::list(&self.channels.iter().map(|c| &*c.name).collect::<Vec<_>>()),
+            })
+    }
+
+    pub(crate) fn action_index(&self, id: &str) -> Option<u32> {
+        self.actions
+            .binary_search_by(|a| (*a.id).cmp(id))
+            .ok()
+            .map(|i| i as u32)
+    }
+}

@@ -1,0 +1,180 @@
+//! The context schema of a rule set: which attributes a customer context
+//! has, their types, defaults and sensitivity, and the interned strings that
+//! conditions compare against.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::context::Value;
+use crate::expr::Sym;
+
+/// The type of a context attribute, as written in `[schema]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttrType {
+    /// 64-bit signed integer.
+    Int,
+    /// 64-bit float; integers are accepted and converted.
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// A string, optionally restricted to a closed list of values.
+    String,
+    /// A set of strings, tested with `"X" in attr` and `len(attr)`.
+    StringSet,
+    /// A point in time (RFC 3339 or epoch seconds), whole seconds.
+    Timestamp,
+}
+
+impl AttrType {
+    /// The name used in rule files.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttrType::Int => "int",
+            AttrType::Float => "float",
+            AttrType::Bool => "bool",
+            AttrType::String => "string",
+            AttrType::StringSet => "string_set",
+            AttrType::Timestamp => "timestamp",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<AttrType> {
+        Some(match s {
+            "int" => AttrType::Int,
+            "float" => AttrType::Float,
+            "bool" => AttrType::Bool,
+            "string" => AttrType::String,
+            "string_set" => AttrType::StringSet,
+            "timestamp" => AttrType::Timestamp,
+            _ => return None,
+        })
+    }
+}
+
+/// One attribute of the context schema.
+#[derive(Debug, Clone)]
+pub struct Attribute {
+    pub(crate) name: Arc<str>,
+    pub(crate) ty: AttrType,
+    pub(crate) sensitive: bool,
+    /// For closed string attributes: the allowed values.
+    pub(crate) values: Option<Vec<String>>,
+    /// The value used when a request omits the attribute.
+    pub(crate) default_value: Option<Value>,
+}
+
+impl Attribute {
+    /// The attribute's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The attribute's type.
+    pub fn ty(&self) -> AttrType {
+        self.ty
+    }
+    /// Whether the attribute is masked in the decision log.
+    pub fn is_sensitive(&self) -> bool {
+        self.sensitive
+    }
+    /// The allowed values of a closed string attribute.
+    pub fn allowed_values(&self) -> Option<&[String]> {
+        self.values.as_deref()
+    }
+}
+
+/// Interned strings: every string a condition mentions and every allowed
+/// value of a closed string attribute. Symbol 0 means "a string no rule
+/// mentions"; such strings never equal a literal.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Symbols {
+    by_text: FxHashMap<Box<str>, Sym>,
+    texts: Vec<Box<str>>,
+}
+
+impl Symbols {
+    pub(crate) fn new() -> Symbols {
+        Symbols {
+            by_text: FxHashMap::default(),
+            texts: vec!["".into()],
+        }
+    }
+
+    pub(crate) fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&sym) = self.by_text.get(s) {
+            return sym;
+        }
+        let sym = self.texts.len() as Sym;
+        self.texts.push(s.into());
+        self.by_text.insert(s.into(), sym);
+        sym
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, s: &str) -> Sym {
+        self.by_text.get(s).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn texts(&self) -> &[Box<str>] {
+        &self.texts
+    }
+}
+
+/// The compiled context schema of a rule set. Contexts are built against
+/// it (see [`crate::Context::builder`]); two rule versions with the same
+/// schema and strings share a fingerprint, so contexts built for one are
+/// used by the other without rebinding.
+#[derive(Debug)]
+pub struct Schema {
+    pub(crate) attrs: Vec<Attribute>,
+    pub(crate) by_name: FxHashMap<Arc<str>, u16>,
+    pub(crate) symbols: Symbols,
+    pub(crate) fingerprint: u64,
+}
+
+impl Schema {
+    pub(crate) fn new(attrs: Vec<Attribute>, symbols: Symbols) -> Schema {
+        use std::hash::{Hash, Hasher};
+        let by_name = attrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.clone(), i as u16))
+            .collect();
+        // FxHasher is deterministic across processes and versions of this
+        // build; the fingerprint only needs to tell schemas apart in-process.
+        let mut h = rustc_hash::FxHasher::default();
+        for a in &attrs {
+            a.name.hash(&mut h);
+            a.ty.hash(&mut h);
+            a.values.hash(&mut h);
+            format!("{:?}", a.default_value).hash(&mut h);
+        }
+        symbols.texts.hash(&mut h);
+        Schema {
+            attrs,
+            by_name,
+            symbols,
+            fingerprint: h.finish(),
+        }
+    }
+
+    /// All attributes, in slot order.
+    pub fn attributes(&self) -> &[Attribute] {
+        &self.attrs
+    }
+
+    /// The attribute called `name`.
+    pub fn attribute(&self, name: &str) -> Option<&Attribute> {
+        self.slot(name).map(|i| &self.attrs[i as usize])
+    }
+
+    pub(crate) fn slot(&self, name: &str) -> Option<u16> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The closest attribute name, for "did you mean" hints.
+    pub(crate) fn suggest(&self, name: &str) -> Option<&str> {
+        crate::util::closest(name, self.attrs.iter().map(|a| &*a.name))
+    }
+}

@@ -1,0 +1,281 @@
+//! The text of a rule set and its TOML shapes, before validation.
+//!
+//! [`RuleSource`] is a rule directory held in memory: file names and their
+//! contents. Loading from disk only fills one; tests and fuzzers build one
+//! from strings. Positions are kept as byte spans (`toml::Spanned`) and
+//! turned into file:line:col only when an error is reported.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Location};
+
+/// A rule set's files, in memory: `ruleset.toml`, `actions/*.toml` and
+/// `strategies/*.rhai`, keyed by their path relative to the rule directory.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSource {
+    pub(crate) files: BTreeMap<PathBuf, String>,
+    pub(crate) dir: Option<PathBuf>,
+}
+
+impl RuleSource {
+    /// An empty source; add files with [`RuleSource::file`].
+    pub fn new() -> RuleSource {
+        RuleSource::default()
+    }
+
+    /// Add (or replace) a file, e.g. `("ruleset.toml", text)` or
+    /// `("actions/cards.toml", text)`.
+    pub fn file(mut self, path: impl Into<PathBuf>, contents: impl Into<String>) -> RuleSource {
+        self.files.insert(path.into(), contents.into());
+        self
+    }
+
+    /// Read a rule directory: `ruleset.toml`, `actions/*.toml` and
+    /// `strategies/*.rhai`. Personas and customers are not part of a rule
+    /// version and are not read.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<RuleSource, Error> {
+        let dir = dir.as_ref();
+        let mut src = RuleSource {
+            files: BTreeMap::new(),
+            dir: Some(dir.to_path_buf()),
+        };
+        let main = dir.join("ruleset.toml");
+        let text = std::fs::read_to_string(&main).map_err(|e| Error::io(&main, e))?;
+        src.files.insert("ruleset.toml".into(), text);
+        for (sub, ext) in [("actions", "toml"), ("strategies", "rhai")] {
+            let d = dir.join(sub);
+            if !d.is_dir() {
+                continue;
+            }
+            let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(&d, e))?;
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) != Some(ext) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                let rel = Path::new(sub).join(entry.file_name());
+                src.files.insert(rel, text);
+            }
+        }
+        Ok(src)
+    }
+
+    /// The directory this source was read from, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
+/// Turn a byte offset in `text` into a 1-based line and column.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let mut start = offset;
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+pub(crate) fn location(file: &Path, text: &str, offset: usize) -> Location {
+    let (line, column) = line_col(text, offset);
+    Location {
+        file: file.to_path_buf(),
+        line,
+        column,
+    }
+}
+
+/// Map a byte offset inside the *decoded* value of a TOML string to a byte
+/// offset in the file, given the span of the string literal (quotes
+/// included). Escapes in basic strings make the two differ.
+pub(crate) fn string_offset(text: &str, span: &Range<usize>, decoded: usize) -> usize {
+    let Some(raw) = text.get(span.clone()) else {
+        return span.start;
+    };
+    let (delim, basic) = if raw.starts_with("\"\"\"") {
+        (3, true)
+    } else if raw.starts_with("'''") {
+        (3, false)
+    } else if raw.starts_with('"') {
+        (1, true)
+    } else if raw.starts_with('\'') {
+        (1, false)
+    } else {
+        return span.start;
+    };
+    let mut i = delim;
+    // A newline right after a multi-line opening delimiter is trimmed.
+    if delim == 3 {
+        if raw[i..].starts_with("\r\n") {
+            i += 2;
+        } else if raw[i..].starts_with('\n') {
+            i += 1;
+        }
+    }
+    let bytes = raw.as_bytes();
+    let mut out = 0;
+    while out < decoded && i < bytes.len() {
+        if basic && bytes[i] == b'\\' {
+            let (raw_len, dec_len) = match bytes.get(i + 1) {
+                Some(b'u') => (6, decoded_len(raw.get(i + 2..i + 6))),
+                Some(b'U') => (10, decoded_len(raw.get(i + 2..i + 10))),
+                _ => (2, 1),
+            };
+            i += raw_len;
+            out += dec_len;
+        } else {
+            let ch_len = raw[i..].chars().next().map_or(1, char::len_utf8);
+            i += ch_len;
+            out += ch_len;
+        }
+    }
+    span.start + i.min(raw.len())
+}
+
+fn decoded_len(hex: Option<&str>) -> usize {
+    hex.and_then(|h| u32::from_str_radix(h, 16).ok())
+        .and_then(char::from_u32)
+        .map_or(1, char::len_utf8)
+}
+
+/// A condition: one string, or an array of strings that must all hold.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum CondSrc {
+    One(Spanned<String>),
+    All(Vec<Spanned<String>>),
+}
+
+impl CondSrc {
+    pub(crate) fn parts(&self) -> Vec<&Spanned<String>> {
+        match self {
+            CondSrc::One(s) => vec![s],
+            CondSrc::All(v) => v.iter().collect(),
+        }
+    }
+}
+
+/// An action's value: a number or an expression.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ValueSrc {
+    Number(f64),
+    Expr(Spanned<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RulesetFile {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    pub default_limit: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub schema: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub channels: BTreeMap<Spanned<String>, Spanned<ChannelSrc>>,
+    #[serde(default)]
+    pub issues: BTreeMap<Spanned<String>, Spanned<IssueSrc>>,
+    #[serde(default)]
+    pub groups: BTreeMap<Spanned<String>, Spanned<GroupSrc>>,
+    #[serde(default)]
+    pub context_weights: Vec<Spanned<WeightSrc>>,
+    #[serde(default)]
+    pub actions: Vec<Spanned<ActionSrc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChannelSrc {
+    pub direction: Spanned<String>,
+    pub limit: Option<Spanned<i64>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssueSrc {
+    pub lever: Option<Spanned<f64>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupSrc {
+    pub issue: Spanned<String>,
+    pub lever: Option<Spanned<f64>>,
+    pub description: Option<String>,
+    pub eligibility: Option<CondSrc>,
+    pub applicability: Option<CondSrc>,
+    pub suitability: Option<CondSrc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WeightSrc {
+    pub when: CondSrc,
+    pub issue: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub action: Option<Spanned<String>>,
+    pub boost: Spanned<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActionSrc {
+    pub id: Spanned<String>,
+    pub group: Spanned<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub channels: Spanned<Vec<Spanned<String>>>,
+    pub value: Spanned<ValueSrc>,
+    pub starting_propensity: Spanned<f64>,
+    pub lever: Option<Spanned<f64>>,
+    pub eligibility: Option<CondSrc>,
+    pub applicability: Option<CondSrc>,
+    pub suitability: Option<CondSrc>,
+    pub treatment: Option<String>,
+    #[serde(default)]
+    pub treatments: BTreeMap<Spanned<String>, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActionsFile {
+    #[serde(default)]
+    pub actions: Vec<Spanned<ActionSrc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_lines_and_characters() {
+        let text = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        // 'é' is two bytes but one column.
+        assert_eq!(line_col(text, 11), (2, 5));
+    }
+
+    #[test]
+    fn string_offset_skips_quotes_and_escapes() {
+        let text = r#"x = "a\"bc""#;
+        let span = 4..text.len();
+        // decoded `a"bc`: offset 2 ('b') is after the two-byte escape.
+        assert_eq!(string_offset(text, &span, 2), 8);
+        let lit = "x = 'abc'";
+        assert_eq!(string_offset(lit, &(4..9), 1), 6);
+    }
+}

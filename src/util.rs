@@ -1,0 +1,56 @@
+//! Small helpers shared by several modules.
+
+/// The candidate closest to `name` by edit distance, if it is close enough
+/// to be a plausible typo.
+pub(crate) fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// A "did you mean" suffix for an error message.
+pub(crate) fn did_you_mean(s: Option<&str>) -> String {
+    s.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn closest_finds_a_one_letter_typo_and_ignores_unrelated_names() {
+        let names = ["age", "income", "segment"];
+        assert_eq!(super::closest("incme", names.iter().copied()), Some("income"));
+        assert_eq!(super::closest("zzzzzz", names.iter().copied()), None);
+    }
+}
+
+/// `["a", "b"]` rendered for messages: `a, b`.
+pub(crate) fn list<S: AsRef<str>>(items: &[S]) -> String {
+    let mut s = String::new();
+    for (i, it) in items.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('`');
+        s.push_str(it.as_ref());
+        s.push('`');
+    }
+    s
+}
