@@ -8,7 +8,7 @@
 //! divides by zero is an error, float arithmetic follows IEEE 754, and float
 //! comparisons use rhai's relative epsilon.
 
-use crate::context::{Context, Slot};
+use crate::context::Context;
 
 /// Interned string: 0 is "a string no rule mentions".
 pub(crate) type Sym = u32;
@@ -296,12 +296,5 @@ impl StrIr {
         let (b, tb) = other.sym_text(env)?;
         // Symbols decide unless both strings are ones no rule mentions.
         Ok(if a == 0 && b == 0 { ta == tb } else { a == b })
-    }
-}
-
-impl Slot {
-    #[inline]
-    pub(crate) fn missing(slot: u16) -> EvalError {
-        EvalError::Missing(slot)
     }
 }

@@ -4,7 +4,6 @@
 //! problem in one run; each error is located at file:line:col.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use toml::Spanned;
 
 use super::schema::{AttrType, Attribute, Schema, Symbols};
 use super::source::{
-    location, string_offset, ActionSrc, ActionsFile, CondSrc, RuleSource, RulesetFile, ValueSrc,
+    cond_parts, location, string_offset, ActionSrc, ActionsFile, CondSrc, RuleSource, RulesetFile, ValueSrc,
 };
 use super::{Action, Channel, Check, Cond, ContextWeight, Direction, Group, Issue, Level, RuleSet, Stage, ValueFn};
 use crate::context::{json_value, Timestamp, Value};
@@ -282,10 +281,10 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
                 d.at(file, a.value.span().start, format!("value must be a finite number, got {v}"));
                 ValueFn::Const(0.0)
             }
-            ValueSrc::Expr(e) => match expr::compile_number(e.get_ref(), &mut scope) {
-                Ok(ir) => ValueFn::Expr(ir, e.get_ref().as_str().into()),
+            ValueSrc::Expr(e) => match expr::compile_number(e, &mut scope) {
+                Ok(ir) => ValueFn::Expr(ir, e.as_str().into()),
                 Err(err) => {
-                    let off = string_offset(d.text(file), &e.span(), err.span.start);
+                    let off = string_offset(d.text(file), &a.value.span(), err.span.start);
                     d.at(file, off, format!("in value expression: {}", err.message));
                     ValueFn::Const(0.0)
                 }
@@ -438,12 +437,7 @@ fn finish(mut errors: Vec<RuleError>) -> RuleErrors {
 }
 
 fn toml_message(e: &toml::de::Error) -> String {
-    let m = e.message().trim();
-    if m.starts_with("data did not match any variant") {
-        "expected a condition string or an array of condition strings (or, for value, a number or an expression string)".into()
-    } else {
-        m.to_string()
-    }
+    e.message().trim().to_string()
 }
 
 fn lever(d: &mut Diag<'_>, file: &Path, l: Option<&Spanned<f64>>) -> f64 {
@@ -522,9 +516,7 @@ impl CondTable {
             return Vec::new();
         };
         let mut ids = Vec::new();
-        for part in src.parts() {
-            let text = part.get_ref();
-            let span: Range<usize> = part.span();
+        for (text, span) in cond_parts(src) {
             match expr::compile_condition(text, scope) {
                 Ok(conjuncts) => {
                     for c in conjuncts {

@@ -150,28 +150,78 @@ fn decoded_len(hex: Option<&str>) -> usize {
 }
 
 /// A condition: one string, or an array of strings that must all hold.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum CondSrc {
-    One(Spanned<String>),
+/// (A hand-written visitor, because toml spans do not survive serde's
+/// untagged enums.)
+#[derive(Debug)]
+pub(crate) enum CondKind {
+    One(String),
     All(Vec<Spanned<String>>),
 }
 
-impl CondSrc {
-    pub(crate) fn parts(&self) -> Vec<&Spanned<String>> {
-        match self {
-            CondSrc::One(s) => vec![s],
-            CondSrc::All(v) => v.iter().collect(),
+/// A condition with its span.
+pub(crate) type CondSrc = Spanned<CondKind>;
+
+/// The parts of a condition: each string with the span of its literal.
+pub(crate) fn cond_parts(c: &CondSrc) -> Vec<(&str, Range<usize>)> {
+    match c.get_ref() {
+        CondKind::One(s) => vec![(s.as_str(), c.span())],
+        CondKind::All(v) => v.iter().map(|s| (s.get_ref().as_str(), s.span())).collect(),
+    }
+}
+
+impl<'de> Deserialize<'de> for CondKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CondKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a condition string or an array of condition strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CondKind, E> {
+                Ok(CondKind::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CondKind, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<Spanned<String>>()? {
+                    out.push(s);
+                }
+                Ok(CondKind::All(out))
+            }
         }
+        d.deserialize_any(V)
     }
 }
 
 /// An action's value: a number or an expression.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(crate) enum ValueSrc {
     Number(f64),
-    Expr(Spanned<String>),
+    Expr(String),
+}
+
+impl<'de> Deserialize<'de> for ValueSrc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ValueSrc;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or a value expression string")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ValueSrc, E> {
+                Ok(ValueSrc::Number(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ValueSrc, E> {
+                Ok(ValueSrc::Number(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ValueSrc, E> {
+                Ok(ValueSrc::Number(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ValueSrc, E> {
+                Ok(ValueSrc::Expr(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
