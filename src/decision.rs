@@ -313,6 +313,10 @@ impl<'a> RankedAction<'a> {
     pub fn action(&self) -> &'a str {
         &self.rules().actions[self.scored.action as usize].id
     }
+    /// The action's display name, if the rules give one.
+    pub fn name(&self) -> Option<&'a str> {
+        self.rules().actions[self.scored.action as usize].name.as_deref()
+    }
     /// The action's group.
     pub fn group(&self) -> &'a str {
         let rs = self.rules();
@@ -386,6 +390,10 @@ impl<'a> FilteredAction<'a> {
                 _ => None,
             },
         }
+    }
+    /// Where the failed condition is written in the rule files.
+    pub fn condition_location(&self) -> Option<&'a crate::Location> {
+        self.removed.cond.map(|c| &self.rules().conds[c as usize].location)
     }
     /// Why the condition could not be evaluated, if it could not
     /// (`missing attribute income`, `integer overflow`, ...). `None` means it

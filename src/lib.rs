@@ -42,8 +42,10 @@ mod decision;
 mod engine;
 mod error;
 mod expr;
+pub mod persona;
 mod policy;
 pub mod ruleset;
+pub mod simulate;
 mod util;
 
 pub use context::{Context, ContextBuilder, Timestamp, Value};

@@ -1,1 +1,322 @@
-fn main() {}
+//! The `nextbest` command-line tool: validate and test rule sets, decide
+//! from JSON lines, simulate a population.
+
+use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nextbest::persona::{load_personas, run_persona};
+use nextbest::simulate::{load_customers, simulate, SimulateOptions};
+use nextbest::{Engine, Error, RuleSet, Timestamp};
+
+#[derive(Parser)]
+#[command(name = "nextbest", version, about = "Real-time next-best-action decisioning")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load, validate and compile rule directories; report every error.
+    Validate {
+        /// Rule directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the personas in DIR/personas against the rule set.
+    Test {
+        /// Rule directory.
+        dir: PathBuf,
+        /// Print JSON results.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide: request JSON lines on stdin, decision JSON lines on stdout.
+    Decide {
+        /// Rule directory.
+        dir: PathBuf,
+    },
+    /// Decide for a population and report throughput, latency, wins and
+    /// the funnel.
+    Simulate {
+        /// Rule directory.
+        dir: PathBuf,
+        /// Population file (JSON lines); default DIR/customers.jsonl.
+        #[arg(long)]
+        customers: Option<PathBuf>,
+        /// Channel; default: the first inbound channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Actions per decision (default: the channel's limit).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Decision time, RFC 3339 (default 2026-11-23T10:00:00Z).
+        #[arg(long)]
+        now: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { dirs, json } => validate(&dirs, json),
+        Command::Test { dir, json } => test(&dir, json),
+        Command::Decide { dir } => decide(&dir),
+        Command::Simulate {
+            dir,
+            customers,
+            channel,
+            limit,
+            now,
+            json,
+        } => run_simulate(&dir, customers, channel, limit, now, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
+    let mut ok = true;
+    for dir in dirs {
+        match RuleSet::from_dir(dir) {
+            Ok(rs) => {
+                let groups: std::collections::BTreeSet<&str> = Default::default();
+                let _ = groups;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "dir": dir, "ok": true, "name": rs.name(), "hash": rs.hash(),
+                            "actions": rs.action_ids().count(),
+                            "channels": rs.channel_names().collect::<Vec<_>>(),
+                            "conditions": rs.condition_count(),
+                            "attributes": rs.schema().attributes().len(),
+                        })
+                    );
+                } else {
+                    println!(
+                        "ok: {} ({}): {} actions, {} channels, {} attributes, {} distinct conditions, hash {}",
+                        rs.name(),
+                        dir.display(),
+                        rs.action_ids().count(),
+                        rs.channel_names().count(),
+                        rs.schema().attributes().len(),
+                        rs.condition_count(),
+                        &rs.hash()[..16]
+                    );
+                }
+            }
+            Err(Error::Rules(errs)) => {
+                ok = false;
+                if json {
+                    let list: Vec<_> = errs
+                        .errors()
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "file": dir.join(&e.location.file), "line": e.location.line,
+                                "column": e.location.column, "message": e.message,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::json!({"dir": dir, "ok": false, "errors": list}));
+                } else {
+                    eprintln!("{}: {} error(s):", dir.display(), errs.errors().len());
+                    for e in errs.errors() {
+                        eprintln!(
+                            "  {}:{}:{}: {}",
+                            dir.join(&e.location.file).display(),
+                            e.location.line,
+                            e.location.column,
+                            e.message
+                        );
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
+    let engine = Engine::from_dir(dir)?;
+    let personas = load_personas(dir)?;
+    if personas.is_empty() {
+        eprintln!("{}: no personas in {}", dir.display(), dir.join("personas").display());
+        return Ok(ExitCode::FAILURE);
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for p in &personas {
+        let name = p.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let result = run_persona(&engine, p);
+        let (ok, detail, actions) = match &result {
+            Ok(r) => (r.passed(), r.failures.clone(), r.actions.clone()),
+            Err(e) => (false, vec![e.to_string()], Vec::new()),
+        };
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"persona": name, "passed": ok, "actions": actions, "failures": detail})
+            );
+        } else if ok {
+            println!("ok    {name}: {}", actions.join(", "));
+        } else {
+            println!("FAIL  {name}: {}", actions.join(", "));
+            for f in detail {
+                println!("        {f}");
+            }
+        }
+    }
+    if !json {
+        println!("{passed} passed, {failed} failed");
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn decide(dir: &Path) -> Result<ExitCode, Error> {
+    let engine = Engine::from_dir(dir)?;
+    let stdin = std::io::stdin().lock();
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let (mut decided, mut errors) = (0usize, 0usize);
+    for (i, line) in stdin.lines().enumerate() {
+        let line = line.map_err(|e| Error::Io {
+            path: "<stdin>".into(),
+            source: e,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let written = match engine.decide_json(&line) {
+            Ok(d) => {
+                decided += 1;
+                writeln!(out, "{}", d.to_json())
+            }
+            Err(e) => {
+                errors += 1;
+                let err = serde_json::json!({"error": {"line": i + 1, "message": e.to_string()}});
+                writeln!(out, "{err}")
+            }
+        };
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(Error::Io {
+                path: "<stdout>".into(),
+                source: e,
+            });
+        }
+    }
+    let _ = out.flush();
+    if errors > 0 {
+        eprintln!("{decided} decided, {errors} error line(s)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_simulate(
+    dir: &Path,
+    customers: Option<PathBuf>,
+    channel: Option<String>,
+    limit: Option<usize>,
+    now: Option<String>,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let engine = Engine::from_dir(dir)?;
+    let path = customers.unwrap_or_else(|| dir.join("customers.jsonl"));
+    let customers = load_customers(&path)?;
+    let now = match now {
+        Some(s) => Some(Timestamp::parse(&s).map_err(Error::InvalidRequest)?),
+        None => None,
+    };
+    let opts = SimulateOptions { channel, limit, now };
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(2 * customers.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_message("simulating");
+        Some(b)
+    } else {
+        None
+    };
+    let report = simulate(&engine, &customers, &opts, |n| {
+        if let Some(b) = &bar {
+            b.set_position(n as u64);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_report(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(r: &nextbest::simulate::SimulationReport) {
+    println!("rule set    {} (hash {})", r.ruleset, &r.hash[..16.min(r.hash.len())]);
+    println!("channel     {}", r.channel);
+    println!("customers   {}  decisions {}  errors {}", r.customers, r.decisions, r.errors);
+    for e in &r.error_examples {
+        println!("  error: {e}");
+    }
+    println!(
+        "throughput  {:.0} decisions/s (one thread)",
+        r.decisions_per_sec
+    );
+    let us = |ns: u64| ns as f64 / 1000.0;
+    println!(
+        "latency     p50 {:.2} µs  p99 {:.2} µs  p99.9 {:.2} µs  max {:.2} µs",
+        us(r.latency_ns.p50),
+        us(r.latency_ns.p99),
+        us(r.latency_ns.p999),
+        us(r.latency_ns.max)
+    );
+    println!();
+    println!("funnel (candidates = actions offered on the channel x customers)");
+    println!("  {:<16} {:>10}", "candidates", r.funnel.candidates);
+    for st in nextbest::Stage::ALL {
+        let n = r.funnel.removed.get(st.as_str()).copied().unwrap_or(0);
+        let pct = if r.funnel.candidates > 0 { 100.0 * n as f64 / r.funnel.candidates as f64 } else { 0.0 };
+        println!("  - {:<14} {:>10}  ({pct:.1}%)", st.as_str(), n);
+    }
+    println!("  {:<16} {:>10}", "ranked", r.funnel.ranked);
+    println!("  {:<16} {:>10}", "chosen", r.funnel.chosen);
+    println!();
+    let no_pct = if r.decisions > 0 { 100.0 * r.no_action as f64 / r.decisions as f64 } else { 0.0 };
+    println!("customers with no action: {} ({no_pct:.1}%)", r.no_action);
+    if !r.no_action_examples.is_empty() {
+        println!("  e.g. {}", r.no_action_examples.join(", "));
+    }
+    println!();
+    let mut wins: Vec<_> = r.wins.iter().collect();
+    wins.sort_by(|a, b| b.1.chosen.cmp(&a.1.chosen).then(a.0.cmp(b.0)));
+    println!("{:<28} {:>8} {:>8} {:>7}", "action", "chosen", "first", "share");
+    for (a, w) in wins {
+        let share = if r.decisions > 0 { 100.0 * w.chosen as f64 / r.decisions as f64 } else { 0.0 };
+        println!("{a:<28} {:>8} {:>8} {share:>6.1}%", w.chosen, w.first);
+    }
+}

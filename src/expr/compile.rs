@@ -25,7 +25,6 @@ enum Typed {
     Str(StrIr),
     Set(u16),
     Time(u16),
-    List,
 }
 
 impl Typed {
@@ -37,7 +36,6 @@ impl Typed {
             Typed::Str(_) => "a string",
             Typed::Set(_) => "a string_set",
             Typed::Time(_) => "a timestamp",
-            Typed::List => "a list",
         }
     }
 

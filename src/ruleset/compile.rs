@@ -653,8 +653,7 @@ fn default_value(ty: AttrType, v: &toml::Value) -> Result<Value, String> {
     if let (AttrType::Timestamp, toml::Value::Datetime(dt)) = (ty, v) {
         return Timestamp::parse(&dt.to_string()).map(Value::Timestamp);
     }
-    let json = serde_json::to_value(v).map_err(|e| e.to_string())?;
-    json_value(ty, &json)
+    json_value(ty, &crate::util::toml_to_json(v))
 }
 
 fn content_hash(src: &RuleSource) -> String {

@@ -115,10 +115,6 @@ impl Symbols {
     pub(crate) fn get(&self, s: &str) -> Sym {
         self.by_text.get(s).copied().unwrap_or(0)
     }
-
-    pub(crate) fn texts(&self) -> &[Box<str>] {
-        &self.texts
-    }
 }
 
 /// The compiled context schema of a rule set. Contexts are built against

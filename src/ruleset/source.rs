@@ -244,6 +244,9 @@ pub(crate) struct RulesetFile {
     pub actions: Vec<Spanned<ActionSrc>>,
 }
 
+/// `description` fields are accepted for the reader of the rule files and
+/// otherwise unused.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChannelSrc {
@@ -252,6 +255,7 @@ pub(crate) struct ChannelSrc {
     pub description: Option<String>,
 }
 
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IssueSrc {
@@ -259,6 +263,7 @@ pub(crate) struct IssueSrc {
     pub description: Option<String>,
 }
 
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GroupSrc {
@@ -280,6 +285,7 @@ pub(crate) struct WeightSrc {
     pub boost: Spanned<f64>,
 }
 
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActionSrc {
