@@ -1,0 +1,101 @@
+//! The command-line tool, run as a user would.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn nextbest(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nextbest"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nextbest");
+    {
+        let mut sin = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            sin.write_all(s.as_bytes()).expect("write stdin");
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_a_good_rule_set_and_locates_every_error_in_a_bad_one() {
+    let (code, out, _) = nextbest(&["validate", "tests/fixtures/mini"], None);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("ok: mini"), "{out}");
+    let (code, _, err) = nextbest(&["validate", "tests/fixtures/broken"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("tests/fixtures/broken/actions/bad.toml:3:9: unknown group `cardz`"), "{err}");
+    assert!(err.contains("tests/fixtures/broken/actions/bad.toml:7:16: unknown attribute `agee`"), "{err}");
+}
+
+#[test]
+fn validate_json_lists_errors_with_line_and_column() {
+    let (code, out, _) = nextbest(&["validate", "--json", "tests/fixtures/broken"], None);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"][0]["line"], 3);
+    assert_eq!(v["errors"][0]["column"], 9);
+}
+
+#[test]
+fn test_runs_personas_and_reports_the_count() {
+    let (code, out, _) = nextbest(&["test", "tests/fixtures/mini"], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn decide_answers_each_line_and_keeps_going_after_a_bad_one() {
+    let input = concat!(
+        r#"{"customer_id":"C1","channel":"call_center","context":{"age":42,"income":90000,"segment":"gold"},"now":"2026-11-23T10:00:00Z"}"#,
+        "\n",
+        "{not json\n",
+        r#"{"customer_id":"C2","channel":"fax","context":{}}"#,
+        "\n",
+        r#"{"customer_id":"C3","channel":"call_center","context":{"age":"old"}}"#,
+        "\n",
+        r#"{"customer_id":"C4","channel":"email","context":{"age":42,"income":90000,"segment":"gold"}}"#,
+        "\n",
+    );
+    let (code, out, err) = nextbest(&["decide", "tests/fixtures/mini"], Some(input));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["actions"][0]["action"], "CARD_BASIC");
+    assert_eq!(lines[1]["error"]["line"], 2);
+    assert!(lines[2]["error"]["message"].as_str().unwrap().contains("unknown channel `fax`"));
+    assert!(lines[3]["error"]["message"].as_str().unwrap().contains("`age`"));
+    assert_eq!(lines[4]["actions"].as_array().unwrap().len(), 1, "email limit is 1");
+    assert!(err.contains("2 decided, 3 error line(s)"), "{err}");
+}
+
+#[test]
+fn simulate_reports_funnel_wins_and_customers_left_with_nothing() {
+    let (code, out, err) = nextbest(&["simulate", "tests/fixtures/mini", "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(r["customers"], 3);
+    assert_eq!(r["decisions"], 3);
+    assert_eq!(r["funnel"]["candidates"], 9);
+    assert_eq!(r["funnel"]["removed"]["eligibility"], 4);
+    assert_eq!(r["no_action"], 1);
+    assert_eq!(r["no_action_examples"][0], "M3");
+    assert_eq!(r["wins"]["RETAIN"]["first"], 1);
+    assert!(r["latency_ns"]["p50"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn simulate_rejects_an_unknown_channel() {
+    let (code, _, err) = nextbest(&["simulate", "tests/fixtures/mini", "--channel", "fax"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown channel `fax`"), "{err}");
+}
