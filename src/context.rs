@@ -263,7 +263,7 @@ impl Context {
             (AttrType::Timestamp, Value::Timestamp(t)) => Slot::Time(t.0),
             (AttrType::String, Value::String(s)) => {
                 if let Some(values) = &attr.values {
-                    if !values.iter().any(|v| *v == s) {
+                    if !values.contains(&s) {
                         return Err(format!(
                             "`{s}` is not one of the allowed values {}",
                             crate::util::list(values)

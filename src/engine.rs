@@ -191,7 +191,6 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest) -> Res
             arbitration::offer_top(&mut chosen, limit, scored);
         }
     }
-    drop(memo);
     put_scratch(results);
     if request.explain {
         arbitration::sort_all(&mut ranked);

@@ -48,6 +48,11 @@ pub mod ruleset;
 pub mod simulate;
 mod util;
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use context::{Context, ContextBuilder, Timestamp, Value};
 pub use decision::{Arm, Decision, DecisionId, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT};
 pub use engine::{Engine, Version};

@@ -31,15 +31,6 @@ pub(crate) fn did_you_mean(s: Option<&str>) -> String {
     s.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn closest_finds_a_one_letter_typo_and_ignores_unrelated_names() {
-        let names = ["age", "income", "segment"];
-        assert_eq!(super::closest("incme", names.iter().copied()), Some("income"));
-        assert_eq!(super::closest("zzzzzz", names.iter().copied()), None);
-    }
-}
 
 /// `["a", "b"]` rendered for messages: `a, b`.
 pub(crate) fn list<S: AsRef<str>>(items: &[S]) -> String {
@@ -66,5 +57,15 @@ pub(crate) fn toml_to_json(v: &toml::Value) -> serde_json::Value {
         toml::Value::Datetime(d) => J::String(d.to_string()),
         toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
         toml::Value::Table(t) => J::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn closest_finds_a_one_letter_typo_and_ignores_unrelated_names() {
+        let names = ["age", "income", "segment"];
+        assert_eq!(super::closest("incme", names.iter().copied()), Some("income"));
+        assert_eq!(super::closest("zzzzzz", names.iter().copied()), None);
     }
 }
