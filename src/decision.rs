@@ -208,6 +208,8 @@ pub struct Decision {
     pub(crate) id: DecisionId,
     pub(crate) timestamp: Timestamp,
     pub(crate) arm: Arm,
+    /// The random seed of a draw (the random-eligible control group).
+    pub(crate) seed: Option<u64>,
     pub(crate) channel: u32,
     pub(crate) chosen: Vec<Scored>,
     pub(crate) ranked: Vec<Scored>,
@@ -231,9 +233,14 @@ impl Decision {
         self.version.number
     }
 
-    /// The rule set that decided.
+    /// The rule set that decided (the challenger's for the challenger arm).
     pub fn ruleset(&self) -> &RuleSet {
-        &self.version.rules
+        self.version.rules_for(self.arm)
+    }
+
+    /// The seed of the random draw, if the decision made one.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
     }
 
     /// The experiment arm.
@@ -248,7 +255,7 @@ impl Decision {
 
     /// The channel decided for.
     pub fn channel(&self) -> &str {
-        &self.version.rules.channels[self.channel as usize].name
+        &self.ruleset().channels[self.channel as usize].name
     }
 
     /// The chosen actions, best first.
@@ -264,7 +271,7 @@ impl Decision {
     pub fn action_ids(&self) -> Vec<&str> {
         self.chosen
             .iter()
-            .map(|s| &*self.version.rules.actions[s.action as usize].id)
+            .map(|s| &*self.ruleset().actions[s.action as usize].id)
             .collect()
     }
 
@@ -303,7 +310,7 @@ pub struct RankedAction<'a> {
 
 impl<'a> RankedAction<'a> {
     fn rules(&self) -> &'a RuleSet {
-        &self.decision.version.rules
+        self.decision.ruleset()
     }
     /// 1 for the best.
     pub fn rank(&self) -> usize {
@@ -365,7 +372,7 @@ pub struct FilteredAction<'a> {
 
 impl<'a> FilteredAction<'a> {
     fn rules(&self) -> &'a RuleSet {
-        &self.decision.version.rules
+        self.decision.ruleset()
     }
     /// The action id.
     pub fn action(&self) -> &'a str {
@@ -464,14 +471,15 @@ impl Serialize for FilteredAction<'_> {
     }
 }
 
-struct RulesetJson<'a>(&'a Version);
+struct RulesetJson<'a>(&'a Decision);
 
 impl Serialize for RulesetJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let rules = self.0.ruleset();
         let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("name", &*self.0.rules.name)?;
-        m.serialize_entry("version", &self.0.number)?;
-        m.serialize_entry("hash", &self.0.rules.hash)?;
+        m.serialize_entry("name", &*rules.name)?;
+        m.serialize_entry("version", &self.0.version.number)?;
+        m.serialize_entry("hash", &rules.hash)?;
         m.end()
     }
 }
@@ -481,9 +489,15 @@ impl Serialize for Decision {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("decision_id", &self.id.to_string())?;
         m.serialize_entry("timestamp", &self.timestamp.to_string())?;
-        m.serialize_entry("ruleset", &RulesetJson(&self.version))?;
+        m.serialize_entry("ruleset", &RulesetJson(self))?;
         m.serialize_entry("channel", self.channel())?;
+        if let Some(e) = &self.version.rules.experiment {
+            m.serialize_entry("experiment", &e.name)?;
+        }
         m.serialize_entry("arm", self.arm.as_str())?;
+        if let Some(seed) = self.seed {
+            m.serialize_entry("seed", &seed)?;
+        }
         m.serialize_entry("actions", &ActionsJson(self, &self.chosen))?;
         let filtered: Vec<FilteredAction<'_>> = self.filtered().collect();
         m.serialize_entry("filtered", &filtered)?;

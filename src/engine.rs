@@ -1,30 +1,44 @@
 //! The [`Engine`]: the handle services hold and share between threads.
 //!
 //! The live rule version sits behind an `ArcSwap`. A decision loads it
-//! exactly once and uses that version from start to end, so a publish
-//! never changes a decision in flight. Readers never take a lock.
+//! exactly once and uses that version from start to end, so a publish never
+//! changes a decision in flight, and readers never take a lock.
+//!
+//! Invariants a reader of this file must keep:
+//! - `decide` calls `current.load_full()` once and passes the `Arc` down;
+//!   nothing in the decision path loads again.
+//! - The history (the last K versions) and the graveyard are touched only
+//!   by publish, rollback, reload and stats, under one mutex that `decide`
+//!   never takes.
+//! - A replaced version is freed off the decision path: when it leaves the
+//!   history it moves to the graveyard, which drops it on a later publish
+//!   or stats call once no decision holds it any more, so the last
+//!   reference is never released by a deciding thread.
 
-use std::cell::Cell;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::Serialize;
 
-use crate::arbitration;
-use crate::context::{Context, Timestamp};
-use crate::decision::{Arm, Decision, DecisionId, DecisionRequest, RequestJson, Removed, Scored, MAX_LIMIT};
+use crate::context::Timestamp;
+use crate::decision::{Arm, Decision, DecisionRequest, RequestJson, MAX_LIMIT};
 use crate::error::Error;
-use crate::expr::Env;
-use crate::policy::{first_failure, Memo};
-use crate::ruleset::{RuleSet, Schema, Stage};
+use crate::ruleset::{source_hash, ControlMode, RuleSet, RuleSource, Schema};
+use crate::util::Striped;
+
+mod pipeline;
 
 /// A published rule version: a compiled rule set and its number.
 #[derive(Debug)]
 pub struct Version {
     pub(crate) number: u64,
     pub(crate) rules: RuleSet,
+    pub(crate) published: Timestamp,
 }
 
 impl Version {
@@ -32,9 +46,107 @@ impl Version {
     pub fn number(&self) -> u64 {
         self.number
     }
-    /// The compiled rule set.
+    /// The compiled rule set (the champion, when there is an experiment).
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+    /// When it was published.
+    pub fn published(&self) -> Timestamp {
+        self.published
+    }
+    /// The rule set that decides for `arm`.
+    pub(crate) fn rules_for(&self, arm: Arm) -> &RuleSet {
+        match (arm, self.rules.experiment.as_ref().and_then(|e| e.challenger.as_deref())) {
+            (Arm::Challenger, Some(c)) => c,
+            _ => &self.rules,
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// How many versions to keep for rollback (at least 1: the live one).
+    pub keep_versions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig { keep_versions: 10 }
+    }
+}
+
+/// A summary of a kept version.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    /// Version number.
+    pub version: u64,
+    /// Rule set name.
+    pub name: String,
+    /// Content hash.
+    pub hash: String,
+    /// When it was published (RFC 3339).
+    pub published: String,
+}
+
+impl VersionInfo {
+    fn of(v: &Version) -> VersionInfo {
+        VersionInfo {
+            version: v.number,
+            name: v.rules.name().to_string(),
+            hash: v.rules.hash().to_string(),
+            published: v.published.to_string(),
+        }
+    }
+}
+
+/// Counters and the state of the version history.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStats {
+    /// The live version.
+    pub current: VersionInfo,
+    /// Versions kept for rollback, oldest first (the live one last).
+    pub versions: Vec<VersionInfo>,
+    /// Rule loads (initial, publish, reload) that went live.
+    pub loads_succeeded: u64,
+    /// Rule loads that failed validation or I/O (nothing went live).
+    pub loads_failed: u64,
+    /// The last load error, if any.
+    pub last_load_error: Option<String>,
+    /// Decisions per experiment arm.
+    pub decisions: ArmCounts,
+    /// Requests that returned an error.
+    pub decision_errors: u64,
+}
+
+/// Decisions per arm.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ArmCounts {
+    /// Decided by the champion.
+    pub champion: u64,
+    /// Decided by the challenger.
+    pub challenger: u64,
+    /// In the control group.
+    pub control: u64,
+}
+
+struct History {
+    /// Oldest first; the last is the live version.
+    versions: VecDeque<Arc<Version>>,
+    /// Versions out of the history that decisions may still hold.
+    graveyard: Vec<Arc<Version>>,
+    next_number: u64,
+    loads_succeeded: u64,
+    loads_failed: u64,
+    last_load_error: Option<String>,
+}
+
+impl History {
+    fn sweep(&mut self) {
+        // strong_count == 1: only the graveyard holds it, and nobody can
+        // clone it any more, so dropping it here frees it here.
+        self.graveyard.retain(|v| Arc::strong_count(v) > 1);
     }
 }
 
@@ -53,7 +165,10 @@ impl Version {
 /// ```
 pub struct Engine {
     current: ArcSwap<Version>,
-    next_version: AtomicU64,
+    history: Mutex<History>,
+    config: EngineConfig,
+    arms: [Striped; 3],
+    errors: Striped,
 }
 
 impl std::fmt::Debug for Engine {
@@ -69,9 +184,31 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine serving `rules` as version 1.
     pub fn new(rules: RuleSet) -> Engine {
+        Engine::with_config(rules, EngineConfig::default())
+    }
+
+    /// An engine serving `rules` as version 1, with `config`.
+    pub fn with_config(rules: RuleSet, config: EngineConfig) -> Engine {
+        let first = Arc::new(Version {
+            number: 1,
+            rules,
+            published: Timestamp::now(),
+        });
         Engine {
-            current: ArcSwap::from_pointee(Version { number: 1, rules }),
-            next_version: AtomicU64::new(2),
+            current: ArcSwap::new(first.clone()),
+            history: Mutex::new(History {
+                versions: VecDeque::from([first]),
+                graveyard: Vec::new(),
+                next_number: 2,
+                loads_succeeded: 1,
+                loads_failed: 0,
+                last_load_error: None,
+            }),
+            config: EngineConfig {
+                keep_versions: config.keep_versions.max(1),
+            },
+            arms: Default::default(),
+            errors: Striped::default(),
         }
     }
 
@@ -80,20 +217,102 @@ impl Engine {
         Ok(Engine::new(RuleSet::from_dir(dir)?))
     }
 
-    /// Publish a new compiled version atomically; decisions in flight
-    /// finish on the version they started with. Returns its number.
+    /// Publish a compiled version atomically; decisions in flight finish on
+    /// the version they started with. Returns the new version's number.
     pub fn publish(&self, rules: RuleSet) -> u64 {
-        let number = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let old = self.current.swap(Arc::new(Version { number, rules }));
-        // The old version is freed when its last in-flight decision drops
-        // it; here it is only released by this thread, off the decide path.
-        drop(old);
+        let mut h = self.history.lock();
+        let number = h.next_number;
+        h.next_number += 1;
+        let v = Arc::new(Version {
+            number,
+            rules,
+            published: Timestamp::now(),
+        });
+        self.current.store(v.clone());
+        h.versions.push_back(v);
+        while h.versions.len() > self.config.keep_versions {
+            if let Some(old) = h.versions.pop_front() {
+                h.graveyard.push(old);
+            }
+        }
+        h.loads_succeeded += 1;
+        h.sweep();
         number
+    }
+
+    /// Load, validate and compile `dir` (off the decision path) and publish
+    /// it. On error nothing changes: the live version keeps serving, the
+    /// failure is counted in [`Engine::stats`] and returned with every
+    /// location. Reloading rules whose content hash equals the live
+    /// version's is a no-op that returns the live version's number.
+    pub fn reload(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
+        let loaded = RuleSource::from_dir(dir.as_ref()).and_then(|src| {
+            let live = self.current.load();
+            if source_hash(&src) == live.rules.hash {
+                return Ok(None);
+            }
+            RuleSet::compile(&src).map(Some)
+        });
+        match loaded {
+            Ok(None) => Ok(self.current.load().number),
+            Ok(Some(rules)) => Ok(self.publish(rules)),
+            Err(e) => {
+                let mut h = self.history.lock();
+                h.loads_failed += 1;
+                h.last_load_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Serve the previous kept version again, at once. The version rolled
+    /// back from leaves the history. Returns the number now serving.
+    pub fn rollback(&self) -> Result<u64, Error> {
+        let mut h = self.history.lock();
+        if h.versions.len() < 2 {
+            return Err(Error::Rollback(
+                "no previous version is kept to roll back to".into(),
+            ));
+        }
+        let Some(gone) = h.versions.pop_back() else {
+            return Err(Error::Rollback("no version".into()));
+        };
+        let Some(prev) = h.versions.back().cloned() else {
+            return Err(Error::Rollback("no version".into()));
+        };
+        self.current.store(prev.clone());
+        h.graveyard.push(gone);
+        h.sweep();
+        Ok(prev.number)
     }
 
     /// The live version.
     pub fn current(&self) -> Arc<Version> {
         self.current.load_full()
+    }
+
+    /// The kept versions, oldest first (the live one last).
+    pub fn versions(&self) -> Vec<VersionInfo> {
+        self.history.lock().versions.iter().map(|v| VersionInfo::of(v)).collect()
+    }
+
+    /// Counters and the version history.
+    pub fn stats(&self) -> EngineStats {
+        let mut h = self.history.lock();
+        h.sweep();
+        EngineStats {
+            current: VersionInfo::of(&self.current.load()),
+            versions: h.versions.iter().map(|v| VersionInfo::of(v)).collect(),
+            loads_succeeded: h.loads_succeeded,
+            loads_failed: h.loads_failed,
+            last_load_error: h.last_load_error.clone(),
+            decisions: ArmCounts {
+                champion: self.arms[0].sum(),
+                challenger: self.arms[1].sum(),
+                control: self.arms[2].sum(),
+            },
+            decision_errors: self.errors.sum(),
+        }
     }
 
     /// The live version's context schema, to build contexts with
@@ -105,158 +324,148 @@ impl Engine {
     /// Decide: the next best actions for the request's customer and channel.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
         let version = self.current.load_full();
-        decide_on(version, request)
+        self.count(pipeline::decide_on(version, request))
     }
 
     /// Decide from a JSON request (the shape in the README), binding its
     /// context to the live version's schema.
     pub fn decide_json(&self, json: &str) -> Result<Decision, Error> {
-        let raw: RequestJson =
-            serde_json::from_str(json).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let version = self.current.load_full();
-        let request = raw.bind(&version.rules.schema)?;
-        decide_on(version, &request)
+        let result = serde_json::from_str::<RequestJson>(json)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))
+            .and_then(|raw| raw.bind(&version.rules.schema))
+            .and_then(|request| pipeline::decide_on(version, &request));
+        self.count(result)
+    }
+
+    fn count(&self, r: Result<Decision, Error>) -> Result<Decision, Error> {
+        match &r {
+            Ok(d) => self.arms[match d.arm {
+                Arm::Champion => 0,
+                Arm::Challenger => 1,
+                Arm::Control => 2,
+            }]
+            .add(1),
+            Err(_) => self.errors.add(1),
+        }
+        r
+    }
+
+    /// Watch `dir` and reload it when its content changes, polling every
+    /// `interval`. A change is loaded only once the directory's content
+    /// hash has been the same on two consecutive polls, so a directory
+    /// being written is never loaded half-way (writers that want an
+    /// immediate, certain switch can also build the new directory elsewhere
+    /// and rename it into place). A content that fails to load is counted
+    /// once in [`Engine::stats`] and not retried until it changes. The
+    /// watcher stops when the returned [`Watcher`] or the engine is dropped.
+    pub fn watch(self: &Arc<Self>, dir: impl Into<PathBuf>, interval: Duration) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine: Weak<Engine> = Arc::downgrade(self);
+        let dir = dir.into();
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("nextbest-watch".into())
+            .spawn(move || watch_loop(engine, dir, interval, flag))
+            .ok();
+        Watcher { stop, handle }
     }
 }
 
-/// Decide on one version (the version is loaded once by the caller).
-pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest) -> Result<Decision, Error> {
-    let started = Instant::now();
-    let rs = &version.rules;
-    let channel = rs.channel(&request.channel)?;
-    let ch = &rs.channels[channel as usize];
-    let limit = request.limit.or(ch.limit).unwrap_or(rs.default_limit);
+fn watch_loop(engine: Weak<Engine>, dir: PathBuf, interval: Duration, stop: Arc<AtomicBool>) {
+    let mut previous: Option<String> = None;
+    let mut settled: Option<String> = engine.upgrade().map(|e| e.current.load().rules.hash.clone());
+    while !stop.load(Ordering::Acquire) {
+        std::thread::park_timeout(interval);
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let Some(engine) = engine.upgrade() else {
+            break;
+        };
+        let Ok(src) = RuleSource::from_dir(&dir) else {
+            previous = None;
+            continue;
+        };
+        let hash = source_hash(&src);
+        let stable = previous.as_deref() == Some(hash.as_str());
+        previous = Some(hash.clone());
+        if !stable || settled.as_deref() == Some(hash.as_str()) {
+            continue;
+        }
+        settled = Some(hash);
+        match RuleSet::compile(&src) {
+            Ok(rules) => {
+                engine.publish(rules);
+            }
+            Err(e) => {
+                let mut h = engine.history.lock();
+                h.loads_failed += 1;
+                h.last_load_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// A running directory watcher (see [`Engine::watch`]); dropping it stops
+/// the thread.
+#[derive(Debug)]
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+/// Experiment arm for a customer: xxh3-64 of the customer id, seeded with
+/// the experiment's seed; the top 53 bits as a fraction u in [0, 1):
+/// control if u < control_share, challenger if u < control_share +
+/// challenger_share, champion otherwise. The same customer gets the same
+/// arm in every process, on every machine, after every restart.
+pub(crate) fn assign_arm(rules: &RuleSet, customer_id: &str) -> Arm {
+    let Some(e) = &rules.experiment else {
+        return Arm::Champion;
+    };
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(customer_id.as_bytes(), e.seed);
+    let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+    if u < e.control_share {
+        Arm::Control
+    } else if u < e.control_share + e.challenger_share && e.challenger.is_some() {
+        Arm::Challenger
+    } else {
+        Arm::Champion
+    }
+}
+
+/// The control group's behaviour for this version, if it has one.
+pub(crate) fn control_mode(rules: &RuleSet) -> ControlMode {
+    rules
+        .experiment
+        .as_ref()
+        .map_or(ControlMode::NoAction, |e| e.control)
+}
+
+/// Limits a request may ask for.
+pub(crate) fn check_limit(limit: usize) -> Result<usize, Error> {
     if limit == 0 || limit > MAX_LIMIT {
         return Err(Error::InvalidRequest(format!(
             "limit must be between 1 and {MAX_LIMIT}, got {limit}"
         )));
     }
-    let rebound;
-    let ctx: &Context = if request.context.schema.fingerprint == rs.schema.fingerprint {
-        &request.context
-    } else {
-        rebound = request.context.rebind(&rs.schema);
-        &rebound
-    };
-    let now = request.now.unwrap_or_else(Timestamp::now);
-    let env = Env { ctx, now: now.0 };
-
-    let mut results = take_scratch(rs.conds.len());
-    let mut memo = Memo::new(&mut results, &rs.conds, env);
-    let mut chosen = Vec::with_capacity(limit.min(ch.actions.len()));
-    let mut ranked = Vec::new();
-    let mut removed = Vec::new();
-    for &ai in ch.actions.iter() {
-        let action = &rs.actions[ai as usize];
-        if let Some(check) = first_failure(&action.checks, &mut memo) {
-            if request.explain {
-                removed.push(Removed {
-                    action: ai,
-                    stage: check.stage,
-                    level: check.level,
-                    cond: Some(check.cond),
-                    error: memo.error(check.cond),
-                });
-            }
-            continue;
-        }
-        let Some(value) = arbitration::value(action, &memo) else {
-            if request.explain {
-                removed.push(Removed {
-                    action: ai,
-                    stage: Stage::Value,
-                    level: crate::ruleset::Level::Action,
-                    cond: None,
-                    error: match &action.value {
-                        crate::ruleset::ValueFn::Expr(ir, _) => ir.eval(memo.env()).err(),
-                        _ => None,
-                    },
-                });
-            }
-            continue;
-        };
-        let propensity = arbitration::propensity(action);
-        let context_weight = arbitration::context_weight(rs, action, &mut memo);
-        let scored = Scored {
-            action: ai,
-            propensity,
-            context_weight,
-            value,
-            lever: action.lever,
-            priority: propensity * context_weight * value * action.lever,
-        };
-        if request.explain {
-            ranked.push(scored);
-        } else {
-            arbitration::offer_top(&mut chosen, limit, scored);
-        }
-    }
-    put_scratch(results);
-    if request.explain {
-        arbitration::sort_all(&mut ranked);
-        chosen.extend(ranked.iter().take(limit).copied());
-    }
-    let elapsed_ns = started.elapsed().as_nanos() as u64;
-    Ok(Decision {
-        version,
-        id: next_decision_id(),
-        timestamp: now,
-        arm: Arm::Champion,
-        channel,
-        chosen,
-        ranked,
-        removed,
-        elapsed_ns,
-    })
+    Ok(limit)
 }
 
-thread_local! {
-    /// Conjunct memo reused across decisions on this thread, so a decision
-    /// does not allocate it.
-    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-    /// This thread's block of decision ids: (next, end).
-    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-}
-
-fn take_scratch(n: usize) -> Vec<u8> {
-    let mut v = SCRATCH.with(Cell::take);
-    v.clear();
-    v.resize(n, 0);
-    v
-}
-
-fn put_scratch(v: Vec<u8>) {
-    SCRATCH.with(|s| s.set(v));
-}
-
-/// Decision ids: a random per-process prefix and a counter. Threads take
-/// blocks of 4096 counter values so they never contend on one atomic.
-fn next_decision_id() -> DecisionId {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static BLOCKS: AtomicU64 = AtomicU64::new(0);
-    const BLOCK: u64 = 4096;
-    let prefix = *PREFIX.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        h.write_u32(std::process::id());
-        h.finish()
-    });
-    let n = IDS.with(|ids| {
-        let (mut next, mut end) = ids.get();
-        if next == end {
-            next = BLOCKS.fetch_add(1, Ordering::Relaxed) * BLOCK;
-            end = next + BLOCK;
-        }
-        ids.set((next + 1, end));
-        next
-    });
-    DecisionId(((prefix as u128) << 64) | n as u128)
+/// Elapsed nanoseconds since `t`.
+pub(crate) fn since(t: Instant) -> u64 {
+    t.elapsed().as_nanos() as u64
 }
 
 #[cfg(test)]
@@ -268,20 +477,5 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Engine>();
         assert_send_sync::<Decision>();
-    }
-
-    #[test]
-    fn decision_ids_are_unique_across_threads() {
-        let ids: Vec<Vec<DecisionId>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| (0..10_000).map(|_| next_decision_id()).collect::<Vec<_>>()))
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let mut all: Vec<DecisionId> = ids.into_iter().flatten().collect();
-        let n = all.len();
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), n);
     }
 }

@@ -85,6 +85,9 @@ pub enum Error {
         /// The declared channels.
         known: String,
     },
+    /// There is no version to roll back to.
+    #[error("cannot roll back: {0}")]
+    Rollback(String),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -55,6 +55,6 @@ struct ReadmeDoctests;
 
 pub use context::{Context, ContextBuilder, Timestamp, Value};
 pub use decision::{Arm, Decision, DecisionId, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT};
-pub use engine::{Engine, Version};
+pub use engine::{ArmCounts, Engine, EngineConfig, EngineStats, Version, VersionInfo, Watcher};
 pub use error::{Error, Location, RuleError, RuleErrors};
-pub use ruleset::{AttrType, Attribute, Direction, Level, RuleSet, RuleSource, Schema, Stage};
+pub use ruleset::{AttrType, Attribute, ControlMode, Direction, Level, RuleSet, RuleSource, Schema, Stage};

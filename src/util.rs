@@ -60,6 +60,38 @@ pub(crate) fn toml_to_json(v: &toml::Value) -> serde_json::Value {
     }
 }
 
+/// A counter that many threads increment without sharing a cache line:
+/// each thread adds to its own stripe; reading sums the stripes.
+#[derive(Default)]
+pub(crate) struct Striped([Padded; 8]);
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(std::sync::atomic::AtomicU64);
+
+thread_local! {
+    static STRIPE: usize = {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % 8
+    };
+}
+
+impl Striped {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        let i = STRIPE.with(|s| *s);
+        self.0[i].0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|p| p.0.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -411,14 +411,19 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             .collect();
     }
 
+    let experiment = main
+        .experiment
+        .as_ref()
+        .and_then(|e| experiment(&mut d, &main_path, e, &channels));
     if !d.errors.is_empty() {
         return Err(finish(d.errors));
     }
     let schema = Arc::new(Schema::new(attrs, symbols));
+    let hash_src = source_hash(src);
     Ok(RuleSet {
         name: name.into(),
         description: main.description.clone(),
-        hash: content_hash(src),
+        hash: hash_src,
         schema,
         default_limit,
         channels,
@@ -427,6 +432,85 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         actions,
         conds: conds.conds,
         weights,
+        experiment,
+    })
+}
+
+fn experiment(
+    d: &mut Diag<'_>,
+    file: &Path,
+    e: &Spanned<super::source::ExperimentSrc>,
+    channels: &[Channel],
+) -> Option<super::Experiment> {
+    let at = e.span().start;
+    let e = e.get_ref();
+    let share = |d: &mut Diag<'_>, s: &Option<Spanned<f64>>| match s {
+        Some(s) if !(0.0..=1.0).contains(s.get_ref()) => {
+            d.at(file, s.span().start, "a share is a fraction between 0 and 1");
+            0.0
+        }
+        Some(s) => *s.get_ref(),
+        None => 0.0,
+    };
+    let challenger_share = share(d, &e.challenger_share);
+    let control_share = share(d, &e.control_share);
+    if challenger_share + control_share > 1.0 {
+        d.at(file, at, "challenger_share + control_share must not exceed 1");
+    }
+    let control = match e.control.as_ref().map(|c| c.get_ref().as_str()) {
+        None | Some("no_action") => super::ControlMode::NoAction,
+        Some("random_eligible") => super::ControlMode::RandomEligible,
+        Some(other) => {
+            let span = e.control.as_ref().map_or(at, |c| c.span().start);
+            d.at(file, span, format!("control `{other}` is neither `no_action` nor `random_eligible`"));
+            super::ControlMode::NoAction
+        }
+    };
+    let challenger = match (&e.challenger, d.src.challenger.as_deref()) {
+        (Some(name), Some(csrc)) => match compile(csrc) {
+            Ok(c) if c.experiment.is_some() => {
+                d.at(file, name.span().start, "the challenger has an [experiment] of its own; experiments do not nest");
+                None
+            }
+            Ok(c) => {
+                for ch in channels {
+                    if c.channel(&ch.name).is_err() {
+                        d.at(
+                            file,
+                            name.span().start,
+                            format!("the challenger does not declare channel `{}`", ch.name),
+                        );
+                    }
+                }
+                Some(Box::new(c))
+            }
+            Err(errs) => {
+                for mut err in errs.0 {
+                    err.location.file = Path::new(name.get_ref()).join(&err.location.file);
+                    d.errors.push(err);
+                }
+                None
+            }
+        },
+        (Some(name), None) => {
+            d.at(file, name.span().start, format!("challenger `{}` was not loaded", name.get_ref()));
+            None
+        }
+        (None, _) => {
+            if challenger_share > 0.0 {
+                d.at(file, at, "challenger_share is set but no `challenger` directory is named");
+            }
+            None
+        }
+    };
+    let seed = xxhash_rust::xxh3::xxh3_64(format!("{}\0{}", e.name.get_ref(), e.salt).as_bytes());
+    Some(super::Experiment {
+        name: e.name.get_ref().clone(),
+        seed,
+        challenger,
+        challenger_share,
+        control_share,
+        control,
     })
 }
 
@@ -666,4 +750,18 @@ fn content_hash(src: &RuleSource) -> String {
         h.update(text.as_bytes());
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The content hash of a rule source: SHA-256 over its files, mixed with
+/// the challenger's when there is one. Equal hashes mean equal decisions.
+pub(crate) fn source_hash(src: &RuleSource) -> String {
+    let own = content_hash(src);
+    match &src.challenger {
+        Some(c) => sha_hex(format!("{own}+challenger:{}", content_hash(c)).as_bytes()),
+        None => own,
+    }
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

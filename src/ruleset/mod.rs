@@ -9,6 +9,7 @@
 //! list of actions it offers. A decision only indexes into these tables.
 
 mod compile;
+pub(crate) use compile::source_hash;
 pub(crate) mod schema;
 pub(crate) mod source;
 
@@ -159,6 +160,30 @@ pub(crate) struct ContextWeight {
     pub boost: f64,
 }
 
+/// What the control group of an experiment gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlMode {
+    /// No action at all (the decision still runs, so explanations show
+    /// what the customer would have got).
+    NoAction,
+    /// One action drawn uniformly from the eligible ones, with a seed
+    /// derived from the customer and the decision time (logged, so replays
+    /// draw the same).
+    RandomEligible,
+}
+
+/// A champion/challenger experiment declared in `[experiment]`.
+#[derive(Debug)]
+pub(crate) struct Experiment {
+    pub name: String,
+    /// xxh3-64 of `name \0 salt`: the seed of arm assignment.
+    pub seed: u64,
+    pub challenger: Option<Box<RuleSet>>,
+    pub challenger_share: f64,
+    pub control_share: f64,
+    pub control: ControlMode,
+}
+
 /// A validated, compiled, immutable rule version. Cheap to share (`Arc`),
 /// identified by its content hash.
 #[derive(Debug)]
@@ -175,6 +200,7 @@ pub struct RuleSet {
     pub(crate) actions: Vec<Action>,
     pub(crate) conds: Vec<Cond>,
     pub(crate) weights: Vec<ContextWeight>,
+    pub(crate) experiment: Option<Experiment>,
 }
 
 impl RuleSet {

@@ -20,6 +20,8 @@ use crate::error::{Error, Location};
 pub struct RuleSource {
     pub(crate) files: BTreeMap<PathBuf, String>,
     pub(crate) dir: Option<PathBuf>,
+    /// The challenger rule set named by `[experiment] challenger`.
+    pub(crate) challenger: Option<Box<RuleSource>>,
 }
 
 impl RuleSource {
@@ -35,14 +37,41 @@ impl RuleSource {
         self
     }
 
+    /// The challenger of this rule set's experiment (the rule set
+    /// `[experiment] challenger` names), for sources built from strings.
+    pub fn challenger(mut self, challenger: RuleSource) -> RuleSource {
+        self.challenger = Some(Box::new(challenger));
+        self
+    }
+
     /// Read a rule directory: `ruleset.toml`, `actions/*.toml` and
-    /// `strategies/*.rhai`. Personas and customers are not part of a rule
-    /// version and are not read.
+    /// `strategies/*.rhai`, and the challenger directory its
+    /// `[experiment]` names, if any. Personas and customers are not part of
+    /// a rule version and are not read.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<RuleSource, Error> {
         let dir = dir.as_ref();
+        let mut src = RuleSource::read_dir(dir)?;
+        let challenger = src
+            .files
+            .get(Path::new("ruleset.toml"))
+            .and_then(|t| toml::from_str::<toml::Table>(t).ok())
+            .and_then(|t| {
+                t.get("experiment")?
+                    .get("challenger")?
+                    .as_str()
+                    .map(str::to_string)
+            });
+        if let Some(c) = challenger {
+            src.challenger = Some(Box::new(RuleSource::read_dir(&dir.join(c))?));
+        }
+        Ok(src)
+    }
+
+    fn read_dir(dir: &Path) -> Result<RuleSource, Error> {
         let mut src = RuleSource {
             files: BTreeMap::new(),
             dir: Some(dir.to_path_buf()),
+            challenger: None,
         };
         let main = dir.join("ruleset.toml");
         let text = std::fs::read_to_string(&main).map_err(|e| Error::io(&main, e))?;
@@ -242,6 +271,18 @@ pub(crate) struct RulesetFile {
     pub context_weights: Vec<Spanned<WeightSrc>>,
     #[serde(default)]
     pub actions: Vec<Spanned<ActionSrc>>,
+    pub experiment: Option<Spanned<ExperimentSrc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExperimentSrc {
+    pub name: Spanned<String>,
+    pub salt: String,
+    pub challenger: Option<Spanned<String>>,
+    pub challenger_share: Option<Spanned<f64>>,
+    pub control_share: Option<Spanned<f64>>,
+    pub control: Option<Spanned<String>>,
 }
 
 /// `description` fields are accepted for the reader of the rule files and
