@@ -39,6 +39,7 @@
 mod arbitration;
 mod context;
 mod decision;
+pub mod diff;
 mod engine;
 mod error;
 mod expr;

@@ -141,13 +141,7 @@ pub fn simulate(
             rs.channel(c)?;
             c.clone()
         }
-        None => rs
-            .channels
-            .iter()
-            .find(|c| c.direction == crate::ruleset::Direction::Inbound)
-            .or(rs.channels.first())
-            .map(|c| c.name.to_string())
-            .unwrap_or_default(),
+        None => rs.default_channel().to_string(),
     };
     let now = match opts.now {
         Some(t) => t,

@@ -99,3 +99,33 @@ fn simulate_rejects_an_unknown_channel() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown channel `fax`"), "{err}");
 }
+
+#[test]
+fn diff_reports_the_changed_share_the_shifted_actions_and_why() {
+    let (code, out, err) = nextbest(
+        &[
+            "diff",
+            "tests/fixtures/mini",
+            "tests/fixtures/mini_v2",
+            "--customers",
+            "tests/fixtures/mini/customers.jsonl",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(r["customers"], 3);
+    assert_eq!(r["changed"], 1);
+    assert_eq!(r["actions"][0]["action"], "RETAIN");
+    assert_eq!(r["actions"][0]["delta"], -1);
+    assert_eq!(r["examples"][0]["customer_id"], "M2");
+    let why = r["examples"][0]["why"].as_str().unwrap();
+    assert!(why.contains("`RETAIN` is now removed at eligibility by `days_since(last_contact) > 400`"), "{why}");
+    let (code, out, _) = nextbest(
+        &["diff", "tests/fixtures/mini", "tests/fixtures/mini_v2", "--customers", "tests/fixtures/mini/customers.jsonl"],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("1 of 3 decisions change (33.3%)"), "{out}");
+}

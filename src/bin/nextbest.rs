@@ -62,6 +62,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two rule versions' decisions over a population.
+    Diff {
+        /// The live rule directory.
+        before: PathBuf,
+        /// The candidate rule directory.
+        after: PathBuf,
+        /// Population file (JSON lines).
+        #[arg(long)]
+        customers: PathBuf,
+        /// Channel; default: the first inbound channel of BEFORE.
+        #[arg(long)]
+        channel: Option<String>,
+        /// How many example customers to show.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Decision time, RFC 3339 (default 2026-11-23T10:00:00Z).
+        #[arg(long)]
+        now: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +100,15 @@ fn main() -> ExitCode {
             now,
             json,
         } => run_simulate(&dir, customers, channel, limit, now, json),
+        Command::Diff {
+            before,
+            after,
+            customers,
+            channel,
+            examples,
+            now,
+            json,
+        } => run_diff(&before, &after, &customers, channel, examples, now, json),
     };
     match result {
         Ok(code) => code,
@@ -244,11 +275,11 @@ fn run_simulate(
     let engine = Engine::from_dir(dir)?;
     let path = customers.unwrap_or_else(|| dir.join("customers.jsonl"));
     let customers = load_customers(&path)?;
-    let now = match now {
-        Some(s) => Some(Timestamp::parse(&s).map_err(Error::InvalidRequest)?),
-        None => None,
+    let opts = SimulateOptions {
+        channel,
+        limit,
+        now: Some(parse_now(now)?),
     };
-    let opts = SimulateOptions { channel, limit, now };
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(2 * customers.len() as u64);
         b.set_style(
@@ -273,6 +304,65 @@ fn run_simulate(
         return Ok(ExitCode::SUCCESS);
     }
     print_report(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_now(now: Option<String>) -> Result<Timestamp, Error> {
+    Timestamp::parse(now.as_deref().unwrap_or(nextbest::persona::DEFAULT_NOW)).map_err(Error::InvalidRequest)
+}
+
+fn run_diff(
+    before: &Path,
+    after: &Path,
+    customers: &Path,
+    channel: Option<String>,
+    examples: usize,
+    now: Option<String>,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let (b, a) = (Engine::from_dir(before)?, Engine::from_dir(after)?);
+    let customers = load_customers(customers)?;
+    let channel = match channel {
+        Some(c) => c,
+        None => b.current().rules().default_channel().to_string(),
+    };
+    let r = nextbest::diff::diff(&b, &a, &customers, &channel, parse_now(now)?, examples)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("before   {}", r.before);
+    println!("after    {}", r.after);
+    println!("channel  {}", r.channel);
+    println!(
+        "{} of {} decisions change ({:.1}%); the first action changes for {} ({:.1}%)",
+        r.changed,
+        r.customers,
+        100.0 * r.changed_share,
+        r.top_changed,
+        if r.customers > 0 { 100.0 * r.top_changed as f64 / r.customers as f64 } else { 0.0 }
+    );
+    if r.errors > 0 {
+        println!("{} request(s) failed on one of the versions, e.g.:", r.errors);
+        for e in &r.error_examples {
+            println!("  {e}");
+        }
+    }
+    if !r.actions.is_empty() {
+        println!();
+        println!("{:<28} {:>8} {:>8} {:>8}", "action", "before", "after", "change");
+        for s in r.actions.iter().take(15) {
+            println!("{:<28} {:>8} {:>8} {:>+8}", s.action, s.before, s.after, s.delta);
+        }
+    }
+    if !r.examples.is_empty() {
+        println!();
+        println!("examples");
+        for e in &r.examples {
+            println!("  {}: [{}] -> [{}]", e.customer_id, e.before.join(", "), e.after.join(", "));
+            println!("    {}", e.why);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -246,6 +246,16 @@ impl RuleSet {
         self.channels.iter().map(|c| &*c.name)
     }
 
+    /// The channel simulations and diffs use by default: the first inbound
+    /// channel, else the first channel.
+    pub fn default_channel(&self) -> &str {
+        self.channels
+            .iter()
+            .find(|c| c.direction == Direction::Inbound)
+            .or(self.channels.first())
+            .map_or("", |c| &c.name)
+    }
+
     /// Number of distinct compiled conditions (after sharing).
     pub fn condition_count(&self) -> usize {
         self.conds.len()
