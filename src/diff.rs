@@ -173,7 +173,7 @@ fn why(before: &[String], after: &Decision) -> String {
     let Some(old) = before.first() else {
         return "nothing was chosen before".into();
     };
-    if after.action_ids().first().map(|s| *s) == Some(old.as_str()) {
+    if after.action_ids().first().copied() == Some(old.as_str()) {
         return format!("`{old}` is still first; lower ranks changed");
     }
     if let Some(f) = after.filtered().find(|f| f.action() == old) {
