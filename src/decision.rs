@@ -137,6 +137,16 @@ impl RequestJson {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DecisionId(pub u128);
 
+impl DecisionId {
+    /// Parse the 32-hex-digit form.
+    pub fn parse(s: &str) -> Option<DecisionId> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(DecisionId)
+    }
+}
+
 impl std::fmt::Display for DecisionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:032x}", self.0)
@@ -292,6 +302,22 @@ impl Decision {
             decision: self,
             removed: *r,
         })
+    }
+
+    /// The same decision without its explanation lists.
+    pub(crate) fn without_candidates(&self) -> Decision {
+        Decision {
+            version: self.version.clone(),
+            id: self.id,
+            timestamp: self.timestamp,
+            arm: self.arm,
+            seed: self.seed,
+            channel: self.channel,
+            chosen: self.chosen.clone(),
+            ranked: Vec::new(),
+            removed: Vec::new(),
+            elapsed_ns: self.elapsed_ns,
+        }
     }
 
     /// The decision as the JSON response in the README.

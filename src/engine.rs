@@ -28,6 +28,8 @@ use serde::Serialize;
 use crate::context::Timestamp;
 use crate::decision::{Arm, Decision, DecisionRequest, RequestJson, MAX_LIMIT};
 use crate::error::Error;
+use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, Sink};
+use crate::outcome::Outcome;
 use crate::ruleset::{source_hash, ControlMode, RuleSet, RuleSource, Schema};
 use crate::util::Striped;
 
@@ -69,12 +71,38 @@ impl Version {
 pub struct EngineConfig {
     /// How many versions to keep for rollback (at least 1: the live one).
     pub keep_versions: usize,
+    /// The decision log (none by default).
+    pub decision_log: Option<LogConfig>,
 }
 
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
-        EngineConfig { keep_versions: 10 }
+        EngineConfig {
+            keep_versions: 10,
+            decision_log: None,
+        }
     }
+}
+
+/// How to open an engine: the JSON (or TOML) configuration that the C ABI's
+/// `nb_engine_open` and services pass.
+///
+/// ```json
+/// {"rules_dir": "rules/retail_bank", "keep_versions": 10,
+///  "decision_log": {"path": "decisions.jsonl"}}
+/// ```
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EngineOptions {
+    /// The rule directory to serve.
+    pub rules_dir: PathBuf,
+    /// How many versions to keep for rollback.
+    #[serde(default)]
+    pub keep_versions: Option<usize>,
+    /// Where and how to log decisions and outcomes.
+    #[serde(default)]
+    pub decision_log: Option<crate::audit::LogConfig>,
 }
 
 /// A summary of a kept version.
@@ -118,6 +146,10 @@ pub struct EngineStats {
     pub decisions: ArmCounts,
     /// Requests that returned an error.
     pub decision_errors: u64,
+    /// Outcomes recorded.
+    pub outcomes: u64,
+    /// The decision log's counters, if there is a log.
+    pub log: Option<LogStats>,
 }
 
 /// Decisions per arm.
@@ -166,9 +198,12 @@ impl History {
 pub struct Engine {
     current: ArcSwap<Version>,
     history: Mutex<History>,
-    config: EngineConfig,
+    keep_versions: usize,
     arms: [Striped; 3],
     errors: Striped,
+    outcomes: Striped,
+    log: Option<DecisionLog>,
+    archive_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -182,13 +217,34 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine serving `rules` as version 1.
+    /// An engine serving `rules` as version 1, without a decision log.
     pub fn new(rules: RuleSet) -> Engine {
-        Engine::with_config(rules, EngineConfig::default())
+        Engine::build(rules, EngineConfig::default().keep_versions, None, None)
     }
 
-    /// An engine serving `rules` as version 1, with `config`.
-    pub fn with_config(rules: RuleSet, config: EngineConfig) -> Engine {
+    /// An engine serving `rules` as version 1, with `config`. Fails only if
+    /// the decision log cannot be opened.
+    pub fn try_with_config(rules: RuleSet, config: EngineConfig) -> Result<Engine, Error> {
+        let (log, archive) = match &config.decision_log {
+            Some(lc) => {
+                let sink = FileSink::open(&lc.path, lc.max_bytes, lc.keep_files)
+                    .map_err(|e| Error::io(&lc.path, e))?;
+                (Some(DecisionLog::start(Box::new(sink), lc.options())?), lc.archive_dir.clone())
+            }
+            None => (None, None),
+        };
+        let engine = Engine::build(rules, config.keep_versions, log, archive);
+        engine.archive(&engine.current.load())?;
+        Ok(engine)
+    }
+
+    /// An engine that logs to `sink` (a callback, memory, or your own).
+    pub fn with_sink(rules: RuleSet, config: EngineConfig, sink: Box<dyn Sink>, options: LogOptions) -> Result<Engine, Error> {
+        let log = DecisionLog::start(sink, options)?;
+        Ok(Engine::build(rules, config.keep_versions, Some(log), None))
+    }
+
+    fn build(rules: RuleSet, keep_versions: usize, log: Option<DecisionLog>, archive_dir: Option<PathBuf>) -> Engine {
         let first = Arc::new(Version {
             number: 1,
             rules,
@@ -204,12 +260,21 @@ impl Engine {
                 loads_failed: 0,
                 last_load_error: None,
             }),
-            config: EngineConfig {
-                keep_versions: config.keep_versions.max(1),
-            },
+            keep_versions: keep_versions.max(1),
             arms: Default::default(),
             errors: Striped::default(),
+            outcomes: Striped::default(),
+            log,
+            archive_dir,
         }
+    }
+
+    /// Write a version's rule files to the archive (if configured) under
+    /// its hash, so replays can find it. Written to a temporary directory
+    /// and renamed, so an archived version is always complete.
+    fn archive(&self, v: &Version) -> Result<(), Error> {
+        let Some(dir) = &self.archive_dir else { return Ok(()) };
+        crate::audit::replay::archive_version(dir, &v.rules)
     }
 
     /// Load, validate and compile a rule directory and serve it.
@@ -217,10 +282,32 @@ impl Engine {
         Ok(Engine::new(RuleSet::from_dir(dir)?))
     }
 
+    /// Open an engine from [`EngineOptions`].
+    pub fn open(options: &EngineOptions) -> Result<Engine, Error> {
+        let rules = RuleSet::from_dir(&options.rules_dir)?;
+        let mut config = EngineConfig::default();
+        if let Some(k) = options.keep_versions {
+            config.keep_versions = k;
+        }
+        config.decision_log = options.decision_log.clone();
+        Engine::try_with_config(rules, config)
+    }
+
+    /// Open an engine from [`EngineOptions`] given as JSON.
+    pub fn from_config_json(json: &str) -> Result<Engine, Error> {
+        let options: EngineOptions = serde_json::from_str(json)
+            .map_err(|e| Error::InvalidConfig(format!("engine configuration: {e}")))?;
+        Engine::open(&options)
+    }
+
     /// Publish a compiled version atomically; decisions in flight finish on
     /// the version they started with. Returns the new version's number.
     pub fn publish(&self, rules: RuleSet) -> u64 {
+        let archived = self.archive_dir.as_ref().map(|d| crate::audit::replay::archive_version(d, &rules));
         let mut h = self.history.lock();
+        if let Some(Err(e)) = archived {
+            h.last_load_error = Some(format!("archiving the version failed: {e}"));
+        }
         let number = h.next_number;
         h.next_number += 1;
         let v = Arc::new(Version {
@@ -230,7 +317,7 @@ impl Engine {
         });
         self.current.store(v.clone());
         h.versions.push_back(v);
-        while h.versions.len() > self.config.keep_versions {
+        while h.versions.len() > self.keep_versions {
             if let Some(old) = h.versions.pop_front() {
                 h.graveyard.push(old);
             }
@@ -312,6 +399,48 @@ impl Engine {
                 control: self.arms[2].sum(),
             },
             decision_errors: self.errors.sum(),
+            outcomes: self.outcomes.sum(),
+            log: self.log.as_ref().map(DecisionLog::stats),
+        }
+    }
+
+    /// Record what a customer did with an action: validated against the
+    /// live version (the channel must exist; the action must exist in a
+    /// kept version) and logged.
+    pub fn record_outcome(&self, outcome: &Outcome) -> Result<(), Error> {
+        let live = self.current.load();
+        live.rules.channel(&outcome.channel)?;
+        let known = live.rules.action_index(&outcome.action).is_some()
+            || self
+                .history
+                .lock()
+                .versions
+                .iter()
+                .any(|v| v.rules.action_index(&outcome.action).is_some());
+        if !known {
+            return Err(Error::InvalidRequest(format!(
+                "outcome: unknown action `{}`",
+                outcome.action
+            )));
+        }
+        self.outcomes.add(1);
+        if let Some(log) = &self.log {
+            log.log(crate::audit::outcome_item(outcome, Timestamp::now()));
+        }
+        Ok(())
+    }
+
+    /// [`Engine::record_outcome`] from the outcome JSON in the README.
+    pub fn record_outcome_json(&self, json: &str) -> Result<(), Error> {
+        self.record_outcome(&Outcome::from_json(json)?)
+    }
+
+    /// Return once every record logged before this call is written and
+    /// synced to disk. Without a log, there is nothing to do.
+    pub fn flush(&self) -> Result<(), Error> {
+        match &self.log {
+            Some(log) => log.flush(),
+            None => Ok(()),
         }
     }
 
@@ -324,7 +453,24 @@ impl Engine {
     /// Decide: the next best actions for the request's customer and channel.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
         let version = self.current.load_full();
-        self.count(pipeline::decide_on(version, request))
+        let d = pipeline::decide_on(version, request, self.log.is_some());
+        self.count(self.logged(d, request))
+    }
+
+    /// Decide without logging (simulation's explained pass).
+    pub(crate) fn decide_unlogged(&self, request: &DecisionRequest) -> Result<Decision, Error> {
+        pipeline::decide_on(self.current.load_full(), request, false)
+    }
+
+    /// Hand the decision to the log, and give the caller the decision it
+    /// asked for (without the candidates the log needs, unless explained).
+    fn logged(&self, d: Result<Decision, Error>, request: &DecisionRequest) -> Result<Decision, Error> {
+        let (Some(log), Ok(full)) = (&self.log, &d) else {
+            return d;
+        };
+        let user = if request.explain { full.clone() } else { full.without_candidates() };
+        log.log(crate::audit::decision_item(full, &request.customer_id, &request.context, request.limit));
+        Ok(user)
     }
 
     /// Decide from a JSON request (the shape in the README), binding its
@@ -334,7 +480,10 @@ impl Engine {
         let result = serde_json::from_str::<RequestJson>(json)
             .map_err(|e| Error::InvalidRequest(e.to_string()))
             .and_then(|raw| raw.bind(&version.rules.schema))
-            .and_then(|request| pipeline::decide_on(version, &request));
+            .and_then(|request| {
+                let d = pipeline::decide_on(version, &request, self.log.is_some());
+                self.logged(d, &request)
+            });
         self.count(result)
     }
 
@@ -461,6 +610,13 @@ pub(crate) fn check_limit(limit: usize) -> Result<usize, Error> {
         )));
     }
     Ok(limit)
+}
+
+/// A process-unique number (temporary file names).
+pub(crate) fn next_nonce() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Elapsed nanoseconds since `t`.

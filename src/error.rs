@@ -85,6 +85,9 @@ pub enum Error {
         /// The declared channels.
         known: String,
     },
+    /// The engine configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     /// There is no version to roll back to.
     #[error("cannot roll back: {0}")]
     Rollback(String),

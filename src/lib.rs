@@ -37,11 +37,13 @@
 #![warn(missing_docs)]
 
 mod arbitration;
+pub mod audit;
 mod context;
 mod decision;
 pub mod diff;
 mod engine;
 mod error;
+mod outcome;
 mod expr;
 pub mod persona;
 mod policy;
@@ -56,6 +58,7 @@ struct ReadmeDoctests;
 
 pub use context::{Context, ContextBuilder, Timestamp, Value};
 pub use decision::{Arm, Decision, DecisionId, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT};
-pub use engine::{ArmCounts, Engine, EngineConfig, EngineStats, Version, VersionInfo, Watcher};
+pub use engine::{ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, Version, VersionInfo, Watcher};
+pub use outcome::{Outcome, OutcomeKind};
 pub use error::{Error, Location, RuleError, RuleErrors};
 pub use ruleset::{AttrType, Attribute, ControlMode, Direction, Level, RuleSet, RuleSource, Schema, Stage};

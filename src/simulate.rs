@@ -126,7 +126,9 @@ pub struct SimulateOptions {
     pub now: Option<Timestamp>,
 }
 
-/// Simulate `engine`'s live version over `customers`. `progress` is called
+/// Simulate `engine`'s live version over `customers`. The timed pass goes
+/// through [`Engine::decide`] (and so the engine's decision log, if it has
+/// one); the explained pass that counts the funnel is not logged. `progress` is called
 /// with the number of decisions done so far (both passes count).
 pub fn simulate(
     engine: &Engine,
@@ -226,7 +228,7 @@ pub fn simulate(
             explain: true,
             ..r.clone()
         };
-        let Ok(d) = engine.decide(&explained) else {
+        let Ok(d) = engine.decide_unlogged(&explained) else {
             continue;
         };
         let f = &mut report.funnel;

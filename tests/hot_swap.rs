@@ -156,7 +156,7 @@ fn rollback_serves_the_previous_version_at_once_and_stops_at_the_oldest() {
 fn the_engine_keeps_the_last_k_versions() {
     let mut config = EngineConfig::default();
     config.keep_versions = 3;
-    let engine = Engine::with_config(version(1), config);
+    let engine = Engine::try_with_config(version(1), config).unwrap();
     for k in 2..=6 {
         engine.publish(version(k));
     }
@@ -174,7 +174,7 @@ fn the_engine_keeps_the_last_k_versions() {
 fn a_decision_keeps_its_version_alive_after_it_is_replaced() {
     let mut config = EngineConfig::default();
     config.keep_versions = 1;
-    let engine = Engine::with_config(version(1), config);
+    let engine = Engine::try_with_config(version(1), config).unwrap();
     let d = engine.decide(&request(&engine, "C")).unwrap();
     for k in 2..10 {
         engine.publish(version(k));

@@ -58,6 +58,25 @@ enum Command {
         /// Decision time, RFC 3339 (default 2026-11-23T10:00:00Z).
         #[arg(long)]
         now: Option<String>,
+        /// Write the decision log (JSON Lines) of the timed pass here.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-run every decision in a decision log on its exact rule version
+    /// and report every mismatch.
+    Replay {
+        /// Log files (rotated files too), oldest first.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// A rule directory; used for records whose hash matches it.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// The version archive (`decision_log.archive_dir`).
+        #[arg(long)]
+        archive: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -98,8 +117,15 @@ fn main() -> ExitCode {
             channel,
             limit,
             now,
+            log,
             json,
-        } => run_simulate(&dir, customers, channel, limit, now, json),
+        } => run_simulate(&dir, customers, channel, limit, now, log, json),
+        Command::Replay {
+            logs,
+            rules,
+            archive,
+            json,
+        } => run_replay(&logs, rules, archive, json),
         Command::Diff {
             before,
             after,
@@ -270,9 +296,17 @@ fn run_simulate(
     channel: Option<String>,
     limit: Option<usize>,
     now: Option<String>,
+    log: Option<PathBuf>,
     json: bool,
 ) -> Result<ExitCode, Error> {
-    let engine = Engine::from_dir(dir)?;
+    let engine = match log {
+        Some(path) => {
+            let mut config = nextbest::EngineConfig::default();
+            config.decision_log = Some(nextbest::audit::LogConfig::new(path));
+            Engine::try_with_config(RuleSet::from_dir(dir)?, config)?
+        }
+        None => Engine::from_dir(dir)?,
+    };
     let path = customers.unwrap_or_else(|| dir.join("customers.jsonl"));
     let customers = load_customers(&path)?;
     let opts = SimulateOptions {
@@ -299,12 +333,50 @@ fn run_simulate(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    engine.flush()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     print_report(&report);
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_replay(logs: &[PathBuf], rules: Option<PathBuf>, archive: Option<PathBuf>, json: bool) -> Result<ExitCode, Error> {
+    let sources = nextbest::audit::replay::VersionSources {
+        rules_dir: rules,
+        archive_dir: archive,
+    };
+    let r = nextbest::audit::replay::replay(logs, &sources)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        println!(
+            "{} records: {} decisions, {} outcomes; {} decisions replayed exactly, {} mismatches, {} not reproducible (masked attributes), {} version not found",
+            r.records,
+            r.decisions,
+            r.outcomes,
+            r.matched,
+            r.mismatches.len(),
+            r.masked.len(),
+            r.unavailable.len()
+        );
+        for (title, list) in [
+            ("mismatch", &r.mismatches),
+            ("version not found", &r.unavailable),
+            ("masked", &r.masked),
+            ("partial last line", &r.read.partial_last_lines),
+            ("corrupt line", &r.read.corrupt_lines),
+        ] {
+            for m in list.iter().take(20) {
+                println!("  {title}: {m}");
+            }
+            if list.len() > 20 {
+                println!("  ... and {} more", list.len() - 20);
+            }
+        }
+    }
+    Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn parse_now(now: Option<String>) -> Result<Timestamp, Error> {

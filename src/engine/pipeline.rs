@@ -15,7 +15,10 @@ use crate::policy::{first_failure, Memo};
 use crate::ruleset::{ControlMode, Level, RuleSet, Stage, ValueFn};
 
 /// Decide on one version (loaded once by the caller).
-pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest) -> Result<Decision, Error> {
+///
+/// With `log_all`, every candidate is recorded (removed and ranked) for the
+/// decision log, whatever the request's `explain`.
+pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log_all: bool) -> Result<Decision, Error> {
     let started = Instant::now();
     let arm = assign_arm(&version.rules, &request.customer_id);
     let rs = version.rules_for(arm);
@@ -32,8 +35,13 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest) -> Res
     let now = request.now.unwrap_or_else(Timestamp::now);
     let control = (arm == Arm::Control).then(|| control_mode(&version.rules));
     // The random-eligible control group draws from every survivor.
-    let collect_all = request.explain || control == Some(ControlMode::RandomEligible);
-    let mut out = evaluate(rs, channel, ctx, now, limit, request.explain, collect_all);
+    let collect_all = request.explain || log_all || control == Some(ControlMode::RandomEligible);
+    let record = Record {
+        removed: request.explain || log_all,
+        errors: request.explain,
+        all: collect_all,
+    };
+    let mut out = evaluate(rs, channel, ctx, now, limit, record);
     let mut seed = None;
     match control {
         Some(ControlMode::NoAction) => out.chosen.clear(),
@@ -44,7 +52,7 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest) -> Res
                 let pick = out.ranked[(s % out.ranked.len() as u64) as usize];
                 out.chosen.push(pick);
             }
-            if !request.explain {
+            if !request.explain && !log_all {
                 out.ranked.clear();
             }
             seed = Some(s);
@@ -75,6 +83,17 @@ fn control_seed(rules: &RuleSet, customer_id: &str, now: Timestamp) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(&buf, seed)
 }
 
+/// What a decision records besides the chosen actions.
+#[derive(Clone, Copy)]
+struct Record {
+    /// Every removed candidate with its stage and condition.
+    removed: bool,
+    /// Why a failed condition could not be evaluated (re-evaluates it).
+    errors: bool,
+    /// Every surviving candidate, sorted (not just the top N).
+    all: bool,
+}
+
 struct Outcome {
     chosen: Vec<Scored>,
     ranked: Vec<Scored>,
@@ -89,8 +108,7 @@ fn evaluate(
     ctx: &Context,
     now: Timestamp,
     limit: usize,
-    explain: bool,
-    collect_all: bool,
+    record: Record,
 ) -> Outcome {
     let ch = &rs.channels[channel as usize];
     let env = Env { ctx, now: now.0 };
@@ -102,27 +120,28 @@ fn evaluate(
     for &ai in ch.actions.iter() {
         let action = &rs.actions[ai as usize];
         if let Some(check) = first_failure(&action.checks, &mut memo) {
-            if explain {
+            if record.removed {
                 removed.push(Removed {
                     action: ai,
                     stage: check.stage,
                     level: check.level,
                     cond: Some(check.cond),
-                    error: memo.error(check.cond),
+                    // The log's writer works the reason out off the hot path.
+                    error: if record.errors { memo.error(check.cond) } else { None },
                 });
             }
             continue;
         }
         let Some(value) = arbitration::value(action, &memo) else {
-            if explain {
+            if record.removed {
                 removed.push(Removed {
                     action: ai,
                     stage: Stage::Value,
                     level: Level::Action,
                     cond: None,
                     error: match &action.value {
-                        ValueFn::Expr(ir, _) => ir.eval(memo.env()).err(),
-                        ValueFn::Const(_) => None,
+                        ValueFn::Expr(ir, _) if record.errors => ir.eval(memo.env()).err(),
+                        _ => None,
                     },
                 });
             }
@@ -138,14 +157,14 @@ fn evaluate(
             lever: action.lever,
             priority: propensity * context_weight * value * action.lever,
         };
-        if collect_all {
+        if record.all {
             ranked.push(scored);
         } else {
             arbitration::offer_top(&mut chosen, limit, scored);
         }
     }
     put_scratch(results);
-    if collect_all {
+    if record.all {
         arbitration::sort_all(&mut ranked);
         chosen.extend(ranked.iter().take(limit).copied());
     }

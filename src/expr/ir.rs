@@ -298,3 +298,80 @@ impl StrIr {
         Ok(if a == 0 && b == 0 { ta == tb } else { a == b })
     }
 }
+
+/// Every context slot a compiled expression reads (for "which attributes
+/// does this rule version use").
+pub(crate) trait Reads {
+    fn reads(&self, out: &mut Vec<u16>);
+}
+
+impl Reads for BoolIr {
+    fn reads(&self, out: &mut Vec<u16>) {
+        match self {
+            BoolIr::Const(_) => {}
+            BoolIr::Attr(s) | BoolIr::CmpIntConst(_, s, _) | BoolIr::CmpFloatConst(_, s, _) => out.push(*s),
+            BoolIr::Not(e) | BoolIr::BoolInList(e, _, _) => e.reads(out),
+            BoolIr::And(p) | BoolIr::Or(p) | BoolIr::CmpBool(_, p) => {
+                p.0.reads(out);
+                p.1.reads(out);
+            }
+            BoolIr::CmpInt(_, p) => {
+                p.0.reads(out);
+                p.1.reads(out);
+            }
+            BoolIr::CmpFloat(_, p) => {
+                p.0.reads(out);
+                p.1.reads(out);
+            }
+            BoolIr::StrEq(_, p) => {
+                p.0.reads(out);
+                p.1.reads(out);
+            }
+            BoolIr::StrInList(s, _) => s.reads(out),
+            BoolIr::IntInList(e, _) => e.reads(out),
+            BoolIr::FloatInList(e, _) => e.reads(out),
+            BoolIr::SetContains(slot, s) => {
+                out.push(*slot);
+                s.reads(out);
+            }
+        }
+    }
+}
+
+impl Reads for IntIr {
+    fn reads(&self, out: &mut Vec<u16>) {
+        match self {
+            IntIr::Const(_) => {}
+            IntIr::Attr(s) | IntIr::Time(s) | IntIr::LenSet(s) | IntIr::DaysSince(s) | IntIr::HoursSince(s) => out.push(*s),
+            IntIr::Neg(e) | IntIr::Abs(e) => e.reads(out),
+            IntIr::Arith(_, p) | IntIr::Min(p) | IntIr::Max(p) => {
+                p.0.reads(out);
+                p.1.reads(out);
+            }
+            IntIr::LenStr(s) => s.reads(out),
+        }
+    }
+}
+
+impl Reads for FloatIr {
+    fn reads(&self, out: &mut Vec<u16>) {
+        match self {
+            FloatIr::Const(_) => {}
+            FloatIr::Attr(s) => out.push(*s),
+            FloatIr::FromInt(e) => e.reads(out),
+            FloatIr::Neg(e) | FloatIr::Abs(e) => e.reads(out),
+            FloatIr::Arith(_, p) | FloatIr::Min(p) | FloatIr::Max(p) => {
+                p.0.reads(out);
+                p.1.reads(out);
+            }
+        }
+    }
+}
+
+impl Reads for StrIr {
+    fn reads(&self, out: &mut Vec<u16>) {
+        if let StrIr::Attr(s) = self {
+            out.push(*s);
+        }
+    }
+}

@@ -433,6 +433,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         conds: conds.conds,
         weights,
         experiment,
+        source: src.clone(),
     })
 }
 

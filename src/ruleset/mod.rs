@@ -201,6 +201,8 @@ pub struct RuleSet {
     pub(crate) conds: Vec<Cond>,
     pub(crate) weights: Vec<ContextWeight>,
     pub(crate) experiment: Option<Experiment>,
+    /// The files it was compiled from (for the version archive).
+    pub(crate) source: RuleSource,
 }
 
 impl RuleSet {
@@ -231,6 +233,11 @@ impl RuleSet {
         &self.hash
     }
 
+    /// The files this version was compiled from.
+    pub fn source(&self) -> &RuleSource {
+        &self.source
+    }
+
     /// The context schema.
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
@@ -254,6 +261,30 @@ impl RuleSet {
             .find(|c| c.direction == Direction::Inbound)
             .or(self.channels.first())
             .map_or("", |c| &c.name)
+    }
+
+    /// Whether any condition, value expression or context weight of this
+    /// version (or its challenger) reads attribute `name`.
+    pub fn reads_attribute(&self, name: &str) -> bool {
+        use crate::expr::Reads;
+        let Some(slot) = self.schema.slot(name) else {
+            return false;
+        };
+        let mut slots = Vec::new();
+        for c in &self.conds {
+            c.ir.reads(&mut slots);
+        }
+        for a in &self.actions {
+            if let ValueFn::Expr(ir, _) = &a.value {
+                ir.reads(&mut slots);
+            }
+        }
+        slots.contains(&slot)
+            || self
+                .experiment
+                .as_ref()
+                .and_then(|e| e.challenger.as_ref())
+                .is_some_and(|c| c.reads_attribute(name))
     }
 
     /// Number of distinct compiled conditions (after sharing).

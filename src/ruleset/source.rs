@@ -67,6 +67,28 @@ impl RuleSource {
         Ok(src)
     }
 
+    /// Read a version archived by the decision log (`ARCHIVE/<hash>/`),
+    /// whose challenger, if any, is archived in `__challenger/`.
+    pub fn from_archive(dir: impl AsRef<Path>) -> Result<RuleSource, Error> {
+        let dir = dir.as_ref();
+        let mut src = RuleSource::read_dir(dir)?;
+        let ch = dir.join(ARCHIVED_CHALLENGER);
+        if ch.is_dir() {
+            src.challenger = Some(Box::new(RuleSource::read_dir(&ch)?));
+        }
+        Ok(src)
+    }
+
+    /// The files, by path relative to the rule directory.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.files.iter().map(|(p, t)| (p.as_path(), t.as_str()))
+    }
+
+    /// The challenger's source, if any.
+    pub fn challenger_source(&self) -> Option<&RuleSource> {
+        self.challenger.as_deref()
+    }
+
     fn read_dir(dir: &Path) -> Result<RuleSource, Error> {
         let mut src = RuleSource {
             files: BTreeMap::new(),
@@ -101,6 +123,9 @@ impl RuleSource {
         self.dir.as_deref()
     }
 }
+
+/// Where an archived version keeps its challenger.
+pub(crate) const ARCHIVED_CHALLENGER: &str = "__challenger";
 
 /// Turn a byte offset in `text` into a 1-based line and column.
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {

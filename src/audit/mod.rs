@@ -1,0 +1,327 @@
+//! The decision log: one record per decision and per outcome, JSON Lines,
+//! masked, durable on `flush`, replayable.
+//!
+//! A decision hands its record to a bounded queue and returns; a writer
+//! thread serialises, masks and writes it. When the queue is full the
+//! default policy is to block the deciding thread (nothing is lost); the
+//! `drop` policy never blocks and counts what it dropped. `flush` returns
+//! once every record handed over before it is written and fsynced. Dropping
+//! the engine drains the queue and syncs.
+//!
+//! The record format is versioned (`"v": 1`) and documented in the README.
+
+mod record;
+pub mod replay;
+mod sink;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use sink::{CallbackSink, FileSink, MemorySink, Sink};
+
+use crate::context::{Context, Timestamp};
+use crate::decision::Decision;
+use crate::error::Error;
+use crate::outcome::Outcome;
+pub(crate) use record::{DecisionItem, Item, OutcomeItem};
+
+/// What to do when the log's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: no record is ever lost (the default).
+    #[default]
+    Block,
+    /// Drop the record and count it: deciding never waits for the disk.
+    Drop,
+}
+
+/// Decision log settings (the `decision_log` object of the engine
+/// configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LogConfig {
+    /// The JSON Lines file.
+    pub path: PathBuf,
+    /// Rotate when the file passes this size (default 64 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files to keep (default 10).
+    #[serde(default = "default_keep_files")]
+    pub keep_files: usize,
+    /// Records the queue holds (default 65,536).
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    /// `block` (default) or `drop`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// fsync at most this often while records arrive (default 1000 ms);
+    /// `flush` always syncs.
+    #[serde(default = "default_sync_ms")]
+    pub sync_interval_ms: u64,
+    /// Key for masking sensitive attributes by keyed hash (HMAC-SHA-256),
+    /// so equal values stay joinable. Without a key they are replaced by
+    /// `"***"`.
+    #[serde(default)]
+    pub mask_key: Option<String>,
+    /// Directory where every published rule version's files are archived
+    /// under its hash, so `nextbest replay` can find it.
+    #[serde(default)]
+    pub archive_dir: Option<PathBuf>,
+}
+
+fn default_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_keep_files() -> usize {
+    10
+}
+fn default_queue() -> usize {
+    65_536
+}
+fn default_sync_ms() -> u64 {
+    1000
+}
+
+impl LogConfig {
+    /// A configuration with the defaults, writing to `path`.
+    pub fn new(path: impl Into<PathBuf>) -> LogConfig {
+        LogConfig {
+            path: path.into(),
+            max_bytes: default_max_bytes(),
+            keep_files: default_keep_files(),
+            queue_capacity: default_queue(),
+            when_full: WhenFull::Block,
+            sync_interval_ms: default_sync_ms(),
+            mask_key: None,
+            archive_dir: None,
+        }
+    }
+
+    pub(crate) fn options(&self) -> LogOptions {
+        LogOptions {
+            queue_capacity: self.queue_capacity,
+            when_full: self.when_full,
+            sync_interval: Duration::from_millis(self.sync_interval_ms),
+            masking: match &self.mask_key {
+                Some(k) => Masking::KeyedHash(k.as_bytes().to_vec()),
+                None => Masking::Fixed,
+            },
+        }
+    }
+}
+
+/// How sensitive attributes are masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Masking {
+    /// Replaced by `"***"`.
+    Fixed,
+    /// Replaced by `"hmac:"` and the first 16 bytes (hex) of
+    /// HMAC-SHA-256(key, value): equal values give equal masks.
+    KeyedHash(Vec<u8>),
+}
+
+/// Queue and masking settings of a log, whatever its sink.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Records the queue holds.
+    pub queue_capacity: usize,
+    /// Block or drop when full.
+    pub when_full: WhenFull,
+    /// fsync at most this often while records arrive.
+    pub sync_interval: Duration,
+    /// How sensitive attributes are masked.
+    pub masking: Masking,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogConfig::new("").options()
+    }
+}
+
+/// Log counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LogStats {
+    /// Records handed to the writer.
+    pub queued: u64,
+    /// Records written to the sink.
+    pub written: u64,
+    /// Records dropped because the queue was full (`drop` policy only).
+    pub dropped: u64,
+    /// Sink write or sync errors.
+    pub errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    queued: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A running decision log: the queue's sending end and the writer thread.
+pub(crate) struct DecisionLog {
+    tx: Option<SyncSender<Item>>,
+    when_full: WhenFull,
+    counters: Arc<Counters>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DecisionLog {
+    pub(crate) fn start(sink: Box<dyn Sink>, options: LogOptions) -> Result<DecisionLog, Error> {
+        let (tx, rx) = sync_channel(options.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let when_full = options.when_full;
+        let writer = std::thread::Builder::new()
+            .name("nextbest-log".into())
+            .spawn(move || write_loop(rx, sink, options, &c))
+            .map_err(|e| Error::io("<decision log writer thread>", e))?;
+        Ok(DecisionLog {
+            tx: Some(tx),
+            when_full,
+            counters,
+            writer: Some(writer),
+        })
+    }
+
+    pub(crate) fn log(&self, item: Item) {
+        let Some(tx) = &self.tx else { return };
+        match self.when_full {
+            WhenFull::Block => {
+                if tx.send(item).is_ok() {
+                    self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            WhenFull::Drop => match tx.try_send(item) {
+                Ok(()) => {
+                    self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        }
+    }
+
+    /// Returns once everything logged before the call is written and synced.
+    pub(crate) fn flush(&self) -> Result<(), Error> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        let (done_tx, done_rx) = sync_channel(1);
+        tx.send(Item::Flush(done_tx))
+            .map_err(|_| Error::io("<decision log>", std::io::Error::other("the log writer has stopped")))?;
+        match done_rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::io("<decision log>", e)),
+            Err(_) => Err(Error::io("<decision log>", std::io::Error::other("the log writer has stopped"))),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> LogStats {
+        LogStats {
+            queued: self.counters.queued.load(Ordering::Relaxed),
+            written: self.counters.written.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            errors: self.counters.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for DecisionLog {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer drain it, sync and stop.
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<Item>, mut sink: Box<dyn Sink>, options: LogOptions, counters: &Counters) {
+    let mut line = String::with_capacity(4096);
+    let mut dirty = false;
+    let mut last_sync = Instant::now();
+    let sync = |sink: &mut Box<dyn Sink>, dirty: &mut bool| -> std::io::Result<()> {
+        *dirty = false;
+        sink.sync()
+    };
+    loop {
+        let item = if dirty {
+            let wait = options.sync_interval.saturating_sub(last_sync.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(item) => Some(item),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(item) => Some(item),
+                Err(_) => break,
+            }
+        };
+        match item {
+            Some(Item::Flush(done)) => {
+                let r = sync(&mut sink, &mut dirty);
+                if r.is_err() {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                last_sync = Instant::now();
+                let _ = done.send(r);
+            }
+            Some(item) => {
+                line.clear();
+                record::write_record(&item, &options.masking, &mut line);
+                match sink.write(&line) {
+                    Ok(()) => {
+                        counters.written.fetch_add(1, Ordering::Relaxed);
+                        dirty = true;
+                    }
+                    Err(_) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            None => {}
+        }
+        if dirty && last_sync.elapsed() >= options.sync_interval {
+            if sync(&mut sink, &mut dirty).is_err() {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            last_sync = Instant::now();
+        }
+    }
+    if sync(&mut sink, &mut dirty).is_err() {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Build the log item for a decision.
+pub(crate) fn decision_item(decision: &Decision, customer_id: &str, context: &Context, limit: Option<usize>) -> Item {
+    Item::Decision(Box::new(DecisionItem {
+        decision: decision.clone(),
+        customer_id: customer_id.to_string(),
+        context: context.clone(),
+        limit,
+    }))
+}
+
+/// Build the log item for an outcome.
+pub(crate) fn outcome_item(outcome: &Outcome, at: Timestamp) -> Item {
+    Item::Outcome(Box::new(OutcomeItem {
+        outcome: outcome.clone(),
+        at,
+    }))
+}

@@ -1,0 +1,223 @@
+//! The decision-log record format (version 1) and masking.
+//!
+//! Serialisation runs on the log's writer thread, never on the decision
+//! path; so does the evaluation of why a condition could not be evaluated
+//! (a missing attribute, an overflow), which explanations need.
+
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::Serialize;
+use std::sync::mpsc::SyncSender;
+
+use super::Masking;
+use crate::context::{Context, Timestamp, Value};
+use crate::decision::Decision;
+use crate::expr::{Env, EvalError};
+use crate::outcome::Outcome;
+
+/// Record format version.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+pub(crate) enum Item {
+    Decision(Box<DecisionItem>),
+    Outcome(Box<OutcomeItem>),
+    Flush(SyncSender<std::io::Result<()>>),
+}
+
+pub(crate) struct DecisionItem {
+    /// The decision with every candidate (removed and ranked), whatever
+    /// the request's `explain`.
+    pub decision: Decision,
+    pub customer_id: String,
+    pub context: Context,
+    pub limit: Option<usize>,
+}
+
+pub(crate) struct OutcomeItem {
+    pub outcome: Outcome,
+    pub at: Timestamp,
+}
+
+pub(crate) fn write_record(item: &Item, masking: &Masking, out: &mut String) {
+    let mut buf = Vec::with_capacity(1024);
+    let r = match item {
+        Item::Decision(d) => serde_json::to_writer(&mut buf, &DecisionRecord { item: d, masking }),
+        Item::Outcome(o) => serde_json::to_writer(&mut buf, &OutcomeRecord(o)),
+        Item::Flush(_) => Ok(()),
+    };
+    if let Err(e) = r {
+        buf.clear();
+        buf.extend_from_slice(format!("{{\"v\":1,\"kind\":\"error\",\"message\":{:?}}}", e.to_string()).as_bytes());
+    }
+    // serde_json writes valid UTF-8.
+    out.push_str(&String::from_utf8_lossy(&buf));
+}
+
+/// The mask for a sensitive value.
+pub(crate) fn mask(masking: &Masking, value: &str) -> String {
+    match masking {
+        Masking::Fixed => "***".into(),
+        Masking::KeyedHash(key) => {
+            use hmac::{Hmac, Mac};
+            let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+                return "***".into();
+            };
+            mac.update(value.as_bytes());
+            let tag = mac.finalize().into_bytes();
+            let hex: String = tag[..16].iter().map(|b| format!("{b:02x}")).collect();
+            format!("hmac:{hex}")
+        }
+    }
+}
+
+struct DecisionRecord<'a> {
+    item: &'a DecisionItem,
+    masking: &'a Masking,
+}
+
+impl Serialize for DecisionRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let it = self.item;
+        let d = &it.decision;
+        let rules = d.ruleset();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("v", &FORMAT_VERSION)?;
+        m.serialize_entry("kind", "decision")?;
+        m.serialize_entry("decision_id", &d.id.to_string())?;
+        m.serialize_entry("timestamp", &d.timestamp.to_string())?;
+        m.serialize_entry(
+            "ruleset",
+            &serde_json::json!({"name": rules.name(), "version": d.version(), "hash": rules.hash()}),
+        )?;
+        m.serialize_entry("customer_id", &it.customer_id)?;
+        m.serialize_entry("channel", d.channel())?;
+        if let Some(e) = &d.version.rules.experiment {
+            m.serialize_entry("experiment", &e.name)?;
+        }
+        m.serialize_entry("arm", d.arm.as_str())?;
+        m.serialize_entry("seed", &d.seed)?;
+        m.serialize_entry("limit", &it.limit)?;
+        let (context, masked) = masked_context(&it.context, self.masking);
+        m.serialize_entry("context", &context)?;
+        m.serialize_entry("masked", &masked)?;
+        m.serialize_entry("candidates", &Candidates(it))?;
+        m.serialize_entry("actions", &d.action_ids())?;
+        m.serialize_entry("elapsed_ns", &d.elapsed_ns)?;
+        m.end()
+    }
+}
+
+/// The context as given by the caller (defaults are re-applied on replay),
+/// with sensitive attributes masked; and the names that were masked.
+fn masked_context(ctx: &Context, masking: &Masking) -> (serde_json::Map<String, serde_json::Value>, Vec<String>) {
+    let mut out = serde_json::Map::new();
+    let mut masked = Vec::new();
+    for (i, attr) in ctx.schema.attrs.iter().enumerate() {
+        if !ctx.given[i] {
+            continue;
+        }
+        let Some(v) = ctx.value(i as u16) else { continue };
+        let json = value_json(&v);
+        if attr.sensitive {
+            masked.push(attr.name.to_string());
+            let text = match &json {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.insert(attr.name.to_string(), serde_json::Value::String(mask(masking, &text)));
+        } else {
+            out.insert(attr.name.to_string(), json);
+        }
+    }
+    (out, masked)
+}
+
+pub(crate) fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::StringSet(items) => serde_json::Value::Array(items.iter().cloned().map(serde_json::Value::String).collect()),
+        Value::Timestamp(t) => serde_json::Value::String(t.to_string()),
+    }
+}
+
+struct Candidates<'a>(&'a DecisionItem);
+
+impl Serialize for Candidates<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let it = self.0;
+        let d = &it.decision;
+        let rules = d.ruleset();
+        let rebound;
+        let ctx = if it.context.schema.fingerprint == rules.schema.fingerprint {
+            &it.context
+        } else {
+            rebound = it.context.rebind(&rules.schema);
+            &rebound
+        };
+        let env = Env { ctx, now: d.timestamp.0 };
+        let mut seq = s.serialize_seq(Some(d.ranked.len() + d.removed.len()))?;
+        for (i, c) in d.ranked.iter().enumerate() {
+            let a = &rules.actions[c.action as usize];
+            seq.serialize_element(&serde_json::json!({
+                "action": &*a.id,
+                "rank": i + 1,
+                "propensity": c.propensity,
+                "context_weight": c.context_weight,
+                "value": c.value,
+                "lever": c.lever,
+                "priority": c.priority,
+                "chosen": d.chosen.iter().any(|x| x.action == c.action),
+            }))?;
+        }
+        for r in &d.removed {
+            let a = &rules.actions[r.action as usize];
+            let mut obj = serde_json::json!({
+                "action": &*a.id,
+                "stage": r.stage.as_str(),
+                "level": r.level.as_str(),
+            });
+            let (condition, error) = match r.cond {
+                Some(c) => {
+                    let cond = &rules.conds[c as usize];
+                    (Some(&*cond.text), r.error.or_else(|| cond.ir.eval(env).err()))
+                }
+                None => match &a.value {
+                    crate::ruleset::ValueFn::Expr(ir, text) => (Some(&**text), r.error.or_else(|| ir.eval(env).err())),
+                    crate::ruleset::ValueFn::Const(_) => (None, None),
+                },
+            };
+            if let Some(c) = condition {
+                obj["condition"] = serde_json::Value::String(c.to_string());
+            }
+            if let Some(e) = error {
+                obj["reason"] = serde_json::Value::String(match e {
+                    EvalError::Missing(slot) => format!("missing attribute `{}`", rules.schema.attrs[slot as usize].name),
+                    EvalError::Overflow => "integer overflow".into(),
+                    EvalError::DivisionByZero => "division by zero".into(),
+                });
+            }
+            seq.serialize_element(&obj)?;
+        }
+        seq.end()
+    }
+}
+
+struct OutcomeRecord<'a>(&'a OutcomeItem);
+
+impl Serialize for OutcomeRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let o = &self.0.outcome;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("v", &FORMAT_VERSION)?;
+        m.serialize_entry("kind", "outcome")?;
+        m.serialize_entry("timestamp", &o.timestamp.unwrap_or(self.0.at).to_string())?;
+        m.serialize_entry("decision_id", &o.decision_id.map(|d| d.to_string()))?;
+        m.serialize_entry("customer_id", &o.customer_id)?;
+        m.serialize_entry("action", &o.action)?;
+        m.serialize_entry("channel", &o.channel)?;
+        m.serialize_entry("outcome", o.kind.as_str())?;
+        m.end()
+    }
+}

@@ -1,0 +1,300 @@
+//! Reading decision logs back, the version archive, and exact replay.
+//!
+//! A decision record names its rule version by content hash. Replay finds
+//! that exact version (the rule directory given, if its hash matches, or
+//! the archive the engine wrote on publish), re-decides with the logged
+//! context, time, limit and customer (hence the same arm and seed), and
+//! compares every candidate. Sensitive attributes were masked before the
+//! log was written, so a decision that read one cannot be reproduced from
+//! the log alone; replay reports those separately from real mismatches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::context::Timestamp;
+use crate::decision::{Decision, DecisionRequest, RequestJson};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::ruleset::{source::ARCHIVED_CHALLENGER, RuleSet, RuleSource};
+
+/// Write `rules`' files under `dir/<hash>/` unless already there. The files
+/// go to a temporary directory first and are renamed into place, so an
+/// archived version is always complete.
+pub(crate) fn archive_version(dir: &Path, rules: &RuleSet) -> Result<(), Error> {
+    let target = dir.join(rules.hash());
+    if target.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}-{}",
+        rules.hash(),
+        std::process::id(),
+        crate::engine::next_nonce()
+    ));
+    let write_all = |root: &Path, src: &RuleSource| -> Result<(), Error> {
+        for (rel, text) in src.files() {
+            let path = root.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    };
+    let result = write_all(&tmp, rules.source()).and_then(|()| match rules.source().challenger_source() {
+        Some(c) => write_all(&tmp.join(ARCHIVED_CHALLENGER), c),
+        None => Ok(()),
+    });
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if std::fs::rename(&tmp, &target).is_err() {
+        // Another writer archived the same version first.
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !target.is_dir() {
+            return Err(Error::io(&target, std::io::Error::other("could not archive the rule version")));
+        }
+    }
+    Ok(())
+}
+
+/// One parsed line of a decision log.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// The record.
+    pub record: serde_json::Value,
+}
+
+/// What reading a log found besides its records.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReadProblems {
+    /// A last line without its newline that does not parse: what a crash
+    /// mid-write leaves. Expected at most once per file.
+    pub partial_last_lines: Vec<String>,
+    /// Lines that do not parse anywhere else: corruption.
+    pub corrupt_lines: Vec<String>,
+}
+
+/// Read decision-log files (JSON Lines), in the order given.
+pub fn read_log(paths: &[PathBuf]) -> Result<(Vec<LogLine>, ReadProblems), Error> {
+    let mut out = Vec::new();
+    let mut problems = ReadProblems::default();
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let complete = bytes.last() == Some(&b'\n');
+        let n_lines = bytes.split(|&b| b == b'\n').count();
+        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            if raw.is_empty() {
+                continue;
+            }
+            let is_last = i + 1 == n_lines;
+            match serde_json::from_slice::<serde_json::Value>(raw) {
+                Ok(v) if v.is_object() && (complete || !is_last) => out.push(LogLine {
+                    file: path.clone(),
+                    line: i + 1,
+                    record: v,
+                }),
+                _ if is_last && !complete => problems
+                    .partial_last_lines
+                    .push(format!("{}:{}: partial last line ({} bytes; a crash while writing?)", path.display(), i + 1, raw.len())),
+                Ok(_) => problems
+                    .corrupt_lines
+                    .push(format!("{}:{}: not a JSON object", path.display(), i + 1)),
+                Err(e) => problems
+                    .corrupt_lines
+                    .push(format!("{}:{}: {e}", path.display(), i + 1)),
+            }
+        }
+    }
+    Ok((out, problems))
+}
+
+/// The result of a replay.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    /// Records read.
+    pub records: usize,
+    /// Decision records among them.
+    pub decisions: usize,
+    /// Outcome records among them.
+    pub outcomes: usize,
+    /// Decisions re-decided and identical.
+    pub matched: usize,
+    /// Decisions that differ, with what differs.
+    pub mismatches: Vec<String>,
+    /// Decisions that differ and read a masked attribute: not reproducible
+    /// from the log (see the README).
+    pub masked: Vec<String>,
+    /// Decisions whose rule version could not be found.
+    pub unavailable: Vec<String>,
+    /// Reading problems (partial last line, corrupt lines).
+    pub read: ReadProblems,
+}
+
+impl ReplayReport {
+    /// Whether every decision replayed exactly and no line was corrupt.
+    pub fn ok(&self) -> bool {
+        self.mismatches.is_empty() && self.unavailable.is_empty() && self.read.corrupt_lines.is_empty()
+    }
+}
+
+/// Where replay looks for rule versions.
+#[derive(Debug, Clone, Default)]
+pub struct VersionSources {
+    /// A rule directory; used for records whose hash equals its hash.
+    pub rules_dir: Option<PathBuf>,
+    /// The version archive the engine writes (`decision_log.archive_dir`).
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// Re-decide every decision in the log and compare.
+pub fn replay(paths: &[PathBuf], sources: &VersionSources) -> Result<ReplayReport, Error> {
+    let (lines, read) = read_log(paths)?;
+    let mut report = ReplayReport {
+        records: lines.len(),
+        read,
+        ..ReplayReport::default()
+    };
+    let given = match &sources.rules_dir {
+        Some(d) => Some(Arc::new(Engine::from_dir(d)?)),
+        None => None,
+    };
+    let mut engines: HashMap<String, Option<Arc<Engine>>> = HashMap::new();
+    for l in &lines {
+        let at = format!("{}:{}", l.file.display(), l.line);
+        match l.record.get("kind").and_then(|k| k.as_str()) {
+            Some("outcome") => {
+                report.outcomes += 1;
+                continue;
+            }
+            Some("decision") => report.decisions += 1,
+            _ => continue,
+        }
+        let hash = l.record["ruleset"]["hash"].as_str().unwrap_or_default().to_string();
+        let engine = engines
+            .entry(hash.clone())
+            .or_insert_with(|| find_version(&hash, given.as_ref(), sources))
+            .clone();
+        let Some(engine) = engine else {
+            let have = given.as_ref().map(|e| e.current().rules().hash().to_string());
+            report.unavailable.push(format!(
+                "{at}: the decision was made by version {hash}, {}; pass the matching rule directory or --archive",
+                match have {
+                    Some(h) => format!("but the rule directory given has hash {h}"),
+                    None => "which is not in the archive".into(),
+                }
+            ));
+            continue;
+        };
+        match replay_one(&engine, &l.record) {
+            Ok(None) => report.matched += 1,
+            Ok(Some((diff, masked))) => {
+                if masked {
+                    report.masked.push(format!("{at}: {diff}"));
+                } else {
+                    report.mismatches.push(format!("{at}: {diff}"));
+                }
+            }
+            Err(e) => report.mismatches.push(format!("{at}: cannot re-decide: {e}")),
+        }
+    }
+    Ok(report)
+}
+
+fn find_version(hash: &str, given: Option<&Arc<Engine>>, sources: &VersionSources) -> Option<Arc<Engine>> {
+    if let Some(e) = given.filter(|e| e.current().rules().hash() == hash) {
+        return Some(e.clone());
+    }
+    let dir = sources.archive_dir.as_ref()?.join(hash);
+    let src = RuleSource::from_archive(&dir).ok()?;
+    let rules = RuleSet::compile(&src).ok()?;
+    (rules.hash() == hash).then(|| Arc::new(Engine::new(rules)))
+}
+
+/// Re-decide one record; `None` if identical, else what differs and whether
+/// the decision read a masked attribute.
+fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String, bool)>, Error> {
+    let masked: Vec<String> = rec["masked"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let mut context = rec["context"].as_object().cloned().unwrap_or_default();
+    for m in &masked {
+        context.remove(m);
+    }
+    let now = Timestamp::parse(rec["timestamp"].as_str().unwrap_or_default()).map_err(Error::InvalidRequest)?;
+    let raw = RequestJson {
+        customer_id: rec["customer_id"].as_str().unwrap_or_default().to_string(),
+        channel: rec["channel"].as_str().unwrap_or_default().to_string(),
+        context,
+        limit: rec["limit"].as_u64(),
+        explain: true,
+        now: None,
+    };
+    let mut req: DecisionRequest = raw.bind(&engine.schema())?;
+    req.now = Some(now);
+    let d = engine.decide(&req)?;
+    let diff = compare(rec, &d);
+    let rules = engine.current();
+    let reads_masked = masked.iter().any(|m| rules.rules().reads_attribute(m));
+    Ok(diff.map(|what| (what, reads_masked)))
+}
+
+fn compare(rec: &serde_json::Value, d: &Decision) -> Option<String> {
+    let logged_actions: Vec<&str> = rec["actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if logged_actions != d.action_ids() {
+        return Some(format!("actions {logged_actions:?} were logged, replay chose {:?}", d.action_ids()));
+    }
+    if rec["arm"].as_str() != Some(d.arm().as_str()) {
+        return Some(format!("arm {} was logged, replay assigned {}", rec["arm"], d.arm().as_str()));
+    }
+    if rec["seed"].as_u64() != d.seed() {
+        return Some(format!("seed {} was logged, replay drew {:?}", rec["seed"], d.seed()));
+    }
+    let cands = rec["candidates"].as_array().cloned().unwrap_or_default();
+    let ranked: Vec<_> = cands.iter().filter(|c| c.get("rank").is_some()).collect();
+    if ranked.len() != d.ranked().len() {
+        return Some(format!("{} ranked candidates were logged, replay ranked {}", ranked.len(), d.ranked().len()));
+    }
+    for (c, r) in ranked.iter().zip(d.ranked()) {
+        if c["action"].as_str() != Some(r.action()) || c["priority"].as_f64() != Some(r.priority()) {
+            return Some(format!(
+                "rank {}: {} with priority {} was logged, replay has {} with {}",
+                r.rank(),
+                c["action"],
+                c["priority"],
+                r.action(),
+                r.priority()
+            ));
+        }
+    }
+    for c in cands.iter().filter(|c| c.get("stage").is_some()) {
+        let action = c["action"].as_str().unwrap_or_default();
+        match d.filtered().find(|f| f.action() == action) {
+            Some(f) if c["stage"].as_str() == Some(f.stage().as_str()) && c["condition"].as_str() == f.condition() => {}
+            Some(f) => {
+                return Some(format!(
+                    "{action}: removed at {} by {} was logged, replay removed it at {} by {:?}",
+                    c["stage"],
+                    c["condition"],
+                    f.stage(),
+                    f.condition()
+                ))
+            }
+            None => return Some(format!("{action}: removed at {} was logged, replay kept it", c["stage"])),
+        }
+    }
+    None
+}
