@@ -1,0 +1,352 @@
+//! The decision log: masking, concurrency, rotation, durability, replay,
+//! and crashes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use nextbest::audit::replay::{read_log, replay, VersionSources};
+use nextbest::audit::{LogConfig, LogOptions, Masking, MemorySink, WhenFull};
+use nextbest::{Engine, EngineConfig, RuleSet};
+
+fn memory_engine(dir: &str, masking: Masking) -> (Engine, MemorySink) {
+    let sink = MemorySink::new();
+    let options = LogOptions {
+        masking,
+        ..LogOptions::default()
+    };
+    let engine = Engine::with_sink(
+        RuleSet::from_dir(dir).unwrap(),
+        EngineConfig::default(),
+        Box::new(sink.clone()),
+        options,
+    )
+    .unwrap();
+    (engine, sink)
+}
+
+fn records(sink: &MemorySink) -> Vec<serde_json::Value> {
+    sink.records().iter().map(|l| serde_json::from_str(l).expect("record is JSON")).collect()
+}
+
+const MASKED_REQ: &str = r#"{"customer_id":"C1","channel":"web","context":{"age":40,"email":"ann@example.com","national_id":"AB123","vip":true},"now":"2026-11-23T10:00:00Z"}"#;
+
+#[test]
+fn sensitive_attributes_are_masked_before_any_sink_sees_them() {
+    let (engine, sink) = memory_engine("tests/fixtures/masked", Masking::Fixed);
+    engine.decide_json(MASKED_REQ).unwrap();
+    engine.flush().unwrap();
+    let lines = sink.records();
+    assert_eq!(lines.len(), 1);
+    assert!(!lines[0].contains("ann@example.com") && !lines[0].contains("AB123"), "{}", lines[0]);
+    let r = &records(&sink)[0];
+    assert_eq!(r["context"]["email"], "***");
+    assert_eq!(r["context"]["age"], 40);
+    assert_eq!(r["masked"], serde_json::json!(["email", "national_id"]));
+}
+
+#[test]
+fn keyed_masks_keep_equal_values_joinable() {
+    let (engine, sink) = memory_engine("tests/fixtures/masked", Masking::KeyedHash(b"k1".to_vec()));
+    engine.decide_json(MASKED_REQ).unwrap();
+    engine.decide_json(&MASKED_REQ.replace("C1", "C2")).unwrap();
+    engine.decide_json(&MASKED_REQ.replace("ann@", "bob@")).unwrap();
+    engine.flush().unwrap();
+    let r = records(&sink);
+    let masks: Vec<&str> = r.iter().map(|x| x["context"]["email"].as_str().unwrap()).collect();
+    assert!(masks[0].starts_with("hmac:") && masks[0].len() == 5 + 32, "{}", masks[0]);
+    assert_eq!(masks[0], masks[1]);
+    assert_ne!(masks[0], masks[2]);
+    // A different key gives a different mask: the mask is keyed.
+    let (other, sink2) = memory_engine("tests/fixtures/masked", Masking::KeyedHash(b"k2".to_vec()));
+    other.decide_json(MASKED_REQ).unwrap();
+    other.flush().unwrap();
+    assert_ne!(records(&sink2)[0]["context"]["email"].as_str().unwrap(), masks[0]);
+}
+
+#[test]
+fn records_equal_decisions_made_across_threads_and_none_interleave() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let mut config = EngineConfig::default();
+    config.decision_log = Some(LogConfig::new(&path));
+    let engine = Arc::new(Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_000 {
+                    let req = format!(
+                        r#"{{"customer_id":"T{t}-{i}","channel":"call_center","context":{{"age":{},"income":50000.0,"segment":"gold"}}}}"#,
+                        18 + i % 50
+                    );
+                    engine.decide_json(&req).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    engine.flush().unwrap();
+    let (lines, problems) = read_log(&[path]).unwrap();
+    assert!(problems.corrupt_lines.is_empty() && problems.partial_last_lines.is_empty());
+    assert_eq!(lines.len(), 8_000);
+    let mut ids: Vec<&str> = lines.iter().map(|l| l.record["decision_id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 8_000);
+    let stats = engine.stats().log.unwrap();
+    assert_eq!((stats.written, stats.dropped, stats.errors), (8_000, 0, 0));
+}
+
+#[test]
+fn files_rotate_by_size_and_only_keep_files_are_retained() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let mut lc = LogConfig::new(&path);
+    lc.max_bytes = 16 * 1024;
+    lc.keep_files = 3;
+    let mut config = EngineConfig::default();
+    config.decision_log = Some(lc);
+    let engine = Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap();
+    for i in 0..600 {
+        engine
+            .decide_json(&format!(r#"{{"customer_id":"C{i}","channel":"call_center","context":{{"age":30}}}}"#))
+            .unwrap();
+    }
+    engine.flush().unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, vec!["d.jsonl", "d.jsonl.1", "d.jsonl.2", "d.jsonl.3"]);
+    for f in &files {
+        let len = std::fs::metadata(dir.path().join(f)).unwrap().len();
+        assert!(len <= 16 * 1024, "{f} is {len} bytes");
+    }
+    // Rotated files hold whole records only.
+    let all: Vec<PathBuf> = files.iter().rev().map(|f| dir.path().join(f)).collect();
+    let (lines, problems) = read_log(&all).unwrap();
+    assert!(problems.corrupt_lines.is_empty() && problems.partial_last_lines.is_empty());
+    assert!(lines.len() < 600, "older files were removed");
+}
+
+#[test]
+fn the_drop_policy_never_blocks_and_counts_what_it_drops() {
+    struct Slow;
+    impl nextbest::audit::Sink for Slow {
+        fn write(&mut self, _: &str) -> std::io::Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let options = LogOptions {
+        queue_capacity: 4,
+        when_full: WhenFull::Drop,
+        ..LogOptions::default()
+    };
+    let engine = Engine::with_sink(RuleSet::from_dir("tests/fixtures/mini").unwrap(), EngineConfig::default(), Box::new(Slow), options).unwrap();
+    for i in 0..200 {
+        engine
+            .decide_json(&format!(r#"{{"customer_id":"C{i}","channel":"call_center","context":{{"age":30}}}}"#))
+            .unwrap();
+    }
+    engine.flush().unwrap();
+    let s = engine.stats().log.unwrap();
+    assert!(s.dropped > 0, "{s:?}");
+    assert_eq!(s.queued + s.dropped, 200);
+    assert_eq!(s.written, s.queued);
+}
+
+#[test]
+fn outcomes_are_logged_and_validated() {
+    let (engine, sink) = memory_engine("tests/fixtures/mini", Masking::Fixed);
+    let d = engine
+        .decide_json(r#"{"customer_id":"C1","channel":"call_center","context":{"age":42,"income":90000,"segment":"gold"}}"#)
+        .unwrap();
+    let outcome = format!(
+        r#"{{"decision_id":"{}","customer_id":"C1","action":"CARD_GOLD","channel":"call_center","outcome":"accepted"}}"#,
+        d.id()
+    );
+    engine.record_outcome_json(&outcome).unwrap();
+    let err = engine
+        .record_outcome_json(r#"{"customer_id":"C1","action":"NOPE","channel":"call_center","outcome":"accepted"}"#)
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown action `NOPE`"), "{err}");
+    let err = engine
+        .record_outcome_json(r#"{"customer_id":"C1","action":"CARD_GOLD","channel":"call_center","outcome":"loved_it"}"#)
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown variant `loved_it`"), "{err}");
+    engine.flush().unwrap();
+    let r = records(&sink);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1]["kind"], "outcome");
+    assert_eq!(r[1]["decision_id"], d.id().to_string());
+    assert_eq!(r[1]["outcome"], "accepted");
+    assert_eq!(engine.stats().outcomes, 1);
+}
+
+fn log_population(rules: &Path, customers: &Path, log: &Path) {
+    let mut config = EngineConfig::default();
+    let mut lc = LogConfig::new(log);
+    lc.archive_dir = Some(log.with_extension("archive"));
+    config.decision_log = Some(lc);
+    let engine = Engine::try_with_config(RuleSet::from_dir(rules).unwrap(), config).unwrap();
+    for line in std::fs::read_to_string(customers).unwrap().lines() {
+        let c: serde_json::Value = serde_json::from_str(line).unwrap();
+        let channels: Vec<String> = engine.current().rules().channel_names().map(str::to_string).collect();
+        for ch in channels {
+            let req = serde_json::json!({"customer_id": c["customer_id"], "channel": ch, "context": c["context"],
+                                         "now": "2026-11-23T10:00:00Z"});
+            engine.decide_json(&req.to_string()).unwrap();
+        }
+    }
+    engine.flush().unwrap();
+}
+
+#[test]
+fn every_logged_decision_replays_exactly_on_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sets: Vec<PathBuf> = vec!["tests/fixtures/mini".into()];
+    for s in ["rules/retail_bank", "rules/telco_care"] {
+        if Path::new(s).join("customers.jsonl").exists() {
+            sets.push(s.into());
+        }
+    }
+    for set in sets {
+        let log = dir.path().join(format!("{}.jsonl", set.file_name().unwrap().to_string_lossy()));
+        log_population(&set, &set.join("customers.jsonl"), &log);
+        let by_dir = replay(std::slice::from_ref(&log), &VersionSources { rules_dir: Some(set.clone()), archive_dir: None }).unwrap();
+        assert!(by_dir.ok(), "{}: {:?}", set.display(), by_dir.mismatches.iter().take(3).collect::<Vec<_>>());
+        assert!(by_dir.decisions > 0);
+        assert_eq!(by_dir.matched, by_dir.decisions, "{}", set.display());
+        // The archive written on publish identifies the version too.
+        let by_archive = replay(
+            std::slice::from_ref(&log),
+            &VersionSources { rules_dir: None, archive_dir: Some(log.with_extension("archive")) },
+        )
+        .unwrap();
+        assert_eq!(by_archive.matched, by_dir.decisions);
+    }
+}
+
+#[test]
+fn replay_refuses_a_rule_directory_whose_hash_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    log_population(Path::new("tests/fixtures/mini"), Path::new("tests/fixtures/mini/customers.jsonl"), &log);
+    let r = replay(&[log], &VersionSources { rules_dir: Some("tests/fixtures/mini_v2".into()), archive_dir: None }).unwrap();
+    assert!(!r.ok());
+    assert_eq!(r.matched, 0);
+    assert_eq!(r.unavailable.len(), r.decisions);
+    assert!(r.unavailable[0].contains("but the rule directory given has hash"), "{}", r.unavailable[0]);
+}
+
+#[test]
+fn masked_attributes_that_decisions_read_are_reported_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    let mut config = EngineConfig::default();
+    config.decision_log = Some(LogConfig::new(&log));
+    let engine = Engine::try_with_config(RuleSet::from_dir("tests/fixtures/masked").unwrap(), config).unwrap();
+    engine.decide_json(MASKED_REQ).unwrap();
+    engine.flush().unwrap();
+    let r = replay(&[log], &VersionSources { rules_dir: Some("tests/fixtures/masked".into()), archive_dir: None }).unwrap();
+    assert_eq!(r.masked.len(), 1, "{r:?}");
+    assert!(r.mismatches.is_empty());
+}
+
+#[test]
+fn a_partial_last_line_is_reported_and_other_damage_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    log_population(Path::new("tests/fixtures/mini"), Path::new("tests/fixtures/mini/customers.jsonl"), &log);
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("{\"v\":1,\"kind\":\"decis");
+    std::fs::write(&log, &text).unwrap();
+    let (lines, problems) = read_log(std::slice::from_ref(&log)).unwrap();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(problems.partial_last_lines.len(), 1);
+    assert!(problems.corrupt_lines.is_empty());
+    let damaged = text.replacen("\"kind\":\"decision\"", "\"kind\":\"dec", 1);
+    std::fs::write(&log, damaged).unwrap();
+    let (_, problems) = read_log(&[log]).unwrap();
+    assert_eq!(problems.corrupt_lines.len(), 1);
+}
+
+/// The child of the crash test: decide and flush forever, printing the
+/// number of decisions flushed after each flush.
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var("NEXTBEST_CRASH_CHILD_LOG") else {
+        return;
+    };
+    let mut config = EngineConfig::default();
+    let mut lc = LogConfig::new(path);
+    lc.sync_interval_ms = 5;
+    config.decision_log = Some(lc);
+    let engine = Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap();
+    let mut n = 0u64;
+    loop {
+        for _ in 0..97 {
+            engine
+                .decide_json(&format!(r#"{{"customer_id":"C{n}","channel":"call_center","context":{{"age":30,"income":1.5}}}}"#))
+                .unwrap();
+            n += 1;
+        }
+        engine.flush().unwrap();
+        println!("flushed {n}");
+    }
+}
+
+#[test]
+fn records_flushed_before_a_sigkill_survive_and_at_most_the_last_line_is_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..12 {
+        let log = dir.path().join(format!("crash{round}.jsonl"));
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env("NEXTBEST_CRASH_CHILD_LOG", &log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let flushes = 2 + seed % 40;
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut flushed = 0u64;
+        let mut seen = 0;
+        let mut line = String::new();
+        while seen < flushes {
+            line.clear();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            if let Some(n) = line.trim().strip_prefix("flushed ") {
+                flushed = n.parse().unwrap();
+                seen += 1;
+            }
+        }
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        assert!(flushed > 0, "round {round}: the child never flushed");
+        let (lines, problems) = read_log(std::slice::from_ref(&log)).unwrap();
+        assert!(problems.corrupt_lines.is_empty(), "round {round}: {:?}", problems.corrupt_lines);
+        assert!(problems.partial_last_lines.len() <= 1);
+        assert!(
+            lines.len() as u64 >= flushed,
+            "round {round}: {flushed} decisions were flushed but only {} records survived",
+            lines.len()
+        );
+    }
+}
