@@ -45,6 +45,8 @@ mod engine;
 mod error;
 mod outcome;
 mod expr;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod persona;
 mod policy;
 pub mod ruleset;

@@ -90,32 +90,42 @@ pub fn read_log(paths: &[PathBuf]) -> Result<(Vec<LogLine>, ReadProblems), Error
     let mut problems = ReadProblems::default();
     for path in paths {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let complete = bytes.last() == Some(&b'\n');
-        let n_lines = bytes.split(|&b| b == b'\n').count();
-        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            if raw.is_empty() {
-                continue;
-            }
-            let is_last = i + 1 == n_lines;
-            match serde_json::from_slice::<serde_json::Value>(raw) {
-                Ok(v) if v.is_object() && (complete || !is_last) => out.push(LogLine {
-                    file: path.clone(),
-                    line: i + 1,
-                    record: v,
-                }),
-                _ if is_last && !complete => problems
-                    .partial_last_lines
-                    .push(format!("{}:{}: partial last line ({} bytes; a crash while writing?)", path.display(), i + 1, raw.len())),
-                Ok(_) => problems
-                    .corrupt_lines
-                    .push(format!("{}:{}: not a JSON object", path.display(), i + 1)),
-                Err(e) => problems
-                    .corrupt_lines
-                    .push(format!("{}:{}: {e}", path.display(), i + 1)),
-            }
-        }
+        parse_log(path, &bytes, &mut out, &mut problems);
     }
     Ok((out, problems))
+}
+
+/// Parse the bytes of one log file (which may be damaged) into records and
+/// problems. Never fails: every byte sequence is either records, a partial
+/// last line, or corrupt lines.
+pub fn parse_log(file: &Path, bytes: &[u8], out: &mut Vec<LogLine>, problems: &mut ReadProblems) {
+    let complete = bytes.last() == Some(&b'\n');
+    let n_lines = bytes.split(|&b| b == b'\n').count();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        if raw.is_empty() {
+            continue;
+        }
+        let is_last = i + 1 == n_lines;
+        match serde_json::from_slice::<serde_json::Value>(raw) {
+            Ok(v) if v.is_object() && (complete || !is_last) => out.push(LogLine {
+                file: file.to_path_buf(),
+                line: i + 1,
+                record: v,
+            }),
+            _ if is_last && !complete => problems.partial_last_lines.push(format!(
+                "{}:{}: partial last line ({} bytes; a crash while writing?)",
+                file.display(),
+                i + 1,
+                raw.len()
+            )),
+            Ok(_) => problems
+                .corrupt_lines
+                .push(format!("{}:{}: not a JSON object", file.display(), i + 1)),
+            Err(e) => problems
+                .corrupt_lines
+                .push(format!("{}:{}: {e}", file.display(), i + 1)),
+        }
+    }
 }
 
 /// The result of a replay.
