@@ -201,7 +201,7 @@ impl Scored {
 }
 
 /// Why a candidate was removed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Removed {
     pub action: u32,
     pub stage: Stage,
@@ -209,6 +209,8 @@ pub(crate) struct Removed {
     /// The conjunct that failed (engagement policies).
     pub cond: Option<u32>,
     pub error: Option<EvalError>,
+    /// The strategy's reason (stage `strategy`).
+    pub note: Option<Arc<str>>,
 }
 
 /// The answer to a [`DecisionRequest`].
@@ -224,6 +226,7 @@ pub struct Decision {
     pub(crate) chosen: Vec<Scored>,
     pub(crate) ranked: Vec<Scored>,
     pub(crate) removed: Vec<Removed>,
+    pub(crate) diagnostics: Vec<crate::script::Diagnostic>,
     pub(crate) elapsed_ns: u64,
 }
 
@@ -300,7 +303,7 @@ impl Decision {
     pub fn filtered(&self) -> impl ExactSizeIterator<Item = FilteredAction<'_>> {
         self.removed.iter().map(move |r| FilteredAction {
             decision: self,
-            removed: *r,
+            removed: r,
         })
     }
 
@@ -316,8 +319,15 @@ impl Decision {
             chosen: self.chosen.clone(),
             ranked: Vec::new(),
             removed: Vec::new(),
+            diagnostics: self.diagnostics.clone(),
             elapsed_ns: self.elapsed_ns,
         }
+    }
+
+    /// Problems in the strategy's hooks during this decision (the decision
+    /// was made without the hook that failed).
+    pub fn diagnostics(&self) -> &[crate::script::Diagnostic] {
+        &self.diagnostics
     }
 
     /// The decision as the JSON response in the README.
@@ -393,7 +403,7 @@ impl<'a> RankedAction<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct FilteredAction<'a> {
     decision: &'a Decision,
-    removed: Removed,
+    removed: &'a Removed,
 }
 
 impl<'a> FilteredAction<'a> {
@@ -432,6 +442,9 @@ impl<'a> FilteredAction<'a> {
     /// (`missing attribute income`, `integer overflow`, ...). `None` means it
     /// evaluated to false.
     pub fn reason(&self) -> Option<String> {
+        if let Some(n) = &self.removed.note {
+            return Some(n.to_string());
+        }
         let rs = self.rules();
         self.removed.error.map(|e| match e {
             EvalError::Missing(slot) => format!("missing attribute `{}`", rs.schema.attrs[slot as usize].name),
@@ -529,6 +542,10 @@ impl Serialize for Decision {
         m.serialize_entry("filtered", &filtered)?;
         if !self.ranked.is_empty() {
             m.serialize_entry("ranked", &ActionsJson(self, &self.ranked))?;
+        }
+        if !self.diagnostics.is_empty() {
+            let d: Vec<String> = self.diagnostics.iter().map(ToString::to_string).collect();
+            m.serialize_entry("diagnostics", &d)?;
         }
         m.serialize_entry("elapsed_ns", &self.elapsed_ns)?;
         m.end()

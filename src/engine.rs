@@ -148,6 +148,8 @@ pub struct EngineStats {
     pub decision_errors: u64,
     /// Outcomes recorded.
     pub outcomes: u64,
+    /// Strategy hook failures (each left the decision without that hook).
+    pub script_errors: u64,
     /// The decision log's counters, if there is a log.
     pub log: Option<LogStats>,
 }
@@ -202,6 +204,7 @@ pub struct Engine {
     arms: [Striped; 3],
     errors: Striped,
     outcomes: Striped,
+    script_errors: Striped,
     log: Option<DecisionLog>,
     archive_dir: Option<PathBuf>,
 }
@@ -264,6 +267,7 @@ impl Engine {
             arms: Default::default(),
             errors: Striped::default(),
             outcomes: Striped::default(),
+            script_errors: Striped::default(),
             log,
             archive_dir,
         }
@@ -400,6 +404,7 @@ impl Engine {
             },
             decision_errors: self.errors.sum(),
             outcomes: self.outcomes.sum(),
+            script_errors: self.script_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
         }
     }
@@ -489,12 +494,17 @@ impl Engine {
 
     fn count(&self, r: Result<Decision, Error>) -> Result<Decision, Error> {
         match &r {
-            Ok(d) => self.arms[match d.arm {
-                Arm::Champion => 0,
-                Arm::Challenger => 1,
-                Arm::Control => 2,
-            }]
-            .add(1),
+            Ok(d) => {
+                self.arms[match d.arm {
+                    Arm::Champion => 0,
+                    Arm::Challenger => 1,
+                    Arm::Control => 2,
+                }]
+                .add(1);
+                if !d.diagnostics.is_empty() {
+                    self.script_errors.add(d.diagnostics.len() as u64);
+                }
+            }
             Err(_) => self.errors.add(1),
         }
         r

@@ -45,6 +45,7 @@ pub fn eval_condition(text: &str, values: &[(&str, Value)], now: i64) -> CondRes
             sensitive: false,
             values: None,
             default_value: None,
+            derived: false,
         })
         .collect();
     let lookup = Schema::new(attrs.clone(), Symbols::new());

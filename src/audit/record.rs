@@ -101,6 +101,10 @@ impl Serialize for DecisionRecord<'_> {
         m.serialize_entry("masked", &masked)?;
         m.serialize_entry("candidates", &Candidates(it))?;
         m.serialize_entry("actions", &d.action_ids())?;
+        if !d.diagnostics.is_empty() {
+            let diags: Vec<String> = d.diagnostics.iter().map(ToString::to_string).collect();
+            m.serialize_entry("diagnostics", &diags)?;
+        }
         m.serialize_entry("elapsed_ns", &d.elapsed_ns)?;
         m.end()
     }
@@ -178,6 +182,9 @@ impl Serialize for Candidates<'_> {
                 "stage": r.stage.as_str(),
                 "level": r.level.as_str(),
             });
+            if let Some(n) = &r.note {
+                obj["reason"] = serde_json::Value::String(n.to_string());
+            }
             let (condition, error) = match r.cond {
                 Some(c) => {
                     let cond = &rules.conds[c as usize];

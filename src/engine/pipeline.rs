@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use super::{assign_arm, check_limit, control_mode, since, Version};
 use crate::arbitration;
-use crate::context::{Context, Timestamp};
+use crate::context::{Context, Timestamp, Value};
 use crate::decision::{Arm, Decision, DecisionId, DecisionRequest, Removed, Scored};
 use crate::error::Error;
 use crate::expr::Env;
 use crate::policy::{first_failure, Memo};
-use crate::ruleset::{ControlMode, Level, RuleSet, Stage, ValueFn};
+use crate::ruleset::{AttrType, ControlMode, Level, RuleSet, Stage, ValueFn};
+use crate::script::{Candidate, Customer, Diagnostic, HookRun, Strategy};
 
 /// Decide on one version (loaded once by the caller).
 ///
@@ -26,7 +27,7 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log_al
     let ch = &rs.channels[channel as usize];
     let limit = check_limit(request.limit.or(ch.limit).unwrap_or(rs.default_limit))?;
     let rebound;
-    let ctx: &Context = if request.context.schema.fingerprint == rs.schema.fingerprint {
+    let mut ctx: &Context = if request.context.schema.fingerprint == rs.schema.fingerprint {
         &request.context
     } else {
         rebound = request.context.rebind(&rs.schema);
@@ -34,14 +35,48 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log_al
     };
     let now = request.now.unwrap_or_else(Timestamp::now);
     let control = (arm == Arm::Control).then(|| control_mode(&version.rules));
-    // The random-eligible control group draws from every survivor.
-    let collect_all = request.explain || log_all || control == Some(ControlMode::RandomEligible);
+    let mut diagnostics = Vec::new();
+
+    // The strategy's derive hook runs before the policies, which may read
+    // what it derives.
+    let mut hooks = rs.strategy.as_ref().map(|s| (s, s.begin(now.0), Customer(Arc::new(ctx.clone()))));
+    let derived;
+    if let Some((s, run, customer)) = hooks.as_mut().filter(|h| h.0.has_derive) {
+        match run.derive(customer) {
+            Ok(map) => {
+                let mut c = ctx.clone();
+                apply_derived(&mut c, map, s, &mut diagnostics);
+                *customer = Customer(Arc::new(c.clone()));
+                derived = c;
+                ctx = &derived;
+            }
+            Err(d) => diagnostics.push(d),
+        }
+    }
+    let strategy_ranks = hooks.as_ref().is_some_and(|h| h.0.has_adjust || h.0.has_select);
     let record = Record {
         removed: request.explain || log_all,
         errors: request.explain,
-        all: collect_all,
+        // The random-eligible control group and the strategy's adjust and
+        // select hooks work on every survivor, not just the top N.
+        all: request.explain || log_all || strategy_ranks || control == Some(ControlMode::RandomEligible),
     };
     let mut out = evaluate(rs, channel, ctx, now, limit, record);
+    if let Some((s, run, customer)) = hooks.as_mut() {
+        if s.has_adjust {
+            adjust(rs, run, customer, &mut out, &mut diagnostics);
+        }
+        if s.has_select {
+            match run.select(customer, out.ranked.iter().map(|c| candidate(rs, c)).collect()) {
+                Ok(ids) => out.chosen = selected(rs, &out.ranked, &ids, limit, s, &mut diagnostics),
+                Err(d) => diagnostics.push(d),
+            }
+        }
+    }
+    drop(hooks);
+    if record.all && out.chosen.is_empty() {
+        out.chosen.extend(out.ranked.iter().take(limit).copied());
+    }
     let mut seed = None;
     match control {
         Some(ControlMode::NoAction) => out.chosen.clear(),
@@ -52,12 +87,13 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log_al
                 let pick = out.ranked[(s % out.ranked.len() as u64) as usize];
                 out.chosen.push(pick);
             }
-            if !request.explain && !log_all {
-                out.ranked.clear();
-            }
             seed = Some(s);
         }
         None => {}
+    }
+    if !request.explain && !log_all {
+        out.ranked.clear();
+        out.removed.clear();
     }
     Ok(Decision {
         id: next_decision_id(),
@@ -68,9 +104,121 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log_al
         chosen: out.chosen,
         ranked: out.ranked,
         removed: out.removed,
+        diagnostics,
         elapsed_ns: since(started),
         version,
     })
+}
+
+/// Put `derive`'s map into the context; unknown or mistyped keys are
+/// diagnostics (the rest still apply).
+fn apply_derived(ctx: &mut Context, map: rhai::Map, s: &Strategy, diagnostics: &mut Vec<Diagnostic>) {
+    let bad = |message: String| Diagnostic {
+        hook: "derive",
+        script: s.script.clone(),
+        line: None,
+        message,
+    };
+    for (k, v) in map {
+        let Some(slot) = ctx.schema.slot(&k).filter(|&sl| ctx.schema.attrs[sl as usize].derived) else {
+            diagnostics.push(bad(format!("`{k}` is not a derived attribute of the schema (declare it with `derived = true`)")));
+            continue;
+        };
+        let ty = ctx.schema.attrs[slot as usize].ty;
+        let value = match (ty, v) {
+            (AttrType::Int, v) if v.is_int() => v.as_int().ok().map(Value::Int),
+            (AttrType::Float, v) if v.is_float() => v.as_float().ok().map(Value::Float),
+            (AttrType::Float, v) if v.is_int() => v.as_int().ok().map(|i| Value::Float(i as f64)),
+            (AttrType::Bool, v) if v.is_bool() => v.as_bool().ok().map(Value::Bool),
+            (AttrType::String, v) if v.is_string() => v.into_string().ok().map(Value::String),
+            (AttrType::Timestamp, v) if v.is_int() => v.as_int().ok().map(|t| Value::Timestamp(Timestamp(t))),
+            (AttrType::StringSet, v) if v.is_array() => v
+                .into_typed_array::<rhai::ImmutableString>()
+                .ok()
+                .map(|a| Value::StringSet(a.into_iter().map(|s| s.to_string()).collect())),
+            _ => None,
+        };
+        let result = match value {
+            Some(value) => ctx.put(slot, value),
+            None => Err(format!("expected {}", ty.name())),
+        };
+        if let Err(m) = result {
+            diagnostics.push(bad(format!("derived attribute `{k}`: {m}")));
+        }
+    }
+}
+
+fn candidate(rs: &RuleSet, c: &Scored) -> Candidate {
+    let a = &rs.actions[c.action as usize];
+    Candidate {
+        id: a.id.as_ref().into(),
+        group: rs.groups[a.group as usize].name.as_ref().into(),
+        issue: rs.issues[a.issue as usize].name.as_ref().into(),
+        propensity: c.propensity,
+        context_weight: c.context_weight,
+        value: c.value,
+        lever: c.lever,
+        excluded: None,
+    }
+}
+
+/// Run `adjust` on every survivor. If any call fails, the hook's effect is
+/// dropped for the whole decision and a diagnostic says why.
+fn adjust(rs: &RuleSet, run: &mut HookRun<'_>, customer: &Customer, out: &mut Outcome, diagnostics: &mut Vec<Diagnostic>) {
+    let mut kept = Vec::with_capacity(out.ranked.len());
+    let mut excluded = Vec::new();
+    for c in &out.ranked {
+        match run.adjust(customer, candidate(rs, c)) {
+            Ok(a) => match a.excluded {
+                Some(reason) => excluded.push(Removed {
+                    action: c.action,
+                    stage: Stage::Strategy,
+                    level: Level::Action,
+                    cond: None,
+                    error: None,
+                    note: Some(reason.as_str().into()),
+                }),
+                None => kept.push(Scored {
+                    action: c.action,
+                    propensity: a.propensity,
+                    context_weight: a.context_weight,
+                    value: a.value,
+                    lever: a.lever,
+                    priority: a.priority(),
+                }),
+            },
+            Err(d) => {
+                diagnostics.push(d);
+                return;
+            }
+        }
+    }
+    arbitration::sort_all(&mut kept);
+    out.ranked = kept;
+    out.removed.extend(excluded);
+}
+
+/// The final list from `select`'s ids: known survivors only, each once, in
+/// the script's order, cut to the limit. Ids that are not survivors are
+/// diagnostics.
+fn selected(rs: &RuleSet, ranked: &[Scored], ids: &[String], limit: usize, s: &Strategy, diagnostics: &mut Vec<Diagnostic>) -> Vec<Scored> {
+    let mut out: Vec<Scored> = Vec::with_capacity(limit.min(ids.len()));
+    for id in ids {
+        match ranked.iter().find(|c| *rs.actions[c.action as usize].id == **id) {
+            Some(c) if !out.iter().any(|o| o.action == c.action) => out.push(*c),
+            Some(_) => {}
+            None => diagnostics.push(Diagnostic {
+                hook: "select",
+                script: s.script.clone(),
+                line: None,
+                message: format!("`{id}` is not one of the ranked candidates; ignored"),
+            }),
+        }
+        if out.len() == limit {
+            break;
+        }
+    }
+    out
 }
 
 /// The control group's draw: a function of the customer and the decision
@@ -100,21 +248,15 @@ struct Outcome {
     removed: Vec<Removed>,
 }
 
-/// Engagement policies, then arbitration, for every action offered on
-/// `channel`.
-fn evaluate(
-    rs: &RuleSet,
-    channel: u32,
-    ctx: &Context,
-    now: Timestamp,
-    limit: usize,
-    record: Record,
-) -> Outcome {
+/// Engagement policies, then scoring, for every action offered on
+/// `channel`. With `record.all`, `ranked` holds every survivor sorted and
+/// `chosen` is left for the caller; otherwise `chosen` is the top N.
+fn evaluate(rs: &RuleSet, channel: u32, ctx: &Context, now: Timestamp, limit: usize, record: Record) -> Outcome {
     let ch = &rs.channels[channel as usize];
     let env = Env { ctx, now: now.0 };
     let mut results = take_scratch(rs.conds.len());
     let mut memo = Memo::new(&mut results, &rs.conds, env);
-    let mut chosen = Vec::with_capacity(limit.min(ch.actions.len()));
+    let mut chosen = Vec::with_capacity(if record.all { 0 } else { limit.min(ch.actions.len()) });
     let mut ranked = Vec::new();
     let mut removed = Vec::new();
     for &ai in ch.actions.iter() {
@@ -128,6 +270,7 @@ fn evaluate(
                     cond: Some(check.cond),
                     // The log's writer works the reason out off the hot path.
                     error: if record.errors { memo.error(check.cond) } else { None },
+                    note: None,
                 });
             }
             continue;
@@ -143,6 +286,7 @@ fn evaluate(
                         ValueFn::Expr(ir, _) if record.errors => ir.eval(memo.env()).err(),
                         _ => None,
                     },
+                    note: None,
                 });
             }
             continue;
@@ -166,7 +310,6 @@ fn evaluate(
     put_scratch(results);
     if record.all {
         arbitration::sort_all(&mut ranked);
-        chosen.extend(ranked.iter().take(limit).copied());
     }
     Outcome {
         chosen,

@@ -415,6 +415,16 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         .experiment
         .as_ref()
         .and_then(|e| experiment(&mut d, &main_path, e, &channels));
+    let strategy = main.strategy.as_ref().and_then(|s| strategy(&mut d, &main_path, s, &lookup));
+    if let Some(a) = lookup.attrs.iter().find(|a| a.derived) {
+        if !strategy.as_ref().is_some_and(|s| s.has_derive) {
+            d.at(
+                &main_path,
+                0,
+                format!("attribute `{}` is derived, but no strategy defines `fn derive(customer)`", a.name),
+            );
+        }
+    }
     if !d.errors.is_empty() {
         return Err(finish(d.errors));
     }
@@ -433,8 +443,41 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         conds: conds.conds,
         weights,
         experiment,
+        strategy,
         source: src.clone(),
     })
+}
+
+fn strategy(
+    d: &mut Diag<'_>,
+    file: &Path,
+    s: &Spanned<super::source::StrategySrc>,
+    schema: &Schema,
+) -> Option<crate::script::Strategy> {
+    let s = s.get_ref();
+    let path = PathBuf::from(s.script.get_ref());
+    let Some(text) = d.src.files.get(&path) else {
+        d.at(
+            file,
+            s.script.span().start,
+            format!("strategy script `{}` not found: scripts live in strategies/*.rhai", path.display()),
+        );
+        return None;
+    };
+    match crate::script::Strategy::compile(&path, text, &s.limits, schema) {
+        Ok(st) => Some(st),
+        Err(e) => {
+            d.errors.push(RuleError {
+                location: Location {
+                    file: path,
+                    line: e.line,
+                    column: e.column,
+                },
+                message: e.message,
+            });
+            None
+        }
+    }
 }
 
 fn experiment(
@@ -678,6 +721,7 @@ fn schema_attrs(
             sensitive: false,
             values: None,
             default_value: None,
+            derived: false,
         };
         if let Some(t) = table {
             for (k, v) in t {
@@ -705,10 +749,14 @@ fn schema_attrs(
                         }
                     }
                     "default" => {}
+                    "derived" => match v.as_bool() {
+                        Some(b) => attr.derived = b,
+                        None => d.at(file, at, "`derived` must be true or false"),
+                    },
                     other => d.at(
                         file,
                         at,
-                        format!("unknown key `{other}` in attribute `{}`; expected type, values, sensitive, default or description", name.get_ref()),
+                        format!("unknown key `{other}` in attribute `{}`; expected type, values, sensitive, default, derived or description", name.get_ref()),
                     ),
                 }
             }

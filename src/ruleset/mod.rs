@@ -34,6 +34,8 @@ pub enum Stage {
     Suitability,
     /// The value expression failed or was not a finite number.
     Value,
+    /// The strategy's `adjust` hook excluded it.
+    Strategy,
 }
 
 impl Stage {
@@ -44,15 +46,17 @@ impl Stage {
             Stage::Applicability => "applicability",
             Stage::Suitability => "suitability",
             Stage::Value => "value",
+            Stage::Strategy => "strategy",
         }
     }
 
     /// Every stage, in funnel order.
-    pub const ALL: [Stage; 4] = [
+    pub const ALL: [Stage; 5] = [
         Stage::Eligibility,
         Stage::Applicability,
         Stage::Suitability,
         Stage::Value,
+        Stage::Strategy,
     ];
 
     pub(crate) fn parse(s: &str) -> Option<Stage> {
@@ -201,6 +205,7 @@ pub struct RuleSet {
     pub(crate) conds: Vec<Cond>,
     pub(crate) weights: Vec<ContextWeight>,
     pub(crate) experiment: Option<Experiment>,
+    pub(crate) strategy: Option<crate::script::Strategy>,
     /// The files it was compiled from (for the version archive).
     pub(crate) source: RuleSource,
 }

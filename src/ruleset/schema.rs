@@ -63,6 +63,8 @@ pub struct Attribute {
     pub(crate) values: Option<Vec<String>>,
     /// The value used when a request omits the attribute.
     pub(crate) default_value: Option<Value>,
+    /// Set by the strategy's `derive` hook.
+    pub(crate) derived: bool,
 }
 
 impl Attribute {
@@ -77,6 +79,10 @@ impl Attribute {
     /// Whether the attribute is masked in the decision log.
     pub fn is_sensitive(&self) -> bool {
         self.sensitive
+    }
+    /// Whether the strategy's `derive` hook computes it.
+    pub fn is_derived(&self) -> bool {
+        self.derived
     }
     /// The allowed values of a closed string attribute.
     pub fn allowed_values(&self) -> Option<&[String]> {

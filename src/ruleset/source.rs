@@ -297,6 +297,15 @@ pub(crate) struct RulesetFile {
     #[serde(default)]
     pub actions: Vec<Spanned<ActionSrc>>,
     pub experiment: Option<Spanned<ExperimentSrc>>,
+    pub strategy: Option<Spanned<StrategySrc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StrategySrc {
+    pub script: Spanned<String>,
+    #[serde(default)]
+    pub limits: crate::script::Limits,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,326 @@
+//! Scripted strategies: sandboxed rhai hooks, compiled once per version.
+//!
+//! A rule set may name one script (`[strategy] script = "strategies/x.rhai"`)
+//! defining any of three hooks:
+//! - `derive(customer)`: once per decision, before the engagement
+//!   policies; returns a map of derived attributes (declared in the schema
+//!   with `derived = true`), which conditions then read;
+//! - `adjust(customer, candidate)`: once per candidate that passed the
+//!   policies; returns the candidate with changed `propensity`,
+//!   `context_weight`, `value` or `lever`, or calls `candidate.exclude(reason)`;
+//! - `select(customer, ranked)`: once, with every surviving candidate in
+//!   rank order; returns the final list (candidates or action ids), which is
+//!   then cut to the limit.
+//!
+//! The sandbox: one `rhai::Engine::new_raw()` per version with only the
+//! arithmetic, logic, math, string, array and map packages; no `eval`, no
+//! modules, no I/O; every limit set explicitly (operations, call levels,
+//! expression depths, string, array and map sizes) and a wall-clock budget
+//! per decision enforced from `on_progress`. A hook that fails at decision
+//! time is skipped for that decision (the decision is made as if the hook
+//! did not exist) and the decision carries a diagnostic naming the script,
+//! line and error.
+
+mod types;
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rhai::packages::Package;
+use rhai::{CallFnOptions, Dynamic, Engine as Rhai, Scope, AST};
+use serde::Deserialize;
+
+pub(crate) use types::{Candidate, Customer};
+
+
+/// Sandbox limits of a strategy (`[strategy.limits]`); every one is set
+/// explicitly on the rhai engine, since rhai's own defaults differ between
+/// debug and release builds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Operations per hook call.
+    pub max_operations: u64,
+    /// Function call nesting.
+    pub max_call_levels: usize,
+    /// Expression nesting (statements; functions get half).
+    pub max_expr_depth: usize,
+    /// Longest string, in bytes.
+    pub max_string_size: usize,
+    /// Largest array.
+    pub max_array_size: usize,
+    /// Largest map.
+    pub max_map_size: usize,
+    /// Wall-clock budget for all hooks of one decision, microseconds.
+    pub time_budget_us: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_operations: 100_000,
+            max_call_levels: 16,
+            max_expr_depth: 64,
+            max_string_size: 4096,
+            max_array_size: 1024,
+            max_map_size: 256,
+            time_budget_us: 2_000,
+        }
+    }
+}
+
+/// What went wrong in a hook at decision time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// `derive`, `adjust` or `select`.
+    pub hook: &'static str,
+    /// The script file.
+    pub script: PathBuf,
+    /// The line in the script, when rhai knows it.
+    pub line: Option<usize>,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {}: {}", self.script.display(), self.hook, self.message),
+            None => write!(f, "{}: {}: {}", self.script.display(), self.hook, self.message),
+        }
+    }
+}
+
+/// A compiled strategy: its own sandboxed engine and the script's AST.
+pub(crate) struct Strategy {
+    engine: Rhai,
+    ast: AST,
+    pub script: PathBuf,
+    pub has_derive: bool,
+    pub has_adjust: bool,
+    pub has_select: bool,
+    budget: Duration,
+}
+
+impl std::fmt::Debug for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Strategy")
+            .field("script", &self.script)
+            .field("derive", &self.has_derive)
+            .field("adjust", &self.has_adjust)
+            .field("select", &self.has_select)
+            .finish()
+    }
+}
+
+thread_local! {
+    /// The decision time (epoch seconds) hooks see through `days_since`.
+    static NOW: Cell<i64> = const { Cell::new(0) };
+    /// When the running decision's hooks must stop.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// A load-time error: message and 1-based line and column in the script.
+pub(crate) struct LoadError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Strategy {
+    /// Build the sandbox and compile `text`. `attributes` are the schema's
+    /// attribute names with their slots, for the `customer.NAME` getters.
+    pub(crate) fn compile(script: &Path, text: &str, limits: &Limits, schema: &crate::Schema) -> Result<Strategy, LoadError> {
+        let mut engine = Rhai::new_raw();
+        for pkg in [
+            rhai::packages::LanguageCorePackage::new().as_shared_module(),
+            rhai::packages::ArithmeticPackage::new().as_shared_module(),
+            rhai::packages::LogicPackage::new().as_shared_module(),
+            rhai::packages::BasicMathPackage::new().as_shared_module(),
+            rhai::packages::BasicStringPackage::new().as_shared_module(),
+            rhai::packages::MoreStringPackage::new().as_shared_module(),
+            rhai::packages::BasicArrayPackage::new().as_shared_module(),
+            rhai::packages::BasicMapPackage::new().as_shared_module(),
+        ] {
+            engine.register_global_module(pkg);
+        }
+        engine
+            .set_max_operations(limits.max_operations.max(1))
+            .set_max_call_levels(limits.max_call_levels)
+            .set_max_expr_depths(limits.max_expr_depth, (limits.max_expr_depth / 2).max(1))
+            .set_max_string_size(limits.max_string_size.max(1))
+            .set_max_array_size(limits.max_array_size.max(1))
+            .set_max_map_size(limits.max_map_size.max(1))
+            .set_max_variables(1024)
+            .set_max_functions(256)
+            .set_max_strings_interned(1024)
+            .set_optimization_level(rhai::OptimizationLevel::Simple);
+        engine.disable_symbol("eval");
+        engine.disable_symbol("print");
+        engine.disable_symbol("debug");
+        engine.on_print(|_| {});
+        engine.on_debug(|_, _, _| {});
+        engine.on_progress(|ops| {
+            if ops % 256 != 0 {
+                return None;
+            }
+            match DEADLINE.with(Cell::get) {
+                Some(d) if Instant::now() > d => Some(Dynamic::from("time budget exceeded")),
+                _ => None,
+            }
+        });
+        types::register(&mut engine, schema);
+        let ast = engine.compile(text).map_err(|e| {
+            let p = e.position();
+            LoadError {
+                line: p.line().unwrap_or(1),
+                column: p.position().unwrap_or(1),
+                message: e.err_type().to_string(),
+            }
+        })?;
+        let mut has = [false; 3];
+        for f in ast.iter_functions() {
+            let (i, arity, sig) = match f.name {
+                "derive" => (0, 1, "derive(customer)"),
+                "adjust" => (1, 2, "adjust(customer, candidate)"),
+                "select" => (2, 2, "select(customer, ranked)"),
+                _ => continue,
+            };
+            if f.params.len() != arity {
+                return Err(LoadError {
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "hook `{}` takes {} parameter(s), but is declared with {}; write `fn {sig}`",
+                        f.name,
+                        arity,
+                        f.params.len()
+                    ),
+                });
+            }
+            has[i] = true;
+        }
+        if !has.iter().any(|h| *h) {
+            return Err(LoadError {
+                line: 1,
+                column: 1,
+                message: "the script defines no hook: write `fn derive(customer)`, `fn adjust(customer, candidate)` or `fn select(customer, ranked)`".into(),
+            });
+        }
+        Ok(Strategy {
+            engine,
+            ast,
+            script: script.to_path_buf(),
+            has_derive: has[0],
+            has_adjust: has[1],
+            has_select: has[2],
+            budget: Duration::from_micros(limits.time_budget_us.max(1)),
+        })
+    }
+
+    /// Start the hooks of one decision: sets the time budget and `now`.
+    pub(crate) fn begin(&self, now: i64) -> HookRun<'_> {
+        NOW.with(|n| n.set(now));
+        DEADLINE.with(|d| d.set(Some(Instant::now() + self.budget)));
+        HookRun {
+            strategy: self,
+            scope: Scope::new(),
+        }
+    }
+
+    fn diagnostic(&self, hook: &'static str, e: &rhai::EvalAltResult) -> Diagnostic {
+        let message = match e {
+            rhai::EvalAltResult::ErrorTerminated(token, _) => token.to_string(),
+            e => e.to_string(),
+        };
+        Diagnostic {
+            hook,
+            script: self.script.clone(),
+            line: e.position().line(),
+            message,
+        }
+    }
+}
+
+/// The hooks of one decision.
+pub(crate) struct HookRun<'s> {
+    strategy: &'s Strategy,
+    scope: Scope<'static>,
+}
+
+impl Drop for HookRun<'_> {
+    fn drop(&mut self) {
+        DEADLINE.with(|d| d.set(None));
+    }
+}
+
+impl HookRun<'_> {
+    fn call(&mut self, hook: &'static str, args: impl rhai::FuncArgs) -> Result<Dynamic, Diagnostic> {
+        let opts = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let s = self.strategy;
+        s.engine
+            .call_fn_with_options::<Dynamic>(opts, &mut self.scope, &s.ast, hook, args)
+            .map_err(|e| s.diagnostic(hook, &e))
+    }
+
+    fn bad(&self, hook: &'static str, message: String) -> Diagnostic {
+        Diagnostic {
+            hook,
+            script: self.strategy.script.clone(),
+            line: None,
+            message,
+        }
+    }
+
+    /// `derive(customer)`: the derived attributes, as a rhai map.
+    pub(crate) fn derive(&mut self, customer: &Customer) -> Result<rhai::Map, Diagnostic> {
+        let out = self.call("derive", (customer.clone(),))?;
+        if out.is_unit() {
+            return Ok(rhai::Map::new());
+        }
+        let t = out.type_name();
+        out.try_cast::<rhai::Map>()
+            .ok_or_else(|| self.bad("derive", format!("must return a map of derived attributes, returned {t}")))
+    }
+
+    /// `adjust(customer, candidate)`: the adjusted candidate.
+    pub(crate) fn adjust(&mut self, customer: &Customer, candidate: Candidate) -> Result<Candidate, Diagnostic> {
+        let out = self.call("adjust", (customer.clone(), candidate.clone()))?;
+        if out.is_unit() {
+            return Ok(candidate);
+        }
+        let t = out.type_name();
+        let c = out
+            .try_cast::<Candidate>()
+            .ok_or_else(|| self.bad("adjust", format!("must return the candidate (or nothing), returned {t}")))?;
+        c.check().map_err(|m| self.bad("adjust", m))?;
+        Ok(c)
+    }
+
+    /// `select(customer, ranked)`: the final list of action ids.
+    pub(crate) fn select(&mut self, customer: &Customer, ranked: Vec<Candidate>) -> Result<Vec<String>, Diagnostic> {
+        let arr: rhai::Array = ranked.into_iter().map(Dynamic::from).collect();
+        let out = self.call("select", (customer.clone(), arr))?;
+        let t = out.type_name();
+        let arr = out
+            .try_cast::<rhai::Array>()
+            .ok_or_else(|| self.bad("select", format!("must return an array of candidates or action ids, returned {t}")))?;
+        let mut ids = Vec::with_capacity(arr.len());
+        for item in arr {
+            if let Some(c) = item.clone().try_cast::<Candidate>() {
+                ids.push(c.id.to_string());
+            } else if let Ok(s) = item.clone().into_immutable_string() {
+                ids.push(s.to_string());
+            } else {
+                return Err(self.bad("select", format!("returned an array containing {}", item.type_name())));
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// The decision time hooks see.
+pub(crate) fn now() -> i64 {
+    NOW.with(Cell::get)
+}
