@@ -796,8 +796,14 @@ impl Catalog {
         seen.len()
     }
 
-    /// The catalog as a rule directory in memory.
+    /// The catalog as a rule directory in memory (1000 actions per file).
     pub fn to_source(&self) -> RuleSource {
+        self.to_source_with(1000)
+    }
+
+    /// The catalog as a rule directory in memory, `per_file` actions per
+    /// `actions/*.toml` file.
+    pub fn to_source_with(&self, per_file: usize) -> RuleSource {
         let mut main = String::new();
         let mut line = |s: &str| {
             main.push_str(s);
@@ -860,7 +866,7 @@ impl Catalog {
         }
 
         let mut src = RuleSource::new().file("ruleset.toml", main);
-        for (k, chunk) in self.actions.chunks(1000).enumerate() {
+        for (k, chunk) in self.actions.chunks(per_file.max(1)).enumerate() {
             let mut text = String::new();
             for a in chunk {
                 text.push_str("[[actions]]\n");
