@@ -458,13 +458,17 @@ impl Engine {
     /// Decide: the next best actions for the request's customer and channel.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
         let version = self.current.load_full();
-        let d = pipeline::decide_on(version, request, self.log.is_some());
+        let d = pipeline::decide_on(version, request, self.log_detail());
         self.count(self.logged(d, request))
     }
 
     /// Decide without logging (simulation's explained pass).
     pub(crate) fn decide_unlogged(&self, request: &DecisionRequest) -> Result<Decision, Error> {
-        pipeline::decide_on(self.current.load_full(), request, false)
+        pipeline::decide_on(self.current.load_full(), request, None)
+    }
+
+    fn log_detail(&self) -> Option<crate::audit::LogDetail> {
+        self.log.as_ref().map(|l| l.detail)
     }
 
     /// Hand the decision to the log, and give the caller the decision it
@@ -474,7 +478,7 @@ impl Engine {
             return d;
         };
         let user = if request.explain { full.clone() } else { full.without_candidates() };
-        log.log(crate::audit::decision_item(full, &request.customer_id, &request.context, request.limit));
+        log.log(crate::audit::decision_item(full, &request.customer_id, &request.context, request.limit, log.detail));
         Ok(user)
     }
 
@@ -486,7 +490,7 @@ impl Engine {
             .map_err(|e| Error::InvalidRequest(e.to_string()))
             .and_then(|raw| raw.bind(&version.rules.schema))
             .and_then(|request| {
-                let d = pipeline::decide_on(version, &request, self.log.is_some());
+                let d = pipeline::decide_on(version, &request, self.log_detail());
                 self.logged(d, &request)
             });
         self.count(result)

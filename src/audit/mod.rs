@@ -41,6 +41,21 @@ pub enum WhenFull {
     Drop,
 }
 
+/// How much of each decision's candidate list a record carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogDetail {
+    /// Every candidate: removed ones with their stage and condition, ranked
+    /// ones with P, C, V, L and priority (the default).
+    #[default]
+    All,
+    /// Ranked candidates only; removed ones are recovered exactly by
+    /// `nextbest replay`. Much smaller records on large catalogs.
+    Ranked,
+    /// Only the chosen actions with their scores.
+    Chosen,
+}
+
 /// Decision log settings (the `decision_log` object of the engine
 /// configuration).
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +89,9 @@ pub struct LogConfig {
     /// under its hash, so `nextbest replay` can find it.
     #[serde(default)]
     pub archive_dir: Option<PathBuf>,
+    /// `all` (default), `ranked` or `chosen`.
+    #[serde(default)]
+    pub candidates: LogDetail,
 }
 
 fn default_max_bytes() -> u64 {
@@ -101,6 +119,7 @@ impl LogConfig {
             sync_interval_ms: default_sync_ms(),
             mask_key: None,
             archive_dir: None,
+            candidates: LogDetail::All,
         }
     }
 
@@ -113,6 +132,7 @@ impl LogConfig {
                 Some(k) => Masking::KeyedHash(k.as_bytes().to_vec()),
                 None => Masking::Fixed,
             },
+            detail: self.candidates,
         }
     }
 }
@@ -138,6 +158,8 @@ pub struct LogOptions {
     pub sync_interval: Duration,
     /// How sensitive attributes are masked.
     pub masking: Masking,
+    /// How much of the candidate list records carry.
+    pub detail: LogDetail,
 }
 
 impl Default for LogOptions {
@@ -169,6 +191,7 @@ struct Counters {
 
 /// A running decision log: the queue's sending end and the writer thread.
 pub(crate) struct DecisionLog {
+    pub(crate) detail: LogDetail,
     tx: Option<SyncSender<Item>>,
     when_full: WhenFull,
     counters: Arc<Counters>,
@@ -181,11 +204,13 @@ impl DecisionLog {
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let when_full = options.when_full;
+        let detail = options.detail;
         let writer = std::thread::Builder::new()
             .name("nextbest-log".into())
             .spawn(move || write_loop(rx, sink, options, &c))
             .map_err(|e| Error::io("<decision log writer thread>", e))?;
         Ok(DecisionLog {
+            detail,
             tx: Some(tx),
             when_full,
             counters,
@@ -309,12 +334,13 @@ fn write_loop(rx: Receiver<Item>, mut sink: Box<dyn Sink>, options: LogOptions, 
 }
 
 /// Build the log item for a decision.
-pub(crate) fn decision_item(decision: &Decision, customer_id: &str, context: &Context, limit: Option<usize>) -> Item {
+pub(crate) fn decision_item(decision: &Decision, customer_id: &str, context: &Context, limit: Option<usize>, detail: LogDetail) -> Item {
     Item::Decision(Box::new(DecisionItem {
         decision: decision.clone(),
         customer_id: customer_id.to_string(),
         context: context.clone(),
         limit,
+        detail,
     }))
 }
 

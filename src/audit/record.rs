@@ -30,6 +30,7 @@ pub(crate) struct DecisionItem {
     pub customer_id: String,
     pub context: Context,
     pub limit: Option<usize>,
+    pub detail: super::LogDetail,
 }
 
 pub(crate) struct OutcomeItem {
@@ -86,7 +87,11 @@ impl Serialize for DecisionRecord<'_> {
         m.serialize_entry("timestamp", &d.timestamp.to_string())?;
         m.serialize_entry(
             "ruleset",
-            &serde_json::json!({"name": rules.name(), "version": d.version(), "hash": rules.hash()}),
+            &RulesetRef {
+                name: rules.name(),
+                version: d.version(),
+                hash: rules.hash(),
+            },
         )?;
         m.serialize_entry("customer_id", &it.customer_id)?;
         m.serialize_entry("channel", d.channel())?;
@@ -99,7 +104,12 @@ impl Serialize for DecisionRecord<'_> {
         let (context, masked) = masked_context(&it.context, self.masking);
         m.serialize_entry("context", &context)?;
         m.serialize_entry("masked", &masked)?;
-        m.serialize_entry("candidates", &Candidates(it))?;
+        m.serialize_entry("detail", &it.detail)?;
+        if it.detail == super::LogDetail::Chosen {
+            m.serialize_entry("candidates", &Chosen(it))?;
+        } else {
+            m.serialize_entry("candidates", &Candidates(it))?;
+        }
         m.serialize_entry("actions", &d.action_ids())?;
         if !d.diagnostics.is_empty() {
             let diags: Vec<String> = d.diagnostics.iter().map(ToString::to_string).collect();
@@ -148,6 +158,54 @@ pub(crate) fn value_json(v: &Value) -> serde_json::Value {
 
 struct Candidates<'a>(&'a DecisionItem);
 
+/// A ranked candidate in the log: its scores and whether it was chosen.
+struct RankedJson<'a> {
+    action: &'a str,
+    rank: usize,
+    scored: &'a crate::decision::Scored,
+    chosen: bool,
+}
+
+impl Serialize for RankedJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.scored;
+        let mut m = s.serialize_map(Some(8))?;
+        m.serialize_entry("action", self.action)?;
+        m.serialize_entry("rank", &self.rank)?;
+        m.serialize_entry("propensity", &c.propensity)?;
+        m.serialize_entry("context_weight", &c.context_weight)?;
+        m.serialize_entry("value", &c.value)?;
+        m.serialize_entry("lever", &c.lever)?;
+        m.serialize_entry("priority", &c.priority)?;
+        m.serialize_entry("chosen", &self.chosen)?;
+        m.end()
+    }
+}
+
+/// A removed candidate in the log: stage, level, condition, reason.
+struct RemovedJson<'a> {
+    action: &'a str,
+    removed: &'a crate::decision::Removed,
+    condition: Option<&'a str>,
+    reason: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Serialize for RemovedJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("action", self.action)?;
+        m.serialize_entry("stage", self.removed.stage.as_str())?;
+        m.serialize_entry("level", self.removed.level.as_str())?;
+        if let Some(c) = self.condition {
+            m.serialize_entry("condition", c)?;
+        }
+        if let Some(r) = &self.reason {
+            m.serialize_entry("reason", r.as_ref())?;
+        }
+        m.end()
+    }
+}
+
 impl Serialize for Candidates<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let it = self.0;
@@ -163,51 +221,80 @@ impl Serialize for Candidates<'_> {
         let env = Env { ctx, now: d.timestamp.0 };
         let mut seq = s.serialize_seq(Some(d.ranked.len() + d.removed.len()))?;
         for (i, c) in d.ranked.iter().enumerate() {
-            let a = &rules.actions[c.action as usize];
-            seq.serialize_element(&serde_json::json!({
-                "action": &*a.id,
-                "rank": i + 1,
-                "propensity": c.propensity,
-                "context_weight": c.context_weight,
-                "value": c.value,
-                "lever": c.lever,
-                "priority": c.priority,
-                "chosen": d.chosen.iter().any(|x| x.action == c.action),
-            }))?;
+            seq.serialize_element(&RankedJson {
+                action: &rules.actions[c.action as usize].id,
+                rank: i + 1,
+                scored: c,
+                chosen: d.chosen.iter().any(|x| x.action == c.action),
+            })?;
         }
         for r in &d.removed {
             let a = &rules.actions[r.action as usize];
-            let mut obj = serde_json::json!({
-                "action": &*a.id,
-                "stage": r.stage.as_str(),
-                "level": r.level.as_str(),
-            });
-            if let Some(n) = &r.note {
-                obj["reason"] = serde_json::Value::String(n.to_string());
-            }
             let (condition, error) = match r.cond {
                 Some(c) => {
                     let cond = &rules.conds[c as usize];
                     (Some(&*cond.text), r.error.or_else(|| cond.ir.eval(env).err()))
                 }
                 None => match &a.value {
-                    crate::ruleset::ValueFn::Expr(ir, text) => (Some(&**text), r.error.or_else(|| ir.eval(env).err())),
-                    crate::ruleset::ValueFn::Const(_) => (None, None),
+                    crate::ruleset::ValueFn::Expr(ir, text) if r.stage == crate::ruleset::Stage::Value => {
+                        (Some(&**text), r.error.or_else(|| ir.eval(env).err()))
+                    }
+                    _ => (None, None),
                 },
             };
-            if let Some(c) = condition {
-                obj["condition"] = serde_json::Value::String(c.to_string());
-            }
-            if let Some(e) = error {
-                obj["reason"] = serde_json::Value::String(match e {
-                    EvalError::Missing(slot) => format!("missing attribute `{}`", rules.schema.attrs[slot as usize].name),
-                    EvalError::Overflow => "integer overflow".into(),
-                    EvalError::DivisionByZero => "division by zero".into(),
-                });
-            }
-            seq.serialize_element(&obj)?;
+            let reason = match (&r.note, error) {
+                (Some(n), _) => Some(std::borrow::Cow::Borrowed(&**n)),
+                (None, Some(EvalError::Missing(slot))) => Some(std::borrow::Cow::Owned(format!(
+                    "missing attribute `{}`",
+                    rules.schema.attrs[slot as usize].name
+                ))),
+                (None, Some(EvalError::Overflow)) => Some("integer overflow".into()),
+                (None, Some(EvalError::DivisionByZero)) => Some("division by zero".into()),
+                (None, None) => None,
+            };
+            seq.serialize_element(&RemovedJson {
+                action: &a.id,
+                removed: r,
+                condition,
+                reason,
+            })?;
         }
         seq.end()
+    }
+}
+
+struct Chosen<'a>(&'a DecisionItem);
+
+impl Serialize for Chosen<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = &self.0.decision;
+        let rules = d.ruleset();
+        let mut seq = s.serialize_seq(Some(d.chosen.len()))?;
+        for (i, c) in d.chosen.iter().enumerate() {
+            seq.serialize_element(&RankedJson {
+                action: &rules.actions[c.action as usize].id,
+                rank: i + 1,
+                scored: c,
+                chosen: true,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+struct RulesetRef<'a> {
+    name: &'a str,
+    version: u64,
+    hash: &'a str,
+}
+
+impl Serialize for RulesetRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("name", self.name)?;
+        m.serialize_entry("version", &self.version)?;
+        m.serialize_entry("hash", self.hash)?;
+        m.end()
     }
 }
 

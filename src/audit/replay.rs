@@ -275,7 +275,9 @@ fn compare(rec: &serde_json::Value, d: &Decision) -> Option<String> {
     }
     let cands = rec["candidates"].as_array().cloned().unwrap_or_default();
     let ranked: Vec<_> = cands.iter().filter(|c| c.get("rank").is_some()).collect();
-    if ranked.len() != d.ranked().len() {
+    // A `chosen` record carries only the chosen actions.
+    let expected = if rec["detail"] == "chosen" { d.actions().len() } else { d.ranked().len() };
+    if ranked.len() != expected {
         return Some(format!("{} ranked candidates were logged, replay ranked {}", ranked.len(), d.ranked().len()));
     }
     for (c, r) in ranked.iter().zip(d.ranked()) {

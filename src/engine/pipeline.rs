@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::{assign_arm, check_limit, control_mode, since, Version};
 use crate::arbitration;
+use crate::audit::LogDetail;
 use crate::context::{Context, Timestamp, Value};
 use crate::decision::{Arm, Decision, DecisionId, DecisionRequest, Removed, Scored};
 use crate::error::Error;
@@ -17,9 +18,11 @@ use crate::script::{Candidate, Customer, Diagnostic, HookRun, Strategy};
 
 /// Decide on one version (loaded once by the caller).
 ///
-/// With `log_all`, every candidate is recorded (removed and ranked) for the
-/// decision log, whatever the request's `explain`.
-pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log_all: bool) -> Result<Decision, Error> {
+/// With a log detail, the candidates the decision log wants are recorded
+/// whatever the request's `explain`.
+pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log: Option<LogDetail>) -> Result<Decision, Error> {
+    let log_removed = log == Some(LogDetail::All);
+    let log_ranked = matches!(log, Some(LogDetail::All | LogDetail::Ranked));
     let started = Instant::now();
     let arm = assign_arm(&version.rules, &request.customer_id);
     let rs = version.rules_for(arm);
@@ -55,11 +58,11 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log_al
     }
     let strategy_ranks = hooks.as_ref().is_some_and(|h| h.0.has_adjust || h.0.has_select);
     let record = Record {
-        removed: request.explain || log_all,
+        removed: request.explain || log_removed,
         errors: request.explain,
         // The random-eligible control group and the strategy's adjust and
         // select hooks work on every survivor, not just the top N.
-        all: request.explain || log_all || strategy_ranks || control == Some(ControlMode::RandomEligible),
+        all: request.explain || log_ranked || strategy_ranks || control == Some(ControlMode::RandomEligible),
     };
     let mut out = evaluate(rs, channel, ctx, now, limit, record);
     if let Some((s, run, customer)) = hooks.as_mut() {
@@ -91,9 +94,13 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log_al
         }
         None => {}
     }
-    if !request.explain && !log_all {
-        out.ranked.clear();
-        out.removed.clear();
+    if !request.explain {
+        if !log_ranked {
+            out.ranked.clear();
+        }
+        if !log_removed {
+            out.removed.clear();
+        }
     }
     Ok(Decision {
         id: next_decision_id(),

@@ -1,0 +1,182 @@
+//! Serving under load: latency while versions are published, and the cost
+//! of the decision log. Criterion does not report tail percentiles, so
+//! this harness times each decision itself and reports p50 and p99.
+//!
+//! - hot swap: decide latency p50/p99 on the 100-action catalog with no
+//!   publishing and while another thread publishes a new version every
+//!   millisecond, in alternating rounds of one run; their ratio.
+//! - decision log: decisions/s with the JSON Lines file sink against no
+//!   log, on 1 and 2 threads, and the writer's sustained records/s.
+//!
+//! `cargo bench --bench serving`; `-- --test` runs a short smoke version.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nextbest::audit::{LogConfig, LogDetail};
+use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet};
+
+#[allow(dead_code)]
+mod support;
+use support::{population, Catalog};
+
+struct Scale {
+    rounds: usize,
+    per_round: usize,
+    throughput_decisions: usize,
+}
+
+fn main() {
+    let smoke = std::env::args().any(|a| a == "--test");
+    let scale = if smoke {
+        Scale {
+            rounds: 2,
+            per_round: 2_000,
+            throughput_decisions: 5_000,
+        }
+    } else {
+        Scale {
+            rounds: 10,
+            per_round: 50_000,
+            throughput_decisions: 400_000,
+        }
+    };
+    let catalog = Catalog::generate(100, 7);
+    hot_swap(&catalog, &scale);
+    logging(&catalog, &scale);
+}
+
+fn requests(engine: &Engine, catalog: &Catalog) -> Vec<DecisionRequest> {
+    let schema = engine.schema();
+    population(256, 11)
+        .iter()
+        .map(|c| c.request(catalog, &schema, false))
+        .collect()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn timed(engine: &Engine, reqs: &[DecisionRequest], n: usize, out: &mut Vec<u64>) {
+    for i in 0..n {
+        let r = &reqs[i % reqs.len()];
+        let t = Instant::now();
+        let d = engine.decide(r).expect("decide");
+        std::hint::black_box(&d);
+        drop(d);
+        out.push(t.elapsed().as_nanos() as u64);
+    }
+}
+
+fn hot_swap(catalog: &Catalog, scale: &Scale) {
+    let engine = Arc::new(catalog.engine());
+    let reqs = requests(&engine, catalog);
+    // Versions to publish: the same catalog recompiled, so each publish is
+    // a real new version (new number) of realistic size.
+    let source = catalog.to_source();
+    let (mut quiet, mut busy) = (Vec::new(), Vec::new());
+    let mut published = 0u64;
+    for _ in 0..scale.rounds {
+        timed(&engine, &reqs, scale.per_round, &mut quiet);
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = {
+            let (engine, stop, source) = (engine.clone(), stop.clone(), source.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let rules = RuleSet::compile(&source).expect("catalog compiles");
+                    engine.publish(rules);
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                n
+            })
+        };
+        timed(&engine, &reqs, scale.per_round, &mut busy);
+        stop.store(true, Ordering::Relaxed);
+        published += publisher.join().expect("publisher");
+    }
+    quiet.sort_unstable();
+    busy.sort_unstable();
+    let (q50, q99) = (percentile(&quiet, 0.5), percentile(&quiet, 0.99));
+    let (b50, b99) = (percentile(&busy, 0.5), percentile(&busy, 0.99));
+    println!("hot swap (100-action catalog, {} decisions per side, {published} versions published)", quiet.len());
+    println!("  no publishing        p50 {q50:>7} ns   p99 {q99:>7} ns");
+    println!("  publishing every ms  p50 {b50:>7} ns   p99 {b99:>7} ns");
+    println!(
+        "  ratio                p50 {:>7.3}      p99 {:>7.3}",
+        b50 as f64 / q50 as f64,
+        b99 as f64 / q99 as f64
+    );
+}
+
+fn throughput(engine: &Arc<Engine>, reqs: &Arc<Vec<DecisionRequest>>, threads: usize, total: usize) -> f64 {
+    let per = total / threads;
+    let started = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let (engine, reqs) = (engine.clone(), reqs.clone());
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    let d = engine.decide(&reqs[(i + t * 17) % reqs.len()]).expect("decide");
+                    std::hint::black_box(&d);
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().expect("thread");
+    }
+    engine.flush().expect("flush");
+    (per * threads) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn logging(catalog: &Catalog, scale: &Scale) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = Arc::new(catalog.engine());
+    let reqs = Arc::new(requests(&plain, catalog));
+    println!("decision log (100-action catalog, JSON Lines file sink, block policy)");
+    for detail in [LogDetail::All, LogDetail::Ranked, LogDetail::Chosen] {
+        let mut config = EngineConfig::default();
+        let mut lc = LogConfig::new(dir.path().join(format!("decisions-{detail:?}.jsonl")));
+        lc.candidates = detail;
+        config.decision_log = Some(lc);
+        let logged = Arc::new(Engine::try_with_config(RuleSet::compile(&catalog.to_source()).expect("compiles"), config).expect("log opens"));
+        for threads in [1, 2] {
+            // Alternate to spread machine noise over both sides.
+            let (mut off, mut on) = (0.0, 0.0);
+            for _ in 0..2 {
+                off += throughput(&plain, &reqs, threads, scale.throughput_decisions / 2);
+                on += throughput(&logged, &reqs, threads, scale.throughput_decisions / 2);
+            }
+            let (off, on) = (off / 2.0, on / 2.0);
+            println!(
+                "  candidates={:<7} {threads} thread(s): no log {off:>10.0} decisions/s   file log {on:>10.0} decisions/s   cost {:>5.1}%",
+                format!("{detail:?}").to_lowercase(),
+                100.0 * (1.0 - on / off)
+            );
+        }
+    }
+    // The writer alone: a burst into a large queue, timed to the fsync.
+    let mut config = EngineConfig::default();
+    let mut lc = LogConfig::new(dir.path().join("burst.jsonl"));
+    lc.queue_capacity = scale.throughput_decisions;
+    config.decision_log = Some(lc);
+    let burst = Engine::try_with_config(RuleSet::compile(&catalog.to_source()).expect("compiles"), config).expect("log opens");
+    let started = Instant::now();
+    for i in 0..scale.throughput_decisions / 4 {
+        std::hint::black_box(burst.decide(&reqs[i % reqs.len()]).expect("decide"));
+    }
+    burst.flush().expect("flush");
+    let secs = started.elapsed().as_secs_f64();
+    let written = burst.stats().log.map_or(0, |s| s.written);
+    let bytes = std::fs::metadata(dir.path().join("burst.jsonl")).map_or(0, |m| m.len());
+    println!(
+        "  writer: {written} records ({} bytes each on average) decided, written and fsynced in {secs:.3} s = {:.0} records/s",
+        bytes / written.max(1),
+        written as f64 / secs
+    );
+}
