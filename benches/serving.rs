@@ -103,7 +103,10 @@ fn hot_swap(catalog: &Catalog, scale: &Scale) {
     busy.sort_unstable();
     let (q50, q99) = (percentile(&quiet, 0.5), percentile(&quiet, 0.99));
     let (b50, b99) = (percentile(&busy, 0.5), percentile(&busy, 0.99));
-    println!("hot swap (100-action catalog, {} decisions per side, {published} versions published)", quiet.len());
+    println!(
+        "hot swap (100-action catalog, {} decisions per side, {published} versions published)",
+        quiet.len()
+    );
     println!("  no publishing        p50 {q50:>7} ns   p99 {q99:>7} ns");
     println!("  publishing every ms  p50 {b50:>7} ns   p99 {b99:>7} ns");
     println!(
@@ -113,7 +116,12 @@ fn hot_swap(catalog: &Catalog, scale: &Scale) {
     );
 }
 
-fn throughput(engine: &Arc<Engine>, reqs: &Arc<Vec<DecisionRequest>>, threads: usize, total: usize) -> f64 {
+fn throughput(
+    engine: &Arc<Engine>,
+    reqs: &Arc<Vec<DecisionRequest>>,
+    threads: usize,
+    total: usize,
+) -> f64 {
     let per = total / threads;
     let started = Instant::now();
     let hs: Vec<_> = (0..threads)
@@ -121,7 +129,9 @@ fn throughput(engine: &Arc<Engine>, reqs: &Arc<Vec<DecisionRequest>>, threads: u
             let (engine, reqs) = (engine.clone(), reqs.clone());
             std::thread::spawn(move || {
                 for i in 0..per {
-                    let d = engine.decide(&reqs[(i + t * 17) % reqs.len()]).expect("decide");
+                    let d = engine
+                        .decide(&reqs[(i + t * 17) % reqs.len()])
+                        .expect("decide");
                     std::hint::black_box(&d);
                 }
             })
@@ -144,7 +154,13 @@ fn logging(catalog: &Catalog, scale: &Scale) {
         let mut lc = LogConfig::new(dir.path().join(format!("decisions-{detail:?}.jsonl")));
         lc.candidates = detail;
         config.decision_log = Some(lc);
-        let logged = Arc::new(Engine::try_with_config(RuleSet::compile(&catalog.to_source()).expect("compiles"), config).expect("log opens"));
+        let logged = Arc::new(
+            Engine::try_with_config(
+                RuleSet::compile(&catalog.to_source()).expect("compiles"),
+                config,
+            )
+            .expect("log opens"),
+        );
         for threads in [1, 2] {
             // Alternate to spread machine noise over both sides.
             let (mut off, mut on) = (0.0, 0.0);
@@ -165,7 +181,11 @@ fn logging(catalog: &Catalog, scale: &Scale) {
     let mut lc = LogConfig::new(dir.path().join("burst.jsonl"));
     lc.queue_capacity = scale.throughput_decisions;
     config.decision_log = Some(lc);
-    let burst = Engine::try_with_config(RuleSet::compile(&catalog.to_source()).expect("compiles"), config).expect("log opens");
+    let burst = Engine::try_with_config(
+        RuleSet::compile(&catalog.to_source()).expect("compiles"),
+        config,
+    )
+    .expect("log opens");
     let started = Instant::now();
     for i in 0..scale.throughput_decisions / 4 {
         std::hint::black_box(burst.decide(&reqs[i % reqs.len()]).expect("decide"));

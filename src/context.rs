@@ -46,8 +46,10 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match time::OffsetDateTime::from_unix_timestamp(self.0)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        {
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            }) {
             Some(s) => f.write_str(&s),
             None => write!(f, "{}", self.0),
         }
@@ -189,7 +191,10 @@ impl Context {
 
     /// Bind a JSON object (`{"age": 42, ...}`) to `schema`. Attributes the
     /// schema does not declare are ignored; `null` means missing.
-    pub fn from_json(schema: &Arc<Schema>, json: &serde_json::Map<String, Json>) -> Result<Context, Error> {
+    pub fn from_json(
+        schema: &Arc<Schema>,
+        json: &serde_json::Map<String, Json>,
+    ) -> Result<Context, Error> {
         let mut ctx = Context::empty(schema);
         for (name, v) in json {
             let Some(slot) = schema.slot(name) else {
@@ -460,7 +465,7 @@ pub(crate) fn json_value(ty: AttrType, v: &Json) -> Result<Value, String> {
 /// goes. The first error is reported by [`ContextBuilder::build`].
 ///
 /// ```
-/// # let engine = nextbest::Engine::from_dir("rules/retail_bank").unwrap();
+/// # let engine = nextbest::Engine::from_dir("tests/fixtures/mini").unwrap();
 /// use nextbest::Context;
 /// let ctx = Context::builder(&engine.schema())
 ///     .set("age", 42)

@@ -17,7 +17,7 @@ pub const MAX_LIMIT: usize = 1000;
 /// A request for the next best actions for one customer on one channel.
 ///
 /// ```
-/// # let engine = nextbest::Engine::from_dir("rules/retail_bank").unwrap();
+/// # let engine = nextbest::Engine::from_dir("tests/fixtures/mini").unwrap();
 /// use nextbest::{Context, DecisionRequest};
 /// let ctx = Context::builder(&engine.schema()).set("age", 35).build().unwrap();
 /// let req = DecisionRequest::new("C1", "call_center", ctx).limit(2).explain(true);
@@ -43,7 +43,11 @@ pub struct DecisionRequest {
 
 impl DecisionRequest {
     /// A request with no limit override, no explanation, decided now.
-    pub fn new(customer_id: impl Into<String>, channel: impl Into<String>, context: Context) -> DecisionRequest {
+    pub fn new(
+        customer_id: impl Into<String>,
+        channel: impl Into<String>,
+        context: Context,
+    ) -> DecisionRequest {
         DecisionRequest {
             customer_id: customer_id.into(),
             channel: channel.into(),
@@ -114,7 +118,11 @@ impl RequestJson {
             }
             Some(serde_json::Value::Number(n)) => match n.as_i64() {
                 Some(s) => Some(Timestamp(s)),
-                None => return Err(Error::InvalidRequest(format!("now: {n} is not whole epoch seconds"))),
+                None => {
+                    return Err(Error::InvalidRequest(format!(
+                        "now: {n} is not whole epoch seconds"
+                    )))
+                }
             },
             Some(other) => {
                 return Err(Error::InvalidRequest(format!(
@@ -273,11 +281,14 @@ impl Decision {
 
     /// The chosen actions, best first.
     pub fn actions(&self) -> impl ExactSizeIterator<Item = RankedAction<'_>> {
-        self.chosen.iter().enumerate().map(move |(i, s)| RankedAction {
-            decision: self,
-            rank: i + 1,
-            scored: *s,
-        })
+        self.chosen
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| RankedAction {
+                decision: self,
+                rank: i + 1,
+                scored: *s,
+            })
     }
 
     /// The chosen action ids, best first.
@@ -291,11 +302,14 @@ impl Decision {
     /// With `explain`: every candidate that survived the policies, best
     /// first, including those beyond the limit. Empty otherwise.
     pub fn ranked(&self) -> impl ExactSizeIterator<Item = RankedAction<'_>> {
-        self.ranked.iter().enumerate().map(move |(i, s)| RankedAction {
-            decision: self,
-            rank: i + 1,
-            scored: *s,
-        })
+        self.ranked
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| RankedAction {
+                decision: self,
+                rank: i + 1,
+                scored: *s,
+            })
     }
 
     /// With `explain`: every candidate removed, with the stage and
@@ -358,7 +372,9 @@ impl<'a> RankedAction<'a> {
     }
     /// The action's display name, if the rules give one.
     pub fn name(&self) -> Option<&'a str> {
-        self.rules().actions[self.scored.action as usize].name.as_deref()
+        self.rules().actions[self.scored.action as usize]
+            .name
+            .as_deref()
     }
     /// The action's group.
     pub fn group(&self) -> &'a str {
@@ -429,14 +445,18 @@ impl<'a> FilteredAction<'a> {
         match self.removed.cond {
             Some(c) => Some(&rs.conds[c as usize].text),
             None => match &rs.actions[self.removed.action as usize].value {
-                crate::ruleset::ValueFn::Expr(_, text) if self.removed.stage == Stage::Value => Some(text),
+                crate::ruleset::ValueFn::Expr(_, text) if self.removed.stage == Stage::Value => {
+                    Some(text)
+                }
                 _ => None,
             },
         }
     }
     /// Where the failed condition is written in the rule files.
     pub fn condition_location(&self) -> Option<&'a crate::Location> {
-        self.removed.cond.map(|c| &self.rules().conds[c as usize].location)
+        self.removed
+            .cond
+            .map(|c| &self.rules().conds[c as usize].location)
     }
     /// Why the condition could not be evaluated, if it could not
     /// (`missing attribute income`, `integer overflow`, ...). `None` means it
@@ -447,7 +467,10 @@ impl<'a> FilteredAction<'a> {
         }
         let rs = self.rules();
         self.removed.error.map(|e| match e {
-            EvalError::Missing(slot) => format!("missing attribute `{}`", rs.schema.attrs[slot as usize].name),
+            EvalError::Missing(slot) => format!(
+                "missing attribute `{}`",
+                rs.schema.attrs[slot as usize].name
+            ),
             EvalError::Overflow => "integer overflow".into(),
             EvalError::DivisionByZero => "division by zero".into(),
         })

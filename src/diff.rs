@@ -115,7 +115,9 @@ pub fn diff(
             Err(e) => {
                 report.errors += 1;
                 if report.error_examples.len() < 5 {
-                    report.error_examples.push(format!("{}: {e}", c.customer_id));
+                    report
+                        .error_examples
+                        .push(format!("{}: {e}", c.customer_id));
                 }
                 continue;
             }
@@ -158,9 +160,12 @@ pub fn diff(
         })
         .filter(|s| s.delta != 0)
         .collect();
-    report
-        .actions
-        .sort_by(|x, y| y.delta.abs().cmp(&x.delta.abs()).then(x.action.cmp(&y.action)));
+    report.actions.sort_by(|x, y| {
+        y.delta
+            .abs()
+            .cmp(&x.delta.abs())
+            .then(x.action.cmp(&y.action))
+    });
     Ok(report)
 }
 

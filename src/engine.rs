@@ -25,10 +25,10 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, Sink};
 use crate::context::Timestamp;
 use crate::decision::{Arm, Decision, DecisionRequest, RequestJson, MAX_LIMIT};
 use crate::error::Error;
-use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, Sink};
 use crate::outcome::Outcome;
 use crate::ruleset::{source_hash, ControlMode, RuleSet, RuleSource, Schema};
 use crate::util::Striped;
@@ -58,7 +58,13 @@ impl Version {
     }
     /// The rule set that decides for `arm`.
     pub(crate) fn rules_for(&self, arm: Arm) -> &RuleSet {
-        match (arm, self.rules.experiment.as_ref().and_then(|e| e.challenger.as_deref())) {
+        match (
+            arm,
+            self.rules
+                .experiment
+                .as_ref()
+                .and_then(|e| e.challenger.as_deref()),
+        ) {
             (Arm::Challenger, Some(c)) => c,
             _ => &self.rules,
         }
@@ -88,7 +94,7 @@ impl Default for EngineConfig {
 /// `nb_engine_open` and services pass.
 ///
 /// ```json
-/// {"rules_dir": "rules/retail_bank", "keep_versions": 10,
+/// {"rules_dir": "tests/fixtures/mini", "keep_versions": 10,
 ///  "decision_log": {"path": "decisions.jsonl"}}
 /// ```
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -188,7 +194,7 @@ impl History {
 ///
 /// ```
 /// use nextbest::{Engine, Context, DecisionRequest};
-/// let engine = Engine::from_dir("rules/retail_bank")?;
+/// let engine = Engine::from_dir("tests/fixtures/mini")?;
 /// let ctx = Context::builder(&engine.schema())
 ///     .set("age", 35)
 ///     .set("income", 48_000.0)
@@ -232,7 +238,10 @@ impl Engine {
             Some(lc) => {
                 let sink = FileSink::open(&lc.path, lc.max_bytes, lc.keep_files)
                     .map_err(|e| Error::io(&lc.path, e))?;
-                (Some(DecisionLog::start(Box::new(sink), lc.options())?), lc.archive_dir.clone())
+                (
+                    Some(DecisionLog::start(Box::new(sink), lc.options())?),
+                    lc.archive_dir.clone(),
+                )
             }
             None => (None, None),
         };
@@ -242,12 +251,22 @@ impl Engine {
     }
 
     /// An engine that logs to `sink` (a callback, memory, or your own).
-    pub fn with_sink(rules: RuleSet, config: EngineConfig, sink: Box<dyn Sink>, options: LogOptions) -> Result<Engine, Error> {
+    pub fn with_sink(
+        rules: RuleSet,
+        config: EngineConfig,
+        sink: Box<dyn Sink>,
+        options: LogOptions,
+    ) -> Result<Engine, Error> {
         let log = DecisionLog::start(sink, options)?;
         Ok(Engine::build(rules, config.keep_versions, Some(log), None))
     }
 
-    fn build(rules: RuleSet, keep_versions: usize, log: Option<DecisionLog>, archive_dir: Option<PathBuf>) -> Engine {
+    fn build(
+        rules: RuleSet,
+        keep_versions: usize,
+        log: Option<DecisionLog>,
+        archive_dir: Option<PathBuf>,
+    ) -> Engine {
         let first = Arc::new(Version {
             number: 1,
             rules,
@@ -277,7 +296,9 @@ impl Engine {
     /// its hash, so replays can find it. Written to a temporary directory
     /// and renamed, so an archived version is always complete.
     fn archive(&self, v: &Version) -> Result<(), Error> {
-        let Some(dir) = &self.archive_dir else { return Ok(()) };
+        let Some(dir) = &self.archive_dir else {
+            return Ok(());
+        };
         crate::audit::replay::archive_version(dir, &v.rules)
     }
 
@@ -307,7 +328,10 @@ impl Engine {
     /// Publish a compiled version atomically; decisions in flight finish on
     /// the version they started with. Returns the new version's number.
     pub fn publish(&self, rules: RuleSet) -> u64 {
-        let archived = self.archive_dir.as_ref().map(|d| crate::audit::replay::archive_version(d, &rules));
+        let archived = self
+            .archive_dir
+            .as_ref()
+            .map(|d| crate::audit::replay::archive_version(d, &rules));
         let mut h = self.history.lock();
         if let Some(Err(e)) = archived {
             h.last_load_error = Some(format!("archiving the version failed: {e}"));
@@ -384,7 +408,12 @@ impl Engine {
 
     /// The kept versions, oldest first (the live one last).
     pub fn versions(&self) -> Vec<VersionInfo> {
-        self.history.lock().versions.iter().map(|v| VersionInfo::of(v)).collect()
+        self.history
+            .lock()
+            .versions
+            .iter()
+            .map(|v| VersionInfo::of(v))
+            .collect()
     }
 
     /// Counters and the version history.
@@ -450,7 +479,7 @@ impl Engine {
     }
 
     /// The live version's context schema, to build contexts with
-    /// [`Context::builder`].
+    /// [`Context::builder`](crate::Context::builder).
     pub fn schema(&self) -> Arc<Schema> {
         self.current.load().rules.schema.clone()
     }
@@ -473,12 +502,26 @@ impl Engine {
 
     /// Hand the decision to the log, and give the caller the decision it
     /// asked for (without the candidates the log needs, unless explained).
-    fn logged(&self, d: Result<Decision, Error>, request: &DecisionRequest) -> Result<Decision, Error> {
+    fn logged(
+        &self,
+        d: Result<Decision, Error>,
+        request: &DecisionRequest,
+    ) -> Result<Decision, Error> {
         let (Some(log), Ok(full)) = (&self.log, &d) else {
             return d;
         };
-        let user = if request.explain { full.clone() } else { full.without_candidates() };
-        log.log(crate::audit::decision_item(full, &request.customer_id, &request.context, request.limit, log.detail));
+        let user = if request.explain {
+            full.clone()
+        } else {
+            full.without_candidates()
+        };
+        log.log(crate::audit::decision_item(
+            full,
+            &request.customer_id,
+            &request.context,
+            request.limit,
+            log.detail,
+        ));
         Ok(user)
     }
 
@@ -537,7 +580,9 @@ impl Engine {
 
 fn watch_loop(engine: Weak<Engine>, dir: PathBuf, interval: Duration, stop: Arc<AtomicBool>) {
     let mut previous: Option<String> = None;
-    let mut settled: Option<String> = engine.upgrade().map(|e| e.current.load().rules.hash.clone());
+    let mut settled: Option<String> = engine
+        .upgrade()
+        .map(|e| e.current.load().rules.hash.clone());
     while !stop.load(Ordering::Acquire) {
         std::thread::park_timeout(interval);
         if stop.load(Ordering::Acquire) {

@@ -50,7 +50,11 @@ impl RuleErrors {
 impl fmt::Display for RuleErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "rule set has {n} error{}:", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "rule set has {n} error{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  {e}")?;
         }

@@ -86,8 +86,14 @@ mod tests {
     #[test]
     fn eval_condition_compiles_evaluates_and_reports() {
         let v = [("i0", Value::Int(5)), ("s0", Value::String("a".into()))];
-        assert_eq!(eval_condition("i0 > 3 && s0 == \"a\"", &v, 0), CondResult::Value(true));
+        assert_eq!(
+            eval_condition("i0 > 3 && s0 == \"a\"", &v, 0),
+            CondResult::Value(true)
+        );
         assert_eq!(eval_condition("i0 / 0 > 1", &v, 0), CondResult::EvalError);
-        assert!(matches!(eval_condition("i0 >", &v, 0), CondResult::Rejected(_)));
+        assert!(matches!(
+            eval_condition("i0 >", &v, 0),
+            CondResult::Rejected(_)
+        ));
     }
 }

@@ -16,11 +16,11 @@
 //! ```
 //! use nextbest::{Context, DecisionRequest, Engine};
 //!
-//! let engine = Engine::from_dir("rules/retail_bank")?;
+//! let engine = Engine::from_dir("tests/fixtures/mini")?;
 //! let ctx = Context::builder(&engine.schema())
 //!     .set("age", 34)
 //!     .set("income", 52_000.0)
-//!     .set("segment", "affluent")
+//!     .set("segment", "gold")
 //!     .set("products", ["CURRENT"])
 //!     .build()?;
 //! let request = DecisionRequest::new("C1", "call_center", ctx).explain(true);
@@ -43,14 +43,15 @@ mod decision;
 pub mod diff;
 mod engine;
 mod error;
-mod outcome;
 mod expr;
+pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
+mod outcome;
 pub mod persona;
 mod policy;
-mod script;
 pub mod ruleset;
+mod script;
 pub mod simulate;
 mod util;
 
@@ -60,9 +61,15 @@ mod util;
 struct ReadmeDoctests;
 
 pub use context::{Context, ContextBuilder, Timestamp, Value};
-pub use decision::{Arm, Decision, DecisionId, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT};
-pub use engine::{ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, Version, VersionInfo, Watcher};
-pub use outcome::{Outcome, OutcomeKind};
-pub use script::{Diagnostic, Limits as ScriptLimits};
+pub use decision::{
+    Arm, Decision, DecisionId, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT,
+};
+pub use engine::{
+    ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, Version, VersionInfo, Watcher,
+};
 pub use error::{Error, Location, RuleError, RuleErrors};
-pub use ruleset::{AttrType, Attribute, ControlMode, Direction, Level, RuleSet, RuleSource, Schema, Stage};
+pub use outcome::{Outcome, OutcomeKind};
+pub use ruleset::{
+    AttrType, Attribute, ControlMode, Direction, Level, RuleSet, RuleSource, Schema, Stage,
+};
+pub use script::{Diagnostic, Limits as ScriptLimits};

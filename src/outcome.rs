@@ -79,9 +79,7 @@ impl Outcome {
             .map_err(|e| Error::InvalidRequest(format!("outcome: {e}")))?;
         let decision_id = match raw.decision_id {
             Some(s) => Some(DecisionId::parse(&s).ok_or_else(|| {
-                Error::InvalidRequest(format!(
-                    "outcome: decision_id `{s}` is not 32 hex digits"
-                ))
+                Error::InvalidRequest(format!("outcome: decision_id `{s}` is not 32 hex digits"))
             })?),
             None => None,
         };

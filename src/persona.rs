@@ -138,7 +138,10 @@ fn load_persona(path: &Path) -> Result<Persona, Error> {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(Persona {
         file: path.to_path_buf(),
         description: raw.description,
@@ -188,7 +191,9 @@ pub fn run_persona(engine: &Engine, persona: &Persona) -> Result<PersonaResult, 
     for a in &e.excludes {
         known(a, &mut failures);
         if actions.contains(a) {
-            failures.push(format!("expected `{a}` not to be chosen, but it was: {actions:?}"));
+            failures.push(format!(
+                "expected `{a}` not to be chosen, but it was: {actions:?}"
+            ));
         }
     }
     if e.no_action == Some(true) && !actions.is_empty() {

@@ -38,9 +38,8 @@ pub fn load_customers(path: impl AsRef<Path>) -> Result<Vec<Customer>, Error> {
         if line.trim().is_empty() {
             continue;
         }
-        let c: Customer = serde_json::from_str(line).map_err(|e| {
-            Error::InvalidRequest(format!("{}:{}: {e}", path.display(), i + 1))
-        })?;
+        let c: Customer = serde_json::from_str(line)
+            .map_err(|e| Error::InvalidRequest(format!("{}:{}: {e}", path.display(), i + 1)))?;
         out.push(c);
     }
     Ok(out)
@@ -159,7 +158,10 @@ pub fn simulate(
         error_examples: Vec::new(),
         decisions_per_sec: 0.0,
         latency_ns: Latency::default(),
-        wins: rs.action_ids().map(|a| (a.to_string(), Wins::default())).collect(),
+        wins: rs
+            .action_ids()
+            .map(|a| (a.to_string(), Wins::default()))
+            .collect(),
         funnel: Funnel::default(),
         no_action: 0,
         no_action_examples: Vec::new(),

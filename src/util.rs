@@ -2,7 +2,10 @@
 
 /// The candidate closest to `name` by edit distance, if it is close enough
 /// to be a plausible typo.
-pub(crate) fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .map(|c| (edit_distance(name, c), c))
@@ -28,9 +31,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// A "did you mean" suffix for an error message.
 pub(crate) fn did_you_mean(s: Option<&str>) -> String {
-    s.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+    s.map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
 }
-
 
 /// `["a", "b"]` rendered for messages: `a, b`.
 pub(crate) fn list<S: AsRef<str>>(items: &[S]) -> String {
@@ -56,7 +59,11 @@ pub(crate) fn toml_to_json(v: &toml::Value) -> serde_json::Value {
         toml::Value::Boolean(b) => J::Bool(*b),
         toml::Value::Datetime(d) => J::String(d.to_string()),
         toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => J::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -81,7 +88,9 @@ impl Striped {
     #[inline]
     pub(crate) fn add(&self, n: u64) {
         let i = STRIPE.with(|s| *s);
-        self.0[i].0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.0[i]
+            .0
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn sum(&self) -> u64 {
@@ -97,7 +106,10 @@ mod tests {
     #[test]
     fn closest_finds_a_one_letter_typo_and_ignores_unrelated_names() {
         let names = ["age", "income", "segment"];
-        assert_eq!(super::closest("incme", names.iter().copied()), Some("income"));
+        assert_eq!(
+            super::closest("incme", names.iter().copied()),
+            Some("income")
+        );
         assert_eq!(super::closest("zzzzzz", names.iter().copied()), None);
     }
 }

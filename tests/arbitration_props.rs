@@ -1,3 +1,4 @@
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::type_complexity)]
 //! Property tests of arbitration on random rule sets.
 //!
 //! Each case builds a random rule set from strings (issues, groups, 1..40
@@ -8,7 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use nextbest::{Context, Decision, DecisionRequest, Engine, Level, RuleSet, RuleSource, Stage, Timestamp};
+use nextbest::{
+    Context, Decision, DecisionRequest, Engine, Level, RuleSet, RuleSource, Stage, Timestamp,
+};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -36,8 +39,12 @@ const CONDS: &[(&str, CondFn)] = &[
     ("!vip", |c| Some(!c.vip?)),
     (r#"segment == "gold""#, |c| Some(c.segment? == "gold")),
     (r#"segment != "gold""#, |c| Some(c.segment? != "gold")),
-    (r#"segment in ["gold", "mass"]"#, |c| Some(matches!(c.segment?, "gold" | "mass"))),
-    ("age * 9223372036854775807 > 1", |c| Some(c.age?.checked_mul(i64::MAX)? > 1)),
+    (r#"segment in ["gold", "mass"]"#, |c| {
+        Some(matches!(c.segment?, "gold" | "mass"))
+    }),
+    ("age * 9223372036854775807 > 1", |c| {
+        Some(c.age?.checked_mul(i64::MAX)? > 1)
+    }),
     ("income >= 1000.0 && age > 30", |c| {
         if !(c.income? >= 1000.0) {
             return Some(false);
@@ -64,7 +71,9 @@ const EXPRS: &[(&str, fn(&Cust) -> Option<f64>)] = &[
     ("income * 0.001", |c| Some(c.income? * 0.001)),
     ("age + 1", |c| c.age?.checked_add(1).map(|v| v as f64)),
     ("10.0 / age", |c| Some(10.0 / c.age? as f64)),
-    ("100 / age", |c| 100i64.checked_div(c.age?).map(|v| v as f64)),
+    ("100 / age", |c| {
+        100i64.checked_div(c.age?).map(|v| v as f64)
+    }),
     ("max(income, 500) * 0.01", |c| {
         let i = c.income?;
         Some(if i >= 500.0 { i } else { 500.0 } * 0.01)
@@ -150,7 +159,9 @@ impl RulesM {
         if let Some(l) = self.default_limit {
             let _ = writeln!(rs, "default_limit = {l}");
         }
-        rs.push_str("[schema]\nage = \"int\"\nincome = \"float\"\nvip = \"bool\"\nsegment = \"string\"\n");
+        rs.push_str(
+            "[schema]\nage = \"int\"\nincome = \"float\"\nvip = \"bool\"\nsegment = \"string\"\n",
+        );
         rs.push_str("[channels]\n");
         match self.web_limit {
             Some(l) => {
@@ -163,7 +174,11 @@ impl RulesM {
             let _ = writeln!(rs, "[issues.i{i}]\nlever = {}", is.lever);
         }
         for (g, gm) in self.groups.iter().enumerate() {
-            let _ = writeln!(rs, "[groups.g{g}]\nissue = \"i{}\"\nlever = {}", gm.issue, gm.lever);
+            let _ = writeln!(
+                rs,
+                "[groups.g{g}]\nissue = \"i{}\"\nlever = {}",
+                gm.issue, gm.lever
+            );
             for (k, c) in gm.checks.iter().enumerate() {
                 if let Some(c) = c {
                     let _ = writeln!(rs, "{} = '{}'", STAGES[k], CONDS[*c].0);
@@ -237,9 +252,16 @@ fn value() -> impl Strategy<Value = Val> {
 
 fn rules() -> impl Strategy<Value = RulesM> {
     (1usize..=3, 1usize..=4, 1usize..=40).prop_flat_map(|(ni, ng, na)| {
-        let issues = proptest::collection::vec(select(vec![-30, 0, 10, 50]).prop_map(|lever| IssueM { lever }), ni);
+        let issues = proptest::collection::vec(
+            select(vec![-30, 0, 10, 50]).prop_map(|lever| IssueM { lever }),
+            ni,
+        );
         let groups = proptest::collection::vec(
-            (0..ni, select(vec![-30, 0, 25]), checks()).prop_map(|(issue, lever, checks)| GroupM { issue, lever, checks }),
+            (0..ni, select(vec![-30, 0, 25]), checks()).prop_map(|(issue, lever, checks)| GroupM {
+                issue,
+                lever,
+                checks,
+            }),
             ng,
         );
         let ids = proptest::collection::btree_set("[A-Za-z][A-Za-z0-9_-]{0,5}", na)
@@ -257,17 +279,19 @@ fn rules() -> impl Strategy<Value = RulesM> {
         let actions = (ids, proptest::collection::vec(action, na)).prop_map(|(ids, specs)| {
             ids.into_iter()
                 .zip(specs)
-                .map(|(id, (group, (web, email), value, propensity, lever, checks, file))| ActionM {
-                    id,
-                    group,
-                    web,
-                    email,
-                    value,
-                    propensity,
-                    lever,
-                    checks,
-                    file,
-                })
+                .map(
+                    |(id, (group, (web, email), value, propensity, lever, checks, file))| ActionM {
+                        id,
+                        group,
+                        web,
+                        email,
+                        value,
+                        propensity,
+                        lever,
+                        checks,
+                        file,
+                    },
+                )
                 .collect::<Vec<_>>()
         });
         let target = prop_oneof![
@@ -276,8 +300,13 @@ fn rules() -> impl Strategy<Value = RulesM> {
             (0..na).prop_map(Target::Action),
         ];
         let weights = proptest::collection::vec(
-            (0..CONDS.len(), target, select(vec![-100, -50, 0, 25, 100]))
-                .prop_map(|(when, target, boost)| WeightM { when, target, boost }),
+            (0..CONDS.len(), target, select(vec![-100, -50, 0, 25, 100])).prop_map(
+                |(when, target, boost)| WeightM {
+                    when,
+                    target,
+                    boost,
+                },
+            ),
             0..=4,
         );
         (
@@ -288,20 +317,25 @@ fn rules() -> impl Strategy<Value = RulesM> {
             actions,
             weights,
         )
-            .prop_map(|(default_limit, web_limit, issues, groups, actions, weights)| RulesM {
-                default_limit,
-                web_limit,
-                issues,
-                groups,
-                actions,
-                weights,
-            })
+            .prop_map(
+                |(default_limit, web_limit, issues, groups, actions, weights)| RulesM {
+                    default_limit,
+                    web_limit,
+                    issues,
+                    groups,
+                    actions,
+                    weights,
+                },
+            )
     })
 }
 
 fn customer() -> impl Strategy<Value = Cust> {
     (
-        proptest::option::weighted(0.9, select(vec![-1i64, 0, 17, 18, 40, 64, 65, 70, i64::MAX, i64::MIN])),
+        proptest::option::weighted(
+            0.9,
+            select(vec![-1i64, 0, 17, 18, 40, 64, 65, 70, i64::MAX, i64::MIN]),
+        ),
         proptest::option::weighted(0.9, select(vec![0.0, 500.0, 999.5, 30000.5, 1e6])),
         proptest::option::weighted(0.9, any::<bool>()),
         proptest::option::weighted(0.9, select(vec!["gold", "mass", "other"])),
@@ -361,7 +395,8 @@ fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
             }
         }
         let Some(value) = a.value.eval(cust) else {
-            out.removed.push((a.id.clone(), Stage::Value, Level::Action));
+            out.removed
+                .push((a.id.clone(), Stage::Value, Level::Action));
             continue;
         };
         let mut boost = 0.0;
@@ -392,7 +427,11 @@ fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
     // with `total_cmp`, which puts 0.0 before -0.0 instead of treating them
     // as a tie (see `zero_priorities_of_either_sign_tie_by_id`).
     assert!(out.ranked.iter().all(|s| s.priority.is_finite()));
-    out.ranked.sort_by(|x, y| y.priority.total_cmp(&x.priority).then_with(|| x.id.cmp(&y.id)));
+    out.ranked.sort_by(|x, y| {
+        y.priority
+            .total_cmp(&x.priority)
+            .then_with(|| x.id.cmp(&y.id))
+    });
     out
 }
 
@@ -558,16 +597,25 @@ fn generator_covers_ties_limits_and_every_stage() {
     for _ in 0..300 {
         let (m, cust, web) = strat.new_tree(&mut runner).unwrap().current();
         let want = expected(&m, &cust, web);
-        let limit = (if web { m.web_limit } else { None }).or(m.default_limit).unwrap_or(3);
+        let limit = (if web { m.web_limit } else { None })
+            .or(m.default_limit)
+            .unwrap_or(3);
         several += usize::from(want.ranked.len() >= 2);
-        ties += usize::from(want.ranked.windows(2).any(|w| w[0].priority == w[1].priority));
+        ties += usize::from(
+            want.ranked
+                .windows(2)
+                .any(|w| w[0].priority == w[1].priority),
+        );
         beyond += usize::from(want.ranked.len() > limit);
         boosted += usize::from(want.ranked.iter().any(|s| s.context_weight != 1.0));
         for (_, stage, level) in &want.removed {
             stages.insert(format!("{stage}/{}", level.as_str()));
         }
     }
-    assert!(several > 100 && ties > 30 && beyond > 50 && boosted > 30, "{several} {ties} {beyond} {boosted}");
+    assert!(
+        several > 100 && ties > 30 && beyond > 50 && boosted > 30,
+        "{several} {ties} {beyond} {boosted}"
+    );
     assert_eq!(stages.len(), 7, "{stages:?}");
 }
 
@@ -609,10 +657,17 @@ value = 0.0
 starting_propensity = 0.5
 treatment = "t"
 "#;
-    let src = RuleSource::new().file("ruleset.toml", rs).file("actions/a.toml", actions);
+    let src = RuleSource::new()
+        .file("ruleset.toml", rs)
+        .file("actions/a.toml", actions);
     let engine = Engine::new(RuleSet::compile(&src).unwrap());
-    let ctx = Context::builder(&engine.schema()).set("x", 1).build().unwrap();
-    let d = engine.decide(&DecisionRequest::new("C1", "web", ctx)).unwrap();
+    let ctx = Context::builder(&engine.schema())
+        .set("x", 1)
+        .build()
+        .unwrap();
+    let d = engine
+        .decide(&DecisionRequest::new("C1", "web", ctx))
+        .unwrap();
     let p: Vec<f64> = d.actions().map(|a| a.priority()).collect();
     // A: 0.5 * 0 * -1 * 1 = -0.0; B: 0.5 * 1 * 0 * 1 = 0.0. Equal: A first.
     assert!(p.iter().all(|&x| x == 0.0), "{p:?}");

@@ -27,7 +27,10 @@ fn memory_engine(dir: &str, masking: Masking) -> (Engine, MemorySink) {
 }
 
 fn records(sink: &MemorySink) -> Vec<serde_json::Value> {
-    sink.records().iter().map(|l| serde_json::from_str(l).expect("record is JSON")).collect()
+    sink.records()
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("record is JSON"))
+        .collect()
 }
 
 const MASKED_REQ: &str = r#"{"customer_id":"C1","channel":"web","context":{"age":40,"email":"ann@example.com","national_id":"AB123","vip":true},"now":"2026-11-23T10:00:00Z"}"#;
@@ -39,7 +42,11 @@ fn sensitive_attributes_are_masked_before_any_sink_sees_them() {
     engine.flush().unwrap();
     let lines = sink.records();
     assert_eq!(lines.len(), 1);
-    assert!(!lines[0].contains("ann@example.com") && !lines[0].contains("AB123"), "{}", lines[0]);
+    assert!(
+        !lines[0].contains("ann@example.com") && !lines[0].contains("AB123"),
+        "{}",
+        lines[0]
+    );
     let r = &records(&sink)[0];
     assert_eq!(r["context"]["email"], "***");
     assert_eq!(r["context"]["age"], 40);
@@ -51,18 +58,30 @@ fn keyed_masks_keep_equal_values_joinable() {
     let (engine, sink) = memory_engine("tests/fixtures/masked", Masking::KeyedHash(b"k1".to_vec()));
     engine.decide_json(MASKED_REQ).unwrap();
     engine.decide_json(&MASKED_REQ.replace("C1", "C2")).unwrap();
-    engine.decide_json(&MASKED_REQ.replace("ann@", "bob@")).unwrap();
+    engine
+        .decide_json(&MASKED_REQ.replace("ann@", "bob@"))
+        .unwrap();
     engine.flush().unwrap();
     let r = records(&sink);
-    let masks: Vec<&str> = r.iter().map(|x| x["context"]["email"].as_str().unwrap()).collect();
-    assert!(masks[0].starts_with("hmac:") && masks[0].len() == 5 + 32, "{}", masks[0]);
+    let masks: Vec<&str> = r
+        .iter()
+        .map(|x| x["context"]["email"].as_str().unwrap())
+        .collect();
+    assert!(
+        masks[0].starts_with("hmac:") && masks[0].len() == 5 + 32,
+        "{}",
+        masks[0]
+    );
     assert_eq!(masks[0], masks[1]);
     assert_ne!(masks[0], masks[2]);
     // A different key gives a different mask: the mask is keyed.
     let (other, sink2) = memory_engine("tests/fixtures/masked", Masking::KeyedHash(b"k2".to_vec()));
     other.decide_json(MASKED_REQ).unwrap();
     other.flush().unwrap();
-    assert_ne!(records(&sink2)[0]["context"]["email"].as_str().unwrap(), masks[0]);
+    assert_ne!(
+        records(&sink2)[0]["context"]["email"].as_str().unwrap(),
+        masks[0]
+    );
 }
 
 #[test]
@@ -71,7 +90,9 @@ fn records_equal_decisions_made_across_threads_and_none_interleave() {
     let path = dir.path().join("d.jsonl");
     let mut config = EngineConfig::default();
     config.decision_log = Some(LogConfig::new(&path));
-    let engine = Arc::new(Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap());
+    let engine = Arc::new(
+        Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap(),
+    );
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let engine = engine.clone();
@@ -93,7 +114,10 @@ fn records_equal_decisions_made_across_threads_and_none_interleave() {
     let (lines, problems) = read_log(&[path]).unwrap();
     assert!(problems.corrupt_lines.is_empty() && problems.partial_last_lines.is_empty());
     assert_eq!(lines.len(), 8_000);
-    let mut ids: Vec<&str> = lines.iter().map(|l| l.record["decision_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l.record["decision_id"].as_str().unwrap())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 8_000);
@@ -110,10 +134,13 @@ fn files_rotate_by_size_and_only_keep_files_are_retained() {
     lc.keep_files = 3;
     let mut config = EngineConfig::default();
     config.decision_log = Some(lc);
-    let engine = Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap();
+    let engine =
+        Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap();
     for i in 0..600 {
         engine
-            .decide_json(&format!(r#"{{"customer_id":"C{i}","channel":"call_center","context":{{"age":30}}}}"#))
+            .decide_json(&format!(
+                r#"{{"customer_id":"C{i}","channel":"call_center","context":{{"age":30}}}}"#
+            ))
             .unwrap();
     }
     engine.flush().unwrap();
@@ -122,7 +149,10 @@ fn files_rotate_by_size_and_only_keep_files_are_retained() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files, vec!["d.jsonl", "d.jsonl.1", "d.jsonl.2", "d.jsonl.3"]);
+    assert_eq!(
+        files,
+        vec!["d.jsonl", "d.jsonl.1", "d.jsonl.2", "d.jsonl.3"]
+    );
     for f in &files {
         let len = std::fs::metadata(dir.path().join(f)).unwrap().len();
         assert!(len <= 16 * 1024, "{f} is {len} bytes");
@@ -151,10 +181,18 @@ fn the_drop_policy_never_blocks_and_counts_what_it_drops() {
         when_full: WhenFull::Drop,
         ..LogOptions::default()
     };
-    let engine = Engine::with_sink(RuleSet::from_dir("tests/fixtures/mini").unwrap(), EngineConfig::default(), Box::new(Slow), options).unwrap();
+    let engine = Engine::with_sink(
+        RuleSet::from_dir("tests/fixtures/mini").unwrap(),
+        EngineConfig::default(),
+        Box::new(Slow),
+        options,
+    )
+    .unwrap();
     for i in 0..200 {
         engine
-            .decide_json(&format!(r#"{{"customer_id":"C{i}","channel":"call_center","context":{{"age":30}}}}"#))
+            .decide_json(&format!(
+                r#"{{"customer_id":"C{i}","channel":"call_center","context":{{"age":30}}}}"#
+            ))
             .unwrap();
     }
     engine.flush().unwrap();
@@ -176,13 +214,18 @@ fn outcomes_are_logged_and_validated() {
     );
     engine.record_outcome_json(&outcome).unwrap();
     let err = engine
-        .record_outcome_json(r#"{"customer_id":"C1","action":"NOPE","channel":"call_center","outcome":"accepted"}"#)
+        .record_outcome_json(
+            r#"{"customer_id":"C1","action":"NOPE","channel":"call_center","outcome":"accepted"}"#,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("unknown action `NOPE`"), "{err}");
     let err = engine
         .record_outcome_json(r#"{"customer_id":"C1","action":"CARD_GOLD","channel":"call_center","outcome":"loved_it"}"#)
         .unwrap_err();
-    assert!(err.to_string().contains("unknown variant `loved_it`"), "{err}");
+    assert!(
+        err.to_string().contains("unknown variant `loved_it`"),
+        "{err}"
+    );
     engine.flush().unwrap();
     let r = records(&sink);
     assert_eq!(r.len(), 2);
@@ -200,7 +243,12 @@ fn log_population(rules: &Path, customers: &Path, log: &Path) {
     let engine = Engine::try_with_config(RuleSet::from_dir(rules).unwrap(), config).unwrap();
     for line in std::fs::read_to_string(customers).unwrap().lines() {
         let c: serde_json::Value = serde_json::from_str(line).unwrap();
-        let channels: Vec<String> = engine.current().rules().channel_names().map(str::to_string).collect();
+        let channels: Vec<String> = engine
+            .current()
+            .rules()
+            .channel_names()
+            .map(str::to_string)
+            .collect();
         for ch in channels {
             let req = serde_json::json!({"customer_id": c["customer_id"], "channel": ch, "context": c["context"],
                                          "now": "2026-11-23T10:00:00Z"});
@@ -220,16 +268,34 @@ fn every_logged_decision_replays_exactly_on_its_version() {
         }
     }
     for set in sets {
-        let log = dir.path().join(format!("{}.jsonl", set.file_name().unwrap().to_string_lossy()));
+        let log = dir.path().join(format!(
+            "{}.jsonl",
+            set.file_name().unwrap().to_string_lossy()
+        ));
         log_population(&set, &set.join("customers.jsonl"), &log);
-        let by_dir = replay(std::slice::from_ref(&log), &VersionSources { rules_dir: Some(set.clone()), archive_dir: None }).unwrap();
-        assert!(by_dir.ok(), "{}: {:?}", set.display(), by_dir.mismatches.iter().take(3).collect::<Vec<_>>());
+        let by_dir = replay(
+            std::slice::from_ref(&log),
+            &VersionSources {
+                rules_dir: Some(set.clone()),
+                archive_dir: None,
+            },
+        )
+        .unwrap();
+        assert!(
+            by_dir.ok(),
+            "{}: {:?}",
+            set.display(),
+            by_dir.mismatches.iter().take(3).collect::<Vec<_>>()
+        );
         assert!(by_dir.decisions > 0);
         assert_eq!(by_dir.matched, by_dir.decisions, "{}", set.display());
         // The archive written on publish identifies the version too.
         let by_archive = replay(
             std::slice::from_ref(&log),
-            &VersionSources { rules_dir: None, archive_dir: Some(log.with_extension("archive")) },
+            &VersionSources {
+                rules_dir: None,
+                archive_dir: Some(log.with_extension("archive")),
+            },
         )
         .unwrap();
         assert_eq!(by_archive.matched, by_dir.decisions);
@@ -240,12 +306,27 @@ fn every_logged_decision_replays_exactly_on_its_version() {
 fn replay_refuses_a_rule_directory_whose_hash_differs() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("d.jsonl");
-    log_population(Path::new("tests/fixtures/mini"), Path::new("tests/fixtures/mini/customers.jsonl"), &log);
-    let r = replay(&[log], &VersionSources { rules_dir: Some("tests/fixtures/mini_v2".into()), archive_dir: None }).unwrap();
+    log_population(
+        Path::new("tests/fixtures/mini"),
+        Path::new("tests/fixtures/mini/customers.jsonl"),
+        &log,
+    );
+    let r = replay(
+        &[log],
+        &VersionSources {
+            rules_dir: Some("tests/fixtures/mini_v2".into()),
+            archive_dir: None,
+        },
+    )
+    .unwrap();
     assert!(!r.ok());
     assert_eq!(r.matched, 0);
     assert_eq!(r.unavailable.len(), r.decisions);
-    assert!(r.unavailable[0].contains("but the rule directory given has hash"), "{}", r.unavailable[0]);
+    assert!(
+        r.unavailable[0].contains("but the rule directory given has hash"),
+        "{}",
+        r.unavailable[0]
+    );
 }
 
 #[test]
@@ -254,10 +335,19 @@ fn masked_attributes_that_decisions_read_are_reported_not_replayed() {
     let log = dir.path().join("d.jsonl");
     let mut config = EngineConfig::default();
     config.decision_log = Some(LogConfig::new(&log));
-    let engine = Engine::try_with_config(RuleSet::from_dir("tests/fixtures/masked").unwrap(), config).unwrap();
+    let engine =
+        Engine::try_with_config(RuleSet::from_dir("tests/fixtures/masked").unwrap(), config)
+            .unwrap();
     engine.decide_json(MASKED_REQ).unwrap();
     engine.flush().unwrap();
-    let r = replay(&[log], &VersionSources { rules_dir: Some("tests/fixtures/masked".into()), archive_dir: None }).unwrap();
+    let r = replay(
+        &[log],
+        &VersionSources {
+            rules_dir: Some("tests/fixtures/masked".into()),
+            archive_dir: None,
+        },
+    )
+    .unwrap();
     assert_eq!(r.masked.len(), 1, "{r:?}");
     assert!(r.mismatches.is_empty());
 }
@@ -266,7 +356,11 @@ fn masked_attributes_that_decisions_read_are_reported_not_replayed() {
 fn a_partial_last_line_is_reported_and_other_damage_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("d.jsonl");
-    log_population(Path::new("tests/fixtures/mini"), Path::new("tests/fixtures/mini/customers.jsonl"), &log);
+    log_population(
+        Path::new("tests/fixtures/mini"),
+        Path::new("tests/fixtures/mini/customers.jsonl"),
+        &log,
+    );
     let mut text = std::fs::read_to_string(&log).unwrap();
     text.push_str("{\"v\":1,\"kind\":\"decis");
     std::fs::write(&log, &text).unwrap();
@@ -291,7 +385,8 @@ fn crash_child() {
     let mut lc = LogConfig::new(path);
     lc.sync_interval_ms = 5;
     config.decision_log = Some(lc);
-    let engine = Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap();
+    let engine =
+        Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap();
     let mut n = 0u64;
     loop {
         for _ in 0..97 {
@@ -341,7 +436,11 @@ fn records_flushed_before_a_sigkill_survive_and_at_most_the_last_line_is_partial
         child.wait().unwrap();
         assert!(flushed > 0, "round {round}: the child never flushed");
         let (lines, problems) = read_log(std::slice::from_ref(&log)).unwrap();
-        assert!(problems.corrupt_lines.is_empty(), "round {round}: {:?}", problems.corrupt_lines);
+        assert!(
+            problems.corrupt_lines.is_empty(),
+            "round {round}: {:?}",
+            problems.corrupt_lines
+        );
         assert!(problems.partial_last_lines.len() <= 1);
         assert!(
             lines.len() as u64 >= flushed,

@@ -32,8 +32,14 @@ fn validate_accepts_a_good_rule_set_and_locates_every_error_in_a_bad_one() {
     assert!(out.starts_with("ok: mini"), "{out}");
     let (code, _, err) = nextbest(&["validate", "tests/fixtures/broken"], None);
     assert_eq!(code, 1);
-    assert!(err.contains("tests/fixtures/broken/actions/bad.toml:3:9: unknown group `cardz`"), "{err}");
-    assert!(err.contains("tests/fixtures/broken/actions/bad.toml:7:16: unknown attribute `agee`"), "{err}");
+    assert!(
+        err.contains("tests/fixtures/broken/actions/bad.toml:3:9: unknown group `cardz`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tests/fixtures/broken/actions/bad.toml:7:16: unknown attribute `agee`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -68,13 +74,26 @@ fn decide_answers_each_line_and_keeps_going_after_a_bad_one() {
     );
     let (code, out, err) = nextbest(&["decide", "tests/fixtures/mini"], Some(input));
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[0]["actions"][0]["action"], "CARD_BASIC");
     assert_eq!(lines[1]["error"]["line"], 2);
-    assert!(lines[2]["error"]["message"].as_str().unwrap().contains("unknown channel `fax`"));
-    assert!(lines[3]["error"]["message"].as_str().unwrap().contains("`age`"));
-    assert_eq!(lines[4]["actions"].as_array().unwrap().len(), 1, "email limit is 1");
+    assert!(lines[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown channel `fax`"));
+    assert!(lines[3]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`age`"));
+    assert_eq!(
+        lines[4]["actions"].as_array().unwrap().len(),
+        1,
+        "email limit is 1"
+    );
     assert!(err.contains("2 decided, 3 error line(s)"), "{err}");
 }
 
@@ -95,7 +114,10 @@ fn simulate_reports_funnel_wins_and_customers_left_with_nothing() {
 
 #[test]
 fn simulate_rejects_an_unknown_channel() {
-    let (code, _, err) = nextbest(&["simulate", "tests/fixtures/mini", "--channel", "fax"], None);
+    let (code, _, err) = nextbest(
+        &["simulate", "tests/fixtures/mini", "--channel", "fax"],
+        None,
+    );
     assert_eq!(code, 1);
     assert!(err.contains("unknown channel `fax`"), "{err}");
 }
@@ -121,9 +143,18 @@ fn diff_reports_the_changed_share_the_shifted_actions_and_why() {
     assert_eq!(r["actions"][0]["delta"], -1);
     assert_eq!(r["examples"][0]["customer_id"], "M2");
     let why = r["examples"][0]["why"].as_str().unwrap();
-    assert!(why.contains("`RETAIN` is now removed at eligibility by `days_since(last_contact) > 400`"), "{why}");
+    assert!(
+        why.contains("`RETAIN` is now removed at eligibility by `days_since(last_contact) > 400`"),
+        "{why}"
+    );
     let (code, out, _) = nextbest(
-        &["diff", "tests/fixtures/mini", "tests/fixtures/mini_v2", "--customers", "tests/fixtures/mini/customers.jsonl"],
+        &[
+            "diff",
+            "tests/fixtures/mini",
+            "tests/fixtures/mini_v2",
+            "--customers",
+            "tests/fixtures/mini/customers.jsonl",
+        ],
         None,
     );
     assert_eq!(code, 0);

@@ -53,7 +53,10 @@ treatment = "other"
 }
 
 fn request(engine: &Engine, customer: &str) -> DecisionRequest {
-    let ctx = Context::builder(&engine.schema()).set("age", 40).build().unwrap();
+    let ctx = Context::builder(&engine.schema())
+        .set("age", 40)
+        .build()
+        .unwrap();
     DecisionRequest::new(customer, "web", ctx)
 }
 
@@ -102,7 +105,10 @@ fn decisions_never_mix_versions_while_a_publisher_swaps_every_millisecond() {
     for r in readers {
         let (n, mismatches, errors, backwards, last) = r.join().unwrap();
         assert_eq!(errors, 0, "decisions failed during swaps");
-        assert_eq!(mismatches, 0, "a decision's actions belong to another version than it reports");
+        assert_eq!(
+            mismatches, 0,
+            "a decision's actions belong to another version than it reports"
+        );
         assert_eq!(backwards, 0, "a thread saw versions go backwards");
         assert!(last > 1, "the reader saw new versions");
         total += n;
@@ -124,7 +130,11 @@ fn a_failed_load_keeps_the_live_version_serving_and_is_counted() {
     .unwrap();
     let engine = Engine::new(version(1));
     let err = engine.reload(dir.path()).unwrap_err();
-    assert!(err.to_string().contains("actions/a.toml:3:9: unknown group `nope`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("actions/a.toml:3:9: unknown group `nope`"),
+        "{err}"
+    );
     assert_eq!(engine.current().number(), 1);
     let d = engine.decide(&request(&engine, "C1")).unwrap();
     assert_eq!(d.action_ids(), vec!["TOP_1"]);
@@ -132,7 +142,9 @@ fn a_failed_load_keeps_the_live_version_serving_and_is_counted() {
     assert_eq!(stats.loads_failed, 1);
     assert_eq!(stats.loads_succeeded, 1);
     assert!(stats.last_load_error.unwrap().contains("unknown group"));
-    let missing = engine.reload(dir.path().join("does-not-exist")).unwrap_err();
+    let missing = engine
+        .reload(dir.path().join("does-not-exist"))
+        .unwrap_err();
     assert!(missing.to_string().contains("ruleset.toml"), "{missing}");
     assert_eq!(engine.stats().loads_failed, 2);
 }
@@ -143,9 +155,15 @@ fn rollback_serves_the_previous_version_at_once_and_stops_at_the_oldest() {
     assert_eq!(engine.publish(version(2)), 2);
     assert_eq!(engine.publish(version(3)), 3);
     assert_eq!(engine.rollback().unwrap(), 2);
-    assert_eq!(engine.decide(&request(&engine, "C")).unwrap().action_ids(), vec!["TOP_2"]);
+    assert_eq!(
+        engine.decide(&request(&engine, "C")).unwrap().action_ids(),
+        vec!["TOP_2"]
+    );
     assert_eq!(engine.rollback().unwrap(), 1);
-    assert_eq!(engine.decide(&request(&engine, "C")).unwrap().action_ids(), vec!["TOP_1"]);
+    assert_eq!(
+        engine.decide(&request(&engine, "C")).unwrap().action_ids(),
+        vec!["TOP_1"]
+    );
     let err = engine.rollback().unwrap_err();
     assert!(err.to_string().contains("no previous version"), "{err}");
     // Publishing after a rollback continues the numbering.
@@ -215,10 +233,16 @@ fn a_watched_directory_is_reloaded_when_it_changes_and_a_broken_change_is_not_pu
     let engine = Arc::new(Engine::from_dir(dir.path()).unwrap());
     let watcher = engine.watch(dir.path(), Duration::from_millis(10));
     write_dir(dir.path(), 2, false);
-    assert!(wait_for(|| engine.current().rules().name() == "v2"), "change was not loaded");
+    assert!(
+        wait_for(|| engine.current().rules().name() == "v2"),
+        "change was not loaded"
+    );
     assert_eq!(engine.current().number(), 2);
     write_dir(dir.path(), 3, true);
-    assert!(wait_for(|| engine.stats().loads_failed == 1), "broken change was not reported");
+    assert!(
+        wait_for(|| engine.stats().loads_failed == 1),
+        "broken change was not reported"
+    );
     assert_eq!(engine.current().rules().name(), "v2");
     drop(watcher);
 }
@@ -248,7 +272,9 @@ fn arms_split_traffic_as_configured_and_each_arm_decides_by_its_own_rules() {
     let n = 20_000;
     let mut counts: HashMap<&'static str, u32> = HashMap::new();
     for i in 0..n {
-        let d = engine.decide(&request(&engine, &format!("CUST-{i}"))).unwrap();
+        let d = engine
+            .decide(&request(&engine, &format!("CUST-{i}")))
+            .unwrap();
         let key = match d.arm() {
             Arm::Champion => {
                 assert_eq!(d.action_ids(), vec!["OLD"]);
@@ -271,7 +297,10 @@ fn arms_split_traffic_as_configured_and_each_arm_decides_by_its_own_rules() {
         let expected = n as f64 * p;
         let sd = (n as f64 * p * (1.0 - p)).sqrt();
         let got = counts[arm] as f64;
-        assert!((got - expected).abs() < 5.0 * sd, "{arm}: {got} vs {expected}");
+        assert!(
+            (got - expected).abs() < 5.0 * sd,
+            "{arm}: {got} vs {expected}"
+        );
     }
     let stats = engine.stats();
     assert_eq!(stats.decisions.champion as u32, counts["champion"]);
@@ -326,7 +355,11 @@ fn arms_follow_the_documented_formula() {
         } else {
             Arm::Champion
         };
-        assert_eq!(engine.decide(&request(&engine, &id)).unwrap().arm(), want, "{id}");
+        assert_eq!(
+            engine.decide(&request(&engine, &id)).unwrap().arm(),
+            want,
+            "{id}"
+        );
     }
 }
 

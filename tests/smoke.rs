@@ -56,7 +56,9 @@ treatment = "Retention offer"
 "#;
 
 fn engine() -> Engine {
-    let src = RuleSource::new().file("ruleset.toml", RULESET).file("actions/a.toml", ACTIONS);
+    let src = RuleSource::new()
+        .file("ruleset.toml", RULESET)
+        .file("actions/a.toml", ACTIONS);
     Engine::new(RuleSet::compile(&src).unwrap())
 }
 
@@ -68,12 +70,19 @@ fn ranks_by_priority_and_explains_filters() {
         .set("income", 50_000.0)
         .set("segment", "mass")
         .set("call_reason", "cancellation")
-        .set("last_contact", Timestamp::parse("2026-09-01T00:00:00Z").unwrap())
+        .set(
+            "last_contact",
+            Timestamp::parse("2026-09-01T00:00:00Z").unwrap(),
+        )
         .build()
         .unwrap();
     let now = Timestamp::parse("2026-11-23T10:00:00Z").unwrap();
     let d = e
-        .decide(&DecisionRequest::new("C1", "call_center", ctx).explain(true).at(now))
+        .decide(
+            &DecisionRequest::new("C1", "call_center", ctx)
+                .explain(true)
+                .at(now),
+        )
         .unwrap();
     // RETAIN: 0.2 * 2.0 * 10 * 1 = 4.0; CARD_BASIC: 0.1 * 1 * 50 * 1.1 = 5.5
     assert_eq!(d.action_ids(), vec!["CARD_BASIC", "RETAIN"]);
@@ -90,12 +99,26 @@ fn ranks_by_priority_and_explains_filters() {
 #[test]
 fn missing_attribute_fails_the_condition_and_is_named() {
     let e = engine();
-    let ctx = Context::builder(&e.schema()).set("income", 50_000.0).build().unwrap();
+    let ctx = Context::builder(&e.schema())
+        .set("income", 50_000.0)
+        .build()
+        .unwrap();
     let d = e
         .decide(&DecisionRequest::new("C1", "call_center", ctx).explain(true))
         .unwrap();
-    let f: Vec<_> = d.filtered().map(|f| (f.action().to_string(), f.missing_attribute().map(str::to_string))).collect();
-    assert!(f.contains(&("CARD_GOLD".into(), Some("age".into()))), "{f:?}");
+    let f: Vec<_> = d
+        .filtered()
+        .map(|f| {
+            (
+                f.action().to_string(),
+                f.missing_attribute().map(str::to_string),
+            )
+        })
+        .collect();
+    assert!(
+        f.contains(&("CARD_GOLD".into(), Some("age".into()))),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -127,10 +150,18 @@ starting_propensity = 0.5
 eligibility = "agee >= 18"
 treatment = "x"
 "#;
-    let src = RuleSource::new().file("ruleset.toml", RULESET).file("actions/a.toml", bad_actions);
+    let src = RuleSource::new()
+        .file("ruleset.toml", RULESET)
+        .file("actions/a.toml", bad_actions);
     let err = RuleSet::compile(&src).unwrap_err();
     let msg = err.to_string();
     println!("{msg}");
-    assert!(msg.contains("actions/a.toml:4:9: unknown group `cardz` (did you mean `cards`?)"), "{msg}");
-    assert!(msg.contains("actions/a.toml:8:16: unknown attribute `agee` (did you mean `age`?)"), "{msg}");
+    assert!(
+        msg.contains("actions/a.toml:4:9: unknown group `cardz` (did you mean `cards`?)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("actions/a.toml:8:16: unknown attribute `agee` (did you mean `age`?)"),
+        "{msg}"
+    );
 }

@@ -66,7 +66,10 @@ fn ruleset(script: Option<&str>, limits: &str) -> Result<RuleSet, nextbest::Erro
         main.push_str(limits);
         src = src.file("strategies/s.rhai", s);
     } else {
-        main = main.replace("churn_risk = { type = \"float\", derived = true }", "churn_risk = \"float\"");
+        main = main.replace(
+            "churn_risk = { type = \"float\", derived = true }",
+            "churn_risk = \"float\"",
+        );
     }
     RuleSet::compile(&src.file("ruleset.toml", main))
 }
@@ -78,8 +81,12 @@ fn decide(e: &Engine, age: i64, income: f64, tenure: i64) -> nextbest::Decision 
         .set("tenure_months", tenure)
         .build()
         .unwrap();
-    e.decide(&DecisionRequest::new("C1", "web", ctx).explain(true).at(Timestamp(1_800_000_000)))
-        .unwrap()
+    e.decide(
+        &DecisionRequest::new("C1", "web", ctx)
+            .explain(true)
+            .at(Timestamp(1_800_000_000)),
+    )
+    .unwrap()
 }
 
 const REAL: &str = r#"
@@ -125,7 +132,13 @@ fn hooks_derive_attributes_adjust_candidates_and_select_the_final_list() {
     // Long tenure: RETAIN is not eligible (derived risk 0.2).
     let d = decide(&e, 30, 50_000.0, 48);
     assert_eq!(d.action_ids(), vec!["LOAN_A", "CARD"]);
-    assert_eq!(d.filtered().find(|f| f.action() == "RETAIN").unwrap().stage(), Stage::Eligibility);
+    assert_eq!(
+        d.filtered()
+            .find(|f| f.action() == "RETAIN")
+            .unwrap()
+            .stage(),
+        Stage::Eligibility
+    );
 }
 
 fn hostile(script: &str) -> (Engine, nextbest::Decision) {
@@ -169,7 +182,11 @@ fn assert_contained_any(script: &str, hook: &str, needles: &[&str]) {
 
 #[test]
 fn an_infinite_loop_is_stopped_by_the_operations_budget() {
-    assert_contained("fn derive(customer) { loop { } }", "derive", "too many operations");
+    assert_contained(
+        "fn derive(customer) { loop { } }",
+        "derive",
+        "too many operations",
+    );
 }
 
 #[test]
@@ -204,16 +221,30 @@ fn a_huge_map_built_in_a_loop_is_stopped() {
 #[test]
 fn a_wall_clock_budget_stops_slow_scripts() {
     let limits = "[strategy.limits]\nmax_operations = 1000000000\ntime_budget_us = 2000\n";
-    let e = Engine::new(ruleset(Some("fn derive(customer) { let i = 0; loop { i += 1; } }"), limits).unwrap());
+    let e = Engine::new(
+        ruleset(
+            Some("fn derive(customer) { let i = 0; loop { i += 1; } }"),
+            limits,
+        )
+        .unwrap(),
+    );
     let d = decide(&e, 30, 50_000.0, 48);
     assert_eq!(d.diagnostics().len(), 1);
-    assert!(d.diagnostics()[0].message.contains("time budget exceeded"), "{}", d.diagnostics()[0]);
+    assert!(
+        d.diagnostics()[0].message.contains("time budget exceeded"),
+        "{}",
+        d.diagnostics()[0]
+    );
 }
 
 #[test]
 fn a_hook_returning_the_wrong_type_is_reported() {
     assert_contained("fn derive(customer) { 5 }", "derive", "must return a map");
-    assert_contained("fn adjust(customer, candidate) { \"x\" }", "adjust", "must return the candidate");
+    assert_contained(
+        "fn adjust(customer, candidate) { \"x\" }",
+        "adjust",
+        "must return the candidate",
+    );
 }
 
 #[test]
@@ -243,20 +274,32 @@ fn eval_is_not_available_and_is_a_load_error_with_its_location() {
 
 #[test]
 fn syntax_errors_and_bad_hooks_fail_the_load_with_locations() {
-    let err = ruleset(Some("fn derive(customer) {\n  let x = ;\n}"), "").unwrap_err().to_string();
+    let err = ruleset(Some("fn derive(customer) {\n  let x = ;\n}"), "")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("strategies/s.rhai:2:"), "{err}");
-    let err = ruleset(Some("fn adjust(candidate) { candidate }"), "").unwrap_err().to_string();
+    let err = ruleset(Some("fn adjust(candidate) { candidate }"), "")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("hook `adjust` takes 2 parameter(s)"), "{err}");
-    let err = ruleset(Some("fn helper(x) { x }"), "").unwrap_err().to_string();
+    let err = ruleset(Some("fn helper(x) { x }"), "")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("defines no hook"), "{err}");
     let err = RuleSet::compile(
         &RuleSource::new()
-            .file("ruleset.toml", format!("{RULESET}[strategy]\nscript = \"strategies/missing.rhai\"\n"))
+            .file(
+                "ruleset.toml",
+                format!("{RULESET}[strategy]\nscript = \"strategies/missing.rhai\"\n"),
+            )
             .file("actions/a.toml", ACTIONS),
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("strategy script `strategies/missing.rhai` not found"), "{err}");
+    assert!(
+        err.contains("strategy script `strategies/missing.rhai` not found"),
+        "{err}"
+    );
 }
 
 #[test]

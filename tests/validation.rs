@@ -27,7 +27,9 @@ treatment = "t"
 "#;
 
 fn source(ruleset: &str, action: &str) -> RuleSource {
-    RuleSource::new().file("ruleset.toml", ruleset).file("actions/x.toml", action)
+    RuleSource::new()
+        .file("ruleset.toml", ruleset)
+        .file("actions/x.toml", action)
 }
 
 const OTHER: &str = r#"[[actions]]
@@ -77,7 +79,10 @@ fn at_nth(file: &str, text: &str, needle: &str, nth: usize) -> String {
         .0;
     let before = &text[..off];
     let line = before.matches('\n').count() + 1;
-    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
     format!("{file}:{line}:{col}")
 }
 
@@ -104,14 +109,20 @@ fn malformed_toml_in_ruleset() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     // Line 11 is the broken header.
     assert!(errs[0].starts_with("ruleset.toml:11:"), "{errs:?}");
-    assert!(errs[0].contains("invalid table header") || errs[0].contains("expected"), "{errs:?}");
+    assert!(
+        errs[0].contains("invalid table header") || errs[0].contains("expected"),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn malformed_toml_in_an_action_file() {
     let text = ACTION.replace("value = 1.0", "value = 1.0.0");
     let errs = errors(&source2(RULESET, &text));
-    assert_eq!(errs, vec!["actions/x.toml:5:12: invalid float, expected nothing".to_string()]);
+    assert_eq!(
+        errs,
+        vec!["actions/x.toml:5:12: invalid float, expected nothing".to_string()]
+    );
 }
 
 /// When the only action file does not parse, the one real error should be
@@ -122,7 +133,10 @@ fn malformed_toml_in_an_action_file() {
 fn a_broken_action_file_is_not_also_reported_as_no_actions() {
     let text = ACTION.replace("value = 1.0", "value = 1.0.0");
     let errs = errors(&source(RULESET, &text));
-    assert_eq!(errs, vec!["actions/x.toml:5:12: invalid float, expected nothing".to_string()]);
+    assert_eq!(
+        errs,
+        vec!["actions/x.toml:5:12: invalid float, expected nothing".to_string()]
+    );
 }
 
 #[test]
@@ -130,12 +144,18 @@ fn unknown_key_in_ruleset() {
     let text = RULESET.replace("name = \"t\"", "name = \"t\"\ndefualt_limit = 3");
     let errs = errors(&source(&text, ACTION));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].starts_with("ruleset.toml:2:1: unknown field `defualt_limit`, expected one of"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("ruleset.toml:2:1: unknown field `defualt_limit`, expected one of"),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn unknown_key_in_an_action() {
-    let text = ACTION.replace("treatment = \"t\"", "treatment = \"t\"\neligibilty = \"age > 1\"");
+    let text = ACTION.replace(
+        "treatment = \"t\"",
+        "treatment = \"t\"\neligibilty = \"age > 1\"",
+    );
     let errs = errors(&source2(RULESET, &text));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
@@ -150,11 +170,17 @@ fn unknown_key_in_a_channel_and_a_group() {
     let text = RULESET.replace("limit = 2 }", "limt = 2 }");
     let errs = errors(&source(&text, ACTION));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].starts_with("ruleset.toml:8:32: unknown field `limt`"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("ruleset.toml:8:32: unknown field `limt`"),
+        "{errs:?}"
+    );
     let text = RULESET.replace("issue = \"growth\"", "issue = \"growth\"\nlevr = 3");
     let errs = errors(&source(&text, ACTION));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].starts_with("ruleset.toml:13:1: unknown field `levr`"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("ruleset.toml:13:1: unknown field `levr`"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -173,7 +199,10 @@ fn unknown_attribute_in_a_condition() {
 
 #[test]
 fn type_mismatch_in_a_condition() {
-    let text = ACTION.replace("treatment", "suitability = 'age >= 18 && age == \"x\"'\ntreatment");
+    let text = ACTION.replace(
+        "treatment",
+        "suitability = 'age >= 18 && age == \"x\"'\ntreatment",
+    );
     one_error(
         &source(RULESET, &text),
         format!(
@@ -248,7 +277,10 @@ fn missing_treatment_for_a_channel() {
 
 #[test]
 fn treatment_for_an_unlisted_channel() {
-    let text = ACTION.replace("treatment = \"t\"", "treatments = { web = \"w\", email = \"e\" }");
+    let text = ACTION.replace(
+        "treatment = \"t\"",
+        "treatments = { web = \"w\", email = \"e\" }",
+    );
     one_error(
         &source(RULESET, &text),
         format!(
@@ -290,8 +322,16 @@ fn duplicate_action_id_in_one_file() {
 
 #[test]
 fn starting_propensity_out_of_range() {
-    for (v, shown) in [("0.0", "0"), ("1.5", "1.5"), ("-0.1", "-0.1"), ("nan", "NaN")] {
-        let text = ACTION.replace("starting_propensity = 0.5", &format!("starting_propensity = {v}"));
+    for (v, shown) in [
+        ("0.0", "0"),
+        ("1.5", "1.5"),
+        ("-0.1", "-0.1"),
+        ("nan", "NaN"),
+    ] {
+        let text = ACTION.replace(
+            "starting_propensity = 0.5",
+            &format!("starting_propensity = {v}"),
+        );
         one_error(
             &source(RULESET, &text),
             format!("actions/x.toml:6:23: starting_propensity must be in (0, 1], got {shown}"),
@@ -352,7 +392,8 @@ fn bad_schema_type_name() {
     let text = RULESET.replace("age = \"int\"", "age = 3");
     one_error(
         &source(&text, ACTION),
-        "ruleset.toml:3:7: an attribute is a type name (\"int\") or a table with `type = \"...\"`".into(),
+        "ruleset.toml:3:7: an attribute is a type name (\"int\") or a table with `type = \"...\"`"
+            .into(),
     );
 }
 
@@ -433,7 +474,10 @@ fn empty_rule_set_has_no_actions() {
 #[test]
 fn no_ruleset_toml() {
     let src = RuleSource::new().file("actions/x.toml", ACTION);
-    one_error(&src, "ruleset.toml:1:1: the rule directory has no ruleset.toml".into());
+    one_error(
+        &src,
+        "ruleset.toml:1:1: the rule directory has no ruleset.toml".into(),
+    );
 }
 
 #[test]
@@ -495,23 +539,35 @@ fn context_weight_with_unknown_targets() {
         let text = format!("{RULESET}{WEIGHT}{kind} = \"{name}\"\n");
         one_error(
             &source(&text, ACTION),
-            format!("{}: unknown {kind} `{name}`", at("ruleset.toml", &text, &format!("\"{name}\""))),
+            format!(
+                "{}: unknown {kind} `{name}`",
+                at("ruleset.toml", &text, &format!("\"{name}\""))
+            ),
         );
     }
 }
 
 #[test]
 fn context_weight_condition_errors_are_located() {
-    let text = format!("{RULESET}{}group = \"cards\"\n", WEIGHT.replace("age > 60", "age > \\\"60\\\""));
+    let text = format!(
+        "{RULESET}{}group = \"cards\"\n",
+        WEIGHT.replace("age > 60", "age > \\\"60\\\"")
+    );
     one_error(
         &source(&text, ACTION),
-        format!("{}: `>` cannot compare an int with a string", at("ruleset.toml", &text, "age > ")),
+        format!(
+            "{}: `>` cannot compare an int with a string",
+            at("ruleset.toml", &text, "age > ")
+        ),
     );
 }
 
 #[test]
 fn boost_below_minus_100() {
-    let text = format!("{RULESET}{}group = \"cards\"\n", WEIGHT.replace("boost = 50", "boost = -100.5"));
+    let text = format!(
+        "{RULESET}{}group = \"cards\"\n",
+        WEIGHT.replace("boost = 50", "boost = -100.5")
+    );
     one_error(
         &source(&text, ACTION),
         format!(
@@ -520,12 +576,21 @@ fn boost_below_minus_100() {
         ),
     );
     // -100 itself is allowed (the weight zeroes the action).
-    let text = format!("{RULESET}{}group = \"cards\"\n", WEIGHT.replace("boost = 50", "boost = -100"));
+    let text = format!(
+        "{RULESET}{}group = \"cards\"\n",
+        WEIGHT.replace("boost = 50", "boost = -100")
+    );
     RuleSet::compile(&source(&text, ACTION)).unwrap();
-    let text = format!("{RULESET}{}group = \"cards\"\n", WEIGHT.replace("boost = 50", "boost = inf"));
+    let text = format!(
+        "{RULESET}{}group = \"cards\"\n",
+        WEIGHT.replace("boost = 50", "boost = inf")
+    );
     one_error(
         &source(&text, ACTION),
-        format!("{}: boost must be a finite percentage of at least -100", at("ruleset.toml", &text, "inf")),
+        format!(
+            "{}: boost must be a finite percentage of at least -100",
+            at("ruleset.toml", &text, "inf")
+        ),
     );
 }
 
@@ -548,9 +613,15 @@ fn levers_summing_below_minus_100() {
 #[test]
 fn non_finite_lever() {
     let text = ACTION.replace("treatment", "lever = nan\ntreatment");
-    one_error(&source(RULESET, &text), "actions/x.toml:7:9: lever must be a finite percentage".into());
+    one_error(
+        &source(RULESET, &text),
+        "actions/x.toml:7:9: lever must be a finite percentage".into(),
+    );
     let text = ACTION.replace("treatment", "lever = 1e7\ntreatment");
-    one_error(&source(RULESET, &text), "actions/x.toml:7:9: lever must be a finite percentage".into());
+    one_error(
+        &source(RULESET, &text),
+        "actions/x.toml:7:9: lever must be a finite percentage".into(),
+    );
 }
 
 #[test]
@@ -597,8 +668,13 @@ fn three_errors_are_all_reported_sorted_by_location() {
         ]
     );
     // The rule error list in the `Error`'s Display, in the same order.
-    let shown = RuleSet::compile(&source(&rs, &text)).unwrap_err().to_string();
-    assert!(shown.starts_with("rule set has 3 errors:\n  actions/x.toml:3:9:"), "{shown}");
+    let shown = RuleSet::compile(&source(&rs, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.starts_with("rule set has 3 errors:\n  actions/x.toml:3:9:"),
+        "{shown}"
+    );
     let (a, b, c) = (
         shown.find("3:9:").unwrap(),
         shown.find("6:23:").unwrap(),
@@ -613,8 +689,14 @@ fn errors_in_two_files_are_reported_together() {
     let text = ACTION.replace("treatment", "eligibility = \"agee > 1\"\ntreatment");
     let errs = errors(&source(&rs, &text));
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert!(errs[0].starts_with("actions/x.toml:7:16: unknown attribute `agee`"), "{errs:?}");
-    assert!(errs[1].starts_with("ruleset.toml:12:9: unknown issue `growht`"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("actions/x.toml:7:16: unknown attribute `agee`"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("ruleset.toml:12:9: unknown issue `growht`"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -667,7 +749,10 @@ fn rule_errors_are_an_error_rules() {
     let e = RuleSet::compile(&source(RULESET, &text)).unwrap_err();
     assert!(matches!(e, Error::Rules(_)));
     let first = &e.rule_errors().unwrap()[0];
-    assert_eq!(first.location.file, std::path::PathBuf::from("actions/x.toml"));
+    assert_eq!(
+        first.location.file,
+        std::path::PathBuf::from("actions/x.toml")
+    );
     assert_eq!((first.location.line, first.location.column), (3, 9));
 }
 

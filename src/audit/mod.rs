@@ -246,12 +246,19 @@ impl DecisionLog {
     pub(crate) fn flush(&self) -> Result<(), Error> {
         let Some(tx) = &self.tx else { return Ok(()) };
         let (done_tx, done_rx) = sync_channel(1);
-        tx.send(Item::Flush(done_tx))
-            .map_err(|_| Error::io("<decision log>", std::io::Error::other("the log writer has stopped")))?;
+        tx.send(Item::Flush(done_tx)).map_err(|_| {
+            Error::io(
+                "<decision log>",
+                std::io::Error::other("the log writer has stopped"),
+            )
+        })?;
         match done_rx.recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::io("<decision log>", e)),
-            Err(_) => Err(Error::io("<decision log>", std::io::Error::other("the log writer has stopped"))),
+            Err(_) => Err(Error::io(
+                "<decision log>",
+                std::io::Error::other("the log writer has stopped"),
+            )),
         }
     }
 
@@ -275,7 +282,12 @@ impl Drop for DecisionLog {
     }
 }
 
-fn write_loop(rx: Receiver<Item>, mut sink: Box<dyn Sink>, options: LogOptions, counters: &Counters) {
+fn write_loop(
+    rx: Receiver<Item>,
+    mut sink: Box<dyn Sink>,
+    options: LogOptions,
+    counters: &Counters,
+) {
     let mut line = String::with_capacity(4096);
     let mut dirty = false;
     let mut last_sync = Instant::now();
@@ -334,7 +346,13 @@ fn write_loop(rx: Receiver<Item>, mut sink: Box<dyn Sink>, options: LogOptions, 
 }
 
 /// Build the log item for a decision.
-pub(crate) fn decision_item(decision: &Decision, customer_id: &str, context: &Context, limit: Option<usize>, detail: LogDetail) -> Item {
+pub(crate) fn decision_item(
+    decision: &Decision,
+    customer_id: &str,
+    context: &Context,
+    limit: Option<usize>,
+    detail: LogDetail,
+) -> Item {
     Item::Decision(Box::new(DecisionItem {
         decision: decision.clone(),
         customer_id: customer_id.to_string(),

@@ -47,7 +47,13 @@ pub(crate) fn write_record(item: &Item, masking: &Masking, out: &mut String) {
     };
     if let Err(e) = r {
         buf.clear();
-        buf.extend_from_slice(format!("{{\"v\":1,\"kind\":\"error\",\"message\":{:?}}}", e.to_string()).as_bytes());
+        buf.extend_from_slice(
+            format!(
+                "{{\"v\":1,\"kind\":\"error\",\"message\":{:?}}}",
+                e.to_string()
+            )
+            .as_bytes(),
+        );
     }
     // serde_json writes valid UTF-8.
     out.push_str(&String::from_utf8_lossy(&buf));
@@ -122,14 +128,19 @@ impl Serialize for DecisionRecord<'_> {
 
 /// The context as given by the caller (defaults are re-applied on replay),
 /// with sensitive attributes masked; and the names that were masked.
-fn masked_context(ctx: &Context, masking: &Masking) -> (serde_json::Map<String, serde_json::Value>, Vec<String>) {
+fn masked_context(
+    ctx: &Context,
+    masking: &Masking,
+) -> (serde_json::Map<String, serde_json::Value>, Vec<String>) {
     let mut out = serde_json::Map::new();
     let mut masked = Vec::new();
     for (i, attr) in ctx.schema.attrs.iter().enumerate() {
         if !ctx.given[i] {
             continue;
         }
-        let Some(v) = ctx.value(i as u16) else { continue };
+        let Some(v) = ctx.value(i as u16) else {
+            continue;
+        };
         let json = value_json(&v);
         if attr.sensitive {
             masked.push(attr.name.to_string());
@@ -137,7 +148,10 @@ fn masked_context(ctx: &Context, masking: &Masking) -> (serde_json::Map<String, 
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            out.insert(attr.name.to_string(), serde_json::Value::String(mask(masking, &text)));
+            out.insert(
+                attr.name.to_string(),
+                serde_json::Value::String(mask(masking, &text)),
+            );
         } else {
             out.insert(attr.name.to_string(), json);
         }
@@ -148,10 +162,17 @@ fn masked_context(ctx: &Context, masking: &Masking) -> (serde_json::Map<String, 
 pub(crate) fn value_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Int(i) => serde_json::Value::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
         Value::Bool(b) => serde_json::Value::Bool(*b),
         Value::String(s) => serde_json::Value::String(s.clone()),
-        Value::StringSet(items) => serde_json::Value::Array(items.iter().cloned().map(serde_json::Value::String).collect()),
+        Value::StringSet(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .cloned()
+                .map(serde_json::Value::String)
+                .collect(),
+        ),
         Value::Timestamp(t) => serde_json::Value::String(t.to_string()),
     }
 }
@@ -218,7 +239,10 @@ impl Serialize for Candidates<'_> {
             rebound = it.context.rebind(&rules.schema);
             &rebound
         };
-        let env = Env { ctx, now: d.timestamp.0 };
+        let env = Env {
+            ctx,
+            now: d.timestamp.0,
+        };
         let mut seq = s.serialize_seq(Some(d.ranked.len() + d.removed.len()))?;
         for (i, c) in d.ranked.iter().enumerate() {
             seq.serialize_element(&RankedJson {
@@ -233,10 +257,15 @@ impl Serialize for Candidates<'_> {
             let (condition, error) = match r.cond {
                 Some(c) => {
                     let cond = &rules.conds[c as usize];
-                    (Some(&*cond.text), r.error.or_else(|| cond.ir.eval(env).err()))
+                    (
+                        Some(&*cond.text),
+                        r.error.or_else(|| cond.ir.eval(env).err()),
+                    )
                 }
                 None => match &a.value {
-                    crate::ruleset::ValueFn::Expr(ir, text) if r.stage == crate::ruleset::Stage::Value => {
+                    crate::ruleset::ValueFn::Expr(ir, text)
+                        if r.stage == crate::ruleset::Stage::Value =>
+                    {
                         (Some(&**text), r.error.or_else(|| ir.eval(env).err()))
                     }
                     _ => (None, None),

@@ -45,10 +45,11 @@ pub(crate) fn archive_version(dir: &Path, rules: &RuleSet) -> Result<(), Error> 
         }
         Ok(())
     };
-    let result = write_all(&tmp, rules.source()).and_then(|()| match rules.source().challenger_source() {
-        Some(c) => write_all(&tmp.join(ARCHIVED_CHALLENGER), c),
-        None => Ok(()),
-    });
+    let result =
+        write_all(&tmp, rules.source()).and_then(|()| match rules.source().challenger_source() {
+            Some(c) => write_all(&tmp.join(ARCHIVED_CHALLENGER), c),
+            None => Ok(()),
+        });
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -57,7 +58,10 @@ pub(crate) fn archive_version(dir: &Path, rules: &RuleSet) -> Result<(), Error> 
         // Another writer archived the same version first.
         let _ = std::fs::remove_dir_all(&tmp);
         if !target.is_dir() {
-            return Err(Error::io(&target, std::io::Error::other("could not archive the rule version")));
+            return Err(Error::io(
+                &target,
+                std::io::Error::other("could not archive the rule version"),
+            ));
         }
     }
     Ok(())
@@ -118,9 +122,11 @@ pub fn parse_log(file: &Path, bytes: &[u8], out: &mut Vec<LogLine>, problems: &m
                 i + 1,
                 raw.len()
             )),
-            Ok(_) => problems
-                .corrupt_lines
-                .push(format!("{}:{}: not a JSON object", file.display(), i + 1)),
+            Ok(_) => problems.corrupt_lines.push(format!(
+                "{}:{}: not a JSON object",
+                file.display(),
+                i + 1
+            )),
             Err(e) => problems
                 .corrupt_lines
                 .push(format!("{}:{}: {e}", file.display(), i + 1)),
@@ -153,7 +159,9 @@ pub struct ReplayReport {
 impl ReplayReport {
     /// Whether every decision replayed exactly and no line was corrupt.
     pub fn ok(&self) -> bool {
-        self.mismatches.is_empty() && self.unavailable.is_empty() && self.read.corrupt_lines.is_empty()
+        self.mismatches.is_empty()
+            && self.unavailable.is_empty()
+            && self.read.corrupt_lines.is_empty()
     }
 }
 
@@ -189,13 +197,18 @@ pub fn replay(paths: &[PathBuf], sources: &VersionSources) -> Result<ReplayRepor
             Some("decision") => report.decisions += 1,
             _ => continue,
         }
-        let hash = l.record["ruleset"]["hash"].as_str().unwrap_or_default().to_string();
+        let hash = l.record["ruleset"]["hash"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let engine = engines
             .entry(hash.clone())
             .or_insert_with(|| find_version(&hash, given.as_ref(), sources))
             .clone();
         let Some(engine) = engine else {
-            let have = given.as_ref().map(|e| e.current().rules().hash().to_string());
+            let have = given
+                .as_ref()
+                .map(|e| e.current().rules().hash().to_string());
             report.unavailable.push(format!(
                 "{at}: the decision was made by version {hash}, {}; pass the matching rule directory or --archive",
                 match have {
@@ -214,13 +227,19 @@ pub fn replay(paths: &[PathBuf], sources: &VersionSources) -> Result<ReplayRepor
                     report.mismatches.push(format!("{at}: {diff}"));
                 }
             }
-            Err(e) => report.mismatches.push(format!("{at}: cannot re-decide: {e}")),
+            Err(e) => report
+                .mismatches
+                .push(format!("{at}: cannot re-decide: {e}")),
         }
     }
     Ok(report)
 }
 
-fn find_version(hash: &str, given: Option<&Arc<Engine>>, sources: &VersionSources) -> Option<Arc<Engine>> {
+fn find_version(
+    hash: &str,
+    given: Option<&Arc<Engine>>,
+    sources: &VersionSources,
+) -> Option<Arc<Engine>> {
     if let Some(e) = given.filter(|e| e.current().rules().hash() == hash) {
         return Some(e.clone());
     }
@@ -235,13 +254,18 @@ fn find_version(hash: &str, given: Option<&Arc<Engine>>, sources: &VersionSource
 fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String, bool)>, Error> {
     let masked: Vec<String> = rec["masked"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let mut context = rec["context"].as_object().cloned().unwrap_or_default();
     for m in &masked {
         context.remove(m);
     }
-    let now = Timestamp::parse(rec["timestamp"].as_str().unwrap_or_default()).map_err(Error::InvalidRequest)?;
+    let now = Timestamp::parse(rec["timestamp"].as_str().unwrap_or_default())
+        .map_err(Error::InvalidRequest)?;
     let raw = RequestJson {
         customer_id: rec["customer_id"].as_str().unwrap_or_default().to_string(),
         channel: rec["channel"].as_str().unwrap_or_default().to_string(),
@@ -265,23 +289,43 @@ fn compare(rec: &serde_json::Value, d: &Decision) -> Option<String> {
         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
         .unwrap_or_default();
     if logged_actions != d.action_ids() {
-        return Some(format!("actions {logged_actions:?} were logged, replay chose {:?}", d.action_ids()));
+        return Some(format!(
+            "actions {logged_actions:?} were logged, replay chose {:?}",
+            d.action_ids()
+        ));
     }
     if rec["arm"].as_str() != Some(d.arm().as_str()) {
-        return Some(format!("arm {} was logged, replay assigned {}", rec["arm"], d.arm().as_str()));
+        return Some(format!(
+            "arm {} was logged, replay assigned {}",
+            rec["arm"],
+            d.arm().as_str()
+        ));
     }
     if rec["seed"].as_u64() != d.seed() {
-        return Some(format!("seed {} was logged, replay drew {:?}", rec["seed"], d.seed()));
+        return Some(format!(
+            "seed {} was logged, replay drew {:?}",
+            rec["seed"],
+            d.seed()
+        ));
     }
     let cands = rec["candidates"].as_array().cloned().unwrap_or_default();
     let ranked: Vec<_> = cands.iter().filter(|c| c.get("rank").is_some()).collect();
     // A `chosen` record carries only the chosen actions.
-    let expected = if rec["detail"] == "chosen" { d.actions().len() } else { d.ranked().len() };
+    let expected = if rec["detail"] == "chosen" {
+        d.actions().len()
+    } else {
+        d.ranked().len()
+    };
     if ranked.len() != expected {
-        return Some(format!("{} ranked candidates were logged, replay ranked {}", ranked.len(), d.ranked().len()));
+        return Some(format!(
+            "{} ranked candidates were logged, replay ranked {}",
+            ranked.len(),
+            d.ranked().len()
+        ));
     }
     for (c, r) in ranked.iter().zip(d.ranked()) {
-        if c["action"].as_str() != Some(r.action()) || c["priority"].as_f64() != Some(r.priority()) {
+        if c["action"].as_str() != Some(r.action()) || c["priority"].as_f64() != Some(r.priority())
+        {
             return Some(format!(
                 "rank {}: {} with priority {} was logged, replay has {} with {}",
                 r.rank(),
@@ -295,7 +339,9 @@ fn compare(rec: &serde_json::Value, d: &Decision) -> Option<String> {
     for c in cands.iter().filter(|c| c.get("stage").is_some()) {
         let action = c["action"].as_str().unwrap_or_default();
         match d.filtered().find(|f| f.action() == action) {
-            Some(f) if c["stage"].as_str() == Some(f.stage().as_str()) && c["condition"].as_str() == f.condition() => {}
+            Some(f)
+                if c["stage"].as_str() == Some(f.stage().as_str())
+                    && c["condition"].as_str() == f.condition() => {}
             Some(f) => {
                 return Some(format!(
                     "{action}: removed at {} by {} was logged, replay removed it at {} by {:?}",
@@ -305,7 +351,12 @@ fn compare(rec: &serde_json::Value, d: &Decision) -> Option<String> {
                     f.condition()
                 ))
             }
-            None => return Some(format!("{action}: removed at {} was logged, replay kept it", c["stage"])),
+            None => {
+                return Some(format!(
+                    "{action}: removed at {} was logged, replay kept it",
+                    c["stage"]
+                ))
+            }
         }
     }
     None

@@ -32,7 +32,11 @@ pub struct FileSink {
 
 impl FileSink {
     /// Open (append to) `path`, creating its directory if needed.
-    pub fn open(path: impl AsRef<Path>, max_bytes: u64, keep_files: usize) -> std::io::Result<FileSink> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        max_bytes: u64,
+        keep_files: usize,
+    ) -> std::io::Result<FileSink> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -68,7 +72,10 @@ impl FileSink {
             }
             std::fs::rename(&self.path, self.rotated(1))?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         self.file = BufWriter::with_capacity(256 * 1024, file);
         self.size = 0;
         Ok(())

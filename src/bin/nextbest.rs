@@ -11,7 +11,11 @@ use nextbest::simulate::{load_customers, simulate, SimulateOptions};
 use nextbest::{Engine, Error, RuleSet, Timestamp};
 
 #[derive(Parser)]
-#[command(name = "nextbest", version, about = "Real-time next-best-action decisioning")]
+#[command(
+    name = "nextbest",
+    version,
+    about = "Real-time next-best-action decisioning"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -189,7 +193,10 @@ fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
                             })
                         })
                         .collect();
-                    println!("{}", serde_json::json!({"dir": dir, "ok": false, "errors": list}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"dir": dir, "ok": false, "errors": list})
+                    );
                 } else {
                     eprintln!("{}: {} error(s):", dir.display(), errs.errors().len());
                     for e in errs.errors() {
@@ -206,19 +213,31 @@ fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
             Err(e) => return Err(e),
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
     let engine = Engine::from_dir(dir)?;
     let personas = load_personas(dir)?;
     if personas.is_empty() {
-        eprintln!("{}: no personas in {}", dir.display(), dir.join("personas").display());
+        eprintln!(
+            "{}: no personas in {}",
+            dir.display(),
+            dir.join("personas").display()
+        );
         return Ok(ExitCode::FAILURE);
     }
     let (mut passed, mut failed) = (0, 0);
     for p in &personas {
-        let name = p.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let result = run_persona(&engine, p);
         let (ok, detail, actions) = match &result {
             Ok(r) => (r.passed(), r.failures.clone(), r.actions.clone()),
@@ -246,7 +265,11 @@ fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
     if !json {
         println!("{passed} passed, {failed} failed");
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn decide(dir: &Path) -> Result<ExitCode, Error> {
@@ -317,8 +340,10 @@ fn run_simulate(
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(2 * customers.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b.set_message("simulating");
         Some(b)
@@ -335,14 +360,22 @@ fn run_simulate(
     }
     engine.flush()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     print_report(&report);
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_replay(logs: &[PathBuf], rules: Option<PathBuf>, archive: Option<PathBuf>, json: bool) -> Result<ExitCode, Error> {
+fn run_replay(
+    logs: &[PathBuf],
+    rules: Option<PathBuf>,
+    archive: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode, Error> {
     let sources = nextbest::audit::replay::VersionSources {
         rules_dir: rules,
         archive_dir: archive,
@@ -376,11 +409,16 @@ fn run_replay(logs: &[PathBuf], rules: Option<PathBuf>, archive: Option<PathBuf>
             }
         }
     }
-    Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if r.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn parse_now(now: Option<String>) -> Result<Timestamp, Error> {
-    Timestamp::parse(now.as_deref().unwrap_or(nextbest::persona::DEFAULT_NOW)).map_err(Error::InvalidRequest)
+    Timestamp::parse(now.as_deref().unwrap_or(nextbest::persona::DEFAULT_NOW))
+        .map_err(Error::InvalidRequest)
 }
 
 fn run_diff(
@@ -412,26 +450,44 @@ fn run_diff(
         r.customers,
         100.0 * r.changed_share,
         r.top_changed,
-        if r.customers > 0 { 100.0 * r.top_changed as f64 / r.customers as f64 } else { 0.0 }
+        if r.customers > 0 {
+            100.0 * r.top_changed as f64 / r.customers as f64
+        } else {
+            0.0
+        }
     );
     if r.errors > 0 {
-        println!("{} request(s) failed on one of the versions, e.g.:", r.errors);
+        println!(
+            "{} request(s) failed on one of the versions, e.g.:",
+            r.errors
+        );
         for e in &r.error_examples {
             println!("  {e}");
         }
     }
     if !r.actions.is_empty() {
         println!();
-        println!("{:<28} {:>8} {:>8} {:>8}", "action", "before", "after", "change");
+        println!(
+            "{:<28} {:>8} {:>8} {:>8}",
+            "action", "before", "after", "change"
+        );
         for s in r.actions.iter().take(15) {
-            println!("{:<28} {:>8} {:>8} {:>+8}", s.action, s.before, s.after, s.delta);
+            println!(
+                "{:<28} {:>8} {:>8} {:>+8}",
+                s.action, s.before, s.after, s.delta
+            );
         }
     }
     if !r.examples.is_empty() {
         println!();
         println!("examples");
         for e in &r.examples {
-            println!("  {}: [{}] -> [{}]", e.customer_id, e.before.join(", "), e.after.join(", "));
+            println!(
+                "  {}: [{}] -> [{}]",
+                e.customer_id,
+                e.before.join(", "),
+                e.after.join(", ")
+            );
             println!("    {}", e.why);
         }
     }
@@ -439,9 +495,16 @@ fn run_diff(
 }
 
 fn print_report(r: &nextbest::simulate::SimulationReport) {
-    println!("rule set    {} (hash {})", r.ruleset, &r.hash[..16.min(r.hash.len())]);
+    println!(
+        "rule set    {} (hash {})",
+        r.ruleset,
+        &r.hash[..16.min(r.hash.len())]
+    );
     println!("channel     {}", r.channel);
-    println!("customers   {}  decisions {}  errors {}", r.customers, r.decisions, r.errors);
+    println!(
+        "customers   {}  decisions {}  errors {}",
+        r.customers, r.decisions, r.errors
+    );
     for e in &r.error_examples {
         println!("  error: {e}");
     }
@@ -462,13 +525,21 @@ fn print_report(r: &nextbest::simulate::SimulationReport) {
     println!("  {:<16} {:>10}", "candidates", r.funnel.candidates);
     for st in nextbest::Stage::ALL {
         let n = r.funnel.removed.get(st.as_str()).copied().unwrap_or(0);
-        let pct = if r.funnel.candidates > 0 { 100.0 * n as f64 / r.funnel.candidates as f64 } else { 0.0 };
+        let pct = if r.funnel.candidates > 0 {
+            100.0 * n as f64 / r.funnel.candidates as f64
+        } else {
+            0.0
+        };
         println!("  - {:<14} {:>10}  ({pct:.1}%)", st.as_str(), n);
     }
     println!("  {:<16} {:>10}", "ranked", r.funnel.ranked);
     println!("  {:<16} {:>10}", "chosen", r.funnel.chosen);
     println!();
-    let no_pct = if r.decisions > 0 { 100.0 * r.no_action as f64 / r.decisions as f64 } else { 0.0 };
+    let no_pct = if r.decisions > 0 {
+        100.0 * r.no_action as f64 / r.decisions as f64
+    } else {
+        0.0
+    };
     println!("customers with no action: {} ({no_pct:.1}%)", r.no_action);
     if !r.no_action_examples.is_empty() {
         println!("  e.g. {}", r.no_action_examples.join(", "));
@@ -476,9 +547,16 @@ fn print_report(r: &nextbest::simulate::SimulationReport) {
     println!();
     let mut wins: Vec<_> = r.wins.iter().collect();
     wins.sort_by(|a, b| b.1.chosen.cmp(&a.1.chosen).then(a.0.cmp(b.0)));
-    println!("{:<28} {:>8} {:>8} {:>7}", "action", "chosen", "first", "share");
+    println!(
+        "{:<28} {:>8} {:>8} {:>7}",
+        "action", "chosen", "first", "share"
+    );
     for (a, w) in wins {
-        let share = if r.decisions > 0 { 100.0 * w.chosen as f64 / r.decisions as f64 } else { 0.0 };
+        let share = if r.decisions > 0 {
+            100.0 * w.chosen as f64 / r.decisions as f64
+        } else {
+            0.0
+        };
         println!("{a:<28} {:>8} {:>8} {share:>6.1}%", w.chosen, w.first);
     }
 }

@@ -20,7 +20,11 @@ use crate::script::{Candidate, Customer, Diagnostic, HookRun, Strategy};
 ///
 /// With a log detail, the candidates the decision log wants are recorded
 /// whatever the request's `explain`.
-pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log: Option<LogDetail>) -> Result<Decision, Error> {
+pub(crate) fn decide_on(
+    version: Arc<Version>,
+    request: &DecisionRequest,
+    log: Option<LogDetail>,
+) -> Result<Decision, Error> {
     let log_removed = log == Some(LogDetail::All);
     let log_ranked = matches!(log, Some(LogDetail::All | LogDetail::Ranked));
     let started = Instant::now();
@@ -42,7 +46,10 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log: O
 
     // The strategy's derive hook runs before the policies, which may read
     // what it derives.
-    let mut hooks = rs.strategy.as_ref().map(|s| (s, s.begin(now.0), Customer(Arc::new(ctx.clone()))));
+    let mut hooks = rs
+        .strategy
+        .as_ref()
+        .map(|s| (s, s.begin(now.0), Customer(Arc::new(ctx.clone()))));
     let derived;
     if let Some((s, run, customer)) = hooks.as_mut().filter(|h| h.0.has_derive) {
         match run.derive(customer) {
@@ -56,13 +63,18 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log: O
             Err(d) => diagnostics.push(d),
         }
     }
-    let strategy_ranks = hooks.as_ref().is_some_and(|h| h.0.has_adjust || h.0.has_select);
+    let strategy_ranks = hooks
+        .as_ref()
+        .is_some_and(|h| h.0.has_adjust || h.0.has_select);
     let record = Record {
         removed: request.explain || log_removed,
         errors: request.explain,
         // The random-eligible control group and the strategy's adjust and
         // select hooks work on every survivor, not just the top N.
-        all: request.explain || log_ranked || strategy_ranks || control == Some(ControlMode::RandomEligible),
+        all: request.explain
+            || log_ranked
+            || strategy_ranks
+            || control == Some(ControlMode::RandomEligible),
     };
     let mut out = evaluate(rs, channel, ctx, now, limit, record);
     if let Some((s, run, customer)) = hooks.as_mut() {
@@ -70,7 +82,10 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log: O
             adjust(rs, run, customer, &mut out, &mut diagnostics);
         }
         if s.has_select {
-            match run.select(customer, out.ranked.iter().map(|c| candidate(rs, c)).collect()) {
+            match run.select(
+                customer,
+                out.ranked.iter().map(|c| candidate(rs, c)).collect(),
+            ) {
                 Ok(ids) => out.chosen = selected(rs, &out.ranked, &ids, limit, s, &mut diagnostics),
                 Err(d) => diagnostics.push(d),
             }
@@ -119,7 +134,12 @@ pub(crate) fn decide_on(version: Arc<Version>, request: &DecisionRequest, log: O
 
 /// Put `derive`'s map into the context; unknown or mistyped keys are
 /// diagnostics (the rest still apply).
-fn apply_derived(ctx: &mut Context, map: rhai::Map, s: &Strategy, diagnostics: &mut Vec<Diagnostic>) {
+fn apply_derived(
+    ctx: &mut Context,
+    map: rhai::Map,
+    s: &Strategy,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let bad = |message: String| Diagnostic {
         hook: "derive",
         script: s.script.clone(),
@@ -127,8 +147,14 @@ fn apply_derived(ctx: &mut Context, map: rhai::Map, s: &Strategy, diagnostics: &
         message,
     };
     for (k, v) in map {
-        let Some(slot) = ctx.schema.slot(&k).filter(|&sl| ctx.schema.attrs[sl as usize].derived) else {
-            diagnostics.push(bad(format!("`{k}` is not a derived attribute of the schema (declare it with `derived = true`)")));
+        let Some(slot) = ctx
+            .schema
+            .slot(&k)
+            .filter(|&sl| ctx.schema.attrs[sl as usize].derived)
+        else {
+            diagnostics.push(bad(format!(
+                "`{k}` is not a derived attribute of the schema (declare it with `derived = true`)"
+            )));
             continue;
         };
         let ty = ctx.schema.attrs[slot as usize].ty;
@@ -138,7 +164,9 @@ fn apply_derived(ctx: &mut Context, map: rhai::Map, s: &Strategy, diagnostics: &
             (AttrType::Float, v) if v.is_int() => v.as_int().ok().map(|i| Value::Float(i as f64)),
             (AttrType::Bool, v) if v.is_bool() => v.as_bool().ok().map(Value::Bool),
             (AttrType::String, v) if v.is_string() => v.into_string().ok().map(Value::String),
-            (AttrType::Timestamp, v) if v.is_int() => v.as_int().ok().map(|t| Value::Timestamp(Timestamp(t))),
+            (AttrType::Timestamp, v) if v.is_int() => {
+                v.as_int().ok().map(|t| Value::Timestamp(Timestamp(t)))
+            }
             (AttrType::StringSet, v) if v.is_array() => v
                 .into_typed_array::<rhai::ImmutableString>()
                 .ok()
@@ -171,7 +199,13 @@ fn candidate(rs: &RuleSet, c: &Scored) -> Candidate {
 
 /// Run `adjust` on every survivor. If any call fails, the hook's effect is
 /// dropped for the whole decision and a diagnostic says why.
-fn adjust(rs: &RuleSet, run: &mut HookRun<'_>, customer: &Customer, out: &mut Outcome, diagnostics: &mut Vec<Diagnostic>) {
+fn adjust(
+    rs: &RuleSet,
+    run: &mut HookRun<'_>,
+    customer: &Customer,
+    out: &mut Outcome,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let mut kept = Vec::with_capacity(out.ranked.len());
     let mut excluded = Vec::new();
     for c in &out.ranked {
@@ -208,10 +242,20 @@ fn adjust(rs: &RuleSet, run: &mut HookRun<'_>, customer: &Customer, out: &mut Ou
 /// The final list from `select`'s ids: known survivors only, each once, in
 /// the script's order, cut to the limit. Ids that are not survivors are
 /// diagnostics.
-fn selected(rs: &RuleSet, ranked: &[Scored], ids: &[String], limit: usize, s: &Strategy, diagnostics: &mut Vec<Diagnostic>) -> Vec<Scored> {
+fn selected(
+    rs: &RuleSet,
+    ranked: &[Scored],
+    ids: &[String],
+    limit: usize,
+    s: &Strategy,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Scored> {
     let mut out: Vec<Scored> = Vec::with_capacity(limit.min(ids.len()));
     for id in ids {
-        match ranked.iter().find(|c| *rs.actions[c.action as usize].id == **id) {
+        match ranked
+            .iter()
+            .find(|c| *rs.actions[c.action as usize].id == **id)
+        {
             Some(c) if !out.iter().any(|o| o.action == c.action) => out.push(*c),
             Some(_) => {}
             None => diagnostics.push(Diagnostic {
@@ -258,12 +302,23 @@ struct Outcome {
 /// Engagement policies, then scoring, for every action offered on
 /// `channel`. With `record.all`, `ranked` holds every survivor sorted and
 /// `chosen` is left for the caller; otherwise `chosen` is the top N.
-fn evaluate(rs: &RuleSet, channel: u32, ctx: &Context, now: Timestamp, limit: usize, record: Record) -> Outcome {
+fn evaluate(
+    rs: &RuleSet,
+    channel: u32,
+    ctx: &Context,
+    now: Timestamp,
+    limit: usize,
+    record: Record,
+) -> Outcome {
     let ch = &rs.channels[channel as usize];
     let env = Env { ctx, now: now.0 };
     let mut results = take_scratch(rs.conds.len());
     let mut memo = Memo::new(&mut results, &rs.conds, env);
-    let mut chosen = Vec::with_capacity(if record.all { 0 } else { limit.min(ch.actions.len()) });
+    let mut chosen = Vec::with_capacity(if record.all {
+        0
+    } else {
+        limit.min(ch.actions.len())
+    });
     let mut ranked = Vec::new();
     let mut removed = Vec::new();
     for &ai in ch.actions.iter() {
@@ -276,7 +331,11 @@ fn evaluate(rs: &RuleSet, channel: u32, ctx: &Context, now: Timestamp, limit: us
                     level: check.level,
                     cond: Some(check.cond),
                     // The log's writer works the reason out off the hot path.
-                    error: if record.errors { memo.error(check.cond) } else { None },
+                    error: if record.errors {
+                        memo.error(check.cond)
+                    } else {
+                        None
+                    },
                     note: None,
                 });
             }

@@ -130,7 +130,13 @@ fn check(ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, ParseError> {
     })
 }
 
-fn binary(op: BinOp, l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, ParseError> {
+fn binary(
+    op: BinOp,
+    l: &Ast,
+    r: &Ast,
+    ast: &Ast,
+    scope: &mut Scope<'_>,
+) -> Result<Typed, ParseError> {
     let err = |m: String| ParseError::new(ast.span, m);
     if op == BinOp::In {
         return in_list(l, r, ast, scope);
@@ -218,11 +224,17 @@ fn binary(op: BinOp, l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Resu
                 _ => ArithOp::Rem,
             };
             match (a, b) {
-                (Typed::Int(x), Typed::Int(y)) => Ok(Typed::Int(IntIr::Arith(aop, Box::new((x, y))))),
-                (a, b) if a.is_number() && b.is_number() => match (a.into_float(), b.into_float()) {
-                    (Some(x), Some(y)) => Ok(Typed::Float(FloatIr::Arith(aop, Box::new((x, y))))),
-                    _ => unreachable_const(),
-                },
+                (Typed::Int(x), Typed::Int(y)) => {
+                    Ok(Typed::Int(IntIr::Arith(aop, Box::new((x, y)))))
+                }
+                (a, b) if a.is_number() && b.is_number() => {
+                    match (a.into_float(), b.into_float()) {
+                        (Some(x), Some(y)) => {
+                            Ok(Typed::Float(FloatIr::Arith(aop, Box::new((x, y)))))
+                        }
+                        _ => unreachable_const(),
+                    }
+                }
                 (a, b) => Err(err(format!(
                     "`{sym}` needs numbers on both sides, but has {} and {}",
                     a.name(),
@@ -287,7 +299,13 @@ fn in_list(l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, 
         }
     }
     let mismatch = |span, want: &str, got: &Typed| {
-        ParseError::new(span, format!("list element is {} but the left of `in` is {want}", got.name()))
+        ParseError::new(
+            span,
+            format!(
+                "list element is {} but the left of `in` is {want}",
+                got.name()
+            ),
+        )
     };
     Ok(Typed::Bool(match lhs {
         Typed::Str(s) => {
@@ -315,7 +333,12 @@ fn in_list(l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, 
             for (t, span) in consts {
                 match t.into_float() {
                     Some(FloatIr::Const(k)) => ks.push(k),
-                    _ => return Err(ParseError::new(span, "list element is not a number but the left of `in` is a number")),
+                    _ => {
+                        return Err(ParseError::new(
+                            span,
+                            "list element is not a number but the left of `in` is a number",
+                        ))
+                    }
                 }
             }
             match lhs.into_float() {
@@ -339,7 +362,10 @@ fn in_list(l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, 
         other => {
             return Err(ParseError::new(
                 l.span,
-                format!("the left of `in` [...] must be a string, number or bool, but this is {}", other.name()),
+                format!(
+                    "the left of `in` [...] must be a string, number or bool, but this is {}",
+                    other.name()
+                ),
             ))
         }
     }))
@@ -368,7 +394,10 @@ fn call(f: &str, args: &[Ast], ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed
     }
     let a = check(&args[0], scope)?;
     let arg_err = |t: &Typed, want: &str| {
-        ParseError::new(args[0].span, format!("`{f}` needs {want}, but this is {}", t.name()))
+        ParseError::new(
+            args[0].span,
+            format!("`{f}` needs {want}, but this is {}", t.name()),
+        )
     };
     Ok(match f {
         "len" => match a {
@@ -395,14 +424,16 @@ fn call(f: &str, args: &[Ast], ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed
                 } else {
                     IntIr::Max(Box::new((x, y)))
                 }),
-                (a, b) if a.is_number() && b.is_number() => match (a.into_float(), b.into_float()) {
-                    (Some(x), Some(y)) => Typed::Float(if is_min {
-                        FloatIr::Min(Box::new((x, y)))
-                    } else {
-                        FloatIr::Max(Box::new((x, y)))
-                    }),
-                    _ => unreachable_const(),
-                },
+                (a, b) if a.is_number() && b.is_number() => {
+                    match (a.into_float(), b.into_float()) {
+                        (Some(x), Some(y)) => Typed::Float(if is_min {
+                            FloatIr::Min(Box::new((x, y)))
+                        } else {
+                            FloatIr::Max(Box::new((x, y)))
+                        }),
+                        _ => unreachable_const(),
+                    }
+                }
                 (a, b) => {
                     return Err(err(format!(
                         "`{f}` needs two numbers, but has {} and {}",

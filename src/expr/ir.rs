@@ -309,7 +309,9 @@ impl Reads for BoolIr {
     fn reads(&self, out: &mut Vec<u16>) {
         match self {
             BoolIr::Const(_) => {}
-            BoolIr::Attr(s) | BoolIr::CmpIntConst(_, s, _) | BoolIr::CmpFloatConst(_, s, _) => out.push(*s),
+            BoolIr::Attr(s) | BoolIr::CmpIntConst(_, s, _) | BoolIr::CmpFloatConst(_, s, _) => {
+                out.push(*s)
+            }
             BoolIr::Not(e) | BoolIr::BoolInList(e, _, _) => e.reads(out),
             BoolIr::And(p) | BoolIr::Or(p) | BoolIr::CmpBool(_, p) => {
                 p.0.reads(out);
@@ -342,7 +344,11 @@ impl Reads for IntIr {
     fn reads(&self, out: &mut Vec<u16>) {
         match self {
             IntIr::Const(_) => {}
-            IntIr::Attr(s) | IntIr::Time(s) | IntIr::LenSet(s) | IntIr::DaysSince(s) | IntIr::HoursSince(s) => out.push(*s),
+            IntIr::Attr(s)
+            | IntIr::Time(s)
+            | IntIr::LenSet(s)
+            | IntIr::DaysSince(s)
+            | IntIr::HoursSince(s) => out.push(*s),
             IntIr::Neg(e) | IntIr::Abs(e) => e.reads(out),
             IntIr::Arith(_, p) | IntIr::Min(p) | IntIr::Max(p) => {
                 p.0.reads(out);

@@ -109,8 +109,24 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, Span)>, ParseError> {
     while i < bytes.len() {
         let c = bytes[i];
         let start = i;
-        let one = |t: Tok| (t, Span { start, end: start + 1 });
-        let two = |t: Tok| (t, Span { start, end: start + 2 });
+        let one = |t: Tok| {
+            (
+                t,
+                Span {
+                    start,
+                    end: start + 1,
+                },
+            )
+        };
+        let two = |t: Tok| {
+            (
+                t,
+                Span {
+                    start,
+                    end: start + 2,
+                },
+            )
+        };
         let next = bytes.get(i + 1).copied();
         let tok = match c {
             b' ' | b'\t' | b'\n' | b'\r' => {
@@ -128,7 +144,10 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, Span)>, ParseError> {
             b'%' => one(Tok::Percent),
             b'/' if next == Some(b'/') || next == Some(b'*') => {
                 return Err(ParseError::new(
-                    Span { start, end: start + 2 },
+                    Span {
+                        start,
+                        end: start + 2,
+                    },
                     "comments are not allowed in conditions",
                 ))
             }
@@ -144,7 +163,10 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, Span)>, ParseError> {
             b'>' => one(Tok::Gt),
             b'=' => {
                 return Err(ParseError::new(
-                    Span { start, end: start + 1 },
+                    Span {
+                        start,
+                        end: start + 1,
+                    },
                     "`=` assigns; conditions compare with `==`",
                 ))
             }
@@ -200,15 +222,7 @@ fn lex_string(src: &str, start: usize) -> Result<(Tok, Span), ParseError> {
     while let Some((off, ch)) = chars.next() {
         let at = start + 1 + off;
         match ch {
-            '"' => {
-                return Ok((
-                    Tok::Str(s),
-                    Span {
-                        start,
-                        end: at + 1,
-                    },
-                ))
-            }
+            '"' => return Ok((Tok::Str(s), Span { start, end: at + 1 })),
             '\\' => match chars.next() {
                 Some((_, '"')) => s.push('"'),
                 Some((_, '\\')) => s.push('\\'),
@@ -217,7 +231,10 @@ fn lex_string(src: &str, start: usize) -> Result<(Tok, Span), ParseError> {
                 Some((_, 'r')) => s.push('\r'),
                 _ => {
                     return Err(ParseError::new(
-                        Span { start: at, end: at + 1 },
+                        Span {
+                            start: at,
+                            end: at + 1,
+                        },
                         "unsupported escape in string; use \\\" \\\\ \\n \\t or \\r",
                     ))
                 }

@@ -59,7 +59,10 @@ pub(crate) struct Conjunct {
 }
 
 /// Parse and compile a condition into its conjuncts.
-pub(crate) fn compile_condition(src: &str, scope: &mut Scope<'_>) -> Result<Vec<Conjunct>, ParseError> {
+pub(crate) fn compile_condition(
+    src: &str,
+    scope: &mut Scope<'_>,
+) -> Result<Vec<Conjunct>, ParseError> {
     let ast = parser::parse(src)?;
     let mut parts = Vec::new();
     split_and(&ast, &mut parts);

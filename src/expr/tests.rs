@@ -108,7 +108,10 @@ fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
         .iter()
         .map(|c| {
             let ctx = bind(&schema, c);
-            let env = Env { ctx: &ctx, now: NOW };
+            let env = Env {
+                ctx: &ctx,
+                now: NOW,
+            };
             for conj in &conjuncts {
                 match conj.ir.eval(env) {
                     Ok(true) => {}
@@ -162,7 +165,10 @@ enum Rhai {
 fn since(t: INT, unit: INT) -> Result<INT, Box<EvalAltResult>> {
     NOW.checked_sub(t)
         .map(|d| d.div_euclid(unit))
-        .ok_or_else(|| EvalAltResult::ErrorArithmetic(format!("overflow: {NOW} - {t}"), rhai::Position::NONE).into())
+        .ok_or_else(|| {
+            EvalAltResult::ErrorArithmetic(format!("overflow: {NOW} - {t}"), rhai::Position::NONE)
+                .into()
+        })
 }
 
 fn rhai_engine() -> rhai::Engine {
@@ -189,7 +195,11 @@ fn rhai_scope(c: &Ctx) -> rhai::Scope<'static> {
     for (i, v) in c.strs.iter().enumerate() {
         s.push(format!("s{i}"), ImmutableString::from(v.as_str()));
     }
-    let set: rhai::Array = c.set.iter().map(|x| Dynamic::from(ImmutableString::from(x.as_str()))).collect();
+    let set: rhai::Array = c
+        .set
+        .iter()
+        .map(|x| Dynamic::from(ImmutableString::from(x.as_str())))
+        .collect();
     s.push("set0", set);
     s.push("t0", c.t0 as INT);
     s
@@ -388,16 +398,19 @@ fn int_literal() -> BoxedStrategy<String> {
 
 fn float_literal() -> BoxedStrategy<String> {
     select(vec![
-        "2.5", "-0.5", "1e3", "0.0", "-0.0", "0.1", "1.5e-3", "1e308", "3.0", "-2.0", "0.5", "1.0", "1e-320",
+        "2.5", "-0.5", "1e3", "0.0", "-0.0", "0.1", "1.5e-3", "1e308", "3.0", "-2.0", "0.5", "1.0",
+        "1e-320",
     ])
     .prop_map(String::from)
     .boxed()
 }
 
 fn str_expr() -> BoxedStrategy<E> {
-    select(vec!["s0", "s1", "\"a\"", "\"b\"", "\"c\"", "\"\"", "\"é\"", "\"gold\""])
-        .prop_map(atom)
-        .boxed()
+    select(vec![
+        "s0", "s1", "\"a\"", "\"b\"", "\"c\"", "\"\"", "\"é\"", "\"gold\"",
+    ])
+    .prop_map(atom)
+    .boxed()
 }
 
 /// Strategies for the three expression types at one depth.
@@ -428,8 +441,14 @@ fn leaves() -> Level {
         1 => select(FLOAT_ATTRS.to_vec()).prop_map(atom),
     ]
     .boxed();
-    let boolean = select(vec!["b0", "b1", "true", "false"]).prop_map(atom).boxed();
-    Level { int, float, boolean }
+    let boolean = select(vec!["b0", "b1", "true", "false"])
+        .prop_map(atom)
+        .boxed();
+    Level {
+        int,
+        float,
+        boolean,
+    }
 }
 
 /// Redundant parentheses now and then.
@@ -488,7 +507,19 @@ fn level(prev: &Level) -> Level {
     // Mixed lists keep their ints small: an int compared with a large,
     // nearby int in a mixed list is a known difference (see
     // `int_in_mixed_list_compares_ints_exactly`).
-    let mixed = vec!["0", "1", "2", "-1", "3", "2.5", "0.0", "-0.0", "1e3", "9.007199254740992e15", "-0.5"];
+    let mixed = vec![
+        "0",
+        "1",
+        "2",
+        "-1",
+        "3",
+        "2.5",
+        "0.0",
+        "-0.0",
+        "1e3",
+        "9.007199254740992e15",
+        "-0.5",
+    ];
     let boolean = maybe_paren(
         prop_oneof![
             2 => b.clone(),
@@ -507,7 +538,11 @@ fn level(prev: &Level) -> Level {
         ]
         .boxed(),
     );
-    Level { int, float, boolean }
+    Level {
+        int,
+        float,
+        boolean,
+    }
 }
 
 /// Bool conditions of depth at most `depth`.
@@ -549,7 +584,9 @@ fn float_value() -> BoxedStrategy<f64> {
 }
 
 fn string_value() -> BoxedStrategy<String> {
-    select(vec!["a", "b", "c", "", "zz", "é", "gold"]).prop_map(String::from).boxed()
+    select(vec!["a", "b", "c", "", "zz", "é", "gold"])
+        .prop_map(String::from)
+        .boxed()
 }
 
 fn ctx() -> impl Strategy<Value = Ctx> {
@@ -627,7 +664,10 @@ fn generator_covers_true_false_and_errors() {
             Err(_) => err += 1,
         }
     }
-    assert!(t > 40 && f > 40 && err > 5 && long > 40, "true {t}, false {f}, errors {err}, long {long}");
+    assert!(
+        t > 40 && f > 40 && err > 5 && long > 40,
+        "true {t}, false {f}, errors {err}, long {long}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -693,12 +733,28 @@ fn errors_short_circuit_like_rhai() {
     assert_both("false && 1 / 0 == 0", &c, Ok(false));
     // Conjuncts: the first non-true decides.
     assert_both("1 > 2 && 1 / 0 == 0", &c, Ok(false));
-    assert_both("1 < 2 && 1 / 0 == 0 && 1 > 2", &c, Err(EvalError::DivisionByZero));
+    assert_both(
+        "1 < 2 && 1 / 0 == 0 && 1 > 2",
+        &c,
+        Err(EvalError::DivisionByZero),
+    );
     assert_both("9223372036854775807 + 1 > 0", &c, Err(EvalError::Overflow));
     assert_both("-9223372036854775808 - 1 > 0", &c, Err(EvalError::Overflow));
-    assert_both("-9223372036854775808 / -1 > 0", &c, Err(EvalError::Overflow));
-    assert_both("-9223372036854775808 % -1 == 0", &c, Err(EvalError::Overflow));
-    assert_both("abs(-9223372036854775808) > 0", &c, Err(EvalError::Overflow));
+    assert_both(
+        "-9223372036854775808 / -1 > 0",
+        &c,
+        Err(EvalError::Overflow),
+    );
+    assert_both(
+        "-9223372036854775808 % -1 == 0",
+        &c,
+        Err(EvalError::Overflow),
+    );
+    assert_both(
+        "abs(-9223372036854775808) > 0",
+        &c,
+        Err(EvalError::Overflow),
+    );
     assert_both("-9223372036854775808 < 0", &c, Ok(true));
     assert_both("3037000500 * 3037000500 > 0", &c, Err(EvalError::Overflow));
     // Float arithmetic never fails: it makes inf and NaN.
@@ -754,7 +810,10 @@ fn attributes_functions_and_membership_match_rhai() {
         ("f0 in [2, 2.5]", Ok(true)),
         ("b0 in [true] && b1 in [false] && !(b1 in [])", Ok(true)),
         ("t0 <= t0 && !(t0 < t0)", Ok(true)),
-        ("i2 == 9223372036854775807 && i3 == -9223372036854775808", Ok(true)),
+        (
+            "i2 == 9223372036854775807 && i3 == -9223372036854775808",
+            Ok(true),
+        ),
     ];
     for (text, want) in cases {
         assert_both(text, &c, want);
@@ -763,8 +822,15 @@ fn attributes_functions_and_membership_match_rhai() {
 
 #[test]
 fn days_since_rounds_toward_negative_infinity_and_overflows_like_rhai() {
-    let mut c = Ctx { t0: NOW + 1, ..Ctx::default() };
-    assert_both("days_since(t0) == -1 && hours_since(t0) == -1", &c, Ok(true));
+    let mut c = Ctx {
+        t0: NOW + 1,
+        ..Ctx::default()
+    };
+    assert_both(
+        "days_since(t0) == -1 && hours_since(t0) == -1",
+        &c,
+        Ok(true),
+    );
     c.t0 = NOW;
     assert_both("days_since(t0) == 0 && hours_since(t0) == 0", &c, Ok(true));
     c.t0 = i64::MIN;
@@ -797,7 +863,11 @@ fn float_comparisons_use_rhais_epsilon() {
 fn int_in_mixed_list_compares_ints_exactly() {
     let c = Ctx::default();
     assert_both("9007199254740993 in [9007199254740992, 0.5]", &c, Ok(false));
-    assert_both("1000000000000000001 in [1000000000000000000, 0.5]", &c, Ok(false));
+    assert_both(
+        "1000000000000000001 in [1000000000000000000, 0.5]",
+        &c,
+        Ok(false),
+    );
     let c = Ctx {
         ints: [i64::MAX, 0, 0, 0],
         ..Ctx::default()
@@ -812,15 +882,24 @@ fn int_in_mixed_list_compares_ints_exactly() {
 #[test]
 fn rhai_folds_negated_min_literal_into_a_float() {
     let c = Ctx::default();
-    assert_eq!(ours1("-(-9223372036854775808) > 0", &c), Err(EvalError::Overflow));
+    assert_eq!(
+        ours1("-(-9223372036854775808) > 0", &c),
+        Err(EvalError::Overflow)
+    );
     assert_eq!(rhai1("-(-9223372036854775808) > 0", &c), Rhai::Bool(true));
     // Likewise `- 9223372036854775808` (with a space) is a float in rhai
     // (the literal does not fit an i64, so rhai lexes a float), and the
     // int i64::MIN here.
-    assert_eq!(ours1("- 9223372036854775808 - 1 < 0", &c), Err(EvalError::Overflow));
+    assert_eq!(
+        ours1("- 9223372036854775808 - 1 < 0", &c),
+        Err(EvalError::Overflow)
+    );
     assert_eq!(rhai1("- 9223372036854775808 - 1 < 0", &c), Rhai::Bool(true));
     // Without a sign, rhai lexes an out-of-range integer as a float; we reject it.
-    assert!(matches!(rhai1("9223372036854775808 > 0", &c), Rhai::Bool(true)));
+    assert!(matches!(
+        rhai1("9223372036854775808 > 0", &c),
+        Rhai::Bool(true)
+    ));
 }
 
 // ---------------------------------------------------------------------------
@@ -862,15 +941,35 @@ fn unknown_attribute_suggests_the_closest_name() {
         (11, 16),
         "unknown attribute `incme` (did you mean `income`?); declare it under [schema]",
     );
-    assert_err("zzzzzz", (0, 6), "unknown attribute `zzzzzz`; declare it under [schema]");
+    assert_err(
+        "zzzzzz",
+        (0, 6),
+        "unknown attribute `zzzzzz`; declare it under [schema]",
+    );
 }
 
 #[test]
 fn type_mismatches_name_both_types() {
-    assert_err("age == \"x\"", (0, 10), "`==` cannot compare an int with a string");
-    assert_err("segment > \"a\"", (0, 13), "`>` cannot order strings or bools; only `==` and `!=` compare them");
-    assert_err("vip + 1 > 0", (0, 7), "`+` needs numbers on both sides, but has a bool and an int");
-    assert_err("vip || age && vip", (7, 17), "`&&` needs bools on both sides, but has an int and a bool");
+    assert_err(
+        "age == \"x\"",
+        (0, 10),
+        "`==` cannot compare an int with a string",
+    );
+    assert_err(
+        "segment > \"a\"",
+        (0, 13),
+        "`>` cannot order strings or bools; only `==` and `!=` compare them",
+    );
+    assert_err(
+        "vip + 1 > 0",
+        (0, 7),
+        "`+` needs numbers on both sides, but has a bool and an int",
+    );
+    assert_err(
+        "vip || age && vip",
+        (7, 17),
+        "`&&` needs bools on both sides, but has an int and a bool",
+    );
     assert_err("!age", (0, 4), "`!` needs a bool, but this is an int");
     assert_err("-vip", (0, 4), "`-` needs a number, but this is a bool");
     assert_err(
@@ -883,12 +982,36 @@ fn type_mismatches_name_both_types() {
         (0, 16),
         "`>` compares a timestamp with a number; use `days_since(t)` or `hours_since(t)` to get a number of days or hours",
     );
-    assert_err("1 in products", (0, 13), "only strings can be members of a string_set, but this is an int");
-    assert_err("len(age) > 0", (4, 7), "`len` needs a string or a string_set, but this is an int");
-    assert_err("days_since(age) > 0", (11, 14), "`days_since` needs a timestamp attribute, but this is an int");
-    assert_err("age in [1, \"a\"]", (11, 14), "list element is not a number but the left of `in` is a number");
-    assert_err("segment in [\"a\", 1]", (17, 18), "list element is an int but the left of `in` is a string");
-    assert_err("segment in [age]", (12, 15), "list elements must be literals (numbers, strings, true or false)");
+    assert_err(
+        "1 in products",
+        (0, 13),
+        "only strings can be members of a string_set, but this is an int",
+    );
+    assert_err(
+        "len(age) > 0",
+        (4, 7),
+        "`len` needs a string or a string_set, but this is an int",
+    );
+    assert_err(
+        "days_since(age) > 0",
+        (11, 14),
+        "`days_since` needs a timestamp attribute, but this is an int",
+    );
+    assert_err(
+        "age in [1, \"a\"]",
+        (11, 14),
+        "list element is not a number but the left of `in` is a number",
+    );
+    assert_err(
+        "segment in [\"a\", 1]",
+        (17, 18),
+        "list element is an int but the left of `in` is a string",
+    );
+    assert_err(
+        "segment in [age]",
+        (12, 15),
+        "list elements must be literals (numbers, strings, true or false)",
+    );
     assert_err(
         "segment in segment",
         (11, 18),
@@ -898,14 +1021,30 @@ fn type_mismatches_name_both_types() {
 
 #[test]
 fn single_equals_is_rejected_with_a_hint() {
-    assert_err("age = 5", (4, 5), "`=` assigns; conditions compare with `==`");
+    assert_err(
+        "age = 5",
+        (4, 5),
+        "`=` assigns; conditions compare with `==`",
+    );
 }
 
 #[test]
 fn unterminated_and_bad_strings() {
-    assert_err("segment == \"gold", (11, 16), "string is not closed: add a `\"`");
-    assert_err("segment == \"go\nld\"", (11, 14), "string is not closed before the end of the line");
-    assert_err("segment == 'gold'", (11, 12), "unexpected character `'` (strings use double quotes)");
+    assert_err(
+        "segment == \"gold",
+        (11, 16),
+        "string is not closed: add a `\"`",
+    );
+    assert_err(
+        "segment == \"go\nld\"",
+        (11, 14),
+        "string is not closed before the end of the line",
+    );
+    assert_err(
+        "segment == 'gold'",
+        (11, 12),
+        "unexpected character `'` (strings use double quotes)",
+    );
     assert_err(
         "segment == \"a\\qb\"",
         (13, 14),
@@ -925,14 +1064,27 @@ fn unknown_functions_and_wrong_arity() {
         (0, 8),
         "unknown function `foo`; conditions may call `len`, `days_since`, `hours_since`, `min`, `max`, `abs`",
     );
-    assert_err("min(age) > 1", (0, 8), "`min` takes 2 arguments, but 1 was given");
-    assert_err("abs(age, 1) > 1", (0, 11), "`abs` takes 1 argument, but 2 were given");
-    assert_err("len() > 1", (0, 5), "`len` takes 1 argument, but 0 were given");
+    assert_err(
+        "min(age) > 1",
+        (0, 8),
+        "`min` takes 2 arguments, but 1 was given",
+    );
+    assert_err(
+        "abs(age, 1) > 1",
+        (0, 11),
+        "`abs` takes 1 argument, but 2 were given",
+    );
+    assert_err(
+        "len() > 1",
+        (0, 5),
+        "`len` takes 1 argument, but 0 were given",
+    );
 }
 
 #[test]
 fn lists_only_on_the_right_of_in() {
-    let msg = "a list may only appear on the right of `in`, e.g. `segment in [\"gold\", \"platinum\"]`";
+    let msg =
+        "a list may only appear on the right of `in`, e.g. `segment in [\"gold\", \"platinum\"]`";
     assert_err("age == [1, 2]", (7, 13), msg);
     assert_err("[1] in [1]", (0, 3), msg);
 }
@@ -944,17 +1096,28 @@ fn nesting_is_bounded() {
     assert_eq!(e.message, "condition is nested more than 64 levels deep");
     assert!(e.span.start <= 70, "{e:?}");
     let nots = format!("{}vip", "!".repeat(100));
-    assert_eq!(compile_err(&nots).message, "condition is nested more than 64 levels deep");
+    assert_eq!(
+        compile_err(&nots).message,
+        "condition is nested more than 64 levels deep"
+    );
     let negs = format!("{}age > 1", "- ".repeat(100));
-    assert_eq!(compile_err(&negs).message, "condition is nested more than 64 levels deep");
+    assert_eq!(
+        compile_err(&negs).message,
+        "condition is nested more than 64 levels deep"
+    );
     // Far from the limit: fine.
     let ok = format!("{}age > 1{}", "(".repeat(20), ")".repeat(20));
     assert!(eval_ours(&ok, &[]).is_ok());
     // Hostile input is an error, never a stack overflow.
     let huge = "(".repeat(15_000);
-    assert_eq!(compile_err(&huge).message, "condition is nested more than 64 levels deep");
+    assert_eq!(
+        compile_err(&huge).message,
+        "condition is nested more than 64 levels deep"
+    );
     let long = "a".repeat(20_000);
-    assert!(compile_err(&long).message.starts_with("condition is 20000 bytes long"));
+    assert!(compile_err(&long)
+        .message
+        .starts_with("condition is 20000 bytes long"));
 }
 
 #[test]
@@ -969,7 +1132,11 @@ fn integer_literals_out_of_range() {
         (6, 26),
         "integer literal is out of range (-9223372036854775808..=9223372036854775807)",
     );
-    assert_err("age > 1e400", (6, 11), "float literal is out of range (it must be finite)");
+    assert_err(
+        "age > 1e400",
+        (6, 11),
+        "float literal is out of range (it must be finite)",
+    );
     assert_err(
         "age > 0x10",
         (6, 8),
@@ -987,16 +1154,36 @@ fn empty_conditions() {
 
 #[test]
 fn syntax_errors_point_at_the_token() {
-    assert_err("age >", (5, 5), "expected a value, found the end of the condition");
-    assert_err("age > 1 vip", (8, 11), "expected an operator or the end of the condition, found `vip`");
-    assert_err("(age > 1", (8, 8), "expected `)`, found the end of the condition");
-    assert_err("age > 1 // hi", (8, 10), "comments are not allowed in conditions");
+    assert_err(
+        "age >",
+        (5, 5),
+        "expected a value, found the end of the condition",
+    );
+    assert_err(
+        "age > 1 vip",
+        (8, 11),
+        "expected an operator or the end of the condition, found `vip`",
+    );
+    assert_err(
+        "(age > 1",
+        (8, 8),
+        "expected `)`, found the end of the condition",
+    );
+    assert_err(
+        "age > 1 // hi",
+        (8, 10),
+        "comments are not allowed in conditions",
+    );
     assert_err(
         "segment.len() > 1",
         (7, 8),
         "unexpected character `.` (method calls are not allowed; write `len(x)`, not `x.len()`)",
     );
-    assert_err("vip & vip", (4, 5), "unexpected character `&` (use `&&` and `||`)");
+    assert_err(
+        "vip & vip",
+        (4, 5),
+        "unexpected character `&` (use `&&` and `||`)",
+    );
 }
 
 #[test]
@@ -1014,7 +1201,10 @@ fn conjuncts_are_split_at_top_level_and_with_spans() {
     )
     .unwrap();
     let texts: Vec<&str> = cs.iter().map(|c| c.text.as_str()).collect();
-    assert_eq!(texts, vec!["age > 1", "(vip || age < 0)", "segment == \"gold\""]);
+    assert_eq!(
+        texts,
+        vec!["age > 1", "(vip || age < 0)", "segment == \"gold\""]
+    );
     for c in &cs {
         assert_eq!(&text[c.span.start..c.span.end], c.text);
     }

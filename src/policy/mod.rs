@@ -21,7 +21,11 @@ pub(crate) struct Memo<'a> {
 
 impl<'a> Memo<'a> {
     pub(crate) fn new(results: &'a mut [u8], conds: &'a [Cond], env: Env<'a>) -> Memo<'a> {
-        Memo { results, conds, env }
+        Memo {
+            results,
+            conds,
+            env,
+        }
     }
 
     /// Whether conjunct `id` is met, evaluating it at most once.

@@ -13,9 +13,13 @@ use toml::Spanned;
 
 use super::schema::{AttrType, Attribute, Schema, Symbols};
 use super::source::{
-    cond_parts, location, string_offset, ActionSrc, ActionsFile, CondSrc, RuleSource, RulesetFile, ValueSrc,
+    cond_parts, location, string_offset, ActionSrc, ActionsFile, CondSrc, RuleSource, RulesetFile,
+    ValueSrc,
 };
-use super::{Action, Channel, Check, Cond, ContextWeight, Direction, Group, Issue, Level, RuleSet, Stage, ValueFn};
+use super::{
+    Action, Channel, Check, Cond, ContextWeight, Direction, Group, Issue, Level, RuleSet, Stage,
+    ValueFn,
+};
 use crate::context::{json_value, Timestamp, Value};
 use crate::error::{Location, RuleError, RuleErrors};
 use crate::expr::{self, Scope};
@@ -48,7 +52,8 @@ impl<'s> Diag<'s> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn valid_ident(s: &str) -> bool {
@@ -78,7 +83,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     let main: RulesetFile = match toml::from_str(main_text) {
         Ok(m) => m,
         Err(e) => {
-            d.at(&main_path, e.span().map_or(0, |s| s.start), toml_message(&e));
+            d.at(
+                &main_path,
+                e.span().map_or(0, |s| s.start),
+                toml_message(&e),
+            );
             return Err(finish(d.errors));
         }
     };
@@ -113,7 +122,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     }
     let default_limit = match &main.default_limit {
         Some(l) if !(1..=1000).contains(l.get_ref()) => {
-            d.at(&main_path, l.span().start, "default_limit must be between 1 and 1000");
+            d.at(
+                &main_path,
+                l.span().start,
+                "default_limit must be between 1 and 1000",
+            );
             3
         }
         Some(l) => *l.get_ref() as usize,
@@ -128,7 +141,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     let mut channels = Vec::new();
     for (cname, c) in &main.channels {
         if !valid_name(cname.get_ref()) {
-            d.at(&main_path, cname.span().start, "channel names are letters, digits, `_` or `-`");
+            d.at(
+                &main_path,
+                cname.span().start,
+                "channel names are letters, digits, `_` or `-`",
+            );
         }
         let c = c.get_ref();
         let direction = match c.direction.get_ref().as_str() {
@@ -145,7 +162,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         };
         let limit = match &c.limit {
             Some(l) if !(1..=1000).contains(l.get_ref()) => {
-                d.at(&main_path, l.span().start, "channel limit must be between 1 and 1000");
+                d.at(
+                    &main_path,
+                    l.span().start,
+                    "channel limit must be between 1 and 1000",
+                );
                 None
             }
             Some(l) => Some(*l.get_ref() as usize),
@@ -159,7 +180,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         });
     }
     if channels.is_empty() {
-        d.at(&main_path, 0, "no channels: declare at least one under [channels]");
+        d.at(
+            &main_path,
+            0,
+            "no channels: declare at least one under [channels]",
+        );
     }
     let channel_index: FxHashMap<&str, usize> = channels
         .iter()
@@ -172,7 +197,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     let mut issue_levers = Vec::new();
     for (iname, i) in &main.issues {
         if !valid_name(iname.get_ref()) {
-            d.at(&main_path, iname.span().start, "issue names are letters, digits, `_` or `-`");
+            d.at(
+                &main_path,
+                iname.span().start,
+                "issue names are letters, digits, `_` or `-`",
+            );
         }
         issues.push(Issue {
             name: iname.get_ref().as_str().into(),
@@ -191,7 +220,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     let mut group_checks: Vec<[Vec<u32>; 3]> = Vec::new();
     for (gname, g) in &main.groups {
         if !valid_name(gname.get_ref()) {
-            d.at(&main_path, gname.span().start, "group names are letters, digits, `_` or `-`");
+            d.at(
+                &main_path,
+                gname.span().start,
+                "group names are letters, digits, `_` or `-`",
+            );
         }
         let g = g.get_ref();
         let issue = match issue_index.get(g.issue.get_ref().as_str()) {
@@ -204,7 +237,10 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
                 d.at(
                     &main_path,
                     g.issue.span().start,
-                    format!("unknown issue `{}`{hint}; declare it under [issues]", g.issue.get_ref()),
+                    format!(
+                        "unknown issue `{}`{hint}; declare it under [issues]",
+                        g.issue.get_ref()
+                    ),
                 );
                 0
             }
@@ -231,7 +267,13 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         .collect();
 
     // Actions, sorted by id so index order is the tie-break order.
-    action_srcs.sort_by(|a, b| a.item.get_ref().id.get_ref().cmp(b.item.get_ref().id.get_ref()));
+    action_srcs.sort_by(|a, b| {
+        a.item
+            .get_ref()
+            .id
+            .get_ref()
+            .cmp(b.item.get_ref().id.get_ref())
+    });
     let mut actions: Vec<Action> = Vec::new();
     let mut first_seen: FxHashMap<String, Location> = FxHashMap::default();
     for la in &action_srcs {
@@ -240,7 +282,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         let id = a.id.get_ref();
         let here = d.loc(file, a.id.span().start);
         if !valid_name(id) {
-            d.at(file, a.id.span().start, "action ids are letters, digits, `_` or `-` (at most 128)");
+            d.at(
+                file,
+                a.id.span().start,
+                "action ids are letters, digits, `_` or `-` (at most 128)",
+            );
         }
         if let Some(first) = first_seen.get(id) {
             let msg = format!("duplicate action id `{id}` (first defined at {first})");
@@ -258,7 +304,10 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
                 d.at(
                     file,
                     a.group.span().start,
-                    format!("unknown group `{}`{hint}; declare it under [groups] in ruleset.toml", a.group.get_ref()),
+                    format!(
+                        "unknown group `{}`{hint}; declare it under [groups] in ruleset.toml",
+                        a.group.get_ref()
+                    ),
                 );
                 (u32::MAX, 0)
             }
@@ -278,7 +327,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         let value = match a.value.get_ref() {
             ValueSrc::Number(v) if v.is_finite() => ValueFn::Const(*v),
             ValueSrc::Number(v) => {
-                d.at(file, a.value.span().start, format!("value must be a finite number, got {v}"));
+                d.at(
+                    file,
+                    a.value.span().start,
+                    format!("value must be a finite number, got {v}"),
+                );
                 ValueFn::Const(0.0)
             }
             ValueSrc::Expr(e) => match expr::compile_number(e, &mut scope) {
@@ -339,7 +392,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         });
     }
     if action_srcs.is_empty() {
-        d.at(&main_path, 0, "the rule set has no actions: add [[actions]] to actions/*.toml");
+        d.at(
+            &main_path,
+            0,
+            "the rule set has no actions: add [[actions]] to actions/*.toml",
+        );
     }
 
     // Context weights.
@@ -354,12 +411,20 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         let cids = conds.add(&mut d, &main_path, Some(&w.when), &mut scope);
         let boost = *w.boost.get_ref();
         if !boost.is_finite() || boost < -100.0 {
-            d.at(&main_path, w.boost.span().start, "boost must be a finite percentage of at least -100");
+            d.at(
+                &main_path,
+                w.boost.span().start,
+                "boost must be a finite percentage of at least -100",
+            );
         }
-        let targets: Vec<(&str, &Spanned<String>)> = [("issue", &w.issue), ("group", &w.group), ("action", &w.action)]
-            .into_iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-            .collect();
+        let targets: Vec<(&str, &Spanned<String>)> = [
+            ("issue", &w.issue),
+            ("group", &w.group),
+            ("action", &w.action),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
         let target = match targets.as_slice() {
             [(kind, t)] => {
                 let known = match *kind {
@@ -368,7 +433,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
                     _ => first_seen.contains_key(t.get_ref()),
                 };
                 if !known {
-                    d.at(&main_path, t.span().start, format!("unknown {kind} `{}`", t.get_ref()));
+                    d.at(
+                        &main_path,
+                        t.span().start,
+                        format!("unknown {kind} `{}`", t.get_ref()),
+                    );
                 }
                 Some((*kind, t.get_ref().clone()))
             }
@@ -391,8 +460,12 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         let mut ws = Vec::new();
         for (i, t) in weight_targets.iter().enumerate() {
             let hit = match t {
-                Some(("issue", n)) => issues.get(action.issue as usize).is_some_and(|x| *x.name == **n),
-                Some(("group", n)) => groups.get(action.group as usize).is_some_and(|x| *x.name == **n),
+                Some(("issue", n)) => issues
+                    .get(action.issue as usize)
+                    .is_some_and(|x| *x.name == **n),
+                Some(("group", n)) => groups
+                    .get(action.group as usize)
+                    .is_some_and(|x| *x.name == **n),
                 Some((_, n)) => *action.id == **n,
                 None => false,
             };
@@ -415,13 +488,19 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         .experiment
         .as_ref()
         .and_then(|e| experiment(&mut d, &main_path, e, &channels));
-    let strategy = main.strategy.as_ref().and_then(|s| strategy(&mut d, &main_path, s, &lookup));
+    let strategy = main
+        .strategy
+        .as_ref()
+        .and_then(|s| strategy(&mut d, &main_path, s, &lookup));
     if let Some(a) = lookup.attrs.iter().find(|a| a.derived) {
         if !strategy.as_ref().is_some_and(|s| s.has_derive) {
             d.at(
                 &main_path,
                 0,
-                format!("attribute `{}` is derived, but no strategy defines `fn derive(customer)`", a.name),
+                format!(
+                    "attribute `{}` is derived, but no strategy defines `fn derive(customer)`",
+                    a.name
+                ),
             );
         }
     }
@@ -460,7 +539,10 @@ fn strategy(
         d.at(
             file,
             s.script.span().start,
-            format!("strategy script `{}` not found: scripts live in strategies/*.rhai", path.display()),
+            format!(
+                "strategy script `{}` not found: scripts live in strategies/*.rhai",
+                path.display()
+            ),
         );
         return None;
     };
@@ -490,7 +572,11 @@ fn experiment(
     let e = e.get_ref();
     let share = |d: &mut Diag<'_>, s: &Option<Spanned<f64>>| match s {
         Some(s) if !(0.0..=1.0).contains(s.get_ref()) => {
-            d.at(file, s.span().start, "a share is a fraction between 0 and 1");
+            d.at(
+                file,
+                s.span().start,
+                "a share is a fraction between 0 and 1",
+            );
             0.0
         }
         Some(s) => *s.get_ref(),
@@ -499,21 +585,33 @@ fn experiment(
     let challenger_share = share(d, &e.challenger_share);
     let control_share = share(d, &e.control_share);
     if challenger_share + control_share > 1.0 {
-        d.at(file, at, "challenger_share + control_share must not exceed 1");
+        d.at(
+            file,
+            at,
+            "challenger_share + control_share must not exceed 1",
+        );
     }
     let control = match e.control.as_ref().map(|c| c.get_ref().as_str()) {
         None | Some("no_action") => super::ControlMode::NoAction,
         Some("random_eligible") => super::ControlMode::RandomEligible,
         Some(other) => {
             let span = e.control.as_ref().map_or(at, |c| c.span().start);
-            d.at(file, span, format!("control `{other}` is neither `no_action` nor `random_eligible`"));
+            d.at(
+                file,
+                span,
+                format!("control `{other}` is neither `no_action` nor `random_eligible`"),
+            );
             super::ControlMode::NoAction
         }
     };
     let challenger = match (&e.challenger, d.src.challenger.as_deref()) {
         (Some(name), Some(csrc)) => match compile(csrc) {
             Ok(c) if c.experiment.is_some() => {
-                d.at(file, name.span().start, "the challenger has an [experiment] of its own; experiments do not nest");
+                d.at(
+                    file,
+                    name.span().start,
+                    "the challenger has an [experiment] of its own; experiments do not nest",
+                );
                 None
             }
             Ok(c) => {
@@ -537,12 +635,20 @@ fn experiment(
             }
         },
         (Some(name), None) => {
-            d.at(file, name.span().start, format!("challenger `{}` was not loaded", name.get_ref()));
+            d.at(
+                file,
+                name.span().start,
+                format!("challenger `{}` was not loaded", name.get_ref()),
+            );
             None
         }
         (None, _) => {
             if challenger_share > 0.0 {
-                d.at(file, at, "challenger_share is set but no `challenger` directory is named");
+                d.at(
+                    file,
+                    at,
+                    "challenger_share is set but no `challenger` directory is named",
+                );
             }
             None
         }
@@ -587,17 +693,32 @@ fn action_treatments(
     n: usize,
 ) -> Box<[Option<Arc<str>>]> {
     let mut out: Vec<Option<Arc<str>>> = vec![None; n];
-    let listed: Vec<&str> = a.channels.get_ref().iter().map(|c| c.get_ref().as_str()).collect();
+    let listed: Vec<&str> = a
+        .channels
+        .get_ref()
+        .iter()
+        .map(|c| c.get_ref().as_str())
+        .collect();
     if listed.is_empty() {
-        d.at(file, a.channels.span().start, "an action needs at least one channel");
+        d.at(
+            file,
+            a.channels.span().start,
+            "an action needs at least one channel",
+        );
     }
     for c in a.channels.get_ref() {
         let Some(&ci) = channel_index.get(c.get_ref().as_str()) else {
-            let hint = did_you_mean(crate::util::closest(c.get_ref(), channel_index.keys().copied()));
+            let hint = did_you_mean(crate::util::closest(
+                c.get_ref(),
+                channel_index.keys().copied(),
+            ));
             d.at(
                 file,
                 c.span().start,
-                format!("unknown channel `{}`{hint}; declare it under [channels]", c.get_ref()),
+                format!(
+                    "unknown channel `{}`{hint}; declare it under [channels]",
+                    c.get_ref()
+                ),
             );
             continue;
         };
@@ -624,7 +745,10 @@ fn action_treatments(
             d.at(
                 file,
                 k.span().start,
-                format!("treatment for channel `{}`, which is not in this action's `channels`", k.get_ref()),
+                format!(
+                    "treatment for channel `{}`, which is not in this action's `channels`",
+                    k.get_ref()
+                ),
             );
         }
     }
@@ -639,7 +763,13 @@ struct CondTable {
 }
 
 impl CondTable {
-    fn add(&mut self, d: &mut Diag<'_>, file: &Path, src: Option<&CondSrc>, scope: &mut Scope<'_>) -> Vec<u32> {
+    fn add(
+        &mut self,
+        d: &mut Diag<'_>,
+        file: &Path,
+        src: Option<&CondSrc>,
+        scope: &mut Scope<'_>,
+    ) -> Vec<u32> {
         let Some(src) = src else {
             return Vec::new();
         };
@@ -683,7 +813,11 @@ fn schema_attrs(
 ) -> Vec<Attribute> {
     let mut attrs = Vec::new();
     if schema.is_empty() {
-        d.at(file, 0, "no [schema]: declare the context attributes conditions may use");
+        d.at(
+            file,
+            0,
+            "no [schema]: declare the context attributes conditions may use",
+        );
     }
     if schema.len() > u16::MAX as usize {
         d.at(file, 0, "too many schema attributes");
@@ -700,11 +834,18 @@ fn schema_attrs(
         }
         let (ty_name, table) = match decl.get_ref() {
             toml::Value::String(t) => (Some(t.clone()), None),
-            toml::Value::Table(t) => (t.get("type").and_then(|v| v.as_str()).map(str::to_string), Some(t)),
+            toml::Value::Table(t) => (
+                t.get("type").and_then(|v| v.as_str()).map(str::to_string),
+                Some(t),
+            ),
             _ => (None, None),
         };
         let Some(ty_name) = ty_name else {
-            d.at(file, at, "an attribute is a type name (\"int\") or a table with `type = \"...\"`");
+            d.at(
+                file,
+                at,
+                "an attribute is a type name (\"int\") or a table with `type = \"...\"`",
+            );
             continue;
         };
         let Some(ty) = AttrType::parse(&ty_name) else {
@@ -765,7 +906,9 @@ fn schema_attrs(
                     Ok(v) => {
                         let bad = match (&v, &attr.values) {
                             (Value::String(s), Some(vals)) => !vals.contains(s),
-                            (Value::StringSet(items), Some(vals)) => items.iter().any(|s| !vals.contains(s)),
+                            (Value::StringSet(items), Some(vals)) => {
+                                items.iter().any(|s| !vals.contains(s))
+                            }
                             _ => false,
                         };
                         if bad {
@@ -812,5 +955,8 @@ pub(crate) fn source_hash(src: &RuleSource) -> String {
 }
 
 fn sha_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -304,7 +304,9 @@ impl RuleSet {
             .map(|i| i as u32)
             .ok_or_else(|| Error::UnknownChannel {
                 channel: name.to_string(),
-                known: crate::util::list(&self.channels.iter().map(|c| &*c.name).collect::<Vec<_>>()),
+                known: crate::util::list(
+                    &self.channels.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+                ),
             })
     }
 

@@ -234,7 +234,10 @@ impl<'de> Deserialize<'de> for CondKind {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CondKind, E> {
                 Ok(CondKind::One(v.to_string()))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CondKind, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CondKind, A::Error> {
                 let mut out = Vec::new();
                 while let Some(s) = seq.next_element::<Spanned<String>>()? {
                     out.push(s);

@@ -33,7 +33,6 @@ use serde::Deserialize;
 
 pub(crate) use types::{Candidate, Customer};
 
-
 /// Sandbox limits of a strategy (`[strategy.limits]`); every one is set
 /// explicitly on the rhai engine, since rhai's own defaults differ between
 /// debug and release builds.
@@ -86,8 +85,20 @@ pub struct Diagnostic {
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.line {
-            Some(l) => write!(f, "{}:{l}: {}: {}", self.script.display(), self.hook, self.message),
-            None => write!(f, "{}: {}: {}", self.script.display(), self.hook, self.message),
+            Some(l) => write!(
+                f,
+                "{}:{l}: {}: {}",
+                self.script.display(),
+                self.hook,
+                self.message
+            ),
+            None => write!(
+                f,
+                "{}: {}: {}",
+                self.script.display(),
+                self.hook,
+                self.message
+            ),
         }
     }
 }
@@ -131,7 +142,12 @@ pub(crate) struct LoadError {
 impl Strategy {
     /// Build the sandbox and compile `text`. `attributes` are the schema's
     /// attribute names with their slots, for the `customer.NAME` getters.
-    pub(crate) fn compile(script: &Path, text: &str, limits: &Limits, schema: &crate::Schema) -> Result<Strategy, LoadError> {
+    pub(crate) fn compile(
+        script: &Path,
+        text: &str,
+        limits: &Limits,
+        schema: &crate::Schema,
+    ) -> Result<Strategy, LoadError> {
         let mut engine = Rhai::new_raw();
         for pkg in [
             rhai::packages::LanguageCorePackage::new().as_shared_module(),
@@ -256,7 +272,11 @@ impl Drop for HookRun<'_> {
 }
 
 impl HookRun<'_> {
-    fn call(&mut self, hook: &'static str, args: impl rhai::FuncArgs) -> Result<Dynamic, Diagnostic> {
+    fn call(
+        &mut self,
+        hook: &'static str,
+        args: impl rhai::FuncArgs,
+    ) -> Result<Dynamic, Diagnostic> {
         let opts = CallFnOptions::new().eval_ast(false).rewind_scope(true);
         let s = self.strategy;
         s.engine
@@ -280,32 +300,50 @@ impl HookRun<'_> {
             return Ok(rhai::Map::new());
         }
         let t = out.type_name();
-        out.try_cast::<rhai::Map>()
-            .ok_or_else(|| self.bad("derive", format!("must return a map of derived attributes, returned {t}")))
+        out.try_cast::<rhai::Map>().ok_or_else(|| {
+            self.bad(
+                "derive",
+                format!("must return a map of derived attributes, returned {t}"),
+            )
+        })
     }
 
     /// `adjust(customer, candidate)`: the adjusted candidate.
-    pub(crate) fn adjust(&mut self, customer: &Customer, candidate: Candidate) -> Result<Candidate, Diagnostic> {
+    pub(crate) fn adjust(
+        &mut self,
+        customer: &Customer,
+        candidate: Candidate,
+    ) -> Result<Candidate, Diagnostic> {
         let out = self.call("adjust", (customer.clone(), candidate.clone()))?;
         if out.is_unit() {
             return Ok(candidate);
         }
         let t = out.type_name();
-        let c = out
-            .try_cast::<Candidate>()
-            .ok_or_else(|| self.bad("adjust", format!("must return the candidate (or nothing), returned {t}")))?;
+        let c = out.try_cast::<Candidate>().ok_or_else(|| {
+            self.bad(
+                "adjust",
+                format!("must return the candidate (or nothing), returned {t}"),
+            )
+        })?;
         c.check().map_err(|m| self.bad("adjust", m))?;
         Ok(c)
     }
 
     /// `select(customer, ranked)`: the final list of action ids.
-    pub(crate) fn select(&mut self, customer: &Customer, ranked: Vec<Candidate>) -> Result<Vec<String>, Diagnostic> {
+    pub(crate) fn select(
+        &mut self,
+        customer: &Customer,
+        ranked: Vec<Candidate>,
+    ) -> Result<Vec<String>, Diagnostic> {
         let arr: rhai::Array = ranked.into_iter().map(Dynamic::from).collect();
         let out = self.call("select", (customer.clone(), arr))?;
         let t = out.type_name();
-        let arr = out
-            .try_cast::<rhai::Array>()
-            .ok_or_else(|| self.bad("select", format!("must return an array of candidates or action ids, returned {t}")))?;
+        let arr = out.try_cast::<rhai::Array>().ok_or_else(|| {
+            self.bad(
+                "select",
+                format!("must return an array of candidates or action ids, returned {t}"),
+            )
+        })?;
         let mut ids = Vec::with_capacity(arr.len());
         for item in arr {
             if let Some(c) = item.clone().try_cast::<Candidate>() {
@@ -313,7 +351,10 @@ impl HookRun<'_> {
             } else if let Ok(s) = item.clone().into_immutable_string() {
                 ids.push(s.to_string());
             } else {
-                return Err(self.bad("select", format!("returned an array containing {}", item.type_name())));
+                return Err(self.bad(
+                    "select",
+                    format!("returned an array containing {}", item.type_name()),
+                ));
             }
         }
         Ok(ids)

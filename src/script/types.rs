@@ -21,9 +21,12 @@ impl Customer {
             Some(Value::Float(v)) => Dynamic::from_float(v),
             Some(Value::Bool(v)) => Dynamic::from_bool(v),
             Some(Value::String(s)) => Dynamic::from(ImmutableString::from(s)),
-            Some(Value::StringSet(items)) => {
-                Dynamic::from_array(items.into_iter().map(|s| Dynamic::from(ImmutableString::from(s))).collect())
-            }
+            Some(Value::StringSet(items)) => Dynamic::from_array(
+                items
+                    .into_iter()
+                    .map(|s| Dynamic::from(ImmutableString::from(s)))
+                    .collect(),
+            ),
             Some(Value::Timestamp(t)) => Dynamic::from_int(t.0),
         }
     }
@@ -96,7 +99,9 @@ pub(crate) fn register(engine: &mut rhai::Engine, schema: &Schema) {
         }
     });
     engine.register_fn("has", |c: &mut Customer, name: ImmutableString| -> bool {
-        c.0.schema.slot(&name).is_some_and(|s| c.0.value(s).is_some())
+        c.0.schema
+            .slot(&name)
+            .is_some_and(|s| c.0.value(s).is_some())
     });
 
     engine.register_type_with_name::<Candidate>("Candidate");
@@ -110,22 +115,34 @@ pub(crate) fn register(engine: &mut rhai::Engine, schema: &Schema) {
     engine.register_get("context_weight", |c: &mut Candidate| c.context_weight);
     engine.register_get("value", |c: &mut Candidate| c.value);
     engine.register_get("lever", |c: &mut Candidate| c.lever);
-    engine.register_set("propensity", |c: &mut Candidate, v: Dynamic| -> Result<(), Box<EvalAltResult>> {
-        c.propensity = number(v)?;
-        Ok(())
-    });
-    engine.register_set("context_weight", |c: &mut Candidate, v: Dynamic| -> Result<(), Box<EvalAltResult>> {
-        c.context_weight = number(v)?;
-        Ok(())
-    });
-    engine.register_set("value", |c: &mut Candidate, v: Dynamic| -> Result<(), Box<EvalAltResult>> {
-        c.value = number(v)?;
-        Ok(())
-    });
-    engine.register_set("lever", |c: &mut Candidate, v: Dynamic| -> Result<(), Box<EvalAltResult>> {
-        c.lever = number(v)?;
-        Ok(())
-    });
+    engine.register_set(
+        "propensity",
+        |c: &mut Candidate, v: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            c.propensity = number(v)?;
+            Ok(())
+        },
+    );
+    engine.register_set(
+        "context_weight",
+        |c: &mut Candidate, v: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            c.context_weight = number(v)?;
+            Ok(())
+        },
+    );
+    engine.register_set(
+        "value",
+        |c: &mut Candidate, v: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            c.value = number(v)?;
+            Ok(())
+        },
+    );
+    engine.register_set(
+        "lever",
+        |c: &mut Candidate, v: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            c.lever = number(v)?;
+            Ok(())
+        },
+    );
     engine.register_fn("exclude", |c: &mut Candidate, reason: ImmutableString| {
         c.excluded = Some(reason);
     });
