@@ -210,10 +210,24 @@ impl NbBuf {
 
     /// Hand `text` over to C, with a NUL byte after it.
     fn from_string(text: String) -> NbBuf {
-        if text.is_empty() {
+        NbBuf::from_utf8(text.into_bytes())
+    }
+
+    /// `value` as JSON. Serialized straight into a buffer of `capacity`
+    /// bytes (it grows if needed): for a decision this saves the
+    /// reallocations of `to_string`, which starts at 128 bytes.
+    fn json(value: &impl Serialize, capacity: usize) -> Result<NbBuf, Failure> {
+        let mut bytes = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut bytes, value)
+            .map_err(|e| Failure::new(NbStatus::NB_ERR_INTERNAL, format!("writing JSON: {e}")))?;
+        Ok(NbBuf::from_utf8(bytes))
+    }
+
+    /// Hand UTF-8 `bytes` over to C, with a NUL byte after them.
+    fn from_utf8(mut bytes: Vec<u8>) -> NbBuf {
+        if bytes.is_empty() {
             return NbBuf::EMPTY;
         }
-        let mut bytes = text.into_bytes();
         let len = bytes.len();
         bytes.reserve_exact(1);
         bytes.push(0);
@@ -378,12 +392,6 @@ struct VersionJson<'a> {
     hash: &'a str,
 }
 
-impl VersionJson<'_> {
-    fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
 /// The one guard every exported function runs in: empties `err`, runs
 /// `body`, turns an error or a panic into a status and (if `err` is not
 /// NULL) the error JSON. Nothing unwinds out of it.
@@ -415,7 +423,7 @@ unsafe fn guard(err: *mut NbBuf, body: impl FnOnce() -> Result<(), Failure>) -> 
 /// `dst` is NULL or valid for writes.
 unsafe fn put(dst: *mut NbBuf, buf: NbBuf) {
     if dst.is_null() {
-        // SAFETY: `buf` is ours (from `NbBuf::from_string` or empty).
+        // SAFETY: `buf` is ours (from `NbBuf::from_utf8` or empty).
         unsafe { free_buf(buf) };
     } else {
         // SAFETY: caller's promise; the old value is overwritten, not
@@ -427,7 +435,7 @@ unsafe fn put(dst: *mut NbBuf, buf: NbBuf) {
 /// Free a buffer's allocation.
 ///
 /// # Safety
-/// `buf` is empty or came from `NbBuf::from_string` and was not freed.
+/// `buf` is empty or came from `NbBuf::from_utf8` and was not freed.
 unsafe fn free_buf(buf: NbBuf) {
     if !buf.ptr.is_null() {
         // SAFETY: `ptr` and `cap` are a Vec<u8>'s, and `len < cap`.
@@ -468,24 +476,24 @@ unsafe fn engine_ref<'a>(handle: *const NbEngine) -> Result<&'a Engine, Failure>
 /// `{"version": N, "name": "...", "hash": "..."}` of version `number` (the
 /// one a load or rollback made live), or of the live version if a
 /// concurrent load has already pushed `number` out of the history.
-fn version_json(engine: &Engine, number: u64) -> String {
+fn version_buf(engine: &Engine, number: u64) -> Result<NbBuf, Failure> {
     let live = engine.current();
     if live.number() != number {
         if let Some(v) = engine.versions().into_iter().find(|v| v.version == number) {
-            return VersionJson {
+            let json = VersionJson {
                 version: v.version,
                 name: &v.name,
                 hash: &v.hash,
-            }
-            .to_json();
+            };
+            return NbBuf::json(&json, 128);
         }
     }
-    VersionJson {
+    let json = VersionJson {
         version: live.number(),
         name: live.rules().name(),
         hash: live.rules().hash(),
-    }
-    .to_json()
+    };
+    NbBuf::json(&json, 128)
 }
 
 /// The ABI version of this library: 1. Compare it with the header's
@@ -608,7 +616,7 @@ pub unsafe extern "C" fn nb_decide(
             let decision = engine
                 .decide_json(request)
                 .map_err(|e| Failure::from_error(e, Some(request)))?;
-            put(out, NbBuf::from_string(decision.to_json()));
+            put(out, NbBuf::json(&decision, 1024)?);
             Ok(())
         })
     }
@@ -668,10 +676,7 @@ pub unsafe extern "C" fn nb_engine_load_rules(
             let number = engine
                 .reload(Path::new(dir))
                 .map_err(|e| Failure::from_error(e, None))?;
-            put(
-                out_version,
-                NbBuf::from_string(version_json(engine, number)),
-            );
+            put(out_version, version_buf(engine, number)?);
             Ok(())
         })
     }
@@ -699,10 +704,7 @@ pub unsafe extern "C" fn nb_engine_rollback(
             let number = engine
                 .rollback()
                 .map_err(|e| Failure::from_error(e, None))?;
-            put(
-                out_version,
-                NbBuf::from_string(version_json(engine, number)),
-            );
+            put(out_version, version_buf(engine, number)?);
             Ok(())
         })
     }
@@ -721,9 +723,7 @@ pub unsafe extern "C" fn nb_engine_stats(engine: *const NbEngine, out: *mut NbBu
         put(out, NbBuf::EMPTY);
         guard(std::ptr::null_mut(), || {
             let engine = engine_ref(engine)?;
-            let stats = serde_json::to_string(&engine.stats())
-                .map_err(|e| Failure::new(NbStatus::NB_ERR_INTERNAL, format!("stats: {e}")))?;
-            put(out, NbBuf::from_string(stats));
+            put(out, NbBuf::json(&engine.stats(), 1024)?);
             Ok(())
         })
     }
