@@ -144,9 +144,8 @@ pub struct Context {
     /// Which slots the caller set (defaults are not "given").
     pub(crate) given: Vec<bool>,
     texts: Vec<Box<str>>,
-    set_items: Vec<(Sym, u32)>,
     /// Schema-default set and string values live in `texts` too.
-    _priv: (),
+    set_items: Vec<(Sym, u32)>,
 }
 
 impl fmt::Debug for Context {
@@ -177,7 +176,6 @@ impl Context {
             given: vec![false; schema.attrs.len()],
             texts: Vec::new(),
             set_items: Vec::new(),
-            _priv: (),
         };
         for (i, a) in schema.attrs.iter().enumerate() {
             if let Some(v) = &a.default_value {

@@ -104,12 +104,10 @@ impl RequestJson {
     pub(crate) fn bind(self, schema: &Arc<crate::Schema>) -> Result<DecisionRequest, Error> {
         let context = Context::from_json(schema, &self.context)?;
         let limit = match self.limit {
-            Some(n) if n == 0 || n > MAX_LIMIT as u64 => {
-                return Err(Error::InvalidRequest(format!(
-                    "limit must be between 1 and {MAX_LIMIT}, got {n}"
-                )))
-            }
-            other => other.map(|n| n as usize),
+            Some(n) => Some(crate::engine::check_limit(
+                usize::try_from(n).unwrap_or(usize::MAX),
+            )?),
+            None => None,
         };
         let now = match self.now {
             None | Some(serde_json::Value::Null) => None,

@@ -154,8 +154,6 @@ fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
     for dir in dirs {
         match RuleSet::from_dir(dir) {
             Ok(rs) => {
-                let groups: std::collections::BTreeSet<&str> = Default::default();
-                let _ = groups;
                 if json {
                     println!(
                         "{}",

@@ -275,12 +275,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             .cmp(b.item.get_ref().id.get_ref())
     });
     let mut actions: Vec<Action> = Vec::new();
-    let mut first_seen: FxHashMap<String, Location> = FxHashMap::default();
+    let mut first_seen: FxHashMap<String, (PathBuf, usize)> = FxHashMap::default();
     for la in &action_srcs {
         let file = &la.file;
         let a: &ActionSrc = la.item.get_ref();
         let id = a.id.get_ref();
-        let here = d.loc(file, a.id.span().start);
         if !valid_name(id) {
             d.at(
                 file,
@@ -288,12 +287,13 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
                 "action ids are letters, digits, `_` or `-` (at most 128)",
             );
         }
-        if let Some(first) = first_seen.get(id) {
+        if let Some((first_file, first_at)) = first_seen.get(id) {
+            let first = d.loc(first_file, *first_at);
             let msg = format!("duplicate action id `{id}` (first defined at {first})");
             d.at(file, a.id.span().start, msg);
             continue;
         }
-        first_seen.insert(id.clone(), here);
+        first_seen.insert(id.clone(), (file.clone(), a.id.span().start));
         let (group, issue) = match group_index.get(a.group.get_ref().as_str()) {
             Some(&g) => (g as u32, groups[g].issue),
             None => {
