@@ -68,7 +68,11 @@ pub fn eval_condition(text: &str, values: &[(&str, Value)], now: i64) -> CondRes
     let Ok(ctx) = b.build() else {
         return CondResult::Rejected("bad context".into());
     };
-    let env = Env { ctx: &ctx, now };
+    let env = Env {
+        ctx: &ctx,
+        now,
+        channel: (0, "web"),
+    };
     for c in &conjuncts {
         match c.ir.eval(env) {
             Ok(true) => {}

@@ -165,3 +165,54 @@ treatment = "x"
         "{msg}"
     );
 }
+
+/// The built-in `channel` reads the request's channel: one group-level
+/// policy can treat outbound channels differently from inbound ones, and
+/// the memoised conjunct is per decision, so it never leaks across channels.
+#[test]
+fn conditions_read_the_request_channel() {
+    let rules = RULESET.replace(
+        "eligibility = \"age >= 18\"",
+        "eligibility = [\"age >= 18\", 'channel != \"email\" || segment == \"gold\"']",
+    );
+    let src = RuleSource::new()
+        .file("ruleset.toml", &rules)
+        .file("actions/a.toml", ACTIONS);
+    let e = Engine::new(RuleSet::compile(&src).unwrap());
+    let decide = |channel: &str, segment: &str| {
+        let ctx = Context::builder(&e.schema())
+            .set("age", 40)
+            .set("income", 50_000.0)
+            .set("segment", segment)
+            .set("call_reason", "billing")
+            .set(
+                "last_contact",
+                Timestamp::parse("2026-11-20T00:00:00Z").unwrap(),
+            )
+            .build()
+            .unwrap();
+        let d = e
+            .decide(&DecisionRequest::new("C1", channel, ctx).explain(true))
+            .unwrap();
+        let filtered: Vec<_> = d
+            .filtered()
+            .map(|f| (f.action().to_string(), f.condition().map(str::to_string)))
+            .collect();
+        let ids: Vec<String> = d.action_ids().into_iter().map(String::from).collect();
+        (ids, filtered)
+    };
+    // Inbound: the channel conjunct holds for everyone.
+    assert_eq!(decide("call_center", "mass").0, vec!["CARD_BASIC"]);
+    // Outbound, not gold: the whole group is removed by that conjunct.
+    let (ids, filtered) = decide("email", "mass");
+    assert!(ids.is_empty(), "{ids:?}");
+    assert_eq!(
+        filtered,
+        vec![(
+            "CARD_GOLD".to_string(),
+            Some("channel != \"email\" || segment == \"gold\"".to_string())
+        )]
+    );
+    // Outbound, gold: allowed.
+    assert_eq!(decide("email", "gold").0, vec!["CARD_GOLD"]);
+}

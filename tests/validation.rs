@@ -772,3 +772,41 @@ fn condition_after_a_line_ending_backslash_reports_the_right_line() {
         "actions/x.toml:8:5: unknown attribute `agee` (did you mean `age`?); declare it under [schema]".into(),
     );
 }
+
+#[test]
+fn channel_compared_with_an_undeclared_channel() {
+    let action = ACTION.replace(
+        "treatment = \"t\"",
+        "treatment = \"t\"\neligibility = 'channel == \"emial\"'",
+    );
+    one_error(
+        &source(RULESET, &action),
+        format!(
+            "{}: `emial` is not a declared channel; declare it under [channels]",
+            at("actions/x.toml", &action, "channel ==")
+        ),
+    );
+    let action = ACTION.replace(
+        "treatment = \"t\"",
+        "treatment = \"t\"\neligibility = 'channel in [\"web\", \"fax\"]'",
+    );
+    one_error(
+        &source(RULESET, &action),
+        format!(
+            "{}: `fax` is not a declared channel; declare it under [channels]",
+            at("actions/x.toml", &action, "\"fax\"")
+        ),
+    );
+}
+
+#[test]
+fn channel_is_a_reserved_attribute_name() {
+    let text = RULESET.replace("age = \"int\"", "age = \"int\"\nchannel = \"string\"");
+    one_error(
+        &source(&text, ACTION),
+        format!(
+            "{}: `channel` is a built-in name (the request's channel); choose another attribute name",
+            at("ruleset.toml", &text, "channel = ")
+        ),
+    );
+}

@@ -239,9 +239,11 @@ impl Serialize for Candidates<'_> {
             rebound = it.context.rebind(&rules.schema);
             &rebound
         };
+        let ch = &rules.channels[d.channel as usize];
         let env = Env {
             ctx,
             now: d.timestamp.0,
+            channel: (ch.sym, &ch.name),
         };
         let mut seq = s.serialize_seq(Some(d.ranked.len() + d.removed.len()))?;
         for (i, c) in d.ranked.iter().enumerate() {

@@ -311,7 +311,11 @@ fn evaluate(
     record: Record,
 ) -> Outcome {
     let ch = &rs.channels[channel as usize];
-    let env = Env { ctx, now: now.0 };
+    let env = Env {
+        ctx,
+        now: now.0,
+        channel: (ch.sym, &ch.name),
+    };
     let mut results = take_scratch(rs.conds.len());
     let mut memo = Memo::new(&mut results, &rs.conds, env);
     let mut chosen = Vec::with_capacity(if record.all {

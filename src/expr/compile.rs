@@ -2,7 +2,8 @@
 //! typed IR of [`super::ir`]. Every error carries the span of the offending
 //! node, so the loader can point at file:line:col.
 
-use super::ir::{ArithOp, BoolIr, CmpOp, FloatIr, IntIr, StrIr};
+use super::ir::{ArithOp, BoolIr, CmpOp, FloatIr, IntIr, StrIr, Sym};
+use super::lexer::Span;
 use super::parser::{Ast, AstKind, BinOp, UnOp};
 use super::ParseError;
 use crate::ruleset::schema::{AttrType, Schema, Symbols};
@@ -13,6 +14,22 @@ use crate::util::did_you_mean;
 pub(crate) struct Scope<'a> {
     pub attrs: &'a Schema,
     pub symbols: &'a mut Symbols,
+}
+
+/// The built-in name for the request's channel.
+pub(crate) const CHANNEL: &str = "channel";
+
+/// `channel` compared with a literal that is not a declared channel would
+/// silently never match: reject it.
+fn check_channel(sym: Sym, text: &str, at: Span, scope: &Scope<'_>) -> Result<(), ParseError> {
+    let declared = &scope.symbols.channels;
+    if declared.is_empty() || declared.contains(&sym) {
+        return Ok(());
+    }
+    Err(ParseError::new(
+        at,
+        format!("`{text}` is not a declared channel; declare it under [channels]"),
+    ))
 }
 
 /// The functions conditions may call.
@@ -93,6 +110,9 @@ fn check(ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, ParseError> {
             return Err(err(
                 "a list may only appear on the right of `in`, e.g. `segment in [\"gold\", \"platinum\"]`".into(),
             ))
+        }
+        AstKind::Attr(name) if name == CHANNEL && scope.attrs.slot(name).is_none() => {
+            Typed::Str(StrIr::Channel)
         }
         AstKind::Attr(name) => {
             let Some(slot) = scope.attrs.slot(name) else {
@@ -183,6 +203,11 @@ fn binary(
             }
             (Typed::Bool(x), Typed::Bool(y)) if equality => BoolIr::CmpBool(cmp, Box::new((x, y))),
             (Typed::Str(x), Typed::Str(y)) if equality => {
+                for (side, other) in [(&x, &y), (&y, &x)] {
+                    if let (StrIr::Channel, StrIr::Const(sym, text)) = (side, other) {
+                        check_channel(*sym, text, ast.span, scope)?;
+                    }
+                }
                 BoolIr::StrEq(cmp == CmpOp::Ne, Box::new((x, y)))
             }
             (Typed::Str(_), Typed::Str(_)) | (Typed::Bool(_), Typed::Bool(_)) => {
@@ -312,7 +337,12 @@ fn in_list(l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, 
             let mut syms = Vec::new();
             for (t, span) in consts {
                 match t {
-                    Typed::Str(StrIr::Const(sym, _)) => syms.push(sym),
+                    Typed::Str(StrIr::Const(sym, text)) => {
+                        if matches!(s, StrIr::Channel) {
+                            check_channel(sym, &text, span, scope)?;
+                        }
+                        syms.push(sym)
+                    }
                     t => return Err(mismatch(span, "a string", &t)),
                 }
             }

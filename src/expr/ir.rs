@@ -102,14 +102,18 @@ pub(crate) enum FloatIr {
 pub(crate) enum StrIr {
     Const(Sym, Box<str>),
     Attr(u16),
+    /// The request's channel (the built-in name `channel`).
+    Channel,
 }
 
-/// What evaluation needs besides the tree: the bound context and the
-/// decision time (epoch seconds) for `days_since`.
+/// What evaluation needs besides the tree: the bound context, the
+/// decision time (epoch seconds) for `days_since`, and the request's
+/// channel (its symbol and name) for the built-in `channel`.
 #[derive(Clone, Copy)]
 pub(crate) struct Env<'a> {
     pub ctx: &'a Context,
     pub now: i64,
+    pub channel: (Sym, &'a str),
 }
 
 type R<T> = Result<T, EvalError>;
@@ -277,6 +281,7 @@ impl StrIr {
         match self {
             StrIr::Const(sym, _) => Ok(*sym),
             StrIr::Attr(slot) => env.ctx.str_sym(*slot),
+            StrIr::Channel => Ok(env.channel.0),
         }
     }
 
@@ -288,6 +293,7 @@ impl StrIr {
         match self {
             StrIr::Const(sym, text) => Ok((*sym, text)),
             StrIr::Attr(slot) => env.ctx.str(*slot),
+            StrIr::Channel => Ok(env.channel),
         }
     }
 

@@ -111,6 +111,7 @@ fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
             let env = Env {
                 ctx: &ctx,
                 now: NOW,
+                channel: (0, "web"),
             };
             for conj in &conjuncts {
                 match conj.ir.eval(env) {

@@ -177,6 +177,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             direction,
             limit,
             actions: Box::new([]),
+            sym: 0,
         });
     }
     if channels.is_empty() {
@@ -185,6 +186,10 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             0,
             "no channels: declare at least one under [channels]",
         );
+    }
+    for c in &mut channels {
+        c.sym = symbols.intern(&c.name);
+        symbols.channels.push(c.sym);
     }
     let channel_index: FxHashMap<&str, usize> = channels
         .iter()
@@ -825,6 +830,13 @@ fn schema_attrs(
     }
     for (name, decl) in schema {
         let at = decl.span().start;
+        if name.get_ref() == crate::expr::CHANNEL {
+            d.at(
+                file,
+                name.span().start,
+                "`channel` is a built-in name (the request's channel); choose another attribute name",
+            );
+        }
         if !valid_ident(name.get_ref()) {
             d.at(
                 file,

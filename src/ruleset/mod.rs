@@ -155,6 +155,8 @@ pub(crate) struct Channel {
     pub limit: Option<usize>,
     /// Indices of the actions offered on this channel, ascending (= by id).
     pub actions: Box<[u32]>,
+    /// The channel name's symbol (for the built-in `channel`).
+    pub sym: crate::expr::Sym,
 }
 
 #[derive(Debug)]

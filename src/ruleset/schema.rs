@@ -97,6 +97,9 @@ impl Attribute {
 pub(crate) struct Symbols {
     by_text: FxHashMap<Box<str>, Sym>,
     texts: Vec<Box<str>>,
+    /// The declared channels' symbols, for checking `channel == "..."`
+    /// (empty: not checked).
+    pub(crate) channels: Vec<Sym>,
 }
 
 impl Symbols {
@@ -104,6 +107,7 @@ impl Symbols {
         Symbols {
             by_text: FxHashMap::default(),
             texts: vec!["".into()],
+            channels: Vec::new(),
         }
     }
 
