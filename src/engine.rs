@@ -33,7 +33,7 @@ use crate::outcome::Outcome;
 use crate::ruleset::{source_hash, ControlMode, RuleSet, RuleSource, Schema};
 use crate::util::Striped;
 
-mod pipeline;
+pub(crate) mod pipeline;
 
 /// A published rule version: a compiled rule set and its number.
 #[derive(Debug)]
@@ -487,13 +487,22 @@ impl Engine {
     /// Decide: the next best actions for the request's customer and channel.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
         let version = self.current.load_full();
-        let d = pipeline::decide_on(version, request, self.log_detail());
+        let d = pipeline::decide_on(version, request, self.log_detail(), None);
         self.count(self.logged(d, request))
+    }
+
+    /// Re-decide a logged decision (replay): not logged, not counted.
+    pub(crate) fn decide_replay(
+        &self,
+        request: &DecisionRequest,
+        replaying: &pipeline::Replaying,
+    ) -> Result<Decision, Error> {
+        pipeline::decide_on(self.current.load_full(), request, None, Some(replaying))
     }
 
     /// Decide without logging (simulation's explained pass).
     pub(crate) fn decide_unlogged(&self, request: &DecisionRequest) -> Result<Decision, Error> {
-        pipeline::decide_on(self.current.load_full(), request, None)
+        pipeline::decide_on(self.current.load_full(), request, None, None)
     }
 
     fn log_detail(&self) -> Option<crate::audit::LogDetail> {
@@ -533,7 +542,7 @@ impl Engine {
             .map_err(|e| Error::InvalidRequest(e.to_string()))
             .and_then(|raw| raw.bind(&version.rules.schema))
             .and_then(|request| {
-                let d = pipeline::decide_on(version, &request, self.log_detail());
+                let d = pipeline::decide_on(version, &request, self.log_detail(), None);
                 self.logged(d, &request)
             });
         self.count(result)

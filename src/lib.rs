@@ -16,12 +16,14 @@
 //! ```
 //! use nextbest::{Context, DecisionRequest, Engine};
 //!
-//! let engine = Engine::from_dir("tests/fixtures/mini")?;
+//! let engine = Engine::from_dir("rules/retail_bank")?;
 //! let ctx = Context::builder(&engine.schema())
 //!     .set("age", 34)
 //!     .set("income", 52_000.0)
-//!     .set("segment", "gold")
+//!     .set("segment", "affluent")
+//!     .set("tenure_months", 40)
 //!     .set("products", ["CURRENT"])
+//!     .set("call_reason", "cancellation")
 //!     .build()?;
 //! let request = DecisionRequest::new("C1", "call_center", ctx).explain(true);
 //! let decision = engine.decide(&request)?;

@@ -456,3 +456,61 @@ fn records_flushed_before_a_sigkill_survive_and_at_most_the_last_line_is_partial
         );
     }
 }
+
+/// Whether a strategy's wall-clock budget runs out depends on the machine's
+/// load, not on the decision's inputs. The log records which hooks it
+/// stopped, and replay skips exactly those (and runs the others without a
+/// wall clock), so a decision made under load still replays exactly.
+#[test]
+fn hooks_stopped_by_the_time_budget_replay_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(rules.join("actions")).unwrap();
+    std::fs::create_dir_all(rules.join("strategies")).unwrap();
+    let mini = Path::new("tests/fixtures/mini");
+    let ruleset = std::fs::read_to_string(mini.join("ruleset.toml")).unwrap()
+        + "[strategy]\nscript = \"strategies/s.rhai\"\n[strategy.limits]\ntime_budget_us = 1\nmax_operations = 1000000\n";
+    std::fs::write(rules.join("ruleset.toml"), ruleset).unwrap();
+    std::fs::copy(
+        mini.join("actions/actions.toml"),
+        rules.join("actions/actions.toml"),
+    )
+    .unwrap();
+    // select() reverses the ranking after a loop far longer than 1 µs: when
+    // it runs to the end the result differs from the plain top N.
+    std::fs::write(
+        rules.join("strategies/s.rhai"),
+        "fn select(customer, ranked) {\n    let i = 0;\n    while i < 20000 { i += 1; }\n    ranked.reverse();\n    ranked\n}\n",
+    )
+    .unwrap();
+    let log = dir.path().join("log.jsonl");
+    log_population(&rules, &mini.join("customers.jsonl"), &log);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let timed_out = records
+        .iter()
+        .filter(|r| r["timed_out"] == serde_json::json!(["select"]))
+        .count();
+    assert!(
+        timed_out > 0,
+        "no decision logged a timed-out select: {}",
+        records[0]
+    );
+    let report = replay(
+        std::slice::from_ref(&log),
+        &VersionSources {
+            rules_dir: Some(rules.clone()),
+            archive_dir: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        report.ok(),
+        "{:?}",
+        report.mismatches.iter().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(report.matched, records.len());
+}

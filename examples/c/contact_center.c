@@ -186,17 +186,28 @@ int main(int argc, char **argv) {
 
     while (getline(&line, &line_cap, in) != -1) {
         const char *open = strchr(line, '{');
+        const char *context, *context_end;
         nb_buf decision = {NULL, 0, 0};
         size_t len;
         if (open == NULL) continue; /* blank line */
         customers++;
-        /* The customer line is an object: add the channel as its first field. */
-        len = strlen(open) + sizeof "{\"channel\":\"" CHANNEL "\",";
-        request = (char *)realloc(request, len);
-        if (request == NULL) return 1;
-        snprintf(request, len, "{\"channel\":\"" CHANNEL "\",%s", open + 1);
         if (!field(open, open + strlen(open), "customer_id", customer, sizeof customer))
             snprintf(customer, sizeof customer, "?");
+        /* The request: this desktop's channel, the customer id and the
+         * line's "context" object (whatever channel the line names). */
+        context = strstr(open, "\"context\":");
+        if (context != NULL) context = strchr(context + 10, '{');
+        if (context == NULL) {
+            printf("customer %s\n  error: no \"context\" object\n", customer);
+            errors++;
+            continue;
+        }
+        context_end = skip_nested(context);
+        len = strlen(customer) + (size_t)(context_end - context) + 64;
+        request = (char *)realloc(request, len);
+        if (request == NULL) return 1;
+        snprintf(request, len, "{\"channel\":\"" CHANNEL "\",\"customer_id\":\"%s\",\"context\":%.*s}",
+                 customer, (int)(context_end - context), context);
 
         printf("customer %s\n", customer);
         status = nb_decide(engine, (const uint8_t *)request, strlen(request), &decision, &err);

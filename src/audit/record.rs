@@ -120,6 +120,17 @@ impl Serialize for DecisionRecord<'_> {
         if !d.diagnostics.is_empty() {
             let diags: Vec<String> = d.diagnostics.iter().map(ToString::to_string).collect();
             m.serialize_entry("diagnostics", &diags)?;
+            // Whether a wall-clock budget runs out depends on the machine,
+            // not the inputs: the replay needs to know which hooks it stopped.
+            let timed_out: Vec<&str> = d
+                .diagnostics
+                .iter()
+                .filter(|x| x.timed_out())
+                .map(|x| x.hook)
+                .collect();
+            if !timed_out.is_empty() {
+                m.serialize_entry("timed_out", &timed_out)?;
+            }
         }
         m.serialize_entry("elapsed_ns", &d.elapsed_ns)?;
         m.end()

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::context::Timestamp;
 use crate::decision::{Decision, DecisionRequest, RequestJson};
-use crate::engine::Engine;
+use crate::engine::{pipeline::Replaying, Engine};
 use crate::error::Error;
 use crate::ruleset::{source::ARCHIVED_CHALLENGER, RuleSet, RuleSource};
 
@@ -276,7 +276,20 @@ fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String
     };
     let mut req: DecisionRequest = raw.bind(&engine.schema())?;
     req.now = Some(now);
-    let d = engine.decide(&req)?;
+    let replaying = Replaying {
+        timed_out: rec["timed_out"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| match h.as_str() {
+                Some("derive") => Some("derive"),
+                Some("adjust") => Some("adjust"),
+                Some("select") => Some("select"),
+                _ => None,
+            })
+            .collect(),
+    };
+    let d = engine.decide_replay(&req, &replaying)?;
     let diff = compare(rec, &d);
     let rules = engine.current();
     let reads_masked = masked.iter().any(|m| rules.rules().reads_attribute(m));

@@ -24,6 +24,7 @@ pub(crate) fn decide_on(
     version: Arc<Version>,
     request: &DecisionRequest,
     log: Option<LogDetail>,
+    replay: Option<&Replaying>,
 ) -> Result<Decision, Error> {
     let log_removed = log == Some(LogDetail::All);
     let log_ranked = matches!(log, Some(LogDetail::All | LogDetail::Ranked));
@@ -46,13 +47,22 @@ pub(crate) fn decide_on(
 
     // The strategy's derive hook runs before the policies, which may read
     // what it derives.
-    let mut hooks = rs
-        .strategy
-        .as_ref()
-        .map(|s| (s, s.begin(now.0), Customer(Arc::new(ctx.clone()))));
+    let mut hooks = rs.strategy.as_ref().map(|s| {
+        (
+            s,
+            s.begin(now.0, replay.is_none()),
+            Customer(Arc::new(ctx.clone())),
+        )
+    });
+    let timed_out = |hook| replay.is_some_and(|r| r.timed_out.contains(&hook));
     let derived;
     if let Some((s, run, customer)) = hooks.as_mut().filter(|h| h.0.has_derive) {
-        match run.derive(customer) {
+        let result = if timed_out("derive") {
+            Err(run.replayed_timeout("derive"))
+        } else {
+            run.derive(customer)
+        };
+        match result {
             Ok(map) => {
                 let mut c = ctx.clone();
                 apply_derived(&mut c, map, s, &mut diagnostics);
@@ -78,14 +88,21 @@ pub(crate) fn decide_on(
     };
     let mut out = evaluate(rs, channel, ctx, now, limit, record);
     if let Some((s, run, customer)) = hooks.as_mut() {
-        if s.has_adjust {
+        if s.has_adjust && timed_out("adjust") {
+            diagnostics.push(run.replayed_timeout("adjust"));
+        } else if s.has_adjust {
             adjust(rs, run, customer, &mut out, &mut diagnostics);
         }
         if s.has_select {
-            match run.select(
-                customer,
-                out.ranked.iter().map(|c| candidate(rs, c)).collect(),
-            ) {
+            let result = if timed_out("select") {
+                Err(run.replayed_timeout("select"))
+            } else {
+                run.select(
+                    customer,
+                    out.ranked.iter().map(|c| candidate(rs, c)).collect(),
+                )
+            };
+            match result {
                 Ok(ids) => out.chosen = selected(rs, &out.ranked, &ids, limit, s, &mut diagnostics),
                 Err(d) => diagnostics.push(d),
             }
@@ -130,6 +147,14 @@ pub(crate) fn decide_on(
         elapsed_ns: since(started),
         version,
     })
+}
+
+/// What a replay must reproduce that the inputs do not determine.
+#[derive(Debug, Default)]
+pub(crate) struct Replaying {
+    /// The hooks the wall-clock budget stopped when the decision was made:
+    /// the replay skips them (and runs the others without a wall clock).
+    pub timed_out: Vec<&'static str>,
 }
 
 /// Put `derive`'s map into the context; unknown or mistyped keys are

@@ -82,6 +82,14 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// Whether the wall-clock budget stopped the hook (the one failure
+    /// that depends on the machine rather than on the decision's inputs).
+    pub fn timed_out(&self) -> bool {
+        self.message == BUDGET_EXCEEDED
+    }
+}
+
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.line {
@@ -124,6 +132,9 @@ impl std::fmt::Debug for Strategy {
             .finish()
     }
 }
+
+/// The message of a hook stopped by the wall-clock budget.
+pub(crate) const BUDGET_EXCEEDED: &str = "time budget exceeded";
 
 thread_local! {
     /// The decision time (epoch seconds) hooks see through `days_since`.
@@ -182,7 +193,7 @@ impl Strategy {
                 return None;
             }
             match DEADLINE.with(Cell::get) {
-                Some(d) if Instant::now() > d => Some(Dynamic::from("time budget exceeded")),
+                Some(d) if Instant::now() > d => Some(Dynamic::from(BUDGET_EXCEEDED)),
                 _ => None,
             }
         });
@@ -235,10 +246,14 @@ impl Strategy {
         })
     }
 
-    /// Start the hooks of one decision: sets the time budget and `now`.
-    pub(crate) fn begin(&self, now: i64) -> HookRun<'_> {
+    /// Start the hooks of one decision: sets `now` and, unless replaying,
+    /// the wall-clock budget. (A replay reproduces the logged time-outs
+    /// instead: whether a budget runs out depends on the machine's load,
+    /// not on the decision's inputs.)
+    pub(crate) fn begin(&self, now: i64, wall_clock: bool) -> HookRun<'_> {
         NOW.with(|n| n.set(now));
-        DEADLINE.with(|d| d.set(Some(Instant::now() + self.budget)));
+        let deadline = wall_clock.then(|| Instant::now() + self.budget);
+        DEADLINE.with(|d| d.set(deadline));
         HookRun {
             strategy: self,
             scope: Scope::new(),
@@ -282,6 +297,12 @@ impl HookRun<'_> {
         s.engine
             .call_fn_with_options::<Dynamic>(opts, &mut self.scope, &s.ast, hook, args)
             .map_err(|e| s.diagnostic(hook, &e))
+    }
+
+    /// The diagnostic of a hook that a replay skips because it timed out
+    /// when the decision was made.
+    pub(crate) fn replayed_timeout(&self, hook: &'static str) -> Diagnostic {
+        self.bad(hook, BUDGET_EXCEEDED.to_string())
     }
 
     fn bad(&self, hook: &'static str, message: String) -> Diagnostic {
