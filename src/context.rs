@@ -224,6 +224,11 @@ impl Context {
         self.value(self.schema.slot(name)?)
     }
 
+    /// The raw slot, and the text store its strings index.
+    pub(crate) fn raw(&self, slot: u16) -> (&Slot, &[Box<str>], &[(Sym, u32)]) {
+        (&self.slots[slot as usize], &self.texts, &self.set_items)
+    }
+
     pub(crate) fn value(&self, slot: u16) -> Option<Value> {
         Some(match &self.slots[slot as usize] {
             Slot::Missing => return None,

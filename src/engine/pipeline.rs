@@ -47,13 +47,10 @@ pub(crate) fn decide_on(
 
     // The strategy's derive hook runs before the policies, which may read
     // what it derives.
-    let mut hooks = rs.strategy.as_ref().map(|s| {
-        (
-            s,
-            s.begin(now.0, replay.is_none()),
-            Customer(Arc::new(ctx.clone())),
-        )
-    });
+    let mut hooks = rs
+        .strategy
+        .as_ref()
+        .map(|s| (s, s.begin(now.0, replay.is_none()), s.customer(ctx)));
     let timed_out = |hook| replay.is_some_and(|r| r.timed_out.contains(&hook));
     let derived;
     if let Some((s, run, customer)) = hooks.as_mut().filter(|h| h.0.has_derive) {
@@ -64,10 +61,9 @@ pub(crate) fn decide_on(
         };
         match result {
             Ok(map) => {
-                let mut c = ctx.clone();
-                apply_derived(&mut c, map, s, &mut diagnostics);
-                *customer = Customer(Arc::new(c.clone()));
-                derived = c;
+                // The script has dropped its copies: this clones nothing.
+                apply_derived(Arc::make_mut(&mut customer.0), map, s, &mut diagnostics);
+                derived = Arc::clone(&customer.0);
                 ctx = &derived;
             }
             Err(d) => diagnostics.push(d),
@@ -91,7 +87,7 @@ pub(crate) fn decide_on(
         if s.has_adjust && timed_out("adjust") {
             diagnostics.push(run.replayed_timeout("adjust"));
         } else if s.has_adjust {
-            adjust(rs, run, customer, &mut out, &mut diagnostics);
+            adjust(s.names(rs), run, customer, &mut out, &mut diagnostics);
         }
         if s.has_select {
             let result = if timed_out("select") {
@@ -99,7 +95,10 @@ pub(crate) fn decide_on(
             } else {
                 run.select(
                     customer,
-                    out.ranked.iter().map(|c| candidate(rs, c)).collect(),
+                    out.ranked
+                        .iter()
+                        .map(|c| candidate(s.names(rs), c))
+                        .collect(),
                 )
             };
             match result {
@@ -208,12 +207,12 @@ fn apply_derived(
     }
 }
 
-fn candidate(rs: &RuleSet, c: &Scored) -> Candidate {
-    let a = &rs.actions[c.action as usize];
+fn candidate(names: &[[rhai::ImmutableString; 3]], c: &Scored) -> Candidate {
+    let [id, group, issue] = &names[c.action as usize];
     Candidate {
-        id: a.id.as_ref().into(),
-        group: rs.groups[a.group as usize].name.as_ref().into(),
-        issue: rs.issues[a.issue as usize].name.as_ref().into(),
+        id: id.clone(),
+        group: group.clone(),
+        issue: issue.clone(),
         propensity: c.propensity,
         context_weight: c.context_weight,
         value: c.value,
@@ -225,7 +224,7 @@ fn candidate(rs: &RuleSet, c: &Scored) -> Candidate {
 /// Run `adjust` on every survivor. If any call fails, the hook's effect is
 /// dropped for the whole decision and a diagnostic says why.
 fn adjust(
-    rs: &RuleSet,
+    names: &[[rhai::ImmutableString; 3]],
     run: &mut HookRun<'_>,
     customer: &Customer,
     out: &mut Outcome,
@@ -234,7 +233,7 @@ fn adjust(
     let mut kept = Vec::with_capacity(out.ranked.len());
     let mut excluded = Vec::new();
     for c in &out.ranked {
-        match run.adjust(customer, candidate(rs, c)) {
+        match run.adjust(customer, candidate(names, c)) {
             Ok(a) => match a.excluded {
                 Some(reason) => excluded.push(Removed {
                     action: c.action,

@@ -111,6 +111,11 @@ impl Symbols {
         }
     }
 
+    /// Every interned string, indexed by its symbol.
+    pub(crate) fn texts(&self) -> &[Box<str>] {
+        &self.texts
+    }
+
     pub(crate) fn intern(&mut self, s: &str) -> Sym {
         if let Some(&sym) = self.by_text.get(s) {
             return sym;

@@ -120,6 +120,12 @@ pub(crate) struct Strategy {
     pub has_adjust: bool,
     pub has_select: bool,
     budget: Duration,
+    /// Per action index: its id, group and issue as rhai strings, built on
+    /// first use so that a candidate costs reference counts, not
+    /// allocations.
+    names: std::sync::OnceLock<Box<[[rhai::ImmutableString; 3]]>>,
+    /// The schema's interned strings by symbol, built on first use.
+    symbols: std::sync::OnceLock<std::sync::Arc<[rhai::ImmutableString]>>,
 }
 
 impl std::fmt::Debug for Strategy {
@@ -243,7 +249,38 @@ impl Strategy {
             has_adjust: has[1],
             has_select: has[2],
             budget: Duration::from_micros(limits.time_budget_us.max(1)),
+            names: std::sync::OnceLock::new(),
+            symbols: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The id, group and issue of every action of `rs` as rhai strings.
+    pub(crate) fn names(&self, rs: &crate::ruleset::RuleSet) -> &[[rhai::ImmutableString; 3]] {
+        self.names.get_or_init(|| {
+            rs.actions
+                .iter()
+                .map(|a| {
+                    [
+                        a.id.as_ref().into(),
+                        rs.groups[a.group as usize].name.as_ref().into(),
+                        rs.issues[a.issue as usize].name.as_ref().into(),
+                    ]
+                })
+                .collect()
+        })
+    }
+
+    /// The customer of one decision, as scripts see it.
+    pub(crate) fn customer(&self, ctx: &crate::context::Context) -> Customer {
+        let symbols = self.symbols.get_or_init(|| {
+            ctx.schema
+                .symbols
+                .texts()
+                .iter()
+                .map(|t| rhai::ImmutableString::from(&**t))
+                .collect()
+        });
+        Customer(std::sync::Arc::new(ctx.clone()), symbols.clone())
     }
 
     /// Start the hooks of one decision: sets `now` and, unless replaying,

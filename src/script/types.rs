@@ -6,28 +6,36 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, EvalAltResult, ImmutableString, INT};
 
-use crate::context::{Context, Value};
+use crate::context::{Context, Slot};
+use crate::expr::Sym;
 use crate::Schema;
 
-/// The customer of the running decision, shared with the script.
+/// The customer of the running decision, shared with the script, and the
+/// rule version's interned strings as rhai strings (so reading a string the
+/// rules mention costs a reference count, not an allocation).
 #[derive(Clone)]
-pub(crate) struct Customer(pub Arc<Context>);
+pub(crate) struct Customer(pub Arc<Context>, pub Arc<[ImmutableString]>);
 
 impl Customer {
     fn get(&self, slot: u16) -> Dynamic {
-        match self.0.value(slot) {
-            None => Dynamic::UNIT,
-            Some(Value::Int(v)) => Dynamic::from_int(v),
-            Some(Value::Float(v)) => Dynamic::from_float(v),
-            Some(Value::Bool(v)) => Dynamic::from_bool(v),
-            Some(Value::String(s)) => Dynamic::from(ImmutableString::from(s)),
-            Some(Value::StringSet(items)) => Dynamic::from_array(
-                items
-                    .into_iter()
-                    .map(|s| Dynamic::from(ImmutableString::from(s)))
+        let (raw, texts, set_items) = self.0.raw(slot);
+        let string = |sym: Sym, t: u32| match self.1.get(sym as usize) {
+            Some(s) if sym != 0 => s.clone(),
+            _ => ImmutableString::from(&*texts[t as usize]),
+        };
+        match *raw {
+            Slot::Missing => Dynamic::UNIT,
+            Slot::Int(v) => Dynamic::from_int(v),
+            Slot::Float(v) => Dynamic::from_float(v),
+            Slot::Bool(v) => Dynamic::from_bool(v),
+            Slot::Str(sym, t) => Dynamic::from(string(sym, t)),
+            Slot::Set(start, len) => Dynamic::from_array(
+                set_items[start as usize..(start + len) as usize]
+                    .iter()
+                    .map(|&(sym, t)| Dynamic::from(string(sym, t)))
                     .collect(),
             ),
-            Some(Value::Timestamp(t)) => Dynamic::from_int(t.0),
+            Slot::Time(t) => Dynamic::from_int(t),
         }
     }
 }
