@@ -120,6 +120,9 @@ impl From<Vec<String>> for Value {
     }
 }
 
+/// A slot with the context's text store and set items (see [`Slot`]).
+pub(crate) type RawSlot<'a> = (&'a Slot, &'a [Box<str>], &'a [(Sym, u32)]);
+
 /// One typed slot. Strings and set members point into the context's text
 /// storage; their symbols are precomputed.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,8 +227,8 @@ impl Context {
         self.value(self.schema.slot(name)?)
     }
 
-    /// The raw slot, and the text store its strings index.
-    pub(crate) fn raw(&self, slot: u16) -> (&Slot, &[Box<str>], &[(Sym, u32)]) {
+    /// The raw slot, and the stores its strings and set items index.
+    pub(crate) fn raw(&self, slot: u16) -> RawSlot<'_> {
         (&self.slots[slot as usize], &self.texts, &self.set_items)
     }
 
