@@ -288,16 +288,22 @@ impl Context {
             }
             (AttrType::StringSet, Value::StringSet(items)) => {
                 let start = self.set_items.len() as u32;
-                for item in items {
-                    let dup = self.set_items[start as usize..]
-                        .iter()
-                        .any(|(_, t)| *self.texts[*t as usize] == *item);
+                // Duplicates are dropped (first occurrence kept): a scan for
+                // small sets, a hash set for large ones (linear, so a huge
+                // hostile set costs its size, not its square).
+                let mut seen = rustc_hash::FxHashSet::default();
+                for (i, item) in items.iter().enumerate() {
+                    let dup = if items.len() <= 16 {
+                        items[..i].contains(item)
+                    } else {
+                        !seen.insert(item.as_str())
+                    };
                     if dup {
                         continue;
                     }
-                    let sym = self.schema.symbols.get(&item);
+                    let sym = self.schema.symbols.get(item);
                     let t = self.texts.len() as u32;
-                    self.texts.push(item.into());
+                    self.texts.push(item.as_str().into());
                     self.set_items.push((sym, t));
                 }
                 Slot::Set(start, self.set_items.len() as u32 - start)

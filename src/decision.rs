@@ -198,7 +198,9 @@ impl Scored {
     /// ascending. Total and deterministic.
     #[inline]
     pub(crate) fn ranks_before(&self, other: &Scored) -> bool {
-        match self.priority.total_cmp(&other.priority) {
+        // `+ 0.0` turns -0.0 into 0.0 (they tie, and the id decides) while
+        // keeping a total order.
+        match (self.priority + 0.0).total_cmp(&(other.priority + 0.0)) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
             std::cmp::Ordering::Equal => self.action < other.action,

@@ -423,13 +423,13 @@ fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
             priority: propensity * context_weight * value * lever,
         });
     }
-    // Priority descending, then id ascending. The engine orders priorities
-    // with `total_cmp`, which puts 0.0 before -0.0 instead of treating them
-    // as a tie (see `zero_priorities_of_either_sign_tie_by_id`).
+    // Priority descending, then id ascending; zeros of either sign tie (see
+    // `zero_priorities_of_either_sign_tie_by_id`).
     assert!(out.ranked.iter().all(|s| s.priority.is_finite()));
     out.ranked.sort_by(|x, y| {
         y.priority
-            .total_cmp(&x.priority)
+            .partial_cmp(&x.priority)
+            .expect("finite priorities")
             .then_with(|| x.id.cmp(&y.id))
     });
     out
@@ -478,13 +478,13 @@ fn context(e: &Engine, c: &Cust) -> Context {
     b.build().unwrap()
 }
 
-/// The arbitration order: strictly before, by priority then id (with the
-/// engine's `total_cmp`, under which -0.0 < 0.0).
+/// The arbitration order: strictly before, by priority then id (-0.0 and
+/// 0.0 tie).
 fn in_order(a: &Scored, b: &Scored) -> bool {
-    match a.priority.total_cmp(&b.priority) {
-        std::cmp::Ordering::Greater => true,
-        std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Equal => a.id < b.id,
+    match a.priority.partial_cmp(&b.priority) {
+        Some(std::cmp::Ordering::Greater) => true,
+        Some(std::cmp::Ordering::Less) => false,
+        _ => a.id < b.id,
     }
 }
 
@@ -620,11 +620,10 @@ fn generator_covers_ties_limits_and_every_stage() {
 }
 
 /// Equal priorities rank by action id. Zero priorities of either sign are
-/// equal (`-0.0 == 0.0`, and both print as a zero priority), but the engine
-/// orders priorities with `f64::total_cmp`, so an action at -0.0 always
-/// ranks after one at 0.0, whatever their ids.
+/// equal (`-0.0 == 0.0`, and both print as a zero priority), so they too
+/// rank by id (it once ordered them with `f64::total_cmp`, which put -0.0
+/// after 0.0 whatever the ids).
 #[test]
-#[ignore = "BUG: Scored::ranks_before uses total_cmp, so priority 0.0 ranks before -0.0 instead of tying and falling back to id order"]
 fn zero_priorities_of_either_sign_tie_by_id() {
     let rs = r#"
 name = "zero"

@@ -129,7 +129,6 @@ fn malformed_toml_in_an_action_file() {
 /// reported alone; a second error claims the rule set has no actions and
 /// tells the author to add `[[actions]]`, which they have.
 #[test]
-#[ignore = "BUG: a TOML error in the only actions file also reports a spurious `ruleset.toml:1:1: the rule set has no actions: add [[actions]] to actions/*.toml`"]
 fn a_broken_action_file_is_not_also_reported_as_no_actions() {
     let text = ACTION.replace("value = 1.0", "value = 1.0.0");
     let errs = errors(&source(RULESET, &text));

@@ -92,6 +92,9 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         }
     };
     let mut action_srcs: Vec<Located<ActionSrc>> = Vec::new();
+    // An action file that does not parse may well hold actions: then "no
+    // actions" would be a second, misleading error.
+    let mut unparsed_action_files = false;
     let mut main = main;
     for a in std::mem::take(&mut main.actions) {
         action_srcs.push(Located {
@@ -108,7 +111,10 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
                 file: path.clone(),
                 item: a,
             })),
-            Err(e) => d.at(path, e.span().map_or(0, |s| s.start), toml_message(&e)),
+            Err(e) => {
+                unparsed_action_files = true;
+                d.at(path, e.span().map_or(0, |s| s.start), toml_message(&e))
+            }
         }
     }
 
@@ -396,7 +402,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             treatments,
         });
     }
-    if action_srcs.is_empty() {
+    if action_srcs.is_empty() && !unparsed_action_files {
         d.at(
             &main_path,
             0,
