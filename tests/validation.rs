@@ -759,7 +759,6 @@ fn rule_errors_are_an_error_rules() {
 /// and the indentation that follows; the location of an error after it must
 /// still point at the offending name on the next line.
 #[test]
-#[ignore = "BUG: source::string_offset treats a line-ending backslash in a multi-line basic string as a 2-byte escape decoding to 1 byte; the error points at the backslash (7:29) instead of `agee` (8:5)"]
 fn condition_after_a_line_ending_backslash_reports_the_right_line() {
     let text = ACTION.replace(
         "treatment",

@@ -179,7 +179,29 @@ pub(crate) fn string_offset(text: &str, span: &Range<usize>, decoded: usize) -> 
     }
     let bytes = raw.as_bytes();
     let mut out = 0;
-    while out < decoded && i < bytes.len() {
+    while i < bytes.len() {
+        // (Checked before `out`: the decoded offset right after a line
+        // continuation is past it.)
+        if basic && delim == 3 && bytes[i] == b'\\' {
+            // A line-ending backslash: it, the rest of the line's
+            // whitespace, the newline and the next lines' leading
+            // whitespace decode to nothing.
+            let rest = &bytes[i + 1..];
+            let ws = rest
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t'))
+                .count();
+            if matches!(rest.get(ws), Some(b'\n' | b'\r')) {
+                i += 1 + ws;
+                while i < bytes.len() && matches!(bytes[i], b' ' | b'\t' | b'\n' | b'\r') {
+                    i += 1;
+                }
+                continue;
+            }
+        }
+        if out >= decoded {
+            break;
+        }
         if basic && bytes[i] == b'\\' {
             let (raw_len, dec_len) = match bytes.get(i + 1) {
                 Some(b'u') => (6, decoded_len(raw.get(i + 2..i + 6))),
