@@ -121,7 +121,32 @@ impl From<Vec<String>> for Value {
 }
 
 /// A slot with the context's text store and set items (see [`Slot`]).
-pub(crate) type RawSlot<'a> = (&'a Slot, &'a [Box<str>], &'a [(Sym, u32)]);
+pub(crate) type RawSlot<'a> = (&'a Slot, &'a Texts, &'a [(Sym, u32)]);
+
+/// A context's strings in one buffer (so cloning a context, which the
+/// decision log does for every decision, costs one allocation for all of
+/// them rather than one each).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Texts {
+    buf: String,
+    ends: Vec<u32>,
+}
+
+impl Texts {
+    fn push(&mut self, s: &str) -> u32 {
+        self.buf.push_str(s);
+        self.ends.push(self.buf.len() as u32);
+        self.ends.len() as u32 - 1
+    }
+
+    /// String number `t`.
+    #[inline]
+    pub(crate) fn get(&self, t: u32) -> &str {
+        let t = t as usize;
+        let start = if t == 0 { 0 } else { self.ends[t - 1] as usize };
+        &self.buf[start..self.ends[t] as usize]
+    }
+}
 
 /// One typed slot. Strings and set members point into the context's text
 /// storage; their symbols are precomputed.
@@ -146,7 +171,7 @@ pub struct Context {
     pub(crate) slots: Vec<Slot>,
     /// Which slots the caller set (defaults are not "given").
     pub(crate) given: Vec<bool>,
-    texts: Vec<Box<str>>,
+    texts: Texts,
     /// Schema-default set and string values live in `texts` too.
     set_items: Vec<(Sym, u32)>,
 }
@@ -177,7 +202,7 @@ impl Context {
             schema: schema.clone(),
             slots: vec![Slot::Missing; schema.attrs.len()],
             given: vec![false; schema.attrs.len()],
-            texts: Vec::new(),
+            texts: Texts::default(),
             set_items: Vec::new(),
         };
         for (i, a) in schema.attrs.iter().enumerate() {
@@ -238,11 +263,11 @@ impl Context {
             Slot::Int(v) => Value::Int(*v),
             Slot::Float(v) => Value::Float(*v),
             Slot::Bool(v) => Value::Bool(*v),
-            Slot::Str(_, t) => Value::String(self.texts[*t as usize].to_string()),
+            Slot::Str(_, t) => Value::String(self.texts.get(*t).to_string()),
             Slot::Set(start, len) => Value::StringSet(
                 self.set_items[*start as usize..(*start + *len) as usize]
                     .iter()
-                    .map(|(_, t)| self.texts[*t as usize].to_string())
+                    .map(|(_, t)| self.texts.get(*t).to_string())
                     .collect(),
             ),
             Slot::Time(t) => Value::Timestamp(Timestamp(*t)),
@@ -282,8 +307,7 @@ impl Context {
                     }
                 }
                 let sym = self.schema.symbols.get(&s);
-                let t = self.texts.len() as u32;
-                self.texts.push(s.into());
+                let t = self.texts.push(&s);
                 Slot::Str(sym, t)
             }
             (AttrType::StringSet, Value::StringSet(items)) => {
@@ -302,8 +326,7 @@ impl Context {
                         continue;
                     }
                     let sym = self.schema.symbols.get(item);
-                    let t = self.texts.len() as u32;
-                    self.texts.push(item.as_str().into());
+                    let t = self.texts.push(item);
                     self.set_items.push((sym, t));
                 }
                 Slot::Set(start, self.set_items.len() as u32 - start)
@@ -368,7 +391,7 @@ impl Context {
     #[inline]
     pub(crate) fn str(&self, slot: u16) -> Result<(Sym, &str), EvalError> {
         match self.slots[slot as usize] {
-            Slot::Str(sym, t) => Ok((sym, &self.texts[t as usize])),
+            Slot::Str(sym, t) => Ok((sym, self.texts.get(t))),
             _ => Err(EvalError::Missing(slot)),
         }
     }
@@ -383,7 +406,7 @@ impl Context {
                 } else {
                     items
                         .iter()
-                        .any(|(s, t)| *s == 0 && *self.texts[*t as usize] == *text)
+                        .any(|(s, t)| *s == 0 && self.texts.get(*t) == text)
                 })
             }
             _ => Err(EvalError::Missing(slot)),

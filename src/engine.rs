@@ -516,14 +516,16 @@ impl Engine {
         d: Result<Decision, Error>,
         request: &DecisionRequest,
     ) -> Result<Decision, Error> {
-        let (Some(log), Ok(full)) = (&self.log, &d) else {
+        let Some(log) = &self.log else {
             return d;
         };
+        let full = d?;
         let user = if request.explain {
             full.clone()
         } else {
             full.without_candidates()
         };
+        // The full decision moves to the log (no second copy).
         log.log(crate::audit::decision_item(
             full,
             &request.customer_id,

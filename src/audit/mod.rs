@@ -347,14 +347,14 @@ fn write_loop(
 
 /// Build the log item for a decision.
 pub(crate) fn decision_item(
-    decision: &Decision,
+    decision: Decision,
     customer_id: &str,
     context: &Context,
     limit: Option<usize>,
     detail: LogDetail,
 ) -> Item {
     Item::Decision(Box::new(DecisionItem {
-        decision: decision.clone(),
+        decision,
         customer_id: customer_id.to_string(),
         context: context.clone(),
         limit,

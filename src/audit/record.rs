@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::sync::mpsc::SyncSender;
 
 use super::Masking;
-use crate::context::{Context, Timestamp, Value};
+use crate::context::{Context, Slot, Timestamp, Value};
 use crate::decision::Decision;
 use crate::expr::{Env, EvalError};
 use crate::outcome::Outcome;
@@ -107,9 +107,14 @@ impl Serialize for DecisionRecord<'_> {
         m.serialize_entry("arm", d.arm.as_str())?;
         m.serialize_entry("seed", &d.seed)?;
         m.serialize_entry("limit", &it.limit)?;
-        let (context, masked) = masked_context(&it.context, self.masking);
-        m.serialize_entry("context", &context)?;
-        m.serialize_entry("masked", &masked)?;
+        m.serialize_entry(
+            "context",
+            &ContextJson {
+                ctx: &it.context,
+                masking: self.masking,
+            },
+        )?;
+        m.serialize_entry("masked", &MaskedNames(&it.context))?;
         m.serialize_entry("detail", &it.detail)?;
         if it.detail == super::LogDetail::Chosen {
             m.serialize_entry("candidates", &Chosen(it))?;
@@ -138,36 +143,83 @@ impl Serialize for DecisionRecord<'_> {
 }
 
 /// The context as given by the caller (defaults are re-applied on replay),
-/// with sensitive attributes masked; and the names that were masked.
-fn masked_context(
-    ctx: &Context,
-    masking: &Masking,
-) -> (serde_json::Map<String, serde_json::Value>, Vec<String>) {
-    let mut out = serde_json::Map::new();
-    let mut masked = Vec::new();
-    for (i, attr) in ctx.schema.attrs.iter().enumerate() {
-        if !ctx.given[i] {
-            continue;
+/// with sensitive attributes masked. Serialized straight from the slots:
+/// no map or value tree is built per record.
+struct ContextJson<'a> {
+    ctx: &'a Context,
+    masking: &'a Masking,
+}
+
+/// The attributes the caller gave, in schema order, with their slots.
+fn given(ctx: &Context) -> impl Iterator<Item = (&crate::ruleset::Attribute, u16)> {
+    ctx.schema
+        .attrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ctx.given[*i])
+        .filter(|(i, _)| !matches!(ctx.raw(*i as u16).0, Slot::Missing))
+        .map(|(i, a)| (a, i as u16))
+}
+
+impl Serialize for ContextJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (attr, slot) in given(self.ctx) {
+            if attr.sensitive {
+                // Rare: the masked text of the value's JSON form.
+                let Some(v) = self.ctx.value(slot) else {
+                    continue;
+                };
+                let text = match value_json(&v) {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                m.serialize_entry(&*attr.name, &mask(self.masking, &text))?;
+            } else {
+                m.serialize_entry(&*attr.name, &SlotJson(self.ctx.raw(slot)))?;
+            }
         }
-        let Some(v) = ctx.value(i as u16) else {
-            continue;
-        };
-        let json = value_json(&v);
-        if attr.sensitive {
-            masked.push(attr.name.to_string());
-            let text = match &json {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out.insert(
-                attr.name.to_string(),
-                serde_json::Value::String(mask(masking, &text)),
-            );
-        } else {
-            out.insert(attr.name.to_string(), json);
+        m.end()
+    }
+}
+
+/// One slot's value as JSON, the same as `value_json` gives.
+struct SlotJson<'a>(crate::context::RawSlot<'a>);
+
+impl Serialize for SlotJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (slot, texts, set_items) = self.0;
+        match *slot {
+            Slot::Missing => s.serialize_unit(),
+            Slot::Int(v) => s.serialize_i64(v),
+            Slot::Float(v) if v.is_finite() => s.serialize_f64(v),
+            Slot::Float(_) => s.serialize_unit(),
+            Slot::Bool(v) => s.serialize_bool(v),
+            Slot::Str(_, t) => s.serialize_str(texts.get(t)),
+            Slot::Set(start, len) => {
+                let items = &set_items[start as usize..(start + len) as usize];
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for &(_, t) in items {
+                    seq.serialize_element(texts.get(t))?;
+                }
+                seq.end()
+            }
+            Slot::Time(t) => s.collect_str(&Timestamp(t)),
         }
     }
-    (out, masked)
+}
+
+/// The names of the attributes that were masked.
+struct MaskedNames<'a>(&'a Context);
+
+impl Serialize for MaskedNames<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            given(self.0)
+                .filter(|(a, _)| a.sensitive)
+                .map(|(a, _)| &*a.name),
+        )
+    }
 }
 
 pub(crate) fn value_json(v: &Value) -> serde_json::Value {

@@ -21,7 +21,7 @@ impl Customer {
         let (raw, texts, set_items) = self.0.raw(slot);
         let string = |sym: Sym, t: u32| match self.1.get(sym as usize) {
             Some(s) if sym != 0 => s.clone(),
-            _ => ImmutableString::from(&*texts[t as usize]),
+            _ => ImmutableString::from(texts.get(t)),
         };
         match *raw {
             Slot::Missing => Dynamic::UNIT,
