@@ -344,7 +344,7 @@ fn unknown_channel() {
     );
     assert_eq!(
         err.to_string(),
-        "unknown channel `fax`; this rule set has `email`, `web`"
+        "unknown channel `fax`; this rule set has `web`, `email`"
     );
     let ctx = Context::builder(&e.schema()).build().unwrap();
     let err = e

@@ -145,7 +145,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
 
     // Channels.
     let mut channels = Vec::new();
-    for (cname, c) in &main.channels {
+    for (cname, c) in &main.channels.0 {
         if !valid_name(cname.get_ref()) {
             d.at(
                 &main_path,

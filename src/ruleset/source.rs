@@ -225,6 +225,40 @@ fn decoded_len(hex: Option<&str>) -> usize {
         .map_or(1, char::len_utf8)
 }
 
+/// A TOML table's entries in the order they are written (channels keep
+/// their declared order: the first inbound one is the default channel).
+#[derive(Debug)]
+pub(crate) struct Ordered<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<V> Default for Ordered<V> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Ordered<V>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
 /// A condition: one string, or an array of strings that must all hold.
 /// (A hand-written visitor, because toml spans do not survive serde's
 /// untagged enums.)
@@ -312,7 +346,7 @@ pub(crate) struct RulesetFile {
     #[serde(default)]
     pub schema: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
-    pub channels: BTreeMap<Spanned<String>, Spanned<ChannelSrc>>,
+    pub channels: Ordered<Spanned<ChannelSrc>>,
     #[serde(default)]
     pub issues: BTreeMap<Spanned<String>, Spanned<IssueSrc>>,
     #[serde(default)]
