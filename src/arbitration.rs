@@ -32,7 +32,9 @@ pub(crate) fn context_weight(rs: &RuleSet, action: &Action, memo: &mut Memo<'_>)
             boost += w.boost;
         }
     }
-    1.0 + boost / 100.0
+    // Each boost is at least -100, but several can match: C stops at 0
+    // (an action can be irrelevant now, not less than irrelevant).
+    (1.0 + boost / 100.0).max(0.0)
 }
 
 /// V for an action, or `None` if its expression fails or is not finite.

@@ -410,7 +410,7 @@ fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
                 boost += f64::from(w.boost);
             }
         }
-        let context_weight = 1.0 + boost / 100.0;
+        let context_weight = (1.0 + boost / 100.0).max(0.0);
         let total = f64::from(a.lever) + f64::from(g.lever) + f64::from(m.issues[g.issue].lever);
         let lever = 1.0 + total / 100.0;
         let propensity = a.propensity;

@@ -1289,7 +1289,7 @@ pub fn floor_decide(
                     boost += model.weights[w as usize].boost;
                 }
             }
-            let context_weight = 1.0 + boost / 100.0;
+            let context_weight = (1.0 + boost / 100.0).max(0.0);
             let priority = a.propensity * context_weight * value * a.total_lever;
             offer(&mut top, limit, (ai as u32, priority));
         }
@@ -1419,7 +1419,7 @@ impl RhaiNaive {
                         boost += model.weights[w].boost;
                     }
                 }
-                let context_weight = 1.0 + boost / 100.0;
+                let context_weight = (1.0 + boost / 100.0).max(0.0);
                 let priority = a.propensity * context_weight * value * a.total_lever;
                 offer(&mut top, limit, (ai as u32, priority));
             }
