@@ -358,7 +358,25 @@ fn in_list(l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, 
                 .collect();
             BoolIr::IntInList(i, ks)
         }
-        lhs @ (Typed::Int(_) | Typed::Float(_)) => {
+        Typed::Int(i) => {
+            // Ints and floats: like rhai, an int element compares exactly
+            // and a float element as a float.
+            let (mut ints, mut floats) = (Vec::new(), Vec::new());
+            for (t, span) in consts {
+                match t {
+                    Typed::Int(IntIr::Const(k)) => ints.push(k),
+                    Typed::Float(FloatIr::Const(k)) => floats.push(k),
+                    _ => {
+                        return Err(ParseError::new(
+                            span,
+                            "list element is not a number but the left of `in` is a number",
+                        ))
+                    }
+                }
+            }
+            BoolIr::IntInMixedList(i, Box::new((ints.into(), floats.into())))
+        }
+        lhs @ Typed::Float(_) => {
             let mut ks = Vec::new();
             for (t, span) in consts {
                 match t.into_float() {

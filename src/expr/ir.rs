@@ -62,6 +62,8 @@ pub(crate) enum BoolIr {
     StrEq(bool, Box<(StrIr, StrIr)>),
     StrInList(StrIr, Box<[Sym]>),
     IntInList(IntIr, Box<[i64]>),
+    /// An int in a list of ints and floats (ints exact, floats as floats).
+    IntInMixedList(IntIr, Box<(Box<[i64]>, Box<[f64]>)>),
     FloatInList(FloatIr, Box<[f64]>),
     BoolInList(Box<BoolIr>, bool, bool),
     /// `"X" in set_attr`.
@@ -179,6 +181,11 @@ impl BoolIr {
             BoolIr::IntInList(e, list) => {
                 let v = e.eval(env)?;
                 Ok(list.contains(&v))
+            }
+            BoolIr::IntInMixedList(e, lists) => {
+                let v = e.eval(env)?;
+                Ok(lists.0.contains(&v)
+                    || lists.1.iter().any(|&k| cmp_float(CmpOp::Eq, v as f64, k)))
             }
             BoolIr::FloatInList(e, list) => {
                 let v = e.eval(env)?;
@@ -336,7 +343,7 @@ impl Reads for BoolIr {
                 p.1.reads(out);
             }
             BoolIr::StrInList(s, _) => s.reads(out),
-            BoolIr::IntInList(e, _) => e.reads(out),
+            BoolIr::IntInList(e, _) | BoolIr::IntInMixedList(e, _) => e.reads(out),
             BoolIr::FloatInList(e, _) => e.reads(out),
             BoolIr::SetContains(slot, s) => {
                 out.push(*slot);

@@ -860,7 +860,6 @@ fn float_comparisons_use_rhais_epsilon() {
 /// (int == int is exact). Ours converts every element to float and uses the
 /// relative epsilon, so distinct large ints compare equal.
 #[test]
-#[ignore = "BUG: `x in [ints.., float]` compares int elements as floats with epsilon (FloatInList); rhai compares int==int exactly, e.g. `9007199254740993 in [9007199254740992, 0.5]` is true here, false in rhai"]
 fn int_in_mixed_list_compares_ints_exactly() {
     let c = Ctx::default();
     assert_both("9007199254740993 in [9007199254740992, 0.5]", &c, Ok(false));
