@@ -44,6 +44,9 @@ pub(crate) enum ArithOp {
     Rem,
 }
 
+/// A list literal's int and float elements.
+pub(crate) type MixedList = (Box<[i64]>, Box<[f64]>);
+
 #[derive(Debug, Clone)]
 pub(crate) enum BoolIr {
     Const(bool),
@@ -63,7 +66,7 @@ pub(crate) enum BoolIr {
     StrInList(StrIr, Box<[Sym]>),
     IntInList(IntIr, Box<[i64]>),
     /// An int in a list of ints and floats (ints exact, floats as floats).
-    IntInMixedList(IntIr, Box<(Box<[i64]>, Box<[f64]>)>),
+    IntInMixedList(IntIr, Box<MixedList>),
     FloatInList(FloatIr, Box<[f64]>),
     BoolInList(Box<BoolIr>, bool, bool),
     /// `"X" in set_attr`.
