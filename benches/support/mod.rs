@@ -804,6 +804,16 @@ impl Catalog {
     /// The catalog as a rule directory in memory, `per_file` actions per
     /// `actions/*.toml` file.
     pub fn to_source_with(&self, per_file: usize) -> RuleSource {
+        self.render(per_file, false)
+    }
+
+    /// The catalog with the scripted strategy [`STRATEGY`] (all three
+    /// hooks, and a derived `churn_risk` attribute in the schema).
+    pub fn to_source_with_strategy(&self) -> RuleSource {
+        self.render(1000, true)
+    }
+
+    fn render(&self, per_file: usize, scripted: bool) -> RuleSource {
         let mut main = String::new();
         let mut line = |s: &str| {
             main.push_str(s);
@@ -828,6 +838,9 @@ impl Catalog {
                 Kind::Set(_) => "\"string_set\"".to_string(),
             };
             line(&format!("{} = {ty}", a.name()));
+        }
+        if scripted {
+            line("churn_risk = { type = \"float\", derived = true }");
         }
         line("");
         line("[channels]");
@@ -865,7 +878,20 @@ impl Catalog {
             line(&format!("boost = {}", w.boost));
         }
 
+        if scripted {
+            line("");
+            line("[strategy]");
+            line("script = \"strategies/bench.rhai\"");
+            line("[strategy.limits]");
+            // Far above what the hooks need even under valgrind, so that
+            // the wall-clock budget never drops a hook in a benchmark.
+            line("time_budget_us = 10000000");
+        }
+
         let mut src = RuleSource::new().file("ruleset.toml", main);
+        if scripted {
+            src = src.file("strategies/bench.rhai", STRATEGY);
+        }
         for (k, chunk) in self.actions.chunks(per_file.max(1)).enumerate() {
             let mut text = String::new();
             for a in chunk {
@@ -905,6 +931,34 @@ impl Catalog {
         }
     }
 }
+
+/// The strategy of [`Catalog::to_source_with_strategy`]: `derive` scores
+/// churn risk from the context, `adjust` raises the context weight of
+/// retention offers by it, and `select` keeps at most one action per group.
+pub const STRATEGY: &str = r#"
+fn derive(customer) {
+    let risk = 0.1 + 0.2 * customer.complaints_12m;
+    if customer.call_reason == "cancellation" { risk += 0.4; }
+    if customer.tenure_months < 12 { risk += 0.1; }
+    #{ churn_risk: min(risk, 1.0) }
+}
+fn adjust(customer, candidate) {
+    if candidate.issue == "retention" {
+        candidate.context_weight *= 1.0 + customer.churn_risk;
+    }
+    candidate
+}
+fn select(customer, ranked) {
+    let out = [];
+    let groups = [];
+    for c in ranked {
+        if c.group in groups { continue; }
+        groups.push(c.group);
+        out.push(c);
+    }
+    out
+}
+"#;
 
 fn quoted_list(items: &[&str]) -> String {
     let q: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();

@@ -1,0 +1,243 @@
+//! Fixed decision workloads for the instruction-count gate (`.ci/icount`).
+//!
+//! Each workload builds its engine and requests from fixed seeds, decides
+//! once for every customer to warm up (thread-locals, scratch buffers,
+//! lazily built tables), then calls [`measured`] to decide `DECISIONS`
+//! more times. `.ci/icount` runs one workload per process under
+//! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=*measured*`,
+//! so only instructions executed inside `measured` on the deciding thread
+//! are counted (not setup, not the decision log's writer thread), and
+//! divides by the number of decisions this program prints.
+//!
+//! Instruction counts are exact and repeatable where wall-clock time on a
+//! shared machine is not: the same binary on the same inputs executes the
+//! same instructions. Two things would break that and are pinned here:
+//! rhai's hash seed (random per process by default; fixed before any rhai
+//! engine exists) and the strategy's wall-clock budget (set far above what
+//! the hooks need, so it never drops a hook).
+//!
+//! ```text
+//! icount --list           the workloads, one per line
+//! icount WORKLOAD         run one (under callgrind, from .ci/icount)
+//! icount --test           every workload once, natively (cargo bench -- --test)
+//! ```
+
+use nextbest::audit::{CallbackSink, LogOptions};
+use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet, RuleSource};
+use std::hint::black_box;
+
+#[allow(dead_code)]
+mod support;
+use support::{population, Catalog, PlainCustomer};
+
+const CATALOG_SEED: u64 = 2026;
+const CUSTOMER_SEED: u64 = 1123;
+const CUSTOMERS: usize = 256;
+/// Decisions counted per workload: every customer twice.
+const DECISIONS: usize = 2 * CUSTOMERS;
+
+/// What one workload does per decision.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `Engine::decide` on a typed request, explain off.
+    Decide,
+    /// The same with explain on.
+    Explain,
+    /// With the scripted strategy (derive, adjust, select).
+    Strategy,
+    /// With a decision log (callback sink; the writer thread is not counted).
+    Log,
+    /// `decide_json` on a JSON line, then the decision serialised to JSON.
+    Json,
+    /// `nb_decide` through the C ABI, then `nb_buf_free`.
+    Ffi,
+}
+
+const WORKLOADS: &[(&str, Kind, usize)] = &[
+    ("decide/10", Kind::Decide, 10),
+    ("decide/100", Kind::Decide, 100),
+    ("decide/1000", Kind::Decide, 1000),
+    ("decide/10000", Kind::Decide, 10_000),
+    ("explain/100", Kind::Explain, 100),
+    ("explain/1000", Kind::Explain, 1000),
+    ("strategy/100", Kind::Strategy, 100),
+    ("log/100", Kind::Log, 100),
+    ("json/100", Kind::Json, 100),
+    ("ffi/100", Kind::Ffi, 100),
+];
+
+fn main() {
+    // Before anything creates a rhai engine (the catalog's strategy does).
+    rhai::config::hashing::set_hashing_seed(Some([1, 2, 3, 4]))
+        .expect("rhai's hashing seed is set before any rhai engine exists");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let selected: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _, _) in WORKLOADS {
+            println!("{name}");
+        }
+        return;
+    }
+    if args.iter().any(|a| a == "--test") || selected.is_empty() {
+        // `cargo bench` (without a workload) and `cargo bench -- --test`:
+        // prove every workload runs; counting is .ci/icount's job.
+        for &(name, kind, n) in WORKLOADS {
+            let decided = run(kind, n, CUSTOMERS / 8);
+            println!("{name}: ok ({decided} decisions; counts: .ci/icount)");
+        }
+        return;
+    }
+    for name in selected {
+        let Some(&(_, kind, n)) = WORKLOADS.iter().find(|w| w.0 == name) else {
+            eprintln!("unknown workload `{name}` (icount --list shows them)");
+            std::process::exit(2);
+        };
+        let decided = run(kind, n, DECISIONS);
+        println!("{name} decisions={decided}");
+    }
+}
+
+/// The counted region. `.ci/icount` toggles callgrind's collection on entry
+/// and exit of this function, so it must never be inlined.
+#[inline(never)]
+fn measured(decisions: usize, decide_one: &mut dyn FnMut(usize)) {
+    for i in 0..decisions {
+        decide_one(i);
+    }
+}
+
+/// Set up a workload, warm it up, and run `decisions` decisions inside
+/// [`measured`]. Returns how many decisions were counted.
+fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
+    let catalog = Catalog::generate(actions, CATALOG_SEED);
+    let customers = population(CUSTOMERS, CUSTOMER_SEED);
+    match kind {
+        Kind::Decide | Kind::Explain => {
+            let engine = catalog.engine();
+            let reqs = requests(&engine, &catalog, &customers, matches!(kind, Kind::Explain));
+            decide_loop(&engine, &reqs, decisions)
+        }
+        Kind::Strategy => {
+            let rules = RuleSet::compile(&catalog.to_source_with_strategy())
+                .unwrap_or_else(|e| panic!("the scripted catalog does not compile:\n{e}"));
+            let engine = Engine::new(rules);
+            let reqs = requests(&engine, &catalog, &customers, false);
+            let d = engine.decide(&reqs[0]).expect("decide");
+            assert!(
+                d.diagnostics().is_empty(),
+                "the strategy failed: {:?}",
+                d.diagnostics()
+            );
+            decide_loop(&engine, &reqs, decisions)
+        }
+        Kind::Log => {
+            let rules = RuleSet::compile(&catalog.to_source()).expect("the catalog compiles");
+            let engine = Engine::with_sink(
+                rules,
+                EngineConfig::default(),
+                Box::new(CallbackSink(|record: &str| {
+                    black_box(record);
+                })),
+                LogOptions::default(),
+            )
+            .expect("the log starts");
+            let reqs = requests(&engine, &catalog, &customers, false);
+            let n = decide_loop(&engine, &reqs, decisions);
+            engine.flush().expect("flush");
+            n
+        }
+        Kind::Json => {
+            let engine = catalog.engine();
+            let lines: Vec<String> = customers.iter().map(|c| c.request_json(&catalog)).collect();
+            let mut once = |i: usize| {
+                let d = engine
+                    .decide_json(black_box(&lines[i % lines.len()]))
+                    .expect("decide_json");
+                black_box(d.to_json());
+            };
+            (0..lines.len()).for_each(&mut once);
+            measured(decisions, &mut once);
+            decisions
+        }
+        Kind::Ffi => ffi_loop(&catalog, &customers, decisions),
+    }
+}
+
+fn requests(
+    engine: &Engine,
+    catalog: &Catalog,
+    customers: &[PlainCustomer],
+    explain: bool,
+) -> Vec<DecisionRequest> {
+    let schema = engine.schema();
+    customers
+        .iter()
+        .map(|c| c.request(catalog, &schema, explain))
+        .collect()
+}
+
+fn decide_loop(engine: &Engine, reqs: &[DecisionRequest], decisions: usize) -> usize {
+    let mut once = |i: usize| {
+        black_box(
+            engine
+                .decide(black_box(&reqs[i % reqs.len()]))
+                .expect("decide"),
+        );
+    };
+    (0..reqs.len()).for_each(&mut once);
+    measured(decisions, &mut once);
+    decisions
+}
+
+/// The C ABI round trip: the catalog written to a temporary rule
+/// directory, opened with `nb_engine_open`, JSON requests through
+/// `nb_decide`.
+fn ffi_loop(catalog: &Catalog, customers: &[PlainCustomer], decisions: usize) -> usize {
+    use nextbest::ffi::{nb_buf_free, nb_decide, nb_engine_free, nb_engine_open, NbBuf, NbEngine};
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_source(&catalog.to_source(), dir.path());
+    let config = serde_json::json!({ "rules_dir": dir.path() }).to_string();
+    let lines: Vec<String> = customers.iter().map(|c| c.request_json(catalog)).collect();
+    let mut engine: *mut NbEngine = std::ptr::null_mut();
+    let mut err = NbBuf::EMPTY;
+    // SAFETY: valid pointers and lengths; `engine` is freed below, once.
+    let status = unsafe { nb_engine_open(config.as_ptr(), config.len(), &mut engine, &mut err) };
+    assert_eq!(status as i32, 0, "nb_engine_open failed");
+    let mut once = |i: usize| {
+        let line = &lines[i % lines.len()];
+        let mut out = NbBuf::EMPTY;
+        // SAFETY: a live handle, a valid request buffer, fresh out buffer.
+        let status = unsafe {
+            nb_decide(
+                engine,
+                line.as_ptr(),
+                line.len(),
+                &mut out,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(status as i32, 0, "nb_decide failed");
+        black_box(&out);
+        // SAFETY: `out` came from nb_decide and is freed once.
+        unsafe { nb_buf_free(&mut out) };
+    };
+    (0..lines.len()).for_each(&mut once);
+    measured(decisions, &mut once);
+    // SAFETY: no call is in flight; freed once.
+    unsafe { nb_engine_free(engine) };
+    decisions
+}
+
+fn write_source(src: &RuleSource, dir: &std::path::Path) {
+    for (path, text) in src.files() {
+        let to = dir.join(path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).expect("creating the rule directory");
+        }
+        std::fs::write(&to, text).expect("writing a rule file");
+    }
+}
