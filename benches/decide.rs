@@ -1,29 +1,39 @@
-//! Decision latency benchmarks.
+//! Decision latency and throughput benchmarks.
 //!
 //! - `decide/catalog/{10,100,1000,10000}`: typed contexts built outside the
 //!   timing loop, explain off, on a generated catalog (benches/support).
-//! - `decide/catalog_explain/{100,1000}`: the same with explain on.
-//! - `decide/retail_bank`, `decide/telco_care`: the shipped rule sets with
-//!   their customer populations, when they exist.
-//! - `floor/{100,1000}`: a hand-written Rust decision over plain structs.
-//! - `rhai_naive/{100,1000}`: rhai evaluating the same condition strings.
-//! - `decide_json/100`: JSON request in, JSON decision out.
+//! - `decide/catalog_explain/{10,100,1000,10000}`: the same with explain on.
+//! - `decide/strategy/100`: with a scripted strategy (derive, adjust, select).
+//! - `decide/log_file/100`: with the JSON Lines decision log (default
+//!   settings, rotated so the disk does not fill; block when full).
+//! - `decide/rules/NAME`: every rule set under `rules/` that has a
+//!   `customers.jsonl`, with its population (skipped when there is none).
+//! - `floor/{10,..,10000}`: a hand-written Rust decision over plain structs.
+//! - `rhai_naive/{10,100,1000}`: rhai evaluating the same condition strings.
+//! - `decide_json/100`: JSON request in, JSON decision out (Rust API).
+//! - `nb_decide/100`: the same through the C ABI (`nb_decide`, `nb_buf_free`).
+//! - `throughput/threads/{1,2}`: decisions/s with 1 and 2 threads deciding
+//!   on one shared engine (100 actions).
 //!
 //! Before timing, the engine, the floor and the rhai engine are checked to
 //! choose the same actions for every generated customer. Customers are
 //! taken round-robin so branch predictors cannot learn one customer.
+//! At the end, the ratios of medians measured in this run are printed:
+//! ours / floor, rhai / ours, the cost per additional action, and the
+//! 2-thread / 1-thread throughput.
 //!
 //! `cargo bench --bench decide -- --noplot`; CI runs `-- --test` (each
 //! bench once).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use nextbest::{DecisionRequest, Engine};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use nextbest::audit::LogConfig;
+use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet};
 
 mod support;
 use support::{
@@ -102,9 +112,11 @@ fn bench_requests(
     });
 }
 
+const SIZES: [usize; 4] = [10, 100, 1000, 10_000];
+
 fn decide(c: &mut Criterion) {
     let mut g = c.benchmark_group("decide");
-    for n in [10, 100, 1000, 10_000] {
+    for n in SIZES {
         let f = fixture(n);
         bench_requests(
             &mut g,
@@ -113,7 +125,7 @@ fn decide(c: &mut Criterion) {
             &f.requests,
         );
     }
-    for n in [100, 1000] {
+    for n in SIZES {
         let f = fixture(n);
         bench_requests(
             &mut g,
@@ -122,35 +134,101 @@ fn decide(c: &mut Criterion) {
             &f.explained,
         );
     }
-    for name in ["retail_bank", "telco_care"] {
-        match shipped(name) {
+    {
+        let f = fixture(100);
+        let rules = RuleSet::compile(&f.catalog.to_source_with_strategy())
+            .unwrap_or_else(|e| panic!("the scripted catalog does not compile:\n{e}"));
+        let engine = Engine::new(rules);
+        let schema = engine.schema();
+        let requests: Vec<DecisionRequest> = f
+            .customers
+            .iter()
+            .map(|c| c.request(&f.catalog, &schema, false))
+            .collect();
+        for r in &requests {
+            let d = engine.decide(r).expect("decide");
+            assert!(d.diagnostics().is_empty(), "{:?}", d.diagnostics());
+        }
+        bench_requests(
+            &mut g,
+            BenchmarkId::new("strategy", 100),
+            &engine,
+            &requests,
+        );
+    }
+    {
+        let f = fixture(100);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogConfig::new(dir.path().join("decisions.jsonl"));
+        // Rotate early and keep one old file: a long run must not fill the disk.
+        log.max_bytes = 32 << 20;
+        log.keep_files = 1;
+        let mut config = EngineConfig::default();
+        config.decision_log = Some(log);
+        let engine = Engine::try_with_config(
+            RuleSet::compile(&f.catalog.to_source()).expect("compiles"),
+            config,
+        )
+        .expect("the log opens");
+        bench_requests(
+            &mut g,
+            BenchmarkId::new("log_file", 100),
+            &engine,
+            &f.requests,
+        );
+        engine.flush().expect("flush");
+    }
+    for (name, dir) in rule_dirs() {
+        match shipped(&dir) {
             Ok((engine, requests)) => {
-                bench_requests(
-                    &mut g,
-                    BenchmarkId::from_parameter(name),
-                    &engine,
-                    &requests,
-                );
+                bench_requests(&mut g, BenchmarkId::new("rules", &name), &engine, &requests);
             }
-            Err(why) => eprintln!("decide/{name}: skipped ({why})"),
+            Err(why) => eprintln!("decide/rules/{name}: skipped ({why})"),
         }
     }
     g.finish();
 }
 
+/// Every `rules/*/` directory with a `customers.jsonl` population.
+fn rule_dirs() -> Vec<(String, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        eprintln!("decide/rules: skipped ({} does not exist)", root.display());
+        return Vec::new();
+    };
+    let mut dirs: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("ruleset.toml").is_file())
+        .filter(|p| {
+            let has = p.join("customers.jsonl").is_file();
+            if !has {
+                eprintln!("decide/rules: skipped {} (no customers.jsonl)", p.display());
+            }
+            has
+        })
+        .map(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, p)
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 /// A shipped rule set and its population as requests on its first inbound
 /// channel (call_center when it has one), or why it cannot be benchmarked.
-fn shipped(name: &str) -> Result<(Engine, Vec<DecisionRequest>), String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("rules")
-        .join(name);
-    if !dir.join("ruleset.toml").is_file() {
-        return Err(format!("{}/ruleset.toml does not exist", dir.display()));
-    }
+fn shipped(dir: &Path) -> Result<(Engine, Vec<DecisionRequest>), String> {
+    let name = dir
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let customers = dir.join("customers.jsonl");
     let text =
         std::fs::read_to_string(&customers).map_err(|e| format!("{}: {e}", customers.display()))?;
-    let engine = Engine::from_dir(&dir).map_err(|e| format!("does not load: {e}"))?;
+    let engine = Engine::from_dir(dir).map_err(|e| format!("does not load: {e}"))?;
     let channels: Vec<String> = engine
         .current()
         .rules()
@@ -190,7 +268,7 @@ fn shipped(name: &str) -> Result<(Engine, Vec<DecisionRequest>), String> {
         return Err("customers.jsonl is empty".into());
     }
     eprintln!(
-        "decide/{name}: {} actions, {} customers, channel {channel}",
+        "decide/rules/{name}: {} actions, {} customers, channel {channel}",
         engine.current().rules().action_ids().count(),
         requests.len()
     );
@@ -199,7 +277,7 @@ fn shipped(name: &str) -> Result<(Engine, Vec<DecisionRequest>), String> {
 
 fn floor(c: &mut Criterion) {
     let mut g = c.benchmark_group("floor");
-    for n in [100, 1000] {
+    for n in SIZES {
         let f = fixture(n);
         g.bench_function(BenchmarkId::from_parameter(n), |b| {
             let mut i = 0usize;
@@ -221,7 +299,7 @@ fn floor(c: &mut Criterion) {
 
 fn rhai_naive(c: &mut Criterion) {
     let mut g = c.benchmark_group("rhai_naive");
-    for n in [100, 1000] {
+    for n in [10, 100, 1000] {
         let f = fixture(n);
         let naive = RhaiNaive::new(&f.catalog);
         let mut scopes: Vec<rhai::Scope<'static>> =
@@ -279,16 +357,183 @@ fn decide_json(c: &mut Criterion) {
     g.finish();
 }
 
+/// `nb_decide` on the same JSON lines as `decide_json`: the C ABI's own
+/// cost is the difference.
+fn nb_decide(c: &mut Criterion) {
+    use nextbest::ffi::{self, NbBuf, NbEngine};
+    let f = fixture(100);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (path, text) in f.catalog.to_source().files() {
+        let to = dir.path().join(path);
+        std::fs::create_dir_all(to.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&to, text).expect("write");
+    }
+    let config = serde_json::json!({ "rules_dir": dir.path() }).to_string();
+    let lines: Vec<String> = f
+        .customers
+        .iter()
+        .map(|c| c.request_json(&f.catalog))
+        .collect();
+    let mut engine: *mut NbEngine = std::ptr::null_mut();
+    // SAFETY: valid buffers; the handle is freed below, once, when no call
+    // is in flight.
+    let status = unsafe {
+        ffi::nb_engine_open(
+            config.as_ptr(),
+            config.len(),
+            &mut engine,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(status as i32, 0, "nb_engine_open");
+    let mut g = c.benchmark_group("nb_decide");
+    g.bench_function(BenchmarkId::from_parameter(100), |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let line = &lines[i % lines.len()];
+            i = i.wrapping_add(1);
+            let mut out = NbBuf::EMPTY;
+            // SAFETY: a live handle and valid buffers; `out` is freed once.
+            unsafe {
+                let status = ffi::nb_decide(
+                    engine,
+                    black_box(line.as_ptr()),
+                    line.len(),
+                    &mut out,
+                    std::ptr::null_mut(),
+                );
+                assert_eq!(status as i32, 0);
+                black_box(&out);
+                ffi::nb_buf_free(&mut out);
+            }
+        })
+    });
+    g.finish();
+    // SAFETY: no call is in flight.
+    unsafe { ffi::nb_engine_free(engine) };
+}
+
+/// Decisions/s with 1 and 2 threads on one shared engine: each sample
+/// splits its decisions between the threads and times the whole batch.
+fn throughput(c: &mut Criterion) {
+    let f = fixture(100);
+    let mut g = c.benchmark_group("throughput");
+    for threads in [1usize, 2] {
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("threads", threads), |b| {
+            b.iter_custom(|iters| {
+                let per = (iters as usize).div_ceil(threads);
+                let started = Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        s.spawn(move || {
+                            for i in 0..per {
+                                let r = &f.requests[(i + t * 101) % f.requests.len()];
+                                black_box(f.engine.decide(r).expect("decide"));
+                            }
+                        });
+                    }
+                });
+                // Per decision, so that criterion's element throughput is
+                // decisions/s of the whole process.
+                started
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per * threads) as f64)
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(40)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
+        .configure_from_args()
 }
 
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = decide, floor, rhai_naive, decide_json
+fn main() {
+    let started = SystemTime::now();
+    let mut c = config();
+    decide(&mut c);
+    floor(&mut c);
+    rhai_naive(&mut c);
+    decide_json(&mut c);
+    nb_decide(&mut c);
+    throughput(&mut c);
+    c.final_summary();
+    summary(started);
 }
-criterion_main!(benches);
+
+/// Where criterion keeps its estimates (as criterion itself decides).
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("criterion")
+}
+
+/// The median (ns) of a benchmark, if it was measured in this run.
+fn median(id: &str, since: SystemTime) -> Option<f64> {
+    let path = criterion_dir().join(id).join("new").join("estimates.json");
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since);
+    if !fresh {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+/// Ratios of the medians measured in this run (nothing with `--test`).
+fn summary(since: SystemTime) {
+    let m = |id: &str| median(id, since);
+    let mut lines = Vec::new();
+    for n in SIZES {
+        let ours = m(&format!("decide/catalog/{n}"));
+        if let (Some(o), Some(fl)) = (ours, m(&format!("floor/{n}"))) {
+            lines.push(format!(
+                "{n:>6} actions: ours {o:>10.0} ns  floor {fl:>10.0} ns  ours/floor {:>5.2}",
+                o / fl
+            ));
+        }
+        if let (Some(o), Some(r)) = (ours, m(&format!("rhai_naive/{n}"))) {
+            lines.push(format!(
+                "{n:>6} actions: rhai {r:>10.0} ns  ours  {o:>10.0} ns  rhai/ours  {:>5.1}",
+                r / o
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (m("decide/catalog/1000"), m("decide/catalog/10000")) {
+        lines.push(format!(
+            "cost per additional action (1,000 -> 10,000 actions): {:.1} ns",
+            (b - a) / 9000.0
+        ));
+    }
+    if let (Some(j), Some(n)) = (m("decide_json/100"), m("nb_decide/100")) {
+        lines.push(format!(
+            "decide_json {j:.0} ns, nb_decide {n:.0} ns: the C ABI adds {:.0} ns",
+            n - j
+        ));
+    }
+    if let (Some(one), Some(two)) = (m("throughput/threads/1"), m("throughput/threads/2")) {
+        lines.push(format!(
+            "throughput: 1 thread {:.0} decisions/s, 2 threads {:.0} decisions/s: {:.2}x",
+            1e9 / one,
+            1e9 / two,
+            one / two
+        ));
+    }
+    if !lines.is_empty() {
+        println!("\nratios of medians measured in this run:");
+        for l in lines {
+            println!("  {l}");
+        }
+    }
+}
