@@ -24,7 +24,7 @@ pub(crate) fn propensity(action: &Action) -> f64 {
 
 /// C for an action: 1 + the boosts of its matching context weights / 100.
 #[inline]
-pub(crate) fn context_weight(rs: &RuleSet, action: &Action, memo: &mut Memo<'_>) -> f64 {
+pub(crate) fn context_weight(rs: &RuleSet, action: &Action, memo: &Memo<'_>) -> f64 {
     let mut boost = 0.0;
     for &w in action.weights.iter() {
         let w = &rs.weights[w as usize];
@@ -50,7 +50,18 @@ pub(crate) fn value(action: &Action, memo: &Memo<'_>) -> Option<f64> {
 }
 
 /// Keep the best `limit` candidates in order, without sorting them all.
+/// Most candidates of a large catalog rank below a full top N; they are
+/// turned away here, inline, without a call.
+#[inline]
 pub(crate) fn offer_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
+    if top.len() == limit && top.last().is_some_and(|last| !s.ranks_before(last)) {
+        return;
+    }
+    insert_top(top, limit, s);
+}
+
+#[inline(never)]
+fn insert_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
     if top.len() == limit {
         match top.last() {
             Some(last) if s.ranks_before(last) => {

@@ -340,8 +340,8 @@ fn evaluate(
         now: now.0,
         channel: (ch.sym, &ch.name),
     };
-    let mut results = take_scratch(rs.conds.len());
-    let mut memo = Memo::new(&mut results, &rs.conds, env);
+    let mut results = take_scratch(Memo::words(rs.conds.len()));
+    let memo = Memo::new(&mut results, &rs.conds, env);
     let mut chosen = Vec::with_capacity(if record.all {
         0
     } else {
@@ -351,8 +351,12 @@ fn evaluate(
     let mut removed = Vec::new();
     for &ai in ch.actions.iter() {
         let action = &rs.actions[ai as usize];
-        if let Some(check) = first_failure(&action.checks, &mut memo) {
-            if record.removed {
+        if !memo.covers(&action.need) {
+            let check = record
+                .removed
+                .then(|| first_failure(&action.checks, &memo))
+                .flatten();
+            if let Some(check) = check {
                 removed.push(Removed {
                     action: ai,
                     stage: check.stage,
@@ -386,7 +390,7 @@ fn evaluate(
             continue;
         };
         let propensity = arbitration::propensity(action);
-        let context_weight = arbitration::context_weight(rs, action, &mut memo);
+        let context_weight = arbitration::context_weight(rs, action, &memo);
         let scored = Scored {
             action: ai,
             propensity,
@@ -413,21 +417,21 @@ fn evaluate(
 }
 
 thread_local! {
-    /// Conjunct memo reused across decisions on this thread, so a decision
-    /// does not allocate it.
-    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// Conjunct bitset reused across decisions on this thread, so a
+    /// decision does not allocate it.
+    static SCRATCH: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
     /// This thread's block of decision ids: (next, end).
     static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-fn take_scratch(n: usize) -> Vec<u8> {
+fn take_scratch(n: usize) -> Vec<u64> {
     let mut v = SCRATCH.with(Cell::take);
     v.clear();
     v.resize(n, 0);
     v
 }
 
-fn put_scratch(v: Vec<u8>) {
+fn put_scratch(v: Vec<u64>) {
     SCRATCH.with(|s| s.set(v));
 }
 

@@ -158,6 +158,37 @@ pub(crate) fn cmp_float(op: CmpOp, x: f64, y: f64) -> bool {
 }
 
 impl BoolIr {
+    /// Whether the condition holds; an evaluation error (a missing
+    /// attribute, overflow) is "not met". Exactly `eval(env) == Ok(true)`,
+    /// but the shapes nearly every conjunct takes (an attribute against a
+    /// constant, a flag, a negation, a string or set test) are evaluated
+    /// inline: `eval` is one large recursive function whose register saves
+    /// and restores cost more than the comparison itself, and the memo
+    /// evaluates every conjunct of a rule version on every decision.
+    #[inline]
+    pub(crate) fn met(&self, env: Env<'_>) -> bool {
+        match self {
+            BoolIr::CmpIntConst(op, slot, k) => {
+                env.ctx.int(*slot).is_ok_and(|v| cmp_int(*op, v, *k))
+            }
+            BoolIr::CmpFloatConst(op, slot, k) => {
+                env.ctx.float(*slot).is_ok_and(|v| cmp_float(*op, v, *k))
+            }
+            BoolIr::Attr(slot) => env.ctx.bool(*slot) == Ok(true),
+            BoolIr::Not(e) => match &**e {
+                BoolIr::Attr(slot) => env.ctx.bool(*slot) == Ok(false),
+                BoolIr::SetContains(slot, s) => set_contains(env, *slot, s) == Ok(false),
+                e => e.eval(env) == Ok(false),
+            },
+            BoolIr::StrEq(negate, p) => p.0.eq(&p.1, env).is_ok_and(|eq| eq != *negate),
+            BoolIr::StrInList(s, list) => {
+                s.sym(env).is_ok_and(|sym| sym != 0 && list.contains(&sym))
+            }
+            BoolIr::SetContains(slot, s) => set_contains(env, *slot, s) == Ok(true),
+            _ => self.eval(env) == Ok(true),
+        }
+    }
+
     pub(crate) fn eval(&self, env: Env<'_>) -> R<bool> {
         match self {
             BoolIr::CmpIntConst(op, slot, k) => Ok(cmp_int(*op, env.ctx.int(*slot)?, *k)),
@@ -197,12 +228,15 @@ impl BoolIr {
             BoolIr::BoolInList(e, has_true, has_false) => {
                 Ok(if e.eval(env)? { *has_true } else { *has_false })
             }
-            BoolIr::SetContains(slot, s) => {
-                let (sym, text) = s.sym_text(env)?;
-                env.ctx.set_contains(*slot, sym, text)
-            }
+            BoolIr::SetContains(slot, s) => set_contains(env, *slot, s),
         }
     }
+}
+
+#[inline]
+fn set_contains(env: Env<'_>, slot: u16, s: &StrIr) -> R<bool> {
+    let (sym, text) = s.sym_text(env)?;
+    env.ctx.set_contains(slot, sym, text)
 }
 
 impl IntIr {
@@ -287,6 +321,7 @@ impl FloatIr {
 }
 
 impl StrIr {
+    #[inline]
     fn sym(&self, env: Env<'_>) -> R<Sym> {
         match self {
             StrIr::Const(sym, _) => Ok(*sym),
@@ -299,6 +334,7 @@ impl StrIr {
         Ok(self.sym_text(env)?.1)
     }
 
+    #[inline]
     fn sym_text<'a>(&'a self, env: Env<'a>) -> R<(Sym, &'a str)> {
         match self {
             StrIr::Const(sym, text) => Ok((*sym, text)),
@@ -307,6 +343,7 @@ impl StrIr {
         }
     }
 
+    #[inline]
     fn eq(&self, other: &StrIr, env: Env<'_>) -> R<bool> {
         let (a, ta) = self.sym_text(env)?;
         let (b, tb) = other.sym_text(env)?;

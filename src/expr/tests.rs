@@ -114,6 +114,12 @@ fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
                 channel: (0, "web"),
             };
             for conj in &conjuncts {
+                // The decision path's inline fast path must agree exactly.
+                assert_eq!(
+                    conj.ir.met(env),
+                    conj.ir.eval(env) == Ok(true),
+                    "met() and eval() disagree on a conjunct of `{text}`"
+                );
                 match conj.ir.eval(env) {
                     Ok(true) => {}
                     other => return other,

@@ -397,6 +397,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             value,
             starting_propensity: sp,
             lever: 1.0 + total / 100.0,
+            need: crate::policy::Need::of(&checks),
             checks: checks.into(),
             weights: Box::new([]),
             treatments,

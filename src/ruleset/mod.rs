@@ -131,6 +131,8 @@ pub(crate) struct Action {
     /// L = 1 + (issue + group + action lever) / 100, folded at load.
     pub lever: f64,
     pub checks: Box<[Check]>,
+    /// The conjuncts of `checks` as bitset masks (a decision's fast test).
+    pub need: crate::policy::Need,
     /// Context weights that boost this action (via issue, group or itself).
     pub weights: Box<[u32]>,
     /// Treatment per channel index (None: not offered there).
