@@ -167,6 +167,7 @@ impl BoolIr {
     /// evaluates every conjunct of a rule version on every decision.
     #[inline]
     pub(crate) fn met(&self, env: Env<'_>) -> bool {
+        let env = &env;
         match self {
             BoolIr::CmpIntConst(op, slot, k) => {
                 env.ctx.int(*slot).is_ok_and(|v| cmp_int(*op, v, *k))
@@ -178,30 +179,38 @@ impl BoolIr {
             BoolIr::Not(e) => match &**e {
                 BoolIr::Attr(slot) => env.ctx.bool(*slot) == Ok(false),
                 BoolIr::SetContains(slot, s) => set_contains(env, *slot, s) == Ok(false),
-                e => e.eval(env) == Ok(false),
+                e => e.eval_in(env) == Ok(false),
             },
             BoolIr::StrEq(negate, p) => p.0.eq(&p.1, env).is_ok_and(|eq| eq != *negate),
             BoolIr::StrInList(s, list) => {
                 s.sym(env).is_ok_and(|sym| sym != 0 && list.contains(&sym))
             }
             BoolIr::SetContains(slot, s) => set_contains(env, *slot, s) == Ok(true),
-            _ => self.eval(env) == Ok(true),
+            _ => self.eval_in(env) == Ok(true),
         }
     }
 
+    /// Evaluate for `env`.
+    #[inline]
     pub(crate) fn eval(&self, env: Env<'_>) -> R<bool> {
+        self.eval_in(&env)
+    }
+
+    // By reference inside the tree: `Env` is five words, too large to
+    // pass in registers at every node.
+    fn eval_in(&self, env: &Env<'_>) -> R<bool> {
         match self {
             BoolIr::CmpIntConst(op, slot, k) => Ok(cmp_int(*op, env.ctx.int(*slot)?, *k)),
             BoolIr::CmpFloatConst(op, slot, k) => Ok(cmp_float(*op, env.ctx.float(*slot)?, *k)),
             BoolIr::Const(b) => Ok(*b),
             BoolIr::Attr(slot) => env.ctx.bool(*slot),
-            BoolIr::Not(e) => Ok(!e.eval(env)?),
-            BoolIr::And(p) => Ok(p.0.eval(env)? && p.1.eval(env)?),
-            BoolIr::Or(p) => Ok(p.0.eval(env)? || p.1.eval(env)?),
-            BoolIr::CmpInt(op, p) => Ok(cmp_int(*op, p.0.eval(env)?, p.1.eval(env)?)),
-            BoolIr::CmpFloat(op, p) => Ok(cmp_float(*op, p.0.eval(env)?, p.1.eval(env)?)),
+            BoolIr::Not(e) => Ok(!e.eval_in(env)?),
+            BoolIr::And(p) => Ok(p.0.eval_in(env)? && p.1.eval_in(env)?),
+            BoolIr::Or(p) => Ok(p.0.eval_in(env)? || p.1.eval_in(env)?),
+            BoolIr::CmpInt(op, p) => Ok(cmp_int(*op, p.0.eval_in(env)?, p.1.eval_in(env)?)),
+            BoolIr::CmpFloat(op, p) => Ok(cmp_float(*op, p.0.eval_in(env)?, p.1.eval_in(env)?)),
             BoolIr::CmpBool(op, p) => {
-                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
                 Ok(if *op == CmpOp::Eq { a == b } else { a != b })
             }
             BoolIr::StrEq(negate, p) => {
@@ -213,50 +222,52 @@ impl BoolIr {
                 Ok(sym != 0 && list.contains(&sym))
             }
             BoolIr::IntInList(e, list) => {
-                let v = e.eval(env)?;
+                let v = e.eval_in(env)?;
                 Ok(list.contains(&v))
             }
             BoolIr::IntInMixedList(e, lists) => {
-                let v = e.eval(env)?;
+                let v = e.eval_in(env)?;
                 Ok(lists.0.contains(&v)
                     || lists.1.iter().any(|&k| cmp_float(CmpOp::Eq, v as f64, k)))
             }
             BoolIr::FloatInList(e, list) => {
-                let v = e.eval(env)?;
+                let v = e.eval_in(env)?;
                 Ok(list.iter().any(|&k| cmp_float(CmpOp::Eq, v, k)))
             }
-            BoolIr::BoolInList(e, has_true, has_false) => {
-                Ok(if e.eval(env)? { *has_true } else { *has_false })
-            }
+            BoolIr::BoolInList(e, has_true, has_false) => Ok(if e.eval_in(env)? {
+                *has_true
+            } else {
+                *has_false
+            }),
             BoolIr::SetContains(slot, s) => set_contains(env, *slot, s),
         }
     }
 }
 
 #[inline]
-fn set_contains(env: Env<'_>, slot: u16, s: &StrIr) -> R<bool> {
+fn set_contains(env: &Env<'_>, slot: u16, s: &StrIr) -> R<bool> {
     let (sym, text) = s.sym_text(env)?;
     env.ctx.set_contains(slot, sym, text)
 }
 
 impl IntIr {
-    pub(crate) fn eval(&self, env: Env<'_>) -> R<i64> {
+    fn eval_in(&self, env: &Env<'_>) -> R<i64> {
         match self {
             IntIr::Const(v) => Ok(*v),
             IntIr::Attr(slot) => env.ctx.int(*slot),
             IntIr::Time(slot) => env.ctx.time(*slot),
-            IntIr::Neg(e) => e.eval(env)?.checked_neg().ok_or(EvalError::Overflow),
-            IntIr::Abs(e) => e.eval(env)?.checked_abs().ok_or(EvalError::Overflow),
+            IntIr::Neg(e) => e.eval_in(env)?.checked_neg().ok_or(EvalError::Overflow),
+            IntIr::Abs(e) => e.eval_in(env)?.checked_abs().ok_or(EvalError::Overflow),
             IntIr::Arith(op, p) => {
-                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
                 int_arith(*op, a, b)
             }
             IntIr::Min(p) => {
-                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
                 Ok(if a <= b { a } else { b })
             }
             IntIr::Max(p) => {
-                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
                 Ok(if a >= b { a } else { b })
             }
             IntIr::LenStr(s) => Ok(s.text(env)?.chars().count() as i64),
@@ -274,7 +285,7 @@ pub(crate) fn since_seconds(now: i64, t: i64, unit: i64) -> R<i64> {
     Ok(d.div_euclid(unit))
 }
 
-fn since(env: Env<'_>, slot: u16, unit: i64) -> R<i64> {
+fn since(env: &Env<'_>, slot: u16, unit: i64) -> R<i64> {
     since_seconds(env.now, env.ctx.time(slot)?, unit)
 }
 
@@ -291,15 +302,23 @@ pub(crate) fn int_arith(op: ArithOp, a: i64, b: i64) -> R<i64> {
 }
 
 impl FloatIr {
+    /// Evaluate for `env`.
+    #[inline]
     pub(crate) fn eval(&self, env: Env<'_>) -> R<f64> {
+        self.eval_in(&env)
+    }
+
+    // By reference inside the tree: `Env` is five words, too large to
+    // pass in registers at every node.
+    fn eval_in(&self, env: &Env<'_>) -> R<f64> {
         match self {
             FloatIr::Const(v) => Ok(*v),
             FloatIr::Attr(slot) => env.ctx.float(*slot),
-            FloatIr::FromInt(e) => Ok(e.eval(env)? as f64),
-            FloatIr::Neg(e) => Ok(-e.eval(env)?),
-            FloatIr::Abs(e) => Ok(e.eval(env)?.abs()),
+            FloatIr::FromInt(e) => Ok(e.eval_in(env)? as f64),
+            FloatIr::Neg(e) => Ok(-e.eval_in(env)?),
+            FloatIr::Abs(e) => Ok(e.eval_in(env)?.abs()),
             FloatIr::Arith(op, p) => {
-                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
                 Ok(match op {
                     ArithOp::Add => a + b,
                     ArithOp::Sub => a - b,
@@ -309,11 +328,11 @@ impl FloatIr {
                 })
             }
             FloatIr::Min(p) => {
-                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
                 Ok(if a <= b { a } else { b })
             }
             FloatIr::Max(p) => {
-                let (a, b) = (p.0.eval(env)?, p.1.eval(env)?);
+                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
                 Ok(if a >= b { a } else { b })
             }
         }
@@ -322,7 +341,7 @@ impl FloatIr {
 
 impl StrIr {
     #[inline]
-    fn sym(&self, env: Env<'_>) -> R<Sym> {
+    fn sym(&self, env: &Env<'_>) -> R<Sym> {
         match self {
             StrIr::Const(sym, _) => Ok(*sym),
             StrIr::Attr(slot) => env.ctx.str_sym(*slot),
@@ -330,12 +349,12 @@ impl StrIr {
         }
     }
 
-    fn text<'a>(&'a self, env: Env<'a>) -> R<&'a str> {
+    fn text<'a>(&'a self, env: &Env<'a>) -> R<&'a str> {
         Ok(self.sym_text(env)?.1)
     }
 
     #[inline]
-    fn sym_text<'a>(&'a self, env: Env<'a>) -> R<(Sym, &'a str)> {
+    fn sym_text<'a>(&'a self, env: &Env<'a>) -> R<(Sym, &'a str)> {
         match self {
             StrIr::Const(sym, text) => Ok((*sym, text)),
             StrIr::Attr(slot) => env.ctx.str(*slot),
@@ -344,7 +363,7 @@ impl StrIr {
     }
 
     #[inline]
-    fn eq(&self, other: &StrIr, env: Env<'_>) -> R<bool> {
+    fn eq(&self, other: &StrIr, env: &Env<'_>) -> R<bool> {
         let (a, ta) = self.sym_text(env)?;
         let (b, tb) = other.sym_text(env)?;
         // Symbols decide unless both strings are ones no rule mentions.
