@@ -181,7 +181,14 @@ impl BoolIr {
                 BoolIr::SetContains(slot, s) => set_contains(env, *slot, s) == Ok(false),
                 e => e.eval_in(env) == Ok(false),
             },
-            BoolIr::StrEq(negate, p) => p.0.eq(&p.1, env).is_ok_and(|eq| eq != *negate),
+            // `attr == "literal"`: a literal is always interned (symbol != 0),
+            // so the symbols decide and the text is never read.
+            BoolIr::StrEq(negate, p) => match &**p {
+                (StrIr::Attr(slot), StrIr::Const(sym, _)) if *sym != 0 => {
+                    env.ctx.str_sym(*slot).is_ok_and(|a| (a == *sym) != *negate)
+                }
+                (a, b) => a.eq(b, env).is_ok_and(|eq| eq != *negate),
+            },
             BoolIr::StrInList(s, list) => {
                 s.sym(env).is_ok_and(|sym| sym != 0 && list.contains(&sym))
             }
