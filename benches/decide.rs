@@ -466,6 +466,49 @@ fn main() {
     summary(started);
 }
 
+/// On-CPU nanoseconds of the calling thread (Linux: the first field of
+/// /proc/thread-self/schedstat), if known.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Wall-clock scaling depends on what else the machine runs; scaling per
+/// CPU-second does not. Decisions per on-CPU second of each thread, 2
+/// threads against 1: 1.0 means the threads do not slow each other down
+/// (no shared cache lines written per decision, no allocator contention).
+fn cpu_scaling() -> String {
+    let f = fixture(100);
+    let per_thread = 400_000;
+    let rate = |threads: usize| -> Option<f64> {
+        let cpu: Vec<Option<u64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        let start = thread_cpu_ns()?;
+                        for i in 0..per_thread {
+                            let r = &f.requests[(i + t * 101) % f.requests.len()];
+                            black_box(f.engine.decide(r).expect("decide"));
+                        }
+                        Some(thread_cpu_ns()? - start)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let total: u64 = cpu.into_iter().sum::<Option<u64>>()?;
+        Some((per_thread * threads) as f64 / (total as f64 / 1e9))
+    };
+    match (rate(1), rate(2)) {
+        (Some(one), Some(two)) => format!(
+            "per on-CPU second: 1 thread {one:.0} decisions, 2 threads {two:.0} decisions: efficiency {:.2} (2 threads on 2 free cores: {:.2}x)",
+            two / one,
+            2.0 * two / one
+        ),
+        _ => "per on-CPU second: unknown (no /proc/thread-self/schedstat)".into(),
+    }
+}
+
 /// Where criterion keeps its estimates (as criterion itself decides).
 fn criterion_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
@@ -529,6 +572,9 @@ fn summary(since: SystemTime) {
             1e9 / two,
             one / two
         ));
+    }
+    if lines.iter().any(|l| l.starts_with("throughput")) {
+        lines.push(cpu_scaling());
     }
     if !lines.is_empty() {
         println!("\nratios of medians measured in this run:");
