@@ -79,14 +79,13 @@ fn insert_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
 
 /// Sort all candidates into arbitration order (explain mode).
 pub(crate) fn sort_all(all: &mut [Scored]) {
-    all.sort_by(|a, b| {
-        if a.ranks_before(b) {
-            std::cmp::Ordering::Less
-        } else if b.ranks_before(a) {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
+    // The order of `Scored::ranks_before` as one comparison. A candidate
+    // appears once, so no two compare equal and an unstable sort has one
+    // possible result.
+    all.sort_unstable_by(|a, b| {
+        (b.priority + 0.0)
+            .total_cmp(&(a.priority + 0.0))
+            .then(a.action.cmp(&b.action))
     });
 }
 
@@ -103,6 +102,26 @@ mod tests {
             lever: 1.0,
             priority,
         }
+    }
+
+    #[test]
+    fn sort_all_orders_like_ranks_before_with_ties_and_signed_zeros() {
+        let mut all = vec![
+            s(5, 0.0),
+            s(2, -0.0),
+            s(9, 3.5),
+            s(1, 3.5),
+            s(7, -1.0),
+            s(3, 0.0),
+            s(8, 1e-300),
+            s(4, 3.5),
+        ];
+        sort_all(&mut all);
+        for w in all.windows(2) {
+            assert!(w[0].ranks_before(&w[1]), "{:?} before {:?}", w[0], w[1]);
+        }
+        let got: Vec<u32> = all.iter().map(|c| c.action).collect();
+        assert_eq!(got, vec![1, 4, 9, 8, 2, 3, 5, 7]);
     }
 
     #[test]
