@@ -347,8 +347,11 @@ fn evaluate(
     } else {
         limit.min(ch.actions.len())
     });
-    let mut ranked = Vec::new();
-    let mut removed = Vec::new();
+    // Sized for the channel's actions up front when they are recorded (no
+    // regrowth while deciding).
+    let n = ch.actions.len();
+    let mut ranked = Vec::with_capacity(if record.all { n } else { 0 });
+    let mut removed = Vec::with_capacity(if record.removed { n } else { 0 });
     for &ai in ch.actions.iter() {
         let action = &rs.actions[ai as usize];
         if !memo.covers(&action.need) {
