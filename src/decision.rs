@@ -221,6 +221,17 @@ pub(crate) struct Removed {
     pub note: Option<Arc<str>>,
 }
 
+/// An action removed by engine state (contact policy, channel limit or
+/// volume constraint) rather than by the context: logged with every
+/// decision, because a replay cannot recompute it.
+#[derive(Debug, Clone)]
+pub(crate) struct Blocked {
+    pub action: u32,
+    pub stage: Stage,
+    /// The policy, channel or constraint that blocked it.
+    pub policy: Arc<str>,
+}
+
 /// The answer to a [`DecisionRequest`].
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -236,6 +247,14 @@ pub struct Decision {
     pub(crate) removed: Vec<Removed>,
     pub(crate) diagnostics: Vec<crate::script::Diagnostic>,
     pub(crate) elapsed_ns: u64,
+    /// Actions removed by engine state.
+    pub(crate) blocked: Vec<Blocked>,
+    /// The learning evidence used, per survivor: (action, successes,
+    /// failures); empty without `[learning]`.
+    pub(crate) evidence: Vec<(u32, u32, u32)>,
+    /// The probability that the first action was chosen first, when the
+    /// learning mode makes it exact (posterior mean: 1; epsilon-greedy).
+    pub(crate) selection_probability: Option<f64>,
 }
 
 impl Decision {
@@ -335,7 +354,18 @@ impl Decision {
             removed: Vec::new(),
             diagnostics: self.diagnostics.clone(),
             elapsed_ns: self.elapsed_ns,
+            blocked: self.blocked.clone(),
+            evidence: self.evidence.clone(),
+            selection_probability: self.selection_probability,
         }
+    }
+
+    /// The probability that this decision's first action was the one put
+    /// first, when the learning mode makes it exact: 1 for the posterior
+    /// mean, `(1 - ε) + ε/n` or `ε/n` for epsilon-greedy over `n`
+    /// survivors; `None` for Thompson sampling and without `[learning]`.
+    pub fn selection_probability(&self) -> Option<f64> {
+        self.selection_probability
     }
 
     /// Problems in the strategy's hooks during this decision (the decision

@@ -29,9 +29,13 @@ use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, Sink}
 use crate::context::Timestamp;
 use crate::decision::{Arm, Decision, DecisionRequest, RequestJson, MAX_LIMIT};
 use crate::error::Error;
+use crate::history::{HistoryConfig, HistoryStore, MemoryHistory};
+use crate::learning::Learned;
 use crate::outcome::Outcome;
+use crate::policy::contact::Counter;
 use crate::ruleset::{source_hash, ControlMode, RuleSet, RuleSource, Schema};
 use crate::util::Striped;
+use dashmap::DashMap;
 
 pub(crate) mod pipeline;
 
@@ -41,9 +45,45 @@ pub struct Version {
     pub(crate) number: u64,
     pub(crate) rules: RuleSet,
     pub(crate) published: Timestamp,
+    /// The engine state the champion's rules read, resolved at publish.
+    pub(crate) bound: Bound,
+    /// The same for the challenger, if there is one.
+    pub(crate) challenger_bound: Option<Bound>,
+}
+
+/// A rule set's handles on engine state, resolved once when the version is
+/// published so that a decision indexes arrays instead of looking up maps.
+#[derive(Debug, Default)]
+pub(crate) struct Bound {
+    /// Outcome counts per (action, channel): index `action * channels +
+    /// channel`; `None` where the action is not offered on the channel.
+    pub counts: Box<[Option<Arc<crate::learning::Counts>>]>,
+    /// One counter per volume constraint of the rule set.
+    pub counters: Box<[Arc<crate::policy::contact::Counter>]>,
 }
 
 impl Version {
+    fn new(
+        number: u64,
+        rules: RuleSet,
+        learned: &Learned,
+        counters: &DashMap<u64, Arc<Counter>>,
+    ) -> Version {
+        let bound = bind(&rules, learned, counters);
+        let challenger_bound = rules
+            .experiment
+            .as_ref()
+            .and_then(|e| e.challenger.as_deref())
+            .map(|c| bind(c, learned, counters));
+        Version {
+            number,
+            rules,
+            published: Timestamp::now(),
+            bound,
+            challenger_bound,
+        }
+    }
+
     /// The version number (1 for the first published, then increasing).
     pub fn number(&self) -> u64 {
         self.number
@@ -56,6 +96,14 @@ impl Version {
     pub fn published(&self) -> Timestamp {
         self.published
     }
+    /// The engine state bound to the rule set that decides for `arm`.
+    pub(crate) fn bound_for(&self, arm: Arm) -> &Bound {
+        match (arm, &self.challenger_bound) {
+            (Arm::Challenger, Some(b)) => b,
+            _ => &self.bound,
+        }
+    }
+
     /// The rule set that decides for `arm`.
     pub(crate) fn rules_for(&self, arm: Arm) -> &RuleSet {
         match (
@@ -79,6 +127,13 @@ pub struct EngineConfig {
     pub keep_versions: usize,
     /// The decision log (none by default).
     pub decision_log: Option<LogConfig>,
+    /// Bounds of the in-memory interaction history.
+    pub history: HistoryConfig,
+    /// Whether a live decision records an impression of each action it
+    /// returns in the interaction history (default: no; the application
+    /// reports impressions with [`Engine::record_outcome`] when it actually
+    /// shows the action).
+    pub record_impressions: bool,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +141,8 @@ impl Default for EngineConfig {
         EngineConfig {
             keep_versions: 10,
             decision_log: None,
+            history: HistoryConfig::default(),
+            record_impressions: false,
         }
     }
 }
@@ -109,6 +166,17 @@ pub struct EngineOptions {
     /// Where and how to log decisions and outcomes.
     #[serde(default)]
     pub decision_log: Option<crate::audit::LogConfig>,
+    /// Bounds of the in-memory interaction history:
+    /// `{"retention_secs": 7776000, "max_events": 256}`.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
+    /// Record an impression for every action a decision returns.
+    #[serde(default)]
+    pub record_impressions: Option<bool>,
+    /// Load interaction history and learning state from this file (written
+    /// by [`Engine::save_state`]) when opening, if it exists.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
 }
 
 /// A summary of a kept version.
@@ -213,6 +281,48 @@ pub struct Engine {
     script_errors: Striped,
     log: Option<DecisionLog>,
     archive_dir: Option<PathBuf>,
+    interactions: Arc<dyn HistoryStore>,
+    learned: Arc<Learned>,
+    counters: Arc<DashMap<u64, Arc<Counter>>>,
+    record_impressions: bool,
+}
+
+/// Resolve a rule set's handles on the engine's learning counts and volume
+/// counters (creating them when new).
+fn bind(rs: &RuleSet, learned: &Learned, counters: &DashMap<u64, Arc<Counter>>) -> Bound {
+    let nch = rs.channels.len();
+    let mut counts = vec![None; rs.actions.len() * nch];
+    for (ci, ch) in rs.channels.iter().enumerate() {
+        for &ai in ch.actions.iter() {
+            counts[ai as usize * nch + ci] =
+                Some(learned.counts(&rs.actions[ai as usize].id, &ch.name));
+        }
+    }
+    let counters = rs
+        .volumes
+        .iter()
+        .map(|v| {
+            counters
+                .entry(crate::history::key(&v.name))
+                .or_default()
+                .clone()
+        })
+        .collect();
+    Bound {
+        counts: counts.into(),
+        counters,
+    }
+}
+
+/// The saved-state file (see [`Engine::save_state`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedState {
+    v: u32,
+    kind: String,
+    saved: String,
+    learning: Vec<crate::learning::SavedCounts>,
+    /// Volume counters by constraint-name key: (window << 32) | count.
+    volumes: Vec<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,7 +338,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine serving `rules` as version 1, without a decision log.
     pub fn new(rules: RuleSet) -> Engine {
-        Engine::build(rules, EngineConfig::default().keep_versions, None, None)
+        Engine::build(rules, &EngineConfig::default(), None, None)
     }
 
     /// An engine serving `rules` as version 1, with `config`. Fails only if
@@ -245,7 +355,7 @@ impl Engine {
             }
             None => (None, None),
         };
-        let engine = Engine::build(rules, config.keep_versions, log, archive);
+        let engine = Engine::build(rules, &config, log, archive);
         engine.archive(&engine.current.load())?;
         Ok(engine)
     }
@@ -258,20 +368,19 @@ impl Engine {
         options: LogOptions,
     ) -> Result<Engine, Error> {
         let log = DecisionLog::start(sink, options)?;
-        Ok(Engine::build(rules, config.keep_versions, Some(log), None))
+        Ok(Engine::build(rules, &config, Some(log), None))
     }
 
     fn build(
         rules: RuleSet,
-        keep_versions: usize,
+        config: &EngineConfig,
         log: Option<DecisionLog>,
         archive_dir: Option<PathBuf>,
     ) -> Engine {
-        let first = Arc::new(Version {
-            number: 1,
-            rules,
-            published: Timestamp::now(),
-        });
+        let keep_versions = config.keep_versions;
+        let learned = Arc::new(Learned::default());
+        let counters = Arc::new(DashMap::new());
+        let first = Arc::new(Version::new(1, rules, &learned, &counters));
         Engine {
             current: ArcSwap::new(first.clone()),
             history: Mutex::new(History {
@@ -289,7 +398,85 @@ impl Engine {
             script_errors: Striped::default(),
             log,
             archive_dir,
+            interactions: Arc::new(MemoryHistory::new(config.history)),
+            learned,
+            counters,
+            record_impressions: config.record_impressions,
         }
+    }
+
+    /// Use `store` for interaction history instead of the in-memory one
+    /// (a shared store, for example). Call before serving.
+    pub fn with_history_store(mut self, store: Arc<dyn HistoryStore>) -> Engine {
+        self.interactions = store;
+        self
+    }
+
+    /// The interaction history store.
+    pub fn history_store(&self) -> &Arc<dyn HistoryStore> {
+        &self.interactions
+    }
+
+    /// Save interaction history, learning counts and volume counters to
+    /// `path`, atomically (a temporary file, synced, then renamed).
+    ///
+    /// The file is JSON Lines: a header `{"v":1,"kind":"nextbest-state",
+    /// "saved":..,"learning":[{"action":..,"channel":..,"counts":[impression,
+    /// clicked, accepted, rejected, no_response]}],"volumes":[[key, word]]}`,
+    /// then the history: `{"v":1,"kind":"history"}` and one line per
+    /// customer (see [`MemoryHistory`]).
+    pub fn save_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let header = SavedState {
+            v: 1,
+            kind: "nextbest-state".into(),
+            saved: Timestamp::now().to_string(),
+            learning: self.learned.save(),
+            volumes: self
+                .counters
+                .iter()
+                .map(|e| (*e.key(), e.value().raw()))
+                .collect(),
+        };
+        crate::history::write_atomically(path.as_ref(), |w| {
+            serde_json::to_writer(&mut *w, &header).map_err(|e| Error::State(e.to_string()))?;
+            std::io::Write::write_all(w, b"\n").map_err(|e| Error::io(path.as_ref(), e))?;
+            self.interactions.save(w)
+        })
+    }
+
+    /// Load a file written by [`Engine::save_state`]: its outcome counts
+    /// and history events are added to the engine's, its volume counters
+    /// replace the engine's.
+    pub fn load_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        use std::io::BufRead;
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut r = std::io::BufReader::new(file);
+        let mut first = String::new();
+        r.read_line(&mut first).map_err(|e| Error::io(path, e))?;
+        let header: SavedState = serde_json::from_str(&first)
+            .map_err(|e| Error::State(format!("{} line 1: {e}", path.display())))?;
+        if header.v != 1 || header.kind != "nextbest-state" {
+            return Err(Error::State(format!(
+                "{}: not a nextbest state file (v {}, kind `{}`)",
+                path.display(),
+                header.v,
+                header.kind
+            )));
+        }
+        self.interactions
+            .load(&mut r)
+            .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        self.learned.load(&header.learning);
+        for (k, word) in header.volumes {
+            match self.counters.get(&k) {
+                Some(c) => c.set_raw(word),
+                None => {
+                    self.counters.insert(k, Arc::new(Counter::from_raw(word)));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Write a version's rule files to the archive (if configured) under
@@ -315,7 +502,17 @@ impl Engine {
             config.keep_versions = k;
         }
         config.decision_log = options.decision_log.clone();
-        Engine::try_with_config(rules, config)
+        if let Some(h) = options.history {
+            config.history = h;
+        }
+        if let Some(r) = options.record_impressions {
+            config.record_impressions = r;
+        }
+        let engine = Engine::try_with_config(rules, config)?;
+        if let Some(state) = options.state_file.as_ref().filter(|p| p.exists()) {
+            engine.load_state(state)?;
+        }
+        Ok(engine)
     }
 
     /// Open an engine from [`EngineOptions`] given as JSON.
@@ -338,11 +535,7 @@ impl Engine {
         }
         let number = h.next_number;
         h.next_number += 1;
-        let v = Arc::new(Version {
-            number,
-            rules,
-            published: Timestamp::now(),
-        });
+        let v = Arc::new(Version::new(number, rules, &self.learned, &self.counters));
         self.current.store(v.clone());
         h.versions.push_back(v);
         while h.versions.len() > self.keep_versions {
@@ -443,23 +636,51 @@ impl Engine {
     /// kept version) and logged.
     pub fn record_outcome(&self, outcome: &Outcome) -> Result<(), Error> {
         let live = self.current.load();
-        live.rules.channel(&outcome.channel)?;
-        let known = live.rules.action_index(&outcome.action).is_some()
-            || self
-                .history
-                .lock()
-                .versions
-                .iter()
-                .any(|v| v.rules.action_index(&outcome.action).is_some());
-        if !known {
-            return Err(Error::InvalidRequest(format!(
-                "outcome: unknown action `{}`",
-                outcome.action
-            )));
+        let ci = live.rules.channel(&outcome.channel)? as usize;
+        let now = Timestamp::now();
+        let at = outcome.timestamp.unwrap_or(now);
+        // The action's group (for per-group contact policies) and its
+        // counts: from the live version when it has the action, else from
+        // the newest kept version that has it.
+        let group;
+        let counts;
+        if let Some(ai) = live.rules.action_index(&outcome.action) {
+            let ai = ai as usize;
+            let a = &live.rules.actions[ai];
+            group = live.rules.groups[a.group as usize].key;
+            counts = live.bound.counts[ai * live.rules.channels.len() + ci]
+                .clone()
+                .unwrap_or_else(|| self.learned.counts(&outcome.action, &outcome.channel));
+        } else {
+            let h = self.history.lock();
+            let Some((rs, ai)) = h.versions.iter().rev().find_map(|v| {
+                v.rules
+                    .action_index(&outcome.action)
+                    .map(|ai| (&v.rules, ai as usize))
+            }) else {
+                return Err(Error::InvalidRequest(format!(
+                    "outcome: unknown action `{}`",
+                    outcome.action
+                )));
+            };
+            group = rs.groups[rs.actions[ai].group as usize].key;
+            drop(h);
+            counts = self.learned.counts(&outcome.action, &outcome.channel);
         }
+        counts.add(outcome.kind, 1);
+        self.interactions.record(
+            &outcome.customer_id,
+            crate::history::Event {
+                at: at.0,
+                action: crate::history::key(&outcome.action),
+                group,
+                channel: crate::history::channel_key(&outcome.channel),
+                kind: outcome.kind,
+            },
+        );
         self.outcomes.add(1);
         if let Some(log) = &self.log {
-            log.log(crate::audit::outcome_item(outcome, Timestamp::now()));
+            log.log(crate::audit::outcome_item(outcome, now));
         }
         Ok(())
     }
@@ -487,8 +708,8 @@ impl Engine {
     /// Decide: the next best actions for the request's customer and channel.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
         let version = self.current.load_full();
-        let d = pipeline::decide_on(version, request, self.log_detail(), None);
-        self.count(self.logged(d, request))
+        let d = pipeline::decide_on(version, request, self.log_detail(), None, Some(self.live()));
+        self.count(self.logged(self.impressions(d, request), request))
     }
 
     /// Re-decide a logged decision (replay): not logged, not counted.
@@ -497,12 +718,58 @@ impl Engine {
         request: &DecisionRequest,
         replaying: &pipeline::Replaying,
     ) -> Result<Decision, Error> {
-        pipeline::decide_on(self.current.load_full(), request, None, Some(replaying))
+        pipeline::decide_on(
+            self.current.load_full(),
+            request,
+            None,
+            Some(replaying),
+            None,
+        )
     }
 
     /// Decide without logging (simulation's explained pass).
     pub(crate) fn decide_unlogged(&self, request: &DecisionRequest) -> Result<Decision, Error> {
-        pipeline::decide_on(self.current.load_full(), request, None, None)
+        let live = pipeline::Live {
+            history: &*self.interactions,
+            take: false,
+        };
+        pipeline::decide_on(self.current.load_full(), request, None, None, Some(live))
+    }
+
+    fn live(&self) -> pipeline::Live<'_> {
+        pipeline::Live {
+            history: &*self.interactions,
+            take: true,
+        }
+    }
+
+    /// With `record_impressions`, put an impression of each returned
+    /// action in the customer's history.
+    fn impressions(
+        &self,
+        d: Result<Decision, Error>,
+        request: &DecisionRequest,
+    ) -> Result<Decision, Error> {
+        if self.record_impressions {
+            if let Ok(d) = &d {
+                let rs = d.ruleset();
+                let ch = &rs.channels[d.channel as usize];
+                for c in &d.chosen {
+                    let a = &rs.actions[c.action as usize];
+                    self.interactions.record(
+                        &request.customer_id,
+                        crate::history::Event {
+                            at: d.timestamp.0,
+                            action: a.key,
+                            group: rs.groups[a.group as usize].key,
+                            channel: ch.key,
+                            kind: crate::outcome::OutcomeKind::Impression,
+                        },
+                    );
+                }
+            }
+        }
+        d
     }
 
     fn log_detail(&self) -> Option<crate::audit::LogDetail> {
@@ -544,8 +811,14 @@ impl Engine {
             .map_err(|e| Error::InvalidRequest(e.to_string()))
             .and_then(|raw| raw.bind(&version.rules.schema))
             .and_then(|request| {
-                let d = pipeline::decide_on(version, &request, self.log_detail(), None);
-                self.logged(d, &request)
+                let d = pipeline::decide_on(
+                    version,
+                    &request,
+                    self.log_detail(),
+                    None,
+                    Some(self.live()),
+                );
+                self.logged(self.impressions(d, &request), &request)
             });
         self.count(result)
     }

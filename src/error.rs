@@ -95,6 +95,10 @@ pub enum Error {
     /// There is no version to roll back to.
     #[error("cannot roll back: {0}")]
     Rollback(String),
+    /// Engine state (interaction history, learning) could not be saved or
+    /// loaded, or the file is damaged.
+    #[error("engine state: {0}")]
+    State(String),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

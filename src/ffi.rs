@@ -291,7 +291,7 @@ impl Failure {
             Error::UnknownChannel { .. } => NbStatus::NB_ERR_UNKNOWN_CHANNEL,
             Error::InvalidConfig(_) => NbStatus::NB_ERR_INVALID_CONFIG,
             Error::Rollback(_) => NbStatus::NB_ERR_NO_PREVIOUS_VERSION,
-            Error::Io { .. } => NbStatus::NB_ERR_IO,
+            Error::Io { .. } | Error::State(_) => NbStatus::NB_ERR_IO,
             // `Error` is non-exhaustive: a variant added later maps here
             // until it is given a status of its own.
             #[allow(unreachable_patterns)]

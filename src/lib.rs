@@ -49,6 +49,8 @@ mod expr;
 pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod history;
+mod learning;
 mod outcome;
 pub mod persona;
 mod policy;

@@ -26,6 +26,18 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
+    /// The kind named `s` in JSON.
+    pub fn parse(s: &str) -> Option<OutcomeKind> {
+        Some(match s {
+            "impression" => OutcomeKind::Impression,
+            "clicked" => OutcomeKind::Clicked,
+            "accepted" => OutcomeKind::Accepted,
+            "rejected" => OutcomeKind::Rejected,
+            "no_response" => OutcomeKind::NoResponse,
+            _ => return None,
+        })
+    }
+
     /// The kind's name in JSON.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -122,6 +122,33 @@ impl Serialize for DecisionRecord<'_> {
             m.serialize_entry("candidates", &Candidates(it))?;
         }
         m.serialize_entry("actions", &d.action_ids())?;
+        if let Some(p) = d.selection_probability {
+            m.serialize_entry("selection_probability", &p)?;
+        }
+        // What engine state (history, counters, learning) contributed: a
+        // replay cannot recompute it from the context.
+        if !d.blocked.is_empty() {
+            let blocked: Vec<(&str, &str, &str)> = d
+                .blocked
+                .iter()
+                .map(|b| {
+                    (
+                        &*rules.actions[b.action as usize].id,
+                        b.stage.as_str(),
+                        &*b.policy,
+                    )
+                })
+                .collect();
+            m.serialize_entry("blocked", &blocked)?;
+        }
+        if !d.evidence.is_empty() {
+            let evidence: Vec<(&str, u32, u32)> = d
+                .evidence
+                .iter()
+                .map(|&(a, s, f)| (&*rules.actions[a as usize].id, s, f))
+                .collect();
+            m.serialize_entry("evidence", &evidence)?;
+        }
         if !d.diagnostics.is_empty() {
             let diags: Vec<String> = d.diagnostics.iter().map(ToString::to_string).collect();
             m.serialize_entry("diagnostics", &diags)?;

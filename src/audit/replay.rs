@@ -288,6 +288,32 @@ fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String
                 _ => None,
             })
             .collect(),
+        blocked: rec["blocked"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| {
+                let stage = crate::ruleset::Stage::parse(b[1].as_str()?)?;
+                Some((
+                    b[0].as_str()?.to_string(),
+                    stage,
+                    b[2].as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+        evidence: rec["evidence"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                Some((
+                    e[0].as_str()?.to_string(),
+                    u32::try_from(e[1].as_u64()?).ok()?,
+                    u32::try_from(e[2].as_u64()?).ok()?,
+                ))
+            })
+            .collect(),
+        seed: rec["seed"].as_u64(),
     };
     let d = engine.decide_replay(&req, &replaying)?;
     let diff = compare(rec, &d);

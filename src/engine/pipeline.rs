@@ -5,26 +5,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use super::Bound;
 use super::{assign_arm, check_limit, control_mode, since, Version};
 use crate::arbitration;
 use crate::audit::LogDetail;
 use crate::context::{Context, Timestamp, Value};
-use crate::decision::{Arm, Decision, DecisionId, DecisionRequest, Removed, Scored};
+use crate::decision::{Arm, Blocked, Decision, DecisionId, DecisionRequest, Removed, Scored};
 use crate::error::Error;
 use crate::expr::Env;
+use crate::history::{Event, HistoryStore};
+use crate::learning::Mode as LearnMode;
+use crate::policy::contact::{self, Suppression};
 use crate::policy::{first_failure, Memo};
-use crate::ruleset::{AttrType, ControlMode, Level, RuleSet, Stage, ValueFn};
+use crate::ruleset::{AttrType, Channel, ControlMode, Level, RuleSet, Stage, ValueFn};
 use crate::script::{Candidate, Customer, Diagnostic, HookRun, Strategy};
 
 /// Decide on one version (loaded once by the caller).
 ///
 /// With a log detail, the candidates the decision log wants are recorded
 /// whatever the request's `explain`.
+/// Engine state a live decision reads (and, with `take`, changes: volume
+/// counters). Replays read the logged state instead.
+pub(crate) struct Live<'a> {
+    pub history: &'a dyn HistoryStore,
+    /// Take volume-constraint units for the returned actions.
+    pub take: bool,
+}
+
 pub(crate) fn decide_on(
     version: Arc<Version>,
     request: &DecisionRequest,
     log: Option<LogDetail>,
     replay: Option<&Replaying>,
+    live: Option<Live<'_>>,
 ) -> Result<Decision, Error> {
     let log_removed = log == Some(LogDetail::All);
     let log_ranked = matches!(log, Some(LogDetail::All | LogDetail::Ranked));
@@ -44,6 +57,58 @@ pub(crate) fn decide_on(
     let now = request.now.unwrap_or_else(Timestamp::now);
     let control = (arm == Arm::Control).then(|| control_mode(&version.rules));
     let mut diagnostics = Vec::new();
+    let id = next_decision_id();
+    let bound = version.bound_for(arm);
+
+    // Engine state: contact policies, channel limits, volume constraints.
+    let mut blocked = Vec::new();
+    if !rs.contact_policies.is_empty() || ch.contact_limit.is_some() || !rs.volumes.is_empty() {
+        match (replay, &live) {
+            (Some(r), _) => {
+                for (action, stage, policy) in &r.blocked {
+                    if let Some(ai) = rs.action_index(action) {
+                        blocked.push(Blocked {
+                            action: ai,
+                            stage: *stage,
+                            policy: policy.as_str().into(),
+                        });
+                    }
+                }
+                blocked.sort_by_key(|b| b.action);
+            }
+            (None, Some(l)) => state_blocks(
+                rs,
+                ch,
+                bound,
+                l.history,
+                &request.customer_id,
+                now.0,
+                &mut blocked,
+            ),
+            (None, None) => {}
+        }
+    }
+    // Learning: the seed of this decision's draws, logged.
+    let learning = rs.learning.as_ref();
+    let seed_of_draws = learning.filter(|l| l.mode.draws()).map(|_| {
+        replay
+            .and_then(|r| r.seed)
+            .unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(&id.0.to_le_bytes()))
+    });
+    let mut rng = seed_of_draws.map(crate::learning::rng);
+    let replayed_evidence: Option<Vec<Option<(u32, u32)>>> = match (learning, replay) {
+        (Some(_), Some(r)) => {
+            let mut v = vec![None; rs.actions.len()];
+            for (action, s, f) in &r.evidence {
+                if let Some(ai) = rs.action_index(action) {
+                    v[ai as usize] = Some((*s, *f));
+                }
+            }
+            Some(v)
+        }
+        _ => None,
+    };
+    let mut evidence = Vec::new();
 
     // The strategy's derive hook runs before the policies, which may read
     // what it derives.
@@ -80,9 +145,50 @@ pub(crate) fn decide_on(
         all: request.explain
             || log_ranked
             || strategy_ranks
-            || control == Some(ControlMode::RandomEligible),
+            || control == Some(ControlMode::RandomEligible)
+            // Volume constraints may refuse a chosen action: the next
+            // survivor takes its place.
+            || !rs.volumes.is_empty()
+            || learning.is_some_and(|l| l.mode == LearnMode::EpsilonGreedy),
     };
-    let mut out = evaluate(rs, channel, ctx, now, limit, record);
+    let learn = learning.map(|l| Learn {
+        learning: l,
+        evidence: match &replayed_evidence {
+            Some(v) => Evidence::Replayed(v),
+            None => Evidence::Live(&bound.counts, rs.channels.len(), channel as usize),
+        },
+        thompson: l.mode == LearnMode::Thompson,
+    });
+    let mut out = evaluate(
+        rs,
+        channel,
+        ctx,
+        now,
+        limit,
+        record,
+        &blocked,
+        learn.as_ref().map(|l| (l, rng.as_mut(), &mut evidence)),
+    );
+    let mut selection_probability = None;
+    if let (Some(l), Some(r)) = (learning, rng.as_mut()) {
+        if l.mode == LearnMode::EpsilonGreedy && !out.ranked.is_empty() {
+            use rand_distr::Distribution;
+            let n = out.ranked.len();
+            let u: f64 = rand_distr::StandardUniform.sample(r);
+            let pick = if u < l.epsilon {
+                rand_distr::Uniform::new(0, n).map_or(0, |d| d.sample(r))
+            } else {
+                0
+            };
+            let explore = l.epsilon / n as f64;
+            selection_probability = Some(if pick == 0 {
+                1.0 - l.epsilon + explore
+            } else {
+                explore
+            });
+            out.ranked[..=pick].rotate_right(1);
+        }
+    }
     if let Some((s, run, customer)) = hooks.as_mut() {
         if s.has_adjust && timed_out("adjust") {
             diagnostics.push(run.replayed_timeout("adjust"));
@@ -111,6 +217,9 @@ pub(crate) fn decide_on(
     if record.all && out.chosen.is_empty() {
         out.chosen.extend(out.ranked.iter().take(limit).copied());
     }
+    if learning.is_some_and(|l| l.mode == LearnMode::Mean) && !out.chosen.is_empty() {
+        selection_probability = Some(1.0);
+    }
     let mut seed = None;
     match control {
         Some(ControlMode::NoAction) => out.chosen.clear(),
@@ -125,6 +234,9 @@ pub(crate) fn decide_on(
         }
         None => {}
     }
+    if live.as_ref().is_some_and(|l| l.take) && !rs.volumes.is_empty() {
+        take_volumes(rs, ch, bound, now.0, &mut out, &mut blocked, record.removed);
+    }
     if !request.explain {
         if !log_ranked {
             out.ranked.clear();
@@ -134,10 +246,10 @@ pub(crate) fn decide_on(
         }
     }
     Ok(Decision {
-        id: next_decision_id(),
+        id,
         timestamp: now,
         arm,
-        seed,
+        seed: seed_of_draws.or(seed),
         channel,
         chosen: out.chosen,
         ranked: out.ranked,
@@ -145,7 +257,183 @@ pub(crate) fn decide_on(
         diagnostics,
         elapsed_ns: since(started),
         version,
+        blocked,
+        evidence,
+        selection_probability,
     })
+}
+
+thread_local! {
+    /// The customer's events and the policy scratch, reused across
+    /// decisions on this thread.
+    static EVENTS: Cell<(Vec<Event>, Vec<(u64, i64)>, Vec<Suppression>)> =
+        const { Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// The actions on `ch` that engine state removes now, ascending.
+fn state_blocks(
+    rs: &RuleSet,
+    ch: &Channel,
+    bound: &Bound,
+    history: &dyn HistoryStore,
+    customer: &str,
+    now: i64,
+    out: &mut Vec<Blocked>,
+) {
+    let (mut events, mut scratch, mut sup) = EVENTS.with(Cell::take);
+    events.clear();
+    sup.clear();
+    let mut limited = false;
+    if !rs.contact_policies.is_empty() || ch.contact_limit.is_some() {
+        history.recent(
+            customer,
+            now.saturating_sub(rs.history_horizon),
+            &mut events,
+        );
+        if let Some(l) = ch.contact_limit {
+            limited = contact::contacts(&events, ch.key, l.within, now) >= l.max;
+        }
+        if !events.is_empty() {
+            contact::suppressions(&rs.contact_policies, &events, now, &mut scratch, &mut sup);
+        }
+    }
+    if limited || !sup.is_empty() || !rs.volumes.is_empty() {
+        for &ai in ch.actions.iter() {
+            let a = &rs.actions[ai as usize];
+            let block = if limited {
+                Some((Stage::ChannelLimit, ch.name.clone()))
+            } else if let Some(p) =
+                contact::suppressing(&sup, a.key, rs.groups[a.group as usize].key)
+            {
+                Some((
+                    Stage::ContactPolicy,
+                    rs.contact_policies[p as usize].name.clone(),
+                ))
+            } else {
+                a.volumes
+                    .iter()
+                    .chain(ch.volumes.iter())
+                    .find(|&&vi| {
+                        let v = &rs.volumes[vi as usize];
+                        bound.counters[vi as usize].used(v.period.window(now)) >= v.max
+                    })
+                    .map(|&vi| {
+                        (
+                            Stage::VolumeConstraint,
+                            rs.volumes[vi as usize].name.clone(),
+                        )
+                    })
+            };
+            if let Some((stage, policy)) = block {
+                out.push(Blocked {
+                    action: ai,
+                    stage,
+                    policy,
+                });
+            }
+        }
+    }
+    EVENTS.with(|c| c.set((events, scratch, sup)));
+}
+
+/// Take a unit of every volume constraint of each chosen action, in order.
+/// An action refused by any constraint (another thread took the last unit)
+/// is removed and the best remaining survivor takes its place.
+fn take_volumes(
+    rs: &RuleSet,
+    ch: &Channel,
+    bound: &Bound,
+    now: i64,
+    out: &mut Outcome,
+    blocked: &mut Vec<Blocked>,
+    record_removed: bool,
+) {
+    let mut i = 0;
+    let mut taken: Vec<(u32, u32)> = Vec::new();
+    while i < out.chosen.len() {
+        let ai = out.chosen[i].action;
+        let a = &rs.actions[ai as usize];
+        taken.clear();
+        let mut refused = None;
+        for &vi in a.volumes.iter().chain(ch.volumes.iter()) {
+            let v = &rs.volumes[vi as usize];
+            let w = v.period.window(now);
+            if bound.counters[vi as usize].try_take(w, v.max) {
+                taken.push((vi, w));
+            } else {
+                refused = Some(vi);
+                break;
+            }
+        }
+        let Some(vi) = refused else {
+            i += 1;
+            continue;
+        };
+        for &(t, w) in &taken {
+            bound.counters[t as usize].give_back(w);
+        }
+        out.chosen.remove(i);
+        let policy: Arc<str> = rs.volumes[vi as usize].name.clone();
+        blocked.push(Blocked {
+            action: ai,
+            stage: Stage::VolumeConstraint,
+            policy: policy.clone(),
+        });
+        if record_removed {
+            out.removed.push(Removed {
+                action: ai,
+                stage: Stage::VolumeConstraint,
+                level: Level::Action,
+                cond: None,
+                error: None,
+                note: Some(policy),
+            });
+        }
+        out.ranked.retain(|c| c.action != ai);
+        let next = out.ranked.iter().find(|c| {
+            !out.chosen.iter().any(|x| x.action == c.action)
+                && !blocked.iter().any(|b| b.action == c.action)
+        });
+        if let Some(next) = next.copied() {
+            out.chosen.push(next);
+        }
+    }
+}
+
+/// How a decision's propensities are learned.
+struct Learn<'a> {
+    learning: &'a crate::learning::Learning,
+    evidence: Evidence<'a>,
+    thompson: bool,
+}
+
+enum Evidence<'a> {
+    /// The engine's counts: (counts, channels, channel).
+    Live(&'a [Option<Arc<crate::learning::Counts>>], usize, usize),
+    /// The logged evidence per action index.
+    Replayed(&'a [Option<(u32, u32)>]),
+}
+
+impl Learn<'_> {
+    fn propensity(
+        &self,
+        ai: u32,
+        p0: f64,
+        rng: Option<&mut crate::learning::Rng>,
+        used: &mut Vec<(u32, u32, u32)>,
+    ) -> f64 {
+        let (s, f) = match &self.evidence {
+            Evidence::Live(counts, nch, ci) => counts[ai as usize * nch + ci]
+                .as_ref()
+                .map_or((0, 0), |c| self.learning.evidence(c.get())),
+            Evidence::Replayed(v) => v[ai as usize].unwrap_or((0, 0)),
+        };
+        used.push((ai, s, f));
+        match rng {
+            Some(r) if self.thompson => self.learning.draw(p0, (s, f), r),
+            _ => self.learning.mean(p0, (s, f)),
+        }
+    }
 }
 
 /// What a replay must reproduce that the inputs do not determine.
@@ -154,6 +442,12 @@ pub(crate) struct Replaying {
     /// The hooks the wall-clock budget stopped when the decision was made:
     /// the replay skips them (and runs the others without a wall clock).
     pub timed_out: Vec<&'static str>,
+    /// Actions engine state removed: (action, stage, policy).
+    pub blocked: Vec<(String, Stage, String)>,
+    /// Learning evidence: (action, successes, failures).
+    pub evidence: Vec<(String, u32, u32)>,
+    /// The seed of the decision's draws.
+    pub seed: Option<u64>,
 }
 
 /// Put `derive`'s map into the context; unknown or mistyped keys are
@@ -326,6 +620,7 @@ struct Outcome {
 /// Engagement policies, then scoring, for every action offered on
 /// `channel`. With `record.all`, `ranked` holds every survivor sorted and
 /// `chosen` is left for the caller; otherwise `chosen` is the top N.
+#[allow(clippy::too_many_arguments)]
 fn evaluate(
     rs: &RuleSet,
     channel: u32,
@@ -333,6 +628,12 @@ fn evaluate(
     now: Timestamp,
     limit: usize,
     record: Record,
+    blocked: &[Blocked],
+    mut learn: Option<(
+        &Learn<'_>,
+        Option<&mut crate::learning::Rng>,
+        &mut Vec<(u32, u32, u32)>,
+    )>,
 ) -> Outcome {
     let ch = &rs.channels[channel as usize];
     let env = Env {
@@ -376,6 +677,21 @@ fn evaluate(
             }
             continue;
         }
+        if !blocked.is_empty() {
+            if let Ok(i) = blocked.binary_search_by_key(&ai, |b| b.action) {
+                if record.removed {
+                    removed.push(Removed {
+                        action: ai,
+                        stage: blocked[i].stage,
+                        level: Level::Action,
+                        cond: None,
+                        error: None,
+                        note: Some(blocked[i].policy.clone()),
+                    });
+                }
+                continue;
+            }
+        }
         let Some(value) = arbitration::value(action, &memo) else {
             if record.removed {
                 removed.push(Removed {
@@ -392,7 +708,12 @@ fn evaluate(
             }
             continue;
         };
-        let propensity = arbitration::propensity(action);
+        let propensity = match &mut learn {
+            None => arbitration::propensity(action),
+            Some((l, rng, used)) => {
+                l.propensity(ai, action.starting_propensity, rng.as_deref_mut(), used)
+            }
+        };
         let context_weight = arbitration::context_weight(rs, action, &memo);
         let scored = Scored {
             action: ai,

@@ -17,6 +17,8 @@
 //! either way; which check removed an action is still found in order, from
 //! the bitset, when an explanation asks for it.
 
+pub(crate) mod contact;
+
 use crate::expr::{Env, EvalError};
 use crate::ruleset::{Check, Cond};
 

@@ -23,6 +23,7 @@ use super::{
 use crate::context::{json_value, Timestamp, Value};
 use crate::error::{Location, RuleError, RuleErrors};
 use crate::expr::{self, Scope};
+use crate::policy::contact::{ContactPolicy, VolumeConstraint, VolumeTarget};
 use crate::util::did_you_mean;
 
 /// Collects located errors.
@@ -178,11 +179,23 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             Some(l) => Some(*l.get_ref() as usize),
             None => None,
         };
+        let contact_limit = c.contact_limit.as_ref().and_then(|l| {
+            let l = l.get_ref();
+            let max = count(&mut d, &main_path, &l.max, "contact limit `max`");
+            let within = duration(&mut d, &main_path, &l.within);
+            Some(crate::policy::contact::ContactLimit {
+                max: max?,
+                within: within?,
+            })
+        });
         channels.push(Channel {
             name: cname.get_ref().as_str().into(),
+            key: crate::history::channel_key(cname.get_ref()),
             direction,
             limit,
+            contact_limit,
             actions: Box::new([]),
+            volumes: Box::new([]),
             sym: 0,
         });
     }
@@ -258,6 +271,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         };
         groups.push(Group {
             name: gname.get_ref().as_str().into(),
+            key: crate::history::key(gname.get_ref()),
             issue,
         });
         group_levers.push(lever(&mut d, &main_path, g.lever.as_ref()));
@@ -390,6 +404,8 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         }
         let treatments = action_treatments(&mut d, file, a, &channel_index, channels.len());
         actions.push(Action {
+            key: crate::history::key(id),
+            volumes: Box::new([]),
             id: id.as_str().into(),
             name: a.name.clone(),
             group,
@@ -516,6 +532,43 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             );
         }
     }
+    let contact_policies = contact_policies(
+        &mut d,
+        &main_path,
+        &main.contact_policies,
+        &channels,
+        &groups,
+    );
+    let volumes = volume_constraints(
+        &mut d,
+        &main_path,
+        &main.volume_constraints,
+        &channels,
+        &groups,
+        &mut actions,
+    );
+    for (ci, ch) in channels.iter_mut().enumerate() {
+        ch.volumes = volumes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.target == VolumeTarget::Channel(ci as u32))
+            .map(|(i, _)| i as u32)
+            .collect();
+    }
+    let learning = main
+        .learning
+        .as_ref()
+        .map(|l| learning(&mut d, &main_path, l.get_ref()));
+    let history_horizon = contact_policies
+        .iter()
+        .map(|p| p.within + p.suppress_for.unwrap_or(0))
+        .chain(
+            channels
+                .iter()
+                .filter_map(|c| c.contact_limit.map(|l| l.within)),
+        )
+        .max()
+        .unwrap_or(0);
     if !d.errors.is_empty() {
         return Err(finish(d.errors));
     }
@@ -535,8 +588,331 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         weights,
         experiment,
         strategy,
+        contact_policies,
+        volumes,
+        learning,
+        history_horizon,
         source: src.clone(),
     })
+}
+
+/// A positive count (at most a billion), or an error at its location.
+fn count(d: &mut Diag<'_>, file: &Path, n: &Spanned<i64>, what: &str) -> Option<u32> {
+    match u32::try_from(*n.get_ref()) {
+        Ok(v) if (1..=1_000_000_000).contains(&v) => Some(v),
+        _ => {
+            d.at(
+                file,
+                n.span().start,
+                format!("{what} must be a whole number from 1 to 1000000000"),
+            );
+            None
+        }
+    }
+}
+
+fn duration(d: &mut Diag<'_>, file: &Path, s: &Spanned<String>) -> Option<i64> {
+    crate::policy::contact::parse_duration(s.get_ref())
+        .map_err(|m| d.at(file, s.span().start, m))
+        .ok()
+}
+
+fn outcome_kinds(d: &mut Diag<'_>, file: &Path, kinds: &Spanned<Vec<Spanned<String>>>) -> u8 {
+    use crate::outcome::OutcomeKind;
+    let mut bits = 0;
+    for k in kinds.get_ref() {
+        match OutcomeKind::parse(k.get_ref()) {
+            Some(kind) => bits |= crate::policy::contact::kind_bit(kind),
+            None => d.at(
+                file,
+                k.span().start,
+                format!(
+                    "unknown outcome `{}`; outcomes are impression, clicked, accepted, rejected, no_response",
+                    k.get_ref()
+                ),
+            ),
+        }
+    }
+    if kinds.get_ref().is_empty() {
+        d.at(file, kinds.span().start, "list at least one outcome");
+    }
+    bits
+}
+
+fn find_channel(
+    d: &mut Diag<'_>,
+    file: &Path,
+    name: &Spanned<String>,
+    channels: &[Channel],
+) -> Option<u32> {
+    let found = channels.iter().position(|c| *c.name == **name.get_ref());
+    if found.is_none() {
+        let hint = did_you_mean(crate::util::closest(
+            name.get_ref(),
+            channels.iter().map(|c| &*c.name),
+        ));
+        d.at(
+            file,
+            name.span().start,
+            format!(
+                "unknown channel `{}`{hint}; declare it under [channels]",
+                name.get_ref()
+            ),
+        );
+    }
+    found.map(|i| i as u32)
+}
+
+fn find_group(
+    d: &mut Diag<'_>,
+    file: &Path,
+    name: &Spanned<String>,
+    groups: &[Group],
+) -> Option<u32> {
+    let found = groups.iter().position(|g| *g.name == **name.get_ref());
+    if found.is_none() {
+        let hint = did_you_mean(crate::util::closest(
+            name.get_ref(),
+            groups.iter().map(|g| &*g.name),
+        ));
+        d.at(
+            file,
+            name.span().start,
+            format!(
+                "unknown group `{}`{hint}; declare it under [groups]",
+                name.get_ref()
+            ),
+        );
+    }
+    found.map(|i| i as u32)
+}
+
+fn contact_policies(
+    d: &mut Diag<'_>,
+    file: &Path,
+    srcs: &[Spanned<super::source::ContactPolicySrc>],
+    channels: &[Channel],
+    groups: &[Group],
+) -> Vec<ContactPolicy> {
+    let mut out = Vec::new();
+    let mut names = FxHashMap::default();
+    for p in srcs {
+        let p = p.get_ref();
+        if !valid_name(p.name.get_ref()) {
+            d.at(
+                file,
+                p.name.span().start,
+                "policy names are letters, digits, `_` or `-`",
+            );
+        }
+        if names.insert(p.name.get_ref().clone(), ()).is_some() {
+            d.at(
+                file,
+                p.name.span().start,
+                format!("duplicate contact policy `{}`", p.name.get_ref()),
+            );
+        }
+        let kinds = outcome_kinds(d, file, &p.outcomes);
+        let count = count(d, file, &p.count, "`count`");
+        let within = duration(d, file, &p.within);
+        let suppress_for = p.suppress_for.as_ref().map(|s| duration(d, file, s));
+        let per_group = match p.per.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "action")) => false,
+            Some((_, "group")) => true,
+            Some((s, other)) => {
+                d.at(
+                    file,
+                    s.span().start,
+                    format!("`per = \"{other}\"`: write `action` or `group`"),
+                );
+                false
+            }
+        };
+        let channel = match &p.channel {
+            Some(c) if c.get_ref() == "any" => None,
+            Some(c) => find_channel(d, file, c, channels).map(|i| channels[i as usize].key),
+            None => None,
+        };
+        let group = p
+            .group
+            .as_ref()
+            .and_then(|g| find_group(d, file, g, groups))
+            .map(|g| groups[g as usize].key);
+        if let (Some(count), Some(within), Some(suppress_for)) =
+            (count, within, suppress_for.unwrap_or(Some(0)))
+        {
+            out.push(ContactPolicy {
+                name: p.name.get_ref().as_str().into(),
+                kinds,
+                count,
+                within,
+                suppress_for: p.suppress_for.as_ref().map(|_| suppress_for),
+                per_group,
+                channel,
+                group,
+            });
+        }
+    }
+    out
+}
+
+fn volume_constraints(
+    d: &mut Diag<'_>,
+    file: &Path,
+    srcs: &[Spanned<super::source::VolumeSrc>],
+    channels: &[Channel],
+    groups: &[Group],
+    actions: &mut [Action],
+) -> Vec<VolumeConstraint> {
+    let mut out = Vec::new();
+    let mut names = FxHashMap::default();
+    for (vi, v) in srcs.iter().enumerate() {
+        let at = v.span().start;
+        let v = v.get_ref();
+        if !valid_name(v.name.get_ref()) {
+            d.at(
+                file,
+                v.name.span().start,
+                "constraint names are letters, digits, `_` or `-`",
+            );
+        }
+        if names.insert(v.name.get_ref().clone(), ()).is_some() {
+            d.at(
+                file,
+                v.name.span().start,
+                format!("duplicate volume constraint `{}`", v.name.get_ref()),
+            );
+        }
+        let target = match (&v.action, &v.group, &v.channel) {
+            (Some(a), None, None) => {
+                let found = actions.iter().position(|x| *x.id == **a.get_ref());
+                if found.is_none() {
+                    let hint = did_you_mean(crate::util::closest(
+                        a.get_ref(),
+                        actions.iter().map(|x| &*x.id),
+                    ));
+                    d.at(
+                        file,
+                        a.span().start,
+                        format!("unknown action `{}`{hint}", a.get_ref()),
+                    );
+                }
+                found.map(|i| VolumeTarget::Action(i as u32))
+            }
+            (None, Some(g), None) => find_group(d, file, g, groups).map(VolumeTarget::Group),
+            (None, None, Some(c)) => find_channel(d, file, c, channels).map(VolumeTarget::Channel),
+            _ => {
+                d.at(
+                    file,
+                    at,
+                    "a volume constraint names exactly one of `action`, `group` or `channel`",
+                );
+                None
+            }
+        };
+        let max = count(d, file, &v.max, "`max`");
+        let period = crate::policy::contact::Period::parse(v.period.get_ref());
+        if period.is_none() {
+            d.at(
+                file,
+                v.period.span().start,
+                format!(
+                    "period `{}` is not `hour`, `day` or `week`",
+                    v.period.get_ref()
+                ),
+            );
+        }
+        if let (Some(target), Some(max), Some(period)) = (target, max, period) {
+            out.push(VolumeConstraint {
+                name: v.name.get_ref().as_str().into(),
+                target,
+                max,
+                period,
+            });
+        }
+        let _ = vi;
+    }
+    for (ai, a) in actions.iter_mut().enumerate() {
+        a.volumes = out
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| match v.target {
+                VolumeTarget::Action(x) => x as usize == ai,
+                VolumeTarget::Group(g) => g == a.group,
+                VolumeTarget::Channel(_) => false,
+            })
+            .map(|(i, _)| i as u32)
+            .collect();
+    }
+    out
+}
+
+fn learning(
+    d: &mut Diag<'_>,
+    file: &Path,
+    l: &super::source::LearningSrc,
+) -> crate::learning::Learning {
+    use crate::learning::{Learning, Mode};
+    let mut out = Learning::default();
+    if let Some(m) = &l.mode {
+        match Mode::parse(m.get_ref()) {
+            Some(mode) => out.mode = mode,
+            None => d.at(
+                file,
+                m.span().start,
+                format!(
+                    "learning mode `{}` is not `posterior_mean`, `thompson` or `epsilon_greedy`",
+                    m.get_ref()
+                ),
+            ),
+        }
+    }
+    if let Some(k) = &l.prior_strength {
+        if k.get_ref().is_finite() && (0.01..=1e6).contains(k.get_ref()) {
+            out.prior_strength = *k.get_ref();
+        } else {
+            d.at(
+                file,
+                k.span().start,
+                "`prior_strength` must be between 0.01 and 1000000 (pseudo-outcomes)",
+            );
+        }
+    }
+    if let Some(e) = &l.epsilon {
+        if (0.0..=1.0).contains(e.get_ref()) {
+            out.epsilon = *e.get_ref();
+        } else {
+            d.at(file, e.span().start, "`epsilon` must be between 0 and 1");
+        }
+    }
+    if out.mode == Mode::EpsilonGreedy && l.epsilon.is_none() {
+        out.epsilon = 0.1;
+    }
+    if let Some(s) = &l.success {
+        out.success = outcome_kinds(d, file, s);
+    }
+    if let Some(f) = &l.failure {
+        out.failure = outcome_kinds(d, file, f);
+    }
+    if out.success & out.failure != 0 {
+        let at = l.success.as_ref().map_or(0, |s| s.span().start);
+        d.at(
+            file,
+            at,
+            "an outcome cannot count both as success and as failure",
+        );
+    }
+    if let Some(m) = &l.min_evidence {
+        match u32::try_from(*m.get_ref()) {
+            Ok(v) => out.min_evidence = v,
+            Err(_) => d.at(
+                file,
+                m.span().start,
+                "`min_evidence` must be a whole number >= 0",
+            ),
+        }
+    }
+    out
 }
 
 fn strategy(

@@ -34,6 +34,12 @@ pub enum Stage {
     Suitability,
     /// The value expression failed or was not a finite number.
     Value,
+    /// A contact policy suppresses it (the customer's history).
+    ContactPolicy,
+    /// The channel's contact limit for this customer is reached.
+    ChannelLimit,
+    /// A volume constraint's cap for the period is reached.
+    VolumeConstraint,
     /// The strategy's `adjust` hook excluded it.
     Strategy,
 }
@@ -46,16 +52,22 @@ impl Stage {
             Stage::Applicability => "applicability",
             Stage::Suitability => "suitability",
             Stage::Value => "value",
+            Stage::ContactPolicy => "contact_policy",
+            Stage::ChannelLimit => "channel_limit",
+            Stage::VolumeConstraint => "volume_constraint",
             Stage::Strategy => "strategy",
         }
     }
 
     /// Every stage, in funnel order.
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Eligibility,
         Stage::Applicability,
         Stage::Suitability,
         Stage::Value,
+        Stage::ContactPolicy,
+        Stage::ChannelLimit,
+        Stage::VolumeConstraint,
         Stage::Strategy,
     ];
 
@@ -123,6 +135,10 @@ pub(crate) enum ValueFn {
 #[derive(Debug)]
 pub(crate) struct Action {
     pub id: Arc<str>,
+    /// [`crate::history::key`] of the id.
+    pub key: u64,
+    /// Volume constraints on the action or its group.
+    pub volumes: Box<[u32]>,
     pub name: Option<String>,
     pub group: u32,
     pub issue: u32,
@@ -142,6 +158,7 @@ pub(crate) struct Action {
 #[derive(Debug)]
 pub(crate) struct Group {
     pub name: Arc<str>,
+    pub key: u64,
     pub issue: u32,
 }
 
@@ -155,6 +172,11 @@ pub(crate) struct Channel {
     pub name: Arc<str>,
     pub direction: Direction,
     pub limit: Option<usize>,
+    /// [`crate::history::channel_key`] of the name.
+    pub key: u32,
+    pub contact_limit: Option<crate::policy::contact::ContactLimit>,
+    /// Volume constraints on the channel.
+    pub volumes: Box<[u32]>,
     /// Indices of the actions offered on this channel, ascending (= by id).
     pub actions: Box<[u32]>,
     /// The channel name's symbol (for the built-in `channel`).
@@ -210,6 +232,11 @@ pub struct RuleSet {
     pub(crate) weights: Vec<ContextWeight>,
     pub(crate) experiment: Option<Experiment>,
     pub(crate) strategy: Option<crate::script::Strategy>,
+    pub(crate) contact_policies: Vec<crate::policy::contact::ContactPolicy>,
+    pub(crate) volumes: Vec<crate::policy::contact::VolumeConstraint>,
+    pub(crate) learning: Option<crate::learning::Learning>,
+    /// How far back contact policies and channel limits look (seconds).
+    pub(crate) history_horizon: i64,
     /// The files it was compiled from (for the version archive).
     pub(crate) source: RuleSource,
 }

@@ -357,6 +357,64 @@ pub(crate) struct RulesetFile {
     pub actions: Vec<Spanned<ActionSrc>>,
     pub experiment: Option<Spanned<ExperimentSrc>>,
     pub strategy: Option<Spanned<StrategySrc>>,
+    #[serde(default)]
+    pub contact_policies: Vec<Spanned<ContactPolicySrc>>,
+    #[serde(default)]
+    pub volume_constraints: Vec<Spanned<VolumeSrc>>,
+    pub learning: Option<Spanned<LearningSrc>>,
+}
+
+/// `[[contact_policies]]`: "`count` outcomes of the kinds in `outcomes`
+/// within `within` on `channel` (or any), per action or per group: suppress
+/// for `suppress_for`".
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContactPolicySrc {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    pub outcomes: Spanned<Vec<Spanned<String>>>,
+    pub count: Spanned<i64>,
+    pub within: Spanned<String>,
+    pub suppress_for: Option<Spanned<String>>,
+    pub per: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+}
+
+/// A channel's `contact_limit = { max = 1, within = "7d" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContactLimitSrc {
+    pub max: Spanned<i64>,
+    pub within: Spanned<String>,
+}
+
+/// `[[volume_constraints]]`: at most `max` of an action, a group or a
+/// channel per `period` (hour, day, week), across all customers.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VolumeSrc {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    pub action: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
+    pub max: Spanned<i64>,
+    pub period: Spanned<String>,
+}
+
+/// `[learning]`: how propensity is learned from outcomes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LearningSrc {
+    pub mode: Option<Spanned<String>>,
+    pub prior_strength: Option<Spanned<f64>>,
+    pub epsilon: Option<Spanned<f64>>,
+    pub success: Option<Spanned<Vec<Spanned<String>>>>,
+    pub failure: Option<Spanned<Vec<Spanned<String>>>>,
+    pub min_evidence: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,6 +445,7 @@ pub(crate) struct ChannelSrc {
     pub direction: Spanned<String>,
     pub limit: Option<Spanned<i64>>,
     pub description: Option<String>,
+    pub contact_limit: Option<Spanned<ContactLimitSrc>>,
 }
 
 #[allow(dead_code)]

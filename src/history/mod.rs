@@ -1,0 +1,349 @@
+//! Interaction history: what each customer was shown and did, for contact
+//! policies and channel limits.
+//!
+//! The decision path asks the store once per decision (and only when the
+//! rule version has contact policies or channel limits) for the customer's
+//! events since some time, into a reused buffer, and counts them locally:
+//! no lock is held while policies are evaluated, and a shared store (Redis,
+//! say) answers the same question with one round trip.
+//!
+//! Events name actions, groups and channels by [`key`]: a 64-bit hash of
+//! the name, stable across rule versions, processes and machines, so
+//! instances sharing a store agree without coordinating ids.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::outcome::OutcomeKind;
+
+/// The key of an action, group or channel name in history and learning
+/// state: xxh3-64 of the name's UTF-8 bytes.
+pub fn key(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
+
+/// One thing that happened between a customer and an action: 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, in seconds since the Unix epoch.
+    pub at: i64,
+    /// [`key`] of the action's id.
+    pub action: u64,
+    /// [`key`] of the action's group when the event was recorded.
+    pub group: u64,
+    /// Low 32 bits of the channel name's [`key`].
+    pub channel: u32,
+    /// What happened.
+    pub kind: OutcomeKind,
+}
+
+/// The low 32 bits of a channel's [`key`], as events store it.
+pub fn channel_key(name: &str) -> u32 {
+    key(name) as u32
+}
+
+/// Where interaction history lives. The engine calls [`HistoryStore::recent`]
+/// at most once per decision and [`HistoryStore::record`] once per outcome;
+/// implementations must be safe to call from many threads at once.
+pub trait HistoryStore: Send + Sync + std::fmt::Debug {
+    /// Add one event to a customer's history.
+    fn record(&self, customer: &str, event: Event);
+
+    /// Append to `out` the customer's events at or after `since` (seconds),
+    /// oldest first.
+    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>);
+
+    /// Write the whole history (JSON Lines, see [`MemoryHistory::save`]).
+    /// A store that persists itself (a shared database) need not support
+    /// this.
+    fn save(&self, _out: &mut dyn Write) -> Result<(), Error> {
+        Err(Error::State(
+            "this history store persists itself; it cannot be saved to a file".into(),
+        ))
+    }
+
+    /// Add the events of a file written by [`HistoryStore::save`].
+    fn load(&self, _input: &mut dyn BufRead) -> Result<(), Error> {
+        Err(Error::State(
+            "this history store persists itself; it cannot be loaded from a file".into(),
+        ))
+    }
+}
+
+/// Bounds of a [`MemoryHistory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Events older than this many seconds before a customer's newest event
+    /// are evicted (default 90 days). Contact policies cannot see further
+    /// back than this.
+    #[serde(default = "default_retention")]
+    pub retention_secs: i64,
+    /// At most this many events per customer; the oldest go first (default
+    /// 256).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+}
+
+fn default_retention() -> i64 {
+    90 * 86_400
+}
+
+fn default_max_events() -> usize {
+    256
+}
+
+impl Default for HistoryConfig {
+    fn default() -> HistoryConfig {
+        HistoryConfig {
+            retention_secs: default_retention(),
+            max_events: default_max_events(),
+        }
+    }
+}
+
+/// The in-memory history: a sharded map from customer id to that
+/// customer's events, oldest first, bounded by [`HistoryConfig`].
+///
+/// Memory: 32 bytes per event, plus per customer the id, a vector header
+/// and the map's slot (about 90 bytes for a 10-character id). Vectors grow
+/// by a quarter, not by doubling, so capacity stays close to length. See
+/// `examples/history_memory.rs` for the measurement.
+#[derive(Debug)]
+pub struct MemoryHistory {
+    map: DashMap<Box<str>, Vec<Event>, rustc_hash::FxBuildHasher>,
+    config: HistoryConfig,
+}
+
+impl Default for MemoryHistory {
+    fn default() -> MemoryHistory {
+        MemoryHistory::new(HistoryConfig::default())
+    }
+}
+
+/// One customer's line in a saved history file.
+#[derive(Serialize, Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    customer: std::borrow::Cow<'a, str>,
+    events: Vec<Event>,
+}
+
+/// The first line of a saved history file.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    v: u32,
+    kind: String,
+}
+
+impl MemoryHistory {
+    /// An empty history with these bounds.
+    pub fn new(config: HistoryConfig) -> MemoryHistory {
+        MemoryHistory {
+            map: DashMap::with_hasher(rustc_hash::FxBuildHasher),
+            config: HistoryConfig {
+                retention_secs: config.retention_secs.max(0),
+                max_events: config.max_events.max(1),
+            },
+        }
+    }
+
+    /// Customers with at least one event.
+    pub fn customers(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Events held, over all customers.
+    pub fn events(&self) -> usize {
+        self.map.iter().map(|e| e.value().len()).sum()
+    }
+
+    fn evict(&self, events: &mut Vec<Event>) {
+        let newest = events.last().map_or(i64::MIN, |e| e.at);
+        let cutoff = newest.saturating_sub(self.config.retention_secs);
+        let old = events.partition_point(|e| e.at < cutoff);
+        let over = events.len().saturating_sub(self.config.max_events);
+        let drop = old.max(over);
+        if drop > 0 {
+            events.drain(..drop);
+        }
+    }
+}
+
+impl HistoryStore for MemoryHistory {
+    fn record(&self, customer: &str, event: Event) {
+        let mut events = match self.map.get_mut(customer) {
+            Some(e) => e,
+            None => self.map.entry(customer.into()).or_default(),
+        };
+        if events.len() == events.capacity() {
+            // Grow by a quarter: memory stays close to the events held.
+            let more = (events.len() / 4).max(1);
+            events.reserve_exact(more);
+        }
+        // Usually the newest: appended. A late event goes to its place.
+        let at = events.partition_point(|e| e.at <= event.at);
+        events.insert(at, event);
+        self.evict(&mut events);
+    }
+
+    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) {
+        if let Some(events) = self.map.get(customer) {
+            let from = events.partition_point(|e| e.at < since);
+            out.extend_from_slice(&events[from..]);
+        }
+    }
+
+    /// JSON Lines: a header `{"v":1,"kind":"history"}`, then one line per
+    /// customer: `{"customer":"C1","events":[{"at":..,"action":..,
+    /// "group":..,"channel":..,"kind":"impression"}, ...]}`.
+    fn save(&self, out: &mut dyn Write) -> Result<(), Error> {
+        let io = |e: std::io::Error| Error::State(format!("saving history: {e}"));
+        serde_json::to_writer(
+            &mut *out,
+            &Header {
+                v: 1,
+                kind: "history".into(),
+            },
+        )
+        .map_err(|e| Error::State(e.to_string()))?;
+        out.write_all(b"\n").map_err(io)?;
+        for entry in self.map.iter() {
+            // Copy out, then write without holding the shard lock.
+            let line = Line {
+                customer: std::borrow::Cow::Owned(entry.key().to_string()),
+                events: entry.value().clone(),
+            };
+            drop(entry);
+            serde_json::to_writer(&mut *out, &line).map_err(|e| Error::State(e.to_string()))?;
+            out.write_all(b"\n").map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn load(&self, input: &mut dyn BufRead) -> Result<(), Error> {
+        let mut buf = String::new();
+        let mut n = 0usize;
+        loop {
+            buf.clear();
+            n += 1;
+            let read = input
+                .read_line(&mut buf)
+                .map_err(|e| Error::State(format!("history line {n}: {e}")))?;
+            if read == 0 {
+                if n == 1 {
+                    return Err(Error::State("history file is empty".into()));
+                }
+                return Ok(());
+            }
+            let bad = |e: serde_json::Error| Error::State(format!("history line {n}: {e}"));
+            if n == 1 {
+                let h: Header = serde_json::from_str(&buf).map_err(bad)?;
+                if h.v != 1 || h.kind != "history" {
+                    return Err(Error::State(format!(
+                        "history line 1: expected {{\"v\":1,\"kind\":\"history\"}}, found v {} kind `{}`",
+                        h.v, h.kind
+                    )));
+                }
+                continue;
+            }
+            let line: Line<'_> = serde_json::from_str(&buf).map_err(bad)?;
+            for e in line.events {
+                self.record(&line.customer, e);
+            }
+        }
+    }
+}
+
+/// Write a file atomically: to `path.tmp`, synced, then renamed over
+/// `path`, so a crash leaves the old file or the new one, never half.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::io(path, e);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut w = std::io::BufWriter::new(file);
+    write(&mut w)?;
+    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // Make the rename itself durable (best effort where directories
+        // cannot be opened).
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(at: i64, kind: OutcomeKind) -> Event {
+        Event {
+            at,
+            action: key("A"),
+            group: key("g"),
+            channel: channel_key("web"),
+            kind,
+        }
+    }
+
+    #[test]
+    fn an_event_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Event>(), 32);
+    }
+
+    #[test]
+    fn events_are_kept_in_time_order_and_evicted_by_age_and_count() {
+        let h = MemoryHistory::new(HistoryConfig {
+            retention_secs: 100,
+            max_events: 3,
+        });
+        h.record("c", ev(50, OutcomeKind::Impression));
+        h.record("c", ev(10, OutcomeKind::Clicked));
+        let mut out = Vec::new();
+        h.recent("c", 0, &mut out);
+        assert_eq!(out.iter().map(|e| e.at).collect::<Vec<_>>(), [10, 50]);
+        // 10 is more than 100 s before 120: evicted.
+        h.record("c", ev(120, OutcomeKind::Impression));
+        out.clear();
+        h.recent("c", 0, &mut out);
+        assert_eq!(out.iter().map(|e| e.at).collect::<Vec<_>>(), [50, 120]);
+        h.record("c", ev(121, OutcomeKind::Impression));
+        h.record("c", ev(122, OutcomeKind::Impression));
+        out.clear();
+        h.recent("c", 0, &mut out);
+        assert_eq!(
+            out.iter().map(|e| e.at).collect::<Vec<_>>(),
+            [120, 121, 122]
+        );
+        out.clear();
+        h.recent("c", 121, &mut out);
+        assert_eq!(out.len(), 2);
+        out.clear();
+        h.recent("nobody", 0, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_history_file_is_an_error_naming_the_line() {
+        let h = MemoryHistory::default();
+        let text = "{\"v\":1,\"kind\":\"history\"}\n{\"customer\":\"c\",\"events\":[{]}\n";
+        let e = h.load(&mut text.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = h.load(&mut &b""[..]).unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+    }
+}

@@ -1,0 +1,342 @@
+//! Contact policies, channel limits and volume constraints: the stages that
+//! read engine state (the customer's interaction history, global counters)
+//! rather than the context.
+//!
+//! Semantics (documented in docs/RULES.md):
+//! - A window `within = W` ending at time `t` holds the events with
+//!   `t - W < at <= t` (an event exactly `W` old has left it).
+//! - A contact policy *triggers* at the time of an event that brings the
+//!   count of matching events in the window ending there to `count`. With
+//!   `suppress_for = D` the action (or group) is suppressed while
+//!   `now < trigger + D`, for the latest trigger. Without it, suppression
+//!   lasts while the window ending now still holds `count` events.
+//! - A channel limit counts impressions on that channel, of any action, in
+//!   the window ending now; at `max` the channel offers nothing more.
+//! - A volume constraint counts actions given (chosen by a live decision)
+//!   per static period (UTC hours, days, or weeks starting Monday 00:00
+//!   UTC) across all customers; at `max` it removes the action until the
+//!   next period. Counting is exact under concurrency: a decision takes a
+//!   unit with a compare-and-swap before it returns the action.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::history::Event;
+use crate::outcome::OutcomeKind;
+
+/// The bit of an outcome kind in a kind set.
+pub(crate) fn kind_bit(k: OutcomeKind) -> u8 {
+    1 << (k as u8)
+}
+
+/// A compiled contact policy.
+#[derive(Debug)]
+pub(crate) struct ContactPolicy {
+    pub name: Arc<str>,
+    /// Outcome kinds counted (bits of [`kind_bit`]).
+    pub kinds: u8,
+    pub count: u32,
+    pub within: i64,
+    pub suppress_for: Option<i64>,
+    /// Counted per group (suppresses the whole group) rather than per
+    /// action.
+    pub per_group: bool,
+    /// Only events on this channel (its key); any channel when `None`.
+    pub channel: Option<u32>,
+    /// Only events of, and actions in, this group (its key).
+    pub group: Option<u64>,
+}
+
+/// A channel's contact limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContactLimit {
+    pub max: u32,
+    pub within: i64,
+}
+
+/// Static reset windows of volume constraints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Period {
+    Hour,
+    Day,
+    Week,
+}
+
+impl Period {
+    pub(crate) fn parse(s: &str) -> Option<Period> {
+        match s {
+            "hour" => Some(Period::Hour),
+            "day" => Some(Period::Day),
+            "week" => Some(Period::Week),
+            _ => None,
+        }
+    }
+
+    /// The window `t` (seconds) falls in.
+    pub(crate) fn window(self, t: i64) -> u32 {
+        let w = match self {
+            Period::Hour => t.div_euclid(3600),
+            Period::Day => t.div_euclid(86_400),
+            // 1970-01-05 was a Monday.
+            Period::Week => (t - 4 * 86_400).div_euclid(7 * 86_400),
+        };
+        w as u32
+    }
+}
+
+/// What a volume constraint counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VolumeTarget {
+    Action(u32),
+    Group(u32),
+    Channel(u32),
+}
+
+/// A compiled volume constraint.
+#[derive(Debug)]
+pub(crate) struct VolumeConstraint {
+    pub name: Arc<str>,
+    pub target: VolumeTarget,
+    pub max: u32,
+    pub period: Period,
+}
+
+/// A volume constraint's counter: the window and the count in it, packed
+/// in one word so that taking a unit is one compare-and-swap.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    fn unpack(v: u64) -> (u32, u32) {
+        ((v >> 32) as u32, v as u32)
+    }
+
+    /// Units taken in `window`.
+    pub(crate) fn used(&self, window: u32) -> u32 {
+        match Counter::unpack(self.0.load(Ordering::Acquire)) {
+            (w, n) if w == window => n,
+            _ => 0,
+        }
+    }
+
+    /// Take one unit in `window` if fewer than `max` are taken.
+    pub(crate) fn try_take(&self, window: u32, max: u32) -> bool {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let (w, n) = Counter::unpack(cur);
+            let n = if w == window { n } else { 0 };
+            if n >= max {
+                return false;
+            }
+            let next = (u64::from(window) << 32) | u64::from(n + 1);
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Give back a unit taken in `window` (when another constraint of the
+    /// same action refused).
+    pub(crate) fn give_back(&self, window: u32) {
+        let _ = self.0.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |cur| match Counter::unpack(cur) {
+                (w, n) if w == window && n > 0 => Some(cur - 1),
+                _ => None,
+            },
+        );
+    }
+
+    /// The raw word (for saving state).
+    pub(crate) fn raw(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_raw(&self, v: u64) {
+        self.0.store(v, Ordering::Release);
+    }
+
+    pub(crate) fn from_raw(v: u64) -> Counter {
+        Counter(AtomicU64::new(v))
+    }
+}
+
+/// An action or group suppressed by a contact policy for one decision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Suppression {
+    /// The action's or group's key.
+    pub key: u64,
+    pub per_group: bool,
+    pub policy: u32,
+}
+
+/// Find every suppression the customer's `events` (time-ordered) cause at
+/// `now`, into `out`. `scratch` is reused across calls.
+pub(crate) fn suppressions(
+    policies: &[ContactPolicy],
+    events: &[Event],
+    now: i64,
+    scratch: &mut Vec<(u64, i64)>,
+    out: &mut Vec<Suppression>,
+) {
+    for (pi, p) in policies.iter().enumerate() {
+        scratch.clear();
+        for e in events {
+            if e.at > now
+                || p.kinds & kind_bit(e.kind) == 0
+                || p.channel.is_some_and(|c| c != e.channel)
+                || p.group.is_some_and(|g| g != e.group)
+            {
+                continue;
+            }
+            scratch.push((if p.per_group { e.group } else { e.action }, e.at));
+        }
+        if scratch.len() < p.count as usize {
+            continue;
+        }
+        // Events arrive in time order; a stable sort by key keeps it
+        // within each key.
+        scratch.sort_by_key(|&(k, _)| k);
+        let mut start = 0;
+        while start < scratch.len() {
+            let key = scratch[start].0;
+            let end = start + scratch[start..].partition_point(|&(k, _)| k == key);
+            if suppressed(p, &scratch[start..end], now) {
+                out.push(Suppression {
+                    key,
+                    per_group: p.per_group,
+                    policy: pi as u32,
+                });
+            }
+            start = end;
+        }
+    }
+}
+
+/// Whether one key's events (time-ordered, none after `now`) suppress it.
+fn suppressed(p: &ContactPolicy, events: &[(u64, i64)], now: i64) -> bool {
+    let n = p.count as usize;
+    if events.len() < n {
+        return false;
+    }
+    match p.suppress_for {
+        None => {
+            let inside = events.len() - events.partition_point(|&(_, at)| at <= now - p.within);
+            inside >= n
+        }
+        Some(d) => {
+            // The latest trigger: the latest event whose window holds n.
+            let mut j = 0;
+            let mut until = i64::MIN;
+            for i in 0..events.len() {
+                let t = events[i].1;
+                while events[j].1 <= t - p.within {
+                    j += 1;
+                }
+                if i + 1 - j >= n {
+                    until = until.max(t.saturating_add(d));
+                }
+            }
+            now < until
+        }
+    }
+}
+
+/// The first suppression that removes an action, if any.
+pub(crate) fn suppressing(sup: &[Suppression], action: u64, group: u64) -> Option<u32> {
+    sup.iter()
+        .find(|s| s.key == if s.per_group { group } else { action })
+        .map(|s| s.policy)
+}
+
+/// Impressions on the channel with key `channel` in the window ending
+/// `now`.
+pub(crate) fn contacts(events: &[Event], channel: u32, within: i64, now: i64) -> u32 {
+    events
+        .iter()
+        .filter(|e| {
+            e.kind == OutcomeKind::Impression
+                && e.channel == channel
+                && e.at > now - within
+                && e.at <= now
+        })
+        .count() as u32
+}
+
+/// Parse a duration: a whole number and a unit, `s`, `m`, `h`, `d` or `w`
+/// (`90m`, `14d`, `2w`). At least one second, at most ten years.
+pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "`{s}` is not a duration: write a whole number and a unit (s, m, h, d, w), like `14d`"
+        )
+    };
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let total = n.checked_mul(secs).ok_or_else(bad)?;
+    if !(1..=10 * 366 * 86_400).contains(&total) {
+        return Err(format!(
+            "duration `{s}` must be between 1 second and 10 years"
+        ));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_bounds() {
+        assert_eq!(parse_duration("14d"), Ok(14 * 86_400));
+        assert_eq!(parse_duration("90m"), Ok(5400));
+        assert_eq!(parse_duration("2w"), Ok(14 * 86_400));
+        assert!(parse_duration("14").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("0d").is_err());
+        assert!(parse_duration("-1d").is_err());
+        assert!(parse_duration("99999999999w").is_err());
+        assert!(parse_duration("é").is_err());
+    }
+
+    #[test]
+    fn weeks_start_on_monday_utc() {
+        // 2026-11-23 is a Monday; 2026-11-22T23:59:59Z is the Sunday before.
+        let monday = 1_795_392_000;
+        assert_eq!(
+            Period::Week.window(monday),
+            Period::Week.window(monday + 6 * 86_400 + 86_399)
+        );
+        assert_eq!(
+            Period::Week.window(monday - 1) + 1,
+            Period::Week.window(monday)
+        );
+    }
+
+    #[test]
+    fn a_counter_gives_exactly_max_per_window_and_resets() {
+        let c = Counter::default();
+        assert!(c.try_take(7, 2));
+        assert!(c.try_take(7, 2));
+        assert!(!c.try_take(7, 2));
+        assert_eq!(c.used(7), 2);
+        c.give_back(7);
+        assert_eq!(c.used(7), 1);
+        assert!(c.try_take(8, 2), "a new window starts at zero");
+        assert_eq!(c.used(8), 1);
+        assert_eq!(c.used(7), 0);
+    }
+}
