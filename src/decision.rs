@@ -591,6 +591,9 @@ impl Serialize for Decision {
             m.serialize_entry("seed", &seed)?;
         }
         m.serialize_entry("actions", &ActionsJson(self, &self.chosen))?;
+        if let Some(p) = self.selection_probability {
+            m.serialize_entry("selection_probability", &p)?;
+        }
         let filtered: Vec<FilteredAction<'_>> = self.filtered().collect();
         m.serialize_entry("filtered", &filtered)?;
         if !self.ranked.is_empty() {
