@@ -51,6 +51,9 @@ enum Kind {
     Json,
     /// `nb_decide` through the C ABI, then `nb_buf_free`.
     Ffi,
+    /// With three contact policies, each customer having this many
+    /// outcomes in their interaction history.
+    History(usize),
 }
 
 const WORKLOADS: &[(&str, Kind, usize)] = &[
@@ -58,6 +61,8 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("decide/100", Kind::Decide, 100),
     ("decide/1000", Kind::Decide, 1000),
     ("decide/10000", Kind::Decide, 10_000),
+    ("history/0", Kind::History(0), 100),
+    ("history/50", Kind::History(50), 100),
     ("explain/100", Kind::Explain, 100),
     ("explain/1000", Kind::Explain, 1000),
     ("strategy/100", Kind::Strategy, 100),
@@ -121,6 +126,11 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
             let reqs = requests(&engine, &catalog, &customers, matches!(kind, Kind::Explain));
             decide_loop(&engine, &reqs, decisions)
         }
+        Kind::History(events) => {
+            let engine = history_engine(&catalog, &customers, events);
+            let reqs = requests(&engine, &catalog, &customers, false);
+            decide_loop(&engine, &reqs, decisions)
+        }
         Kind::Strategy => {
             let rules = RuleSet::compile(&catalog.to_source_with_strategy())
                 .unwrap_or_else(|e| panic!("the scripted catalog does not compile:\n{e}"));
@@ -178,6 +188,80 @@ fn requests(
         .iter()
         .map(|c| c.request(catalog, &schema, explain))
         .collect()
+}
+
+/// Contact policies appended to the catalog's ruleset.toml.
+const POLICIES: &str = r#"
+[[contact_policies]]
+name = "ignored_three_times"
+outcomes = ["no_response"]
+count = 3
+within = "7d"
+suppress_for = "14d"
+
+[[contact_policies]]
+name = "rejected_group_twice"
+outcomes = ["rejected"]
+count = 2
+within = "30d"
+suppress_for = "30d"
+per = "group"
+
+[[contact_policies]]
+name = "seen_five_times"
+outcomes = ["impression", "clicked"]
+count = 5
+within = "14d"
+"#;
+
+/// The catalog with [`POLICIES`], and `events` outcomes per customer over
+/// the 30 days before `NOW` (actions, kinds and times from a fixed seed).
+fn history_engine(catalog: &Catalog, customers: &[PlainCustomer], events: usize) -> Engine {
+    use nextbest::{Outcome, OutcomeKind, Timestamp};
+    let mut src = RuleSource::new();
+    for (path, text) in catalog.to_source().files() {
+        if path.ends_with("ruleset.toml") {
+            src = src.file(path, format!("{text}\n{POLICIES}"));
+        } else {
+            src = src.file(path, text);
+        }
+    }
+    let engine = Engine::new(
+        RuleSet::compile(&src).unwrap_or_else(|e| panic!("the catalog with policies:\n{e}")),
+    );
+    let kinds = [
+        OutcomeKind::Impression,
+        OutcomeKind::NoResponse,
+        OutcomeKind::Clicked,
+        OutcomeKind::Impression,
+        OutcomeKind::Rejected,
+        OutcomeKind::Accepted,
+    ];
+    let now = support::now().unix_seconds();
+    let mut rng = support::SplitMix64::new(CUSTOMER_SEED ^ 0x4849_5354);
+    for c in customers {
+        let channel = catalog.channels[c.channel].name;
+        for _ in 0..events {
+            // An action offered on the customer's channel.
+            let a = loop {
+                let a = &catalog.actions[rng.below(catalog.actions.len() as u64) as usize];
+                if a.channels & (1 << c.channel) != 0 {
+                    break a;
+                }
+            };
+            engine
+                .record_outcome(&Outcome {
+                    decision_id: None,
+                    customer_id: c.id.clone(),
+                    action: a.id.clone(),
+                    channel: channel.to_string(),
+                    kind: kinds[rng.below(kinds.len() as u64) as usize],
+                    timestamp: Some(Timestamp(now - rng.below(30 * 86_400) as i64)),
+                })
+                .expect("outcome");
+        }
+    }
+    engine
 }
 
 fn decide_loop(engine: &Engine, reqs: &[DecisionRequest], decisions: usize) -> usize {

@@ -159,16 +159,13 @@ pub(crate) fn decide_on(
         },
         thompson: l.mode == LearnMode::Thompson,
     });
-    let mut out = evaluate(
-        rs,
-        channel,
-        ctx,
-        now,
-        limit,
-        record,
-        &blocked,
-        learn.as_ref().map(|l| (l, rng.as_mut(), &mut evidence)),
-    );
+    let state = learn.as_ref().map(|l| (l, rng.as_mut(), &mut evidence));
+    // Rule sets without engine state get the loop without its checks.
+    let mut out = if blocked.is_empty() && state.is_none() {
+        evaluate::<false>(rs, channel, ctx, now, limit, record, &blocked, None)
+    } else {
+        evaluate::<true>(rs, channel, ctx, now, limit, record, &blocked, state)
+    };
     let mut selection_probability = None;
     if let (Some(l), Some(r)) = (learning, rng.as_mut()) {
         if l.mode == LearnMode::EpsilonGreedy && !out.ranked.is_empty() {
@@ -263,10 +260,21 @@ pub(crate) fn decide_on(
     })
 }
 
+/// The customer's events, the policies' (key, time) scratch, and the
+/// suppressions found.
+type StateScratch = (Vec<Event>, Vec<(u64, i64)>, Vec<Suppression>);
+
+/// A decision's learning: the model, its draws, and the evidence used.
+type LearnState<'a, 'b> = (
+    &'a Learn<'b>,
+    Option<&'a mut crate::learning::Rng>,
+    &'a mut Vec<(u32, u32, u32)>,
+);
+
 thread_local! {
     /// The customer's events and the policy scratch, reused across
     /// decisions on this thread.
-    static EVENTS: Cell<(Vec<Event>, Vec<(u64, i64)>, Vec<Suppression>)> =
+    static EVENTS: Cell<StateScratch> =
         const { Cell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
@@ -621,7 +629,7 @@ struct Outcome {
 /// `channel`. With `record.all`, `ranked` holds every survivor sorted and
 /// `chosen` is left for the caller; otherwise `chosen` is the top N.
 #[allow(clippy::too_many_arguments)]
-fn evaluate(
+fn evaluate<const STATEFUL: bool>(
     rs: &RuleSet,
     channel: u32,
     ctx: &Context,
@@ -629,11 +637,7 @@ fn evaluate(
     limit: usize,
     record: Record,
     blocked: &[Blocked],
-    mut learn: Option<(
-        &Learn<'_>,
-        Option<&mut crate::learning::Rng>,
-        &mut Vec<(u32, u32, u32)>,
-    )>,
+    mut learn: Option<LearnState<'_, '_>>,
 ) -> Outcome {
     let ch = &rs.channels[channel as usize];
     let env = Env {
@@ -677,7 +681,7 @@ fn evaluate(
             }
             continue;
         }
-        if !blocked.is_empty() {
+        if STATEFUL && !blocked.is_empty() {
             if let Ok(i) = blocked.binary_search_by_key(&ai, |b| b.action) {
                 if record.removed {
                     removed.push(Removed {
@@ -709,10 +713,10 @@ fn evaluate(
             continue;
         };
         let propensity = match &mut learn {
-            None => arbitration::propensity(action),
-            Some((l, rng, used)) => {
+            Some((l, rng, used)) if STATEFUL => {
                 l.propensity(ai, action.starting_propensity, rng.as_deref_mut(), used)
             }
+            _ => arbitration::propensity(action),
         };
         let context_weight = arbitration::context_weight(rs, action, &memo);
         let scored = Scored {
