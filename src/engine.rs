@@ -344,6 +344,7 @@ impl Engine {
     /// An engine serving `rules` as version 1, with `config`. Fails only if
     /// the decision log cannot be opened.
     pub fn try_with_config(rules: RuleSet, config: EngineConfig) -> Result<Engine, Error> {
+        config.history.check()?;
         let (log, archive) = match &config.decision_log {
             Some(lc) => {
                 let sink = FileSink::open(&lc.path, lc.max_bytes, lc.keep_files)
@@ -367,6 +368,7 @@ impl Engine {
         sink: Box<dyn Sink>,
         options: LogOptions,
     ) -> Result<Engine, Error> {
+        config.history.check()?;
         let log = DecisionLog::start(sink, options)?;
         Ok(Engine::build(rules, &config, Some(log), None))
     }

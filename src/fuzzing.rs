@@ -7,6 +7,16 @@ use crate::context::{Context, Value};
 use crate::expr::{self, Env, Scope};
 use crate::ruleset::schema::{AttrType, Attribute, Schema, Symbols};
 
+/// The `rules/retail_bank` engine the JSON fuzz targets share, loaded once
+/// per process.
+pub fn retail_bank() -> &'static crate::Engine {
+    static E: std::sync::OnceLock<crate::Engine> = std::sync::OnceLock::new();
+    E.get_or_init(|| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/retail_bank");
+        crate::Engine::from_dir(dir).expect("rules/retail_bank loads")
+    })
+}
+
 /// A schema of the attributes the fuzzers use, one per type:
 /// `i0 i1` (int), `f0 f1` (float), `b0` (bool), `s0` (string),
 /// `set0` (string_set), `t0` (timestamp).

@@ -26,16 +26,18 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
+    /// Every kind, in the order of their counts in saved state.
+    pub const ALL: [OutcomeKind; 5] = [
+        OutcomeKind::Impression,
+        OutcomeKind::Clicked,
+        OutcomeKind::Accepted,
+        OutcomeKind::Rejected,
+        OutcomeKind::NoResponse,
+    ];
+
     /// The kind named `s` in JSON.
     pub fn parse(s: &str) -> Option<OutcomeKind> {
-        Some(match s {
-            "impression" => OutcomeKind::Impression,
-            "clicked" => OutcomeKind::Clicked,
-            "accepted" => OutcomeKind::Accepted,
-            "rejected" => OutcomeKind::Rejected,
-            "no_response" => OutcomeKind::NoResponse,
-            _ => return None,
-        })
+        OutcomeKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// The kind's name in JSON.

@@ -585,3 +585,16 @@ fn decisions_on_engine_state_replay_exactly_from_the_logged_seed_and_state() {
     let report = replay(std::slice::from_ref(&tampered), &sources).unwrap();
     assert!(!report.mismatches.is_empty(), "a wrong seed went unnoticed");
 }
+
+#[test]
+fn a_history_that_keeps_nothing_is_a_configuration_error() {
+    let mut config = EngineConfig::default();
+    config.history.max_events = 0;
+    let err = Engine::try_with_config(rules(""), config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("history.max_events"), "{err}");
+    let json = r#"{"rules_dir": "tests/fixtures/mini", "history": {"retention_secs": 0}}"#;
+    let err = Engine::from_config_json(json).unwrap_err().to_string();
+    assert!(err.contains("history.retention_secs"), "{err}");
+}

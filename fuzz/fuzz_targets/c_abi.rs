@@ -74,12 +74,30 @@ fuzz_target!(|data: &[u8]| {
             }
             7 => {
                 // NULL everywhere it may be NULL, and where it may not.
-                nb_decide(e, std::ptr::null(), input.len(), std::ptr::null_mut(), std::ptr::null_mut());
-                nb_decide(std::ptr::null(), input.as_ptr(), input.len(), &mut out, &mut err);
+                nb_decide(
+                    e,
+                    std::ptr::null(),
+                    input.len(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+                nb_decide(
+                    std::ptr::null(),
+                    input.as_ptr(),
+                    input.len(),
+                    &mut out,
+                    &mut err,
+                );
                 nb_record_outcome(e, std::ptr::null(), 0, std::ptr::null_mut());
             }
             _ => {
-                nb_decide(e, input.as_ptr(), input.len(), std::ptr::null_mut(), std::ptr::null_mut());
+                nb_decide(
+                    e,
+                    input.as_ptr(),
+                    input.len(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
             }
         }
         nb_buf_free(&mut out);

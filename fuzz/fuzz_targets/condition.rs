@@ -13,7 +13,9 @@ const NOW: i64 = 1_795_428_000;
 fn since(t: INT, unit: INT) -> Result<INT, Box<EvalAltResult>> {
     NOW.checked_sub(t)
         .map(|d| d.div_euclid(unit))
-        .ok_or_else(|| EvalAltResult::ErrorArithmetic("overflow".into(), rhai::Position::NONE).into())
+        .ok_or_else(|| {
+            EvalAltResult::ErrorArithmetic("overflow".into(), rhai::Position::NONE).into()
+        })
 }
 
 fn rhai_engine() -> rhai::Engine {

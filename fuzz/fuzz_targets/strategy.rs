@@ -75,7 +75,9 @@ fuzz_target!(|data: &[u8]| {
     let req = DecisionRequest::new("F1", "web", ctx)
         .explain(true)
         .at(Timestamp(1_795_428_000));
-    let d = engine.decide(&req).expect("a strategy never fails a decision");
+    let d = engine
+        .decide(&req)
+        .expect("a strategy never fails a decision");
     assert!(d.actions().len() <= 2);
     let _ = d.to_json();
 });

@@ -97,6 +97,25 @@ fn default_max_events() -> usize {
     256
 }
 
+impl HistoryConfig {
+    /// An error naming the field when a bound would make the history
+    /// useless (nothing kept).
+    pub fn check(&self) -> Result<(), Error> {
+        if self.retention_secs <= 0 {
+            return Err(Error::InvalidConfig(format!(
+                "history.retention_secs is {}: give the seconds of history to keep (at least 1; default 7776000, 90 days)",
+                self.retention_secs
+            )));
+        }
+        if self.max_events == 0 {
+            return Err(Error::InvalidConfig(
+                "history.max_events is 0: give the events to keep per customer (at least 1; default 256)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for HistoryConfig {
     fn default() -> HistoryConfig {
         HistoryConfig {

@@ -132,9 +132,8 @@ pub(crate) fn rng(seed: u64) -> Rng {
     Rng::seed_from_u64(seed)
 }
 
-/// Outcome kinds counted (impression, clicked, accepted, rejected,
-/// no_response).
-pub(crate) const KINDS: usize = 5;
+/// Outcome kinds counted, in [`OutcomeKind::ALL`] order.
+pub(crate) const KINDS: usize = OutcomeKind::ALL.len();
 
 /// The outcome counts of one action on one channel.
 #[derive(Debug)]

@@ -639,28 +639,42 @@ fn outcome_kinds(d: &mut Diag<'_>, file: &Path, kinds: &Spanned<Vec<Spanned<Stri
     bits
 }
 
+/// The index of `name` among `names`, or an error at its location with a
+/// "did you mean" hint: "unknown {what} `x`; {declare}".
+fn find_named<'n>(
+    d: &mut Diag<'_>,
+    file: &Path,
+    name: &Spanned<String>,
+    names: impl Iterator<Item = &'n str> + Clone,
+    what: &str,
+    declare: &str,
+) -> Option<u32> {
+    let found = names.clone().position(|n| n == name.get_ref());
+    if found.is_none() {
+        let hint = did_you_mean(crate::util::closest(name.get_ref(), names));
+        d.at(
+            file,
+            name.span().start,
+            format!("unknown {what} `{}`{hint}; {declare}", name.get_ref()),
+        );
+    }
+    found.map(|i| i as u32)
+}
+
 fn find_channel(
     d: &mut Diag<'_>,
     file: &Path,
     name: &Spanned<String>,
     channels: &[Channel],
 ) -> Option<u32> {
-    let found = channels.iter().position(|c| *c.name == **name.get_ref());
-    if found.is_none() {
-        let hint = did_you_mean(crate::util::closest(
-            name.get_ref(),
-            channels.iter().map(|c| &*c.name),
-        ));
-        d.at(
-            file,
-            name.span().start,
-            format!(
-                "unknown channel `{}`{hint}; declare it under [channels]",
-                name.get_ref()
-            ),
-        );
-    }
-    found.map(|i| i as u32)
+    find_named(
+        d,
+        file,
+        name,
+        channels.iter().map(|c| &*c.name),
+        "channel",
+        "declare it under [channels]",
+    )
 }
 
 fn find_group(
@@ -669,22 +683,14 @@ fn find_group(
     name: &Spanned<String>,
     groups: &[Group],
 ) -> Option<u32> {
-    let found = groups.iter().position(|g| *g.name == **name.get_ref());
-    if found.is_none() {
-        let hint = did_you_mean(crate::util::closest(
-            name.get_ref(),
-            groups.iter().map(|g| &*g.name),
-        ));
-        d.at(
-            file,
-            name.span().start,
-            format!(
-                "unknown group `{}`{hint}; declare it under [groups]",
-                name.get_ref()
-            ),
-        );
-    }
-    found.map(|i| i as u32)
+    find_named(
+        d,
+        file,
+        name,
+        groups.iter().map(|g| &*g.name),
+        "group",
+        "declare it under [groups]",
+    )
 }
 
 fn contact_policies(
@@ -766,7 +772,7 @@ fn volume_constraints(
 ) -> Vec<VolumeConstraint> {
     let mut out = Vec::new();
     let mut names = FxHashMap::default();
-    for (vi, v) in srcs.iter().enumerate() {
+    for v in srcs {
         let at = v.span().start;
         let v = v.get_ref();
         if !valid_name(v.name.get_ref()) {
@@ -784,21 +790,15 @@ fn volume_constraints(
             );
         }
         let target = match (&v.action, &v.group, &v.channel) {
-            (Some(a), None, None) => {
-                let found = actions.iter().position(|x| *x.id == **a.get_ref());
-                if found.is_none() {
-                    let hint = did_you_mean(crate::util::closest(
-                        a.get_ref(),
-                        actions.iter().map(|x| &*x.id),
-                    ));
-                    d.at(
-                        file,
-                        a.span().start,
-                        format!("unknown action `{}`{hint}", a.get_ref()),
-                    );
-                }
-                found.map(|i| VolumeTarget::Action(i as u32))
-            }
+            (Some(a), None, None) => find_named(
+                d,
+                file,
+                a,
+                actions.iter().map(|x| &*x.id),
+                "action",
+                "constrain an action declared in actions/*.toml",
+            )
+            .map(VolumeTarget::Action),
             (None, Some(g), None) => find_group(d, file, g, groups).map(VolumeTarget::Group),
             (None, None, Some(c)) => find_channel(d, file, c, channels).map(VolumeTarget::Channel),
             _ => {
@@ -830,7 +830,6 @@ fn volume_constraints(
                 period,
             });
         }
-        let _ = vi;
     }
     for (ai, a) in actions.iter_mut().enumerate() {
         a.volumes = out
