@@ -39,6 +39,11 @@ pub struct DecisionRequest {
     /// The decision time (default: now). Conditions such as `days_since`
     /// use it, so a replay with the same time decides the same way.
     pub now: Option<Timestamp>,
+    /// The seed of the decision's random draws (Thompson sampling and
+    /// epsilon-greedy learning). Default: derived from the decision id.
+    /// Set it to make a test or a simulation reproducible; the decision log
+    /// records the seed used either way, so replays draw the same.
+    pub seed: Option<u64>,
 }
 
 impl DecisionRequest {
@@ -55,6 +60,7 @@ impl DecisionRequest {
             limit: None,
             explain: false,
             now: None,
+            seed: None,
         }
     }
 
@@ -67,6 +73,12 @@ impl DecisionRequest {
     /// Ask for an explanation.
     pub fn explain(mut self, on: bool) -> DecisionRequest {
         self.explain = on;
+        self
+    }
+
+    /// Seed the decision's random draws (see [`DecisionRequest::seed`]).
+    pub fn seed(mut self, seed: u64) -> DecisionRequest {
+        self.seed = Some(seed);
         self
     }
 
@@ -135,6 +147,7 @@ impl RequestJson {
             limit,
             explain: self.explain,
             now,
+            seed: None,
         })
     }
 }

@@ -419,6 +419,59 @@ fn epsilon_greedy_logs_exact_selection_probabilities() {
 }
 
 #[test]
+fn epsilon_greedy_explores_after_a_strategy_re_ranks() {
+    // The strategy's adjust hook makes LOAN_A the greedy first; exploration
+    // must still happen after it, with the logged probability exact.
+    let main = r#"
+name = "state"
+default_limit = 3
+[schema]
+age = "int"
+[channels]
+web = { direction = "inbound", limit = 3 }
+email = { direction = "outbound", limit = 3 }
+[issues.growth]
+[groups.cards]
+issue = "growth"
+[groups.loans]
+issue = "growth"
+[strategy]
+script = "strategies/s.rhai"
+[learning]
+mode = "epsilon_greedy"
+epsilon = 0.3
+"#;
+    let script = r#"
+fn adjust(customer, candidate) {
+    if candidate.id == "LOAN_A" { candidate.value = candidate.value * 100.0; }
+    candidate
+}
+"#;
+    let rs = RuleSet::compile(
+        &RuleSource::new()
+            .file("ruleset.toml", main)
+            .file("actions/a.toml", ACTIONS)
+            .file("strategies/s.rhai", script),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let e = Engine::new(rs);
+    let mut explored = 0;
+    for i in 0..2000 {
+        let d = e.decide(&request(&e, &format!("u{i}"), "web", T0)).unwrap();
+        let first = d.action_ids()[0].to_string();
+        let p = d.selection_probability().unwrap();
+        if first == "LOAN_A" {
+            assert!((p - (0.7 + 0.1)).abs() < 1e-12, "{p}");
+        } else {
+            explored += 1;
+            assert!((p - 0.1).abs() < 1e-12, "{p}");
+        }
+        assert_eq!(d.action_ids().len(), 3);
+    }
+    assert!((300..500).contains(&explored), "{explored}");
+}
+
+#[test]
 fn state_survives_a_save_and_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.jsonl");

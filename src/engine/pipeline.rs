@@ -93,6 +93,7 @@ pub(crate) fn decide_on(
     let seed_of_draws = learning.filter(|l| l.mode.draws()).map(|_| {
         replay
             .and_then(|r| r.seed)
+            .or(request.seed)
             .unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(&id.0.to_le_bytes()))
     });
     let mut rng = seed_of_draws.map(crate::learning::rng);
@@ -166,26 +167,6 @@ pub(crate) fn decide_on(
     } else {
         evaluate::<true>(rs, channel, ctx, now, limit, record, &blocked, state)
     };
-    let mut selection_probability = None;
-    if let (Some(l), Some(r)) = (learning, rng.as_mut()) {
-        if l.mode == LearnMode::EpsilonGreedy && !out.ranked.is_empty() {
-            use rand_distr::Distribution;
-            let n = out.ranked.len();
-            let u: f64 = rand_distr::StandardUniform.sample(r);
-            let pick = if u < l.epsilon {
-                rand_distr::Uniform::new(0, n).map_or(0, |d| d.sample(r))
-            } else {
-                0
-            };
-            let explore = l.epsilon / n as f64;
-            selection_probability = Some(if pick == 0 {
-                1.0 - l.epsilon + explore
-            } else {
-                explore
-            });
-            out.ranked[..=pick].rotate_right(1);
-        }
-    }
     if let Some((s, run, customer)) = hooks.as_mut() {
         if s.has_adjust && timed_out("adjust") {
             diagnostics.push(run.replayed_timeout("adjust"));
@@ -214,18 +195,57 @@ pub(crate) fn decide_on(
     if record.all && out.chosen.is_empty() {
         out.chosen.extend(out.ranked.iter().take(limit).copied());
     }
+    // Epsilon-greedy explores after the strategy has adjusted and selected,
+    // so the logged probability describes the action actually put first:
+    // with probability epsilon, a survivor drawn uniformly goes first.
+    let mut selection_probability = None;
+    if let (Some(l), Some(r)) = (learning, rng.as_mut()) {
+        if l.mode == LearnMode::EpsilonGreedy && !out.ranked.is_empty() && !out.chosen.is_empty() {
+            use rand_distr::Distribution;
+            let n = out.ranked.len();
+            let u: f64 = rand_distr::StandardUniform.sample(r);
+            let greedy = out.chosen[0].action;
+            let first = if u < l.epsilon {
+                let i = rand_distr::Uniform::new(0, n).map_or(0, |d| d.sample(r));
+                out.ranked[i].action
+            } else {
+                greedy
+            };
+            let explore = l.epsilon / n as f64;
+            selection_probability = Some(if first == greedy {
+                1.0 - l.epsilon + explore
+            } else {
+                explore
+            });
+            if first != greedy {
+                if let Some(i) = out.ranked.iter().position(|c| c.action == first) {
+                    let pick = out.ranked[i];
+                    out.ranked[..=i].rotate_right(1);
+                    out.chosen.retain(|c| c.action != first);
+                    out.chosen.insert(0, pick);
+                    out.chosen.truncate(limit);
+                }
+            }
+        }
+    }
     if learning.is_some_and(|l| l.mode == LearnMode::Mean) && !out.chosen.is_empty() {
         selection_probability = Some(1.0);
     }
     let mut seed = None;
     match control {
-        Some(ControlMode::NoAction) => out.chosen.clear(),
+        Some(ControlMode::NoAction) => {
+            out.chosen.clear();
+            selection_probability = None;
+        }
         Some(ControlMode::RandomEligible) => {
             let s = control_seed(&version.rules, &request.customer_id, now);
             out.chosen.clear();
+            selection_probability = None;
             if !out.ranked.is_empty() {
                 let pick = out.ranked[(s % out.ranked.len() as u64) as usize];
                 out.chosen.push(pick);
+                // Uniform over the survivors, given the customer's arm.
+                selection_probability = Some(1.0 / out.ranked.len() as f64);
             }
             seed = Some(s);
         }

@@ -5,7 +5,10 @@ use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod learn;
+
 use clap::{Parser, Subcommand};
+use learn::{run_learn, LearnArgs};
 use nextbest::persona::{load_personas, run_persona};
 use nextbest::simulate::{load_customers, simulate, SimulateOptions};
 use nextbest::{Engine, Error, RuleSet, Timestamp};
@@ -57,17 +60,45 @@ enum Command {
         #[arg(long)]
         channel: Option<String>,
         /// Actions per decision (default: the channel's limit).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "learn")]
         limit: Option<usize>,
         /// Decision time, RFC 3339 (default 2026-11-23T10:00:00Z).
         #[arg(long)]
         now: Option<String>,
         /// Write the decision log (JSON Lines) of the timed pass here.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "learn")]
         log: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The closed-loop learning demo: customers answer with hidden true
+        /// rates; compare policies' convergence and cumulative regret.
+        #[arg(long)]
+        learn: bool,
+        /// --learn: rounds (every customer is decided for once per round).
+        #[arg(long, default_value_t = 30, requires = "learn")]
+        rounds: usize,
+        /// --learn: time between rounds (e.g. 1d, 12h).
+        #[arg(long, default_value = "1d", requires = "learn")]
+        interval: String,
+        /// --learn: seed of the responses and draws.
+        #[arg(long, default_value_t = 1, requires = "learn")]
+        seed: u64,
+        /// --learn: policies to compare (static, posterior_mean, thompson,
+        /// epsilon_greedy); default all.
+        #[arg(long, value_delimiter = ',', requires = "learn")]
+        policies: Vec<String>,
+        /// --learn: the hidden rates (default DIR/truth.toml, else the
+        /// starting propensities perturbed by a seeded factor in [1/3, 3]).
+        #[arg(long, requires = "learn")]
+        truth: Option<PathBuf>,
+        /// --learn without a truth file: perturb per value of this context
+        /// attribute too.
+        #[arg(long, requires = "learn")]
+        segment: Option<String>,
+        /// --learn: write the cumulative-regret and best-action plot (SVG).
+        #[arg(long, default_value = "learning.svg", requires = "learn")]
+        plot: PathBuf,
     },
     /// Re-run every decision in a decision log on its exact rule version
     /// and report every mismatch.
@@ -123,7 +154,34 @@ fn main() -> ExitCode {
             now,
             log,
             json,
-        } => run_simulate(&dir, customers, channel, limit, now, log, json),
+            learn,
+            rounds,
+            interval,
+            seed,
+            policies,
+            truth,
+            segment,
+            plot,
+        } => {
+            if learn {
+                let args = LearnArgs {
+                    customers,
+                    channel,
+                    now,
+                    rounds,
+                    interval,
+                    seed,
+                    policies,
+                    truth,
+                    segment,
+                    plot,
+                    json,
+                };
+                run_learn(&dir, args)
+            } else {
+                run_simulate(&dir, customers, channel, limit, now, log, json)
+            }
+        }
         Command::Replay {
             logs,
             rules,

@@ -5,6 +5,8 @@
 //! that counts, for each stage of the funnel, how many candidates it
 //! removed, which actions win, and which customers are left with nothing.
 
+pub mod learn;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
