@@ -10,6 +10,7 @@
 //!
 //! The record format is versioned (`"v": 1`) and documented in the README.
 
+pub mod evaluate;
 mod record;
 pub mod replay;
 mod sink;

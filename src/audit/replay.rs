@@ -249,9 +249,12 @@ fn find_version(
     (rules.hash() == hash).then(|| Arc::new(Engine::new(rules)))
 }
 
-/// Re-decide one record; `None` if identical, else what differs and whether
-/// the decision read a masked attribute.
-fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String, bool)>, Error> {
+/// A logged decision's request and the engine state it read, rebuilt for
+/// `schema`, and the attributes the log masked (left out of the context).
+pub(crate) fn logged_request(
+    schema: &Arc<crate::Schema>,
+    rec: &serde_json::Value,
+) -> Result<(DecisionRequest, Replaying, Vec<String>), Error> {
     let masked: Vec<String> = rec["masked"]
         .as_array()
         .map(|a| {
@@ -274,7 +277,7 @@ fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String
         explain: true,
         now: None,
     };
-    let mut req: DecisionRequest = raw.bind(&engine.schema())?;
+    let mut req: DecisionRequest = raw.bind(schema)?;
     req.now = Some(now);
     let replaying = Replaying {
         timed_out: rec["timed_out"]
@@ -315,6 +318,13 @@ fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String
             .collect(),
         seed: rec["seed"].as_u64(),
     };
+    Ok((req, replaying, masked))
+}
+
+/// Re-decide one record; `None` if identical, else what differs and whether
+/// the decision read a masked attribute.
+fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String, bool)>, Error> {
+    let (req, replaying, masked) = logged_request(&engine.schema(), rec)?;
     let d = engine.decide_replay(&req, &replaying)?;
     let diff = compare(rec, &d);
     let rules = engine.current();

@@ -261,6 +261,9 @@ pub struct LearnOptions {
     /// Of the customers who do not accept, the share who reject (the rest
     /// do not respond).
     pub reject_share: f64,
+    /// Write the decision log (decisions and outcomes) here; one policy
+    /// only. `nextbest evaluate` reads it.
+    pub log: Option<PathBuf>,
 }
 
 impl Default for LearnOptions {
@@ -273,6 +276,7 @@ impl Default for LearnOptions {
             channel: None,
             start: None,
             reject_share: 0.5,
+            log: None,
         }
     }
 }
@@ -371,6 +375,11 @@ pub fn simulate_learning(
             opts.reject_share
         )));
     }
+    if opts.log.is_some() && opts.policies.len() != 1 {
+        return Err(Error::InvalidConfig(
+            "simulate --learn --log writes one policy's decisions: name one with --policies".into(),
+        ));
+    }
     let start = match opts.start {
         Some(t) => t,
         None => Timestamp::parse(crate::persona::DEFAULT_NOW).map_err(Error::InvalidRequest)?,
@@ -460,7 +469,16 @@ pub fn simulate_learning(
             .iter()
             .map(|a| a.starting_propensity)
             .collect();
-        let engine = Engine::new(rules);
+        let engine = match &opts.log {
+            Some(path) => {
+                let config = crate::engine::EngineConfig {
+                    decision_log: Some(crate::audit::LogConfig::new(path)),
+                    ..crate::engine::EngineConfig::default()
+                };
+                Engine::try_with_config(rules, config)?
+            }
+            None => Engine::new(rules),
+        };
         let mut run = PolicyRun {
             policy: policy.as_str().to_string(),
             rounds: Vec::with_capacity(opts.rounds),
@@ -573,6 +591,7 @@ pub fn simulate_learning(
         }
         run.regret = cumulative;
         report.policies.push(run);
+        engine.flush()?;
     }
     report.ok_or_else(|| Error::InvalidConfig("no policy ran".into()))
 }

@@ -24,6 +24,7 @@ pub struct LearnArgs {
     pub segment: Option<String>,
     pub plot: PathBuf,
     pub json: bool,
+    pub log: Option<PathBuf>,
 }
 
 pub fn run_learn(dir: &Path, args: LearnArgs) -> Result<ExitCode, Error> {
@@ -61,6 +62,7 @@ pub fn run_learn(dir: &Path, args: LearnArgs) -> Result<ExitCode, Error> {
         policies,
         channel: args.channel,
         start: Some(super::parse_now(args.now)?),
+        log: args.log,
         ..LearnOptions::default()
     };
     let path = args
@@ -303,4 +305,90 @@ fn plot(r: &LearnReport, path: &Path) -> Result<(), Error> {
     }
     root.present().map_err(|e| fail(&e))?;
     Ok(())
+}
+
+/// `nextbest evaluate LOG... --rules DIR`.
+pub fn run_evaluate(
+    logs: &[PathBuf],
+    rules: &Path,
+    success: &[String],
+    json: bool,
+) -> Result<ExitCode, Error> {
+    use nextbest::audit::evaluate::{evaluate, EvaluateOptions};
+    let mut opts = EvaluateOptions::default();
+    if !success.is_empty() {
+        opts.success = success
+            .iter()
+            .map(|s| {
+                nextbest::OutcomeKind::parse(s).ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "unknown outcome kind `{s}`; use impression, clicked, accepted, rejected or no_response"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    let engine = nextbest::Engine::from_dir(rules)?;
+    let ev = evaluate(logs, &engine, &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ev).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "candidate {} ({}) on {} logged decisions ({} records); success = {}",
+        ev.candidate,
+        ev.candidate_hash,
+        ev.decisions,
+        ev.records,
+        ev.success.join(", ")
+    );
+    println!(
+        "used {} decisions with a first action: {} successes; the candidate agrees on {} ({:.1}%)",
+        ev.used,
+        ev.successes,
+        ev.matched,
+        100.0 * ev.matched as f64 / ev.used.max(1) as f64
+    );
+    println!(
+        "\n  {:<28} {:>9} {:>19} {:>9}",
+        "estimate", "rate", "95% interval", "std err"
+    );
+    for (name, e) in [
+        ("logged policy (on-policy)", ev.logged),
+        ("candidate, IPS", ev.ips),
+        ("candidate, self-normalised", ev.snips),
+    ] {
+        match e {
+            Some(e) => println!(
+                "  {name:<28} {:>8.3}% [{:>7.3}%, {:>7.3}%] {:>8.3}%",
+                100.0 * e.value,
+                100.0 * e.low,
+                100.0 * e.high,
+                100.0 * e.std_error
+            ),
+            None => println!("  {name:<28} {:>9}", "-"),
+        }
+    }
+    println!(
+        "\neffective sample size {:.0} of {}; largest weight {:.1}",
+        ev.effective_sample_size, ev.used, ev.max_weight
+    );
+    if ev.unjoined_outcomes > 0 {
+        println!("{} outcomes name no logged decision", ev.unjoined_outcomes);
+    }
+    for e in &ev.errors {
+        println!("  error: {e}");
+    }
+    for p in ev
+        .read
+        .partial_last_lines
+        .iter()
+        .chain(&ev.read.corrupt_lines)
+    {
+        println!("  damaged: {p}");
+    }
+    for w in &ev.warnings {
+        println!("warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

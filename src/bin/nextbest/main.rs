@@ -65,8 +65,9 @@ enum Command {
         /// Decision time, RFC 3339 (default 2026-11-23T10:00:00Z).
         #[arg(long)]
         now: Option<String>,
-        /// Write the decision log (JSON Lines) of the timed pass here.
-        #[arg(long, conflicts_with = "learn")]
+        /// Write the decision log (JSON Lines) of the timed pass here (with
+        /// --learn: of the one policy, decisions and outcomes).
+        #[arg(long)]
         log: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
@@ -112,6 +113,24 @@ enum Command {
         /// The version archive (`decision_log.archive_dir`).
         #[arg(long)]
         archive: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Off-policy evaluation: estimate the acceptance rate a candidate rule
+    /// version would have had on logged traffic (IPS and self-normalised
+    /// IPS with 95% intervals), from the logged selection probabilities
+    /// and the outcomes joined by decision id.
+    Evaluate {
+        /// Decision log files (rotated files too), oldest first.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The candidate rule directory.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Outcome kinds that count as success (default: accepted).
+        #[arg(long, value_delimiter = ',')]
+        success: Vec<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -176,6 +195,7 @@ fn main() -> ExitCode {
                     segment,
                     plot,
                     json,
+                    log,
                 };
                 run_learn(&dir, args)
             } else {
@@ -188,6 +208,12 @@ fn main() -> ExitCode {
             archive,
             json,
         } => run_replay(&logs, rules, archive, json),
+        Command::Evaluate {
+            logs,
+            rules,
+            success,
+            json,
+        } => learn::run_evaluate(&logs, &rules, &success, json),
         Command::Diff {
             before,
             after,
