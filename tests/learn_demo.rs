@@ -115,6 +115,12 @@ fn truth_file_errors_name_the_file_line_and_column() {
     let e = err("[actions.INS_TRAVEL]\naffluent = 1.5\n");
     assert!(e.contains("truth.toml:2:12") && e.contains("[0, 1]"), "{e}");
 
+    let e = err("segment = \"segment\"\n[actions.INS_TRAVEL]\nafluent = 0.1\n");
+    assert!(
+        e.contains("truth.toml:3:1") && e.contains("`afluent` is not a value"),
+        "{e}"
+    );
+
     let e = err("scale = -1.0\n");
     assert!(
         e.contains("truth.toml:1:9") && e.contains("at least 0"),

@@ -140,14 +140,18 @@ impl Truth {
                 e.message().trim().to_string(),
             )
         })?;
+        // A closed string segment attribute: its values are the only keys.
+        let mut closed: Option<&[String]> = None;
         if let Some(seg) = &raw.segment {
-            if !rules.schema().by_name.contains_key(seg.as_str()) {
+            let schema = rules.schema();
+            let Some(&slot) = schema.by_name.get(seg.as_str()) else {
                 return Err(Error::InvalidConfig(format!(
                     "{}: segment `{seg}` is not an attribute of rule set `{}`",
                     path.display(),
                     rules.name()
                 )));
-            }
+            };
+            closed = schema.attrs[slot as usize].values.as_deref();
         }
         let scale = match raw.scale {
             Some(s) if !(s.get_ref().is_finite() && *s.get_ref() >= 0.0) => {
@@ -184,6 +188,15 @@ impl Truth {
                     "scale" => t.scale = Some(x),
                     "default" => t.default = Some(x),
                     seg => {
+                        if let Some(values) = closed.filter(|v| !v.iter().any(|x| x == seg)) {
+                            return Err(at(
+                                key.span().start,
+                                format!(
+                                    "`{seg}` is not a value of the segment attribute ({}), `default` or `scale`",
+                                    values.join(", ")
+                                ),
+                            ));
+                        }
                         t.by_segment.insert(seg.to_string(), x);
                     }
                 }
@@ -247,7 +260,9 @@ impl Truth {
 pub struct LearnOptions {
     /// Rounds: every customer is decided for once per round.
     pub rounds: usize,
-    /// Time between rounds, seconds.
+    /// Time between rounds, seconds (default a week: every customer comes
+    /// back weekly, so contact-policy windows of days to months matter but
+    /// do not exhaust the offers).
     pub interval_secs: i64,
     /// Seed of the customers' responses and of the policies' draws.
     pub seed: u64,
@@ -270,7 +285,7 @@ impl Default for LearnOptions {
     fn default() -> LearnOptions {
         LearnOptions {
             rounds: 30,
-            interval_secs: 86_400,
+            interval_secs: 7 * 86_400,
             seed: 1,
             policies: Policy::ALL.to_vec(),
             channel: None,

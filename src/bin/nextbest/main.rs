@@ -79,8 +79,9 @@ enum Command {
         /// --learn: rounds (every customer is decided for once per round).
         #[arg(long, default_value_t = 30, requires = "learn")]
         rounds: usize,
-        /// --learn: time between rounds (e.g. 1d, 12h).
-        #[arg(long, default_value = "1d", requires = "learn")]
+        /// --learn: time between rounds (e.g. 7d, 1d, 12h): how often a
+        /// customer comes back.
+        #[arg(long, default_value = "7d", requires = "learn")]
         interval: String,
         /// --learn: seed of the responses and draws.
         #[arg(long, default_value_t = 1, requires = "learn")]
