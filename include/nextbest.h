@@ -117,6 +117,11 @@ typedef int32_t nb_status;
 typedef struct nb_engine nb_engine;
 
 /**
+ * A policy the demo compares.
+ */
+typedef struct Policy Policy;
+
+/**
  * Bytes allocated by nextbest and owned by the caller until passed to
  * `nb_buf_free`. `ptr[0..len]` is UTF-8 JSON, followed by one NUL byte not
  * counted in `len`; `cap` is the allocation's size, for `nb_buf_free` only.
@@ -265,7 +270,8 @@ nb_status nb_engine_rollback(const struct nb_engine *engine,
 /**
  * Counters and the version history as JSON: `current`, `versions`,
  * `loads_succeeded`, `loads_failed`, `last_load_error`, `decisions`
- * (per arm), `decision_errors`, `outcomes`, `script_errors`, `log`.
+ * (per arm), `decision_errors`, `outcomes`, `script_errors`, `log`,
+ * `history` (`{"customers": N, "events": M}`).
  *
  * # Safety
  * `engine` is a live handle; `out` is NULL or valid for writes.
@@ -281,6 +287,22 @@ nb_status nb_engine_stats(const struct nb_engine *engine, struct nb_buf *out);
  * `engine` is a live handle; `err` is NULL or valid for writes.
  */
 nb_status nb_engine_flush(const struct nb_engine *engine, struct nb_buf *err);
+
+/**
+ * Save the interaction history, outcome counts and volume counters to the
+ * file at `path` (UTF-8, not NUL-terminated), atomically: a temporary file
+ * in the same directory, synced, then renamed over `path`, so a crash
+ * leaves the old file or the new one. Open an engine with
+ * `"state_file": "<path>"` in its configuration to load it.
+ *
+ * # Safety
+ * `engine` is a live handle; `path` is valid for reads of `path_len`
+ * bytes; `err` is NULL or valid for writes.
+ */
+nb_status nb_engine_save_state(const struct nb_engine *engine,
+                               const uint8_t *path,
+                               size_t path_len,
+                               struct nb_buf *err);
 
 /**
  * Free a buffer nextbest filled and leave it empty (`{NULL, 0, 0}`), so

@@ -226,6 +226,8 @@ pub struct EngineStats {
     pub script_errors: u64,
     /// The decision log's counters, if there is a log.
     pub log: Option<LogStats>,
+    /// The interaction history's size, if its store can say.
+    pub history: Option<crate::history::HistorySize>,
 }
 
 /// Decisions per arm.
@@ -425,19 +427,25 @@ impl Engine {
     /// The file is JSON Lines: a header `{"v":1,"kind":"nextbest-state",
     /// "saved":..,"learning":[{"action":..,"channel":..,"counts":[impression,
     /// clicked, accepted, rejected, no_response]}],"volumes":[[key, word]]}`,
-    /// then the history: `{"v":1,"kind":"history"}` and one line per
-    /// customer (see [`MemoryHistory`]).
+    /// then the history: `{"v":2,"kind":"history"}`, one line per customer
+    /// sorted by id (see [`MemoryHistory`]) and `{"kind":"end","customers":N}`,
+    /// so a truncated file is an error. Equal state saves to equal bytes,
+    /// but for the header's `saved` time.
     pub fn save_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let header = SavedState {
             v: 1,
             kind: "nextbest-state".into(),
             saved: Timestamp::now().to_string(),
             learning: self.learned.save(),
-            volumes: self
-                .counters
-                .iter()
-                .map(|e| (*e.key(), e.value().raw()))
-                .collect(),
+            volumes: {
+                let mut v: Vec<(u64, u64)> = self
+                    .counters
+                    .iter()
+                    .map(|e| (*e.key(), e.value().raw()))
+                    .collect();
+                v.sort_unstable();
+                v
+            },
         };
         crate::history::write_atomically(path.as_ref(), |w| {
             serde_json::to_writer(&mut *w, &header).map_err(|e| Error::State(e.to_string()))?;
@@ -448,7 +456,8 @@ impl Engine {
 
     /// Load a file written by [`Engine::save_state`]: its outcome counts
     /// and history events are added to the engine's, its volume counters
-    /// replace the engine's.
+    /// replace the engine's. All or nothing: a damaged or truncated file is
+    /// an error that names the line, and changes nothing.
     pub fn load_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         use std::io::BufRead;
         let path = path.as_ref();
@@ -466,9 +475,12 @@ impl Engine {
                 header.kind
             )));
         }
-        self.interactions
-            .load(&mut r)
-            .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        // The history loads all or nothing; learning and volumes cannot
+        // fail after the header parsed, so a damaged file changes nothing.
+        self.interactions.load(&mut r, 2).map_err(|e| match e {
+            Error::State(m) => Error::State(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
         self.learned.load(&header.learning);
         for (k, word) in header.volumes {
             match self.counters.get(&k) {
@@ -630,6 +642,7 @@ impl Engine {
             outcomes: self.outcomes.sum(),
             script_errors: self.script_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
+            history: self.interactions.size(),
         }
     }
 

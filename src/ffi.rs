@@ -712,7 +712,8 @@ pub unsafe extern "C" fn nb_engine_rollback(
 
 /// Counters and the version history as JSON: `current`, `versions`,
 /// `loads_succeeded`, `loads_failed`, `last_load_error`, `decisions`
-/// (per arm), `decision_errors`, `outcomes`, `script_errors`, `log`.
+/// (per arm), `decision_errors`, `outcomes`, `script_errors`, `log`,
+/// `history` (`{"customers": N, "events": M}`).
 ///
 /// # Safety
 /// `engine` is a live handle; `out` is NULL or valid for writes.
@@ -742,6 +743,34 @@ pub unsafe extern "C" fn nb_engine_flush(engine: *const NbEngine, err: *mut NbBu
         guard(err, || {
             let engine = engine_ref(engine)?;
             engine.flush().map_err(|e| Failure::from_error(e, None))
+        })
+    }
+}
+
+/// Save the interaction history, outcome counts and volume counters to the
+/// file at `path` (UTF-8, not NUL-terminated), atomically: a temporary file
+/// in the same directory, synced, then renamed over `path`, so a crash
+/// leaves the old file or the new one. Open an engine with
+/// `"state_file": "<path>"` in its configuration to load it.
+///
+/// # Safety
+/// `engine` is a live handle; `path` is valid for reads of `path_len`
+/// bytes; `err` is NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn nb_engine_save_state(
+    engine: *const NbEngine,
+    path: *const u8,
+    path_len: usize,
+    err: *mut NbBuf,
+) -> NbStatus {
+    // SAFETY: caller's promises, passed on.
+    unsafe {
+        guard(err, || {
+            let engine = engine_ref(engine)?;
+            let path = text(path, path_len, "path")?;
+            engine
+                .save_state(Path::new(path))
+                .map_err(|e| Failure::from_error(e, None))
         })
     }
 }

@@ -215,7 +215,10 @@ impl Learned {
         for s in saved {
             let c = self.counts(&s.action, &s.channel);
             for (i, n) in s.counts.iter().enumerate() {
-                c.kinds[i].fetch_add(*n, Ordering::Relaxed);
+                // Saturating, as Counts::add: a count never wraps to zero.
+                let _ = c.kinds[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                    Some(x.saturating_add(*n))
+                });
             }
         }
     }

@@ -364,6 +364,44 @@ static void test_flush(void) {
     nb_engine_free(engine);
 }
 
+static void test_save_state(void) {
+    char dir[] = "/tmp/nextbest-ffi-XXXXXX";
+    char path[256], config[512];
+    nb_buf err = {NULL, 0, 0};
+    nb_buf stats = {NULL, 0, 0};
+    nb_engine *engine;
+
+    if (mkdtemp(dir) == NULL) {
+        check(0, "mkdtemp", __FILE__, __LINE__);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/state.jsonl", dir);
+    engine = open_engine("{\"rules_dir\":\"" MINI "\"}");
+    EXPECT(nb_record_outcome(engine, bytes(GOLD_ACCEPTED), strlen(GOLD_ACCEPTED), NULL), NB_OK,
+           NULL);
+    EXPECT(nb_engine_save_state(engine, bytes(path), strlen(path), &err), NB_OK, &err);
+    EXPECT(nb_engine_save_state(NULL, bytes(path), strlen(path), &err), NB_ERR_NULL_ARGUMENT,
+           &err);
+    EXPECT(nb_engine_save_state(engine, NULL, 4, &err), NB_ERR_NULL_ARGUMENT, &err);
+    EXPECT(nb_engine_save_state(engine, bytes("\xff"), 1, &err), NB_ERR_INVALID_UTF8, &err);
+    EXPECT(nb_engine_save_state(engine, bytes("/nonexistent-dir/x/state.jsonl"), 30, &err),
+           NB_ERR_IO, &err);
+    CHECK(has(&err, "nonexistent-dir"));
+    nb_buf_free(&err);
+    nb_engine_free(engine);
+
+    /* a new engine opened with the state file has the history and counts */
+    snprintf(config, sizeof config, "{\"rules_dir\":\"" MINI "\",\"state_file\":\"%s\"}",
+             path);
+    engine = open_engine(config);
+    EXPECT(nb_engine_stats(engine, &stats), NB_OK, NULL);
+    CHECK(has(&stats, "\"history\":{\"customers\":1,\"events\":1}"));
+    nb_buf_free(&stats);
+    nb_engine_free(engine);
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+}
+
 static void test_load_and_rollback(void) {
     nb_engine *engine = open_engine("{\"rules_dir\":\"" MINI "\"}");
     nb_buf version = {NULL, 0, 0};
@@ -512,6 +550,7 @@ int main(void) {
     test_decide();
     test_outcomes_and_stats();
     test_flush();
+    test_save_state();
     test_load_and_rollback();
     test_threads();
     if (failures != 0) {
