@@ -282,7 +282,13 @@ pub(crate) fn decide_on(
 
 /// The customer's events, the policies' (key, time) scratch, and the
 /// suppressions found.
-type StateScratch = (Vec<Event>, Vec<(u64, i64)>, Vec<Suppression>);
+type StateScratch = (
+    Vec<Event>,
+    Vec<(u64, i64)>,
+    Vec<Suppression>,
+    Vec<u32>,
+    Vec<u32>,
+);
 
 /// A decision's learning: the model, its draws, and the evidence used.
 type LearnState<'a, 'b> = (
@@ -295,7 +301,7 @@ thread_local! {
     /// The customer's events and the policy scratch, reused across
     /// decisions on this thread.
     static EVENTS: Cell<StateScratch> =
-        const { Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+        const { Cell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// The actions on `ch` that engine state removes now, ascending.
@@ -308,7 +314,7 @@ fn state_blocks(
     now: i64,
     out: &mut Vec<Blocked>,
 ) {
-    let (mut events, mut scratch, mut sup) = EVENTS.with(Cell::take);
+    let (mut events, mut scratch, mut sup, mut by_action, mut by_group) = EVENTS.with(Cell::take);
     events.clear();
     sup.clear();
     let mut limited = false;
@@ -325,17 +331,29 @@ fn state_blocks(
             contact::suppressions(&rs.contact_policies, &events, now, &mut scratch, &mut sup);
         }
     }
+    if !sup.is_empty() {
+        contact::mark(
+            &sup,
+            &rs.action_by_key,
+            &rs.group_by_key,
+            &mut by_action,
+            &mut by_group,
+        );
+    }
     if limited || !sup.is_empty() || !rs.volumes.is_empty() {
         for &ai in ch.actions.iter() {
             let a = &rs.actions[ai as usize];
+            let suppressed = if sup.is_empty() {
+                u32::MAX
+            } else {
+                by_action[ai as usize].min(by_group[a.group as usize])
+            };
             let block = if limited {
                 Some((Stage::ChannelLimit, ch.name.clone()))
-            } else if let Some(p) =
-                contact::suppressing(&sup, a.key, rs.groups[a.group as usize].key)
-            {
+            } else if suppressed != u32::MAX {
                 Some((
                     Stage::ContactPolicy,
-                    rs.contact_policies[p as usize].name.clone(),
+                    rs.contact_policies[suppressed as usize].name.clone(),
                 ))
             } else {
                 a.volumes
@@ -361,7 +379,7 @@ fn state_blocks(
             }
         }
     }
-    EVENTS.with(|c| c.set((events, scratch, sup)));
+    EVENTS.with(|c| c.set((events, scratch, sup, by_action, by_group)));
 }
 
 /// Take a unit of every volume constraint of each chosen action, in order.

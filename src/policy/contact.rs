@@ -167,16 +167,17 @@ impl Counter {
 }
 
 /// An action or group suppressed by a contact policy for one decision.
-#[derive(Debug, Clone, Copy)]
+/// The field order is the sort order [`suppressions`] leaves them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Suppression {
+    pub per_group: bool,
     /// The action's or group's key.
     pub key: u64,
-    pub per_group: bool,
     pub policy: u32,
 }
 
 /// Find every suppression the customer's `events` (time-ordered) cause at
-/// `now`, into `out`. `scratch` is reused across calls.
+/// `now`, into `out`, in policy order. `scratch` is reused across calls.
 pub(crate) fn suppressions(
     policies: &[ContactPolicy],
     events: &[Event],
@@ -194,14 +195,31 @@ pub(crate) fn suppressions(
             {
                 continue;
             }
-            scratch.push((if p.per_group { e.group } else { e.action }, e.at));
+            let key = if p.per_group { e.group } else { e.action };
+            if p.count == 1 {
+                // One event is a trigger on its own: no grouping needed
+                // (what `suppressed` computes for a count of 1).
+                let on = match p.suppress_for {
+                    None => e.at > now - p.within,
+                    Some(d) => now < e.at.saturating_add(d),
+                };
+                if on {
+                    out.push(Suppression {
+                        key,
+                        per_group: p.per_group,
+                        policy: pi as u32,
+                    });
+                }
+                continue;
+            }
+            scratch.push((key, e.at));
         }
         if scratch.len() < p.count as usize {
             continue;
         }
-        // Events arrive in time order; a stable sort by key keeps it
-        // within each key.
-        scratch.sort_by_key(|&(k, _)| k);
+        // By key, then time: equal pairs are equal, so the unstable sort
+        // (which does not allocate) is as good as a stable one.
+        scratch.sort_unstable();
         let mut start = 0;
         while start < scratch.len() {
             let key = scratch[start].0;
@@ -247,11 +265,42 @@ fn suppressed(p: &ContactPolicy, events: &[(u64, i64)], now: i64) -> bool {
     }
 }
 
-/// The first suppression that removes an action, if any.
-pub(crate) fn suppressing(sup: &[Suppression], action: u64, group: u64) -> Option<u32> {
+/// Per action and per group (by index), the first policy in declaration
+/// order that suppresses it (`u32::MAX`: none): one pass over the
+/// suppressions, so checking an action costs two array reads however many
+/// suppressions there are.
+pub(crate) fn mark(
+    sup: &[Suppression],
+    action_by_key: &rustc_hash::FxHashMap<u64, u32>,
+    group_by_key: &rustc_hash::FxHashMap<u64, u32>,
+    actions: &mut Vec<u32>,
+    groups: &mut Vec<u32>,
+) {
+    actions.clear();
+    actions.resize(action_by_key.len(), u32::MAX);
+    groups.clear();
+    groups.resize(group_by_key.len(), u32::MAX);
+    for s in sup {
+        let (by_key, marks) = if s.per_group {
+            (group_by_key, &mut *groups)
+        } else {
+            (action_by_key, &mut *actions)
+        };
+        if let Some(&i) = by_key.get(&s.key) {
+            let m = &mut marks[i as usize];
+            *m = (*m).min(s.policy);
+        }
+    }
+}
+
+/// The first suppression that removes an action, if any, by a scan (the
+/// reference [`mark`] is tested against).
+#[cfg(test)]
+fn suppressing(sup: &[Suppression], action: u64, group: u64) -> Option<u32> {
     sup.iter()
-        .find(|s| s.key == if s.per_group { group } else { action })
+        .filter(|s| s.key == if s.per_group { group } else { action })
         .map(|s| s.policy)
+        .min()
 }
 
 /// Impressions on the channel with key `channel` in the window ending
@@ -298,6 +347,95 @@ pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// `suppressions` (with its fast path for a count of 1) agrees with
+        /// a naive reading of the rule: a key is suppressed when some
+        /// event of it, with `count` events of it inside the window ending
+        /// there, is at most `suppress_for` ago (or, without a duration,
+        /// when the window ending now holds `count`).
+        #[test]
+        fn suppressions_match_a_naive_evaluator(
+            raw in proptest::collection::vec((0u64..4, 0i64..40, 0usize..5), 0..30),
+            count in 1u32..4,
+            within in 1i64..15,
+            suppress_for in proptest::option::of(1i64..20),
+            per_group in proptest::bool::ANY,
+            kinds in 1u8..32,
+        ) {
+            let now = 40;
+            let mut events: Vec<Event> = raw
+                .iter()
+                .map(|&(key, at, kind)| Event {
+                    at,
+                    action: key,
+                    group: key % 2 + 10,
+                    channel: 1,
+                    kind: OutcomeKind::ALL[kind],
+                })
+                .collect();
+            events.sort_by_key(|e| e.at);
+            let p = ContactPolicy {
+                name: "p".into(),
+                kinds,
+                count,
+                within,
+                suppress_for,
+                per_group,
+                channel: None,
+                group: None,
+            };
+            let (mut scratch, mut out) = (Vec::new(), Vec::new());
+            suppressions(std::slice::from_ref(&p), &events, now, &mut scratch, &mut out);
+            let got: std::collections::BTreeSet<u64> = out.iter().map(|s| s.key).collect();
+
+            let key = |e: &Event| if per_group { e.group } else { e.action };
+            let counted: Vec<&Event> =
+                events.iter().filter(|e| kinds & kind_bit(e.kind) != 0).collect();
+            let in_window = |k: u64, end: i64| {
+                counted.iter().filter(|e| key(e) == k && e.at > end - within && e.at <= end).count()
+            };
+            let want: std::collections::BTreeSet<u64> = counted
+                .iter()
+                .map(|e| key(e))
+                .filter(|&k| match suppress_for {
+                    None => in_window(k, now) >= count as usize,
+                    Some(d) => counted.iter().any(|t| {
+                        key(t) == k && in_window(k, t.at) >= count as usize && now < t.at + d
+                    }),
+                })
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+
+        /// Marking finds what a scan of every suppression finds: the
+        /// lowest policy suppressing the action or its group.
+        #[test]
+        fn mark_matches_a_scan(
+            raw in proptest::collection::vec((proptest::bool::ANY, 0u64..6, 0u32..5), 0..20),
+        ) {
+            let sup: Vec<Suppression> = raw
+                .iter()
+                .map(|&(per_group, key, policy)| Suppression { per_group, key, policy })
+                .collect();
+            // Keys 100 + i name action i and group i; 0..6 are other keys.
+            let by_key = |n: u64| (0..n).map(|i| (i + 100, i as u32)).collect();
+            let (actions_by_key, groups_by_key) = (by_key(6), by_key(3));
+            let sup: Vec<Suppression> = sup
+                .into_iter()
+                .map(|s| Suppression { key: s.key + 100, ..s })
+                .collect();
+            let (mut pa, mut pg) = (Vec::new(), Vec::new());
+            mark(&sup, &actions_by_key, &groups_by_key, &mut pa, &mut pg);
+            for a in 0..6u64 {
+                for g in 0..3u64 {
+                    let got = pa[a as usize].min(pg[g as usize]);
+                    let got = (got != u32::MAX).then_some(got);
+                    proptest::prop_assert_eq!(got, suppressing(&sup, a + 100, g + 100));
+                }
+            }
+        }
+    }
 
     #[test]
     fn durations_parse_with_units_and_bounds() {

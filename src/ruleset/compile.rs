@@ -574,6 +574,8 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     }
     let schema = Arc::new(Schema::new(attrs, symbols));
     let hash_src = source_hash(src);
+    let action_by_key = (0u32..).zip(&actions).map(|(i, a)| (a.key, i)).collect();
+    let group_by_key = (0u32..).zip(&groups).map(|(i, g)| (g.key, i)).collect();
     Ok(RuleSet {
         name: name.into(),
         description: main.description.clone(),
@@ -592,6 +594,8 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         volumes,
         learning,
         history_horizon,
+        action_by_key,
+        group_by_key,
         source: src.clone(),
     })
 }

@@ -237,6 +237,10 @@ pub struct RuleSet {
     pub(crate) learning: Option<crate::learning::Learning>,
     /// How far back contact policies and channel limits look (seconds).
     pub(crate) history_horizon: i64,
+    /// Action and group indexes by key (the xxh3 of the name, as history
+    /// events carry them).
+    pub(crate) action_by_key: rustc_hash::FxHashMap<u64, u32>,
+    pub(crate) group_by_key: rustc_hash::FxHashMap<u64, u32>,
     /// The files it was compiled from (for the version archive).
     pub(crate) source: RuleSource,
 }
