@@ -237,12 +237,38 @@ pub(crate) struct Removed {
 /// An action removed by engine state (contact policy, channel limit or
 /// volume constraint) rather than by the context: logged with every
 /// decision, because a replay cannot recompute it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Blocked {
     pub action: u32,
     pub stage: Stage,
-    /// The policy, channel or constraint that blocked it.
-    pub policy: Arc<str>,
+    /// The index of the contact policy, channel (for its contact limit) or
+    /// volume constraint that blocked it, by `stage`: an index, not a
+    /// name, so a decision that blocks most of a catalog copies no strings
+    /// and touches no reference counts.
+    pub policy: u32,
+}
+
+impl Blocked {
+    /// The name of the policy, channel or constraint that blocked it.
+    pub(crate) fn policy_name<'a>(&self, rs: &'a RuleSet) -> &'a Arc<str> {
+        let i = self.policy as usize;
+        match self.stage {
+            Stage::ChannelLimit => &rs.channels[i].name,
+            Stage::VolumeConstraint => &rs.volumes[i].name,
+            _ => &rs.contact_policies[i].name,
+        }
+    }
+
+    /// The index of the policy named `name` for `stage` in `rs`, if any.
+    pub(crate) fn policy_index(rs: &RuleSet, stage: Stage, name: &str) -> Option<u32> {
+        let i = match stage {
+            Stage::ChannelLimit => rs.channels.iter().position(|c| &*c.name == name),
+            Stage::VolumeConstraint => rs.volumes.iter().position(|v| &*v.name == name),
+            Stage::ContactPolicy => rs.contact_policies.iter().position(|p| &*p.name == name),
+            _ => None,
+        };
+        i.map(|i| i as u32)
+    }
 }
 
 /// The answer to a [`DecisionRequest`].

@@ -135,7 +135,7 @@ impl Serialize for DecisionRecord<'_> {
                     (
                         &*rules.actions[b.action as usize].id,
                         b.stage.as_str(),
-                        &*b.policy,
+                        &**b.policy_name(rules),
                     )
                 })
                 .collect();

@@ -1,6 +1,6 @@
 //! The path of one decision, on one already-loaded version.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -65,12 +65,17 @@ pub(crate) fn decide_on(
     if !rs.contact_policies.is_empty() || ch.contact_limit.is_some() || !rs.volumes.is_empty() {
         match (replay, &live) {
             (Some(r), _) => {
+                // A block whose action or policy this version does not
+                // have (an `evaluate` candidate's) is dropped.
                 for (action, stage, policy) in &r.blocked {
-                    if let Some(ai) = rs.action_index(action) {
+                    if let (Some(ai), Some(pi)) = (
+                        rs.action_index(action),
+                        Blocked::policy_index(rs, *stage, policy),
+                    ) {
                         blocked.push(Blocked {
                             action: ai,
                             stage: *stage,
-                            policy: policy.as_str().into(),
+                            policy: pi,
                         });
                     }
                 }
@@ -78,6 +83,7 @@ pub(crate) fn decide_on(
             }
             (None, Some(l)) => state_blocks(
                 rs,
+                channel,
                 ch,
                 bound,
                 l.history,
@@ -284,7 +290,7 @@ pub(crate) fn decide_on(
 /// suppressions found.
 type StateScratch = (
     Vec<Event>,
-    Vec<(u64, i64)>,
+    contact::Scratch,
     Vec<Suppression>,
     Vec<u32>,
     Vec<u32>,
@@ -300,13 +306,23 @@ type LearnState<'a, 'b> = (
 thread_local! {
     /// The customer's events and the policy scratch, reused across
     /// decisions on this thread.
-    static EVENTS: Cell<StateScratch> =
-        const { Cell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
+    static EVENTS: RefCell<StateScratch> =
+        const {
+            RefCell::new((
+                Vec::new(),
+                contact::Scratch::EMPTY,
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            ))
+        };
 }
 
 /// The actions on `ch` that engine state removes now, ascending.
+#[allow(clippy::too_many_arguments)]
 fn state_blocks(
     rs: &RuleSet,
+    channel: u32,
     ch: &Channel,
     bound: &Bound,
     history: &dyn HistoryStore,
@@ -314,33 +330,72 @@ fn state_blocks(
     now: i64,
     out: &mut Vec<Blocked>,
 ) {
-    let (mut events, mut scratch, mut sup, mut by_action, mut by_group) = EVENTS.with(Cell::take);
+    EVENTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => state_blocks_in(
+            &mut buffers,
+            rs,
+            channel,
+            ch,
+            bound,
+            history,
+            customer,
+            now,
+            out,
+        ),
+        // Re-entered (a history store that decides?): fresh buffers.
+        Err(_) => state_blocks_in(
+            &mut StateScratch::default(),
+            rs,
+            channel,
+            ch,
+            bound,
+            history,
+            customer,
+            now,
+            out,
+        ),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn state_blocks_in(
+    (events, scratch, sup, by_action, by_group): &mut StateScratch,
+    rs: &RuleSet,
+    channel: u32,
+    ch: &Channel,
+    bound: &Bound,
+    history: &dyn HistoryStore,
+    customer: &str,
+    now: i64,
+    out: &mut Vec<Blocked>,
+) {
     events.clear();
     sup.clear();
     let mut limited = false;
     if !rs.contact_policies.is_empty() || ch.contact_limit.is_some() {
-        history.recent(
-            customer,
-            now.saturating_sub(rs.history_horizon),
-            &mut events,
-        );
+        history.recent(customer, now.saturating_sub(rs.history_horizon), events);
         if let Some(l) = ch.contact_limit {
-            limited = contact::contacts(&events, ch.key, l.within, now) >= l.max;
+            limited = contact::contacts(events, ch.key, l.within, now) >= l.max;
         }
         if !events.is_empty() {
-            contact::suppressions(&rs.contact_policies, &events, now, &mut scratch, &mut sup);
+            contact::suppressions(&rs.contact_policies, events, now, scratch, sup);
         }
     }
     if !sup.is_empty() {
         contact::mark(
-            &sup,
+            sup,
             &rs.action_by_key,
             &rs.group_by_key,
-            &mut by_action,
-            &mut by_group,
+            by_action,
+            by_group,
         );
     }
     if limited || !sup.is_empty() || !rs.volumes.is_empty() {
+        // One allocation, not a doubling series, when most of the catalog
+        // is blocked.
+        if limited || !sup.is_empty() {
+            out.reserve(ch.actions.len());
+        }
         for &ai in ch.actions.iter() {
             let a = &rs.actions[ai as usize];
             let suppressed = if sup.is_empty() {
@@ -349,12 +404,9 @@ fn state_blocks(
                 by_action[ai as usize].min(by_group[a.group as usize])
             };
             let block = if limited {
-                Some((Stage::ChannelLimit, ch.name.clone()))
+                Some((Stage::ChannelLimit, channel))
             } else if suppressed != u32::MAX {
-                Some((
-                    Stage::ContactPolicy,
-                    rs.contact_policies[suppressed as usize].name.clone(),
-                ))
+                Some((Stage::ContactPolicy, suppressed))
             } else {
                 a.volumes
                     .iter()
@@ -363,12 +415,7 @@ fn state_blocks(
                         let v = &rs.volumes[vi as usize];
                         bound.counters[vi as usize].used(v.period.window(now)) >= v.max
                     })
-                    .map(|&vi| {
-                        (
-                            Stage::VolumeConstraint,
-                            rs.volumes[vi as usize].name.clone(),
-                        )
-                    })
+                    .map(|&vi| (Stage::VolumeConstraint, vi))
             };
             if let Some((stage, policy)) = block {
                 out.push(Blocked {
@@ -379,7 +426,6 @@ fn state_blocks(
             }
         }
     }
-    EVENTS.with(|c| c.set((events, scratch, sup, by_action, by_group)));
 }
 
 /// Take a unit of every volume constraint of each chosen action, in order.
@@ -423,7 +469,7 @@ fn take_volumes(
         blocked.push(Blocked {
             action: ai,
             stage: Stage::VolumeConstraint,
-            policy: policy.clone(),
+            policy: vi,
         });
         if record_removed {
             out.removed.push(Removed {
@@ -695,6 +741,9 @@ fn evaluate<const STATEFUL: bool>(
     let n = ch.actions.len();
     let mut ranked = Vec::with_capacity(if record.all { n } else { 0 });
     let mut removed = Vec::with_capacity(if record.removed { n } else { 0 });
+    debug_assert!(ch.actions.windows(2).all(|w| w[0] < w[1]));
+    debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
+    let mut next_block = 0;
     for &ai in ch.actions.iter() {
         let action = &rs.actions[ai as usize];
         if !memo.covers(&action.need) {
@@ -719,8 +768,15 @@ fn evaluate<const STATEFUL: bool>(
             }
             continue;
         }
-        if STATEFUL && !blocked.is_empty() {
-            if let Ok(i) = blocked.binary_search_by_key(&ai, |b| b.action) {
+        // Blocks are sorted by action, as the channel's actions are (they
+        // ascend): a cursor finds each in constant time.
+        if STATEFUL && next_block < blocked.len() {
+            while next_block < blocked.len() && blocked[next_block].action < ai {
+                next_block += 1;
+            }
+            if let Some(i) = (next_block < blocked.len() && blocked[next_block].action == ai)
+                .then_some(next_block)
+            {
                 if record.removed {
                     removed.push(Removed {
                         action: ai,
@@ -728,7 +784,7 @@ fn evaluate<const STATEFUL: bool>(
                         level: Level::Action,
                         cond: None,
                         error: None,
-                        note: Some(blocked[i].policy.clone()),
+                        note: Some(blocked[i].policy_name(rs).clone()),
                     });
                 }
                 continue;

@@ -182,11 +182,12 @@ pub(crate) fn suppressions(
     policies: &[ContactPolicy],
     events: &[Event],
     now: i64,
-    scratch: &mut Vec<(u64, i64)>,
+    scratch: &mut Scratch,
     out: &mut Vec<Suppression>,
 ) {
+    let Scratch { pairs, table, one } = scratch;
     for (pi, p) in policies.iter().enumerate() {
-        scratch.clear();
+        pairs.clear();
         for e in events {
             if e.at > now
                 || p.kinds & kind_bit(e.kind) == 0
@@ -212,28 +213,70 @@ pub(crate) fn suppressions(
                 }
                 continue;
             }
-            scratch.push((key, e.at));
+            pairs.push((key, e.at));
         }
-        if scratch.len() < p.count as usize {
+        let n = p.count as usize;
+        if pairs.len() < n {
             continue;
         }
-        // By key, then time: equal pairs are equal, so the unstable sort
-        // (which does not allocate) is as good as a stable one.
-        scratch.sort_unstable();
-        let mut start = 0;
-        while start < scratch.len() {
-            let key = scratch[start].0;
-            let end = start + scratch[start..].partition_point(|&(k, _)| k == key);
-            if suppressed(p, &scratch[start..end], now) {
+        // Count events per key in a small open-addressing table (keys are
+        // hashes already); only keys with at least `count` events can
+        // trigger, and usually there are none or few, so this beats
+        // sorting every pair by key.
+        let cap = (pairs.len() * 2).next_power_of_two();
+        table.clear();
+        table.resize(cap, (0, 0));
+        for &(k, _) in pairs.iter() {
+            let mut i = k as usize & (cap - 1);
+            loop {
+                let slot = &mut table[i];
+                if slot.1 == 0 {
+                    *slot = (k, 1);
+                    break;
+                }
+                if slot.0 == k {
+                    slot.1 += 1;
+                    break;
+                }
+                i = (i + 1) & (cap - 1);
+            }
+        }
+        for &(key, count) in table.iter() {
+            if (count as usize) < n {
+                continue;
+            }
+            // The key's events, still in time order.
+            one.clear();
+            one.extend(pairs.iter().filter(|&&(k, _)| k == key));
+            if suppressed(p, one, now) {
                 out.push(Suppression {
                     key,
                     per_group: p.per_group,
                     policy: pi as u32,
                 });
             }
-            start = end;
         }
     }
+}
+
+/// Buffers [`suppressions`] reuses across decisions.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// (key, time) of the events one policy counts.
+    pairs: Vec<(u64, i64)>,
+    /// Events per key: (key, count); count 0 is an empty slot.
+    table: Vec<(u64, u32)>,
+    /// One key's events.
+    one: Vec<(u64, i64)>,
+}
+
+impl Scratch {
+    /// Empty buffers (a `const`, for a thread-local initialiser).
+    pub(crate) const EMPTY: Scratch = Scratch {
+        pairs: Vec::new(),
+        table: Vec::new(),
+        one: Vec::new(),
+    };
 }
 
 /// Whether one key's events (time-ordered, none after `now`) suppress it.
@@ -385,7 +428,7 @@ mod tests {
                 channel: None,
                 group: None,
             };
-            let (mut scratch, mut out) = (Vec::new(), Vec::new());
+            let (mut scratch, mut out) = (Scratch::default(), Vec::new());
             suppressions(std::slice::from_ref(&p), &events, now, &mut scratch, &mut out);
             let got: std::collections::BTreeSet<u64> = out.iter().map(|s| s.key).collect();
 
