@@ -744,8 +744,9 @@ fn evaluate<const STATEFUL: bool>(
     debug_assert!(ch.actions.windows(2).all(|w| w[0] < w[1]));
     debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
     let mut next_block = 0;
+    let actions: &[crate::ruleset::Action] = &rs.actions;
     for &ai in ch.actions.iter() {
-        let action = &rs.actions[ai as usize];
+        let action = &actions[ai as usize];
         if !memo.covers(&action.need) {
             let check = record
                 .removed
