@@ -235,3 +235,23 @@ fn contact_center_example_compiles_cleanly_and_runs() {
         "{stdout}"
     );
 }
+
+/// The C example in the README compiles cleanly and decides.
+#[test]
+fn the_readme_c_example_compiles_and_runs() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let start = readme.find("```c\n").expect("a ```c block in the README") + 5;
+    let len = readme[start..].find("```").expect("the end of the ```c block");
+    let source = out_dir().join("readme_example.c");
+    std::fs::write(&source, &readme[start..start + len]).expect("writing the example");
+    let Some(exe) = compile_c(source.to_str().expect("a UTF-8 path"), "readme_example") else {
+        return;
+    };
+    let out = Command::new(&exe)
+        .current_dir(repo_root())
+        .output()
+        .expect("running the README example");
+    assert_success("the README's C example", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"actions\""), "{stdout}");
+}
