@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     // SAFETY: every pointer is valid (or deliberately NULL) and every length
     // matches its buffer.
     unsafe {
-        match which % 9 {
+        match which % 10 {
             0 => {
                 nb_decide(e, input.as_ptr(), input.len(), &mut out, &mut err);
             }
@@ -89,6 +89,19 @@ fuzz_target!(|data: &[u8]| {
                     &mut err,
                 );
                 nb_record_outcome(e, std::ptr::null(), 0, std::ptr::null_mut());
+            }
+            8 => {
+                // The path's bytes cross as given when they are not UTF-8
+                // (an error); a UTF-8 path is replaced by a scratch file, so
+                // the fuzzer never writes elsewhere.
+                if std::str::from_utf8(input).is_err() {
+                    nb_engine_save_state(e, input.as_ptr(), input.len(), &mut err);
+                } else {
+                    let path = std::env::temp_dir()
+                        .join(format!("nextbest-fuzz-c-abi-{}.jsonl", std::process::id()));
+                    let path = path.to_string_lossy().into_owned();
+                    nb_engine_save_state(e, path.as_ptr(), path.len(), &mut err);
+                }
             }
             _ => {
                 nb_decide(
