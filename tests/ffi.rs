@@ -241,7 +241,9 @@ fn contact_center_example_compiles_cleanly_and_runs() {
 fn the_readme_c_example_compiles_and_runs() {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
     let start = readme.find("```c\n").expect("a ```c block in the README") + 5;
-    let len = readme[start..].find("```").expect("the end of the ```c block");
+    let len = readme[start..]
+        .find("```")
+        .expect("the end of the ```c block");
     let source = out_dir().join("readme_example.c");
     std::fs::write(&source, &readme[start..start + len]).expect("writing the example");
     let Some(exe) = compile_c(source.to_str().expect("a UTF-8 path"), "readme_example") else {
