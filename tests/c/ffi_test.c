@@ -380,10 +380,14 @@ static void test_save_state(void) {
     EXPECT(nb_record_outcome(engine, bytes(GOLD_ACCEPTED), strlen(GOLD_ACCEPTED), NULL), NB_OK,
            NULL);
     EXPECT(nb_engine_save_state(engine, bytes(path), strlen(path), &err), NB_OK, &err);
+    /* each failure fills err: free it before the next call reuses it */
     EXPECT(nb_engine_save_state(NULL, bytes(path), strlen(path), &err), NB_ERR_NULL_ARGUMENT,
            &err);
+    nb_buf_free(&err);
     EXPECT(nb_engine_save_state(engine, NULL, 4, &err), NB_ERR_NULL_ARGUMENT, &err);
+    nb_buf_free(&err);
     EXPECT(nb_engine_save_state(engine, bytes("\xff"), 1, &err), NB_ERR_INVALID_UTF8, &err);
+    nb_buf_free(&err);
     EXPECT(nb_engine_save_state(engine, bytes("/nonexistent-dir/x/state.jsonl"), 30, &err),
            NB_ERR_IO, &err);
     CHECK(has(&err, "nonexistent-dir"));
