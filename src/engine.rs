@@ -119,6 +119,11 @@ impl Version {
     }
 }
 
+/// The history section of a state file saved from a store that persists
+/// itself.
+const EXTERNAL_HISTORY: &str =
+    "{\"v\":2,\"kind\":\"history\",\"external\":true}\n{\"kind\":\"end\",\"customers\":0}\n";
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -450,7 +455,13 @@ impl Engine {
         crate::history::write_atomically(path.as_ref(), |w| {
             serde_json::to_writer(&mut *w, &header).map_err(|e| Error::State(e.to_string()))?;
             std::io::Write::write_all(w, b"\n").map_err(|e| Error::io(path.as_ref(), e))?;
-            self.interactions.save(w)
+            if self.interactions.saves_to_file() {
+                self.interactions.save(w)
+            } else {
+                // The store persists itself: an empty, marked section.
+                std::io::Write::write_all(w, EXTERNAL_HISTORY.as_bytes())
+                    .map_err(|e| Error::io(path.as_ref(), e))
+            }
         })
     }
 
@@ -459,7 +470,7 @@ impl Engine {
     /// replace the engine's. All or nothing: a damaged or truncated file is
     /// an error that names the line, and changes nothing.
     pub fn load_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        use std::io::BufRead;
+        use std::io::{BufRead, Read};
         let path = path.as_ref();
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let mut r = std::io::BufReader::new(file);
@@ -477,10 +488,30 @@ impl Engine {
         }
         // The history loads all or nothing; learning and volumes cannot
         // fail after the header parsed, so a damaged file changes nothing.
-        self.interactions.load(&mut r, 2).map_err(|e| match e {
-            Error::State(m) => Error::State(format!("{}: {m}", path.display())),
-            other => other,
-        })?;
+        let mut second = String::new();
+        r.read_line(&mut second).map_err(|e| Error::io(path, e))?;
+        let (external_header, external_end) = EXTERNAL_HISTORY
+            .split_once('\n')
+            .unwrap_or((EXTERNAL_HISTORY, ""));
+        if second.trim_end() == external_header {
+            // Saved from a store that persists itself: no events.
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut r, &mut rest).map_err(|e| Error::io(path, e))?;
+            if rest != external_end {
+                return Err(Error::State(format!(
+                    "{} line 3: expected the end of an empty history section",
+                    path.display()
+                )));
+            }
+        } else {
+            let mut history = std::io::Cursor::new(second.into_bytes()).chain(r);
+            self.interactions
+                .load(&mut history, 2)
+                .map_err(|e| match e {
+                    Error::State(m) => Error::State(format!("{}: {m}", path.display())),
+                    other => other,
+                })?;
+        }
         self.learned.load(&header.learning);
         for (k, word) in header.volumes {
             match self.counters.get(&k) {
@@ -747,6 +778,7 @@ impl Engine {
         let live = pipeline::Live {
             history: &*self.interactions,
             take: false,
+            wall_clock: true,
         };
         pipeline::decide_on(self.current.load_full(), request, None, None, Some(live))
     }
@@ -755,7 +787,24 @@ impl Engine {
         pipeline::Live {
             history: &*self.interactions,
             take: true,
+            wall_clock: true,
         }
+    }
+
+    /// [`Engine::decide`] without the strategy's wall-clock budget (the
+    /// operations budget still applies): for simulations, which must
+    /// decide the same way however loaded the machine is.
+    pub(crate) fn decide_without_deadline(
+        &self,
+        request: &DecisionRequest,
+    ) -> Result<Decision, Error> {
+        let version = self.current.load_full();
+        let live = pipeline::Live {
+            wall_clock: false,
+            ..self.live()
+        };
+        let d = pipeline::decide_on(version, request, self.log_detail(), None, Some(live));
+        self.count(self.logged(self.impressions(d, request), request))
     }
 
     /// With `record_impressions`, put an impression of each returned

@@ -131,6 +131,29 @@ fn ips_and_snips_estimate_a_candidates_true_rate_within_their_intervals() {
 }
 
 #[test]
+fn the_logging_policy_evaluated_on_its_own_log_estimates_its_own_rate() {
+    let root = tempfile::tempdir().unwrap();
+    let logs = logged(root.path(), 4);
+    let ev = evaluate(
+        &logs,
+        &Engine::from_dir(root.path().join("logging")).unwrap(),
+        &EvaluateOptions::default(),
+    )
+    .unwrap();
+    let logged = ev.logged.unwrap();
+    for (what, e) in [("ips", ev.ips.unwrap()), ("snips", ev.snips.unwrap())] {
+        assert!(
+            e.low <= logged.value && logged.value <= e.high,
+            "{what}: {:.4} [{:.4}, {:.4}] should contain the logged rate {:.4}",
+            e.value,
+            e.low,
+            e.high,
+            logged.value
+        );
+    }
+}
+
+#[test]
 fn success_kinds_and_a_candidate_without_support() {
     let root = tempfile::tempdir().unwrap();
     let logs = logged(root.path(), 1);
@@ -148,23 +171,52 @@ fn success_kinds_and_a_candidate_without_support() {
     assert_eq!(ev.successes, 0);
     assert_eq!(ev.snips.unwrap().value, 0.0);
 
-    // A log with no selection probabilities (a deterministic policy) that
-    // never chose the candidate's action: no support, and a warning.
+    // A log with no selection probabilities and no seeds (a deterministic
+    // policy) that never chose the candidate's action: no support, and a
+    // warning.
     let text = std::fs::read_to_string(&logs[0]).unwrap();
-    let stripped: String = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["actions"][0] != "LOAN_A")
-        .map(|mut v| {
-            v.as_object_mut().unwrap().remove("selection_probability");
-            format!("{v}\n")
-        })
-        .collect();
+    let strip = |keep_seed: bool| -> String {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["actions"][0] != "LOAN_A")
+            .map(|mut v| {
+                let m = v.as_object_mut().unwrap();
+                m.remove("selection_probability");
+                if !keep_seed && m.contains_key("seed") {
+                    m.insert("seed".into(), serde_json::Value::Null);
+                }
+                format!("{v}\n")
+            })
+            .collect()
+    };
     let path = root.path().join("deterministic.jsonl");
-    std::fs::write(&path, stripped).unwrap();
+    std::fs::write(&path, strip(false)).unwrap();
     let ev = evaluate(&[path], &engine, &EvaluateOptions::default()).unwrap();
     assert_eq!(ev.deterministic, ev.used);
+    assert_eq!(ev.unsupported, ev.used);
     assert!(ev.snips.is_none());
+    assert!(
+        ev.warnings
+            .iter()
+            .any(|w| w.contains("made with certainty")),
+        "{:?}",
+        ev.warnings
+    );
+
+    // With the seeds kept, they are random choices whose probability is
+    // missing (as Thompson sampling logs them): left out, and said so.
+    let path = root.path().join("unknown.jsonl");
+    std::fs::write(&path, strip(true)).unwrap();
+    let ev = evaluate(&[path], &engine, &EvaluateOptions::default()).unwrap();
+    assert_eq!(ev.used, 0);
+    assert!(ev.unknown_probability > 0);
+    assert!(
+        ev.warnings.iter().any(|w| w.contains("left out")),
+        "{:?}",
+        ev.warnings
+    );
+    let path = root.path().join("deterministic.jsonl");
+    let ev = evaluate(&[path], &engine, &EvaluateOptions::default()).unwrap();
     assert!(
         ev.warnings.iter().any(|w| w.contains("no support")),
         "{:?}",

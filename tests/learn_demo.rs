@@ -112,8 +112,14 @@ fn truth_file_errors_name_the_file_line_and_column() {
         "{e}"
     );
 
-    let e = err("[actions.INS_TRAVEL]\naffluent = 1.5\n");
-    assert!(e.contains("truth.toml:2:12") && e.contains("[0, 1]"), "{e}");
+    let e = err("segment = \"segment\"\n[actions.INS_TRAVEL]\naffluent = 1.5\n");
+    assert!(e.contains("truth.toml:3:12") && e.contains("[0, 1]"), "{e}");
+
+    let e = err("[actions.INS_TRAVEL]\naffluent = 0.5\n");
+    assert!(
+        e.contains("truth.toml:2:1") && e.contains("names no `segment"),
+        "{e}"
+    );
 
     let e = err("segment = \"segment\"\n[actions.INS_TRAVEL]\nafluent = 0.1\n");
     assert!(

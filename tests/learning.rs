@@ -651,3 +651,49 @@ fn a_history_that_keeps_nothing_is_a_configuration_error() {
     let err = Engine::from_config_json(json).unwrap_err().to_string();
     assert!(err.contains("history.retention_secs"), "{err}");
 }
+
+/// A store that persists itself (as a shared database would): it does not
+/// save to files.
+#[derive(Debug, Default)]
+struct External(parking_lot::Mutex<Vec<(String, nextbest::history::Event)>>);
+
+impl nextbest::history::HistoryStore for External {
+    fn record(&self, customer: &str, event: nextbest::history::Event) {
+        self.0.lock().push((customer.to_string(), event));
+    }
+    fn recent(&self, customer: &str, since: i64, out: &mut Vec<nextbest::history::Event>) {
+        out.extend(
+            self.0
+                .lock()
+                .iter()
+                .filter(|(c, e)| c == customer && e.at >= since)
+                .map(|(_, e)| *e),
+        );
+    }
+}
+
+#[test]
+fn state_with_a_store_that_persists_itself_saves_learning_and_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.jsonl");
+    let rules_text = format!("{PER_ACTION}\n[learning]\n");
+    let e = Engine::new(rules(&rules_text)).with_history_store(Arc::new(External::default()));
+    for _ in 0..40 {
+        e.record_outcome(&outcome("k", "LOAN_A", "web", OutcomeKind::Accepted, T0))
+            .unwrap();
+    }
+    e.save_state(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"external\":true"), "{text}");
+
+    let fresh = Engine::new(rules(&rules_text)).with_history_store(Arc::new(External::default()));
+    fresh.load_state(&path).unwrap();
+    // The learned counts came back: LOAN_A, accepted 40 times, ranks first.
+    assert_eq!(actions(&fresh, "new", "web", T0 + DAY)[0], "LOAN_A");
+    assert_ne!(
+        actions(&Engine::new(rules(&rules_text)), "new", "web", T0 + DAY)[0],
+        "LOAN_A"
+    );
+    // The file loads into an engine with the in-memory store too.
+    Engine::new(rules(&rules_text)).load_state(&path).unwrap();
+}

@@ -83,6 +83,14 @@ pub struct Evaluation {
     pub deterministic: usize,
     /// Used decisions where the candidate put the logged action first.
     pub matched: usize,
+    /// Logged decisions left out: a random choice whose probability the
+    /// log does not hold (Thompson sampling; an exploring choice that a
+    /// volume constraint replaced).
+    pub unknown_probability: usize,
+    /// Used decisions the logging policy made with certainty (probability
+    /// one) where the candidate chooses otherwise: the log says nothing
+    /// about the candidate's choice there (they weigh 0).
+    pub unsupported: usize,
     /// The logging policy's own success rate (on-policy).
     pub logged: Option<Estimate>,
     /// Inverse propensity scoring.
@@ -146,6 +154,8 @@ pub fn evaluate(
         successes: 0,
         deterministic: 0,
         matched: 0,
+        unknown_probability: 0,
+        unsupported: 0,
         logged: None,
         ips: None,
         snips: None,
@@ -209,6 +219,13 @@ pub fn evaluate(
                 }
                 continue;
             }
+            // A random choice whose probability was not logged (a Thompson
+            // draw, or an exploring choice a volume constraint replaced):
+            // no weight can be given, so it is left out and counted.
+            None if !r["seed"].is_null() => {
+                ev.unknown_probability += 1;
+                continue;
+            }
             None => {
                 ev.deterministic += 1;
                 1.0
@@ -231,7 +248,9 @@ pub fn evaluate(
             id.as_bytes(),
             0x0ff_9011c7,
         ));
-        req.explain = false;
+        // Explained: the candidate's survivors give its exact probability
+        // in a random-eligible control arm.
+        req.explain = true;
         let d = match candidate.decide_replay(&req, &replaying) {
             Ok(d) => d,
             Err(e) => {
@@ -250,6 +269,23 @@ pub fn evaluate(
             ev.masked += 1;
         }
         let matched = d.actions().next().is_some_and(|a| a.action() == first);
+        // The probability that the candidate puts the logged action first:
+        // exact for its random-eligible control arm (it would draw again,
+        // uniformly over its survivors), else its (independently seeded)
+        // choice.
+        let target = if d.arm() == crate::decision::Arm::Control {
+            match d.selection_probability() {
+                Some(q) if d.ranked().any(|a| a.action() == first) => q,
+                _ => 0.0,
+            }
+        } else if matched {
+            1.0
+        } else {
+            0.0
+        };
+        if target == 0.0 && p >= 1.0 {
+            ev.unsupported += 1;
+        }
         let reward = if succeeded.contains(&(id.to_string(), first.to_string())) {
             1.0
         } else {
@@ -258,13 +294,20 @@ pub fn evaluate(
         ev.used += 1;
         ev.successes += usize::from(reward > 0.0);
         ev.matched += usize::from(matched);
-        samples.push((if matched { 1.0 / p } else { 0.0 }, reward));
+        samples.push((target / p, reward));
     }
     ev.unjoined_outcomes += outcome_ids
         .iter()
         .filter(|id| !decision_ids.contains(*id))
         .count();
 
+    if ev.unknown_probability > 0 {
+        ev.warnings.push(format!(
+            "{} random decisions were left out: their selection probability is not in the log \
+             (Thompson sampling does not log one; use epsilon_greedy to evaluate from logs)",
+            ev.unknown_probability
+        ));
+    }
     let n = samples.len() as f64;
     if samples.is_empty() {
         ev.warnings.push(
@@ -296,6 +339,14 @@ pub fn evaluate(
             "the candidate never put the logged action first: the log says nothing about it (no support)"
                 .into(),
         );
+    }
+    if ev.unsupported > 0 {
+        ev.warnings.push(format!(
+            "{} of {} decisions were made with certainty by the logging policy and differently by \
+             the candidate: the log cannot say how the candidate's choice would have done there \
+             (IPS counts them as failures; SNIPS leaves them out)",
+            ev.unsupported, ev.used
+        ));
     }
     if ev.deterministic > 0 {
         ev.warnings.push(format!(

@@ -30,6 +30,10 @@ pub(crate) struct Live<'a> {
     pub history: &'a dyn HistoryStore,
     /// Take volume-constraint units for the returned actions.
     pub take: bool,
+    /// Stop strategy hooks at the wall-clock budget (off for simulations,
+    /// which must decide the same way however loaded the machine is; the
+    /// operations budget still applies).
+    pub wall_clock: bool,
 }
 
 pub(crate) fn decide_on(
@@ -119,10 +123,11 @@ pub(crate) fn decide_on(
 
     // The strategy's derive hook runs before the policies, which may read
     // what it derives.
+    let wall_clock = replay.is_none() && live.as_ref().is_none_or(|l| l.wall_clock);
     let mut hooks = rs
         .strategy
         .as_ref()
-        .map(|s| (s, s.begin(now.0, replay.is_none()), s.customer(ctx)));
+        .map(|s| (s, s.begin(now.0, wall_clock), s.customer(ctx)));
     let timed_out = |hook| replay.is_some_and(|r| r.timed_out.contains(&hook));
     let derived;
     if let Some((s, run, customer)) = hooks.as_mut().filter(|h| h.0.has_derive) {
@@ -208,12 +213,20 @@ pub(crate) fn decide_on(
     if let (Some(l), Some(r)) = (learning, rng.as_mut()) {
         if l.mode == LearnMode::EpsilonGreedy && !out.ranked.is_empty() && !out.chosen.is_empty() {
             use rand_distr::Distribution;
-            let n = out.ranked.len();
+            // With a select hook, explore only among what it selected: its
+            // rules (one lending offer, collections first...) hold for
+            // exploration too.
+            let pool = if rs.strategy.as_ref().is_some_and(|s| s.has_select) {
+                &out.chosen
+            } else {
+                &out.ranked
+            };
+            let n = pool.len();
             let u: f64 = rand_distr::StandardUniform.sample(r);
             let greedy = out.chosen[0].action;
             let first = if u < l.epsilon {
                 let i = rand_distr::Uniform::new(0, n).map_or(0, |d| d.sample(r));
-                out.ranked[i].action
+                pool[i].action
             } else {
                 greedy
             };
@@ -258,7 +271,16 @@ pub(crate) fn decide_on(
         None => {}
     }
     if live.as_ref().is_some_and(|l| l.take) && !rs.volumes.is_empty() {
+        let first = out.chosen.first().map(|c| c.action);
         take_volumes(rs, ch, bound, now.0, &mut out, &mut blocked, record.removed);
+        // A constraint that refused a randomly chosen first action leaves
+        // a first action whose probability is not the one computed: log
+        // none rather than a wrong one (a certain choice stays certain).
+        if out.chosen.first().map(|c| c.action) != first
+            && selection_probability.is_some_and(|p| p < 1.0)
+        {
+            selection_probability = None;
+        }
     }
     if !request.explain {
         if !log_ranked {

@@ -76,6 +76,13 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
         ))
     }
 
+    /// Whether [`HistoryStore::save`] and [`HistoryStore::load`] work. A
+    /// store that persists itself (a shared database) says no, and
+    /// [`crate::Engine::save_state`] then saves only learning and volumes.
+    fn saves_to_file(&self) -> bool {
+        false
+    }
+
     /// How many customers and events the store holds, if it can say (for
     /// [`crate::Engine::stats`]). [`MemoryHistory`] walks its map: a few
     /// milliseconds for a million customers, off the decision path.
@@ -227,6 +234,10 @@ impl MemoryHistory {
 }
 
 impl HistoryStore for MemoryHistory {
+    fn saves_to_file(&self) -> bool {
+        true
+    }
+
     fn size(&self) -> Option<HistorySize> {
         Some(HistorySize {
             customers: self.customers(),
@@ -382,12 +393,19 @@ pub(crate) fn write_atomically(
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let file = std::fs::File::create(&tmp).map_err(io)?;
-    let mut w = std::io::BufWriter::new(file);
-    write(&mut w)?;
-    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io)?;
+    let written = (|| {
+        let mut w = std::io::BufWriter::new(file);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(io)
+    })();
+    if written.is_err() {
+        // Leave no half-written temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         // Make the rename itself durable (best effort where directories
         // cannot be opened).

@@ -188,6 +188,14 @@ impl Truth {
                     "scale" => t.scale = Some(x),
                     "default" => t.default = Some(x),
                     seg => {
+                        if raw.segment.is_none() {
+                            return Err(at(
+                                key.span().start,
+                                format!(
+                                    "a rate for segment `{seg}`, but the file names no `segment = \"ATTRIBUTE\"` (use `default` or `scale` for every customer)"
+                                ),
+                            ));
+                        }
                         if let Some(values) = closed.filter(|v| !v.iter().any(|x| x == seg)) {
                             return Err(at(
                                 key.span().start,
@@ -404,7 +412,7 @@ pub fn simulate_learning(
     for &policy in &opts.policies {
         let mut rules = RuleSet::from_dir(dir)?;
         let base = rules.learning.clone().unwrap_or_default();
-        rules.learning = match policy {
+        let learning = match policy {
             Policy::Static => None,
             Policy::PosteriorMean => Some(Learning {
                 mode: Mode::Mean,
@@ -424,6 +432,15 @@ pub fn simulate_learning(
                 ..base
             }),
         };
+        // Every arm runs the policy (a challenger keeps its own rules).
+        if let Some(c) = rules
+            .experiment
+            .as_mut()
+            .and_then(|e| e.challenger.as_mut())
+        {
+            c.learning = learning.clone();
+        }
+        rules.learning = learning;
         let default_channel = match &opts.channel {
             Some(c) => {
                 rules.channel(c)?;
@@ -479,10 +496,10 @@ pub fn simulate_learning(
                 }
             }
         }
-        let p0: Vec<f64> = rules
+        let p0: HashMap<String, f64> = rules
             .actions
             .iter()
-            .map(|a| a.starting_propensity)
+            .map(|a| (a.id.to_string(), a.starting_propensity))
             .collect();
         let engine = match &opts.log {
             Some(path) => {
@@ -518,7 +535,7 @@ pub fn simulate_learning(
                 let mut req = req.clone();
                 req.now = Some(now);
                 req.seed = Some(draws);
-                let d = match engine.decide(&req) {
+                let d = match engine.decide_without_deadline(&req) {
                     Ok(d) => d,
                     Err(e) => {
                         if report.errors.len() < 5 {
@@ -534,13 +551,14 @@ pub fn simulate_learning(
                 let Some(first) = d.actions().next() else {
                     continue;
                 };
-                let rs = d.ruleset();
                 let mut rate = |action: &str| -> f64 {
                     if let Some(r) = rates.get(&(action.to_string(), segment.clone())) {
                         return *r;
                     }
-                    let ai = rs.action_index(action).map_or(0, |i| i as usize);
-                    let r = truth.rate(action, p0.get(ai).copied().unwrap_or(0.0), segment);
+                    // The truth is the customers', whichever arm decided:
+                    // scaled from the champion's starting propensity.
+                    let p0 = p0.get(action).copied().unwrap_or(0.0);
+                    let r = truth.rate(action, p0, segment);
                     rates.insert((action.to_string(), segment.clone()), r);
                     r
                 };

@@ -39,7 +39,17 @@ pub fn run_learn(dir: &Path, args: LearnArgs) -> Result<ExitCode, Error> {
             }
             Truth::load(&path, &rules)?
         }
-        None => Truth::perturbed(args.seed, args.segment),
+        None => {
+            if let Some(seg) = &args.segment {
+                if !rules.schema().attributes().iter().any(|a| a.name() == seg) {
+                    return Err(Error::InvalidConfig(format!(
+                        "--segment `{seg}` is not an attribute of rule set `{}`",
+                        rules.name()
+                    )));
+                }
+            }
+            Truth::perturbed(args.seed, args.segment)
+        }
     };
     let policies = if args.policies.is_empty() {
         Policy::ALL.to_vec()
