@@ -434,6 +434,108 @@ fn describe_value(v: &Value) -> String {
 }
 
 /// Convert a JSON value to a context value of type `ty`.
+/// Bind a JSON object (text) straight into a context for `schema`, as
+/// [`Context::from_json`] does from a parsed map, without building the map
+/// (or allocating its keys): the same context or the same error. A later
+/// duplicate key wins and errors come in name order, as in the map.
+pub(crate) fn bind_json_str(schema: &Arc<Schema>, json: &str) -> Result<Context, Error> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+    use std::borrow::Cow;
+
+    /// A key, borrowed from the input when it has no escapes.
+    struct Key<'de>(Cow<'de, str>);
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an attribute name")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_string())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v)))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    struct Seed<'s> {
+        schema: &'s Arc<Schema>,
+        /// A context error, carried out of serde's error type.
+        failed: &'s mut Option<Error>,
+    }
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Context;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Context, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Context;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Context, A::Error> {
+            // Known attributes' values by slot; a later duplicate replaces
+            // an earlier one, as in a map.
+            let mut values: Vec<(u16, Json)> = Vec::new();
+            while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
+                let Some(slot) = self.schema.slot(&name) else {
+                    // Parsed (and dropped) like any value, so what the map
+                    // would reject (1e400, nesting past serde_json's depth
+                    // limit) is rejected here too.
+                    map.next_value::<Json>()?;
+                    continue;
+                };
+                let v: Json = map.next_value()?;
+                match values.iter_mut().find(|(s, _)| *s == slot) {
+                    Some(e) => e.1 = v,
+                    None => values.push((slot, v)),
+                }
+            }
+            // In name order, as a map iterates: the same first error.
+            let attrs = &self.schema.attrs;
+            values.sort_unstable_by(|a, b| attrs[a.0 as usize].name.cmp(&attrs[b.0 as usize].name));
+            let mut ctx = Context::empty(self.schema);
+            for (slot, v) in values {
+                if v.is_null() {
+                    continue;
+                }
+                let attr = &attrs[slot as usize];
+                let put = json_value(attr.ty, &v).and_then(|value| ctx.put(slot, value));
+                if let Err(message) = put {
+                    *self.failed = Some(Error::InvalidContext {
+                        attribute: attr.name.to_string(),
+                        message,
+                    });
+                    return Err(serde::de::Error::custom("context"));
+                }
+            }
+            Ok(ctx)
+        }
+    }
+
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let result = Seed {
+        schema,
+        failed: &mut failed,
+    }
+    .deserialize(&mut de);
+    match (result, failed) {
+        (_, Some(e)) => Err(e),
+        (Ok(ctx), None) => Ok(ctx),
+        (Err(e), None) => Err(Error::InvalidRequest(format!("context: {e}"))),
+    }
+}
+
 pub(crate) fn json_value(ty: AttrType, v: &Json) -> Result<Value, String> {
     let got = || match v {
         Json::Null => "null".to_string(),
@@ -543,6 +645,74 @@ impl ContextBuilder {
         match self.error {
             Some(e) => Err(e),
             None => Ok(self.ctx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Some of rules/retail_bank's attributes, one per type, and names it
+    /// does not have.
+    const KEYS: [&str; 9] = [
+        "age",
+        "income",
+        "segment",
+        "products",
+        "bankrupt",
+        "last_contact",
+        "email",
+        "no_such",
+        "Age",
+    ];
+    const VALUES: [&str; 16] = [
+        "35",
+        "-7",
+        "1.5",
+        "1e400",
+        "12345678901234567890",
+        "\"mass\"",
+        "\"affluent\"",
+        "\"2026-11-23T10:00:00Z\"",
+        "\"not a time\"",
+        "true",
+        "null",
+        "[]",
+        "[\"CURRENT\", \"ISA\"]",
+        "[1]",
+        "{\"a\": 1}",
+        "\"caf\\u00e9\"",
+    ];
+
+    fn same(a: &Context, b: &Context) -> bool {
+        (0..a.schema.attrs.len() as u16).all(|s| a.value(s) == b.value(s)) && a.given == b.given
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Binding the text directly gives what parsing a map and binding
+        /// it gives: the same context, or the same error.
+        #[test]
+        fn direct_binding_matches_the_map(
+            pairs in proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..12),
+        ) {
+            let schema = crate::fuzzing::retail_bank().schema();
+            let body: Vec<String> = pairs
+                .iter()
+                .map(|&(k, v)| format!("\"{}\": {}", KEYS[k], VALUES[v]))
+                .collect();
+            let text = format!("{{{}}}", body.join(", "));
+            let via_map = serde_json::from_str::<serde_json::Map<String, Json>>(&text)
+                .map_err(|e| Error::InvalidRequest(format!("context: {e}")))
+                .and_then(|m| Context::from_json(&schema, &m));
+            let direct = bind_json_str(&schema, &text);
+            match (via_map, direct) {
+                (Ok(a), Ok(b)) => prop_assert!(same(&a, &b), "{text}"),
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string(), "{}", text),
+                (a, b) => prop_assert!(false, "{text}: map {a:?}, direct {b:?}"),
+            }
         }
     }
 }

@@ -89,11 +89,44 @@ impl DecisionRequest {
     }
 
     /// Parse a JSON request (the shape in the README) against `schema`.
+    ///
+    /// The context is bound straight into the schema's slots as it is
+    /// parsed: no intermediate map of names to JSON values.
     pub fn from_json(schema: &Arc<crate::Schema>, json: &str) -> Result<DecisionRequest, Error> {
-        let raw: RequestJson =
+        let raw: RequestJsonRaw<'_> =
             serde_json::from_str(json).map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        raw.bind(schema)
+        let context = match raw.context {
+            Some(c) => crate::context::bind_json_str(schema, c.get())?,
+            None => Context::empty(schema),
+        };
+        RequestJson {
+            customer_id: raw.customer_id,
+            channel: raw.channel,
+            context: serde_json::Map::new(),
+            limit: raw.limit,
+            explain: raw.explain,
+            now: raw.now,
+        }
+        .finish(context)
     }
+}
+
+/// [`RequestJson`] with its context left as raw JSON (borrowed from the
+/// input), for [`DecisionRequest::from_json`]: the same fields, so the same
+/// errors for missing and unknown ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestJsonRaw<'a> {
+    customer_id: String,
+    channel: String,
+    #[serde(default, borrow)]
+    context: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    explain: bool,
+    #[serde(default)]
+    now: Option<serde_json::Value>,
 }
 
 /// The JSON shape of a request, before binding.
@@ -115,6 +148,12 @@ pub(crate) struct RequestJson {
 impl RequestJson {
     pub(crate) fn bind(self, schema: &Arc<crate::Schema>) -> Result<DecisionRequest, Error> {
         let context = Context::from_json(schema, &self.context)?;
+        self.finish(context)
+    }
+
+    /// The request with `context` (already bound) and the other fields
+    /// checked.
+    fn finish(self, context: Context) -> Result<DecisionRequest, Error> {
         let limit = match self.limit {
             Some(n) => Some(crate::engine::check_limit(
                 usize::try_from(n).unwrap_or(usize::MAX),

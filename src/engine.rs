@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, Sink};
 use crate::context::Timestamp;
-use crate::decision::{Arm, Decision, DecisionRequest, RequestJson, MAX_LIMIT};
+use crate::decision::{Arm, Decision, DecisionRequest, MAX_LIMIT};
 use crate::error::Error;
 use crate::history::{HistoryConfig, HistoryStore, MemoryHistory};
 use crate::learning::Learned;
@@ -871,19 +871,16 @@ impl Engine {
     /// context to the live version's schema.
     pub fn decide_json(&self, json: &str) -> Result<Decision, Error> {
         let version = self.current.load_full();
-        let result = serde_json::from_str::<RequestJson>(json)
-            .map_err(|e| Error::InvalidRequest(e.to_string()))
-            .and_then(|raw| raw.bind(&version.rules.schema))
-            .and_then(|request| {
-                let d = pipeline::decide_on(
-                    version,
-                    &request,
-                    self.log_detail(),
-                    None,
-                    Some(self.live()),
-                );
-                self.logged(self.impressions(d, &request), &request)
-            });
+        let result = DecisionRequest::from_json(&version.rules.schema, json).and_then(|request| {
+            let d = pipeline::decide_on(
+                version,
+                &request,
+                self.log_detail(),
+                None,
+                Some(self.live()),
+            );
+            self.logged(self.impressions(d, &request), &request)
+        });
         self.count(result)
     }
 
