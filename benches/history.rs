@@ -5,7 +5,12 @@
 //!   100-action catalog with the three contact policies of the icount
 //!   workloads `history/0` and `history/50`, every customer having 0 or 50
 //!   outcomes over the 30 days before the decision (same seeds, same
-//!   actions, kinds and times as `benches/icount.rs`).
+//!   actions, kinds and times as `benches/icount.rs`). Decisions at the
+//!   same time with no outcome in between: the second and later decisions
+//!   for a customer read the memo the first one kept.
+//! - `decide_history/50_no_memo`: the same with a store that keeps no memos,
+//!   so every decision reads the 50 events and derives the suppressions:
+//!   what the first decision after an outcome costs (less keeping the memo).
 //! - `record_outcome/at_cap/{256,16}`: `Engine::record_outcome` (no
 //!   decision log) for 256 customers whose histories are already full
 //!   (`max_events` 256, the default, or 16), so each outcome is appended
@@ -20,10 +25,11 @@
 //! `-- --test` runs each once.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use nextbest::history::HistoryConfig;
+use nextbest::history::{Event, HistoryConfig, HistoryStore, MemoryHistory};
 use nextbest::{
     DecisionRequest, Engine, EngineConfig, Outcome, OutcomeKind, RuleSet, RuleSource, Timestamp,
 };
@@ -117,12 +123,33 @@ fn outcomes(catalog: &Catalog, customers: &[PlainCustomer], n: usize, timed: boo
     out
 }
 
+/// The in-memory store without its memos (the trait's default
+/// `recent_or_memo`).
+#[derive(Debug, Default)]
+struct NoMemo(MemoryHistory);
+
+impl HistoryStore for NoMemo {
+    fn record(&self, customer: &str, event: Event) {
+        self.0.record(customer, event)
+    }
+    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) {
+        self.0.recent(customer, since, out)
+    }
+}
+
 fn decide_history(c: &mut Criterion) {
     let catalog = Catalog::generate(ACTIONS, CATALOG_SEED);
     let customers = population(CUSTOMERS, CUSTOMER_SEED);
     let mut g = c.benchmark_group("decide_history");
-    for events in [0usize, 50] {
-        let engine = Engine::new(rules(&catalog));
+    for (name, events, memos) in [
+        ("0", 0usize, true),
+        ("50", 50, true),
+        ("50_no_memo", 50, false),
+    ] {
+        let mut engine = Engine::new(rules(&catalog));
+        if !memos {
+            engine = engine.with_history_store(Arc::new(NoMemo::default()));
+        }
         for o in outcomes(&catalog, &customers, events, true) {
             engine.record_outcome(&o).expect("outcome");
         }
@@ -152,7 +179,7 @@ fn decide_history(c: &mut Criterion) {
             );
         }
         let mut i = 0usize;
-        g.bench_function(BenchmarkId::from_parameter(events), |b| {
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 i = (i + 1) % reqs.len();
                 black_box(engine.decide(black_box(&reqs[i])).expect("decide"))

@@ -779,6 +779,7 @@ impl Engine {
             history: &*self.interactions,
             take: false,
             wall_clock: true,
+            keep_memo: !self.record_impressions,
         };
         pipeline::decide_on(self.current.load_full(), request, None, None, Some(live))
     }
@@ -788,6 +789,7 @@ impl Engine {
             history: &*self.interactions,
             take: true,
             wall_clock: true,
+            keep_memo: !self.record_impressions,
         }
     }
 

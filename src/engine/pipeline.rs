@@ -13,7 +13,7 @@ use crate::context::{Context, Timestamp, Value};
 use crate::decision::{Arm, Blocked, Decision, DecisionId, DecisionRequest, Removed, Scored};
 use crate::error::Error;
 use crate::expr::Env;
-use crate::history::{Event, HistoryStore};
+use crate::history::{Event, HistoryStore, Memo as HistoryMemo, Recent};
 use crate::learning::Mode as LearnMode;
 use crate::policy::contact::{self, Suppression};
 use crate::policy::{first_failure, Memo};
@@ -34,6 +34,10 @@ pub(crate) struct Live<'a> {
     /// which must decide the same way however loaded the machine is; the
     /// operations budget still applies).
     pub wall_clock: bool,
+    /// Keep what the decision derived from the customer's history with it
+    /// ([`HistoryMemo`]). Off when the decision records impressions, which
+    /// would drop the memo at once.
+    pub keep_memo: bool,
 }
 
 pub(crate) fn decide_on(
@@ -90,7 +94,7 @@ pub(crate) fn decide_on(
                 channel,
                 ch,
                 bound,
-                l.history,
+                l,
                 &request.customer_id,
                 now.0,
                 &mut blocked,
@@ -308,14 +312,15 @@ pub(crate) fn decide_on(
     })
 }
 
-/// The customer's events, the policies' (key, time) scratch, and the
-/// suppressions found.
+/// The customer's events, the policies' scratch, the suppressions found,
+/// their marks by action and group index, and the suppressed actions.
 type StateScratch = (
     Vec<Event>,
     contact::Scratch,
     Vec<Suppression>,
     Vec<u32>,
     Vec<u32>,
+    Vec<(u32, u32)>,
 );
 
 /// A decision's learning: the model, its draws, and the evidence used.
@@ -336,6 +341,7 @@ thread_local! {
                 Vec::new(),
                 Vec::new(),
                 Vec::new(),
+                Vec::new(),
             ))
         };
 }
@@ -347,7 +353,7 @@ fn state_blocks(
     channel: u32,
     ch: &Channel,
     bound: &Bound,
-    history: &dyn HistoryStore,
+    live: &Live<'_>,
     customer: &str,
     now: i64,
     out: &mut Vec<Blocked>,
@@ -359,7 +365,7 @@ fn state_blocks(
             channel,
             ch,
             bound,
-            history,
+            live,
             customer,
             now,
             out,
@@ -371,7 +377,7 @@ fn state_blocks(
             channel,
             ch,
             bound,
-            history,
+            live,
             customer,
             now,
             out,
@@ -381,55 +387,91 @@ fn state_blocks(
 
 #[allow(clippy::too_many_arguments)]
 fn state_blocks_in(
-    (events, scratch, sup, by_action, by_group): &mut StateScratch,
+    (events, scratch, sup, by_action, by_group, marked): &mut StateScratch,
     rs: &RuleSet,
     channel: u32,
     ch: &Channel,
     bound: &Bound,
-    history: &dyn HistoryStore,
+    live: &Live<'_>,
     customer: &str,
     now: i64,
     out: &mut Vec<Blocked>,
 ) {
     events.clear();
     sup.clear();
+    marked.clear();
     let mut limited = false;
+    let mut memo = None;
     if !rs.contact_policies.is_empty() || ch.contact_limit.is_some() {
-        history.recent(customer, now.saturating_sub(rs.history_horizon), events);
-        if let Some(l) = ch.contact_limit {
-            limited = contact::contacts(events, ch.key, l.within, now) >= l.max;
-        }
-        if !events.is_empty() {
-            contact::suppressions(&rs.contact_policies, events, now, scratch, sup);
+        let since = now.saturating_sub(rs.history_horizon);
+        let history = live.history;
+        match history.recent_or_memo(customer, since, rs.memo_tag, now, events) {
+            // What an earlier decision derived still holds: no event has
+            // been recorded since and none has entered or left a window.
+            Recent::Memo(m) => {
+                limited = m.limited & (1 << channel) != 0;
+                memo = Some(m);
+            }
+            Recent::Events { stamp } => {
+                if let Some(l) = ch.contact_limit {
+                    limited = contact::contacts(events, ch.key, l.within, now) >= l.max;
+                }
+                if !events.is_empty() {
+                    contact::suppressions(&rs.contact_policies, events, now, scratch, sup);
+                }
+                if !sup.is_empty() {
+                    contact::mark(
+                        sup,
+                        &rs.action_by_key,
+                        &rs.group_by_key,
+                        by_action,
+                        by_group,
+                    );
+                    for (ai, a) in (0u32..).zip(&rs.actions) {
+                        let policy = by_action[ai as usize].min(by_group[a.group as usize]);
+                        if policy != u32::MAX {
+                            marked.push((ai, policy));
+                        }
+                    }
+                }
+                // The memo's channel mask has 64 bits.
+                if let Some(stamp) = stamp.filter(|_| live.keep_memo && rs.channels.len() <= 64) {
+                    history.keep_memo(customer, stamp, Arc::new(memo_of(rs, events, now, marked)));
+                }
+            }
         }
     }
-    if !sup.is_empty() {
-        contact::mark(
-            sup,
-            &rs.action_by_key,
-            &rs.group_by_key,
-            by_action,
-            by_group,
+    // Each suppressed action (of any channel) and the first policy that
+    // suppresses it, ascending.
+    let marked: &[(u32, u32)] = memo.as_deref().map_or(&marked[..], |m| &m.suppressed);
+    if limited {
+        out.extend(ch.actions.iter().map(|&ai| Blocked {
+            action: ai,
+            stage: Stage::ChannelLimit,
+            policy: channel,
+        }));
+    } else if rs.volumes.is_empty() {
+        // Only the suppressed actions: no pass over the channel's actions.
+        out.extend(
+            marked
+                .iter()
+                .filter(|&&(ai, _)| rs.actions[ai as usize].treatments[channel as usize].is_some())
+                .map(|&(ai, policy)| Blocked {
+                    action: ai,
+                    stage: Stage::ContactPolicy,
+                    policy,
+                }),
         );
-    }
-    if limited || !sup.is_empty() || !rs.volumes.is_empty() {
-        // One allocation, not a doubling series, when most of the catalog
-        // is blocked.
-        if limited || !sup.is_empty() {
-            out.reserve(ch.actions.len());
-        }
+    } else {
+        let mut next = 0;
         for &ai in ch.actions.iter() {
-            let a = &rs.actions[ai as usize];
-            let suppressed = if sup.is_empty() {
-                u32::MAX
+            while next < marked.len() && marked[next].0 < ai {
+                next += 1;
+            }
+            let block = if next < marked.len() && marked[next].0 == ai {
+                Some((Stage::ContactPolicy, marked[next].1))
             } else {
-                by_action[ai as usize].min(by_group[a.group as usize])
-            };
-            let block = if limited {
-                Some((Stage::ChannelLimit, channel))
-            } else if suppressed != u32::MAX {
-                Some((Stage::ContactPolicy, suppressed))
-            } else {
+                let a = &rs.actions[ai as usize];
                 a.volumes
                     .iter()
                     .chain(ch.volumes.iter())
@@ -447,6 +489,32 @@ fn state_blocks_in(
                 });
             }
         }
+    }
+}
+
+/// What `events` cause at `now`, for decisions until it can next change
+/// (`suppressed`: each suppressed action and its policy, as found).
+fn memo_of(rs: &RuleSet, events: &[Event], now: i64, suppressed: &[(u32, u32)]) -> HistoryMemo {
+    let mut limited = 0u64;
+    for (i, c) in rs.channels.iter().enumerate() {
+        if let Some(l) = c.contact_limit {
+            if contact::contacts(events, c.key, l.within, now) >= l.max {
+                limited |= 1 << i;
+            }
+        }
+    }
+    HistoryMemo {
+        tag: rs.memo_tag,
+        from: now,
+        until: contact::stable_until(
+            &rs.contact_policies,
+            &rs.contact_limits,
+            rs.history_horizon,
+            events,
+            now,
+        ),
+        limited,
+        suppressed: suppressed.into(),
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,35 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     /// oldest first.
     fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>);
 
+    /// What the decision path calls: the [`Memo`] kept with the customer's
+    /// events if it [fits](Memo::fits) `tag` and `now`; otherwise the events
+    /// at or after `since` appended to `out` (as [`HistoryStore::recent`]),
+    /// with a stamp of their state for [`HistoryStore::keep_memo`] if the
+    /// store keeps memos.
+    ///
+    /// The default keeps no memos: it calls [`HistoryStore::recent`] and
+    /// returns no stamp, so the engine derives everything from the events
+    /// on every decision.
+    fn recent_or_memo(
+        &self,
+        customer: &str,
+        since: i64,
+        tag: u64,
+        now: i64,
+        out: &mut Vec<Event>,
+    ) -> Recent {
+        let _ = (tag, now);
+        self.recent(customer, since, out);
+        Recent::Events { stamp: None }
+    }
+
+    /// Keep `memo` with the customer's events, unless they changed since
+    /// [`HistoryStore::recent_or_memo`] returned `stamp`. A store that keeps
+    /// memos drops a customer's memo whenever it records an event for them.
+    fn keep_memo(&self, customer: &str, stamp: u64, memo: Arc<Memo>) {
+        let _ = (customer, stamp, memo);
+    }
+
     /// Write the whole history (JSON Lines, see [`MemoryHistory::save`]).
     /// A store that persists itself (a shared database) need not support
     /// this.
@@ -98,6 +128,48 @@ pub struct HistorySize {
     pub customers: usize,
     /// Events held.
     pub events: usize,
+}
+
+/// What the engine derived from one customer's events for one rule
+/// version: which actions and groups its contact policies suppress and which
+/// channels are at their contact limit, and the times between which that
+/// holds (nothing it depends on changes in between: no event enters or
+/// leaves a window, no suppression starts or ends). A store keeps it with
+/// the events so that the next decisions read a few entries instead of
+/// re-deriving them from every event. Opaque outside the engine.
+#[derive(Debug)]
+pub struct Memo {
+    /// The rule version's memo tag.
+    pub(crate) tag: u64,
+    /// Valid for decisions at `from <= now < until`.
+    pub(crate) from: i64,
+    pub(crate) until: i64,
+    /// Bit `i`: channel `i` is at its contact limit.
+    pub(crate) limited: u64,
+    /// Each suppressed action's index and the first policy (in declaration
+    /// order) that suppresses it, by action index.
+    pub(crate) suppressed: Box<[(u32, u32)]>,
+}
+
+impl Memo {
+    /// Whether the memo holds for a decision by the rule version with
+    /// memo tag `tag` at `now` (seconds).
+    pub fn fits(&self, tag: u64, now: i64) -> bool {
+        self.tag == tag && self.from <= now && now < self.until
+    }
+}
+
+/// The answer of [`HistoryStore::recent_or_memo`].
+#[derive(Debug)]
+pub enum Recent {
+    /// The kept memo fits: no events were fetched.
+    Memo(Arc<Memo>),
+    /// The events were appended to the output; `stamp` is their state for
+    /// [`HistoryStore::keep_memo`] (`None`: keep no memo).
+    Events {
+        /// The state of the customer's events when they were read.
+        stamp: Option<u64>,
+    },
 }
 
 /// Bounds of a [`MemoryHistory`].
@@ -154,19 +226,31 @@ impl Default for HistoryConfig {
 /// The in-memory history: a sharded map from customer id to that
 /// customer's events, oldest first, bounded by [`HistoryConfig`].
 ///
-/// Memory: 32 bytes per event, plus per customer about 130 to 190 bytes:
+/// Memory: 32 bytes per event, plus per customer about 150 to 220 bytes:
 /// the id's allocation (32 bytes for ids up to 24 characters with glibc),
-/// the map's slot (a 16-byte id and a 24-byte vector header in a table 44%
-/// to 88% full: about 45 to 95 bytes), the allocator's header on the event
-/// vector and, when customers' histories grow interleaved, fragmentation.
-/// Vectors grow by a quarter, not by doubling, so capacity stays close to
-/// length. `examples/history_memory.rs` measured 1,000,000 customers × 10
-/// events (8-character ids, glibc, x86-64 Linux) at 433 to 480 MiB: 45 to
-/// 50 bytes per event.
+/// the map's slot (a 16-byte id, a 24-byte vector header, the memo pointer
+/// and a change counter, 56 bytes, in a table 44% to 88% full: about 65 to
+/// 130 bytes), the allocator's header on the event vector and, when
+/// customers' histories grow interleaved, fragmentation. Vectors grow by a
+/// quarter, not by doubling, so capacity stays close to length.
+/// `examples/history_memory.rs` measured 1,000,000 customers × 10 events
+/// (8-character ids, glibc, x86-64 Linux) at 512 MiB: 53.7 bytes per event.
+/// A customer decided since their last outcome also holds a [`Memo`]: 80
+/// bytes, plus 8 per suppressed action (and the allocator's 16) when any
+/// is.
 #[derive(Debug)]
 pub struct MemoryHistory {
-    map: DashMap<Box<str>, Vec<Event>, rustc_hash::FxBuildHasher>,
+    map: DashMap<Box<str>, Entry, rustc_hash::FxBuildHasher>,
     config: HistoryConfig,
+}
+
+/// One customer's events in a [`MemoryHistory`], with the memo the engine
+/// derived from them and a counter of changes (the memo's stamp).
+#[derive(Debug, Default)]
+struct Entry {
+    events: Vec<Event>,
+    memo: Option<Arc<Memo>>,
+    changes: u32,
 }
 
 impl Default for MemoryHistory {
@@ -218,7 +302,7 @@ impl MemoryHistory {
 
     /// Events held, over all customers.
     pub fn events(&self) -> usize {
-        self.map.iter().map(|e| e.value().len()).sum()
+        self.map.iter().map(|e| e.value().events.len()).sum()
     }
 
     fn evict(&self, events: &mut Vec<Event>) {
@@ -246,10 +330,13 @@ impl HistoryStore for MemoryHistory {
     }
 
     fn record(&self, customer: &str, event: Event) {
-        let mut events = match self.map.get_mut(customer) {
+        let mut entry = match self.map.get_mut(customer) {
             Some(e) => e,
             None => self.map.entry(customer.into()).or_default(),
         };
+        entry.memo = None;
+        entry.changes = entry.changes.wrapping_add(1);
+        let events = &mut entry.events;
         if events.len() == events.capacity() {
             // Grow by a quarter: memory stays close to the events held.
             let more = (events.len() / 4).max(1);
@@ -258,13 +345,45 @@ impl HistoryStore for MemoryHistory {
         // Usually the newest: appended. A late event goes to its place.
         let at = events.partition_point(|e| e.at <= event.at);
         events.insert(at, event);
-        self.evict(&mut events);
+        self.evict(events);
     }
 
     fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) {
-        if let Some(events) = self.map.get(customer) {
+        if let Some(entry) = self.map.get(customer) {
+            let events = &entry.events;
             let from = events.partition_point(|e| e.at < since);
             out.extend_from_slice(&events[from..]);
+        }
+    }
+
+    fn recent_or_memo(
+        &self,
+        customer: &str,
+        since: i64,
+        tag: u64,
+        now: i64,
+        out: &mut Vec<Event>,
+    ) -> Recent {
+        let Some(entry) = self.map.get(customer) else {
+            // No history: nothing to derive, and no entry is made for it.
+            return Recent::Events { stamp: None };
+        };
+        if let Some(m) = entry.memo.as_ref().filter(|m| m.fits(tag, now)) {
+            return Recent::Memo(Arc::clone(m));
+        }
+        let events = &entry.events;
+        let from = events.partition_point(|e| e.at < since);
+        out.extend_from_slice(&events[from..]);
+        Recent::Events {
+            stamp: Some(u64::from(entry.changes)),
+        }
+    }
+
+    fn keep_memo(&self, customer: &str, stamp: u64, memo: Arc<Memo>) {
+        if let Some(mut entry) = self.map.get_mut(customer) {
+            if u64::from(entry.changes) == stamp {
+                entry.memo = Some(memo);
+            }
         }
     }
 
@@ -292,7 +411,7 @@ impl HistoryStore for MemoryHistory {
         let mut written = 0usize;
         for customer in customers {
             // Copy out, then write without holding the shard lock.
-            let Some(events) = self.map.get(&*customer).map(|e| e.value().clone()) else {
+            let Some(events) = self.map.get(&*customer).map(|e| e.value().events.clone()) else {
                 continue;
             };
             let line = Line {

@@ -360,6 +360,59 @@ pub(crate) fn contacts(events: &[Event], channel: u32, within: i64, now: i64) ->
         .count() as u32
 }
 
+/// The first time after `now` at which anything `events` cause can change:
+/// a contact policy's suppression (`policies`), a channel's limit (`limits`:
+/// each limited channel's key and window), or which events a decision reads
+/// (those at most `horizon` old). Suppressions and limits are constant
+/// between two such times, so what a decision derived at `now` holds for
+/// every decision before it (see [`crate::history::Memo`]).
+///
+/// The candidates: an event not yet happened (after `now`) happens; an
+/// event leaves a window (`at + within`), the horizon (`at + horizon + 1`)
+/// or a suppression it may have triggered ends (`at + suppress_for`).
+/// Counted only for the events each policy or limit counts.
+pub(crate) fn stable_until(
+    policies: &[ContactPolicy],
+    limits: &[(u32, i64)],
+    horizon: i64,
+    events: &[Event],
+    now: i64,
+) -> i64 {
+    let mut until = i64::MAX;
+    let mut at_or_after = |t: i64| {
+        if t > now && t < until {
+            until = t;
+        }
+    };
+    for e in events {
+        if e.at > now {
+            at_or_after(e.at);
+            continue;
+        }
+        at_or_after(e.at.saturating_add(horizon).saturating_add(1));
+        for p in policies {
+            if p.kinds & kind_bit(e.kind) == 0
+                || p.channel.is_some_and(|c| c != e.channel)
+                || p.group.is_some_and(|g| g != e.group)
+            {
+                continue;
+            }
+            at_or_after(e.at.saturating_add(p.within));
+            if let Some(d) = p.suppress_for {
+                at_or_after(e.at.saturating_add(d));
+            }
+        }
+        if e.kind == OutcomeKind::Impression {
+            for &(channel, within) in limits {
+                if e.channel == channel {
+                    at_or_after(e.at.saturating_add(within));
+                }
+            }
+        }
+    }
+    until
+}
+
 /// Parse a duration: a whole number and a unit, `s`, `m`, `h`, `d` or `w`
 /// (`90m`, `14d`, `2w`). At least one second, at most ten years.
 pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {

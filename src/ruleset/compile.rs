@@ -574,6 +574,11 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     }
     let schema = Arc::new(Schema::new(attrs, symbols));
     let hash_src = source_hash(src);
+    let memo_tag = xxhash_rust::xxh3::xxh3_64(hash_src.as_bytes());
+    let contact_limits = channels
+        .iter()
+        .filter_map(|c| c.contact_limit.map(|l| (c.key, l.within)))
+        .collect();
     let action_by_key = (0u32..).zip(&actions).map(|(i, a)| (a.key, i)).collect();
     let group_by_key = (0u32..).zip(&groups).map(|(i, g)| (g.key, i)).collect();
     Ok(RuleSet {
@@ -594,6 +599,8 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         volumes,
         learning,
         history_horizon,
+        contact_limits,
+        memo_tag,
         action_by_key,
         group_by_key,
         source: src.clone(),

@@ -237,6 +237,11 @@ pub struct RuleSet {
     pub(crate) learning: Option<crate::learning::Learning>,
     /// How far back contact policies and channel limits look (seconds).
     pub(crate) history_horizon: i64,
+    /// Each channel with a contact limit: its key and window.
+    pub(crate) contact_limits: Vec<(u32, i64)>,
+    /// Tags what this version derives from a customer's history
+    /// ([`crate::history::Memo`]): the xxh3 of the content hash.
+    pub(crate) memo_tag: u64,
     /// Action and group indexes by key (the xxh3 of the name, as history
     /// events carry them).
     pub(crate) action_by_key: rustc_hash::FxHashMap<u64, u32>,
