@@ -79,14 +79,24 @@ fn insert_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
 
 /// Sort all candidates into arbitration order (explain mode).
 pub(crate) fn sort_all(all: &mut [Scored]) {
-    // The order of `Scored::ranks_before` as one comparison. A candidate
-    // appears once, so no two compare equal and an unstable sort has one
-    // possible result.
-    all.sort_unstable_by(|a, b| {
-        (b.priority + 0.0)
-            .total_cmp(&(a.priority + 0.0))
-            .then(a.action.cmp(&b.action))
-    });
+    // The order of `Scored::ranks_before` as one integer per candidate:
+    // the priority's total-order bits, inverted (descending), then the
+    // action (ascending), then the position. A candidate appears once, so
+    // keys are distinct and an unstable sort has one possible result.
+    // Sorting 16-byte integers and moving each candidate once beats
+    // comparing floats and swapping 48-byte candidates.
+    let mut keys: Vec<u128> = (0u32..)
+        .zip(all.iter())
+        .map(|(i, s)| {
+            let bits = (s.priority + 0.0).to_bits() as i64;
+            // `f64::total_cmp`'s order as a signed integer, then unsigned.
+            let ordered = (bits ^ (((bits >> 63) as u64) >> 1) as i64) as u64 ^ (1 << 63);
+            (u128::from(!ordered) << 64) | (u128::from(s.action) << 32) | u128::from(i)
+        })
+        .collect();
+    keys.sort_unstable();
+    let sorted: Vec<Scored> = keys.iter().map(|&k| all[k as u32 as usize]).collect();
+    all.copy_from_slice(&sorted);
 }
 
 #[cfg(test)]
@@ -122,6 +132,39 @@ mod tests {
         }
         let got: Vec<u32> = all.iter().map(|c| c.action).collect();
         assert_eq!(got, vec![1, 4, 9, 8, 2, 3, 5, 7]);
+    }
+
+    proptest::proptest! {
+        /// The integer keys order candidates exactly as the float
+        /// comparison does: negatives, zeros of both signs, infinities,
+        /// subnormals and NaN (which `total_cmp` orders too).
+        #[test]
+        fn sort_all_equals_sorting_by_the_comparison(
+            raw in proptest::collection::vec(
+                (0u32..64, proptest::prop_oneof![
+                    proptest::num::f64::ANY,
+                    proptest::sample::select(vec![0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE / 4.0]),
+                ]),
+                0..80,
+            )
+        ) {
+            // One candidate per action, as in a decision.
+            let mut seen = std::collections::HashSet::new();
+            let mut all: Vec<Scored> = raw
+                .into_iter()
+                .filter(|(a, _)| seen.insert(*a))
+                .map(|(a, p)| s(a, p))
+                .collect();
+            let mut reference = all.clone();
+            reference.sort_unstable_by(|a, b| {
+                (b.priority + 0.0)
+                    .total_cmp(&(a.priority + 0.0))
+                    .then(a.action.cmp(&b.action))
+            });
+            sort_all(&mut all);
+            let order = |v: &[Scored]| v.iter().map(|c| (c.action, c.priority.to_bits())).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(order(&all), order(&reference));
+        }
     }
 
     #[test]

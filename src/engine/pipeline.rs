@@ -834,6 +834,8 @@ fn evaluate<const STATEFUL: bool>(
     debug_assert!(ch.actions.windows(2).all(|w| w[0] < w[1]));
     debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
     let mut next_block = 0;
+    // Conjuncts known to have failed without an evaluation error.
+    let mut no_error = vec![false; if record.errors { rs.conds.len() } else { 0 }];
     let actions: &[crate::ruleset::Action] = &rs.actions;
     for &ai in ch.actions.iter() {
         let action = &actions[ai as usize];
@@ -849,8 +851,12 @@ fn evaluate<const STATEFUL: bool>(
                     level: check.level,
                     cond: Some(check.cond),
                     // The log's writer works the reason out off the hot path.
-                    error: if record.errors {
-                        memo.error(check.cond)
+                    error: if record.errors && !no_error[check.cond as usize] {
+                        // Evaluated once per conjunct, however many actions
+                        // it removes; errors (rare) are not cached.
+                        let e = memo.error(check.cond);
+                        no_error[check.cond as usize] = e.is_none();
+                        e
                     } else {
                         None
                     },
