@@ -244,10 +244,12 @@ pub fn evaluate(
         // The candidate runs its own hooks in full and draws independently
         // of the logging policy.
         replaying.timed_out.clear();
-        replaying.seed = Some(xxhash_rust::xxh3::xxh3_64_with_seed(
-            id.as_bytes(),
-            0x0ff_9011c7,
-        ));
+        // Derived from the logged seed where there is one, so that the same
+        // traffic evaluates the same way whatever its decision ids.
+        replaying.seed = Some(match replaying.seed {
+            Some(s) => xxhash_rust::xxh3::xxh3_64_with_seed(&s.to_le_bytes(), 0x0ff_9011c7),
+            None => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 0x0ff_9011c7),
+        });
         // Explained: the candidate's survivors give its exact probability
         // in a random-eligible control arm.
         req.explain = true;
