@@ -78,25 +78,52 @@ fn insert_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
 }
 
 /// Sort all candidates into arbitration order (explain mode).
-pub(crate) fn sort_all(all: &mut [Scored]) {
-    // The order of `Scored::ranks_before` as one integer per candidate:
-    // the priority's total-order bits, inverted (descending), then the
-    // action (ascending), then the position. A candidate appears once, so
-    // keys are distinct and an unstable sort has one possible result.
-    // Sorting 16-byte integers and moving each candidate once beats
-    // comparing floats and swapping 48-byte candidates.
-    let mut keys: Vec<u128> = (0u32..)
+pub(crate) fn sort_all(all: &mut Vec<Scored>) {
+    // The order of `Scored::ranks_before` as integers: the priority's
+    // total-order bits, inverted (descending). Sorting 8-byte integers and
+    // moving each candidate once beats comparing floats and swapping
+    // 48-byte candidates. The key keeps the top 48 bits of the priority
+    // and the candidate's position in the low 16; candidates whose
+    // priorities share those 48 bits (equal, or within 2^-36 of each
+    // other) are then put in their exact order, by the whole priority and
+    // the action. A candidate appears once, so that order is total and an
+    // unstable sort has one possible result.
+    const POS: u64 = 0xffff;
+    if all.len() > POS as usize + 1 {
+        all.sort_unstable_by_key(|s| (descending(s.priority), s.action));
+        return;
+    }
+    let mut keys: Vec<u64> = (0u64..)
         .zip(all.iter())
-        .map(|(i, s)| {
-            let bits = (s.priority + 0.0).to_bits() as i64;
-            // `f64::total_cmp`'s order as a signed integer, then unsigned.
-            let ordered = (bits ^ (((bits >> 63) as u64) >> 1) as i64) as u64 ^ (1 << 63);
-            (u128::from(!ordered) << 64) | (u128::from(s.action) << 32) | u128::from(i)
-        })
+        .map(|(i, s)| (descending(s.priority) & !POS) | i)
         .collect();
     keys.sort_unstable();
-    let sorted: Vec<Scored> = keys.iter().map(|&k| all[k as u32 as usize]).collect();
-    all.copy_from_slice(&sorted);
+    let mut i = 0;
+    while i < keys.len() {
+        let high = keys[i] & !POS;
+        let mut j = i + 1;
+        while j < keys.len() && keys[j] & !POS == high {
+            j += 1;
+        }
+        if j - i > 1 {
+            keys[i..j].sort_unstable_by_key(|&k| {
+                let s = &all[(k & POS) as usize];
+                (descending(s.priority), s.action)
+            });
+        }
+        i = j;
+    }
+    *all = keys.iter().map(|&k| all[(k & POS) as usize]).collect();
+}
+
+/// A priority's place in arbitration order as an integer: `f64::total_cmp`
+/// order inverted, with -0.0 and 0.0 equal.
+#[inline]
+fn descending(priority: f64) -> u64 {
+    let bits = (priority + 0.0).to_bits() as i64;
+    // `f64::total_cmp`'s order as a signed integer, then unsigned.
+    let ordered = (bits ^ (((bits >> 63) as u64) >> 1) as i64) as u64 ^ (1 << 63);
+    !ordered
 }
 
 #[cfg(test)]
@@ -144,6 +171,9 @@ mod tests {
                 (0u32..64, proptest::prop_oneof![
                     proptest::num::f64::ANY,
                     proptest::sample::select(vec![0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE / 4.0]),
+                    // Priorities that differ below the sort key's 48 bits.
+                    proptest::strategy::Strategy::prop_map(0u32..8, |k| 1.0 + f64::from(k) * f64::EPSILON),
+                    proptest::strategy::Strategy::prop_map(0u32..8, |k| -3.0 - f64::from(k) * f64::EPSILON),
                 ]),
                 0..80,
             )
