@@ -289,6 +289,51 @@ impl Context {
         ctx
     }
 
+    /// [`Context::put`] for a string attribute, from a borrowed string.
+    pub(crate) fn put_str(&mut self, slot: u16, s: &str) -> Result<(), String> {
+        let attr = &self.schema.attrs[slot as usize];
+        debug_assert_eq!(attr.ty, AttrType::String);
+        if let Some(values) = &attr.values {
+            if !values.iter().any(|v| **v == *s) {
+                return Err(format!(
+                    "`{s}` is not one of the allowed values {}",
+                    crate::util::list(values)
+                ));
+            }
+        }
+        let sym = self.schema.symbols.get(s);
+        let t = self.texts.push(s);
+        self.slots[slot as usize] = Slot::Str(sym, t);
+        self.given[slot as usize] = true;
+        Ok(())
+    }
+
+    /// [`Context::put`] for a string-set attribute, from borrowed strings.
+    pub(crate) fn put_set<S: AsRef<str>>(&mut self, slot: u16, items: &[S]) {
+        debug_assert_eq!(self.schema.attrs[slot as usize].ty, AttrType::StringSet);
+        let start = self.set_items.len() as u32;
+        // Duplicates are dropped (first occurrence kept): a scan for small
+        // sets, a hash set for large ones (linear, so a huge hostile set
+        // costs its size, not its square).
+        let mut seen = rustc_hash::FxHashSet::default();
+        for (i, item) in items.iter().enumerate() {
+            let item = item.as_ref();
+            let dup = if items.len() <= 16 {
+                items[..i].iter().any(|x| x.as_ref() == item)
+            } else {
+                !seen.insert(item)
+            };
+            if dup {
+                continue;
+            }
+            let sym = self.schema.symbols.get(item);
+            let t = self.texts.push(item);
+            self.set_items.push((sym, t));
+        }
+        self.slots[slot as usize] = Slot::Set(start, self.set_items.len() as u32 - start);
+        self.given[slot as usize] = true;
+    }
+
     pub(crate) fn put(&mut self, slot: u16, value: Value) -> Result<(), String> {
         let attr = &self.schema.attrs[slot as usize];
         let s = match (attr.ty, value) {
@@ -297,39 +342,10 @@ impl Context {
             (AttrType::Float, Value::Int(v)) => Slot::Float(v as f64),
             (AttrType::Bool, Value::Bool(v)) => Slot::Bool(v),
             (AttrType::Timestamp, Value::Timestamp(t)) => Slot::Time(t.0),
-            (AttrType::String, Value::String(s)) => {
-                if let Some(values) = &attr.values {
-                    if !values.contains(&s) {
-                        return Err(format!(
-                            "`{s}` is not one of the allowed values {}",
-                            crate::util::list(values)
-                        ));
-                    }
-                }
-                let sym = self.schema.symbols.get(&s);
-                let t = self.texts.push(&s);
-                Slot::Str(sym, t)
-            }
+            (AttrType::String, Value::String(s)) => return self.put_str(slot, &s),
             (AttrType::StringSet, Value::StringSet(items)) => {
-                let start = self.set_items.len() as u32;
-                // Duplicates are dropped (first occurrence kept): a scan for
-                // small sets, a hash set for large ones (linear, so a huge
-                // hostile set costs its size, not its square).
-                let mut seen = rustc_hash::FxHashSet::default();
-                for (i, item) in items.iter().enumerate() {
-                    let dup = if items.len() <= 16 {
-                        items[..i].contains(item)
-                    } else {
-                        !seen.insert(item.as_str())
-                    };
-                    if dup {
-                        continue;
-                    }
-                    let sym = self.schema.symbols.get(item);
-                    let t = self.texts.push(item);
-                    self.set_items.push((sym, t));
-                }
-                Slot::Set(start, self.set_items.len() as u32 - start)
+                self.put_set(slot, &items);
+                return Ok(());
             }
             (ty, v) => {
                 return Err(format!(
@@ -438,101 +454,240 @@ fn describe_value(v: &Value) -> String {
 /// [`Context::from_json`] does from a parsed map, without building the map
 /// (or allocating its keys): the same context or the same error. A later
 /// duplicate key wins and errors come in name order, as in the map.
+#[cfg(test)]
 pub(crate) fn bind_json_str(schema: &Arc<Schema>, json: &str) -> Result<Context, Error> {
-    use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
-    use std::borrow::Cow;
-
-    /// A key, borrowed from the input when it has no escapes.
-    struct Key<'de>(Cow<'de, str>);
-    impl<'de> serde::Deserialize<'de> for Key<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an attribute name")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Borrowed(v)))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(v.to_string())))
-                }
-                fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(v)))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
-    struct Seed<'s> {
-        schema: &'s Arc<Schema>,
-        /// A context error, carried out of serde's error type.
-        failed: &'s mut Option<Error>,
-    }
-    impl<'de> DeserializeSeed<'de> for Seed<'_> {
-        type Value = Context;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Context, D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Seed<'_> {
-        type Value = Context;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a map")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Context, A::Error> {
-            // Known attributes' values by slot; a later duplicate replaces
-            // an earlier one, as in a map.
-            let mut values: Vec<(u16, Json)> = Vec::new();
-            while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
-                let Some(slot) = self.schema.slot(&name) else {
-                    // Parsed (and dropped) like any value, so what the map
-                    // would reject (1e400, nesting past serde_json's depth
-                    // limit) is rejected here too.
-                    map.next_value::<Json>()?;
-                    continue;
-                };
-                let v: Json = map.next_value()?;
-                match values.iter_mut().find(|(s, _)| *s == slot) {
-                    Some(e) => e.1 = v,
-                    None => values.push((slot, v)),
-                }
-            }
-            // In name order, as a map iterates: the same first error.
-            let attrs = &self.schema.attrs;
-            values.sort_unstable_by(|a, b| attrs[a.0 as usize].name.cmp(&attrs[b.0 as usize].name));
-            let mut ctx = Context::empty(self.schema);
-            for (slot, v) in values {
-                if v.is_null() {
-                    continue;
-                }
-                let attr = &attrs[slot as usize];
-                let put = json_value(attr.ty, &v).and_then(|value| ctx.put(slot, value));
-                if let Err(message) = put {
-                    *self.failed = Some(Error::InvalidContext {
-                        attribute: attr.name.to_string(),
-                        message,
-                    });
-                    return Err(serde::de::Error::custom("context"));
-                }
-            }
-            Ok(ctx)
-        }
-    }
-
+    use serde::de::DeserializeSeed;
     let mut failed = None;
     let mut de = serde_json::Deserializer::from_str(json);
-    let result = Seed {
+    let result = ContextSeed {
         schema,
         failed: &mut failed,
     }
     .deserialize(&mut de);
     match (result, failed) {
         (_, Some(e)) => Err(e),
-        (Ok(ctx), None) => Ok(ctx),
+        (Ok(Some(ctx)), None) => Ok(ctx),
+        (Ok(None), None) => Err(Error::InvalidRequest(
+            "context: invalid type: null, expected a map".into(),
+        )),
         (Err(e), None) => Err(Error::InvalidRequest(format!("context: {e}"))),
+    }
+}
+
+/// A key, borrowed from the input when it has no escapes.
+pub(crate) struct Key<'de>(pub std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an attribute name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A context value as read, strings borrowed from the input when they have
+/// no escapes; arrays and objects as JSON values.
+enum Raw<'de> {
+    Null,
+    Bool(bool),
+    Num(serde_json::Number),
+    Str(std::borrow::Cow<'de, str>),
+    /// An array of strings only.
+    Strs(Vec<std::borrow::Cow<'de, str>>),
+    Json(Json),
+}
+
+impl Raw<'_> {
+    fn into_json(self) -> Json {
+        match self {
+            Raw::Null => Json::Null,
+            Raw::Bool(b) => Json::Bool(b),
+            Raw::Num(n) => Json::Number(n),
+            Raw::Str(s) => Json::String(s.into_owned()),
+            Raw::Strs(v) => Json::Array(
+                v.into_iter()
+                    .map(|s| Json::String(s.into_owned()))
+                    .collect(),
+            ),
+            Raw::Json(j) => j,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Raw<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::MapAccessDeserializer;
+        use std::borrow::Cow;
+        struct V;
+        // As serde_json's own `Value` visitor, scalars kept as they are.
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Raw<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any valid JSON value")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Raw<'de>, E> {
+                Ok(Raw::Bool(b))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<Raw<'de>, E> {
+                Ok(Raw::Num(i.into()))
+            }
+            fn visit_u64<E>(self, u: u64) -> Result<Raw<'de>, E> {
+                Ok(Raw::Num(u.into()))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<Raw<'de>, E> {
+                Ok(serde_json::Number::from_f64(f).map_or(Raw::Null, Raw::Num))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Raw<'de>, E> {
+                Ok(Raw::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Raw<'de>, E> {
+                Ok(Raw::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Raw<'de>, E> {
+                Ok(Raw::Str(Cow::Owned(s)))
+            }
+            fn visit_unit<E>(self) -> Result<Raw<'de>, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_none<E>(self) -> Result<Raw<'de>, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
+                serde::Deserialize::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Raw<'de>, A::Error> {
+                // Strings, until something else comes: then the array as
+                // a JSON value, as serde_json builds it.
+                let mut strs = Vec::new();
+                loop {
+                    match seq.next_element::<Raw<'de>>()? {
+                        None => return Ok(Raw::Strs(strs)),
+                        Some(Raw::Str(s)) => strs.push(s),
+                        Some(other) => {
+                            let mut items: Vec<Json> = strs
+                                .into_iter()
+                                .map(|s| Json::String(s.into_owned()))
+                                .collect();
+                            items.push(other.into_json());
+                            while let Some(x) = seq.next_element::<Json>()? {
+                                items.push(x);
+                            }
+                            return Ok(Raw::Json(Json::Array(items)));
+                        }
+                    }
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Raw<'de>, A::Error> {
+                serde::Deserialize::deserialize(MapAccessDeserializer::new(map)).map(Raw::Json)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Binds a JSON context object straight into slots as it is parsed (no
+/// map of names to values): `null` is no context (`None`). A value that
+/// does not fit its attribute is not a parse error: the whole object is
+/// still read (so a later syntax error wins, as when a map is parsed
+/// first), the error goes to `failed` and the value is an empty context.
+pub(crate) struct ContextSeed<'s> {
+    pub schema: &'s Arc<Schema>,
+    /// A context error, carried out of serde's error type.
+    pub failed: &'s mut Option<Error>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ContextSeed<'_> {
+    type Value = Option<Context>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Context>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ContextSeed<'_> {
+    type Value = Option<Context>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map")
+    }
+    fn visit_none<E>(self) -> Result<Option<Context>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<Context>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Context>, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<Option<Context>, A::Error> {
+        // Known attributes' values by slot; a later duplicate replaces an
+        // earlier one, as in a map.
+        let attrs = &self.schema.attrs;
+        let mut values: Vec<(u16, Raw<'de>)> = Vec::with_capacity(attrs.len());
+        while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
+            let Some(slot) = self.schema.slot(&name) else {
+                // Parsed (and dropped) like any value, so what the map would
+                // reject (1e400, nesting past serde_json's depth limit) is
+                // rejected here too.
+                map.next_value::<Json>()?;
+                continue;
+            };
+            let v: Raw<'de> = map.next_value()?;
+            match values.iter_mut().find(|(s, _)| *s == slot) {
+                Some(e) => e.1 = v,
+                None => values.push((slot, v)),
+            }
+        }
+        // In name order, as a map iterates: the same first error.
+        values.sort_unstable_by_key(|v| self.schema.name_rank[v.0 as usize]);
+        let mut ctx = Context::empty(self.schema);
+        for (slot, v) in values {
+            let attr = &attrs[slot as usize];
+            let put = match (attr.ty, v) {
+                (_, Raw::Null) => continue,
+                // The common cases without building a JSON value.
+                (AttrType::String, Raw::Str(s)) => ctx.put_str(slot, &s),
+                (AttrType::Bool, Raw::Bool(b)) => ctx.put(slot, Value::Bool(b)),
+                (AttrType::Int | AttrType::Float | AttrType::Timestamp, Raw::Num(n)) => {
+                    json_value(attr.ty, &Json::Number(n)).and_then(|value| ctx.put(slot, value))
+                }
+                (AttrType::StringSet, Raw::Strs(items)) => {
+                    ctx.put_set(slot, &items);
+                    Ok(())
+                }
+                (AttrType::Timestamp, Raw::Str(s)) => {
+                    Timestamp::parse(&s).and_then(|t| ctx.put(slot, Value::Timestamp(t)))
+                }
+                // Everything else (mismatches, sets) as the map path does.
+                (ty, v) => json_value(ty, &v.into_json()).and_then(|value| ctx.put(slot, value)),
+            };
+            if let Err(message) = put {
+                *self.failed = Some(Error::InvalidContext {
+                    attribute: attr.name.to_string(),
+                    message,
+                });
+                return Ok(Some(Context::empty(self.schema)));
+            }
+        }
+        Ok(Some(ctx))
     }
 }
 
@@ -667,7 +822,7 @@ mod bind_tests {
         "no_such",
         "Age",
     ];
-    const VALUES: [&str; 16] = [
+    const VALUES: [&str; 18] = [
         "35",
         "-7",
         "1.5",
@@ -684,6 +839,8 @@ mod bind_tests {
         "[1]",
         "{\"a\": 1}",
         "\"caf\\u00e9\"",
+        "[\"ISA\", 2, [\"x\"], \"ISA\"]",
+        "[\"a\\\"b\", [\"ISA\"]]",
     ];
 
     fn same(a: &Context, b: &Context) -> bool {
@@ -714,5 +871,114 @@ mod bind_tests {
                 (a, b) => prop_assert!(false, "{text}: map {a:?}, direct {b:?}"),
             }
         }
+
+        /// A whole request parsed in one pass (context bound as it is
+        /// read) equals the reference: `RequestJson`'s derived parser, then
+        /// binding its map. The same request, or the same error: unknown,
+        /// missing and duplicate fields, wrong types, syntax errors (also
+        /// after a context that does not bind), null context.
+        #[test]
+        fn one_pass_request_matches_the_derived_parser(
+            fields in proptest::collection::vec((0..REQUEST_PARTS.len(), 0..VALUES.len()), 0..5),
+            pairs in proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..8),
+            cut in proptest::option::weighted(0.1, 0usize..200),
+            valid_ids in proptest::bool::weighted(0.7),
+        ) {
+            let schema = crate::fuzzing::retail_bank().schema();
+            let ctx: Vec<String> = pairs
+                .iter()
+                .map(|&(k, v)| format!("\"{}\": {}", KEYS[k], VALUES[v]))
+                .collect();
+            let ctx = format!("{{{}}}", ctx.join(", "));
+            let body: Vec<String> = fields
+                .iter()
+                // With valid ids up front, mostly other fields.
+                .filter(|&&(f, v)| !valid_ids || f > 4 || v % 4 == 0)
+                .map(|&(f, v)| {
+                    let (name, value) = REQUEST_PARTS[f];
+                    let value = match value {
+                        "CTX" => ctx.clone(),
+                        "ANY" => VALUES[v].to_string(),
+                        other => other.to_string(),
+                    };
+                    format!("\"{name}\": {value}")
+                })
+                .collect();
+            let mut body = body;
+            if valid_ids {
+                body.insert(0, "\"customer_id\": \"C1\", \"channel\": \"web\"".into());
+            }
+            let mut text = format!("{{{}}}", body.join(", "));
+            if let Some(c) = cut {
+                text.truncate(c.min(text.len()));
+                while !text.is_char_boundary(text.len()) {
+                    text.pop();
+                }
+            }
+            let reference = serde_json::from_str::<RequestJson>(&text)
+                .map_err(|e| Error::InvalidRequest(e.to_string()))
+                .and_then(|r| {
+                    crate::decision::RequestJson {
+                        customer_id: r.customer_id,
+                        channel: r.channel,
+                        context: r.context.unwrap_or_default(),
+                        limit: r.limit,
+                        explain: r.explain,
+                        now: r.now,
+                    }
+                    .bind(&schema)
+                });
+            let one_pass = crate::DecisionRequest::from_json(&schema, &text);
+            match (reference, one_pass) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert!(same(&a.context, &b.context), "{text}");
+                    prop_assert_eq!(
+                        (&a.customer_id, &a.channel, a.limit, a.explain, a.now, a.seed),
+                        (&b.customer_id, &b.channel, b.limit, b.explain, b.now, b.seed),
+                        "{}", text
+                    );
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string(), "{}", text),
+                (a, b) => prop_assert!(false, "{text}: reference {a:?}, one pass {b:?}"),
+            }
+        }
     }
+
+    /// The reference request parser: derived, with a `null` context meaning
+    /// none.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RequestJson {
+        customer_id: String,
+        channel: String,
+        #[serde(default)]
+        context: Option<serde_json::Map<String, Json>>,
+        #[serde(default)]
+        limit: Option<u64>,
+        #[serde(default)]
+        explain: bool,
+        #[serde(default)]
+        now: Option<Json>,
+    }
+
+    /// Request fields with values: `CTX` is a generated context, `ANY` one
+    /// of [`VALUES`].
+    const REQUEST_PARTS: [(&str, &str); 16] = [
+        ("customer_id", "\"C1\""),
+        ("customer_id", "ANY"),
+        ("channel", "\"web\""),
+        ("channel", "\"call_center\""),
+        ("channel", "ANY"),
+        ("context", "CTX"),
+        ("context", "CTX"),
+        ("context", "ANY"),
+        ("limit", "3"),
+        ("limit", "ANY"),
+        ("explain", "true"),
+        ("explain", "ANY"),
+        ("now", "\"2026-11-23T10:00:00Z\""),
+        ("now", "ANY"),
+        ("seed", "1"),
+        ("Channel", "ANY"),
+    ];
 }

@@ -93,40 +93,102 @@ impl DecisionRequest {
     /// The context is bound straight into the schema's slots as it is
     /// parsed: no intermediate map of names to JSON values.
     pub fn from_json(schema: &Arc<crate::Schema>, json: &str) -> Result<DecisionRequest, Error> {
-        let raw: RequestJsonRaw<'_> =
-            serde_json::from_str(json).map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        let context = match raw.context {
-            Some(c) => crate::context::bind_json_str(schema, c.get())?,
-            None => Context::empty(schema),
-        };
-        RequestJson {
-            customer_id: raw.customer_id,
-            channel: raw.channel,
-            context: serde_json::Map::new(),
-            limit: raw.limit,
-            explain: raw.explain,
-            now: raw.now,
+        use serde::de::DeserializeSeed;
+        let mut failed = None;
+        let mut de = serde_json::Deserializer::from_str(json);
+        let parsed = RequestSeed {
+            schema,
+            failed: &mut failed,
         }
-        .finish(context)
+        .deserialize(&mut de)
+        .and_then(|r| de.end().map(|()| r));
+        // Errors in the request's JSON first, then the context's values.
+        let (raw, context) = parsed.map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        raw.finish(context.unwrap_or_else(|| Context::empty(schema)))
     }
 }
 
-/// [`RequestJson`] with its context left as raw JSON (borrowed from the
-/// input), for [`DecisionRequest::from_json`]: the same fields, so the same
-/// errors for missing and unknown ones.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestJsonRaw<'a> {
-    customer_id: String,
-    channel: String,
-    #[serde(default, borrow)]
-    context: Option<&'a serde_json::value::RawValue>,
-    #[serde(default)]
-    limit: Option<u64>,
-    #[serde(default)]
-    explain: bool,
-    #[serde(default)]
-    now: Option<serde_json::Value>,
+/// The fields of a JSON request, in the order of [`RequestJson`] (the
+/// order serde's messages list them in).
+const REQUEST_FIELDS: &[&str] = &[
+    "customer_id",
+    "channel",
+    "context",
+    "limit",
+    "explain",
+    "now",
+];
+
+/// Parses a JSON request in one pass, binding its context into slots as it
+/// goes (see [`crate::context::ContextSeed`]). The same fields, defaults
+/// and errors as deriving `Deserialize` for [`RequestJson`] with
+/// `deny_unknown_fields` (a property test compares them).
+struct RequestSeed<'s> {
+    schema: &'s Arc<crate::Schema>,
+    failed: &'s mut Option<Error>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = (RequestJson, Option<Context>);
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_struct("RequestJson", REQUEST_FIELDS, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RequestSeed<'_> {
+    type Value = (RequestJson, Option<Context>);
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("struct RequestJson")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let mut customer_id: Option<String> = None;
+        let mut channel: Option<String> = None;
+        let mut context: Option<Option<Context>> = None;
+        let mut limit: Option<Option<u64>> = None;
+        let mut explain: Option<bool> = None;
+        let mut now: Option<Option<serde_json::Value>> = None;
+        while let Some(crate::context::Key(key)) = map.next_key()? {
+            match &*key {
+                "customer_id" if customer_id.is_some() => {
+                    return Err(A::Error::duplicate_field("customer_id"))
+                }
+                "customer_id" => customer_id = Some(map.next_value()?),
+                "channel" if channel.is_some() => return Err(A::Error::duplicate_field("channel")),
+                "channel" => channel = Some(map.next_value()?),
+                "context" if context.is_some() => return Err(A::Error::duplicate_field("context")),
+                "context" => {
+                    context = Some(map.next_value_seed(crate::context::ContextSeed {
+                        schema: self.schema,
+                        failed: &mut *self.failed,
+                    })?)
+                }
+                "limit" if limit.is_some() => return Err(A::Error::duplicate_field("limit")),
+                "limit" => limit = Some(map.next_value()?),
+                "explain" if explain.is_some() => return Err(A::Error::duplicate_field("explain")),
+                "explain" => explain = Some(map.next_value()?),
+                "now" if now.is_some() => return Err(A::Error::duplicate_field("now")),
+                "now" => now = Some(map.next_value()?),
+                other => return Err(A::Error::unknown_field(other, REQUEST_FIELDS)),
+            }
+        }
+        let customer_id = customer_id.ok_or_else(|| A::Error::missing_field("customer_id"))?;
+        let channel = channel.ok_or_else(|| A::Error::missing_field("channel"))?;
+        Ok((
+            RequestJson {
+                customer_id,
+                channel,
+                context: serde_json::Map::new(),
+                limit: limit.flatten(),
+                explain: explain.unwrap_or(false),
+                now: now.flatten(),
+            },
+            context.flatten(),
+        ))
+    }
 }
 
 /// The JSON shape of a request, before binding.
@@ -453,8 +515,172 @@ impl Decision {
     }
 
     /// The decision as the JSON response in the README.
+    ///
+    /// Byte for byte what `serde_json::to_string` makes of the `Serialize`
+    /// implementation (a test checks it), written directly: the keys are
+    /// literals (serde_json would scan each for escapes) and the buffer is
+    /// sized once.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        // serde_json writes UTF-8 only, and so do the literals.
+        String::from_utf8(self.json_bytes()).unwrap_or_default()
+    }
+
+    /// [`Decision::to_json`] as bytes, with room for one more (the C ABI's
+    /// NUL).
+    pub(crate) fn json_bytes(&self) -> Vec<u8> {
+        let mut w = JsonOut::with_capacity(
+            320 + 200 * (self.chosen.len() + self.ranked.len()) + 96 * self.removed.len(),
+        );
+        w.open();
+        w.key("decision_id");
+        w.buf.push(b'"');
+        let id = self.id.0;
+        w.buf.extend(
+            (0..32)
+                .rev()
+                .map(|i| b"0123456789abcdef"[(id >> (4 * i)) as usize & 15]),
+        );
+        w.buf.push(b'"');
+        w.key("timestamp");
+        // RFC 3339 straight into the buffer (no escapes needed), or as
+        // `Display` writes it when that fails.
+        let start = w.buf.len();
+        w.buf.push(b'"');
+        let written = time::OffsetDateTime::from_unix_timestamp(self.timestamp.0)
+            .ok()
+            .and_then(|t| {
+                t.format_into(&mut w.buf, &time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
+        if written.is_some() {
+            w.buf.push(b'"');
+        } else {
+            w.buf.truncate(start);
+            w.display(&self.timestamp);
+        }
+        let rules = self.ruleset();
+        w.key("ruleset");
+        w.open();
+        w.key("name");
+        w.str(&rules.name);
+        w.key("version");
+        w.num(&self.version.number);
+        w.key("hash");
+        w.str(&rules.hash);
+        w.close();
+        w.key("channel");
+        w.str(self.channel());
+        if let Some(e) = &self.version.rules.experiment {
+            w.key("experiment");
+            w.str(&e.name);
+        }
+        w.key("arm");
+        w.str(self.arm.as_str());
+        if let Some(seed) = self.seed {
+            w.key("seed");
+            w.num(&seed);
+        }
+        w.key("actions");
+        self.ranked_json(&mut w, &self.chosen);
+        if let Some(p) = self.selection_probability {
+            w.key("selection_probability");
+            w.num(&p);
+        }
+        w.key("filtered");
+        w.buf.push(b'[');
+        for (i, f) in self.filtered().enumerate() {
+            if i > 0 {
+                w.buf.push(b',');
+            }
+            w.open();
+            w.key("action");
+            w.str(f.action());
+            w.key("stage");
+            w.str(f.stage().as_str());
+            w.key("level");
+            w.str(f.level().as_str());
+            if let Some(c) = f.condition() {
+                w.key("condition");
+                w.str(c);
+            }
+            if let Some(r) = f.reason() {
+                w.key("reason");
+                w.str(&r);
+            }
+            w.close();
+        }
+        w.buf.push(b']');
+        if !self.ranked.is_empty() {
+            w.key("ranked");
+            self.ranked_json(&mut w, &self.ranked);
+        }
+        if !self.diagnostics.is_empty() {
+            w.key("diagnostics");
+            w.buf.push(b'[');
+            for (i, d) in self.diagnostics.iter().enumerate() {
+                if i > 0 {
+                    w.buf.push(b',');
+                }
+                w.display(d);
+            }
+            w.buf.push(b']');
+        }
+        w.key("elapsed_ns");
+        w.num(&self.elapsed_ns);
+        w.close();
+        w.buf
+    }
+
+    fn ranked_json(&self, w: &mut JsonOut, list: &[Scored]) {
+        let rs = self.ruleset();
+        let names = rs.json_names.get_or_init(|| {
+            let esc = |v: &str| serde_json::to_string(v).unwrap_or_default();
+            rs.actions
+                .iter()
+                .map(|a| {
+                    let head = format!(
+                        "\"action\":{},\"group\":{},\"issue\":{}",
+                        esc(&a.id),
+                        esc(&rs.groups[a.group as usize].name),
+                        esc(&rs.issues[a.issue as usize].name)
+                    );
+                    let treatments = a
+                        .treatments
+                        .iter()
+                        .map(|t| {
+                            format!("\"treatment\":{}", esc(t.as_deref().unwrap_or(""))).into()
+                        })
+                        .collect();
+                    (head.into(), treatments)
+                })
+                .collect()
+        });
+        w.buf.push(b'[');
+        for (i, sc) in list.iter().enumerate() {
+            if i > 0 {
+                w.buf.push(b',');
+            }
+            let (head, treatments) = &names[sc.action as usize];
+            w.buf.extend_from_slice(b"{\"rank\":");
+            w.num(&(i + 1));
+            w.buf.push(b',');
+            w.buf.extend_from_slice(head.as_bytes());
+            w.buf.push(b',');
+            w.buf
+                .extend_from_slice(treatments[self.channel as usize].as_bytes());
+            w.buf.extend_from_slice(b",\"priority\":");
+            w.num(&sc.priority);
+            w.buf.extend_from_slice(b",\"propensity\":");
+            w.num(&sc.propensity);
+            w.buf.extend_from_slice(b",\"context_weight\":");
+            w.num(&sc.context_weight);
+            w.buf.extend_from_slice(b",\"value\":");
+            w.num(&sc.value);
+            w.buf.extend_from_slice(b",\"lever\":");
+            w.num(&sc.lever);
+            w.buf.push(b'}');
+        }
+        w.buf.push(b']');
     }
 }
 
@@ -588,6 +814,68 @@ impl<'a> FilteredAction<'a> {
         match self.removed.error {
             Some(EvalError::Missing(slot)) => Some(&self.rules().schema.attrs[slot as usize].name),
             _ => None,
+        }
+    }
+}
+
+/// The compact JSON writer of [`Decision::to_json`]: keys are written as
+/// they are (they are literals that need no escaping); values go through
+/// serde_json, so strings are escaped and numbers formatted (non-finite
+/// floats as `null`) exactly as it does.
+struct JsonOut {
+    buf: Vec<u8>,
+    /// No member written yet in the innermost object.
+    first: bool,
+}
+
+impl JsonOut {
+    fn with_capacity(n: usize) -> JsonOut {
+        JsonOut {
+            buf: Vec::with_capacity(n),
+            first: true,
+        }
+    }
+    fn open(&mut self) {
+        self.buf.push(b'{');
+        self.first = true;
+    }
+    fn close(&mut self) {
+        self.buf.push(b'}');
+        self.first = false;
+    }
+    #[inline(always)]
+    fn key(&mut self, k: &'static str) {
+        debug_assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(k.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+    fn str(&mut self, v: &str) {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.buf, v);
+    }
+    fn num<T: Serialize>(&mut self, v: &T) {
+        let _ = serde_json::to_writer(&mut self.buf, v);
+    }
+    /// A `Display` value as a JSON string (ids, timestamps, diagnostics).
+    fn display(&mut self, v: &dyn std::fmt::Display) {
+        use std::io::Write;
+        let start = self.buf.len();
+        self.buf.push(b'"');
+        let _ = write!(self.buf, "{v}");
+        let plain = self.buf[start + 1..]
+            .iter()
+            .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x80);
+        if plain {
+            self.buf.push(b'"');
+        } else {
+            let text = String::from_utf8_lossy(&self.buf[start + 1..]).into_owned();
+            self.buf.truncate(start);
+            self.str(&text);
         }
     }
 }

@@ -616,7 +616,7 @@ pub unsafe extern "C" fn nb_decide(
             let decision = engine
                 .decide_json(request)
                 .map_err(|e| Failure::from_error(e, Some(request)))?;
-            put(out, NbBuf::json(&decision, 1024)?);
+            put(out, NbBuf::from_utf8(decision.json_bytes()));
             Ok(())
         })
     }

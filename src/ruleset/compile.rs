@@ -601,6 +601,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         history_horizon,
         contact_limits,
         memo_tag,
+        json_names: std::sync::OnceLock::new(),
         action_by_key,
         group_by_key,
         source: src.clone(),

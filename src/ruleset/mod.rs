@@ -214,6 +214,10 @@ pub(crate) struct Experiment {
     pub control: ControlMode,
 }
 
+/// An action's names as JSON members: `"action":…,"group":…,"issue":…`,
+/// and `"treatment":…` per channel.
+pub(crate) type JsonNames = (Box<str>, Box<[Box<str>]>);
+
 /// A validated, compiled, immutable rule version. Cheap to share (`Arc`),
 /// identified by its content hash.
 #[derive(Debug)]
@@ -242,6 +246,10 @@ pub struct RuleSet {
     /// Tags what this version derives from a customer's history
     /// ([`crate::history::Memo`]): the xxh3 of the content hash.
     pub(crate) memo_tag: u64,
+    /// Per action, its names as JSON members, escaped once on first use:
+    /// `"action":…,"group":…,"issue":…` and, per channel,
+    /// `"treatment":…` (see [`crate::Decision::to_json`]).
+    pub(crate) json_names: std::sync::OnceLock<Box<[JsonNames]>>,
     /// Action and group indexes by key (the xxh3 of the name, as history
     /// events carry them).
     pub(crate) action_by_key: rustc_hash::FxHashMap<u64, u32>,

@@ -142,6 +142,8 @@ pub struct Schema {
     pub(crate) by_name: FxHashMap<Arc<str>, u16>,
     pub(crate) symbols: Symbols,
     pub(crate) fingerprint: u64,
+    /// Per slot, the attribute's place in name order.
+    pub(crate) name_rank: Box<[u16]>,
 }
 
 impl Schema {
@@ -162,11 +164,18 @@ impl Schema {
             format!("{:?}", a.default_value).hash(&mut h);
         }
         symbols.texts.hash(&mut h);
+        let mut by_name_order: Vec<u16> = (0..attrs.len() as u16).collect();
+        by_name_order.sort_by(|&a, &b| attrs[a as usize].name.cmp(&attrs[b as usize].name));
+        let mut name_rank = vec![0u16; attrs.len()].into_boxed_slice();
+        for (rank, &slot) in by_name_order.iter().enumerate() {
+            name_rank[slot as usize] = rank as u16;
+        }
         Schema {
             attrs,
             by_name,
             symbols,
             fingerprint: h.finish(),
+            name_rank,
         }
     }
 
