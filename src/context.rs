@@ -659,6 +659,25 @@ impl<'de> serde::de::Visitor<'de> for ContextSeed<'_> {
         // In name order, as a map iterates: the same first error.
         values.sort_unstable_by_key(|v| self.schema.name_rank[v.0 as usize]);
         let mut ctx = Context::empty(self.schema);
+        // Room for the strings up front, rather than growing as they come.
+        let (mut bytes, mut strings, mut items) = (0, 0, 0);
+        for (_, v) in &values {
+            match v {
+                Raw::Str(s) => {
+                    bytes += s.len();
+                    strings += 1;
+                }
+                Raw::Strs(v) => {
+                    bytes += v.iter().map(|s| s.len()).sum::<usize>();
+                    strings += v.len();
+                    items += v.len();
+                }
+                _ => {}
+            }
+        }
+        ctx.texts.buf.reserve(bytes);
+        ctx.texts.ends.reserve(strings);
+        ctx.set_items.reserve(items);
         for (slot, v) in values {
             let attr = &attrs[slot as usize];
             let put = match (attr.ty, v) {

@@ -125,7 +125,9 @@ const REQUEST_FIELDS: &[&str] = &[
 /// Parses a JSON request in one pass, binding its context into slots as it
 /// goes (see [`crate::context::ContextSeed`]). The same fields, defaults
 /// and errors as deriving `Deserialize` for [`RequestJson`] with
-/// `deny_unknown_fields` (a property test compares them).
+/// `deny_unknown_fields` (a property test compares them), except that a
+/// request must be an object: serde's positional form (an array of the
+/// fields in order) is not a request.
 struct RequestSeed<'s> {
     schema: &'s Arc<crate::Schema>,
     failed: &'s mut Option<Error>,
