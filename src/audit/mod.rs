@@ -289,7 +289,7 @@ fn write_loop(
     options: LogOptions,
     counters: &Counters,
 ) {
-    let mut line = String::with_capacity(4096);
+    let mut line: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut dirty = false;
     let mut last_sync = Instant::now();
     let sync = |sink: &mut Box<dyn Sink>, dirty: &mut bool| -> std::io::Result<()> {
@@ -320,9 +320,8 @@ fn write_loop(
                 let _ = done.send(r);
             }
             Some(item) => {
-                line.clear();
-                record::write_record(&item, &options.masking, &mut line);
-                match sink.write(&line) {
+                let text = record::write_record(&item, &options.masking, &mut line);
+                match sink.write(text) {
                     Ok(()) => {
                         counters.written.fetch_add(1, Ordering::Relaxed);
                         dirty = true;

@@ -38,11 +38,13 @@ pub(crate) struct OutcomeItem {
     pub at: Timestamp,
 }
 
-pub(crate) fn write_record(item: &Item, masking: &Masking, out: &mut String) {
-    let mut buf = Vec::with_capacity(1024);
+/// Write `item`'s record into `buf` (cleared first; reused across records,
+/// so a large record does not regrow a fresh buffer) and return it as text.
+pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<u8>) -> &'b str {
+    buf.clear();
     let r = match item {
-        Item::Decision(d) => serde_json::to_writer(&mut buf, &DecisionRecord { item: d, masking }),
-        Item::Outcome(o) => serde_json::to_writer(&mut buf, &OutcomeRecord(o)),
+        Item::Decision(d) => serde_json::to_writer(&mut *buf, &DecisionRecord { item: d, masking }),
+        Item::Outcome(o) => serde_json::to_writer(&mut *buf, &OutcomeRecord(o)),
         Item::Flush(_) => Ok(()),
     };
     if let Err(e) = r {
@@ -55,8 +57,9 @@ pub(crate) fn write_record(item: &Item, masking: &Masking, out: &mut String) {
             .as_bytes(),
         );
     }
-    // serde_json writes valid UTF-8.
-    out.push_str(&String::from_utf8_lossy(&buf));
+    // serde_json writes valid UTF-8 only; the check is one fast scan.
+    std::str::from_utf8(buf)
+        .unwrap_or(r#"{"v":1,"kind":"error","message":"the record was not valid UTF-8"}"#)
 }
 
 /// The mask for a sensitive value.
