@@ -43,7 +43,7 @@ pub(crate) struct OutcomeItem {
 pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<u8>) -> &'b str {
     buf.clear();
     let r = match item {
-        Item::Decision(d) => serde_json::to_writer(&mut *buf, &DecisionRecord { item: d, masking }),
+        Item::Decision(d) => write_decision(d, masking, buf),
         Item::Outcome(o) => serde_json::to_writer(&mut *buf, &OutcomeRecord(o)),
         Item::Flush(_) => Ok(()),
     };
@@ -57,9 +57,236 @@ pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<
             .as_bytes(),
         );
     }
+    // The hand-written record must be the `Serialize` one, byte for byte
+    // (unit tests run every record through both).
+    #[cfg(test)]
+    if let Item::Decision(d) = item {
+        let reference = serde_json::to_vec(&DecisionRecord {
+            item: d,
+            masking,
+            part: Part::All,
+        })
+        .unwrap();
+        if *buf != reference {
+            let message = format!(
+                "hand-written record differs from the reference:\n{}\n{}",
+                String::from_utf8_lossy(buf),
+                String::from_utf8_lossy(&reference)
+            );
+            buf.clear();
+            buf.extend_from_slice(
+                format!("{{\"v\":1,\"kind\":\"error\",\"message\":{message:?}}}").as_bytes(),
+            );
+        }
+    }
     // serde_json writes valid UTF-8 only; the check is one fast scan.
     std::str::from_utf8(buf)
         .unwrap_or(r#"{"v":1,"kind":"error","message":"the record was not valid UTF-8"}"#)
+}
+
+/// A decision record: what [`DecisionRecord`] serialises, with the
+/// candidates (most of a record) written by hand. The fields before and
+/// after them are serialised by serde as two maps, joined around the
+/// candidates' array.
+fn write_decision(
+    item: &DecisionItem,
+    masking: &Masking,
+    buf: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    serde_json::to_writer(
+        &mut *buf,
+        &DecisionRecord {
+            item,
+            masking,
+            part: Part::Head,
+        },
+    )?;
+    // `{...}` -> `{...,"candidates":[...]`
+    buf.pop();
+    buf.extend_from_slice(b",\"candidates\":");
+    if item.detail == super::LogDetail::Chosen {
+        write_chosen(item, buf);
+    } else {
+        write_candidates(item, buf);
+    }
+    // `{"actions":...}` -> `,"actions":...}`
+    let tail = buf.len();
+    serde_json::to_writer(
+        &mut *buf,
+        &DecisionRecord {
+            item,
+            masking,
+            part: Part::Tail,
+        },
+    )?;
+    buf[tail] = b',';
+    Ok(())
+}
+
+fn str_json(buf: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+fn num_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(&mut *buf, v);
+}
+
+/// The escaped ids of a version's actions, built on first use.
+fn ids(rules: &crate::RuleSet) -> &[Box<str>] {
+    rules.json_ids.get_or_init(|| {
+        rules
+            .actions
+            .iter()
+            .map(|a| serde_json::to_string(&*a.id).unwrap_or_default().into())
+            .collect()
+    })
+}
+
+fn write_ranked(
+    buf: &mut Vec<u8>,
+    id: &str,
+    rank: usize,
+    c: &crate::decision::Scored,
+    chosen: bool,
+) {
+    buf.extend_from_slice(b"{\"action\":");
+    buf.extend_from_slice(id.as_bytes());
+    buf.extend_from_slice(b",\"rank\":");
+    num_json(buf, &rank);
+    buf.extend_from_slice(b",\"propensity\":");
+    num_json(buf, &c.propensity);
+    buf.extend_from_slice(b",\"context_weight\":");
+    num_json(buf, &c.context_weight);
+    buf.extend_from_slice(b",\"value\":");
+    num_json(buf, &c.value);
+    buf.extend_from_slice(b",\"lever\":");
+    num_json(buf, &c.lever);
+    buf.extend_from_slice(b",\"priority\":");
+    num_json(buf, &c.priority);
+    buf.extend_from_slice(if chosen {
+        b",\"chosen\":true}"
+    } else {
+        b",\"chosen\":false}"
+    });
+}
+
+/// What [`Chosen`] serialises.
+fn write_chosen(item: &DecisionItem, buf: &mut Vec<u8>) {
+    let d = &item.decision;
+    let ids = ids(d.ruleset());
+    buf.push(b'[');
+    for (i, c) in d.chosen.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_ranked(buf, &ids[c.action as usize], i + 1, c, true);
+    }
+    buf.push(b']');
+}
+
+/// What [`Candidates`] serialises.
+fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
+    let d = &item.decision;
+    let rules = d.ruleset();
+    let ids = ids(rules);
+    let conds = rules.json_conds.get_or_init(|| {
+        rules
+            .conds
+            .iter()
+            .map(|c| serde_json::to_string(&*c.text).unwrap_or_default().into())
+            .collect()
+    });
+    let rebound;
+    let ctx = if item.context.schema.fingerprint == rules.schema.fingerprint {
+        &item.context
+    } else {
+        rebound = item.context.rebind(&rules.schema);
+        &rebound
+    };
+    let ch = &rules.channels[d.channel as usize];
+    let env = Env {
+        ctx,
+        now: d.timestamp.0,
+        channel: (ch.sym, &ch.name),
+    };
+    buf.push(b'[');
+    let mut first = true;
+    for (i, c) in d.ranked.iter().enumerate() {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        let chosen = d.chosen.iter().any(|x| x.action == c.action);
+        write_ranked(buf, &ids[c.action as usize], i + 1, c, chosen);
+    }
+    for r in &d.removed {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        let (condition, reason) = removed_detail(rules, env, r);
+        buf.extend_from_slice(b"{\"action\":");
+        buf.extend_from_slice(ids[r.action as usize].as_bytes());
+        // Stage and level names are identifiers: nothing to escape.
+        buf.extend_from_slice(b",\"stage\":\"");
+        buf.extend_from_slice(r.stage.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"level\":\"");
+        buf.extend_from_slice(r.level.as_str().as_bytes());
+        buf.push(b'"');
+        match (r.cond, condition) {
+            (Some(c), _) => {
+                buf.extend_from_slice(b",\"condition\":");
+                buf.extend_from_slice(conds[c as usize].as_bytes());
+            }
+            (None, Some(c)) => {
+                buf.extend_from_slice(b",\"condition\":");
+                str_json(buf, c);
+            }
+            (None, None) => {}
+        }
+        if let Some(reason) = &reason {
+            buf.extend_from_slice(b",\"reason\":");
+            str_json(buf, reason);
+        }
+        buf.push(b'}');
+    }
+    buf.push(b']');
+}
+
+/// A removed candidate's condition text and reason, as the log gives them.
+fn removed_detail<'a>(
+    rules: &'a crate::RuleSet,
+    env: Env<'_>,
+    r: &'a crate::decision::Removed,
+) -> (Option<&'a str>, Option<std::borrow::Cow<'a, str>>) {
+    let a = &rules.actions[r.action as usize];
+    let (condition, error) = match r.cond {
+        Some(c) => {
+            let cond = &rules.conds[c as usize];
+            (
+                Some(&*cond.text),
+                r.error.or_else(|| cond.ir.eval(env).err()),
+            )
+        }
+        None => match &a.value {
+            crate::ruleset::ValueFn::Expr(ir, text) if r.stage == crate::ruleset::Stage::Value => {
+                (Some(&**text), r.error.or_else(|| ir.eval(env).err()))
+            }
+            _ => (None, None),
+        },
+    };
+    let reason = match (&r.note, error) {
+        (Some(n), _) => Some(std::borrow::Cow::Borrowed(&**n)),
+        (None, Some(EvalError::Missing(slot))) => Some(std::borrow::Cow::Owned(format!(
+            "missing attribute `{}`",
+            rules.schema.attrs[slot as usize].name
+        ))),
+        (None, Some(EvalError::Overflow)) => Some("integer overflow".into()),
+        (None, Some(EvalError::DivisionByZero)) => Some("division by zero".into()),
+        (None, None) => None,
+    };
+    (condition, reason)
 }
 
 /// The mask for a sensitive value.
@@ -79,9 +306,22 @@ pub(crate) fn mask(masking: &Masking, value: &str) -> String {
     }
 }
 
+/// Which fields of a decision record to serialise.
+#[derive(Clone, Copy, PartialEq)]
+enum Part {
+    /// All of them (the reference for the hand-written record).
+    #[cfg_attr(not(test), allow(dead_code))]
+    All,
+    /// Those before `candidates`.
+    Head,
+    /// Those after `candidates`.
+    Tail,
+}
+
 struct DecisionRecord<'a> {
     item: &'a DecisionItem,
     masking: &'a Masking,
+    part: Part,
 }
 
 impl Serialize for DecisionRecord<'_> {
@@ -90,39 +330,48 @@ impl Serialize for DecisionRecord<'_> {
         let d = &it.decision;
         let rules = d.ruleset();
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("v", &FORMAT_VERSION)?;
-        m.serialize_entry("kind", "decision")?;
-        m.serialize_entry("decision_id", &d.id.to_string())?;
-        m.serialize_entry("timestamp", &d.timestamp.to_string())?;
-        m.serialize_entry(
-            "ruleset",
-            &RulesetRef {
-                name: rules.name(),
-                version: d.version(),
-                hash: rules.hash(),
-            },
-        )?;
-        m.serialize_entry("customer_id", &it.customer_id)?;
-        m.serialize_entry("channel", d.channel())?;
-        if let Some(e) = &d.version.rules.experiment {
-            m.serialize_entry("experiment", &e.name)?;
+        let head = self.part != Part::Tail;
+        let tail = self.part != Part::Head;
+        if head {
+            m.serialize_entry("v", &FORMAT_VERSION)?;
+            m.serialize_entry("kind", "decision")?;
+            m.serialize_entry("decision_id", &d.id.to_string())?;
+            m.serialize_entry("timestamp", &d.timestamp.to_string())?;
+            m.serialize_entry(
+                "ruleset",
+                &RulesetRef {
+                    name: rules.name(),
+                    version: d.version(),
+                    hash: rules.hash(),
+                },
+            )?;
+            m.serialize_entry("customer_id", &it.customer_id)?;
+            m.serialize_entry("channel", d.channel())?;
+            if let Some(e) = &d.version.rules.experiment {
+                m.serialize_entry("experiment", &e.name)?;
+            }
+            m.serialize_entry("arm", d.arm.as_str())?;
+            m.serialize_entry("seed", &d.seed)?;
+            m.serialize_entry("limit", &it.limit)?;
+            m.serialize_entry(
+                "context",
+                &ContextJson {
+                    ctx: &it.context,
+                    masking: self.masking,
+                },
+            )?;
+            m.serialize_entry("masked", &MaskedNames(&it.context))?;
+            m.serialize_entry("detail", &it.detail)?;
         }
-        m.serialize_entry("arm", d.arm.as_str())?;
-        m.serialize_entry("seed", &d.seed)?;
-        m.serialize_entry("limit", &it.limit)?;
-        m.serialize_entry(
-            "context",
-            &ContextJson {
-                ctx: &it.context,
-                masking: self.masking,
-            },
-        )?;
-        m.serialize_entry("masked", &MaskedNames(&it.context))?;
-        m.serialize_entry("detail", &it.detail)?;
-        if it.detail == super::LogDetail::Chosen {
-            m.serialize_entry("candidates", &Chosen(it))?;
-        } else {
-            m.serialize_entry("candidates", &Candidates(it))?;
+        if self.part == Part::All {
+            if it.detail == super::LogDetail::Chosen {
+                m.serialize_entry("candidates", &Chosen(it))?;
+            } else {
+                m.serialize_entry("candidates", &Candidates(it))?;
+            }
+        }
+        if !tail {
+            return m.end();
         }
         m.serialize_entry("actions", &d.action_ids())?;
         if let Some(p) = d.selection_probability {
@@ -437,5 +686,85 @@ impl Serialize for OutcomeRecord<'_> {
         m.serialize_entry("channel", &o.channel)?;
         m.serialize_entry("outcome", o.kind.as_str())?;
         m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::audit::{LogDetail, LogOptions, Masking, MemorySink};
+    use crate::{DecisionRequest, Engine, EngineConfig, Outcome, OutcomeKind, RuleSet, Timestamp};
+
+    /// Every decision record written by hand equals the `Serialize` one:
+    /// under `cfg(test)`, `write_record` writes an error record when they
+    /// differ. Both rule sets, every channel, all three detail levels,
+    /// masking, and engine state (outcomes that make contact policies
+    /// block candidates).
+    #[test]
+    fn hand_written_records_equal_the_serialized_ones() {
+        for dir in ["rules/retail_bank", "rules/telco_care"] {
+            for detail in [LogDetail::All, LogDetail::Ranked, LogDetail::Chosen] {
+                let sink = MemorySink::new();
+                let engine = Engine::with_sink(
+                    RuleSet::from_dir(dir).unwrap(),
+                    EngineConfig::default(),
+                    Box::new(sink.clone()),
+                    LogOptions {
+                        masking: Masking::KeyedHash(b"k".to_vec()),
+                        detail,
+                        ..LogOptions::default()
+                    },
+                )
+                .unwrap();
+                let channels: Vec<String> = engine
+                    .current()
+                    .rules()
+                    .channel_names()
+                    .map(str::to_string)
+                    .collect();
+                let text = std::fs::read_to_string(format!("{dir}/customers.jsonl")).unwrap();
+                let mut records = 0;
+                for round in 0..2 {
+                    for (i, line) in text.lines().take(60).enumerate() {
+                        let c: serde_json::Value = serde_json::from_str(line).unwrap();
+                        let req = serde_json::json!({
+                            "customer_id": c["customer_id"],
+                            "channel": channels[i % channels.len()],
+                            "context": c["context"],
+                            "explain": i % 3 == 0,
+                            "now": "2026-11-23T10:00:00Z",
+                        });
+                        let req =
+                            DecisionRequest::from_json(&engine.schema(), &req.to_string()).unwrap();
+                        let d = engine.decide(&req).unwrap();
+                        records += 1;
+                        if round == 0 {
+                            if let Some(a) = d.actions().next() {
+                                engine
+                                    .record_outcome(&Outcome {
+                                        decision_id: Some(d.id()),
+                                        customer_id: req.customer_id.clone(),
+                                        action: a.action().to_string(),
+                                        channel: d.channel().to_string(),
+                                        kind: OutcomeKind::Accepted,
+                                        timestamp: Some(Timestamp(1_795_000_000)),
+                                    })
+                                    .unwrap();
+                                records += 1;
+                            }
+                        }
+                    }
+                }
+                engine.flush().unwrap();
+                let got = sink.records();
+                assert_eq!(got.len(), records, "{dir}");
+                for r in &got {
+                    assert!(!r.contains(r#""kind":"error""#), "{dir} {detail:?}: {r}");
+                }
+                assert!(
+                    got.iter().any(|r| r.contains(r#""blocked""#)) || detail != LogDetail::All,
+                    "{dir}: no record with blocked candidates"
+                );
+            }
+        }
     }
 }

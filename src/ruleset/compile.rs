@@ -602,6 +602,8 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         contact_limits,
         memo_tag,
         json_names: std::sync::OnceLock::new(),
+        json_ids: std::sync::OnceLock::new(),
+        json_conds: std::sync::OnceLock::new(),
         action_by_key,
         group_by_key,
         source: src.clone(),

@@ -250,6 +250,11 @@ pub struct RuleSet {
     /// `"action":…,"group":…,"issue":…` and, per channel,
     /// `"treatment":…` (see [`crate::Decision::to_json`]).
     pub(crate) json_names: std::sync::OnceLock<Box<[JsonNames]>>,
+    /// Per action, its id as a JSON string, escaped once on first use (for
+    /// the decision log).
+    pub(crate) json_ids: std::sync::OnceLock<Box<[Box<str>]>>,
+    /// Per condition part, its text as a JSON string (decision log).
+    pub(crate) json_conds: std::sync::OnceLock<Box<[Box<str>]>>,
     /// Action and group indexes by key (the xxh3 of the name, as history
     /// events carry them).
     pub(crate) action_by_key: rustc_hash::FxHashMap<u64, u32>,
