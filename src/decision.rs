@@ -635,7 +635,7 @@ impl Decision {
 
     fn ranked_json(&self, w: &mut JsonOut, list: &[Scored]) {
         let rs = self.ruleset();
-        let names = rs.json_names.get_or_init(|| {
+        let names = rs.json.names.get_or_init(|| {
             let esc = |v: &str| serde_json::to_string(v).unwrap_or_default();
             rs.actions
                 .iter()

@@ -134,7 +134,7 @@ fn num_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
 
 /// The escaped ids of a version's actions, built on first use.
 fn ids(rules: &crate::RuleSet) -> &[Box<str>] {
-    rules.json_ids.get_or_init(|| {
+    rules.json.ids.get_or_init(|| {
         rules
             .actions
             .iter()
@@ -190,7 +190,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
     let d = &item.decision;
     let rules = d.ruleset();
     let ids = ids(rules);
-    let conds = rules.json_conds.get_or_init(|| {
+    let conds = rules.json.conds.get_or_init(|| {
         rules
             .conds
             .iter()

@@ -218,6 +218,17 @@ pub(crate) struct Experiment {
 /// and `"treatment":…` per channel.
 pub(crate) type JsonNames = (Box<str>, Box<[Box<str>]>);
 
+/// A version's names and texts escaped as JSON once, on first use.
+#[derive(Debug, Default)]
+pub(crate) struct JsonCache {
+    /// Per action (see [`crate::Decision::to_json`]).
+    pub names: std::sync::OnceLock<Box<[JsonNames]>>,
+    /// Per action, its id as a JSON string (the decision log).
+    pub ids: std::sync::OnceLock<Box<[Box<str>]>>,
+    /// Per condition part, its text as a JSON string (the decision log).
+    pub conds: std::sync::OnceLock<Box<[Box<str>]>>,
+}
+
 /// A validated, compiled, immutable rule version. Cheap to share (`Arc`),
 /// identified by its content hash.
 #[derive(Debug)]
@@ -246,15 +257,8 @@ pub struct RuleSet {
     /// Tags what this version derives from a customer's history
     /// ([`crate::history::Memo`]): the xxh3 of the content hash.
     pub(crate) memo_tag: u64,
-    /// Per action, its names as JSON members, escaped once on first use:
-    /// `"action":…,"group":…,"issue":…` and, per channel,
-    /// `"treatment":…` (see [`crate::Decision::to_json`]).
-    pub(crate) json_names: std::sync::OnceLock<Box<[JsonNames]>>,
-    /// Per action, its id as a JSON string, escaped once on first use (for
-    /// the decision log).
-    pub(crate) json_ids: std::sync::OnceLock<Box<[Box<str>]>>,
-    /// Per condition part, its text as a JSON string (decision log).
-    pub(crate) json_conds: std::sync::OnceLock<Box<[Box<str>]>>,
+    /// Names and texts escaped as JSON, each table built on first use.
+    pub(crate) json: Box<JsonCache>,
     /// Action and group indexes by key (the xxh3 of the name, as history
     /// events carry them).
     pub(crate) action_by_key: rustc_hash::FxHashMap<u64, u32>,
