@@ -639,6 +639,16 @@ impl Engine {
         Ok(prev.number)
     }
 
+    /// Forget the interaction history of customers with no event within
+    /// the retention window at `now` (default: the current time), and
+    /// return how many were forgotten. Without it, the in-memory history
+    /// keeps every customer it has seen. Off the decision path: run it
+    /// periodically from a maintenance thread.
+    pub fn purge_history(&self, now: Option<Timestamp>) -> usize {
+        let now = now.unwrap_or_else(Timestamp::now);
+        self.interactions.purge(now.0)
+    }
+
     /// The live version.
     pub fn current(&self) -> Arc<Version> {
         self.current.load_full()

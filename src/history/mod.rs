@@ -113,6 +113,14 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Forget the customers whose newest event is older than the
+    /// retention window at `now`, returning how many were forgotten. The
+    /// default does nothing (a shared store expires keys itself).
+    fn purge(&self, now: i64) -> usize {
+        let _ = now;
+        0
+    }
+
     /// How many customers and events the store holds, if it can say (for
     /// [`crate::Engine::stats`]). [`MemoryHistory`] walks its map: a few
     /// milliseconds for a million customers, off the decision path.
@@ -320,6 +328,19 @@ impl MemoryHistory {
 impl HistoryStore for MemoryHistory {
     fn saves_to_file(&self) -> bool {
         true
+    }
+
+    /// Customers are kept until forgotten here: events age out relative
+    /// to a customer's newest one, so a customer who stops calling keeps
+    /// their last events (and map entry) until a purge. Locks one shard of
+    /// the map at a time: call it from a maintenance thread (say hourly),
+    /// not on the decision path.
+    fn purge(&self, now: i64) -> usize {
+        let cutoff = now.saturating_sub(self.config.retention_secs);
+        let before = self.map.len();
+        self.map
+            .retain(|_, e| e.events.last().is_some_and(|ev| ev.at >= cutoff));
+        before.saturating_sub(self.map.len())
     }
 
     fn size(&self) -> Option<HistorySize> {
@@ -538,6 +559,28 @@ pub(crate) fn write_atomically(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn purge_forgets_only_customers_with_nothing_in_the_window() {
+        let h = MemoryHistory::new(HistoryConfig {
+            retention_secs: 100,
+            max_events: 8,
+        });
+        h.record("old", ev(1_000, OutcomeKind::Accepted));
+        h.record("edge", ev(1_900, OutcomeKind::Rejected));
+        h.record("mixed", ev(1_870, OutcomeKind::Rejected));
+        h.record("mixed", ev(1_950, OutcomeKind::Rejected));
+        assert_eq!(h.purge(2_000), 1, "only `old` is past the window");
+        assert_eq!(h.customers(), 2);
+        let mut out = Vec::new();
+        h.recent("mixed", 0, &mut out);
+        assert_eq!(out.len(), 2, "a kept customer keeps all its events");
+        out.clear();
+        h.recent("old", 0, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(h.purge(2_000), 0, "a second purge finds nothing");
+        assert_eq!(h.purge(2_001), 1, "`edge` leaves a second later");
+    }
 
     fn ev(at: i64, kind: OutcomeKind) -> Event {
         Event {
