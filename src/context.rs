@@ -642,8 +642,22 @@ impl<'de> serde::de::Visitor<'de> for ContextSeed<'_> {
         // earlier one, as in a map.
         let attrs = &self.schema.attrs;
         let mut values: Vec<(u16, Raw<'de>)> = Vec::with_capacity(attrs.len());
+        // Callers tend to send attributes in schema or name order: try the
+        // attribute after the last one found in each order before hashing.
+        let schema = &**self.schema;
+        let (mut next_slot, mut next_rank) = (0usize, 0usize);
         while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
-            let Some(slot) = self.schema.slot(&name) else {
+            let is = |slot: u16| *attrs[slot as usize].name == *name;
+            let found = u16::try_from(next_slot)
+                .ok()
+                .filter(|&s| (s as usize) < attrs.len() && is(s))
+                .or_else(|| schema.by_rank.get(next_rank).copied().filter(|&s| is(s)))
+                .or_else(|| schema.slot(&name));
+            if let Some(s) = found {
+                next_slot = s as usize + 1;
+                next_rank = schema.name_rank[s as usize] as usize + 1;
+            }
+            let Some(slot) = found else {
                 // Parsed (and dropped) like any value, so what the map would
                 // reject (1e400, nesting past serde_json's depth limit) is
                 // rejected here too.

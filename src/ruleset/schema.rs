@@ -144,6 +144,8 @@ pub struct Schema {
     pub(crate) fingerprint: u64,
     /// Per slot, the attribute's place in name order.
     pub(crate) name_rank: Box<[u16]>,
+    /// The slots in name order (the inverse of `name_rank`).
+    pub(crate) by_rank: Box<[u16]>,
 }
 
 impl Schema {
@@ -176,6 +178,7 @@ impl Schema {
             symbols,
             fingerprint: h.finish(),
             name_rank,
+            by_rank: by_name_order.into(),
         }
     }
 
