@@ -143,7 +143,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for RequestSeed<'_> {
 impl<'de> serde::de::Visitor<'de> for RequestSeed<'_> {
     type Value = (RequestJson, Option<Context>);
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("struct RequestJson")
+        f.write_str("a decision request object ({\"customer_id\": ..., \"channel\": ..., \"context\": {...}})")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         use serde::de::Error as _;

@@ -598,33 +598,7 @@ impl Serialize for Candidates<'_> {
         }
         for r in &d.removed {
             let a = &rules.actions[r.action as usize];
-            let (condition, error) = match r.cond {
-                Some(c) => {
-                    let cond = &rules.conds[c as usize];
-                    (
-                        Some(&*cond.text),
-                        r.error.or_else(|| cond.ir.eval(env).err()),
-                    )
-                }
-                None => match &a.value {
-                    crate::ruleset::ValueFn::Expr(ir, text)
-                        if r.stage == crate::ruleset::Stage::Value =>
-                    {
-                        (Some(&**text), r.error.or_else(|| ir.eval(env).err()))
-                    }
-                    _ => (None, None),
-                },
-            };
-            let reason = match (&r.note, error) {
-                (Some(n), _) => Some(std::borrow::Cow::Borrowed(&**n)),
-                (None, Some(EvalError::Missing(slot))) => Some(std::borrow::Cow::Owned(format!(
-                    "missing attribute `{}`",
-                    rules.schema.attrs[slot as usize].name
-                ))),
-                (None, Some(EvalError::Overflow)) => Some("integer overflow".into()),
-                (None, Some(EvalError::DivisionByZero)) => Some("division by zero".into()),
-                (None, None) => None,
-            };
+            let (condition, reason) = removed_detail(rules, env, r);
             seq.serialize_element(&RemovedJson {
                 action: &a.id,
                 removed: r,
