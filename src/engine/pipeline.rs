@@ -18,7 +18,7 @@ use crate::learning::Mode as LearnMode;
 use crate::policy::contact::{self, Suppression};
 use crate::policy::{first_failure, Memo};
 use crate::ruleset::{AttrType, Channel, ControlMode, Level, RuleSet, Stage, ValueFn};
-use crate::script::{Candidate, Customer, Diagnostic, HookRun, Strategy};
+use crate::script::{Diagnostic, HookEnv, HookRun, Pick, Strategy};
 
 /// Decide on one version (loaded once by the caller).
 ///
@@ -131,21 +131,26 @@ pub(crate) fn decide_on(
     let mut hooks = rs
         .strategy
         .as_ref()
-        .map(|s| (s, s.begin(now.0, wall_clock), s.customer(ctx)));
+        .map(|s| (s, s.begin(now.0, wall_clock)));
     let timed_out = |hook| replay.is_some_and(|r| r.timed_out.contains(&hook));
     let derived;
-    if let Some((s, run, customer)) = hooks.as_mut().filter(|h| h.0.has_derive) {
+    if let Some((s, run)) = hooks.as_mut().filter(|h| h.0.has_derive) {
         let result = if timed_out("derive") {
             Err(run.replayed_timeout("derive"))
         } else {
-            run.derive(customer)
+            run.derive(&HookEnv {
+                rules: rs,
+                ctx,
+                now: now.0,
+            })
         };
         match result {
             Ok(map) => {
-                // The script has dropped its copies: this clones nothing.
-                apply_derived(Arc::make_mut(&mut customer.0), map, s, &mut diagnostics);
-                derived = Arc::clone(&customer.0);
+                let mut with = ctx.clone();
+                apply_derived(&mut with, map, s, &mut diagnostics);
+                derived = with;
                 ctx = &derived;
+                run.context_changed();
             }
             Err(d) => diagnostics.push(d),
         }
@@ -182,26 +187,27 @@ pub(crate) fn decide_on(
     } else {
         evaluate::<true>(rs, channel, ctx, now, limit, record, &blocked, state)
     };
-    if let Some((s, run, customer)) = hooks.as_mut() {
+    if let Some((s, run)) = hooks.as_mut() {
+        let env = HookEnv {
+            rules: rs,
+            ctx,
+            now: now.0,
+        };
         if s.has_adjust && timed_out("adjust") {
             diagnostics.push(run.replayed_timeout("adjust"));
         } else if s.has_adjust {
-            adjust(s.names(rs), run, customer, &mut out, &mut diagnostics);
+            adjust(&env, run, &mut out, &mut diagnostics);
         }
         if s.has_select {
             let result = if timed_out("select") {
                 Err(run.replayed_timeout("select"))
             } else {
-                run.select(
-                    customer,
-                    out.ranked
-                        .iter()
-                        .map(|c| candidate(s.names(rs), c))
-                        .collect(),
-                )
+                run.select(&env, &out.ranked)
             };
             match result {
-                Ok(ids) => out.chosen = selected(rs, &out.ranked, &ids, limit, s, &mut diagnostics),
+                Ok(picks) => {
+                    out.chosen = selected(rs, &out.ranked, &picks, limit, s, &mut diagnostics)
+                }
                 Err(d) => diagnostics.push(d),
             }
         }
@@ -683,58 +689,49 @@ fn apply_derived(
     }
 }
 
-fn candidate(names: &[[rhai::ImmutableString; 3]], c: &Scored) -> Candidate {
-    let [id, group, issue] = &names[c.action as usize];
-    Candidate {
-        id: id.clone(),
-        group: group.clone(),
-        issue: issue.clone(),
-        propensity: c.propensity,
-        context_weight: c.context_weight,
-        value: c.value,
-        lever: c.lever,
-        excluded: None,
-    }
-}
-
 /// Run `adjust` on every survivor. If any call fails, the hook's effect is
 /// dropped for the whole decision and a diagnostic says why.
 fn adjust(
-    names: &[[rhai::ImmutableString; 3]],
+    env: &HookEnv<'_>,
     run: &mut HookRun<'_>,
-    customer: &Customer,
     out: &mut Outcome,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let mut kept = Vec::with_capacity(out.ranked.len());
     let mut excluded = Vec::new();
-    for c in &out.ranked {
-        match run.adjust(customer, candidate(names, c)) {
-            Ok(a) => match a.excluded {
-                Some(reason) => excluded.push(Removed {
-                    action: c.action,
-                    stage: Stage::Strategy,
-                    level: Level::Action,
-                    cond: None,
-                    error: None,
-                    note: Some(reason.as_str().into()),
-                }),
-                None => kept.push(Scored {
-                    action: c.action,
-                    propensity: a.propensity,
-                    context_weight: a.context_weight,
-                    value: a.value,
-                    lever: a.lever,
-                    priority: a.priority(),
-                }),
-            },
-            Err(d) => {
-                diagnostics.push(d);
-                return;
-            }
+    // Survivors come sorted: only changed scores can change the order
+    // (removing some keeps the rest in order).
+    let mut rescored = false;
+    let result = run.adjust_each(env, &out.ranked, |c, a| match a.excluded {
+        Some(reason) => excluded.push(Removed {
+            action: c.action,
+            stage: Stage::Strategy,
+            level: Level::Action,
+            cond: None,
+            error: None,
+            note: Some(reason),
+        }),
+        None => {
+            let [propensity, context_weight, value, lever] = a.scores;
+            rescored |= a.scores.map(f64::to_bits)
+                != [c.propensity, c.context_weight, c.value, c.lever].map(f64::to_bits);
+            kept.push(Scored {
+                action: c.action,
+                propensity,
+                context_weight,
+                value,
+                lever,
+                priority: propensity * context_weight * value * lever,
+            })
         }
+    });
+    if let Err(d) = result {
+        diagnostics.push(d);
+        return;
     }
-    arbitration::sort_all(&mut kept);
+    if rescored {
+        arbitration::sort_all(&mut kept);
+    }
     out.ranked = kept;
     out.removed.extend(excluded);
 }
@@ -745,25 +742,34 @@ fn adjust(
 fn selected(
     rs: &RuleSet,
     ranked: &[Scored],
-    ids: &[String],
+    picks: &[Pick],
     limit: usize,
     s: &Strategy,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Scored> {
-    let mut out: Vec<Scored> = Vec::with_capacity(limit.min(ids.len()));
-    for id in ids {
-        match ranked
-            .iter()
-            .find(|c| *rs.actions[c.action as usize].id == **id)
-        {
+    let mut out: Vec<Scored> = Vec::with_capacity(limit.min(picks.len()));
+    for pick in picks {
+        let found = match pick {
+            Pick::Action(a) => ranked.iter().find(|c| c.action == *a),
+            Pick::Id(id) => ranked
+                .iter()
+                .find(|c| *rs.actions[c.action as usize].id == **id),
+        };
+        match found {
             Some(c) if !out.iter().any(|o| o.action == c.action) => out.push(*c),
             Some(_) => {}
-            None => diagnostics.push(Diagnostic {
-                hook: "select",
-                script: s.script.clone(),
-                line: None,
-                message: format!("`{id}` is not one of the ranked candidates; ignored"),
-            }),
+            None => {
+                let id = match pick {
+                    Pick::Action(a) => &*rs.actions[*a as usize].id,
+                    Pick::Id(id) => id,
+                };
+                diagnostics.push(Diagnostic {
+                    hook: "select",
+                    script: s.script.clone(),
+                    line: None,
+                    message: format!("`{id}` is not one of the ranked candidates; ignored"),
+                })
+            }
         }
         if out.len() == limit {
             break;

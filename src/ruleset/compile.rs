@@ -945,7 +945,7 @@ fn strategy(
         );
         return None;
     };
-    match crate::script::Strategy::compile(&path, text, &s.limits, schema) {
+    match crate::script::Strategy::compile(&path, text, &s.limits, s.lower, schema) {
         Ok(st) => Some(st),
         Err(e) => {
             d.errors.push(RuleError {

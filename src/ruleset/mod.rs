@@ -279,6 +279,27 @@ impl RuleSet {
         compile::compile(source).map_err(Error::Rules)
     }
 
+    /// The strategy's hooks and how each runs: `(hook, None)` when it is
+    /// lowered to the engine's own operations, `(hook, Some(why))` when it
+    /// runs in rhai's interpreter and why (the construct that kept it
+    /// there). Empty without a strategy.
+    pub fn strategy_hooks(&self) -> Vec<(&'static str, Option<&str>)> {
+        self.strategy.as_ref().map_or_else(Vec::new, |s| {
+            s.hooks_lowered()
+                .into_iter()
+                .filter_map(|(hook, defined, why)| defined.then_some((hook, why)))
+                .collect()
+        })
+    }
+
+    /// How many calls of lowered strategy hooks this version has handed
+    /// back to rhai's interpreter (a call does when its script does
+    /// something the lowered form leaves to rhai at run time: an error, an
+    /// overflow, a value near a size limit). 0 without a strategy.
+    pub fn strategy_fallbacks(&self) -> u64 {
+        self.strategy.as_ref().map_or(0, |s| s.fallbacks())
+    }
+
     /// The rule set's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -423,6 +423,14 @@ pub(crate) struct StrategySrc {
     pub script: Spanned<String>,
     #[serde(default)]
     pub limits: crate::script::Limits,
+    /// Lower the hooks to the engine's own operations where they allow it
+    /// (the default); `false` runs every hook in rhai's interpreter.
+    #[serde(default = "yes")]
+    pub lower: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]

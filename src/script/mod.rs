@@ -21,6 +21,7 @@
 //! did not exist) and the decision carries a diagnostic naming the script,
 //! line and error.
 
+mod lowered;
 mod types;
 
 use std::cell::Cell;
@@ -31,7 +32,11 @@ use rhai::packages::Package;
 use rhai::{CallFnOptions, Dynamic, Engine as Rhai, Scope, AST};
 use serde::Deserialize;
 
+pub(crate) use lowered::Env as HookEnv;
 pub(crate) use types::{Candidate, Customer};
+
+use lowered::{Bail, Cand, Lowered};
+use std::sync::Arc;
 
 /// Sandbox limits of a strategy (`[strategy.limits]`); every one is set
 /// explicitly on the rhai engine, since rhai's own defaults differ between
@@ -120,6 +125,11 @@ pub(crate) struct Strategy {
     pub has_adjust: bool,
     pub has_select: bool,
     budget: Duration,
+    /// The hooks lowered to the engine's own operations (see
+    /// [`lowered`]); a hook that is not runs in rhai.
+    lowered: Lowered,
+    /// Calls of lowered hooks handed back to rhai (see [`lowered`]).
+    fallbacks: std::sync::atomic::AtomicU64,
     /// Per action index: its id, group and issue as rhai strings, built on
     /// first use so that a candidate costs reference counts, not
     /// allocations.
@@ -163,6 +173,7 @@ impl Strategy {
         script: &Path,
         text: &str,
         limits: &Limits,
+        lower: bool,
         schema: &crate::Schema,
     ) -> Result<Strategy, LoadError> {
         let mut engine = Rhai::new_raw();
@@ -241,7 +252,20 @@ impl Strategy {
                 message: "the script defines no hook: write `fn derive(customer)`, `fn adjust(customer, candidate)` or `fn select(customer, ranked)`".into(),
             });
         }
+        let lowered = if lower {
+            Lowered::new(&engine, text, &ast, schema, limits)
+        } else {
+            let why = |h: bool| h.then(|| "`lower = false` in [strategy]".to_string());
+            Lowered {
+                derive: None,
+                adjust: None,
+                select: None,
+                why: [why(has[0]), why(has[1]), why(has[2])],
+            }
+        };
         Ok(Strategy {
+            lowered,
+            fallbacks: std::sync::atomic::AtomicU64::new(0),
             engine,
             ast,
             script: script.to_path_buf(),
@@ -270,8 +294,8 @@ impl Strategy {
         })
     }
 
-    /// The customer of one decision, as scripts see it.
-    pub(crate) fn customer(&self, ctx: &crate::context::Context) -> Customer {
+    /// The customer of one decision, as rhai scripts see it.
+    fn customer(&self, ctx: &crate::context::Context) -> Customer {
         let symbols = self.symbols.get_or_init(|| {
             ctx.schema
                 .symbols
@@ -280,7 +304,28 @@ impl Strategy {
                 .map(|t| rhai::ImmutableString::from(&**t))
                 .collect()
         });
-        Customer(std::sync::Arc::new(ctx.clone()), symbols.clone())
+        Customer(Arc::new(ctx.clone()), symbols.clone())
+    }
+
+    /// How many calls of lowered hooks were handed back to rhai so far.
+    pub(crate) fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn fell_back(&self) {
+        self.fallbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// For each hook (derive, adjust, select): whether the script defines
+    /// it, and if it is not lowered, what keeps it in rhai's interpreter.
+    pub(crate) fn hooks_lowered(&self) -> [(&'static str, bool, Option<&str>); 3] {
+        let w = &self.lowered.why;
+        [
+            ("derive", self.has_derive, w[0].as_deref()),
+            ("adjust", self.has_adjust, w[1].as_deref()),
+            ("select", self.has_select, w[2].as_deref()),
+        ]
     }
 
     /// Start the hooks of one decision: sets `now` and, unless replaying,
@@ -294,6 +339,7 @@ impl Strategy {
         HookRun {
             strategy: self,
             scope: Scope::new(),
+            customer: None,
         }
     }
 
@@ -315,6 +361,25 @@ impl Strategy {
 pub(crate) struct HookRun<'s> {
     strategy: &'s Strategy,
     scope: Scope<'static>,
+    /// The customer as rhai sees it, built when a hook first runs in rhai.
+    customer: Option<Customer>,
+}
+
+/// What `adjust` made of a candidate.
+pub(crate) struct Adjusted {
+    /// P, C, V and L.
+    pub scores: [f64; 4],
+    /// The reason, if `exclude` was called.
+    pub excluded: Option<Arc<str>>,
+}
+
+/// One entry of `select`'s list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// A candidate (by action index).
+    Action(u32),
+    /// An action id, as the script wrote it.
+    Id(String),
 }
 
 impl Drop for HookRun<'_> {
@@ -351,9 +416,29 @@ impl HookRun<'_> {
         }
     }
 
+    /// The customer for rhai, built on first use from `ctx`.
+    fn rhai_customer(&mut self, ctx: &crate::context::Context) -> Customer {
+        self.customer
+            .get_or_insert_with(|| self.strategy.customer(ctx))
+            .clone()
+    }
+
+    /// The context changed (derive's attributes were added): the next
+    /// hook run in rhai sees the new one.
+    pub(crate) fn context_changed(&mut self) {
+        self.customer = None;
+    }
+
     /// `derive(customer)`: the derived attributes, as a rhai map.
-    pub(crate) fn derive(&mut self, customer: &Customer) -> Result<rhai::Map, Diagnostic> {
-        let out = self.call("derive", (customer.clone(),))?;
+    pub(crate) fn derive(&mut self, env: &HookEnv<'_>) -> Result<rhai::Map, Diagnostic> {
+        if let Some(h) = &self.strategy.lowered.derive {
+            if let Ok(m) = h.runner(env).derive() {
+                return Ok(m.unwrap_or_default());
+            }
+            self.strategy.fell_back();
+        }
+        let customer = self.rhai_customer(env.ctx);
+        let out = self.call("derive", (customer,))?;
         if out.is_unit() {
             return Ok(rhai::Map::new());
         }
@@ -366,35 +451,115 @@ impl HookRun<'_> {
         })
     }
 
-    /// `adjust(customer, candidate)`: the adjusted candidate.
-    pub(crate) fn adjust(
+    /// `adjust(customer, candidate)` on each survivor, in order, passing
+    /// each result to `each`. The first failure stops the hook and is
+    /// returned.
+    pub(crate) fn adjust_each(
         &mut self,
-        customer: &Customer,
-        candidate: Candidate,
-    ) -> Result<Candidate, Diagnostic> {
-        let out = self.call("adjust", (customer.clone(), candidate.clone()))?;
+        env: &HookEnv<'_>,
+        ranked: &[crate::decision::Scored],
+        mut each: impl FnMut(&crate::decision::Scored, Adjusted),
+    ) -> Result<(), Diagnostic> {
+        let strategy = self.strategy;
+        let mut runner = strategy.lowered.adjust.as_ref().map(|h| h.runner(env));
+        for c in ranked {
+            let scores = [c.propensity, c.context_weight, c.value, c.lever];
+            let lowered = runner.as_mut().and_then(|r| {
+                let cand = Cand {
+                    action: c.action,
+                    s: scores,
+                    excluded: None,
+                };
+                match r.adjust(cand) {
+                    Ok(None) => Some(Ok(Adjusted {
+                        scores,
+                        excluded: None,
+                    })),
+                    Ok(Some(a)) => {
+                        let id = &env.rules.actions[a.action as usize].id;
+                        Some(check_scores(id, a.s).map(|()| Adjusted {
+                            scores: a.s,
+                            excluded: a.excluded.map(Arc::from),
+                        }))
+                    }
+                    Err(Bail) => None,
+                }
+            });
+            let adjusted = match lowered {
+                Some(Ok(a)) => a,
+                Some(Err(m)) => return Err(self.bad("adjust", m)),
+                None => {
+                    if runner.is_some() {
+                        strategy.fell_back();
+                    }
+                    self.adjust_in_rhai(env, c)?
+                }
+            };
+            each(c, adjusted);
+        }
+        Ok(())
+    }
+
+    fn adjust_in_rhai(
+        &mut self,
+        env: &HookEnv<'_>,
+        c: &crate::decision::Scored,
+    ) -> Result<Adjusted, Diagnostic> {
+        let scores = [c.propensity, c.context_weight, c.value, c.lever];
+        let customer = self.rhai_customer(env.ctx);
+        let candidate = candidate(self.strategy.names(env.rules), c);
+        let out = self.call("adjust", (customer, candidate))?;
         if out.is_unit() {
-            return Ok(candidate);
+            return Ok(Adjusted {
+                scores,
+                excluded: None,
+            });
         }
         let t = out.type_name();
-        let c = out.try_cast::<Candidate>().ok_or_else(|| {
+        let a = out.try_cast::<Candidate>().ok_or_else(|| {
             self.bad(
                 "adjust",
                 format!("must return the candidate (or nothing), returned {t}"),
             )
         })?;
-        c.check().map_err(|m| self.bad("adjust", m))?;
-        Ok(c)
+        let scores = [a.propensity, a.context_weight, a.value, a.lever];
+        check_scores(&a.id, scores).map_err(|m| self.bad("adjust", m))?;
+        Ok(Adjusted {
+            scores,
+            excluded: a.excluded.map(|r| Arc::from(r.as_str())),
+        })
     }
 
-    /// `select(customer, ranked)`: the final list of action ids.
+    /// `select(customer, ranked)`: the final list.
     pub(crate) fn select(
         &mut self,
-        customer: &Customer,
-        ranked: Vec<Candidate>,
-    ) -> Result<Vec<String>, Diagnostic> {
-        let arr: rhai::Array = ranked.into_iter().map(Dynamic::from).collect();
-        let out = self.call("select", (customer.clone(), arr))?;
+        env: &HookEnv<'_>,
+        ranked: &[crate::decision::Scored],
+    ) -> Result<Vec<Pick>, Diagnostic> {
+        if let Some(h) = &self.strategy.lowered.select {
+            let ranked = ranked.iter().map(|c| Cand {
+                action: c.action,
+                s: [c.propensity, c.context_weight, c.value, c.lever],
+                excluded: None,
+            });
+            if let Ok(list) = h.runner(env).select(ranked) {
+                return Ok(list
+                    .into_iter()
+                    .map(|p| match p {
+                        Ok(a) => Pick::Action(a),
+                        Err(id) => Pick::Id(id.to_string()),
+                    })
+                    .collect());
+            }
+            self.strategy.fell_back();
+        }
+        let customer = self.rhai_customer(env.ctx);
+        let names = self.strategy.names(env.rules);
+        let arr: rhai::Array = ranked
+            .iter()
+            .map(|c| Dynamic::from(candidate(names, c)))
+            .collect();
+        let out = self.call("select", (customer, arr))?;
         let t = out.type_name();
         let arr = out.try_cast::<rhai::Array>().ok_or_else(|| {
             self.bad(
@@ -402,12 +567,12 @@ impl HookRun<'_> {
                 format!("must return an array of candidates or action ids, returned {t}"),
             )
         })?;
-        let mut ids = Vec::with_capacity(arr.len());
+        let mut picks = Vec::with_capacity(arr.len());
         for item in arr {
             if let Some(c) = item.clone().try_cast::<Candidate>() {
-                ids.push(c.id.to_string());
+                picks.push(Pick::Action(c.action));
             } else if let Ok(s) = item.clone().into_immutable_string() {
-                ids.push(s.to_string());
+                picks.push(Pick::Id(s.to_string()));
             } else {
                 return Err(self.bad(
                     "select",
@@ -415,7 +580,40 @@ impl HookRun<'_> {
                 ));
             }
         }
-        Ok(ids)
+        Ok(picks)
+    }
+}
+
+/// A survivor as rhai scripts see it.
+fn candidate(names: &[[rhai::ImmutableString; 3]], c: &crate::decision::Scored) -> Candidate {
+    let [id, group, issue] = &names[c.action as usize];
+    Candidate {
+        action: c.action,
+        id: id.clone(),
+        group: group.clone(),
+        issue: issue.clone(),
+        propensity: c.propensity,
+        context_weight: c.context_weight,
+        value: c.value,
+        lever: c.lever,
+        excluded: None,
+    }
+}
+
+/// Scores a script may set: finite, P in [0, 1], C and L not negative.
+fn check_scores(id: &str, [p, c, v, l]: [f64; 4]) -> Result<(), String> {
+    let ok = (0.0..=1.0).contains(&p)
+        && c.is_finite()
+        && c >= 0.0
+        && v.is_finite()
+        && l.is_finite()
+        && l >= 0.0;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "set an invalid score for `{id}`: propensity {p} (must be in [0, 1]), context_weight {c}, value {v}, lever {l} (finite; C and L not negative)"
+        ))
     }
 }
 

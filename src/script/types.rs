@@ -43,6 +43,8 @@ impl Customer {
 /// A candidate that passed the engagement policies.
 #[derive(Clone, Debug)]
 pub(crate) struct Candidate {
+    /// The action's index in the rule version (scripts cannot set it).
+    pub action: u32,
     pub id: ImmutableString,
     pub group: ImmutableString,
     pub issue: ImmutableString,
@@ -56,24 +58,6 @@ pub(crate) struct Candidate {
 impl Candidate {
     pub(crate) fn priority(&self) -> f64 {
         self.propensity * self.context_weight * self.value * self.lever
-    }
-
-    /// Scores a script may set: finite, P in [0, 1], C and L not negative.
-    pub(crate) fn check(&self) -> Result<(), String> {
-        let ok = (0.0..=1.0).contains(&self.propensity)
-            && self.context_weight.is_finite()
-            && self.context_weight >= 0.0
-            && self.value.is_finite()
-            && self.lever.is_finite()
-            && self.lever >= 0.0;
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "set an invalid score for `{}`: propensity {} (must be in [0, 1]), context_weight {}, value {}, lever {} (finite; C and L not negative)",
-                self.id, self.propensity, self.context_weight, self.value, self.lever
-            ))
-        }
     }
 }
 

@@ -248,6 +248,9 @@ fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
                             "channels": rs.channel_names().collect::<Vec<_>>(),
                             "conditions": rs.condition_count(),
                             "attributes": rs.schema().attributes().len(),
+                            "strategy_hooks": rs.strategy_hooks().into_iter()
+                                .map(|(h, why)| (h.to_string(), serde_json::Value::from(why.map_or_else(|| "lowered".to_string(), |w| format!("rhai: {w}")))))
+                                .collect::<serde_json::Map<_, _>>(),
                         })
                     );
                 } else {
@@ -261,6 +264,16 @@ fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
                         rs.condition_count(),
                         &rs.hash()[..16]
                     );
+                    for (hook, why) in rs.strategy_hooks() {
+                        match why {
+                            None => {
+                                println!("  strategy hook {hook}: lowered to native operations")
+                            }
+                            Some(w) => {
+                                println!("  strategy hook {hook}: runs in rhai's interpreter: {w}")
+                            }
+                        }
+                    }
                 }
             }
             Err(Error::Rules(errs)) => {
