@@ -3,11 +3,15 @@
 //! - `decide/catalog/{10,100,1000,10000}`: typed contexts built outside the
 //!   timing loop, explain off, on a generated catalog (benches/support).
 //! - `decide/catalog_explain/{10,100,1000,10000}`: the same with explain on.
-//! - `decide/strategy/100`: with a scripted strategy (derive, adjust, select).
+//! - `decide/strategy/100`: with a scripted strategy (derive, adjust, select),
+//!   its hooks lowered; `decide/strategy_rhai/100`: the same hooks run by
+//!   rhai's interpreter (`[strategy] lower = false`).
 //! - `decide/log_file/100`: with the JSON Lines decision log (default
 //!   settings, rotated so the disk does not fill; block when full).
 //! - `decide/rules/NAME`: every rule set under `rules/` that has a
-//!   `customers.jsonl`, with its population (skipped when there is none).
+//!   `customers.jsonl`, with its population (skipped when there is none);
+//!   for a rule set with a strategy, also `decide/rules_rhai/NAME` (its
+//!   hooks interpreted) and `decide/rules_no_strategy/NAME` (without it).
 //! - `floor/{10,..,10000}`: a hand-written Rust decision over plain structs.
 //! - `rhai_naive/{10,100,1000}`: rhai evaluating the same condition strings.
 //! - `decide_json/100`: JSON request in, JSON decision out (Rust API).
@@ -33,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use nextbest::audit::LogConfig;
-use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet};
+use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet, RuleSource};
 
 mod support;
 use support::{
@@ -155,6 +159,17 @@ fn decide(c: &mut Criterion) {
             &engine,
             &requests,
         );
+        // The same hooks run by rhai's interpreter (`lower = false`).
+        let interpreted = Engine::new(
+            RuleSet::compile(&interpreted(f.catalog.to_source_with_strategy()))
+                .expect("compiles without lowering"),
+        );
+        bench_requests(
+            &mut g,
+            BenchmarkId::new("strategy_rhai", 100),
+            &interpreted,
+            &requests,
+        );
     }
     {
         let f = fixture(100);
@@ -182,11 +197,58 @@ fn decide(c: &mut Criterion) {
         match shipped(&dir) {
             Ok((engine, requests)) => {
                 bench_requests(&mut g, BenchmarkId::new("rules", &name), &engine, &requests);
+                let Some(source) = RuleSource::from_dir(&dir)
+                    .ok()
+                    .filter(|s| main_file(s).contains("[strategy]"))
+                else {
+                    continue;
+                };
+                // Its strategy run by rhai's interpreter, and no strategy
+                // at all (the derived attributes then stay missing, so the
+                // decisions differ: this is the cost of the hooks).
+                for (variant, source) in [
+                    ("rules_rhai", interpreted(source.clone())),
+                    ("rules_no_strategy", without_strategy(source)),
+                ] {
+                    let engine = Engine::new(RuleSet::compile(&source).expect("variant compiles"));
+                    bench_requests(&mut g, BenchmarkId::new(variant, &name), &engine, &requests);
+                }
             }
             Err(why) => eprintln!("decide/rules/{name}: skipped ({why})"),
         }
     }
     g.finish();
+}
+
+fn main_file(source: &RuleSource) -> String {
+    source
+        .files()
+        .find(|(p, _)| *p == Path::new("ruleset.toml"))
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default()
+}
+
+/// `source` with its strategy run by rhai's interpreter (`lower = false`).
+fn interpreted(source: RuleSource) -> RuleSource {
+    let main = main_file(&source).replace("[strategy]\n", "[strategy]\nlower = false\n");
+    source.file("ruleset.toml", main)
+}
+
+/// `source` without its strategy: the `[strategy]` tables removed and the
+/// derived attributes declared plain.
+fn without_strategy(source: RuleSource) -> RuleSource {
+    let mut main = String::new();
+    let mut skipping = false;
+    for line in main_file(&source).lines() {
+        if line.starts_with('[') {
+            skipping = line.starts_with("[strategy");
+        }
+        if !skipping {
+            main.push_str(&line.replace("derived = true", "derived = false"));
+            main.push('\n');
+        }
+    }
+    source.file("ruleset.toml", main)
 }
 
 /// Every `rules/*/` directory with a `customers.jsonl` population.
@@ -558,6 +620,31 @@ fn summary(since: SystemTime) {
             "cost per additional action (1,000 -> 10,000 actions): {:.1} ns",
             (b - a) / 9000.0
         ));
+    }
+    if let (Some(c), Some(s), Some(r)) = (
+        m("decide/catalog/100"),
+        m("decide/strategy/100"),
+        m("decide/strategy_rhai/100"),
+    ) {
+        lines.push(format!(
+            "strategy, 100 actions: hooks add {:.2} us lowered, {:.2} us in rhai's interpreter ({:.1}x)",
+            (s - c) / 1e3,
+            (r - c) / 1e3,
+            (r - c) / (s - c)
+        ));
+    }
+    for (name, _) in rule_dirs() {
+        if let (Some(w), Some(r), Some(n)) = (
+            m(&format!("decide/rules/{name}")),
+            m(&format!("decide/rules_rhai/{name}")),
+            m(&format!("decide/rules_no_strategy/{name}")),
+        ) {
+            lines.push(format!(
+                "rules/{name}: its strategy adds {:.2} us lowered, {:.2} us in rhai's interpreter",
+                (w - n) / 1e3,
+                (r - n) / 1e3
+            ));
+        }
     }
     if let (Some(j), Some(n)) = (m("decide_json/100"), m("nb_decide/100")) {
         lines.push(format!(

@@ -56,6 +56,20 @@ pub(crate) struct Hook {
     /// Local slots: the parameters first.
     slots: usize,
     limits: Limits,
+    /// Expressions that depend only on a candidate's id, group and issue
+    /// (and constants), folded out of the body as [`E::PerAction`]: each is
+    /// evaluated once per action of the version, on first use.
+    statics: Vec<E>,
+    tables: std::sync::OnceLock<Vec<Box<[Option<Folded>]>>>,
+}
+
+/// A folded expression's value for one action (`None`: it hands the call
+/// back to rhai).
+#[derive(Debug, Clone, Copy)]
+enum Folded {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
 }
 
 /// A constant.
@@ -89,8 +103,19 @@ enum Bin {
 /// An expression.
 #[derive(Debug)]
 enum E {
+    /// An array or map constant.
     Lit(Lit),
+    Unit,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Box<str>),
     Local(u16),
+    /// `local.NAME`.
+    LocalProp(u16, Prop),
+    /// Static expression number `.1` of the candidate in local `.0`, read
+    /// from its action's table.
+    PerAction(u16, usize),
     /// `customer.NAME` for an attribute of the schema.
     Attr(u16),
     /// `x.NAME` on a candidate, map, array, string or customer.
@@ -261,7 +286,7 @@ impl Lowered {
             let lowered = match shadowed {
                 Some(s) => Err(format!("the script defines its own `{}`", s.name)),
                 None => body(engine, text, f.body.start_position(), f.body.end_position())
-                    .and_then(|stmts| Hook::lower(&f.params, &stmts, schema, limits)),
+                    .and_then(|stmts| Hook::lower(&f.params, &stmts, schema, limits, i)),
             };
             match lowered {
                 Ok(h) => match i {
@@ -319,6 +344,7 @@ impl Hook {
         stmts: &[Stmt],
         schema: &Schema,
         limits: &Limits,
+        hook: usize,
     ) -> L<Hook> {
         let mut l = Lower {
             schema,
@@ -334,13 +360,27 @@ impl Hook {
         let mut body = l.block(stmts)?;
         // The hook's value is read for the last time: move it out.
         if let Some(S::Expr(e)) = body.last_mut() {
-            let last = std::mem::replace(e, E::Lit(Lit::Unit));
+            let last = std::mem::replace(e, E::Unit);
             *e = take(last);
+        }
+        let mut statics = Vec::new();
+        let only = |slot: u16, body: &[S]| !body.iter().any(|s| replaces(s, slot));
+        if params.len() == 2 && only(1, &body) {
+            if hook == 1 {
+                // adjust: the candidate parameter stays a candidate.
+                fold_block(&mut body, 1, &mut statics);
+            } else if hook == 2 && !body.iter().any(|s| writes(s, 1)) {
+                // select: loops over the ranked list (never changed) give
+                // candidates, in a loop variable its body never replaces.
+                fold_loops(&mut body, &mut statics);
+            }
         }
         Ok(Hook {
             body,
             slots: l.max as usize,
             limits: limits.clone(),
+            statics,
+            tables: std::sync::OnceLock::new(),
         })
     }
 }
@@ -512,15 +552,15 @@ impl Lower<'_> {
 
     fn expr(&mut self, e: &Expr) -> L<E> {
         Ok(match e {
-            Expr::DynamicConstant(d, pos) => E::Lit(lit(d).map_or_else(
+            Expr::DynamicConstant(d, pos) => constant(lit(d).map_or_else(
                 || unsupported(format!("a constant of type {}", d.type_name()), *pos),
                 Ok,
             )?),
-            Expr::BoolConstant(b, _) => E::Lit(Lit::Bool(*b)),
-            Expr::IntegerConstant(i, _) => E::Lit(Lit::Int(*i)),
-            Expr::FloatConstant(f, _) => E::Lit(Lit::Float(**f)),
-            Expr::StringConstant(s, _) => E::Lit(Lit::Str(s.as_str().into())),
-            Expr::Unit(_) => E::Lit(Lit::Unit),
+            Expr::BoolConstant(b, _) => E::Bool(*b),
+            Expr::IntegerConstant(i, _) => E::Int(*i),
+            Expr::FloatConstant(f, _) => E::Float(**f),
+            Expr::StringConstant(s, _) => E::Str(s.as_str().into()),
+            Expr::Unit(_) => E::Unit,
             Expr::Array(items, _) => E::Array(self.exprs(items)?),
             Expr::Map(x, _) => E::Map(
                 x.0.iter()
@@ -543,8 +583,8 @@ impl Lower<'_> {
                 let mut args = self.exprs(&f.args)?;
                 let name = f.name.as_str();
                 let two = |args: &mut Vec<E>| {
-                    let b = args.pop().unwrap_or(E::Lit(Lit::Unit));
-                    let a = args.pop().unwrap_or(E::Lit(Lit::Unit));
+                    let b = args.pop().unwrap_or(E::Unit);
+                    let a = args.pop().unwrap_or(E::Unit);
                     Box::new((a, b))
                 };
                 match (name, args.len()) {
@@ -590,7 +630,10 @@ impl Lower<'_> {
         if let (E::Local(0), Some(slot)) = (&base, self.schema.slot(name)) {
             return E::Attr(slot);
         }
-        E::Prop(Box::new(base), Prop::new(name))
+        match base {
+            E::Local(slot) => E::LocalProp(slot, Prop::new(name)),
+            base => E::Prop(Box::new(base), Prop::new(name)),
+        }
     }
 
     fn method(&mut self, base: E, m: &rhai::FnCallExpr, pos: rhai::Position) -> L<E> {
@@ -623,6 +666,127 @@ fn writes(s: &S, slot: u16) -> bool {
 /// Whether a statement's own expressions move `slot` out (`return x`).
 fn takes(s: &S, slot: u16) -> bool {
     matches!(s, S::Return(Some(E::Take(x))) | S::Expr(E::Take(x)) if *x == slot)
+}
+
+/// Whether `s` may give local `slot` a new value (not just change one of
+/// its properties).
+fn replaces(s: &S, slot: u16) -> bool {
+    let any = |b: &[S]| b.iter().any(|s| replaces(s, slot));
+    match s {
+        S::Set(Place::Local(x), ..) | S::Let(x, _) => *x == slot,
+        S::For {
+            var, counter, body, ..
+        } => *var == slot || *counter == Some(slot) || any(body),
+        S::If(_, a, b) => any(a) || any(b),
+        S::Block(b) => any(b),
+        _ => false,
+    }
+}
+
+/// Fold the candidate-static expressions of local `slot` in `body`.
+fn fold_block(body: &mut [S], slot: u16, statics: &mut Vec<E>) {
+    for s in body {
+        match s {
+            S::Let(_, e) | S::Set(_, _, e) | S::Push(_, e) | S::Exclude(_, e) | S::Expr(e) => {
+                fold(e, slot, statics)
+            }
+            S::Return(Some(e)) => fold(e, slot, statics),
+            S::If(c, a, b) => {
+                fold(c, slot, statics);
+                fold_block(a, slot, statics);
+                fold_block(b, slot, statics);
+            }
+            S::For { iter, body, .. } => {
+                fold(iter, slot, statics);
+                fold_block(body, slot, statics);
+            }
+            S::Block(b) => fold_block(b, slot, statics),
+            S::Return(None) | S::Break | S::Continue => {}
+        }
+    }
+}
+
+/// In `select`: fold in the bodies of `for c in ranked` loops.
+fn fold_loops(body: &mut [S], statics: &mut Vec<E>) {
+    for s in body {
+        match s {
+            S::For {
+                var,
+                in_place: Some(1),
+                body,
+                ..
+            } if !body.iter().any(|s| replaces(s, *var)) => {
+                let var = *var;
+                fold_block(body, var, statics);
+                fold_loops(body, statics);
+            }
+            S::For { body, .. } | S::Block(body) => fold_loops(body, statics),
+            S::If(_, a, b) => {
+                fold_loops(a, statics);
+                fold_loops(b, statics);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `e` depends only on constants and the id, group and issue of
+/// the candidate in `slot`; and whether it reads the candidate at all.
+fn is_static(e: &E, slot: u16) -> Option<bool> {
+    let all = |es: &[&E]| {
+        es.iter()
+            .map(|e| is_static(e, slot))
+            .try_fold(false, |acc, r| r.map(|r| acc || r))
+    };
+    match e {
+        E::Unit | E::Bool(_) | E::Int(_) | E::Float(_) | E::Str(_) | E::Lit(_) => Some(false),
+        E::LocalProp(s, p)
+            if *s == slot && matches!(p.cand, CandProp::Id | CandProp::Group | CandProp::Issue) =>
+        {
+            Some(true)
+        }
+        E::Bin(_, x) | E::Contains(x) | E::Min(x) | E::Max(x) => all(&[&x.0, &x.1]),
+        E::Not(x) | E::Neg(x) | E::Abs(x) | E::Len(x) => all(&[x]),
+        E::And(xs) | E::Or(xs) | E::Coalesce(xs) => all(&xs.iter().collect::<Vec<_>>()),
+        _ => None,
+    }
+}
+
+/// Replace the largest candidate-static subexpressions of `e` (those that
+/// read the candidate and are more than one property) by table reads.
+fn fold(e: &mut E, slot: u16, statics: &mut Vec<E>) {
+    if !matches!(e, E::LocalProp(..)) && is_static(e, slot) == Some(true) {
+        let static_e = std::mem::replace(e, E::Unit);
+        statics.push(static_e);
+        *e = E::PerAction(slot, statics.len() - 1);
+        return;
+    }
+    match e {
+        E::Prop(x, _) | E::Len(x) | E::Neg(x) | E::Not(x) | E::Abs(x) | E::Since(x, _) => {
+            fold(x, slot, statics)
+        }
+        E::Bin(_, x) | E::Min(x) | E::Max(x) | E::Contains(x) | E::Index(x) => {
+            fold(&mut x.0, slot, statics);
+            fold(&mut x.1, slot, statics);
+        }
+        E::And(xs) | E::Or(xs) | E::Coalesce(xs) | E::Array(xs) => {
+            xs.iter_mut().for_each(|x| fold(x, slot, statics))
+        }
+        E::Map(xs) => xs.iter_mut().for_each(|(_, x)| fold(x, slot, statics)),
+        _ => {}
+    }
+}
+
+/// A constant as an expression: scalars inline.
+fn constant(l: Lit) -> E {
+    match l {
+        Lit::Unit => E::Unit,
+        Lit::Bool(b) => E::Bool(b),
+        Lit::Int(i) => E::Int(i),
+        Lit::Float(f) => E::Float(f),
+        Lit::Str(s) => E::Str(s),
+        l => E::Lit(l),
+    }
 }
 
 /// `x` read for the last time is moved out of its slot.
@@ -1290,9 +1454,99 @@ impl<'a> Run<'a, '_> {
         arith(op, a, b)
     }
 
+    /// An expression's value: the leaves here, the rest in
+    /// [`Run::expr_node`] (a call to a large function costs more than most
+    /// leaves do).
+    #[inline(always)]
     fn expr(&mut self, e: &'a E) -> R<V<'a>> {
         self.tick()?;
+        match e {
+            E::Local(slot) => {
+                let v = self.locals[*slot as usize];
+                if matches!(v, V::Arr(_) | V::Map(_)) {
+                    return Ok(self.read(*slot));
+                }
+                Ok(v)
+            }
+            E::Int(i) => Ok(V::Int(*i)),
+            E::Float(f) => Ok(V::Float(*f)),
+            E::Bool(b) => Ok(V::Bool(*b)),
+            E::Str(s) => self.text(s),
+            E::LocalProp(slot, p) => {
+                if let V::Cand(h) = self.locals[*slot as usize] {
+                    let c = &self.cands[h as usize];
+                    match p.cand {
+                        CandProp::Score(i) => return Ok(V::Float(c.s[i])),
+                        CandProp::Group => {
+                            let rs = self.env.rules;
+                            let g = rs.actions[c.action as usize].group;
+                            return self.text(&rs.groups[g as usize].name);
+                        }
+                        _ => {}
+                    }
+                }
+                let b = self.locals[*slot as usize];
+                self.prop(b, p)
+            }
+            e => self.expr_node(e),
+        }
+    }
+
+    /// The folded expressions' values for every action of the version.
+    fn tables(&self) -> &'a [Box<[Option<Folded>]>] {
+        let hook = self.hook;
+        let env = self.env;
+        hook.tables.get_or_init(|| {
+            hook.statics
+                .iter()
+                .map(|e| {
+                    (0..env.rules.actions.len() as u32)
+                        .map(|action| {
+                            let mut run = hook.runner(env);
+                            run.reset();
+                            run.cands.push(Cand {
+                                action,
+                                s: [0.0; 4],
+                                excluded: None,
+                            });
+                            run.locals.iter_mut().for_each(|v| *v = V::Cand(0));
+                            match run.expr(e) {
+                                Ok(V::Bool(b)) => Some(Folded::Bool(b)),
+                                Ok(V::Int(i)) => Some(Folded::Int(i)),
+                                Ok(V::Float(f)) => Some(Folded::Float(f)),
+                                _ => None,
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    #[inline(never)]
+    fn expr_node(&mut self, e: &'a E) -> R<V<'a>> {
         Ok(match e {
+            E::PerAction(slot, i) => {
+                let V::Cand(h) = self.locals[*slot as usize] else {
+                    return Err(Bail);
+                };
+                let action = self.cands[h as usize].action as usize;
+                match self.tables()[*i][action] {
+                    Some(Folded::Bool(b)) => V::Bool(b),
+                    Some(Folded::Int(i)) => V::Int(i),
+                    Some(Folded::Float(f)) => V::Float(f),
+                    None => return Err(Bail),
+                }
+            }
+            E::Unit => V::Unit,
+            E::Int(i) => V::Int(*i),
+            E::Float(f) => V::Float(*f),
+            E::Bool(b) => V::Bool(*b),
+            E::Str(s) => self.text(s)?,
+            E::LocalProp(slot, p) => {
+                let b = self.locals[*slot as usize];
+                self.prop(b, p)?
+            }
             E::Lit(l) => self.lit(l)?,
             E::Local(slot) => self.read(*slot),
             E::Take(slot) => self.locals[*slot as usize],
