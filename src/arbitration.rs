@@ -168,14 +168,16 @@ mod tests {
         #[test]
         fn sort_all_equals_sorting_by_the_comparison(
             raw in proptest::collection::vec(
-                (0u32..64, proptest::prop_oneof![
+                (0u32..2000, proptest::prop_oneof![
                     proptest::num::f64::ANY,
+                    0.0f64..1000.0,
+                    0.0f64..1000.0,
                     proptest::sample::select(vec![0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE / 4.0]),
                     // Priorities that differ below the sort key's 48 bits.
                     proptest::strategy::Strategy::prop_map(0u32..8, |k| 1.0 + f64::from(k) * f64::EPSILON),
                     proptest::strategy::Strategy::prop_map(0u32..8, |k| -3.0 - f64::from(k) * f64::EPSILON),
                 ]),
-                0..80,
+                0..400,
             )
         ) {
             // One candidate per action, as in a decision.
