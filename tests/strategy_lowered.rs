@@ -536,3 +536,81 @@ fn random_scripts_exercise_both_paths() {
         "{own} decided lowered, {handed} handed back"
     );
 }
+
+/// Both paths decide alike on `script` (lowered or not).
+fn agree(script: &str) {
+    let (a, b) = (
+        Engine::new(rules(script, true).unwrap()),
+        Engine::new(rules(script, false).unwrap()),
+    );
+    let ctx = Context::builder(&a.schema())
+        .set("age", 40)
+        .set("income", 50_000.0)
+        .set("vip", true)
+        .set("tier", "gold")
+        .set("tags", vec!["gold".to_string()])
+        .set("since", Timestamp(1_700_000_000))
+        .build()
+        .unwrap();
+    let request = DecisionRequest::new("C1", "web", ctx)
+        .explain(true)
+        .at(Timestamp(1_800_000_000));
+    let (x, y) = (a.decide(&request).unwrap(), b.decide(&request).unwrap());
+    assert_eq!(summary(&x), summary(&y), "{script}");
+}
+
+const DERIVE: &str = "fn derive(customer) { #{ score: 0.5 } }";
+
+/// rhai right-binds what follows an index: `a[i].m()` is `(a[i]).m()`,
+/// and `a[ix][0]` with an array `ix` is an error.
+#[test]
+fn index_chains_decide_as_rhai_does() {
+    for body in [
+        "let caps = [3, 10]; let i = 1; candidate.value = caps[i].min(5); candidate",
+        "let w = [-0.5, 2.0]; candidate.value = w[0].abs(); candidate",
+        "let a = [10, 20, 30]; let ix = [2]; candidate.value = a[ix][0]; candidate",
+        "let a = [[1, 2]]; a[0][1] = 9; candidate",
+        "let m = #{ k: 2 }; candidate.value = m?.k ?? 1; candidate",
+    ] {
+        agree(&format!(
+            "fn adjust(customer, candidate) {{ {body} }}\n{DERIVE}"
+        ));
+    }
+}
+
+/// Folded expressions count the operations they stand for: a hook that
+/// runs past rhai's operations budget fails in both paths.
+#[test]
+fn folded_expressions_count_their_operations() {
+    let zeros = ["0"; 10].join(", ");
+    let groups: Vec<String> = (1..=8)
+        .map(|k| format!("candidate.group == \"g{k}\""))
+        .collect();
+    let script = format!(
+        "fn adjust(customer, candidate) {{
+  let xs = [{zeros}]; let n = 0;
+  for a in xs {{ for b in xs {{ for c in xs {{
+    if {g} {{ n += 1; }}
+    if {g} {{ n += 2; }}
+    if {g} {{ n += 3; }}
+    if {g} {{ n += 4; }}
+  }} }} }}
+  candidate
+}}
+{DERIVE}",
+        g = groups.join(" || ")
+    );
+    agree(&script);
+    let d = Engine::new(rules(&script, true).unwrap());
+    let ctx = Context::builder(&d.schema()).build().unwrap();
+    let x = d
+        .decide(&DecisionRequest::new("C1", "web", ctx).at(Timestamp(1_800_000_000)))
+        .unwrap();
+    assert!(
+        x.diagnostics()
+            .iter()
+            .any(|g| g.to_string().contains("operations")),
+        "{:?}",
+        x.diagnostics()
+    );
+}

@@ -19,7 +19,7 @@
 //!   would make rhai raise an error or behave in a way the subset does not
 //!   model (integer overflow, division by zero, a comparison of arrays, a
 //!   property a type lacks, a string operation that builds a new string,
-//!   an array or map near its size limit, more than a quarter of the
+//!   an array or map near its size limit, more than an eighth of the
 //!   operations budget) makes the run [`Bail`], and the caller runs that
 //!   call in rhai from the start: hooks have no side effects, so the result,
 //!   error and diagnostic are rhai's own.
@@ -114,8 +114,9 @@ enum E {
     /// `local.NAME`.
     LocalProp(u16, Prop),
     /// Static expression number `.1` of the candidate in local `.0`, read
-    /// from its action's table.
-    PerAction(u16, usize),
+    /// from its action's table; `.2` is what evaluating it costs in
+    /// operations (its nodes, a property read as 3).
+    PerAction(u16, usize, u64),
     /// `customer.NAME` for an attribute of the schema.
     Attr(u16),
     /// `x.NAME` on a candidate, map, array, string or customer.
@@ -358,6 +359,10 @@ impl Hook {
             l.declare(p.clone(), i == 0);
         }
         let mut body = l.block(stmts)?;
+        // rhai limits the variables in scope (1,024, set on the engine).
+        if l.max > 256 {
+            return Err("more than 256 variables in scope at once".into());
+        }
         // The hook's value is read for the last time: move it out.
         if let Some(S::Expr(e)) = body.last_mut() {
             let last = std::mem::replace(e, E::Unit);
@@ -388,7 +393,7 @@ impl Hook {
 impl Lower<'_> {
     fn declare(&mut self, name: ImmutableString, read_only: bool) -> u16 {
         let slot = self.next;
-        self.next += 1;
+        self.next = self.next.saturating_add(1);
         self.max = self.max.max(self.next);
         self.scope.push((name, slot, read_only));
         slot
@@ -535,6 +540,9 @@ impl Lower<'_> {
                 }
                 _ => unsupported("assignment to a nested property", *pos),
             },
+            Expr::Index(x, flags, pos) if *flags != ASTFlags::BREAK => {
+                unsupported("an index chain or `?[`", *pos)
+            }
             Expr::Index(x, _, pos) => match &x.lhs {
                 Expr::Variable(v, ..) => {
                     let slot = self.writable(v.1.as_str(), *pos)?;
@@ -571,9 +579,18 @@ impl Lower<'_> {
                 Some((slot, _)) => E::Local(slot),
                 None => return unsupported(format!("unknown variable `{}`", v.1), *pos),
             },
+            Expr::Dot(_, flags, pos) if flags.contains(ASTFlags::NEGATED) => {
+                return unsupported("`?.`", *pos)
+            }
             Expr::Dot(x, _, _) => {
                 let base = self.expr(&x.lhs)?;
                 self.chain(base, &x.rhs)?
+            }
+            // rhai right-binds what follows an index (`a[i].m()` is
+            // `Index(a, Dot(i, m()))`, evaluated as `(a[i]).m()`): only a
+            // plain index that ends its chain is lowered.
+            Expr::Index(_, flags, pos) if *flags != ASTFlags::BREAK => {
+                return unsupported("an index chain or `?[`", *pos)
             }
             Expr::Index(x, _, _) => E::Index(Box::new((self.expr(&x.lhs)?, self.expr(&x.rhs)?))),
             Expr::And(x, _) => E::And(self.exprs(x)?),
@@ -612,6 +629,9 @@ impl Lower<'_> {
         match rhs {
             Expr::Property(p, _) => Ok(self.prop(base, p.2.as_str())),
             Expr::MethodCall(m, pos) => self.method(base, m, *pos),
+            Expr::Dot(_, flags, pos) if flags.contains(ASTFlags::NEGATED) => {
+                unsupported("`?.`", *pos)
+            }
             Expr::Dot(x, _, _) => {
                 let inner = self.chain(base, &x.lhs)?;
                 self.chain(inner, &x.rhs)
@@ -757,8 +777,9 @@ fn is_static(e: &E, slot: u16) -> Option<bool> {
 fn fold(e: &mut E, slot: u16, statics: &mut Vec<E>) {
     if !matches!(e, E::LocalProp(..)) && is_static(e, slot) == Some(true) {
         let static_e = std::mem::replace(e, E::Unit);
+        let weight = nodes(&static_e);
         statics.push(static_e);
-        *e = E::PerAction(slot, statics.len() - 1);
+        *e = E::PerAction(slot, statics.len() - 1, weight);
         return;
     }
     match e {
@@ -774,6 +795,18 @@ fn fold(e: &mut E, slot: u16, statics: &mut Vec<E>) {
         }
         E::Map(xs) => xs.iter_mut().for_each(|(_, x)| fold(x, slot, statics)),
         _ => {}
+    }
+}
+
+/// The operations a folded expression stands for: one per node, three per
+/// property read.
+fn nodes(e: &E) -> u64 {
+    match e {
+        E::LocalProp(..) => 3,
+        E::Bin(_, x) | E::Contains(x) | E::Min(x) | E::Max(x) => 1 + nodes(&x.0) + nodes(&x.1),
+        E::Not(x) | E::Neg(x) | E::Abs(x) | E::Len(x) => 1 + nodes(x),
+        E::And(xs) | E::Or(xs) | E::Coalesce(xs) => 1 + xs.iter().map(nodes).sum::<u64>(),
+        _ => 1,
     }
 }
 
@@ -945,9 +978,10 @@ impl Hook {
             arrs: Vec::new(),
             maps: Vec::new(),
             ops: 0,
-            // rhai counts a few operations per node at most: leave it every
-            // run that comes near its budget.
-            max_ops: self.limits.max_operations / 4,
+            // rhai counts a few operations per node (about 3 for a
+            // property read): leave it every run that comes within 8x of
+            // its budget.
+            max_ops: self.limits.max_operations / 8,
             limits: &self.limits,
             longest: std::cell::Cell::new(0),
         }
@@ -1526,7 +1560,11 @@ impl<'a> Run<'a, '_> {
     #[inline(never)]
     fn expr_node(&mut self, e: &'a E) -> R<V<'a>> {
         Ok(match e {
-            E::PerAction(slot, i) => {
+            E::PerAction(slot, i, weight) => {
+                self.ops += weight;
+                if self.ops > self.max_ops {
+                    return Err(Bail);
+                }
                 let V::Cand(h) = self.locals[*slot as usize] else {
                     return Err(Bail);
                 };
