@@ -1051,11 +1051,8 @@ impl<'a> Run<'a, '_> {
         self.reset();
         self.cands.extend(ranked);
         let items = (0..self.cands.len() as u32).map(V::Cand).collect();
-        self.arrs.push(Entry {
-            items,
-            shared: false,
-        });
-        let V::Arr(h) = self.call([V::Customer, V::Arr(0)])? else {
+        let ranked = add(&mut self.arrs, items);
+        let V::Arr(h) = self.call([V::Customer, V::Arr(ranked)])? else {
             return Err(Bail);
         };
         self.arrs[h as usize]
@@ -1097,20 +1094,12 @@ impl<'a> Run<'a, '_> {
 
     fn new_arr(&mut self, items: Vec<V<'a>>) -> R<V<'a>> {
         self.check_items(items.iter(), self.limits.max_array_size)?;
-        self.arrs.push(Entry {
-            items,
-            shared: false,
-        });
-        Ok(V::Arr(self.arrs.len() as u32 - 1))
+        Ok(V::Arr(add(&mut self.arrs, items)))
     }
 
     fn new_map(&mut self, items: Vec<(&'a str, V<'a>)>) -> R<V<'a>> {
         self.check_items(items.iter().map(|(_, v)| v), self.limits.max_map_size)?;
-        self.maps.push(Entry {
-            items,
-            shared: false,
-        });
-        Ok(V::Map(self.maps.len() as u32 - 1))
+        Ok(V::Map(add(&mut self.maps, items)))
     }
 
     /// The array in local `slot`, made its own (copied if another value
@@ -1119,17 +1108,9 @@ impl<'a> Run<'a, '_> {
         let V::Arr(h) = self.locals[slot as usize] else {
             return Err(Bail);
         };
-        let mut h = h as usize;
-        if self.arrs[h].shared {
-            let items = self.arrs[h].items.clone();
-            self.arrs.push(Entry {
-                items,
-                shared: false,
-            });
-            h = self.arrs.len() - 1;
-            self.locals[slot as usize] = V::Arr(h as u32);
-        }
-        Ok(h)
+        let h = own(&mut self.arrs, h);
+        self.locals[slot as usize] = V::Arr(h);
+        Ok(h as usize)
     }
 
     /// [`Run::own_arr`] for a map.
@@ -1137,17 +1118,9 @@ impl<'a> Run<'a, '_> {
         let V::Map(h) = self.locals[slot as usize] else {
             return Err(Bail);
         };
-        let mut h = h as usize;
-        if self.maps[h].shared {
-            let items = self.maps[h].items.clone();
-            self.maps.push(Entry {
-                items,
-                shared: false,
-            });
-            h = self.maps.len() - 1;
-            self.locals[slot as usize] = V::Map(h as u32);
-        }
-        Ok(h)
+        let h = own(&mut self.maps, h);
+        self.locals[slot as usize] = V::Map(h);
+        Ok(h as usize)
     }
 
     /// The candidate in local `slot`, copied so that it can be written
@@ -1576,17 +1549,12 @@ impl<'a> Run<'a, '_> {
                     None => return Err(Bail),
                 }
             }
-            E::Unit => V::Unit,
-            E::Int(i) => V::Int(*i),
-            E::Float(f) => V::Float(*f),
-            E::Bool(b) => V::Bool(*b),
-            E::Str(s) => self.text(s)?,
-            E::LocalProp(slot, p) => {
-                let b = self.locals[*slot as usize];
-                self.prop(b, p)?
+            // Evaluated by `Run::expr`, which never passes them here.
+            E::Int(_) | E::Float(_) | E::Bool(_) | E::Str(_) | E::LocalProp(..) | E::Local(_) => {
+                return Err(Bail)
             }
+            E::Unit => V::Unit,
             E::Lit(l) => self.lit(l)?,
-            E::Local(slot) => self.read(*slot),
             E::Take(slot) => self.locals[*slot as usize],
             E::Attr(slot) => self.attr(*slot)?,
             E::Prop(base, name) => {
@@ -1739,6 +1707,24 @@ impl<'a> Run<'a, '_> {
             }
         })
     }
+}
+
+/// Put `items` in `arena`, named by no other value yet.
+fn add<T>(arena: &mut Vec<Entry<T>>, items: T) -> u32 {
+    arena.push(Entry {
+        items,
+        shared: false,
+    });
+    arena.len() as u32 - 1
+}
+
+/// Entry `h` of `arena` if no other value may name it, else a new copy.
+fn own<T: Clone>(arena: &mut Vec<Entry<T>>, h: u32) -> u32 {
+    if !arena[h as usize].shared {
+        return h;
+    }
+    let items = arena[h as usize].items.clone();
+    add(arena, items)
 }
 
 fn number(v: V<'_>) -> R<f64> {
