@@ -324,17 +324,75 @@ impl Scored {
     }
 }
 
-/// Why a candidate was removed.
-#[derive(Debug, Clone)]
+/// Why a candidate was removed: plain data (24 bytes, no destructor), so
+/// an explanation that removes most of a large catalog writes and frees
+/// little. Text lives elsewhere: names in the rule set, the strategy's
+/// reasons in [`Decision`]'s `notes`.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Removed {
     pub action: u32,
-    pub stage: Stage,
-    pub level: Level,
     /// The conjunct that failed (engagement policies).
     pub cond: Option<u32>,
+    /// What `stage` names it by: for `strategy`, the index of the
+    /// reason in the decision's `notes`; for engine state, the index of
+    /// the policy, channel or volume constraint (as [`Blocked::policy`]);
+    /// otherwise [`Removed::NO_NOTE`].
+    pub note: u32,
+    pub stage: Stage,
+    pub level: Level,
     pub error: Option<EvalError>,
-    /// The strategy's reason (stage `strategy`).
-    pub note: Option<Arc<str>>,
+}
+
+impl Removed {
+    /// `note` when there is none.
+    pub(crate) const NO_NOTE: u32 = u32::MAX;
+
+    /// A removal by an engagement policy's conjunct or the value stage.
+    pub(crate) fn by_condition(
+        action: u32,
+        stage: Stage,
+        level: Level,
+        cond: Option<u32>,
+        error: Option<EvalError>,
+    ) -> Removed {
+        Removed {
+            action,
+            cond,
+            note: Removed::NO_NOTE,
+            stage,
+            level,
+            error,
+        }
+    }
+
+    /// A removal by engine state: `b`'s policy, channel or constraint.
+    pub(crate) fn by_state(b: Blocked) -> Removed {
+        Removed {
+            action: b.action,
+            cond: None,
+            note: b.policy,
+            stage: b.stage,
+            level: Level::Action,
+            error: None,
+        }
+    }
+
+    /// The strategy's reason or the blocking policy's name, if any.
+    pub(crate) fn note<'a>(&self, rs: &'a RuleSet, notes: &'a [Arc<str>]) -> Option<&'a str> {
+        match self.stage {
+            _ if self.note == Removed::NO_NOTE => None,
+            Stage::Strategy => notes.get(self.note as usize).map(|n| &**n),
+            Stage::ContactPolicy | Stage::ChannelLimit | Stage::VolumeConstraint => Some(
+                Blocked {
+                    action: self.action,
+                    stage: self.stage,
+                    policy: self.note,
+                }
+                .policy_name(rs),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// An action removed by engine state (contact policy, channel limit or
@@ -387,6 +445,8 @@ pub struct Decision {
     pub(crate) chosen: Vec<Scored>,
     pub(crate) ranked: Vec<Scored>,
     pub(crate) removed: Vec<Removed>,
+    /// The strategy's reasons for the exclusions in `removed`.
+    pub(crate) notes: Vec<Arc<str>>,
     pub(crate) diagnostics: Vec<crate::script::Diagnostic>,
     pub(crate) elapsed_ns: u64,
     /// Actions removed by engine state.
@@ -494,6 +554,7 @@ impl Decision {
             chosen: self.chosen.clone(),
             ranked: Vec::new(),
             removed: Vec::new(),
+            notes: Vec::new(),
             diagnostics: self.diagnostics.clone(),
             elapsed_ns: self.elapsed_ns,
             blocked: self.blocked.clone(),
@@ -798,10 +859,10 @@ impl<'a> FilteredAction<'a> {
     /// (`missing attribute income`, `integer overflow`, ...). `None` means it
     /// evaluated to false.
     pub fn reason(&self) -> Option<String> {
-        if let Some(n) = &self.removed.note {
+        let rs = self.rules();
+        if let Some(n) = self.removed.note(rs, &self.decision.notes) {
             return Some(n.to_string());
         }
-        let rs = self.rules();
         self.removed.error.map(|e| match e {
             EvalError::Missing(slot) => format!(
                 "missing attribute `{}`",

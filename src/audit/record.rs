@@ -225,7 +225,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
             buf.push(b',');
         }
         first = false;
-        let (condition, reason) = removed_detail(rules, env, r);
+        let (condition, reason) = removed_detail(rules, &d.notes, env, r);
         buf.extend_from_slice(b"{\"action\":");
         buf.extend_from_slice(ids[r.action as usize].as_bytes());
         // Stage and level names are identifiers: nothing to escape.
@@ -257,6 +257,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
 /// A removed candidate's condition text and reason, as the log gives them.
 fn removed_detail<'a>(
     rules: &'a crate::RuleSet,
+    notes: &'a [std::sync::Arc<str>],
     env: Env<'_>,
     r: &'a crate::decision::Removed,
 ) -> (Option<&'a str>, Option<std::borrow::Cow<'a, str>>) {
@@ -276,8 +277,8 @@ fn removed_detail<'a>(
             _ => (None, None),
         },
     };
-    let reason = match (&r.note, error) {
-        (Some(n), _) => Some(std::borrow::Cow::Borrowed(&**n)),
+    let reason = match (r.note(rules, notes), error) {
+        (Some(n), _) => Some(std::borrow::Cow::Borrowed(n)),
         (None, Some(EvalError::Missing(slot))) => Some(std::borrow::Cow::Owned(format!(
             "missing attribute `{}`",
             rules.schema.attrs[slot as usize].name
@@ -598,7 +599,7 @@ impl Serialize for Candidates<'_> {
         }
         for r in &d.removed {
             let a = &rules.actions[r.action as usize];
-            let (condition, reason) = removed_detail(rules, env, r);
+            let (condition, reason) = removed_detail(rules, &d.notes, env, r);
             seq.serialize_element(&RemovedJson {
                 action: &a.id,
                 removed: r,

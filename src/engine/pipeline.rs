@@ -182,10 +182,17 @@ pub(crate) fn decide_on(
     });
     let state = learn.as_ref().map(|l| (l, rng.as_mut(), &mut evidence));
     // Rule sets without engine state get the loop without its checks.
-    let mut out = if blocked.is_empty() && state.is_none() {
-        evaluate::<false>(rs, channel, ctx, now, limit, record, &blocked, None)
-    } else {
-        evaluate::<true>(rs, channel, ctx, now, limit, record, &blocked, state)
+    // The plain decision (no state, nothing recorded) gets a loop with
+    // neither engine-state checks nor recording in it.
+    let plain = !record.removed && !record.all;
+    let mut out = match (blocked.is_empty() && state.is_none(), plain) {
+        (true, true) => {
+            evaluate::<false, false>(rs, channel, ctx, now, limit, record, &blocked, None)
+        }
+        (true, false) => {
+            evaluate::<false, true>(rs, channel, ctx, now, limit, record, &blocked, None)
+        }
+        (false, _) => evaluate::<true, true>(rs, channel, ctx, now, limit, record, &blocked, state),
     };
     if let Some((s, run)) = hooks.as_mut() {
         let env = HookEnv {
@@ -309,6 +316,7 @@ pub(crate) fn decide_on(
         chosen: out.chosen,
         ranked: out.ranked,
         removed: out.removed,
+        notes: out.notes,
         diagnostics,
         elapsed_ns: since(started),
         version,
@@ -561,21 +569,14 @@ fn take_volumes(
             bound.counters[t as usize].give_back(w);
         }
         out.chosen.remove(i);
-        let policy: Arc<str> = rs.volumes[vi as usize].name.clone();
-        blocked.push(Blocked {
+        let block = Blocked {
             action: ai,
             stage: Stage::VolumeConstraint,
             policy: vi,
-        });
+        };
+        blocked.push(block);
         if record_removed {
-            out.removed.push(Removed {
-                action: ai,
-                stage: Stage::VolumeConstraint,
-                level: Level::Action,
-                cond: None,
-                error: None,
-                note: Some(policy),
-            });
+            out.removed.push(Removed::by_state(block));
         }
         out.ranked.retain(|c| c.action != ai);
         let next = out.ranked.iter().find(|c| {
@@ -699,18 +700,22 @@ fn adjust(
 ) {
     let mut kept = Vec::with_capacity(out.ranked.len());
     let mut excluded = Vec::new();
+    let mut notes = Vec::new();
     // Survivors come sorted: only changed scores can change the order
     // (removing some keeps the rest in order).
     let mut rescored = false;
     let result = run.adjust_each(env, &out.ranked, |c, a| match a.excluded {
-        Some(reason) => excluded.push(Removed {
-            action: c.action,
-            stage: Stage::Strategy,
-            level: Level::Action,
-            cond: None,
-            error: None,
-            note: Some(reason),
-        }),
+        Some(reason) => {
+            excluded.push(Removed {
+                action: c.action,
+                cond: None,
+                note: (out.notes.len() + notes.len()) as u32,
+                stage: Stage::Strategy,
+                level: Level::Action,
+                error: None,
+            });
+            notes.push(reason);
+        }
         None => {
             let [propensity, context_weight, value, lever] = a.scores;
             rescored |= a.scores.map(f64::to_bits)
@@ -734,6 +739,7 @@ fn adjust(
     }
     out.ranked = kept;
     out.removed.extend(excluded);
+    out.notes.extend(notes);
 }
 
 /// The final list from `select`'s ids: known survivors only, each once, in
@@ -803,13 +809,16 @@ struct Outcome {
     chosen: Vec<Scored>,
     ranked: Vec<Scored>,
     removed: Vec<Removed>,
+    /// The strategy's reasons, indexed by `removed`.
+    notes: Vec<Arc<str>>,
 }
 
 /// Engagement policies, then scoring, for every action offered on
 /// `channel`. With `record.all`, `ranked` holds every survivor sorted and
 /// `chosen` is left for the caller; otherwise `chosen` is the top N.
+/// Without `RECORD`, `record` must ask for nothing.
 #[allow(clippy::too_many_arguments)]
-fn evaluate<const STATEFUL: bool>(
+fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     rs: &RuleSet,
     channel: u32,
     ctx: &Context,
@@ -819,6 +828,12 @@ fn evaluate<const STATEFUL: bool>(
     blocked: &[Blocked],
     mut learn: Option<LearnState<'_, '_>>,
 ) -> Outcome {
+    debug_assert!(RECORD || !(record.removed || record.all || record.errors));
+    let record = Record {
+        removed: RECORD && record.removed,
+        errors: RECORD && record.errors,
+        all: RECORD && record.all,
+    };
     let ch = &rs.channels[channel as usize];
     let env = Env {
         ctx,
@@ -846,28 +861,27 @@ fn evaluate<const STATEFUL: bool>(
     for &ai in ch.actions.iter() {
         let action = &actions[ai as usize];
         if !memo.covers(&action.need) {
-            let check = record
-                .removed
-                .then(|| first_failure(&action.checks, &memo))
-                .flatten();
-            if let Some(check) = check {
-                removed.push(Removed {
-                    action: ai,
-                    stage: check.stage,
-                    level: check.level,
-                    cond: Some(check.cond),
-                    // The log's writer works the reason out off the hot path.
-                    error: if record.errors && !no_error[check.cond as usize] {
-                        // Evaluated once per conjunct, however many actions
-                        // it removes; errors (rare) are not cached.
-                        let e = memo.error(check.cond);
-                        no_error[check.cond as usize] = e.is_none();
-                        e
-                    } else {
-                        None
-                    },
-                    note: None,
-                });
+            if !record.removed {
+                continue;
+            }
+            if let Some(check) = first_failure(&action.checks, &memo) {
+                // The log's writer works the reason out off the hot path.
+                let error = if record.errors && !no_error[check.cond as usize] {
+                    // Evaluated once per conjunct, however many actions it
+                    // removes; errors (rare) are not cached.
+                    let e = memo.error(check.cond);
+                    no_error[check.cond as usize] = e.is_none();
+                    e
+                } else {
+                    None
+                };
+                removed.push(Removed::by_condition(
+                    ai,
+                    check.stage,
+                    check.level,
+                    Some(check.cond),
+                    error,
+                ));
             }
             continue;
         }
@@ -881,31 +895,24 @@ fn evaluate<const STATEFUL: bool>(
                 .then_some(next_block)
             {
                 if record.removed {
-                    removed.push(Removed {
-                        action: ai,
-                        stage: blocked[i].stage,
-                        level: Level::Action,
-                        cond: None,
-                        error: None,
-                        note: Some(blocked[i].policy_name(rs).clone()),
-                    });
+                    removed.push(Removed::by_state(blocked[i]));
                 }
                 continue;
             }
         }
         let Some(value) = arbitration::value(action, &memo) else {
             if record.removed {
-                removed.push(Removed {
-                    action: ai,
-                    stage: Stage::Value,
-                    level: Level::Action,
-                    cond: None,
-                    error: match &action.value {
-                        ValueFn::Expr(ir, _) if record.errors => ir.eval(memo.env()).err(),
-                        _ => None,
-                    },
-                    note: None,
-                });
+                let error = match &action.value {
+                    ValueFn::Expr(ir, _) if record.errors => ir.eval(memo.env()).err(),
+                    _ => None,
+                };
+                removed.push(Removed::by_condition(
+                    ai,
+                    Stage::Value,
+                    Level::Action,
+                    None,
+                    error,
+                ));
             }
             continue;
         };
@@ -938,6 +945,7 @@ fn evaluate<const STATEFUL: bool>(
         chosen,
         ranked,
         removed,
+        notes: Vec::new(),
     }
 }
 
