@@ -561,6 +561,51 @@ fn agree(script: &str) {
 
 const DERIVE: &str = "fn derive(customer) { #{ score: 0.5 } }";
 
+/// An `adjust` made of `if`s on what the candidate is (folded per action)
+/// with branches that often do nothing: the calls that change nothing for
+/// an action are skipped, and the decisions must not show it.
+fn guarded_adjust() -> impl Strategy<Value = String> {
+    let branch = prop::sample::select(vec![
+        "",
+        "",
+        "candidate.value *= 2.0;",
+        "candidate.exclude(\"not for this group\");",
+        "return candidate;",
+        "return;",
+        "return 5;",
+        "candidate",
+        "7",
+    ]);
+    let guard = prop::sample::select(vec![
+        "candidate.group == \"loans\"",
+        "candidate.group != \"cards\"",
+        "candidate.id == \"RETAIN\" || candidate.issue == \"growth\"",
+    ]);
+    let stmt = (guard, branch.clone(), branch)
+        .prop_map(|(g, a, b)| format!("if {g} {{ {a} }} else {{ {b} }}"));
+    let nested = (stmt.clone(), stmt.clone())
+        .prop_map(|(a, b)| format!("if candidate.group == \"keep\" {{ {a} }} else {{ {b} }}"));
+    (
+        prop::collection::vec(prop_oneof![3 => stmt, 1 => nested], 1..4),
+        prop::sample::select(vec!["candidate", "", "()", "5", "return candidate;"]),
+    )
+        .prop_map(|(stmts, last)| {
+            format!(
+                "fn adjust(customer, candidate) {{\n  {}\n  {last}\n}}\n{DERIVE}",
+                stmts.join("\n  ")
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn skipped_adjust_calls_decide_as_rhai_does(script in guarded_adjust()) {
+        agree(&script);
+    }
+}
+
 /// rhai right-binds what follows an index: `a[i].m()` is `(a[i]).m()`,
 /// and `a[ix][0]` with an array `ix` is an error.
 #[test]

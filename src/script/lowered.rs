@@ -61,6 +61,40 @@ pub(crate) struct Hook {
     /// evaluated once per action of the version, on first use.
     statics: Vec<E>,
     tables: std::sync::OnceLock<Vec<Box<[Option<Folded>]>>>,
+    /// `adjust` only: for each action of the version, whether a call
+    /// leaves its candidate as it is (see [`Run::unchanged`]).
+    unchanged: std::sync::OnceLock<Box<[bool]>>,
+}
+
+/// How `adjust`'s body ends when it does nothing for one action (see
+/// [`Run::unchanged`]): `Some(true)` when it ended by `return`, `None`
+/// when it may do something. Its value is the candidate or `()`.
+fn inert(body: &[S], tables: &[Box<[Option<Folded>]>], action: usize) -> Option<bool> {
+    // The candidate is local 1; nothing accepted here writes it.
+    const CAND: u16 = 1;
+    for s in body {
+        match s {
+            S::Expr(E::Local(CAND) | E::Take(CAND) | E::Unit) => {}
+            S::Return(None | Some(E::Local(CAND) | E::Take(CAND) | E::Unit)) => return Some(true),
+            S::Block(b) => {
+                if inert(b, tables, action)? {
+                    return Some(true);
+                }
+            }
+            S::If(E::PerAction(CAND, i, _), then, otherwise) => {
+                let taken = match tables.get(*i)?.get(action)? {
+                    Some(Folded::Bool(true)) => then,
+                    Some(Folded::Bool(false)) => otherwise,
+                    _ => return None,
+                };
+                if inert(taken, tables, action)? {
+                    return Some(true);
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(false)
 }
 
 /// A folded expression's value for one action (`None`: it hands the call
@@ -386,6 +420,7 @@ impl Hook {
             limits: limits.clone(),
             statics,
             tables: std::sync::OnceLock::new(),
+            unchanged: std::sync::OnceLock::new(),
         })
     }
 }
@@ -1497,6 +1532,24 @@ impl<'a> Run<'a, '_> {
             }
             e => self.expr_node(e),
         }
+    }
+
+    /// Whether `adjust` (this hook) returns `action`'s candidate as it is
+    /// or returns nothing, with no effect and nothing that could fail:
+    /// its body, with the folded conditions resolved for the action, only
+    /// takes `if`s whose branches do nothing. `if candidate.issue ==
+    /// "retention" { ... } candidate` is such a call for every action
+    /// outside retention, and the caller skips it. Worked out once per
+    /// action of the version, on first use.
+    pub(crate) fn unchanged(&self, action: u32) -> bool {
+        let hook = self.hook;
+        let tables = self.tables();
+        let n = self.env.rules.actions.len();
+        hook.unchanged.get_or_init(|| {
+            (0..n)
+                .map(|a| inert(&hook.body, tables, a).is_some())
+                .collect()
+        })[action as usize]
     }
 
     /// The folded expressions' values for every action of the version.

@@ -465,6 +465,12 @@ impl HookRun<'_> {
         for c in ranked {
             let scores = [c.propensity, c.context_weight, c.value, c.lever];
             let lowered = runner.as_mut().and_then(|r| {
+                if r.unchanged(c.action) {
+                    return Some(Ok(Adjusted {
+                        scores,
+                        excluded: None,
+                    }));
+                }
                 let cand = Cand {
                     action: c.action,
                     s: scores,
