@@ -580,6 +580,12 @@ fn guarded_adjust() -> impl Strategy<Value = String> {
         "candidate.group == \"loans\"",
         "candidate.group != \"cards\"",
         "candidate.id == \"RETAIN\" || candidate.issue == \"growth\"",
+        "lending",
+        "!lending",
+        "candidate.issue == \"growth\" && customer.vip",
+        // Skipping must not skip an evaluation that fails.
+        "candidate.group == \"loans\" || customer.age / 0 > 1",
+        "customer.age / 0 > 1 && candidate.group == \"keep\"",
     ]);
     let stmt = (guard, branch.clone(), branch)
         .prop_map(|(g, a, b)| format!("if {g} {{ {a} }} else {{ {b} }}"));
@@ -591,7 +597,7 @@ fn guarded_adjust() -> impl Strategy<Value = String> {
     )
         .prop_map(|(stmts, last)| {
             format!(
-                "fn adjust(customer, candidate) {{\n  {}\n  {last}\n}}\n{DERIVE}",
+                "fn adjust(customer, candidate) {{\n  let lending = candidate.group == \"loans\" || candidate.id == \"CARD_GOLD\";\n  {}\n  {last}\n}}\n{DERIVE}",
                 stmts.join("\n  ")
             )
         })

@@ -70,31 +70,86 @@ pub(crate) struct Hook {
 /// [`Run::unchanged`]): `Some(true)` when it ended by `return`, `None`
 /// when it may do something. Its value is the candidate or `()`.
 fn inert(body: &[S], tables: &[Box<[Option<Folded>]>], action: usize) -> Option<bool> {
-    // The candidate is local 1; nothing accepted here writes it.
+    Inert {
+        tables,
+        action,
+        known: Vec::new(),
+    }
+    .block(body)
+}
+
+/// The walk of [`inert`]: only statements that run are looked at, so a
+/// local set by a `let` of a folded condition keeps its value (no
+/// statement that could write it is accepted).
+struct Inert<'t> {
+    tables: &'t [Box<[Option<Folded>]>],
+    action: usize,
+    /// Locals holding a folded condition's value for the action.
+    known: Vec<(u16, bool)>,
+}
+
+impl Inert<'_> {
+    /// The candidate is local 1; nothing accepted here writes it.
     const CAND: u16 = 1;
-    for s in body {
-        match s {
-            S::Expr(E::Local(CAND) | E::Take(CAND) | E::Unit) => {}
-            S::Return(None | Some(E::Local(CAND) | E::Take(CAND) | E::Unit)) => return Some(true),
-            S::Block(b) => {
-                if inert(b, tables, action)? {
-                    return Some(true);
+
+    fn block(&mut self, body: &[S]) -> Option<bool> {
+        const CAND: u16 = Inert::CAND;
+        for s in body {
+            match s {
+                S::Expr(E::Local(CAND) | E::Take(CAND) | E::Unit) => {}
+                S::Return(None | Some(E::Local(CAND) | E::Take(CAND) | E::Unit)) => {
+                    return Some(true)
                 }
-            }
-            S::If(E::PerAction(CAND, i, _), then, otherwise) => {
-                let taken = match tables.get(*i)?.get(action)? {
-                    Some(Folded::Bool(true)) => then,
-                    Some(Folded::Bool(false)) => otherwise,
-                    _ => return None,
-                };
-                if inert(taken, tables, action)? {
-                    return Some(true);
+                S::Let(slot, e) => {
+                    let v = self.truth(e)?;
+                    self.known.push((*slot, v));
                 }
+                S::Block(b) => {
+                    if self.block(b)? {
+                        return Some(true);
+                    }
+                }
+                S::If(cond, then, otherwise) => {
+                    let taken = if self.truth(cond)? { then } else { otherwise };
+                    if self.block(taken)? {
+                        return Some(true);
+                    }
+                }
+                _ => return None,
             }
-            _ => return None,
+        }
+        Some(false)
+    }
+
+    /// A condition's value for the action, when it is known without
+    /// evaluating anything that could fail: a folded condition, a local
+    /// holding one, or `&&` / `||` decided by such operands before any
+    /// other is reached.
+    fn truth(&self, e: &E) -> Option<bool> {
+        match e {
+            E::PerAction(Inert::CAND, i, _) => match self.tables.get(*i)?.get(self.action)? {
+                Some(Folded::Bool(b)) => Some(*b),
+                _ => None,
+            },
+            E::Local(slot) | E::Take(slot) => self
+                .known
+                .iter()
+                .rev()
+                .find(|(s, _)| s == slot)
+                .map(|&(_, v)| v),
+            E::Bool(b) => Some(*b),
+            E::And(xs) | E::Or(xs) => {
+                let decides = matches!(e, E::Or(_));
+                for x in xs {
+                    if self.truth(x)? == decides {
+                        return Some(decides);
+                    }
+                }
+                Some(!decides)
+            }
+            _ => None,
         }
     }
-    Some(false)
 }
 
 /// A folded expression's value for one action (`None`: it hands the call
