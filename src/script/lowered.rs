@@ -1749,6 +1749,21 @@ impl<'a> Run<'a, '_> {
                 let hay = self.peek(&x.0)?;
                 let needle = self.peek(&x.1)?;
                 V::Bool(match (hay, needle) {
+                    (V::Arr(h), V::Str(n)) => {
+                        // `c.group in groups`: strings, compared inline.
+                        let mut found = false;
+                        for item in &self.arrs[h as usize].items {
+                            let eq = match item {
+                                V::Str(s) => str_eq(s, n),
+                                _ => compare(Bin::Eq, item, &V::Str(n))?,
+                            };
+                            if eq {
+                                found = true;
+                                break;
+                            }
+                        }
+                        found
+                    }
                     (V::Arr(h), n) => {
                         let mut found = false;
                         for item in &self.arrs[h as usize].items {
@@ -1760,9 +1775,10 @@ impl<'a> Run<'a, '_> {
                         found
                     }
                     (V::Str(h), V::Str(n)) => h.contains(n),
-                    (V::Map(h), V::Str(k)) => {
-                        self.maps[h as usize].items.iter().any(|(mk, _)| *mk == k)
-                    }
+                    (V::Map(h), V::Str(k)) => self.maps[h as usize]
+                        .items
+                        .iter()
+                        .any(|(mk, _)| str_eq(mk, k)),
                     _ => return Err(Bail),
                 })
             }
@@ -1863,8 +1879,7 @@ fn compare(op: Bin, a: &V<'_>, b: &V<'_>) -> R<bool> {
     let ord = match (a, b) {
         (V::Str(x), V::Str(y)) => {
             if matches!(op, Bin::Eq | Bin::Ne) {
-                let same = (x.as_ptr() == y.as_ptr() && x.len() == y.len()) || x == y;
-                return Ok(same == (op == Bin::Eq));
+                return Ok(str_eq(x, y) == (op == Bin::Eq));
             }
             x.cmp(y)
         }
@@ -1893,6 +1908,35 @@ fn compare(op: Bin, a: &V<'_>, b: &V<'_>) -> R<bool> {
         Bin::Ge => ord != Ordering::Less,
         _ => return Err(Bail),
     })
+}
+
+/// String equality for the short names hooks compare (groups, issues,
+/// ids): often the same rule-set string (the same pointer), otherwise
+/// usually different from the first byte; compared inline rather than
+/// through a `memcmp` call.
+#[inline]
+fn str_eq(x: &str, y: &str) -> bool {
+    let (x, y) = (x.as_bytes(), y.as_bytes());
+    if x.len() != y.len() {
+        return false;
+    }
+    if std::ptr::eq(x.as_ptr(), y.as_ptr()) {
+        return true;
+    }
+    // Two overlapping words cover 4 to 16 bytes.
+    fn w8(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
+    }
+    fn w4(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default())
+    }
+    let n = x.len();
+    match n {
+        8..=16 => w8(x, 0) == w8(y, 0) && w8(x, n - 8) == w8(y, n - 8),
+        4..=7 => w4(x, 0) == w4(y, 0) && w4(x, n - 4) == w4(y, n - 4),
+        0..=3 => x == y,
+        _ => x == y,
+    }
 }
 
 /// rhai's comparison when either number is a float (its checked builds):
@@ -1965,4 +2009,32 @@ fn array_index(len: usize, i: i64) -> R<usize> {
         return Err(Bail);
     }
     Ok(i as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::str_eq;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `str_eq` is `==`, at every length its word compares cover.
+        #[test]
+        fn str_eq_is_string_equality(
+            a in "[ab]{0,24}",
+            b in "[ab]{0,24}",
+            flip in any::<prop::sample::Index>(),
+        ) {
+            prop_assert_eq!(str_eq(&a, &b), a == b);
+            prop_assert!(str_eq(&a, &a));
+            prop_assert!(str_eq(&a, &a.clone()));
+            // One byte changed anywhere is seen.
+            if !a.is_empty() {
+                let mut c = a.clone().into_bytes();
+                let i = flip.index(c.len());
+                c[i] = if c[i] == b'a' { b'b' } else { b'a' };
+                let c = String::from_utf8(c).unwrap();
+                prop_assert!(!str_eq(&a, &c));
+            }
+        }
+    }
 }
