@@ -194,7 +194,7 @@ fn decide(c: &mut Criterion) {
         engine.flush().expect("flush");
     }
     for (name, dir) in rule_dirs() {
-        match shipped(&dir) {
+        match support::shipped(&dir) {
             Ok((engine, requests)) => {
                 bench_requests(&mut g, BenchmarkId::new("rules", &name), &engine, &requests);
                 let Some(source) = RuleSource::from_dir(&dir)
@@ -279,62 +279,6 @@ fn rule_dirs() -> Vec<(String, PathBuf)> {
         .collect();
     dirs.sort();
     dirs
-}
-
-/// A shipped rule set and its population as requests on its first inbound
-/// channel (call_center when it has one), or why it cannot be benchmarked.
-fn shipped(dir: &Path) -> Result<(Engine, Vec<DecisionRequest>), String> {
-    let name = dir
-        .file_name()
-        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-    let customers = dir.join("customers.jsonl");
-    let text =
-        std::fs::read_to_string(&customers).map_err(|e| format!("{}: {e}", customers.display()))?;
-    let engine = Engine::from_dir(dir).map_err(|e| format!("does not load: {e}"))?;
-    let channels: Vec<String> = engine
-        .current()
-        .rules()
-        .channel_names()
-        .map(str::to_string)
-        .collect();
-    let channel = channels
-        .iter()
-        .find(|c| c.as_str() == "call_center")
-        .or(channels.first())
-        .ok_or("no channels")?
-        .clone();
-    let schema = engine.schema();
-    let mut requests = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let mut v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("customers.jsonl:{}: {e}", i + 1))?;
-        let obj = v
-            .as_object_mut()
-            .ok_or(format!("customers.jsonl:{}: not an object", i + 1))?;
-        obj.entry("channel")
-            .or_insert_with(|| channel.clone().into());
-        obj.insert("now".into(), support::NOW.into());
-        let line = v.to_string();
-        let req = DecisionRequest::from_json(&schema, &line)
-            .map_err(|e| format!("customers.jsonl:{}: {e}", i + 1))?;
-        engine
-            .decide(&req)
-            .map_err(|e| format!("customers.jsonl:{}: {e}", i + 1))?;
-        requests.push(req);
-    }
-    if requests.is_empty() {
-        return Err("customers.jsonl is empty".into());
-    }
-    eprintln!(
-        "decide/rules/{name}: {} actions, {} customers, channel {channel}",
-        engine.current().rules().action_ids().count(),
-        requests.len()
-    );
-    Ok((engine, requests))
 }
 
 fn floor(c: &mut Criterion) {

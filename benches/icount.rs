@@ -54,6 +54,9 @@ enum Kind {
     /// With three contact policies, each customer having this many
     /// outcomes in their interaction history.
     History(usize),
+    /// A shipped rule set (`rules/NAME`, with its strategy) on the first
+    /// customers of its population.
+    Shipped(&'static str),
 }
 
 const WORKLOADS: &[(&str, Kind, usize)] = &[
@@ -69,6 +72,8 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("log/100", Kind::Log, 100),
     ("json/100", Kind::Json, 100),
     ("ffi/100", Kind::Ffi, 100),
+    ("rules/retail_bank", Kind::Shipped("retail_bank"), 0),
+    ("rules/telco_care", Kind::Shipped("telco_care"), 0),
 ];
 
 fn main() {
@@ -118,6 +123,15 @@ fn measured(decisions: usize, decide_one: &mut dyn FnMut(usize)) {
 /// Set up a workload, warm it up, and run `decisions` decisions inside
 /// [`measured`]. Returns how many decisions were counted.
 fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
+    if let Kind::Shipped(name) = kind {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("rules")
+            .join(name);
+        let (engine, mut reqs) =
+            support::shipped(&dir).unwrap_or_else(|e| panic!("rules/{name}: {e}"));
+        reqs.truncate(CUSTOMERS);
+        return decide_loop(&engine, &reqs, decisions);
+    }
     let catalog = Catalog::generate(actions, CATALOG_SEED);
     let customers = population(CUSTOMERS, CUSTOMER_SEED);
     match kind {
@@ -174,6 +188,7 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
             decisions
         }
         Kind::Ffi => ffi_loop(&catalog, &customers, decisions),
+        Kind::Shipped(_) => unreachable!("handled above"),
     }
 }
 

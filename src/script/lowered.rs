@@ -1814,7 +1814,8 @@ impl<'a> Run<'a, '_> {
             Lit::Float(f) => V::Float(*f),
             Lit::Str(s) => self.text(s)?,
             Lit::Arr(a) => {
-                let mut v = Vec::with_capacity(a.len());
+                // Room to grow: `let out = [];` is pushed to in a loop.
+                let mut v = Vec::with_capacity(a.len().max(8));
                 for l in a {
                     let x = self.lit(l)?;
                     v.push(Self::element(x)?);
@@ -1822,7 +1823,7 @@ impl<'a> Run<'a, '_> {
                 self.new_arr(v)?
             }
             Lit::Map(m) => {
-                let mut items = Vec::with_capacity(m.len());
+                let mut items = Vec::with_capacity(m.len().max(4));
                 for (k, l) in m {
                     let x = self.lit(l)?;
                     items.push((&**k, Self::element(x)?));
