@@ -1492,7 +1492,7 @@ impl<'a> Run<'a, '_> {
             V::Map(h) => self.maps[h as usize]
                 .items
                 .iter()
-                .find(|(k, _)| **k == *p.name)
+                .find(|(k, _)| str_eq(k, &p.name))
                 .map_or(V::Unit, |(_, v)| *v),
             V::Arr(h) if &*p.name == "len" => V::Int(self.arrs[h as usize].items.len() as i64),
             V::Str(s) if &*p.name == "len" => V::Int(s.chars().count() as i64),
@@ -1506,7 +1506,7 @@ impl<'a> Run<'a, '_> {
             (V::Map(h), V::Str(k)) => self.maps[h as usize]
                 .items
                 .iter()
-                .find(|(mk, _)| *mk == k)
+                .find(|(mk, _)| str_eq(mk, k))
                 .map_or(V::Unit, |(_, v)| *v),
             (V::Arr(h), V::Int(i)) => {
                 let a = &self.arrs[h as usize].items;
@@ -1993,7 +1993,7 @@ fn arith<'a>(op: Bin, a: V<'a>, b: V<'a>) -> R<V<'a>> {
 }
 
 fn map_set<'a>(m: &mut Vec<(&'a str, V<'a>)>, k: &'a str, v: V<'a>) {
-    match m.iter_mut().find(|(mk, _)| *mk == k) {
+    match m.iter_mut().find(|(mk, _)| str_eq(mk, k)) {
         Some(slot) => slot.1 = v,
         None => m.push((k, v)),
     }
