@@ -130,7 +130,12 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
         let (engine, mut reqs) =
             support::shipped(&dir).unwrap_or_else(|e| panic!("rules/{name}: {e}"));
         reqs.truncate(CUSTOMERS);
-        return decide_loop(&engine, &reqs, decisions);
+        let n = decide_loop(&engine, &reqs, decisions);
+        // The shipped strategies run lowered, every call: a change that
+        // hands calls back to rhai shows here, not only as a slower count.
+        let fallbacks = engine.current().rules().strategy_fallbacks();
+        assert_eq!(fallbacks, 0, "rules/{name}: hook calls handed back to rhai");
+        return n;
     }
     let catalog = Catalog::generate(actions, CATALOG_SEED);
     let customers = population(CUSTOMERS, CUSTOMER_SEED);
