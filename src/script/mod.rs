@@ -466,6 +466,13 @@ impl HookRun<'_> {
             let scores = [c.propensity, c.context_weight, c.value, c.lever];
             let lowered = runner.as_mut().and_then(|r| {
                 if r.unchanged(c.action) {
+                    // What the call would return: the candidate as it
+                    // came. Its scores pass `check_scores` (the pipeline
+                    // makes P a probability, C, V and L finite, C and L
+                    // not negative), so the check is left to debug builds.
+                    debug_assert!(
+                        check_scores(&env.rules.actions[c.action as usize].id, scores).is_ok()
+                    );
                     return Some(Ok(Adjusted {
                         scores,
                         excluded: None,
