@@ -603,6 +603,97 @@ fn guarded_adjust() -> impl Strategy<Value = String> {
         })
 }
 
+/// Decisions of `script` lowered and interpreted, with `extra` appended
+/// to the rule set's main file and `limits` to its strategy limits, on a
+/// plain customer.
+fn both_ways(script: &str, extra: &str, limits: &str) -> (Decision, Decision) {
+    let decide = |lower: bool| {
+        let mut main = RULESET.replace(
+            "[strategy.limits]\n",
+            &format!("[strategy.limits]\n{limits}"),
+        );
+        if !lower {
+            main = main.replace("[strategy]\n", "[strategy]\nlower = false\n");
+        }
+        main.push_str(extra);
+        let rules = RuleSet::compile(
+            &RuleSource::new()
+                .file("ruleset.toml", main)
+                .file("actions/a.toml", ACTIONS)
+                .file("strategies/s.rhai", script),
+        )
+        .unwrap();
+        let engine = Engine::new(rules);
+        let ctx = Context::builder(&engine.schema())
+            .set("age", 40)
+            .set("vip", true)
+            .build()
+            .unwrap();
+        let request = DecisionRequest::new("C1", "web", ctx)
+            .explain(true)
+            .at(Timestamp(1_800_000_000));
+        engine.decide(&request).unwrap()
+    };
+    (decide(true), decide(false))
+}
+
+/// Whether `d` carries a diagnostic of `adjust` that mentions `what`.
+fn adjust_failed(d: &Decision, what: &str) -> bool {
+    d.diagnostics()
+        .iter()
+        .map(|g| g.to_string())
+        .any(|g| g.contains("adjust") && g.contains(what))
+}
+
+/// Context weights may add up to an infinite C. rhai's `adjust` returns
+/// such a candidate and the check of its scores fails the hook; the call
+/// that changes nothing must not be skipped then.
+#[test]
+fn a_skippable_call_with_invalid_scores_still_fails() {
+    let script = "fn adjust(customer, candidate) {
+  if candidate.group == \"nowhere\" { candidate.value *= 2.0; }
+  candidate
+}
+fn derive(customer) { #{ score: 0.5 } }";
+    let weights = "
+[[context_weights]]
+when = 'vip'
+group = \"loans\"
+boost = 1e308
+
+[[context_weights]]
+when = 'age > 18'
+group = \"loans\"
+boost = 1e308
+";
+    let (lowered, rhai) = both_ways(script, weights, "");
+    assert_eq!(summary(&lowered), summary(&rhai));
+    assert!(
+        adjust_failed(&rhai, "invalid score"),
+        "{:?}",
+        rhai.diagnostics()
+    );
+}
+
+/// A call that does nothing but still runs past rhai's operations budget
+/// fails in rhai; skipping it must not hide that. (Each folded condition
+/// fits in the lowered run's share of the budget, so its table is built;
+/// the dozen of them do not.)
+#[test]
+fn a_skippable_call_over_the_operations_budget_still_fails() {
+    let guards = "if candidate.group == \"nowhere\" { candidate.value *= 2.0; }\n".repeat(12);
+    let script = format!(
+        "fn adjust(customer, candidate) {{\n{guards}candidate\n}}\nfn derive(customer) {{ #{{ score: 0.5 }} }}"
+    );
+    let (lowered, rhai) = both_ways(&script, "", "max_operations = 40\n");
+    assert_eq!(summary(&lowered), summary(&rhai));
+    assert!(
+        adjust_failed(&rhai, "operations"),
+        "{:?}",
+        rhai.diagnostics()
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

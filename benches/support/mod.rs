@@ -1593,13 +1593,29 @@ pub fn check_rhai(
 /// A shipped rule set and its population as requests on its first inbound
 /// channel (call_center when it has one), or why it cannot be benchmarked.
 pub fn shipped(dir: &std::path::Path) -> Result<(Engine, Vec<DecisionRequest>), String> {
+    shipped_with(dir, |main| main)
+}
+
+/// [`shipped`], with `edit` applied to the rule set's `ruleset.toml` first.
+pub fn shipped_with(
+    dir: &std::path::Path,
+    edit: impl FnOnce(String) -> String,
+) -> Result<(Engine, Vec<DecisionRequest>), String> {
     let name = dir
         .file_name()
         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let customers = dir.join("customers.jsonl");
     let text =
         std::fs::read_to_string(&customers).map_err(|e| format!("{}: {e}", customers.display()))?;
-    let engine = Engine::from_dir(dir).map_err(|e| format!("does not load: {e}"))?;
+    let source = RuleSource::from_dir(dir).map_err(|e| format!("does not load: {e}"))?;
+    let main = source
+        .files()
+        .find(|(p, _)| *p == std::path::Path::new("ruleset.toml"))
+        .map(|(_, t)| t.to_string())
+        .ok_or("no ruleset.toml")?;
+    let rules = RuleSet::compile(&source.file("ruleset.toml", edit(main)))
+        .map_err(|e| format!("does not compile: {e}"))?;
+    let engine = Engine::new(rules);
     let channels: Vec<String> = engine
         .current()
         .rules()
@@ -1639,7 +1655,7 @@ pub fn shipped(dir: &std::path::Path) -> Result<(Engine, Vec<DecisionRequest>), 
         return Err("customers.jsonl is empty".into());
     }
     eprintln!(
-        "decide/rules/{name}: {} actions, {} customers, channel {channel}",
+        "decide/rules/{name}: {} actions, {} customers, on their own channels (default {channel})",
         engine.current().rules().action_ids().count(),
         requests.len()
     );

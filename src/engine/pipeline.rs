@@ -305,6 +305,7 @@ pub(crate) fn decide_on(
         }
         if !log_removed {
             out.removed.clear();
+            out.notes.clear();
         }
     }
     Ok(Decision {

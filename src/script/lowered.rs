@@ -69,13 +69,17 @@ pub(crate) struct Hook {
 /// How `adjust`'s body ends when it does nothing for one action (see
 /// [`Run::unchanged`]): `Some(true)` when it ended by `return`, `None`
 /// when it may do something. Its value is the candidate or `()`.
-fn inert(body: &[S], tables: &[Box<[Option<Folded>]>], action: usize) -> Option<bool> {
-    Inert {
+/// A call that would run past `budget` operations (the lowered run's
+/// share of rhai's) is not inert: it hands back to rhai, which may fail it.
+fn inert(body: &[S], tables: &[Box<[Option<Folded>]>], action: usize, budget: u64) -> Option<bool> {
+    let mut walk = Inert {
         tables,
         action,
         known: Vec::new(),
-    }
-    .block(body)
+        ops: 0,
+    };
+    let returned = walk.block(body)?;
+    (walk.ops <= budget).then_some(returned)
 }
 
 /// The walk of [`inert`]: only statements that run are looked at, so a
@@ -86,6 +90,10 @@ struct Inert<'t> {
     action: usize,
     /// Locals holding a folded condition's value for the action.
     known: Vec<(u16, bool)>,
+    /// At least the operations the lowered run would count on the path
+    /// walked (a statement 1, a folded expression its weight, any other
+    /// node 1).
+    ops: u64,
 }
 
 impl Inert<'_> {
@@ -95,6 +103,7 @@ impl Inert<'_> {
     fn block(&mut self, body: &[S]) -> Option<bool> {
         const CAND: u16 = Inert::CAND;
         for s in body {
+            self.ops += 1;
             match s {
                 S::Expr(E::Local(CAND) | E::Take(CAND) | E::Unit) => {}
                 S::Return(None | Some(E::Local(CAND) | E::Take(CAND) | E::Unit)) => {
@@ -125,7 +134,11 @@ impl Inert<'_> {
     /// evaluating anything that could fail: a folded condition, a local
     /// holding one, or `&&` / `||` decided by such operands before any
     /// other is reached.
-    fn truth(&self, e: &E) -> Option<bool> {
+    fn truth(&mut self, e: &E) -> Option<bool> {
+        self.ops += match e {
+            E::PerAction(_, _, weight) => *weight,
+            _ => 1,
+        };
         match e {
             E::PerAction(Inert::CAND, i, _) => match self.tables.get(*i)?.get(self.action)? {
                 Some(Folded::Bool(b)) => Some(*b),
@@ -1600,9 +1613,10 @@ impl<'a> Run<'a, '_> {
         let hook = self.hook;
         let tables = self.tables();
         let n = self.env.rules.actions.len();
+        let budget = self.max_ops;
         hook.unchanged.get_or_init(|| {
             (0..n)
-                .map(|a| inert(&hook.body, tables, a).is_some())
+                .map(|a| inert(&hook.body, tables, a, budget).is_some())
                 .collect()
         })[action as usize]
     }

@@ -465,14 +465,11 @@ impl HookRun<'_> {
         for c in ranked {
             let scores = [c.propensity, c.context_weight, c.value, c.lever];
             let lowered = runner.as_mut().and_then(|r| {
-                if r.unchanged(c.action) {
-                    // What the call would return: the candidate as it
-                    // came. Its scores pass `check_scores` (the pipeline
-                    // makes P a probability, C, V and L finite, C and L
-                    // not negative), so the check is left to debug builds.
-                    debug_assert!(
-                        check_scores(&env.rules.actions[c.action as usize].id, scores).is_ok()
-                    );
+                // A call that would return the candidate as it came (or
+                // nothing) is not made, unless its scores would fail the
+                // check a returned candidate gets (context weights can add
+                // up to infinity): then the call runs and fails as rhai's.
+                if scores_pass(scores) && r.unchanged(c.action) {
                     return Some(Ok(Adjusted {
                         scores,
                         excluded: None,
@@ -614,14 +611,21 @@ fn candidate(names: &[[rhai::ImmutableString; 3]], c: &crate::decision::Scored) 
 }
 
 /// Scores a script may set: finite, P in [0, 1], C and L not negative.
-fn check_scores(id: &str, [p, c, v, l]: [f64; 4]) -> Result<(), String> {
-    let ok = (0.0..=1.0).contains(&p)
-        && c.is_finite()
-        && c >= 0.0
-        && v.is_finite()
-        && l.is_finite()
-        && l >= 0.0;
-    if ok {
+/// Whether scores pass [`check_scores`].
+#[inline]
+fn scores_pass([p, c, v, l]: [f64; 4]) -> bool {
+    // Without short circuits between the parts: a few compares, few branches.
+    (0.0..=1.0).contains(&p)
+        & c.is_finite()
+        & (c >= 0.0)
+        & v.is_finite()
+        & l.is_finite()
+        & (l >= 0.0)
+}
+
+fn check_scores(id: &str, scores: [f64; 4]) -> Result<(), String> {
+    let [p, c, v, l] = scores;
+    if scores_pass(scores) {
         Ok(())
     } else {
         Err(format!(
