@@ -199,7 +199,7 @@ fn decide(c: &mut Criterion) {
                 bench_requests(&mut g, BenchmarkId::new("rules", &name), &engine, &requests);
                 let Some(source) = RuleSource::from_dir(&dir)
                     .ok()
-                    .filter(|s| main_file(s).contains("[strategy]"))
+                    .filter(|s| support::main_file(s).contains("[strategy]"))
                 else {
                     continue;
                 };
@@ -220,17 +220,9 @@ fn decide(c: &mut Criterion) {
     g.finish();
 }
 
-fn main_file(source: &RuleSource) -> String {
-    source
-        .files()
-        .find(|(p, _)| *p == Path::new("ruleset.toml"))
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default()
-}
-
 /// `source` with its strategy run by rhai's interpreter (`lower = false`).
 fn interpreted(source: RuleSource) -> RuleSource {
-    let main = main_file(&source).replace("[strategy]\n", "[strategy]\nlower = false\n");
+    let main = support::main_file(&source).replace("[strategy]\n", "[strategy]\nlower = false\n");
     source.file("ruleset.toml", main)
 }
 
@@ -239,7 +231,7 @@ fn interpreted(source: RuleSource) -> RuleSource {
 fn without_strategy(source: RuleSource) -> RuleSource {
     let mut main = String::new();
     let mut skipping = false;
-    for line in main_file(&source).lines() {
+    for line in support::main_file(&source).lines() {
         if line.starts_with('[') {
             skipping = line.starts_with("[strategy");
         }

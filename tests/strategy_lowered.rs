@@ -424,11 +424,25 @@ fn derive_script() -> impl Strategy<Value = String> {
 }
 
 fn rules(script: &str, lower: bool) -> Result<RuleSet, nextbest::Error> {
-    let main = if lower {
-        RULESET.to_string()
-    } else {
-        RULESET.replace("[strategy]\n", "[strategy]\nlower = false\n")
-    };
+    rules_with(script, lower, "", "")
+}
+
+/// [`rules`] with `limits` added to the strategy's limits and `extra`
+/// appended to the main file.
+fn rules_with(
+    script: &str,
+    lower: bool,
+    limits: &str,
+    extra: &str,
+) -> Result<RuleSet, nextbest::Error> {
+    let mut main = RULESET.replace(
+        "[strategy.limits]\n",
+        &format!("[strategy.limits]\n{limits}"),
+    );
+    if !lower {
+        main = main.replace("[strategy]\n", "[strategy]\nlower = false\n");
+    }
+    main.push_str(extra);
     RuleSet::compile(
         &RuleSource::new()
             .file("ruleset.toml", main)
@@ -608,22 +622,7 @@ fn guarded_adjust() -> impl Strategy<Value = String> {
 /// plain customer.
 fn both_ways(script: &str, extra: &str, limits: &str) -> (Decision, Decision) {
     let decide = |lower: bool| {
-        let mut main = RULESET.replace(
-            "[strategy.limits]\n",
-            &format!("[strategy.limits]\n{limits}"),
-        );
-        if !lower {
-            main = main.replace("[strategy]\n", "[strategy]\nlower = false\n");
-        }
-        main.push_str(extra);
-        let rules = RuleSet::compile(
-            &RuleSource::new()
-                .file("ruleset.toml", main)
-                .file("actions/a.toml", ACTIONS)
-                .file("strategies/s.rhai", script),
-        )
-        .unwrap();
-        let engine = Engine::new(rules);
+        let engine = Engine::new(rules_with(script, lower, limits, extra).unwrap());
         let ctx = Context::builder(&engine.schema())
             .set("age", 40)
             .set("vip", true)

@@ -1608,26 +1608,16 @@ pub fn shipped_with(
     let text =
         std::fs::read_to_string(&customers).map_err(|e| format!("{}: {e}", customers.display()))?;
     let source = RuleSource::from_dir(dir).map_err(|e| format!("does not load: {e}"))?;
-    let main = source
-        .files()
-        .find(|(p, _)| *p == std::path::Path::new("ruleset.toml"))
-        .map(|(_, t)| t.to_string())
-        .ok_or("no ruleset.toml")?;
-    let rules = RuleSet::compile(&source.file("ruleset.toml", edit(main)))
+    let main = edit(main_file(&source));
+    let rules = RuleSet::compile(&source.file("ruleset.toml", main))
         .map_err(|e| format!("does not compile: {e}"))?;
-    let engine = Engine::new(rules);
-    let channels: Vec<String> = engine
-        .current()
-        .rules()
+    let channel = rules
         .channel_names()
-        .map(str::to_string)
-        .collect();
-    let channel = channels
-        .iter()
-        .find(|c| c.as_str() == "call_center")
-        .or(channels.first())
+        .find(|c| *c == "call_center")
+        .or(rules.channel_names().next())
         .ok_or("no channels")?
-        .clone();
+        .to_string();
+    let engine = Engine::new(rules);
     let schema = engine.schema();
     let mut requests = Vec::new();
     for (i, line) in text
@@ -1660,4 +1650,13 @@ pub fn shipped_with(
         requests.len()
     );
     Ok((engine, requests))
+}
+
+/// The text of `source`'s `ruleset.toml` (empty if it has none).
+pub fn main_file(source: &RuleSource) -> String {
+    source
+        .files()
+        .find(|(p, _)| *p == std::path::Path::new("ruleset.toml"))
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default()
 }

@@ -1611,10 +1611,10 @@ impl<'a> Run<'a, '_> {
     /// action of the version, on first use.
     pub(crate) fn unchanged(&self, action: u32) -> bool {
         let hook = self.hook;
-        let tables = self.tables();
         let n = self.env.rules.actions.len();
         let budget = self.max_ops;
         hook.unchanged.get_or_init(|| {
+            let tables = self.tables();
             (0..n)
                 .map(|a| inert(&hook.body, tables, a, budget).is_some())
                 .collect()
