@@ -197,18 +197,33 @@ pub(crate) struct DecisionLog {
     when_full: WhenFull,
     counters: Arc<Counters>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Records the writer has finished with, handed back so that deciding
+    /// threads free them. Their memory was allocated by a deciding thread;
+    /// freed on the writer's thread, every free takes that thread's malloc
+    /// arena lock while it is allocating the next decision, and the
+    /// contention (futex calls on both sides) cost more than the decision.
+    spent: parking_lot::Mutex<Receiver<Item>>,
 }
+
+/// Spent records the writer may hold for the deciding threads to free;
+/// past this it frees them itself (when decisions have stopped).
+const SPENT_CAPACITY: usize = 1024;
+
+/// Spent records a decision frees: more than one, so that they never pile
+/// up while decisions are logged.
+const SPENT_PER_DECISION: usize = 2;
 
 impl DecisionLog {
     pub(crate) fn start(sink: Box<dyn Sink>, options: LogOptions) -> Result<DecisionLog, Error> {
         let (tx, rx) = sync_channel(options.queue_capacity.max(1));
+        let (spent_tx, spent) = sync_channel(SPENT_CAPACITY);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let when_full = options.when_full;
         let detail = options.detail;
         let writer = std::thread::Builder::new()
             .name("nextbest-log".into())
-            .spawn(move || write_loop(rx, sink, options, &c))
+            .spawn(move || write_loop(rx, spent_tx, sink, options, &c))
             .map_err(|e| Error::io("<decision log writer thread>", e))?;
         Ok(DecisionLog {
             detail,
@@ -216,11 +231,26 @@ impl DecisionLog {
             when_full,
             counters,
             writer: Some(writer),
+            spent: parking_lot::Mutex::new(spent),
         })
+    }
+
+    /// Free a few records the writer is done with (see `spent`).
+    fn free_spent(&self) {
+        // Another deciding thread is at it: leave them to it.
+        let Some(spent) = self.spent.try_lock() else {
+            return;
+        };
+        for _ in 0..SPENT_PER_DECISION {
+            if spent.try_recv().is_err() {
+                break;
+            }
+        }
     }
 
     pub(crate) fn log(&self, item: Item) {
         let Some(tx) = &self.tx else { return };
+        self.free_spent();
         match self.when_full {
             WhenFull::Block => {
                 if tx.send(item).is_ok() {
@@ -253,6 +283,7 @@ impl DecisionLog {
                 std::io::Error::other("the log writer has stopped"),
             )
         })?;
+        self.wake();
         match done_rx.recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::io("<decision log>", e)),
@@ -260,6 +291,13 @@ impl DecisionLog {
                 "<decision log>",
                 std::io::Error::other("the log writer has stopped"),
             )),
+        }
+    }
+
+    /// Wake the writer if it is sleeping between polls.
+    fn wake(&self) {
+        if let Some(w) = &self.writer {
+            w.thread().unpark();
         }
     }
 
@@ -277,37 +315,69 @@ impl Drop for DecisionLog {
     fn drop(&mut self) {
         // Closing the queue lets the writer drain it, sync and stop.
         self.tx.take();
+        self.wake();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
     }
 }
 
+/// How long the writer sleeps when it finds the queue empty while records
+/// are arriving. Sleeping rather than blocking on the queue means a
+/// deciding thread never pays for waking the writer (a futex call, several
+/// times the cost of a decision) while the log is busy; the price is that a
+/// record reaches the sink up to this much later, well inside the sync
+/// interval. `flush` and closing the log wake the writer at once.
+const POLL: Duration = Duration::from_micros(500);
+
+/// Empty polls in a row after which the writer blocks on the queue instead:
+/// an idle engine costs nothing, and the first record after a pause pays
+/// one wake-up.
+const IDLE_POLLS: u32 = 64;
+
 fn write_loop(
     rx: Receiver<Item>,
+    spent: SyncSender<Item>,
     mut sink: Box<dyn Sink>,
     options: LogOptions,
     counters: &Counters,
 ) {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut line: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut dirty = false;
     let mut last_sync = Instant::now();
+    let mut empty_polls = 0u32;
     let sync = |sink: &mut Box<dyn Sink>, dirty: &mut bool| -> std::io::Result<()> {
         *dirty = false;
         sink.sync()
     };
     loop {
-        let item = if dirty {
-            let wait = options.sync_interval.saturating_sub(last_sync.elapsed());
-            match rx.recv_timeout(wait) {
-                Ok(item) => Some(item),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        let item = match rx.try_recv() {
+            Ok(item) => {
+                empty_polls = 0;
+                Some(item)
             }
-        } else {
-            match rx.recv() {
-                Ok(item) => Some(item),
-                Err(_) => break,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) if empty_polls < IDLE_POLLS => {
+                empty_polls += 1;
+                std::thread::park_timeout(POLL);
+                None
+            }
+            Err(TryRecvError::Empty) => {
+                let r = if dirty {
+                    let wait = options.sync_interval.saturating_sub(last_sync.elapsed());
+                    rx.recv_timeout(wait)
+                } else {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                };
+                match r {
+                    Ok(item) => {
+                        empty_polls = 0;
+                        Some(item)
+                    }
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
             }
         };
         match item {
@@ -330,6 +400,8 @@ fn write_loop(
                         counters.errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                // Freed by a deciding thread, or here when none is deciding.
+                let _ = spent.try_send(item);
             }
             None => {}
         }
