@@ -84,49 +84,258 @@ pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<
         .unwrap_or(r#"{"v":1,"kind":"error","message":"the record was not valid UTF-8"}"#)
 }
 
-/// A decision record: what [`DecisionRecord`] serialises, with the
-/// candidates (most of a record) written by hand. The fields before and
-/// after them are serialised by serde as two maps, joined around the
-/// candidates' array.
+/// A decision record: what [`DecisionRecord`] serialises, written by hand
+/// (serde's map serialiser escapes every key byte by byte, and the keys
+/// here are fixed). The rare fields (blocked candidates, learning
+/// evidence, diagnostics) are serialised by serde.
 fn write_decision(
     item: &DecisionItem,
     masking: &Masking,
     buf: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
-    serde_json::to_writer(
-        &mut *buf,
-        &DecisionRecord {
-            item,
-            masking,
-            part: Part::Head,
-        },
-    )?;
-    // `{...}` -> `{...,"candidates":[...]`
-    buf.pop();
+    let d = &item.decision;
+    let rules = d.ruleset();
+    buf.extend_from_slice(b"{\"v\":");
+    num_json(buf, &FORMAT_VERSION);
+    buf.extend_from_slice(b",\"kind\":\"decision\",\"decision_id\":\"");
+    hex_id(buf, d.id.0);
+    buf.extend_from_slice(b"\",\"timestamp\":");
+    timestamp_json(buf, d.timestamp);
+    buf.extend_from_slice(b",\"ruleset\":{\"name\":");
+    str_json(buf, rules.name());
+    buf.extend_from_slice(b",\"version\":");
+    num_json(buf, &d.version());
+    buf.extend_from_slice(b",\"hash\":");
+    str_json(buf, rules.hash());
+    buf.extend_from_slice(b"},\"customer_id\":");
+    str_json(buf, &item.customer_id);
+    buf.extend_from_slice(b",\"channel\":");
+    str_json(buf, d.channel());
+    if let Some(e) = &d.version.rules.experiment {
+        buf.extend_from_slice(b",\"experiment\":");
+        str_json(buf, &e.name);
+    }
+    buf.extend_from_slice(b",\"arm\":");
+    str_json(buf, d.arm.as_str());
+    buf.extend_from_slice(b",\"seed\":");
+    num_json(buf, &d.seed);
+    buf.extend_from_slice(b",\"limit\":");
+    num_json(buf, &item.limit);
+    buf.extend_from_slice(b",\"context\":");
+    write_context(buf, &item.context, masking);
+    buf.extend_from_slice(b",\"masked\":[");
+    let mut first = true;
+    for (a, _) in given(&item.context).filter(|(a, _)| a.sensitive) {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        str_json(buf, &a.name);
+    }
+    buf.extend_from_slice(b"],\"detail\":");
+    num_json(buf, &item.detail);
     buf.extend_from_slice(b",\"candidates\":");
     if item.detail == super::LogDetail::Chosen {
         write_chosen(item, buf);
     } else {
         write_candidates(item, buf);
     }
-    // `{"actions":...}` -> `,"actions":...}`
-    let tail = buf.len();
+    buf.extend_from_slice(b",\"actions\":[");
+    let ids = ids(rules);
+    for (i, c) in d.chosen.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(ids[c.action as usize].as_bytes());
+    }
+    buf.push(b']');
+    // `{"selection_probability":...}` -> `,"selection_probability":...`
+    let rest = buf.len();
     serde_json::to_writer(
         &mut *buf,
         &DecisionRecord {
             item,
             masking,
-            part: Part::Tail,
+            part: Part::Rare,
         },
     )?;
-    buf[tail] = b',';
+    buf.truncate(buf.len() - 1);
+    if buf.len() == rest + 1 {
+        // `{`: none of them.
+        buf.truncate(rest);
+    } else {
+        buf[rest] = b',';
+    }
+    buf.extend_from_slice(b",\"elapsed_ns\":");
+    num_json(buf, &d.elapsed_ns);
+    buf.push(b'}');
     Ok(())
 }
 
-fn str_json(buf: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
+/// The context as [`ContextJson`] serialises it.
+fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking) {
+    buf.push(b'{');
+    let mut first = true;
+    for (attr, slot) in given(ctx) {
+        let masked = if attr.sensitive {
+            let Some(v) = ctx.value(slot) else {
+                continue;
+            };
+            let text = match value_json(&v) {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            Some(mask(masking, &text))
+        } else {
+            None
+        };
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        str_json(buf, &attr.name);
+        buf.push(b':');
+        if let Some(m) = masked {
+            str_json(buf, &m);
+            continue;
+        }
+        let (value, texts, set_items) = ctx.raw(slot);
+        match *value {
+            Slot::Missing => buf.extend_from_slice(b"null"),
+            Slot::Int(v) => num_json(buf, &v),
+            Slot::Float(v) if v.is_finite() => num_json(buf, &v),
+            Slot::Float(_) => buf.extend_from_slice(b"null"),
+            Slot::Bool(v) => buf.extend_from_slice(if v { b"true" } else { b"false" }),
+            Slot::Str(_, t) => str_json(buf, texts.get(t)),
+            Slot::Set(start, len) => {
+                buf.push(b'[');
+                for (i, &(_, t)) in set_items[start as usize..(start + len) as usize]
+                    .iter()
+                    .enumerate()
+                {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    str_json(buf, texts.get(t));
+                }
+                buf.push(b']');
+            }
+            Slot::Time(t) => timestamp_json(buf, Timestamp(t)),
+        }
+    }
+    buf.push(b'}');
 }
+
+/// 32 lower-case hex digits, as `DecisionId` displays.
+fn hex_id(buf: &mut Vec<u8>, id: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    buf.extend_from_slice(&out);
+}
+
+/// A timestamp as a JSON string (RFC 3339). Consecutive records mostly
+/// share their second: the last one formatted is kept.
+fn timestamp_json(buf: &mut Vec<u8>, t: Timestamp) {
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, Vec<u8>)> =
+            const { std::cell::RefCell::new((i64::MIN, Vec::new())) };
+    }
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != t.0 || text.is_empty() {
+            text.clear();
+            str_json(text, &t.to_string());
+            *at = t.0;
+        }
+        buf.extend_from_slice(text);
+    });
+}
+
+/// A JSON string. Most strings here (ids, names, attribute values) need
+/// no escaping: they are copied as they are after one scan.
+fn str_json(buf: &mut Vec<u8>, s: &str) {
+    if plain(s.as_bytes()) {
+        buf.reserve(s.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, s);
+    }
+}
+
+/// Whether JSON (as serde_json writes it) escapes none of these bytes: no
+/// control character, quote or backslash. Eight bytes at a time.
+fn plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of the result is set where `x` has a byte
+    // below `n` (exact for n <= 0x80; bytes >= 0x80 never count).
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * n as u64) & !x & HIGH;
+    let word = |x: u64| {
+        below(x, 0x20) | below(x ^ (ONES * b'"' as u64), 1) | below(x ^ (ONES * b'\\' as u64), 1)
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut found = 0;
+    for c in &mut chunks {
+        found |= word(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+    }
+    let rest = chunks.remainder();
+    let mut last = [b' '; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    found |= word(u64::from_le_bytes(last));
+    found == 0
+}
+
+/// A score as JSON, through a memo of the last one written for the same
+/// action and field: scores mostly repeat from one decision to the next
+/// (a starting propensity, a fixed value or lever), and formatting a
+/// float costs about a hundred instructions. The memo is keyed by the
+/// float's bits, so it is exact whatever the action and version.
+fn score_json(buf: &mut Vec<u8>, action: u32, field: usize, v: f64) {
+    /// Entries per field; actions past it share entries (still exact).
+    const ACTIONS: usize = 1024;
+    #[derive(Clone, Copy)]
+    struct Entry {
+        bits: u64,
+        len: u8,
+        text: [u8; 31],
+    }
+    thread_local! {
+        static MEMO: std::cell::RefCell<Vec<Entry>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    MEMO.with_borrow_mut(|memo| {
+        if memo.is_empty() {
+            memo.resize(
+                ACTIONS * SCORES,
+                Entry {
+                    bits: 0,
+                    len: 0,
+                    text: [0; 31],
+                },
+            );
+        }
+        let e = &mut memo[(action as usize % ACTIONS) * SCORES + field];
+        if e.len == 0 || e.bits != v.to_bits() {
+            let start = buf.len();
+            num_json(buf, &v);
+            let text = &buf[start..];
+            if text.len() <= e.text.len() {
+                e.text[..text.len()].copy_from_slice(text);
+                e.len = text.len() as u8;
+                e.bits = v.to_bits();
+            }
+            return;
+        }
+        buf.extend_from_slice(&e.text[..e.len as usize]);
+    });
+}
+
+/// The memoised scores of a ranked candidate: P, C, V, L and priority.
+const SCORES: usize = 5;
 
 fn num_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(&mut *buf, v);
@@ -155,15 +364,15 @@ fn write_ranked(
     buf.extend_from_slice(b",\"rank\":");
     num_json(buf, &rank);
     buf.extend_from_slice(b",\"propensity\":");
-    num_json(buf, &c.propensity);
+    score_json(buf, c.action, 0, c.propensity);
     buf.extend_from_slice(b",\"context_weight\":");
-    num_json(buf, &c.context_weight);
+    score_json(buf, c.action, 1, c.context_weight);
     buf.extend_from_slice(b",\"value\":");
-    num_json(buf, &c.value);
+    score_json(buf, c.action, 2, c.value);
     buf.extend_from_slice(b",\"lever\":");
-    num_json(buf, &c.lever);
+    score_json(buf, c.action, 3, c.lever);
     buf.extend_from_slice(b",\"priority\":");
-    num_json(buf, &c.priority);
+    score_json(buf, c.action, 4, c.priority);
     buf.extend_from_slice(if chosen {
         b",\"chosen\":true}"
     } else {
@@ -313,10 +522,9 @@ enum Part {
     /// All of them (the reference for the hand-written record).
     #[cfg_attr(not(test), allow(dead_code))]
     All,
-    /// Those before `candidates`.
-    Head,
-    /// Those after `candidates`.
-    Tail,
+    /// Only the optional ones after `actions` and before `elapsed_ns`
+    /// (the hand-written record leaves them to serde).
+    Rare,
 }
 
 struct DecisionRecord<'a> {
@@ -331,9 +539,8 @@ impl Serialize for DecisionRecord<'_> {
         let d = &it.decision;
         let rules = d.ruleset();
         let mut m = s.serialize_map(None)?;
-        let head = self.part != Part::Tail;
-        let tail = self.part != Part::Head;
-        if head {
+        let all = self.part == Part::All;
+        if all {
             m.serialize_entry("v", &FORMAT_VERSION)?;
             m.serialize_entry("kind", "decision")?;
             m.serialize_entry("decision_id", &d.id.to_string())?;
@@ -364,17 +571,14 @@ impl Serialize for DecisionRecord<'_> {
             m.serialize_entry("masked", &MaskedNames(&it.context))?;
             m.serialize_entry("detail", &it.detail)?;
         }
-        if self.part == Part::All {
+        if all {
             if it.detail == super::LogDetail::Chosen {
                 m.serialize_entry("candidates", &Chosen(it))?;
             } else {
                 m.serialize_entry("candidates", &Candidates(it))?;
             }
+            m.serialize_entry("actions", &d.action_ids())?;
         }
-        if !tail {
-            return m.end();
-        }
-        m.serialize_entry("actions", &d.action_ids())?;
         if let Some(p) = d.selection_probability {
             m.serialize_entry("selection_probability", &p)?;
         }
@@ -417,7 +621,9 @@ impl Serialize for DecisionRecord<'_> {
                 m.serialize_entry("timed_out", &timed_out)?;
             }
         }
-        m.serialize_entry("elapsed_ns", &d.elapsed_ns)?;
+        if all {
+            m.serialize_entry("elapsed_ns", &d.elapsed_ns)?;
+        }
         m.end()
     }
 }
@@ -666,6 +872,37 @@ impl Serialize for OutcomeRecord<'_> {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// The word-at-a-time scan agrees with the byte-by-byte rule at
+        /// every length and position, bytes of every kind.
+        #[test]
+        fn plain_is_the_bytewise_rule(bytes in proptest::collection::vec(
+            proptest::prop_oneof![
+                0u8..=0xff,
+                proptest::sample::select(vec![0u8, 0x1f, 0x20, b'"', b'\\', 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff, 0xa2, 0xdc]),
+            ],
+            0..40,
+        )) {
+            let expected = bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+            proptest::prop_assert_eq!(super::plain(&bytes), expected);
+        }
+
+        /// The memo gives what formatting gives, whatever repeats.
+        #[test]
+        fn memoised_scores_are_formatted_scores(
+            scores in proptest::collection::vec((proptest::sample::select(vec![0u32, 1, 1024, 1025, 2999]), 0usize..2, proptest::prop_oneof![
+                proptest::num::f64::ANY,
+                proptest::sample::select(vec![0.0, -0.0, 1.0, 0.05, 1e308, f64::NAN, f64::INFINITY]),
+            ]), 1..64)
+        ) {
+            for (action, field, v) in scores {
+                let mut got = Vec::new();
+                super::score_json(&mut got, action, field, v);
+                proptest::prop_assert_eq!(got, serde_json::to_vec(&v).unwrap());
+            }
+        }
+    }
+
     use crate::audit::{LogDetail, LogOptions, Masking, MemorySink};
     use crate::{DecisionRequest, Engine, EngineConfig, Outcome, OutcomeKind, RuleSet, Timestamp};
 
@@ -701,8 +938,18 @@ mod tests {
                 for round in 0..2 {
                     for (i, line) in text.lines().take(60).enumerate() {
                         let c: serde_json::Value = serde_json::from_str(line).unwrap();
+                        // Some ids need escaping (the hand-written record
+                        // copies strings that do not).
+                        let id = c["customer_id"].as_str().unwrap();
+                        let id = match i % 8 {
+                            0 => format!("{id}\""),
+                            1 => format!("{id}\\"),
+                            2 => format!("{id}\u{1f}"),
+                            3 => format!("{id}\u{e9}\u{7f}"),
+                            _ => id.to_string(),
+                        };
                         let req = serde_json::json!({
-                            "customer_id": c["customer_id"],
+                            "customer_id": id,
                             "channel": channels[i % channels.len()],
                             "context": c["context"],
                             "explain": i % 3 == 0,
