@@ -5,8 +5,10 @@
 //! - hot swap: decide latency p50/p99 on the 100-action catalog with no
 //!   publishing and while another thread publishes a new version every
 //!   millisecond, in alternating rounds of one run; their ratio.
-//! - decision log: decisions/s with the JSON Lines file sink against no
-//!   log, on 1 and 2 threads, and the writer's sustained records/s.
+//! - decision log: decisions/s with the JSON Lines file sink and with a
+//!   sink that discards the records (the log's cost without the disk)
+//!   against no log, on 1 and 2 threads, for each candidate detail; the
+//!   bytes written; and the writer's sustained records/s.
 //!
 //! `cargo bench --bench serving`; `-- --test` runs a short smoke version.
 
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nextbest::audit::{LogConfig, LogDetail};
+use nextbest::audit::{CallbackSink, LogConfig, LogDetail, LogOptions};
 use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet};
 
 #[allow(dead_code)]
@@ -148,31 +150,55 @@ fn logging(catalog: &Catalog, scale: &Scale) {
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = Arc::new(catalog.engine());
     let reqs = Arc::new(requests(&plain, catalog));
-    println!("decision log (100-action catalog, JSON Lines file sink, block policy)");
+    println!("decision log (100-action catalog, block policy): decisions/s and cost against no log");
     for detail in [LogDetail::All, LogDetail::Ranked, LogDetail::Chosen] {
+        let path = dir.path().join(format!("decisions-{detail:?}.jsonl"));
         let mut config = EngineConfig::default();
-        let mut lc = LogConfig::new(dir.path().join(format!("decisions-{detail:?}.jsonl")));
+        let mut lc = LogConfig::new(&path);
         lc.candidates = detail;
         config.decision_log = Some(lc);
-        let logged = Arc::new(
+        let file = Arc::new(
             Engine::try_with_config(
                 RuleSet::compile(&catalog.to_source()).expect("compiles"),
                 config,
             )
             .expect("log opens"),
         );
+        // The same records handed to a sink that discards them: what the
+        // log costs without the disk.
+        let discard = Arc::new(
+            Engine::with_sink(
+                RuleSet::compile(&catalog.to_source()).expect("compiles"),
+                EngineConfig::default(),
+                Box::new(CallbackSink(|r: &str| {
+                    std::hint::black_box(r);
+                })),
+                LogOptions {
+                    detail,
+                    ..LogOptions::default()
+                },
+            )
+            .expect("log starts"),
+        );
         for threads in [1, 2] {
-            // Alternate to spread machine noise over both sides.
-            let (mut off, mut on) = (0.0, 0.0);
+            // Alternate to spread machine noise over all three.
+            let (mut off, mut cpu, mut on) = (0.0, 0.0, 0.0);
             for _ in 0..2 {
                 off += throughput(&plain, &reqs, threads, scale.throughput_decisions / 2);
-                on += throughput(&logged, &reqs, threads, scale.throughput_decisions / 2);
+                cpu += throughput(&discard, &reqs, threads, scale.throughput_decisions / 2);
+                on += throughput(&file, &reqs, threads, scale.throughput_decisions / 2);
             }
-            let (off, on) = (off / 2.0, on / 2.0);
+            let (off, cpu, on) = (off / 2.0, cpu / 2.0, on / 2.0);
+            // Older files are rotated away: measure the live one.
+            let text = std::fs::read(&path).expect("read the log");
+            let lines = text.iter().filter(|&&b| b == b'\n').count();
+            let per_record = text.len() as f64 / lines.max(1) as f64;
             println!(
-                "  candidates={:<7} {threads} thread(s): no log {off:>10.0} decisions/s   file log {on:>10.0} decisions/s   cost {:>5.1}%",
+                "  candidates={:<7} {threads} thread(s): no log {off:>9.0}   discarding sink {cpu:>9.0} (cost {:>5.1}%)   file {on:>9.0} (cost {:>5.1}%, {per_record:.0} bytes a record, {:.0} MB/s)",
                 format!("{detail:?}").to_lowercase(),
-                100.0 * (1.0 - on / off)
+                100.0 * (1.0 - cpu / off),
+                100.0 * (1.0 - on / off),
+                on * per_record / 1e6,
             );
         }
     }
@@ -193,10 +219,21 @@ fn logging(catalog: &Catalog, scale: &Scale) {
     burst.flush().expect("flush");
     let secs = started.elapsed().as_secs_f64();
     let written = burst.stats().log.map_or(0, |s| s.written);
-    let bytes = std::fs::metadata(dir.path().join("burst.jsonl")).map_or(0, |m| m.len());
+    let bytes = log_bytes(dir.path(), "burst.jsonl");
     println!(
         "  writer: {written} records ({} bytes each on average) decided, written and fsynced in {secs:.3} s = {:.0} records/s",
         bytes / written.max(1),
         written as f64 / secs
     );
+}
+
+/// The bytes of a log file and of the files it rotated into.
+fn log_bytes(dir: &std::path::Path, name: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("read the log directory")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(name))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
