@@ -150,7 +150,9 @@ fn logging(catalog: &Catalog, scale: &Scale) {
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = Arc::new(catalog.engine());
     let reqs = Arc::new(requests(&plain, catalog));
-    println!("decision log (100-action catalog, block policy): decisions/s and cost against no log");
+    println!(
+        "decision log (100-action catalog, block policy): decisions/s and cost against no log"
+    );
     for detail in [LogDetail::All, LogDetail::Ranked, LogDetail::Chosen] {
         let path = dir.path().join(format!("decisions-{detail:?}.jsonl"));
         let mut config = EngineConfig::default();

@@ -290,53 +290,6 @@ fn plain(bytes: &[u8]) -> bool {
     found == 0
 }
 
-/// A score as JSON, through a memo of the last one written for the same
-/// action and field: scores mostly repeat from one decision to the next
-/// (a starting propensity, a fixed value or lever), and formatting a
-/// float costs about a hundred instructions. The memo is keyed by the
-/// float's bits, so it is exact whatever the action and version.
-fn score_json(buf: &mut Vec<u8>, action: u32, field: usize, v: f64) {
-    /// Entries per field; actions past it share entries (still exact).
-    const ACTIONS: usize = 1024;
-    #[derive(Clone, Copy)]
-    struct Entry {
-        bits: u64,
-        len: u8,
-        text: [u8; 31],
-    }
-    thread_local! {
-        static MEMO: std::cell::RefCell<Vec<Entry>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    MEMO.with_borrow_mut(|memo| {
-        if memo.is_empty() {
-            memo.resize(
-                ACTIONS * SCORES,
-                Entry {
-                    bits: 0,
-                    len: 0,
-                    text: [0; 31],
-                },
-            );
-        }
-        let e = &mut memo[(action as usize % ACTIONS) * SCORES + field];
-        if e.len == 0 || e.bits != v.to_bits() {
-            let start = buf.len();
-            num_json(buf, &v);
-            let text = &buf[start..];
-            if text.len() <= e.text.len() {
-                e.text[..text.len()].copy_from_slice(text);
-                e.len = text.len() as u8;
-                e.bits = v.to_bits();
-            }
-            return;
-        }
-        buf.extend_from_slice(&e.text[..e.len as usize]);
-    });
-}
-
-/// The memoised scores of a ranked candidate: P, C, V, L and priority.
-const SCORES: usize = 5;
-
 fn num_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(&mut *buf, v);
 }
@@ -352,8 +305,73 @@ fn ids(rules: &crate::RuleSet) -> &[Box<str>] {
     })
 }
 
+/// Formatted scores, keyed by action and field: scores mostly repeat from
+/// one decision to the next (a starting propensity, a fixed value or
+/// lever), and formatting a float costs about a hundred instructions. An
+/// entry is keyed by the float's bits, so it is exact whatever the action
+/// and version.
+struct ScoreMemo(Vec<MemoEntry>);
+
+#[derive(Clone, Copy)]
+struct MemoEntry {
+    bits: u64,
+    len: u8,
+    text: [u8; 31],
+}
+
+/// The memoised scores of a ranked candidate: P, C, V, L and priority.
+const SCORES: usize = 5;
+
+impl ScoreMemo {
+    /// Entries per field; actions past it share entries (still exact).
+    const ACTIONS: usize = 1024;
+
+    /// Run `f` with this thread's memo (the writer's).
+    fn with<R>(f: impl FnOnce(&mut ScoreMemo) -> R) -> R {
+        thread_local! {
+            static MEMO: std::cell::RefCell<ScoreMemo> =
+                const { std::cell::RefCell::new(ScoreMemo(Vec::new())) };
+        }
+        MEMO.with_borrow_mut(|m| {
+            if m.0.is_empty() {
+                m.0.resize(
+                    Self::ACTIONS * SCORES,
+                    MemoEntry {
+                        bits: 0,
+                        len: 0,
+                        text: [0; 31],
+                    },
+                );
+            }
+            f(m)
+        })
+    }
+
+    /// Write score `field` of `action`, `v`, as JSON.
+    #[inline]
+    fn write(&mut self, buf: &mut Vec<u8>, action: u32, field: usize, v: f64) {
+        let e = &mut self.0[(action as usize % Self::ACTIONS) * SCORES + field];
+        if e.len != 0 && e.bits == v.to_bits() {
+            // A fixed-size copy (no call), then cut to the text.
+            let end = buf.len() + e.len as usize;
+            buf.extend_from_slice(&e.text);
+            buf.truncate(end);
+            return;
+        }
+        let start = buf.len();
+        num_json(buf, &v);
+        let text = &buf[start..];
+        if text.len() <= e.text.len() {
+            e.text[..text.len()].copy_from_slice(text);
+            e.len = text.len() as u8;
+            e.bits = v.to_bits();
+        }
+    }
+}
+
 fn write_ranked(
     buf: &mut Vec<u8>,
+    memo: &mut ScoreMemo,
     id: &str,
     rank: usize,
     c: &crate::decision::Scored,
@@ -364,15 +382,15 @@ fn write_ranked(
     buf.extend_from_slice(b",\"rank\":");
     num_json(buf, &rank);
     buf.extend_from_slice(b",\"propensity\":");
-    score_json(buf, c.action, 0, c.propensity);
+    memo.write(buf, c.action, 0, c.propensity);
     buf.extend_from_slice(b",\"context_weight\":");
-    score_json(buf, c.action, 1, c.context_weight);
+    memo.write(buf, c.action, 1, c.context_weight);
     buf.extend_from_slice(b",\"value\":");
-    score_json(buf, c.action, 2, c.value);
+    memo.write(buf, c.action, 2, c.value);
     buf.extend_from_slice(b",\"lever\":");
-    score_json(buf, c.action, 3, c.lever);
+    memo.write(buf, c.action, 3, c.lever);
     buf.extend_from_slice(b",\"priority\":");
-    score_json(buf, c.action, 4, c.priority);
+    memo.write(buf, c.action, 4, c.priority);
     buf.extend_from_slice(if chosen {
         b",\"chosen\":true}"
     } else {
@@ -385,12 +403,14 @@ fn write_chosen(item: &DecisionItem, buf: &mut Vec<u8>) {
     let d = &item.decision;
     let ids = ids(d.ruleset());
     buf.push(b'[');
-    for (i, c) in d.chosen.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
+    ScoreMemo::with(|memo| {
+        for (i, c) in d.chosen.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            write_ranked(buf, memo, &ids[c.action as usize], i + 1, c, true);
         }
-        write_ranked(buf, &ids[c.action as usize], i + 1, c, true);
-    }
+    });
     buf.push(b']');
 }
 
@@ -421,14 +441,16 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
     };
     buf.push(b'[');
     let mut first = true;
-    for (i, c) in d.ranked.iter().enumerate() {
-        if !first {
-            buf.push(b',');
+    ScoreMemo::with(|memo| {
+        for (i, c) in d.ranked.iter().enumerate() {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            let chosen = d.chosen.iter().any(|x| x.action == c.action);
+            write_ranked(buf, memo, &ids[c.action as usize], i + 1, c, chosen);
         }
-        first = false;
-        let chosen = d.chosen.iter().any(|x| x.action == c.action);
-        write_ranked(buf, &ids[c.action as usize], i + 1, c, chosen);
-    }
+    });
     for r in &d.removed {
         if !first {
             buf.push(b',');
@@ -896,8 +918,9 @@ mod tests {
             ]), 1..64)
         ) {
             for (action, field, v) in scores {
-                let mut got = Vec::new();
-                super::score_json(&mut got, action, field, v);
+                let mut got = b"x".to_vec();
+                super::ScoreMemo::with(|m| m.write(&mut got, action, field, v));
+                proptest::prop_assert_eq!(got.remove(0), b'x');
                 proptest::prop_assert_eq!(got, serde_json::to_vec(&v).unwrap());
             }
         }
