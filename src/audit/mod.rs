@@ -406,8 +406,14 @@ fn write_loop(
             None => {}
         }
         if dirty && last_sync.elapsed() >= options.sync_interval {
-            if sync(&mut sink, &mut dirty).is_err() {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
+            // In the background where the sink can (a file): an fsync of a
+            // second's records would stop the writer for all of it.
+            match sink.sync_soon() {
+                Ok(started) => dirty = !started,
+                Err(_) => {
+                    dirty = false;
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
             }
             last_sync = Instant::now();
         }

@@ -17,6 +17,88 @@ pub trait Sink: Send + 'static {
     /// Make everything written so far durable (for files: write out the
     /// buffer and fsync).
     fn sync(&mut self) -> std::io::Result<()>;
+
+    /// The periodic sync (every `sync_interval` while records arrive): it
+    /// may return before the data is durable, so that writing goes on
+    /// meanwhile, and returns whether it started (or did) a sync of
+    /// everything written so far; `false` (an earlier sync still running)
+    /// makes the writer ask again an interval later. An error of an
+    /// earlier background sync is returned here. By default, [`Sink::sync`].
+    fn sync_soon(&mut self) -> std::io::Result<bool> {
+        self.sync().map(|()| true)
+    }
+}
+
+/// Runs a file's periodic fsyncs on its own thread: an fsync of a second's
+/// records can take hundreds of milliseconds, and the writer would stop
+/// for all of them (deciding threads then wait on a full queue).
+struct Syncer {
+    files: Option<std::sync::mpsc::SyncSender<File>>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    error: Arc<Mutex<Option<std::io::Error>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start() -> std::io::Result<Syncer> {
+        let (files, rx) = std::sync::mpsc::sync_channel::<File>(1);
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let (b, e) = (busy.clone(), error.clone());
+        let thread = std::thread::Builder::new()
+            .name("nextbest-log-sync".into())
+            .spawn(move || {
+                for file in rx {
+                    if let Err(err) = file.sync_data() {
+                        *e.lock() = Some(err);
+                    }
+                    b.store(false, std::sync::atomic::Ordering::Release);
+                }
+            })?;
+        Ok(Syncer {
+            files: Some(files),
+            busy,
+            error,
+            thread: Some(thread),
+        })
+    }
+
+    /// Start syncing `file` unless a sync is still running (then `false`:
+    /// the writer asks again an interval later); return the error of an
+    /// earlier one.
+    fn sync_soon(&self, file: &File) -> std::io::Result<bool> {
+        if let Some(e) = self.error.lock().take() {
+            return Err(e);
+        }
+        if self.busy.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let sent = self
+            .files
+            .as_ref()
+            .map(|tx| file.try_clone().map(|f| tx.try_send(f).is_ok()));
+        match sent {
+            Some(Ok(true)) => Ok(true),
+            Some(Err(e)) => {
+                self.busy.store(false, std::sync::atomic::Ordering::Release);
+                Err(e)
+            }
+            // Cannot happen while busy is ours; sync in place.
+            _ => {
+                self.busy.store(false, std::sync::atomic::Ordering::Release);
+                file.sync_data().map(|()| true)
+            }
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.files.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// JSON Lines file with size-based rotation: when the file passes
@@ -28,6 +110,7 @@ pub struct FileSink {
     size: u64,
     max_bytes: u64,
     keep_files: usize,
+    syncer: Syncer,
 }
 
 impl FileSink {
@@ -49,6 +132,7 @@ impl FileSink {
             size,
             max_bytes: max_bytes.max(1024),
             keep_files,
+            syncer: Syncer::start()?,
         })
     }
 
@@ -97,6 +181,11 @@ impl Sink for FileSink {
         self.file.flush()?;
         self.file.get_ref().sync_data()
     }
+
+    fn sync_soon(&mut self) -> std::io::Result<bool> {
+        self.file.flush()?;
+        self.syncer.sync_soon(self.file.get_ref())
+    }
 }
 
 /// Keeps records in memory; clone the handle to read them.
@@ -137,5 +226,48 @@ impl<F: FnMut(&str) + Send + 'static> Sink for CallbackSink<F> {
     }
     fn sync(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FileSink, Sink};
+
+    /// Background syncs never lose or reorder what is written around them,
+    /// across a rotation too; the first one starts at once.
+    #[test]
+    fn background_syncs_keep_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let mut sink = FileSink::open(&path, 8 * 1024, 10).unwrap();
+        assert!(sink.sync_soon().unwrap(), "nothing is syncing yet");
+        let n = 5_000;
+        for i in 0..n {
+            sink.write(&format!("{{\"i\":{i}}}")).unwrap();
+            if i % 100 == 0 {
+                sink.sync_soon().unwrap();
+            }
+        }
+        drop(sink);
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        // Oldest first: log.jsonl.N ... log.jsonl.1, log.jsonl.
+        files.sort_by_key(|p| {
+            std::cmp::Reverse(
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .and_then(|e| e.parse::<u32>().ok())
+                    .unwrap_or(0),
+            )
+        });
+        assert!(files.len() > 1, "the test must cross a rotation");
+        let text: String = files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        let expected: String = (0..n).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        assert_eq!(text, expected);
     }
 }
