@@ -202,7 +202,7 @@ pub(crate) struct DecisionLog {
     /// freed on the writer's thread, every free takes that thread's malloc
     /// arena lock while it is allocating the next decision, and the
     /// contention (futex calls on both sides) cost more than the decision.
-    spent: parking_lot::Mutex<Receiver<Item>>,
+    spent: Arc<parking_lot::Mutex<Receiver<Item>>>,
 }
 
 /// Spent records the writer may hold for the deciding threads to free;
@@ -217,13 +217,15 @@ impl DecisionLog {
     pub(crate) fn start(sink: Box<dyn Sink>, options: LogOptions) -> Result<DecisionLog, Error> {
         let (tx, rx) = sync_channel(options.queue_capacity.max(1));
         let (spent_tx, spent) = sync_channel(SPENT_CAPACITY);
+        let spent = Arc::new(parking_lot::Mutex::new(spent));
+        let idle_free = spent.clone();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let when_full = options.when_full;
         let detail = options.detail;
         let writer = std::thread::Builder::new()
             .name("nextbest-log".into())
-            .spawn(move || write_loop(rx, spent_tx, sink, options, &c))
+            .spawn(move || write_loop(rx, (spent_tx, idle_free), sink, options, &c))
             .map_err(|e| Error::io("<decision log writer thread>", e))?;
         Ok(DecisionLog {
             detail,
@@ -231,7 +233,7 @@ impl DecisionLog {
             when_full,
             counters,
             writer: Some(writer),
-            spent: parking_lot::Mutex::new(spent),
+            spent,
         })
     }
 
@@ -337,7 +339,7 @@ const IDLE_POLLS: u32 = 64;
 
 fn write_loop(
     rx: Receiver<Item>,
-    spent: SyncSender<Item>,
+    (spent, idle_free): (SyncSender<Item>, Arc<parking_lot::Mutex<Receiver<Item>>>),
     mut sink: Box<dyn Sink>,
     options: LogOptions,
     counters: &Counters,
@@ -364,8 +366,18 @@ fn write_loop(
                 None
             }
             Err(TryRecvError::Empty) => {
+                // Idle: free what no decision will come to free (it holds
+                // contexts and, through its decision, a rule version).
+                if let Some(rx) = idle_free.try_lock() {
+                    while rx.try_recv().is_ok() {}
+                }
                 let r = if dirty {
-                    let wait = options.sync_interval.saturating_sub(last_sync.elapsed());
+                    // At least a poll: with a sync still running, a zero
+                    // interval would otherwise spin until it ends.
+                    let wait = options
+                        .sync_interval
+                        .saturating_sub(last_sync.elapsed())
+                        .max(POLL);
                     rx.recv_timeout(wait)
                 } else {
                     rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -410,8 +422,8 @@ fn write_loop(
             // second's records would stop the writer for all of it.
             match sink.sync_soon() {
                 Ok(started) => dirty = !started,
+                // Asked again an interval later.
                 Err(_) => {
-                    dirty = false;
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }

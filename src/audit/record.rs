@@ -929,6 +929,71 @@ mod tests {
     use crate::audit::{LogDetail, LogOptions, Masking, MemorySink};
     use crate::{DecisionRequest, Engine, EngineConfig, Outcome, OutcomeKind, RuleSet, Timestamp};
 
+    /// The record's rarer fields, also compared with the `Serialize` one:
+    /// an experiment (its name, the challenger and control arms, the
+    /// control's logged seed), epsilon-greedy's selection probability,
+    /// timestamps, sets and attribute values that need escaping.
+    #[test]
+    fn hand_written_records_equal_the_serialized_ones_in_experiments() {
+        let main = std::fs::read_to_string("tests/fixtures/mini/ruleset.toml").unwrap();
+        let actions = std::fs::read_to_string("tests/fixtures/mini/actions/actions.toml").unwrap();
+        let learning = "\n[learning]\nmode = \"epsilon_greedy\"\nepsilon = 0.5\n";
+        let challenger = crate::RuleSource::new()
+            .file("ruleset.toml", format!("{main}{learning}"))
+            .file("actions/actions.toml", actions.clone());
+        let experiment = "\n[experiment]\nname = \"e\\\"1\"\nsalt = \"s\"\nchallenger = \"mini\"\nchallenger_share = 0.3\ncontrol_share = 0.3\ncontrol = \"random_eligible\"\n";
+        let source = crate::RuleSource::new()
+            .file("ruleset.toml", format!("{main}{experiment}"))
+            .file("actions/actions.toml", actions)
+            .challenger(challenger);
+        let sink = MemorySink::new();
+        let engine = Engine::with_sink(
+            RuleSet::compile(&source).unwrap(),
+            EngineConfig::default(),
+            Box::new(sink.clone()),
+            LogOptions::default(),
+        )
+        .unwrap();
+        let reasons = ["billing", "cancel\\\"la\\\\tion", "\\u0001x", "caf\u{e9}"];
+        for i in 0..200 {
+            let req = format!(
+                r#"{{"customer_id":"C{i}","channel":"call_center","now":"2026-11-23T10:00:0{}Z","context":{{"age":{},"income":{}.5,"segment":"gold","products":["A{i}","B"],"call_reason":"{}","last_contact":"2026-11-20T09:00:00Z"}}}}"#,
+                i % 10,
+                20 + i % 50,
+                i * 1000,
+                reasons[i % reasons.len()],
+            );
+            engine.decide_json(&req).unwrap();
+        }
+        engine.flush().unwrap();
+        let got = sink.records();
+        assert_eq!(got.len(), 200);
+        for r in &got {
+            assert!(!r.contains(r#""kind":"error""#), "{r}");
+        }
+        for (what, needle) in [
+            ("the experiment", r#""experiment":"e\"1""#),
+            ("the challenger arm", r#""arm":"challenger""#),
+            ("the control arm", r#""arm":"control""#),
+            ("a seed", r#""seed":1"#),
+            ("a selection probability", r#""selection_probability":0.5"#),
+            (
+                "a timestamp attribute",
+                r#""last_contact":"2026-11-20T09:00:00Z""#,
+            ),
+            ("an escaped value", r#""call_reason":"cancel\"la\\tion""#),
+        ] {
+            assert!(
+                got.iter().any(|r| r.contains(needle)),
+                "no record has {what} ({needle})"
+            );
+        }
+        assert!(
+            got.iter().any(|r| !r.contains("selection_probability")),
+            "no record without the rare fields"
+        );
+    }
+
     /// Every decision record written by hand equals the `Serialize` one:
     /// under `cfg(test)`, `write_record` writes an error record when they
     /// differ. Both rule sets, every channel, all three detail levels,

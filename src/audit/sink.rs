@@ -31,64 +31,87 @@ pub trait Sink: Send + 'static {
 
 /// Runs a file's periodic fsyncs on its own thread: an fsync of a second's
 /// records can take hundreds of milliseconds, and the writer would stop
-/// for all of them (deciding threads then wait on a full queue).
+/// for all of it (deciding threads then wait on a full queue).
 struct Syncer {
     files: Option<std::sync::mpsc::SyncSender<File>>,
-    busy: Arc<std::sync::atomic::AtomicBool>,
-    error: Arc<Mutex<Option<std::io::Error>>>,
+    shared: Arc<SyncState>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Whether a sync is running, and the first error of those that ran
+    /// since the last report.
+    state: Mutex<(bool, Option<std::io::Error>)>,
+    done: parking_lot::Condvar,
 }
 
 impl Syncer {
     fn start() -> std::io::Result<Syncer> {
         let (files, rx) = std::sync::mpsc::sync_channel::<File>(1);
-        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let error = Arc::new(Mutex::new(None));
-        let (b, e) = (busy.clone(), error.clone());
+        let shared = Arc::new(SyncState::default());
+        let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("nextbest-log-sync".into())
             .spawn(move || {
                 for file in rx {
-                    if let Err(err) = file.sync_data() {
-                        *e.lock() = Some(err);
+                    let r = file.sync_data();
+                    let mut state = s.state.lock();
+                    if let Err(e) = r {
+                        state.1.get_or_insert(e);
                     }
-                    b.store(false, std::sync::atomic::Ordering::Release);
+                    state.0 = false;
+                    s.done.notify_all();
                 }
             })?;
         Ok(Syncer {
             files: Some(files),
-            busy,
-            error,
+            shared,
             thread: Some(thread),
         })
     }
 
     /// Start syncing `file` unless a sync is still running (then `false`:
-    /// the writer asks again an interval later); return the error of an
-    /// earlier one.
+    /// the writer asks again an interval later). An earlier sync's error is
+    /// returned, the new sync started all the same.
     fn sync_soon(&self, file: &File) -> std::io::Result<bool> {
-        if let Some(e) = self.error.lock().take() {
-            return Err(e);
-        }
-        if self.busy.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        let mut state = self.shared.state.lock();
+        if state.0 {
             return Ok(false);
         }
-        let sent = self
-            .files
-            .as_ref()
-            .map(|tx| file.try_clone().map(|f| tx.try_send(f).is_ok()));
-        match sent {
-            Some(Ok(true)) => Ok(true),
-            Some(Err(e)) => {
-                self.busy.store(false, std::sync::atomic::Ordering::Release);
-                Err(e)
+        let earlier = state.1.take();
+        let started = match &self.files {
+            Some(tx) => {
+                let clone = match file.try_clone() {
+                    Ok(c) => c,
+                    Err(e) => return Err(earlier.unwrap_or(e)),
+                };
+                state.0 = true;
+                // The thread takes one file at a time and is idle (not
+                // busy): the slot is free.
+                tx.try_send(clone).is_ok()
             }
-            // Cannot happen while busy is ours; sync in place.
-            _ => {
-                self.busy.store(false, std::sync::atomic::Ordering::Release);
-                file.sync_data().map(|()| true)
-            }
+            None => false,
+        };
+        if !started {
+            state.0 = false;
+            drop(state);
+            file.sync_data()?;
         }
+        match earlier {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+
+    /// Wait for a running sync, and return the error of any since the
+    /// last report.
+    fn wait(&self) -> std::io::Result<()> {
+        let mut state = self.shared.state.lock();
+        while state.0 {
+            self.shared.done.wait(&mut state);
+        }
+        state.1.take().map_or(Ok(()), Err)
     }
 }
 
@@ -179,7 +202,11 @@ impl Sink for FileSink {
 
     fn sync(&mut self) -> std::io::Result<()> {
         self.file.flush()?;
-        self.file.get_ref().sync_data()
+        // A background sync's failure counts against this sync: the kernel
+        // reports a write-back error to one fsync of the file only.
+        let earlier = self.syncer.wait();
+        self.file.get_ref().sync_data()?;
+        earlier
     }
 
     fn sync_soon(&mut self) -> std::io::Result<bool> {
