@@ -98,7 +98,8 @@ fn write_decision(
     buf.extend_from_slice(b"{\"v\":");
     num_json(buf, &FORMAT_VERSION);
     buf.extend_from_slice(b",\"kind\":\"decision\",\"decision_id\":\"");
-    hex_id(buf, d.id.0);
+    // Writing to a Vec cannot fail.
+    let _ = std::io::Write::write_fmt(buf, format_args!("{}", d.id));
     buf.extend_from_slice(b"\",\"timestamp\":");
     timestamp_json(buf, d.timestamp);
     buf.extend_from_slice(b",\"ruleset\":{\"name\":");
@@ -177,17 +178,12 @@ fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking) {
     buf.push(b'{');
     let mut first = true;
     for (attr, slot) in given(ctx) {
-        let masked = if attr.sensitive {
-            let Some(v) = ctx.value(slot) else {
-                continue;
-            };
-            let text = match value_json(&v) {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            Some(mask(masking, &text))
-        } else {
-            None
+        let masked = match attr.sensitive {
+            true => match masked_value(ctx, slot, masking) {
+                Some(m) => Some(m),
+                None => continue,
+            },
+            false => None,
         };
         if !first {
             buf.push(b',');
@@ -224,16 +220,6 @@ fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking) {
         }
     }
     buf.push(b'}');
-}
-
-/// 32 lower-case hex digits, as `DecisionId` displays.
-fn hex_id(buf: &mut Vec<u8>, id: u128) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    buf.extend_from_slice(&out);
 }
 
 /// A timestamp as a JSON string (RFC 3339). Consecutive records mostly
@@ -674,21 +660,26 @@ impl Serialize for ContextJson<'_> {
         let mut m = s.serialize_map(None)?;
         for (attr, slot) in given(self.ctx) {
             if attr.sensitive {
-                // Rare: the masked text of the value's JSON form.
-                let Some(v) = self.ctx.value(slot) else {
+                let Some(masked) = masked_value(self.ctx, slot, self.masking) else {
                     continue;
                 };
-                let text = match value_json(&v) {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                m.serialize_entry(&*attr.name, &mask(self.masking, &text))?;
+                m.serialize_entry(&*attr.name, &masked)?;
             } else {
                 m.serialize_entry(&*attr.name, &SlotJson(self.ctx.raw(slot)))?;
             }
         }
         m.end()
     }
+}
+
+/// A sensitive attribute's mask: of its value's JSON text (a string's own
+/// text). Rare, so built through `value_json`.
+fn masked_value(ctx: &Context, slot: u16, masking: &Masking) -> Option<String> {
+    let text = match value_json(&ctx.value(slot)?) {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    Some(mask(masking, &text))
 }
 
 /// One slot's value as JSON, the same as `value_json` gives.
