@@ -8,7 +8,9 @@
 //! - decision log: decisions/s with the JSON Lines file sink and with a
 //!   sink that discards the records (the log's cost without the disk)
 //!   against no log, on 1 and 2 threads, for each candidate detail; the
-//!   bytes written; and the writer's sustained records/s.
+//!   bytes written; the same with the file compressed by zstd; and the
+//!   writer's sustained records/s. On the 100-action catalog, and on the
+//!   shipped rule sets (strategies included) with their populations.
 //!
 //! `cargo bench --bench serving`; `-- --test` runs a short smoke version.
 
@@ -16,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nextbest::audit::{CallbackSink, LogConfig, LogDetail, LogOptions};
-use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet};
+use nextbest::audit::{CallbackSink, Compression, LogConfig, LogDetail, LogOptions};
+use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet, RuleSource};
 
 #[allow(dead_code)]
 mod support;
@@ -46,7 +48,33 @@ fn main() {
     };
     let catalog = Catalog::generate(100, 7);
     hot_swap(&catalog, &scale);
-    logging(&catalog, &scale);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = catalog.to_source();
+    let compile = || RuleSet::compile(&source).expect("catalog compiles");
+    let reqs = Arc::new(requests(&catalog.engine(), &catalog));
+    logging(
+        "100-action catalog",
+        &compile,
+        &reqs,
+        scale.throughput_decisions,
+        dir.path(),
+    );
+    // The shipped rule sets, strategies included, on their populations.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    for name in ["retail_bank", "telco_care"] {
+        let rules_dir = root.join(name);
+        match support::shipped(&rules_dir) {
+            Ok((_, shipped)) => {
+                let source = RuleSource::from_dir(&rules_dir).expect("loads");
+                let compile = || RuleSet::compile(&source).expect("compiles");
+                // Slower decisions: fewer of them take as long.
+                let n = scale.throughput_decisions / 4;
+                logging(name, &compile, &Arc::new(shipped), n, dir.path());
+            }
+            Err(why) => eprintln!("decision log ({name}): skipped ({why})"),
+        }
+    }
+    writer_burst(&catalog, &reqs, &scale, dir.path());
 }
 
 fn requests(engine: &Engine, catalog: &Catalog) -> Vec<DecisionRequest> {
@@ -146,31 +174,37 @@ fn throughput(
     (per * threads) as f64 / started.elapsed().as_secs_f64()
 }
 
-fn logging(catalog: &Catalog, scale: &Scale) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let plain = Arc::new(catalog.engine());
-    let reqs = Arc::new(requests(&plain, catalog));
-    println!(
-        "decision log (100-action catalog, block policy): decisions/s and cost against no log"
-    );
+/// The decision log's cost on one workload: `rules` compiles a fresh copy
+/// of its rule set for each engine, `reqs` are its requests.
+fn logging(
+    name: &str,
+    rules: &dyn Fn() -> RuleSet,
+    reqs: &Arc<Vec<DecisionRequest>>,
+    decisions: usize,
+    dir: &std::path::Path,
+) {
+    let plain = Arc::new(Engine::new(rules()));
+    println!("decision log ({name}, block policy): decisions/s and cost against no log");
     for detail in [LogDetail::All, LogDetail::Ranked, LogDetail::Chosen] {
-        let path = dir.path().join(format!("decisions-{detail:?}.jsonl"));
+        let path = dir.join(format!("{name}-{detail:?}.jsonl"));
         let mut config = EngineConfig::default();
         let mut lc = LogConfig::new(&path);
         lc.candidates = detail;
         config.decision_log = Some(lc);
-        let file = Arc::new(
-            Engine::try_with_config(
-                RuleSet::compile(&catalog.to_source()).expect("compiles"),
-                config,
-            )
-            .expect("log opens"),
-        );
+        let file = Arc::new(Engine::try_with_config(rules(), config).expect("log opens"));
+        // The same file compressed with zstd (level 1, the default level).
+        let zpath = dir.join(format!("{name}-{detail:?}.jsonl.zst"));
+        let mut config = EngineConfig::default();
+        let mut lc = LogConfig::new(&zpath);
+        lc.candidates = detail;
+        lc.compression = Compression::Zstd;
+        config.decision_log = Some(lc);
+        let zstd = Arc::new(Engine::try_with_config(rules(), config).expect("log opens"));
         // The same records handed to a sink that discards them: what the
         // log costs without the disk.
         let discard = Arc::new(
             Engine::with_sink(
-                RuleSet::compile(&catalog.to_source()).expect("compiles"),
+                rules(),
                 EngineConfig::default(),
                 Box::new(CallbackSink(|r: &str| {
                     std::hint::black_box(r);
@@ -184,29 +218,37 @@ fn logging(catalog: &Catalog, scale: &Scale) {
         );
         for threads in [1, 2] {
             // Alternate to spread machine noise over all three.
-            let (mut off, mut cpu, mut on) = (0.0, 0.0, 0.0);
+            let (mut off, mut cpu, mut on, mut z) = (0.0, 0.0, 0.0, 0.0);
             for _ in 0..2 {
-                off += throughput(&plain, &reqs, threads, scale.throughput_decisions / 2);
-                cpu += throughput(&discard, &reqs, threads, scale.throughput_decisions / 2);
-                on += throughput(&file, &reqs, threads, scale.throughput_decisions / 2);
+                off += throughput(&plain, reqs, threads, decisions / 2);
+                cpu += throughput(&discard, reqs, threads, decisions / 2);
+                on += throughput(&file, reqs, threads, decisions / 2);
+                z += throughput(&zstd, reqs, threads, decisions / 2);
             }
-            let (off, cpu, on) = (off / 2.0, cpu / 2.0, on / 2.0);
+            let (off, cpu, on, z) = (off / 2.0, cpu / 2.0, on / 2.0, z / 2.0);
             // Older files are rotated away: measure the live one.
             let text = std::fs::read(&path).expect("read the log");
             let lines = text.iter().filter(|&&b| b == b'\n').count();
             let per_record = text.len() as f64 / lines.max(1) as f64;
+            let zbytes = log_bytes(dir, &format!("{name}-{detail:?}.jsonl.zst")) as f64;
+            let zrecords = zstd.stats().log.map_or(0, |s| s.written) as f64;
             println!(
-                "  candidates={:<7} {threads} thread(s): no log {off:>9.0}   discarding sink {cpu:>9.0} (cost {:>5.1}%)   file {on:>9.0} (cost {:>5.1}%, {per_record:.0} bytes a record, {:.0} MB/s)",
+                "  candidates={:<7} {threads} thread(s): no log {off:>9.0}   discarding sink {cpu:>9.0} (cost {:>5.1}%)   file {on:>9.0} (cost {:>5.1}%, {per_record:.0} bytes a record, {:.0} MB/s)   zstd file {z:>9.0} (cost {:>5.1}%, {:.0} bytes a record)",
                 format!("{detail:?}").to_lowercase(),
                 100.0 * (1.0 - cpu / off),
                 100.0 * (1.0 - on / off),
                 on * per_record / 1e6,
+                100.0 * (1.0 - z / off),
+                zbytes / zrecords.max(1.0),
             );
         }
     }
-    // The writer alone: a burst into a large queue, timed to the fsync.
+}
+
+/// The writer alone: a burst into a large queue, timed to the fsync.
+fn writer_burst(catalog: &Catalog, reqs: &[DecisionRequest], scale: &Scale, dir: &std::path::Path) {
     let mut config = EngineConfig::default();
-    let mut lc = LogConfig::new(dir.path().join("burst.jsonl"));
+    let mut lc = LogConfig::new(dir.join("burst.jsonl"));
     lc.queue_capacity = scale.throughput_decisions;
     config.decision_log = Some(lc);
     let burst = Engine::try_with_config(
@@ -221,7 +263,7 @@ fn logging(catalog: &Catalog, scale: &Scale) {
     burst.flush().expect("flush");
     let secs = started.elapsed().as_secs_f64();
     let written = burst.stats().log.map_or(0, |s| s.written);
-    let bytes = log_bytes(dir.path(), "burst.jsonl");
+    let bytes = log_bytes(dir, "burst.jsonl");
     println!(
         "  writer: {written} records ({} bytes each on average) decided, written and fsynced in {secs:.3} s = {:.0} records/s",
         bytes / written.max(1),
