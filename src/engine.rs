@@ -354,8 +354,9 @@ impl Engine {
         config.history.check()?;
         let (log, archive) = match &config.decision_log {
             Some(lc) => {
-                let sink = FileSink::open(&lc.path, lc.max_bytes, lc.keep_files)
-                    .map_err(|e| Error::io(&lc.path, e))?;
+                let sink =
+                    FileSink::open_as(&lc.path, lc.max_bytes, lc.keep_files, lc.file_format())
+                        .map_err(|e| Error::io(&lc.path, e))?;
                 (
                     Some(DecisionLog::start(Box::new(sink), lc.options())?),
                     lc.archive_dir.clone(),

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use nextbest::audit::replay::{read_log, replay, VersionSources};
-use nextbest::audit::{LogConfig, LogOptions, Masking, MemorySink, WhenFull};
+use nextbest::audit::{Compression, LogConfig, LogOptions, Masking, MemorySink, WhenFull};
 use nextbest::{Engine, EngineConfig, RuleSet};
 
 fn memory_engine(dir: &str, masking: Masking) -> (Engine, MemorySink) {
@@ -235,9 +235,10 @@ fn outcomes_are_logged_and_validated() {
     assert_eq!(engine.stats().outcomes, 1);
 }
 
-fn log_population(rules: &Path, customers: &Path, log: &Path) {
+fn log_population(rules: &Path, customers: &Path, log: &Path, compression: Compression) {
     let mut config = EngineConfig::default();
     let mut lc = LogConfig::new(log);
+    lc.compression = compression;
     lc.archive_dir = Some(log.with_extension("archive"));
     config.decision_log = Some(lc);
     let engine = Engine::try_with_config(RuleSet::from_dir(rules).unwrap(), config).unwrap();
@@ -267,16 +268,30 @@ fn every_logged_decision_replays_exactly_on_its_version() {
             sets.push(s.into());
         }
     }
-    for set in sets {
+    // The small set is logged compressed too: replay reads zstd logs.
+    let runs = sets.iter().flat_map(|s| {
+        let zstd = s.ends_with("mini").then_some((s, Compression::Zstd));
+        std::iter::once((s, Compression::None)).chain(zstd)
+    });
+    for (set, compression) in runs {
         let log = dir.path().join(format!(
-            "{}.jsonl",
-            set.file_name().unwrap().to_string_lossy()
+            "{}.jsonl{}",
+            set.file_name().unwrap().to_string_lossy(),
+            if compression == Compression::Zstd {
+                ".zst"
+            } else {
+                ""
+            }
         ));
-        log_population(&set, &set.join("customers.jsonl"), &log);
+        log_population(set, &set.join("customers.jsonl"), &log, compression);
+        if compression == Compression::Zstd {
+            let head = std::fs::read(&log).unwrap();
+            assert!(head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]), "not zstd");
+        }
         let by_dir = replay(
             std::slice::from_ref(&log),
             &VersionSources {
-                rules_dir: Some(set.clone()),
+                rules_dir: Some(set.to_path_buf()),
                 archive_dir: None,
             },
         )
@@ -310,6 +325,7 @@ fn replay_refuses_a_rule_directory_whose_hash_differs() {
         Path::new("tests/fixtures/mini"),
         Path::new("tests/fixtures/mini/customers.jsonl"),
         &log,
+        Compression::None,
     );
     let r = replay(
         &[log],
@@ -360,6 +376,7 @@ fn a_partial_last_line_is_reported_and_other_damage_is_corruption() {
         Path::new("tests/fixtures/mini"),
         Path::new("tests/fixtures/mini/customers.jsonl"),
         &log,
+        Compression::None,
     );
     let mut text = std::fs::read_to_string(&log).unwrap();
     text.push_str("{\"v\":1,\"kind\":\"decis");
@@ -385,6 +402,9 @@ fn crash_child() {
     let mut config = EngineConfig::default();
     let mut lc = LogConfig::new(path);
     lc.sync_interval_ms = 5;
+    if std::env::var_os("NEXTBEST_CRASH_CHILD_ZSTD").is_some() {
+        lc.compression = Compression::Zstd;
+    }
     config.decision_log = Some(lc);
     let engine =
         Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap();
@@ -406,9 +426,15 @@ fn records_flushed_before_a_sigkill_survive_and_at_most_the_last_line_is_partial
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..12 {
+    for round in 0..16 {
+        // Odd rounds log zstd frames: a crash may cut the last one.
+        let zstd = round % 2 == 1;
         let log = dir.path().join(format!("crash{round}.jsonl"));
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        if zstd {
+            child.env("NEXTBEST_CRASH_CHILD_ZSTD", "1");
+        }
+        let mut child = child
             .args([
                 "--exact",
                 "crash_child",
@@ -442,6 +468,12 @@ fn records_flushed_before_a_sigkill_survive_and_at_most_the_last_line_is_partial
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
         assert!(flushed > 0, "round {round}: the child never flushed");
+        let head = std::fs::read(&log).unwrap();
+        assert_eq!(
+            head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]),
+            zstd,
+            "round {round}"
+        );
         let (lines, problems) = read_log(std::slice::from_ref(&log)).unwrap();
         assert!(
             problems.corrupt_lines.is_empty(),
@@ -484,7 +516,12 @@ fn hooks_stopped_by_the_time_budget_replay_exactly() {
     )
     .unwrap();
     let log = dir.path().join("log.jsonl");
-    log_population(&rules, &mini.join("customers.jsonl"), &log);
+    log_population(
+        &rules,
+        &mini.join("customers.jsonl"),
+        &log,
+        Compression::None,
+    );
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()

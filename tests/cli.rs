@@ -160,3 +160,28 @@ fn diff_reports_the_changed_share_the_shifted_actions_and_why() {
     assert_eq!(code, 0);
     assert!(out.contains("1 of 3 decisions change (33.3%)"), "{out}");
 }
+
+#[test]
+fn simulate_logs_zstd_when_the_name_says_so_and_replay_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl.zst");
+    let log_arg = log.to_str().unwrap();
+    let (code, _, err) = nextbest(&["simulate", "tests/fixtures/mini", "--log", log_arg], None);
+    assert_eq!(code, 0, "{err}");
+    let bytes = std::fs::read(&log).unwrap();
+    assert!(bytes.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]), "not zstd");
+    let (code, out, err) = nextbest(
+        &[
+            "replay",
+            log_arg,
+            "--rules",
+            "tests/fixtures/mini",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(r["decisions"], 3, "{r}");
+    assert_eq!(r["matched"], 3, "{r}");
+}

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use sink::{CallbackSink, FileSink, MemorySink, Sink};
+pub use sink::{CallbackSink, FileFormat, FileSink, MemorySink, Sink};
 
 use crate::context::{Context, Timestamp};
 use crate::decision::Decision;
@@ -55,6 +55,18 @@ pub enum LogDetail {
     Ranked,
     /// Only the chosen actions with their scores.
     Chosen,
+}
+
+/// Whether the log file is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Plain JSON Lines (the default).
+    #[default]
+    None,
+    /// zstd frames of JSON Lines (read with `zstdcat`): about a fourteenth
+    /// of the bytes on the shipped rule sets, for the writer's CPU.
+    Zstd,
 }
 
 /// Decision log settings (the `decision_log` object of the engine
@@ -93,6 +105,13 @@ pub struct LogConfig {
     /// `all` (default), `ranked` or `chosen`.
     #[serde(default)]
     pub candidates: LogDetail,
+    /// `none` (default) or `zstd`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// The zstd level (default 1): higher packs tighter and costs more of
+    /// the writer's time; negative levels are faster still.
+    #[serde(default = "default_level")]
+    pub compression_level: i32,
 }
 
 fn default_max_bytes() -> u64 {
@@ -106,6 +125,9 @@ fn default_queue() -> usize {
 }
 fn default_sync_ms() -> u64 {
     1000
+}
+fn default_level() -> i32 {
+    1
 }
 
 impl LogConfig {
@@ -121,6 +143,26 @@ impl LogConfig {
             mask_key: None,
             archive_dir: None,
             candidates: LogDetail::All,
+            compression: Compression::None,
+            compression_level: default_level(),
+        }
+    }
+
+    /// [`LogConfig::new`], compressed with zstd when `path` ends in `.zst`
+    /// (what the command line's `--log` does).
+    pub fn for_file(path: impl Into<PathBuf>) -> LogConfig {
+        let mut config = LogConfig::new(path);
+        if config.path.extension().is_some_and(|e| e == "zst") {
+            config.compression = Compression::Zstd;
+        }
+        config
+    }
+
+    /// How the file sink stores records.
+    pub fn file_format(&self) -> FileFormat {
+        match self.compression {
+            Compression::None => FileFormat::Plain,
+            Compression::Zstd => FileFormat::Zstd(self.compression_level),
         }
     }
 

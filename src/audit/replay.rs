@@ -88,15 +88,71 @@ pub struct ReadProblems {
     pub corrupt_lines: Vec<String>,
 }
 
-/// Read decision-log files (JSON Lines), in the order given.
+/// Read decision-log files (JSON Lines, plain or zstd-compressed), in the
+/// order given.
 pub fn read_log(paths: &[PathBuf]) -> Result<(Vec<LogLine>, ReadProblems), Error> {
     let mut out = Vec::new();
     let mut problems = ReadProblems::default();
     for path in paths {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        parse_log(path, &bytes, &mut out, &mut problems);
+        parse_log_file(path, &bytes, &mut out, &mut problems);
     }
     Ok((out, problems))
+}
+
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Parse one log file's bytes: zstd frames (recognised by their first
+/// bytes) are decompressed first, then read as [`parse_log`] reads plain
+/// JSON Lines, with line numbers counted in the decompressed text. A last
+/// frame cut short (what a crash mid-write leaves; it holds only records
+/// that were never synced) is reported as a partial last line; a frame
+/// that does not decompress is reported as corrupt and skipped. Never
+/// fails.
+pub fn parse_log_file(
+    file: &Path,
+    bytes: &[u8],
+    out: &mut Vec<LogLine>,
+    problems: &mut ReadProblems,
+) {
+    if !bytes.starts_with(&ZSTD_MAGIC) {
+        return parse_log(file, bytes, out, problems);
+    }
+    let mut text = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let n = match zstd::zstd_safe::find_frame_compressed_size(rest) {
+            Ok(n) if n > 0 && n <= rest.len() => n,
+            Ok(_) | Err(_) if rest.starts_with(&ZSTD_MAGIC) || ZSTD_MAGIC.starts_with(rest) => {
+                problems.partial_last_lines.push(format!(
+                    "{}: byte {at}: partial last zstd frame ({} bytes; a crash while writing?)",
+                    file.display(),
+                    rest.len()
+                ));
+                break;
+            }
+            Ok(_) | Err(_) => {
+                problems.corrupt_lines.push(format!(
+                    "{}: byte {at}: not a zstd frame ({} bytes left unread)",
+                    file.display(),
+                    rest.len()
+                ));
+                break;
+            }
+        };
+        let before = text.len();
+        if let Err(e) = zstd::stream::copy_decode(&rest[..n], &mut text) {
+            text.truncate(before);
+            problems.corrupt_lines.push(format!(
+                "{}: byte {at}: zstd frame of {n} bytes does not decompress: {e}",
+                file.display()
+            ));
+        }
+        at += n;
+    }
+    parse_log(file, &text, out, problems);
 }
 
 /// Parse the bytes of one log file (which may be damaged) into records and

@@ -504,7 +504,7 @@ pub fn simulate_learning(
         let engine = match &opts.log {
             Some(path) => {
                 let config = crate::engine::EngineConfig {
-                    decision_log: Some(crate::audit::LogConfig::new(path)),
+                    decision_log: Some(crate::audit::LogConfig::for_file(path)),
                     ..crate::engine::EngineConfig::default()
                 };
                 Engine::try_with_config(rules, config)?

@@ -65,8 +65,9 @@ enum Command {
         /// Decision time, RFC 3339 (default 2026-11-23T10:00:00Z).
         #[arg(long)]
         now: Option<String>,
-        /// Write the decision log (JSON Lines) of the timed pass here (with
-        /// --learn: of the one policy, decisions and outcomes).
+        /// Write the decision log (JSON Lines; zstd-compressed when the name
+        /// ends in .zst) of the timed pass here (with --learn: of the one
+        /// policy, decisions and outcomes).
         #[arg(long)]
         log: Option<PathBuf>,
         /// Print the report as JSON.
@@ -421,7 +422,7 @@ fn run_simulate(
     let engine = match log {
         Some(path) => {
             let mut config = nextbest::EngineConfig::default();
-            config.decision_log = Some(nextbest::audit::LogConfig::new(path));
+            config.decision_log = Some(nextbest::audit::LogConfig::for_file(path));
             Engine::try_with_config(RuleSet::from_dir(dir)?, config)?
         }
         None => Engine::from_dir(dir)?,
