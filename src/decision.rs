@@ -460,6 +460,15 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Put the ranked survivors in arbitration order, if they are not (a
+    /// decision made with the log's detail and nothing else that needs
+    /// them in order leaves them unsorted).
+    pub(crate) fn sort_ranked(&mut self) {
+        if !self.ranked.is_sorted_by(|a, b| a.ranks_before(b)) {
+            crate::arbitration::sort_all(&mut self.ranked);
+        }
+    }
+
     /// The decision's unique id.
     pub fn id(&self) -> DecisionId {
         self.id

@@ -551,3 +551,62 @@ fn hooks_stopped_by_the_time_budget_replay_exactly() {
     );
     assert_eq!(report.matched, records.len());
 }
+
+/// A decision made only for the log leaves its survivors unsorted (the
+/// writer sorts them): records still list them in arbitration order, as an
+/// explained decision ranks them. Twelve actions whose values do not
+/// follow their order in the file, no strategy (a strategy sorts them on
+/// the decision path).
+#[test]
+fn logged_candidates_are_in_rank_order_when_only_the_log_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ruleset.toml"),
+        "name = \"order\"\n[schema]\nage = \"int\"\n\
+         [channels]\ncall_center = { direction = \"inbound\", limit = 3 }\n\
+         [issues.growth]\n[groups.cards]\nissue = \"growth\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("actions")).unwrap();
+    let actions: String = (0..12)
+        .map(|i| {
+            format!(
+                "[[actions]]\nid = \"A{i:02}\"\ngroup = \"cards\"\nchannels = [\"call_center\"]\n\
+                 value = \"age * {}.0\"\nstarting_propensity = 0.1\ntreatment = \"t\"\n\n",
+                (i * 7) % 12 + 1
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("actions/a.toml"), actions).unwrap();
+    let (engine, sink) = memory_engine(dir.path().to_str().unwrap(), Masking::Fixed);
+    let req = r#"{"customer_id":"C1","channel":"call_center","context":{"age":40}}"#;
+    let chosen: Vec<String> = engine
+        .decide_json(req)
+        .unwrap()
+        .actions()
+        .map(|a| a.action().to_string())
+        .collect();
+    let explained = engine
+        .decide_json(&req.replace("}}", "},\"explain\":true}"))
+        .unwrap();
+    let expected: Vec<String> = explained.ranked().map(|r| r.action().to_string()).collect();
+    assert_eq!(expected.len(), 12);
+    assert_eq!(chosen, expected[..3]);
+    engine.flush().unwrap();
+    let r = &records(&sink)[0];
+    let ranked: Vec<&serde_json::Value> = r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c.get("rank").is_some())
+        .collect();
+    let ids: Vec<&str> = ranked
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, expected);
+    for (i, c) in ranked.iter().enumerate() {
+        assert_eq!(c["rank"], i + 1);
+        assert_eq!(c["chosen"], i < 3);
+    }
+}

@@ -443,7 +443,12 @@ fn write_loop(
                 last_sync = Instant::now();
                 let _ = done.send(r);
             }
-            Some(item) => {
+            Some(mut item) => {
+                if let Item::Decision(d) = &mut item {
+                    // Decisions made for the log alone leave their
+                    // survivors unsorted: sorted here, off the hot path.
+                    d.decision.sort_ranked();
+                }
                 let text = record::write_record(&item, &options.masking, &mut line);
                 match sink.write(text) {
                     Ok(()) => {

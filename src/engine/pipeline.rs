@@ -158,19 +158,20 @@ pub(crate) fn decide_on(
     let strategy_ranks = hooks
         .as_ref()
         .is_some_and(|h| h.0.has_adjust || h.0.has_select);
+    // The random-eligible control group and the strategy's adjust and
+    // select hooks work on every survivor, not just the top N.
+    let sorted_here = request.explain
+        || strategy_ranks
+        || control == Some(ControlMode::RandomEligible)
+        // Volume constraints may refuse a chosen action: the next
+        // survivor takes its place.
+        || !rs.volumes.is_empty()
+        || learning.is_some_and(|l| l.mode == LearnMode::EpsilonGreedy);
     let record = Record {
         removed: request.explain || log_removed,
         errors: request.explain,
-        // The random-eligible control group and the strategy's adjust and
-        // select hooks work on every survivor, not just the top N.
-        all: request.explain
-            || log_ranked
-            || strategy_ranks
-            || control == Some(ControlMode::RandomEligible)
-            // Volume constraints may refuse a chosen action: the next
-            // survivor takes its place.
-            || !rs.volumes.is_empty()
-            || learning.is_some_and(|l| l.mode == LearnMode::EpsilonGreedy),
+        all: sorted_here || log_ranked,
+        unsorted: !sorted_here,
     };
     let learn = learning.map(|l| Learn {
         learning: l,
@@ -220,7 +221,7 @@ pub(crate) fn decide_on(
         }
     }
     drop(hooks);
-    if record.all && out.chosen.is_empty() {
+    if record.all && !record.unsorted && out.chosen.is_empty() {
         out.chosen.extend(out.ranked.iter().take(limit).copied());
     }
     // Epsilon-greedy explores after the strategy has adjusted and selected,
@@ -804,6 +805,10 @@ struct Record {
     errors: bool,
     /// Every surviving candidate, sorted (not just the top N).
     all: bool,
+    /// With `all`: only the decision log reads the survivors, so they are
+    /// left unsorted (the log's writer sorts them, off the decision path)
+    /// and `chosen` is the top N.
+    unsorted: bool,
 }
 
 struct Outcome {
@@ -834,6 +839,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
         removed: RECORD && record.removed,
         errors: RECORD && record.errors,
         all: RECORD && record.all,
+        unsorted: RECORD && record.all && record.unsorted,
     };
     let ch = &rs.channels[channel as usize];
     let env = Env {
@@ -843,7 +849,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     };
     let mut results = take_scratch(Memo::words(rs.conds.len()));
     let memo = Memo::new(&mut results, &rs.conds, env);
-    let mut chosen = Vec::with_capacity(if record.all {
+    let mut chosen = Vec::with_capacity(if record.all && !record.unsorted {
         0
     } else {
         limit.min(ch.actions.len())
@@ -934,12 +940,13 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
         };
         if record.all {
             ranked.push(scored);
-        } else {
+        }
+        if !record.all || record.unsorted {
             arbitration::offer_top(&mut chosen, limit, scored);
         }
     }
     put_scratch(results);
-    if record.all {
+    if record.all && !record.unsorted {
         arbitration::sort_all(&mut ranked);
     }
     Outcome {
