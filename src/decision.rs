@@ -457,15 +457,22 @@ pub struct Decision {
     /// The probability that the first action was chosen first, when the
     /// learning mode makes it exact (posterior mean: 1; epsilon-greedy).
     pub(crate) selection_probability: Option<f64>,
+    /// `ranked` holds every survivor out of arbitration order: only the
+    /// decision log reads them, and its writer sorts them
+    /// ([`Decision::sort_ranked`]).
+    pub(crate) ranked_unsorted: bool,
 }
 
 impl Decision {
-    /// Put the ranked survivors in arbitration order, if they are not (a
-    /// decision made with the log's detail and nothing else that needs
-    /// them in order leaves them unsorted).
+    /// Put the ranked survivors in arbitration order if they were left
+    /// unsorted (a decision made with the log's detail and nothing else
+    /// that reads them in order). Any other order is deliberate (an
+    /// epsilon-greedy exploration puts the explored action first) and is
+    /// kept.
     pub(crate) fn sort_ranked(&mut self) {
-        if !self.ranked.is_sorted_by(|a, b| a.ranks_before(b)) {
+        if self.ranked_unsorted {
             crate::arbitration::sort_all(&mut self.ranked);
+            self.ranked_unsorted = false;
         }
     }
 
@@ -569,6 +576,7 @@ impl Decision {
             blocked: self.blocked.clone(),
             evidence: self.evidence.clone(),
             selection_probability: self.selection_probability,
+            ranked_unsorted: false,
         }
     }
 

@@ -562,13 +562,24 @@ mode = "greedy"
 /// the state contributed and the seed of the draws; a wrong seed is caught.
 #[test]
 fn decisions_on_engine_state_replay_exactly_from_the_logged_seed_and_state() {
+    replays_exactly("\"thompson\"");
+}
+
+/// The same with epsilon-greedy, whose explorations put a survivor ahead of
+/// the arbitration order: the log keeps that order.
+#[test]
+fn epsilon_greedy_decisions_replay_exactly() {
+    replays_exactly("\"epsilon_greedy\"\nepsilon = 0.3");
+}
+
+fn replays_exactly(mode: &str) {
     use nextbest::audit::replay::{replay, VersionSources};
     use nextbest::audit::LogConfig;
     let dir = tempfile::tempdir().unwrap();
     let rules_dir = dir.path().join("rules");
     std::fs::create_dir_all(rules_dir.join("actions")).unwrap();
     let extra = format!(
-        "{PER_ACTION}\n[[volume_constraints]]\nname = \"loan_cap\"\naction = \"LOAN_A\"\nmax = 10\nperiod = \"day\"\n[learning]\nmode = \"thompson\"\n"
+        "{PER_ACTION}\n[[volume_constraints]]\nname = \"loan_cap\"\naction = \"LOAN_A\"\nmax = 10\nperiod = \"day\"\n[learning]\nmode = {mode}\n"
     );
     let src = rules(&extra);
     for (path, text) in src.source().files() {

@@ -316,6 +316,7 @@ pub(crate) fn decide_on(
         seed: seed_of_draws.or(seed),
         channel,
         chosen: out.chosen,
+        ranked_unsorted: record.all && record.unsorted && !out.ranked.is_empty(),
         ranked: out.ranked,
         removed: out.removed,
         notes: out.notes,
