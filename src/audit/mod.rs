@@ -64,8 +64,8 @@ pub enum Compression {
     /// Plain JSON Lines (the default).
     #[default]
     None,
-    /// zstd frames of JSON Lines (read with `zstdcat`): about a fourteenth
-    /// of the bytes on the shipped rule sets, for the writer's CPU.
+    /// zstd frames of JSON Lines (read with `zstdcat`): about a twelfth of
+    /// the bytes on the shipped rule sets, for some of the writer's CPU.
     Zstd,
 }
 

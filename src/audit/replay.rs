@@ -101,15 +101,74 @@ pub fn read_log(paths: &[PathBuf]) -> Result<(Vec<LogLine>, ReadProblems), Error
 }
 
 /// The first bytes of a zstd frame.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// A stretch of a zstd log file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// A complete frame (its size checks out; it may still fail to decode).
+    Frame(std::ops::Range<usize>),
+    /// Bytes that are no frame, followed by a frame.
+    Corrupt(std::ops::Range<usize>),
+    /// The start of a frame cut short at the end of the file: what a crash
+    /// mid-write leaves.
+    Partial(std::ops::Range<usize>),
+    /// Trailing bytes that do not start a frame (lines written plain after
+    /// the frames, or damage).
+    Tail(std::ops::Range<usize>),
+}
+
+/// The size of the complete frame at the start of `rest`, if one is.
+fn frame_at(rest: &[u8]) -> Option<usize> {
+    if !rest.starts_with(&ZSTD_MAGIC) {
+        return None;
+    }
+    match zstd::zstd_safe::find_frame_compressed_size(rest) {
+        Ok(n) if n > 0 && n <= rest.len() => Some(n),
+        _ => None,
+    }
+}
+
+/// Split a zstd log file into frames and damage. After damage, reading
+/// resumes at the next complete frame, so one bad frame costs only its own
+/// records.
+pub(crate) fn pieces(bytes: &[u8]) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if let Some(n) = frame_at(&bytes[at..]) {
+            out.push(Piece::Frame(at..at + n));
+            at += n;
+            continue;
+        }
+        let next = (at + 1..bytes.len()).find(|&p| frame_at(&bytes[p..]).is_some());
+        let rest = &bytes[at..];
+        match next {
+            Some(p) => {
+                out.push(Piece::Corrupt(at..p));
+                at = p;
+            }
+            None if rest.starts_with(&ZSTD_MAGIC) || ZSTD_MAGIC.starts_with(rest) => {
+                out.push(Piece::Partial(at..bytes.len()));
+                break;
+            }
+            None => {
+                out.push(Piece::Tail(at..bytes.len()));
+                break;
+            }
+        }
+    }
+    out
+}
 
 /// Parse one log file's bytes: zstd frames (recognised by their first
 /// bytes) are decompressed first, then read as [`parse_log`] reads plain
 /// JSON Lines, with line numbers counted in the decompressed text. A last
 /// frame cut short (what a crash mid-write leaves; it holds only records
 /// that were never synced) is reported as a partial last line; a frame
-/// that does not decompress is reported as corrupt and skipped. Never
-/// fails.
+/// that does not decompress, or bytes between frames, are reported as
+/// corrupt and skipped (reading resumes at the next frame); plain lines
+/// after the frames are read as such. Never fails.
 pub fn parse_log_file(
     file: &Path,
     bytes: &[u8],
@@ -120,37 +179,34 @@ pub fn parse_log_file(
         return parse_log(file, bytes, out, problems);
     }
     let mut text = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        let n = match zstd::zstd_safe::find_frame_compressed_size(rest) {
-            Ok(n) if n > 0 && n <= rest.len() => n,
-            Ok(_) | Err(_) if rest.starts_with(&ZSTD_MAGIC) || ZSTD_MAGIC.starts_with(rest) => {
-                problems.partial_last_lines.push(format!(
-                    "{}: byte {at}: partial last zstd frame ({} bytes; a crash while writing?)",
-                    file.display(),
-                    rest.len()
-                ));
-                break;
+    for piece in pieces(bytes) {
+        match piece {
+            Piece::Frame(r) => {
+                let before = text.len();
+                if let Err(e) = zstd::stream::copy_decode(&bytes[r.clone()], &mut text) {
+                    text.truncate(before);
+                    problems.corrupt_lines.push(format!(
+                        "{}: byte {}: zstd frame of {} bytes does not decompress: {e}",
+                        file.display(),
+                        r.start,
+                        r.len()
+                    ));
+                }
             }
-            Ok(_) | Err(_) => {
-                problems.corrupt_lines.push(format!(
-                    "{}: byte {at}: not a zstd frame ({} bytes left unread)",
-                    file.display(),
-                    rest.len()
-                ));
-                break;
-            }
-        };
-        let before = text.len();
-        if let Err(e) = zstd::stream::copy_decode(&rest[..n], &mut text) {
-            text.truncate(before);
-            problems.corrupt_lines.push(format!(
-                "{}: byte {at}: zstd frame of {n} bytes does not decompress: {e}",
-                file.display()
-            ));
+            Piece::Corrupt(r) => problems.corrupt_lines.push(format!(
+                "{}: byte {}: {} bytes that are not a zstd frame, skipped",
+                file.display(),
+                r.start,
+                r.len()
+            )),
+            Piece::Partial(r) => problems.partial_last_lines.push(format!(
+                "{}: byte {}: partial last zstd frame ({} bytes; a crash while writing?)",
+                file.display(),
+                r.start,
+                r.len()
+            )),
+            Piece::Tail(r) => text.extend_from_slice(&bytes[r]),
         }
-        at += n;
     }
     parse_log(file, &text, out, problems);
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::replay::{pieces, Piece, ZSTD_MAGIC};
+
 /// A destination for log records. Records arrive already masked, one JSON
 /// object per call, without the trailing newline. Called only from the
 /// log's writer thread.
@@ -146,7 +148,12 @@ struct Frames {
     pending: Vec<u8>,
     /// The frame being written.
     frame: Vec<u8>,
+    /// Records given up after write errors, not yet reported.
+    lost: u64,
 }
+
+/// Lines kept for a retry after write errors, at most.
+const MAX_PENDING: usize = 64 << 20;
 
 /// A frame ends when this many plain bytes wait (or at a sync): large
 /// enough for zstd's matches, small enough to stay in cache.
@@ -179,10 +186,10 @@ impl FileSink {
         FileSink::open_as(path, max_bytes, keep_files, FileFormat::Plain)
     }
 
-    /// Open `path` in `format`, creating its directory if needed. A plain
-    /// file is appended to. An existing non-empty compressed file is
-    /// rotated first, so that new frames never follow a partial frame a
-    /// crash may have left.
+    /// Open `path` in `format`, creating its directory if needed, and
+    /// append to it. A partial last zstd frame (a crash mid-write) is cut
+    /// off first, so new frames follow whole ones; an existing file in the
+    /// other format is rotated.
     pub fn open_as(
         path: impl AsRef<Path>,
         max_bytes: u64,
@@ -207,15 +214,31 @@ impl FileSink {
                         ),
                     ));
                 }
+                let mut compressor = zstd::bulk::Compressor::new(level)?;
+                // A flipped bit is then a frame reported corrupt, not
+                // records silently changed.
+                compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
                 Some(Frames {
-                    compressor: zstd::bulk::Compressor::new(level)?,
+                    compressor,
                     pending: Vec::with_capacity(FRAME_BYTES + 64 * 1024),
                     frame: Vec::new(),
+                    lost: 0,
                 })
             }
         };
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
+        let mut size = file.metadata()?.len();
+        if zstd.is_some() && size > 0 {
+            // A crash may have cut the last frame: cut it off (it holds only
+            // records that were never synced), so new frames follow whole
+            // ones.
+            let bytes = std::fs::read(&path)?;
+            if let Some(Piece::Partial(r)) = pieces(&bytes).last() {
+                file.set_len(r.start as u64)?;
+                file.sync_data()?;
+                size = r.start as u64;
+            }
+        }
         let mut sink = FileSink {
             path,
             file: BufWriter::with_capacity(256 * 1024, file),
@@ -225,7 +248,15 @@ impl FileSink {
             syncer: Syncer::start()?,
             zstd,
         };
-        if sink.zstd.is_some() && size > 0 {
+        // Frames after plain lines, or plain lines after frames, would make
+        // a file neither reader can read whole: a file in the other format
+        // is rotated.
+        let zstd_file = size >= 4 && {
+            let mut head = [0u8; 4];
+            std::io::Read::read_exact(&mut std::fs::File::open(&sink.path)?, &mut head)?;
+            head == ZSTD_MAGIC
+        };
+        if size > 0 && zstd_file != sink.zstd.is_some() {
             sink.rotate()?;
         }
         Ok(sink)
@@ -273,8 +304,21 @@ impl FileSink {
         z.frame
             .reserve(zstd::zstd_safe::compress_bound(z.pending.len()));
         z.compressor.compress_to_buffer(&z.pending, &mut z.frame)?;
+        // Straight to the file (the buffer stays empty for zstd): on an
+        // error, what was written of the frame is cut off again and the
+        // lines stay pending, so the next sync writes them whole or fails.
+        let file = self.file.get_mut();
+        if let Err(e) = file.write_all(&z.frame) {
+            let _ = file.set_len(self.size);
+            if z.pending.len() > MAX_PENDING {
+                // The disk refuses for good: give up these records rather
+                // than memory, and say so at the next sync.
+                z.lost += z.pending.iter().filter(|&&b| b == b'\n').count() as u64;
+                z.pending.clear();
+            }
+            return Err(e);
+        }
         z.pending.clear();
-        self.file.write_all(&z.frame)?;
         self.size += z.frame.len() as u64;
         if self.size >= self.max_bytes {
             self.rotate()?;
@@ -285,7 +329,16 @@ impl FileSink {
     /// Everything written so far handed to the file (not yet synced).
     fn write_out(&mut self) -> std::io::Result<()> {
         self.end_frame()?;
-        self.file.flush()
+        self.file.flush()?;
+        match &mut self.zstd {
+            Some(z) if z.lost > 0 => {
+                let lost = std::mem::take(&mut z.lost);
+                Err(std::io::Error::other(format!(
+                    "{lost} decision-log records were lost: writing them failed until more than {MAX_PENDING} bytes waited"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -529,8 +582,8 @@ mod tests {
                 "cut {cut}"
             );
         }
-        // Crash mid-frame, then restart: the new records are not lost
-        // behind the partial frame.
+        // Crash mid-frame, then restart: the partial frame is cut off and
+        // the new records follow the whole ones.
         let cut = (synced[1].0 + synced[2].0) / 2;
         std::fs::OpenOptions::new()
             .write(true)
@@ -546,7 +599,93 @@ mod tests {
         let (records, problems, _) = records_of(dir.path());
         assert_eq!(records.len(), synced[1].1 + 10, "{problems:?}");
         assert_eq!(records[synced[1].1], "{\"after\":0}");
-        assert_eq!(problems.partial_last_lines.len(), 1);
-        assert!(problems.corrupt_lines.is_empty());
+        assert!(problems.partial_last_lines.is_empty(), "{problems:?}");
+        assert!(problems.corrupt_lines.is_empty(), "{problems:?}");
+        assert_eq!(records_of(dir.path()).2, 1, "appended, not rotated");
+    }
+
+    /// Reopening a whole compressed file appends to it, whatever
+    /// `keep_files` says (zero keeps no rotated files: nothing may be
+    /// rotated away on open).
+    #[test]
+    fn reopening_a_compressed_file_appends_even_when_no_rotated_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl.zst");
+        for round in 0..3 {
+            let mut sink = FileSink::open_as(&path, 1 << 30, 0, FileFormat::Zstd(1)).unwrap();
+            sink.write(&format!("{{\"round\":{round}}}")).unwrap();
+            sink.sync().unwrap();
+        }
+        let (records, problems, files) = records_of(dir.path());
+        assert_eq!(records, ["{\"round\":0}", "{\"round\":1}", "{\"round\":2}"]);
+        assert_eq!(files, 1);
+        assert!(problems.partial_last_lines.is_empty() && problems.corrupt_lines.is_empty());
+    }
+
+    /// A damaged frame in the middle costs its own records only: reading
+    /// resumes at the next frame, and the damage is reported.
+    #[test]
+    fn a_damaged_frame_costs_only_its_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl.zst");
+        let mut sink = FileSink::open_as(&path, 1 << 30, 1, FileFormat::Zstd(1)).unwrap();
+        let mut ends = Vec::new();
+        for frame in 0..3 {
+            for i in 0..50 {
+                sink.write(&format!("{{\"frame\":{frame},\"i\":{i}}}"))
+                    .unwrap();
+            }
+            sink.sync().unwrap();
+            ends.push(std::fs::metadata(&path).unwrap().len() as usize);
+        }
+        drop(sink);
+        let clean = std::fs::read(&path).unwrap();
+        // A flipped byte inside the second frame's data, then the second
+        // frame's header cut away.
+        for damage in [DamageKind::Flip, DamageKind::CutHeader] {
+            let mut bytes = clean.clone();
+            match damage {
+                DamageKind::Flip => bytes[(ends[0] + ends[1]) / 2] ^= 0x40,
+                DamageKind::CutHeader => {
+                    bytes.drain(ends[0]..ends[0] + 6);
+                }
+            }
+            let mut out = Vec::new();
+            let mut problems = ReadProblems::default();
+            parse_log_file(&path, &bytes, &mut out, &mut problems);
+            let frames: Vec<i64> = out
+                .iter()
+                .map(|l| l.record["frame"].as_i64().unwrap())
+                .collect();
+            assert_eq!(frames.iter().filter(|&&f| f == 0).count(), 50, "{damage:?}");
+            assert_eq!(frames.iter().filter(|&&f| f == 2).count(), 50, "{damage:?}");
+            assert!(!frames.contains(&1), "{damage:?}");
+            assert_eq!(problems.corrupt_lines.len(), 1, "{damage:?}: {problems:?}");
+            assert!(problems.partial_last_lines.is_empty(), "{damage:?}");
+        }
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum DamageKind {
+        Flip,
+        CutHeader,
+    }
+
+    /// A file in the other format is rotated, not appended to: plain lines
+    /// after zstd frames (or frames after lines) would be unreadable.
+    #[test]
+    fn switching_formats_starts_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let formats = [FileFormat::Zstd(1), FileFormat::Plain, FileFormat::Zstd(1)];
+        for (i, format) in formats.into_iter().enumerate() {
+            let mut sink = FileSink::open_as(&path, 1 << 30, 5, format).unwrap();
+            sink.write(&format!("{{\"i\":{i}}}")).unwrap();
+            sink.sync().unwrap();
+        }
+        let (records, problems, files) = records_of(dir.path());
+        assert_eq!(records, ["{\"i\":0}", "{\"i\":1}", "{\"i\":2}"]);
+        assert_eq!(files, 3);
+        assert!(problems.partial_last_lines.is_empty() && problems.corrupt_lines.is_empty());
     }
 }
