@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nextbest::audit::{CallbackSink, Compression, LogConfig, LogDetail, LogOptions};
+use nextbest::audit::{CallbackSink, LogConfig, LogDetail, LogOptions};
 use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet, RuleSource};
 
 #[allow(dead_code)]
@@ -186,20 +186,19 @@ fn logging(
     let plain = Arc::new(Engine::new(rules()));
     println!("decision log ({name}, block policy): decisions/s and cost against no log");
     for detail in [LogDetail::All, LogDetail::Ranked, LogDetail::Chosen] {
+        // The JSON Lines file, and the same compressed with zstd (the
+        // `.zst` name turns it on; level 1, the default).
+        let file_engine = |path: &std::path::Path| {
+            let mut lc = LogConfig::for_file(path);
+            lc.candidates = detail;
+            let mut config = EngineConfig::default();
+            config.decision_log = Some(lc);
+            Arc::new(Engine::try_with_config(rules(), config).expect("log opens"))
+        };
         let path = dir.join(format!("{name}-{detail:?}.jsonl"));
-        let mut config = EngineConfig::default();
-        let mut lc = LogConfig::new(&path);
-        lc.candidates = detail;
-        config.decision_log = Some(lc);
-        let file = Arc::new(Engine::try_with_config(rules(), config).expect("log opens"));
-        // The same file compressed with zstd (level 1, the default level).
-        let zpath = dir.join(format!("{name}-{detail:?}.jsonl.zst"));
-        let mut config = EngineConfig::default();
-        let mut lc = LogConfig::new(&zpath);
-        lc.candidates = detail;
-        lc.compression = Compression::Zstd;
-        config.decision_log = Some(lc);
-        let zstd = Arc::new(Engine::try_with_config(rules(), config).expect("log opens"));
+        let zname = format!("{name}-{detail:?}.jsonl.zst");
+        let file = file_engine(&path);
+        let zstd = file_engine(&dir.join(&zname));
         // The same records handed to a sink that discards them: what the
         // log costs without the disk.
         let discard = Arc::new(
@@ -217,7 +216,7 @@ fn logging(
             .expect("log starts"),
         );
         for threads in [1, 2] {
-            // Alternate to spread machine noise over all three.
+            // Alternate to spread machine noise over all four.
             let (mut off, mut cpu, mut on, mut z) = (0.0, 0.0, 0.0, 0.0);
             for _ in 0..2 {
                 off += throughput(&plain, reqs, threads, decisions / 2);
@@ -230,7 +229,7 @@ fn logging(
             let text = std::fs::read(&path).expect("read the log");
             let lines = text.iter().filter(|&&b| b == b'\n').count();
             let per_record = text.len() as f64 / lines.max(1) as f64;
-            let zbytes = log_bytes(dir, &format!("{name}-{detail:?}.jsonl.zst")) as f64;
+            let zbytes = log_bytes(dir, &zname) as f64;
             let zrecords = zstd.stats().log.map_or(0, |s| s.written) as f64;
             println!(
                 "  candidates={:<7} {threads} thread(s): no log {off:>9.0}   discarding sink {cpu:>9.0} (cost {:>5.1}%)   file {on:>9.0} (cost {:>5.1}%, {per_record:.0} bytes a record, {:.0} MB/s)   zstd file {z:>9.0} (cost {:>5.1}%, {:.0} bytes a record)",

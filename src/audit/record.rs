@@ -178,12 +178,13 @@ fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking) {
     buf.push(b'{');
     let mut first = true;
     for (attr, slot) in given(ctx) {
-        let masked = match attr.sensitive {
-            true => match masked_value(ctx, slot, masking) {
-                Some(m) => Some(m),
-                None => continue,
-            },
-            false => None,
+        let masked = if attr.sensitive {
+            let Some(m) = masked_value(ctx, slot, masking) else {
+                continue;
+            };
+            Some(m)
+        } else {
+            None
         };
         if !first {
             buf.push(b',');

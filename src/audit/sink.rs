@@ -208,7 +208,7 @@ impl FileSink {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidInput,
                         format!(
-                            "zstd compression level {level} is outside {}..={}",
+                            "`compression_level` {level} is not a zstd level: use one in {}..={} (1 is the default; higher packs tighter, negative is faster)",
                             range.start(),
                             range.end()
                         ),
@@ -228,7 +228,16 @@ impl FileSink {
         };
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let mut size = file.metadata()?.len();
-        if zstd.is_some() && size > 0 {
+        let zstd_file = size >= 4 && {
+            let mut head = [0u8; 4];
+            std::io::Read::read_exact(&mut File::open(&path)?, &mut head)?;
+            head == ZSTD_MAGIC
+        };
+        // Frames after plain lines, or plain lines after frames, would make
+        // a file neither reader can read whole: a file in the other format
+        // is rotated.
+        let other_format = size > 0 && zstd_file != zstd.is_some();
+        if zstd.is_some() && zstd_file {
             // A crash may have cut the last frame: cut it off (it holds only
             // records that were never synced), so new frames follow whole
             // ones.
@@ -248,15 +257,7 @@ impl FileSink {
             syncer: Syncer::start()?,
             zstd,
         };
-        // Frames after plain lines, or plain lines after frames, would make
-        // a file neither reader can read whole: a file in the other format
-        // is rotated.
-        let zstd_file = size >= 4 && {
-            let mut head = [0u8; 4];
-            std::io::Read::read_exact(&mut std::fs::File::open(&sink.path)?, &mut head)?;
-            head == ZSTD_MAGIC
-        };
-        if size > 0 && zstd_file != sink.zstd.is_some() {
+        if other_format {
             sink.rotate()?;
         }
         Ok(sink)
@@ -446,19 +447,7 @@ mod tests {
             }
         }
         drop(sink);
-        let mut files: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        // Oldest first: log.jsonl.N ... log.jsonl.1, log.jsonl.
-        files.sort_by_key(|p| {
-            std::cmp::Reverse(
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .and_then(|e| e.parse::<u32>().ok())
-                    .unwrap_or(0),
-            )
-        });
+        let files = oldest_first(dir.path());
         assert!(files.len() > 1, "the test must cross a rotation");
         let text: String = files
             .iter()
@@ -468,8 +457,9 @@ mod tests {
         assert_eq!(text, expected);
     }
 
-    /// The files of a log, oldest first, their records in order.
-    fn records_of(dir: &std::path::Path) -> (Vec<String>, ReadProblems, usize) {
+    /// The files in `dir` (one log), oldest first: `PATH.N` ... `PATH.1`,
+    /// `PATH`.
+    fn oldest_first(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -482,6 +472,12 @@ mod tests {
                     .unwrap_or(0),
             )
         });
+        files
+    }
+
+    /// The files of a log, oldest first, their records in order.
+    fn records_of(dir: &std::path::Path) -> (Vec<String>, ReadProblems, usize) {
+        let files = oldest_first(dir);
         let mut out = Vec::new();
         let mut problems = ReadProblems::default();
         for f in &files {

@@ -170,8 +170,13 @@ pub(crate) fn decide_on(
     let record = Record {
         removed: request.explain || log_removed,
         errors: request.explain,
-        all: sorted_here || log_ranked,
-        unsorted: !sorted_here,
+        survivors: if sorted_here {
+            Survivors::Sorted
+        } else if log_ranked {
+            Survivors::Unsorted
+        } else {
+            Survivors::TopN
+        },
     };
     let learn = learning.map(|l| Learn {
         learning: l,
@@ -185,7 +190,7 @@ pub(crate) fn decide_on(
     // Rule sets without engine state get the loop without its checks.
     // The plain decision (no state, nothing recorded) gets a loop with
     // neither engine-state checks nor recording in it.
-    let plain = !record.removed && !record.all;
+    let plain = !record.removed && record.survivors == Survivors::TopN;
     let mut out = match (blocked.is_empty() && state.is_none(), plain) {
         (true, true) => {
             evaluate::<false, false>(rs, channel, ctx, now, limit, record, &blocked, None)
@@ -221,7 +226,7 @@ pub(crate) fn decide_on(
         }
     }
     drop(hooks);
-    if record.all && !record.unsorted && out.chosen.is_empty() {
+    if record.survivors == Survivors::Sorted && out.chosen.is_empty() {
         out.chosen.extend(out.ranked.iter().take(limit).copied());
     }
     // Epsilon-greedy explores after the strategy has adjusted and selected,
@@ -316,7 +321,7 @@ pub(crate) fn decide_on(
         seed: seed_of_draws.or(seed),
         channel,
         chosen: out.chosen,
-        ranked_unsorted: record.all && record.unsorted && !out.ranked.is_empty(),
+        ranked_unsorted: record.survivors == Survivors::Unsorted && !out.ranked.is_empty(),
         ranked: out.ranked,
         removed: out.removed,
         notes: out.notes,
@@ -804,12 +809,21 @@ struct Record {
     removed: bool,
     /// Why a failed condition could not be evaluated (re-evaluates it).
     errors: bool,
-    /// Every surviving candidate, sorted (not just the top N).
-    all: bool,
-    /// With `all`: only the decision log reads the survivors, so they are
-    /// left unsorted (the log's writer sorts them, off the decision path)
-    /// and `chosen` is the top N.
-    unsorted: bool,
+    /// Which survivors the decision keeps.
+    survivors: Survivors,
+}
+
+/// Which survivors a decision keeps besides its top N.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Survivors {
+    /// The top N only (`chosen`).
+    TopN,
+    /// Every survivor in `ranked`, sorted; `chosen` is left to the caller.
+    Sorted,
+    /// Every survivor in `ranked`, unsorted (only the decision log reads
+    /// them, and its writer sorts them off the decision path), and the top
+    /// N in `chosen`.
+    Unsorted,
 }
 
 struct Outcome {
@@ -821,8 +835,7 @@ struct Outcome {
 }
 
 /// Engagement policies, then scoring, for every action offered on
-/// `channel`. With `record.all`, `ranked` holds every survivor sorted and
-/// `chosen` is left for the caller; otherwise `chosen` is the top N.
+/// `channel`. `record.survivors` says what `ranked` and `chosen` hold.
 /// Without `RECORD`, `record` must ask for nothing.
 #[allow(clippy::too_many_arguments)]
 fn evaluate<const STATEFUL: bool, const RECORD: bool>(
@@ -835,12 +848,17 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     blocked: &[Blocked],
     mut learn: Option<LearnState<'_, '_>>,
 ) -> Outcome {
-    debug_assert!(RECORD || !(record.removed || record.all || record.errors));
+    debug_assert!(
+        RECORD || !(record.removed || record.errors || record.survivors != Survivors::TopN)
+    );
     let record = Record {
         removed: RECORD && record.removed,
         errors: RECORD && record.errors,
-        all: RECORD && record.all,
-        unsorted: RECORD && record.all && record.unsorted,
+        survivors: if RECORD {
+            record.survivors
+        } else {
+            Survivors::TopN
+        },
     };
     let ch = &rs.channels[channel as usize];
     let env = Env {
@@ -850,7 +868,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     };
     let mut results = take_scratch(Memo::words(rs.conds.len()));
     let memo = Memo::new(&mut results, &rs.conds, env);
-    let mut chosen = Vec::with_capacity(if record.all && !record.unsorted {
+    let mut chosen = Vec::with_capacity(if record.survivors == Survivors::Sorted {
         0
     } else {
         limit.min(ch.actions.len())
@@ -858,7 +876,11 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     // Sized for the channel's actions up front when they are recorded (no
     // regrowth while deciding).
     let n = ch.actions.len();
-    let mut ranked = Vec::with_capacity(if record.all { n } else { 0 });
+    let mut ranked = Vec::with_capacity(if record.survivors == Survivors::TopN {
+        0
+    } else {
+        n
+    });
     let mut removed = Vec::with_capacity(if record.removed { n } else { 0 });
     debug_assert!(ch.actions.windows(2).all(|w| w[0] < w[1]));
     debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
@@ -939,15 +961,15 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
             lever: action.lever,
             priority: propensity * context_weight * value * action.lever,
         };
-        if record.all {
+        if record.survivors != Survivors::TopN {
             ranked.push(scored);
         }
-        if !record.all || record.unsorted {
+        if record.survivors != Survivors::Sorted {
             arbitration::offer_top(&mut chosen, limit, scored);
         }
     }
     put_scratch(results);
-    if record.all && !record.unsorted {
+    if record.survivors == Survivors::Sorted {
         arbitration::sort_all(&mut ranked);
     }
     Outcome {
