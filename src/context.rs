@@ -165,7 +165,6 @@ pub(crate) enum Slot {
 
 /// A customer context bound to a schema. Build one with
 /// [`Context::builder`] or [`Context::from_json`].
-#[derive(Clone)]
 pub struct Context {
     pub(crate) schema: Arc<Schema>,
     pub(crate) slots: Vec<Slot>,
@@ -174,6 +173,29 @@ pub struct Context {
     texts: Texts,
     /// Schema-default set and string values live in `texts` too.
     set_items: Vec<(Sym, u32)>,
+}
+
+impl Clone for Context {
+    fn clone(&self) -> Context {
+        Context {
+            schema: self.schema.clone(),
+            slots: self.slots.clone(),
+            given: self.given.clone(),
+            texts: self.texts.clone(),
+            set_items: self.set_items.clone(),
+        }
+    }
+
+    /// A copy in `self`'s buffers (a decision's derived attributes go into
+    /// a copy of the customer's context, reused from decision to decision).
+    fn clone_from(&mut self, source: &Context) {
+        self.schema.clone_from(&source.schema);
+        self.slots.clone_from(&source.slots);
+        self.given.clone_from(&source.given);
+        self.texts.buf.clone_from(&source.texts.buf);
+        self.texts.ends.clone_from(&source.texts.ends);
+        self.set_items.clone_from(&source.set_items);
+    }
 }
 
 impl fmt::Debug for Context {
@@ -253,6 +275,15 @@ impl Context {
     }
 
     /// The raw slot, and the stores its strings and set items index.
+    /// The bytes its buffers hold (their capacities).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.given.capacity()
+            + self.texts.buf.capacity()
+            + self.texts.ends.capacity() * 4
+            + self.set_items.capacity() * std::mem::size_of::<(Sym, u32)>()
+    }
+
     pub(crate) fn raw(&self, slot: u16) -> RawSlot<'_> {
         (&self.slots[slot as usize], &self.texts, &self.set_items)
     }

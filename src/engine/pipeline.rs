@@ -123,7 +123,12 @@ pub(crate) fn decide_on(
         }
         _ => None,
     };
-    let mut evidence = Vec::new();
+    // Learning records the evidence of each action it scores.
+    let mut evidence = Vec::with_capacity(if learning.is_some() {
+        rs.actions.len()
+    } else {
+        0
+    });
 
     // The strategy's derive hook runs before the policies, which may read
     // what it derives.
@@ -146,7 +151,7 @@ pub(crate) fn decide_on(
         };
         match result {
             Ok(map) => {
-                let mut with = ctx.clone();
+                let mut with = SpareContext::copy_of(ctx);
                 apply_derived(&mut with, map, s, &mut diagnostics);
                 derived = with;
                 ctx = &derived;
@@ -645,6 +650,54 @@ pub(crate) struct Replaying {
     pub evidence: Vec<(String, u32, u32)>,
     /// The seed of the decision's draws.
     pub seed: Option<u64>,
+}
+
+thread_local! {
+    /// The context a finished decision on this thread copied to add its
+    /// derived attributes: the next decision copies into its buffers.
+    static SPARE_CONTEXT: std::cell::Cell<Option<Context>> = const { std::cell::Cell::new(None) };
+}
+
+/// A copy of a context in buffers reused from an earlier decision on this
+/// thread, given back when dropped.
+struct SpareContext(Option<Context>);
+
+impl SpareContext {
+    fn copy_of(ctx: &Context) -> SpareContext {
+        SpareContext(Some(match SPARE_CONTEXT.with(std::cell::Cell::take) {
+            Some(mut c) => {
+                c.clone_from(ctx);
+                c
+            }
+            None => ctx.clone(),
+        }))
+    }
+}
+
+impl std::ops::Deref for SpareContext {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl std::ops::DerefMut for SpareContext {
+    fn deref_mut(&mut self) -> &mut Context {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for SpareContext {
+    fn drop(&mut self) {
+        // Not the buffers of a context one customer's long values grew.
+        if let Some(c) = self.0.take().filter(|c| c.heap_bytes() <= 1 << 16) {
+            SPARE_CONTEXT.with(|s| s.set(Some(c)));
+        }
+    }
 }
 
 /// Put `derive`'s map into the context; unknown or mistyped keys are

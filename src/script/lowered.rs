@@ -27,6 +27,8 @@
 //! `tests/strategy_lowered.rs` holds both paths to the same results on
 //! random scripts and on the rule sets' strategies.
 
+use std::cell::Cell;
+
 use rhai::{ASTFlags, Dynamic, Expr, ImmutableString, Stmt, AST};
 
 use super::Limits;
@@ -1020,7 +1022,11 @@ pub(crate) struct Cand<'a> {
 /// named by index, so a value is a plain copy. rhai's values are copied on
 /// assignment; here a copy shares the arena entry, and a write to an
 /// entry that may be shared copies it first ([`Run::own_arr`]).
+// The tag a whole word, so that copying a value (every `?` on its
+// `Result` does) is three word moves, not a copy of each byte a variant
+// may use.
 #[derive(Debug, Clone, Copy)]
+#[repr(u64)]
 pub(crate) enum V<'a> {
     Unit,
     Bool(bool),
@@ -1062,31 +1068,101 @@ pub(crate) struct Run<'a, 'e> {
     cands: Vec<Cand<'a>>,
     arrs: Vec<Entry<Vec<V<'a>>>>,
     maps: Vec<Entry<Vec<(&'a str, V<'a>)>>>,
+    /// Emptied arrays' and maps' buffers, for the next ones.
+    spare_arrs: Vec<Vec<V<'a>>>,
+    spare_maps: Vec<Vec<(&'a str, V<'a>)>>,
     ops: u64,
     max_ops: u64,
     limits: &'a Limits,
     /// The longest string read so far (bounds arrays' string totals).
-    longest: std::cell::Cell<usize>,
+    longest: Cell<usize>,
+}
+
+/// At most this many spare array (and map) buffers are kept, each of at
+/// most this capacity: a hostile script's huge arrays are freed.
+const SPARE_BUFFERS: usize = 16;
+const SPARE_CAPACITY: usize = 1024;
+
+/// The buffers a finished run leaves for the next run on its thread (a
+/// decision's three hooks, then the next decision's), emptied and with
+/// their lifetimes erased ([`relife`]).
+#[derive(Default)]
+struct Spare {
+    locals: Vec<V<'static>>,
+    cands: Vec<Cand<'static>>,
+    arrs: Vec<Entry<Vec<V<'static>>>>,
+    maps: Vec<Entry<Vec<(&'static str, V<'static>)>>>,
+    arrs_items: Vec<Vec<V<'static>>>,
+    maps_items: Vec<Vec<(&'static str, V<'static>)>>,
+}
+
+thread_local! {
+    static SPARE: Cell<Spare> = Cell::new(Spare::default());
+}
+
+/// `v` emptied, as a vector of `U`: the same type under other lifetimes,
+/// so its allocation is kept (collecting a vector's own iterator into a
+/// vector of a type with the same layout reuses the allocation).
+fn relife<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
+}
+
+impl Drop for Run<'_, '_> {
+    fn drop(&mut self) {
+        self.recycle();
+        let keep = |n: usize| n <= SPARE_CAPACITY;
+        let spare = Spare {
+            locals: if keep(self.locals.capacity()) {
+                relife(std::mem::take(&mut self.locals))
+            } else {
+                Vec::new()
+            },
+            cands: if keep(self.cands.capacity()) {
+                relife(std::mem::take(&mut self.cands))
+            } else {
+                Vec::new()
+            },
+            arrs: relife(std::mem::take(&mut self.arrs)),
+            maps: relife(std::mem::take(&mut self.maps)),
+            arrs_items: std::mem::take(&mut self.spare_arrs)
+                .into_iter()
+                .map(relife)
+                .collect(),
+            maps_items: std::mem::take(&mut self.spare_maps)
+                .into_iter()
+                .map(relife)
+                .collect(),
+        };
+        // A run on this thread that started inside this one (a hook's
+        // first use fills its tables) may have left buffers: keep one set.
+        SPARE.with(|s| s.set(spare));
+    }
 }
 
 impl Hook {
     /// A runner for calling the hook in one decision (its locals and
     /// arenas are allocated once).
     pub(crate) fn runner<'a, 'e>(&'a self, env: &'e Env<'a>) -> Run<'a, 'e> {
+        let spare = SPARE.with(Cell::take);
         Run {
             hook: self,
             env,
-            locals: Vec::with_capacity(self.slots.max(2)),
-            cands: Vec::new(),
-            arrs: Vec::new(),
-            maps: Vec::new(),
+            locals: relife(spare.locals),
+            cands: relife(spare.cands),
+            arrs: relife(spare.arrs),
+            maps: relife(spare.maps),
+            spare_arrs: spare.arrs_items.into_iter().map(relife).collect(),
+            spare_maps: spare.maps_items.into_iter().map(relife).collect(),
             ops: 0,
             // rhai counts a few operations per node (about 3 for a
             // property read): leave it every run that comes within 8x of
             // its budget.
             max_ops: self.limits.max_operations / 8,
             limits: &self.limits,
-            longest: std::cell::Cell::new(0),
+            longest: Cell::new(0),
         }
     }
 }
@@ -1095,11 +1171,51 @@ impl<'a> Run<'a, '_> {
     /// Forget the previous call's values.
     fn reset(&mut self) {
         self.cands.clear();
-        self.arrs.clear();
-        self.maps.clear();
+        self.recycle();
         self.ops = 0;
         if self.locals.is_empty() {
             self.locals.resize(self.hook.slots.max(2), V::Unit);
+        }
+    }
+
+    /// Empty the arenas, keeping the arrays' and maps' buffers (a few,
+    /// none of them large) for the next values.
+    fn recycle(&mut self) {
+        for e in self.arrs.drain(..) {
+            let mut v = e.items;
+            if self.spare_arrs.len() < SPARE_BUFFERS && v.capacity() <= SPARE_CAPACITY {
+                v.clear();
+                self.spare_arrs.push(v);
+            }
+        }
+        for e in self.maps.drain(..) {
+            let mut v = e.items;
+            if self.spare_maps.len() < SPARE_BUFFERS && v.capacity() <= SPARE_CAPACITY {
+                v.clear();
+                self.spare_maps.push(v);
+            }
+        }
+    }
+
+    /// An empty array buffer, from the spares when there is one.
+    fn arr_buf(&mut self, capacity: usize) -> Vec<V<'a>> {
+        match self.spare_arrs.pop() {
+            Some(mut v) => {
+                v.reserve(capacity);
+                v
+            }
+            None => Vec::with_capacity(capacity.max(8)),
+        }
+    }
+
+    /// [`Run::arr_buf`] for a map.
+    fn map_buf(&mut self, capacity: usize) -> Vec<(&'a str, V<'a>)> {
+        match self.spare_maps.pop() {
+            Some(mut v) => {
+                v.reserve(capacity);
+                v
+            }
+            None => Vec::with_capacity(capacity.max(4)),
         }
     }
 
@@ -1146,27 +1262,27 @@ impl<'a> Run<'a, '_> {
     }
 
     /// `select(customer, ranked)`: the list it returns, each entry a
-    /// candidate's action index or an action id.
-    pub(crate) fn select(
-        &mut self,
-        ranked: impl Iterator<Item = Cand<'a>>,
-    ) -> R<Vec<Result<u32, &'a str>>> {
+    /// candidate's action or an action id.
+    pub(crate) fn select(&mut self, ranked: impl Iterator<Item = Cand<'a>>) -> R<Vec<super::Pick>> {
+        use super::Pick;
         self.reset();
         self.cands.extend(ranked);
-        let items = (0..self.cands.len() as u32).map(V::Cand).collect();
+        let mut items = self.arr_buf(self.cands.len());
+        items.extend((0..self.cands.len() as u32).map(V::Cand));
         let ranked = add(&mut self.arrs, items);
         let V::Arr(h) = self.call([V::Customer, V::Arr(ranked)])? else {
             return Err(Bail);
         };
-        self.arrs[h as usize]
-            .items
-            .iter()
-            .map(|v| match *v {
-                V::Cand(c) => Ok(Ok(self.cands[c as usize].action)),
-                V::Str(s) => Ok(Err(s)),
-                _ => Err(Bail),
-            })
-            .collect()
+        let list = &self.arrs[h as usize].items;
+        let mut picks = Vec::with_capacity(list.len());
+        for v in list {
+            picks.push(match *v {
+                V::Cand(c) => Pick::Action(self.cands[c as usize].action),
+                V::Str(s) => Pick::Id(s.to_string()),
+                _ => return Err(Bail),
+            });
+        }
+        Ok(picks)
     }
 
     fn to_dynamic(&self, v: V<'a>) -> R<Dynamic> {
@@ -1337,11 +1453,10 @@ impl<'a> Run<'a, '_> {
             }
             S::Expr(e) => return Ok(Flow::Normal(self.expr(e)?)),
             S::If(cond, then, other) => {
-                let branch = match self.expr(cond)? {
-                    V::Bool(true) => then,
-                    V::Bool(false) => other,
-                    _ => return Err(Bail),
-                };
+                let branch = if self.bool(cond)? { then } else { other };
+                if branch.is_empty() {
+                    return Ok(Flow::Normal(V::Unit));
+                }
                 return self.block(branch);
             }
             S::For {
@@ -1472,13 +1587,36 @@ impl<'a> Run<'a, '_> {
             Slot::Bool(v) => V::Bool(v),
             Slot::Str(_, t) => self.text(texts.get(t))?,
             Slot::Set(start, len) => {
-                let v = items[start as usize..(start + len) as usize]
-                    .iter()
-                    .map(|&(_, t)| self.text(texts.get(t)))
-                    .collect::<R<_>>()?;
+                let mut v = self.arr_buf(len as usize);
+                for &(_, t) in &items[start as usize..(start + len) as usize] {
+                    v.push(self.text(texts.get(t))?);
+                }
                 self.new_arr(v)?
             }
         })
+    }
+
+    /// The size of the set in attribute `slot` (`None` if it holds no
+    /// set), with the checks [`Run::attr`] makes building its array.
+    fn set_len(&mut self, slot: u16) -> R<Option<usize>> {
+        let (raw, texts, items) = self.env.ctx.raw(slot);
+        let Slot::Set(start, len) = *raw else {
+            return Ok(None);
+        };
+        let (mut bytes, mut longest) = (0usize, 0usize);
+        for &(_, t) in &items[start as usize..(start + len) as usize] {
+            let n = texts.get(t).len();
+            bytes += n;
+            longest = longest.max(n);
+        }
+        if longest > self.limits.max_string_size
+            || len as usize > self.limits.max_array_size
+            || bytes > self.limits.max_string_size
+        {
+            return Err(Bail);
+        }
+        self.longest.set(self.longest.get().max(longest));
+        Ok(Some(len as usize))
     }
 
     fn prop(&mut self, base: V<'a>, p: &Prop) -> R<V<'a>> {
@@ -1533,10 +1671,43 @@ impl<'a> Run<'a, '_> {
         })
     }
 
+    /// A condition's value: comparisons, `&&`, `||` and `!` straight to a
+    /// `bool`, without building values for them (the same operations
+    /// counted as [`Run::expr`] counts them).
     fn bool(&mut self, e: &'a E) -> R<bool> {
-        match self.expr(e)? {
-            V::Bool(b) => Ok(b),
-            _ => Err(Bail),
+        match e {
+            E::Bin(op, x) if is_comparison(*op) => {
+                self.tick()?;
+                let a = self.expr(&x.0)?;
+                let b = self.expr(&x.1)?;
+                compare(*op, &a, &b)
+            }
+            E::And(xs) => {
+                self.tick()?;
+                for x in xs {
+                    if !self.bool(x)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            E::Or(xs) => {
+                self.tick()?;
+                for x in xs {
+                    if self.bool(x)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            E::Not(x) => {
+                self.tick()?;
+                Ok(!self.bool(x)?)
+            }
+            e => match self.expr(e)? {
+                V::Bool(b) => Ok(b),
+                _ => Err(Bail),
+            },
         }
     }
 
@@ -1557,7 +1728,8 @@ impl<'a> Run<'a, '_> {
             return compare(op, &a, &b).map(V::Bool);
         }
         if let (V::Arr(x), V::Arr(y), Bin::Add) = (a, b, op) {
-            let mut items = self.arrs[x as usize].items.clone();
+            let mut items = self.arr_buf(0);
+            items.extend_from_slice(&self.arrs[x as usize].items);
             items.extend_from_slice(&self.arrs[y as usize].items);
             return self.new_arr(items);
         }
@@ -1676,12 +1848,24 @@ impl<'a> Run<'a, '_> {
                 return Err(Bail)
             }
             E::Unit => V::Unit,
-            E::Lit(l) => self.lit(l)?,
             E::Take(slot) => self.locals[*slot as usize],
             E::Attr(slot) => self.attr(*slot)?,
             E::Prop(base, name) => {
                 let b = self.peek(base)?;
                 self.prop(b, name)?
+            }
+            // A set attribute's size, without building its array (which
+            // bails in the same cases).
+            E::Len(x) if matches!(**x, E::Attr(_)) => {
+                let E::Attr(slot) = **x else { unreachable!() };
+                self.tick()?;
+                match self.set_len(slot)? {
+                    Some(n) => V::Int(n as i64),
+                    None => match self.attr(slot)? {
+                        V::Str(s) => V::Int(s.chars().count() as i64),
+                        _ => return Err(Bail),
+                    },
+                }
             }
             E::Len(x) => match self.peek(x)? {
                 V::Arr(h) => V::Int(self.arrs[h as usize].items.len() as i64),
@@ -1726,6 +1910,27 @@ impl<'a> Run<'a, '_> {
                 }
                 last
             }
+            E::Index(x) => {
+                let base = self.peek(&x.0)?;
+                let key = self.expr(&x.1)?;
+                self.index(base, key)?
+            }
+            // Less common nodes, apart so that this function stays small.
+            E::Lit(_)
+            | E::Min(_)
+            | E::Max(_)
+            | E::Abs(_)
+            | E::Since(..)
+            | E::Contains(_)
+            | E::Array(_)
+            | E::Map(_) => self.expr_rare(e)?,
+        })
+    }
+
+    #[inline(never)]
+    fn expr_rare(&mut self, e: &'a E) -> R<V<'a>> {
+        Ok(match e {
+            E::Lit(l) => self.lit(l)?,
             E::Min(x) | E::Max(x) => {
                 let a = self.expr(&x.0)?;
                 let b = self.expr(&x.1)?;
@@ -1796,13 +2001,8 @@ impl<'a> Run<'a, '_> {
                     _ => return Err(Bail),
                 })
             }
-            E::Index(x) => {
-                let base = self.peek(&x.0)?;
-                let key = self.expr(&x.1)?;
-                self.index(base, key)?
-            }
             E::Array(items) => {
-                let mut v = Vec::with_capacity(items.len());
+                let mut v = self.arr_buf(items.len());
                 for i in items {
                     let x = self.expr(i)?;
                     v.push(Self::element(x)?);
@@ -1810,13 +2010,14 @@ impl<'a> Run<'a, '_> {
                 self.new_arr(v)?
             }
             E::Map(items) => {
-                let mut m = Vec::with_capacity(items.len());
+                let mut m = self.map_buf(items.len());
                 for (k, x) in items {
                     let v = self.expr(x)?;
                     map_set(&mut m, k, Self::element(v)?);
                 }
                 self.new_map(m)?
             }
+            _ => return Err(Bail),
         })
     }
 
@@ -1829,7 +2030,7 @@ impl<'a> Run<'a, '_> {
             Lit::Str(s) => self.text(s)?,
             Lit::Arr(a) => {
                 // Room to grow: `let out = [];` is pushed to in a loop.
-                let mut v = Vec::with_capacity(a.len().max(8));
+                let mut v = self.arr_buf(a.len());
                 for l in a {
                     let x = self.lit(l)?;
                     v.push(Self::element(x)?);
@@ -1837,7 +2038,7 @@ impl<'a> Run<'a, '_> {
                 self.new_arr(v)?
             }
             Lit::Map(m) => {
-                let mut items = Vec::with_capacity(m.len().max(4));
+                let mut items = self.map_buf(m.len());
                 for (k, l) in m {
                     let x = self.lit(l)?;
                     items.push((&**k, Self::element(x)?));
@@ -2028,8 +2229,22 @@ fn array_index(len: usize, i: i64) -> R<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::str_eq;
+    use super::{relife, str_eq, V};
     use proptest::prelude::*;
+
+    /// Runs hand their buffers on through [`relife`]: it must keep the
+    /// allocation, or every run allocates again.
+    #[test]
+    fn relife_keeps_the_allocation() {
+        let text = String::from("x");
+        let mut v: Vec<V<'_>> = Vec::with_capacity(37);
+        v.push(V::Str(&text));
+        let ptr = v.as_ptr() as usize;
+        let w: Vec<V<'static>> = relife(v);
+        assert!(w.is_empty());
+        assert_eq!(w.capacity(), 37);
+        assert_eq!(w.as_ptr() as usize, ptr);
+    }
 
     proptest! {
         /// `str_eq` is `==`, at every length its word compares cover.

@@ -552,14 +552,8 @@ impl HookRun<'_> {
                 s: [c.propensity, c.context_weight, c.value, c.lever],
                 excluded: None,
             });
-            if let Ok(list) = h.runner(env).select(ranked) {
-                return Ok(list
-                    .into_iter()
-                    .map(|p| match p {
-                        Ok(a) => Pick::Action(a),
-                        Err(id) => Pick::Id(id.to_string()),
-                    })
-                    .collect());
+            if let Ok(picks) = h.runner(env).select(ranked) {
+                return Ok(picks);
             }
             self.strategy.fell_back();
         }
