@@ -116,6 +116,27 @@ pub(crate) fn sort_all(all: &mut Vec<Scored>) {
     *all = keys.iter().map(|&k| all[(k & POS) as usize]).collect();
 }
 
+/// Merge `more` into `sorted`, both in arbitration order, keeping that
+/// order: for a few candidates rescored among many, cheaper than sorting
+/// them all again.
+pub(crate) fn merge(sorted: &mut Vec<Scored>, more: &[Scored]) {
+    let (mut i, mut j) = (sorted.len(), more.len());
+    sorted.extend_from_slice(more);
+    // From the back, each place takes the later of the two candidates left.
+    for k in (0..sorted.len()).rev() {
+        if j == 0 {
+            break;
+        }
+        if i > 0 && more[j - 1].ranks_before(&sorted[i - 1]) {
+            sorted[k] = sorted[i - 1];
+            i -= 1;
+        } else {
+            sorted[k] = more[j - 1];
+            j -= 1;
+        }
+    }
+}
+
 /// A priority's place in arbitration order as an integer: `f64::total_cmp`
 /// order inverted, with -0.0 and 0.0 equal.
 #[inline]
@@ -196,6 +217,34 @@ mod tests {
             sort_all(&mut all);
             let order = |v: &[Scored]| v.iter().map(|c| (c.action, c.priority.to_bits())).collect::<Vec<_>>();
             proptest::prop_assert_eq!(order(&all), order(&reference));
+        }
+
+        /// Merging a sorted list into another gives the order of sorting
+        /// them together (how adjust puts rescored candidates back).
+        #[test]
+        fn merge_equals_sorting_the_two_together(
+            raw in proptest::collection::vec(
+                (0u32..500, proptest::prop_oneof![
+                    0.0f64..10.0,
+                    proptest::sample::select(vec![0.0, -0.0, 1.0, 2.0]),
+                ], proptest::bool::ANY),
+                0..120,
+            )
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let (mut sorted, mut more): (Vec<Scored>, Vec<Scored>) = (Vec::new(), Vec::new());
+            for (a, p, second) in raw {
+                if seen.insert(a) {
+                    if second { more.push(s(a, p)) } else { sorted.push(s(a, p)) }
+                }
+            }
+            let mut reference: Vec<Scored> = sorted.iter().chain(&more).copied().collect();
+            sort_all(&mut reference);
+            sort_all(&mut sorted);
+            sort_all(&mut more);
+            merge(&mut sorted, &more);
+            let order = |v: &[Scored]| v.iter().map(|c| c.action).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(order(&sorted), order(&reference));
         }
     }
 

@@ -762,9 +762,10 @@ fn adjust(
     let mut kept = Vec::with_capacity(out.ranked.len());
     let mut excluded = Vec::new();
     let mut notes = Vec::new();
-    // Survivors come sorted: only changed scores can change the order
-    // (removing some keeps the rest in order).
-    let mut rescored = false;
+    // Survivors come sorted: those whose scores the hook left alone stay in
+    // order (removing some keeps the rest in order); the rescored ones are
+    // sorted apart and merged in.
+    let mut rescored = Vec::new();
     let result = run.adjust_each(env, &out.ranked, |c, a| match a.excluded {
         Some(reason) => {
             excluded.push(Removed {
@@ -777,11 +778,14 @@ fn adjust(
             });
             notes.push(reason);
         }
+        None if a.scores.map(f64::to_bits)
+            == [c.propensity, c.context_weight, c.value, c.lever].map(f64::to_bits) =>
+        {
+            kept.push(*c)
+        }
         None => {
             let [propensity, context_weight, value, lever] = a.scores;
-            rescored |= a.scores.map(f64::to_bits)
-                != [c.propensity, c.context_weight, c.value, c.lever].map(f64::to_bits);
-            kept.push(Scored {
+            rescored.push(Scored {
                 action: c.action,
                 propensity,
                 context_weight,
@@ -795,8 +799,9 @@ fn adjust(
         diagnostics.push(d);
         return;
     }
-    if rescored {
-        arbitration::sort_all(&mut kept);
+    if !rescored.is_empty() {
+        arbitration::sort_all(&mut rescored);
+        arbitration::merge(&mut kept, &rescored);
     }
     out.ranked = kept;
     out.removed.extend(excluded);

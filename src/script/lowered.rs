@@ -1704,6 +1704,10 @@ impl<'a> Run<'a, '_> {
                 self.tick()?;
                 Ok(!self.bool(x)?)
             }
+            E::Contains(x) => {
+                self.tick()?;
+                self.contains(x)
+            }
             e => match self.expr(e)? {
                 V::Bool(b) => Ok(b),
                 _ => Err(Bail),
@@ -1910,6 +1914,7 @@ impl<'a> Run<'a, '_> {
                 }
                 last
             }
+            E::Contains(x) => V::Bool(self.contains(x)?),
             E::Index(x) => {
                 let base = self.peek(&x.0)?;
                 let key = self.expr(&x.1)?;
@@ -1921,9 +1926,47 @@ impl<'a> Run<'a, '_> {
             | E::Max(_)
             | E::Abs(_)
             | E::Since(..)
-            | E::Contains(_)
             | E::Array(_)
             | E::Map(_) => self.expr_rare(e)?,
+        })
+    }
+
+    /// `needle in haystack` (`x` is (haystack, needle)).
+    fn contains(&mut self, x: &'a (E, E)) -> R<bool> {
+        let hay = self.peek(&x.0)?;
+        let needle = self.peek(&x.1)?;
+        Ok(match (hay, needle) {
+            (V::Arr(h), V::Str(n)) => {
+                // `c.group in groups`: strings, compared inline.
+                let mut found = false;
+                for item in &self.arrs[h as usize].items {
+                    let eq = match item {
+                        V::Str(s) => str_eq(s, n),
+                        _ => compare(Bin::Eq, item, &V::Str(n))?,
+                    };
+                    if eq {
+                        found = true;
+                        break;
+                    }
+                }
+                found
+            }
+            (V::Arr(h), n) => {
+                let mut found = false;
+                for item in &self.arrs[h as usize].items {
+                    if compare(Bin::Eq, item, &n)? {
+                        found = true;
+                        break;
+                    }
+                }
+                found
+            }
+            (V::Str(h), V::Str(n)) => h.contains(n),
+            (V::Map(h), V::Str(k)) => self.maps[h as usize]
+                .items
+                .iter()
+                .any(|(mk, _)| str_eq(mk, k)),
+            _ => return Err(Bail),
         })
     }
 
@@ -1964,43 +2007,6 @@ impl<'a> Run<'a, '_> {
                 V::Int(t) => V::Int(self.env.now.checked_sub(t).ok_or(Bail)?.div_euclid(*unit)),
                 _ => return Err(Bail),
             },
-            E::Contains(x) => {
-                let hay = self.peek(&x.0)?;
-                let needle = self.peek(&x.1)?;
-                V::Bool(match (hay, needle) {
-                    (V::Arr(h), V::Str(n)) => {
-                        // `c.group in groups`: strings, compared inline.
-                        let mut found = false;
-                        for item in &self.arrs[h as usize].items {
-                            let eq = match item {
-                                V::Str(s) => str_eq(s, n),
-                                _ => compare(Bin::Eq, item, &V::Str(n))?,
-                            };
-                            if eq {
-                                found = true;
-                                break;
-                            }
-                        }
-                        found
-                    }
-                    (V::Arr(h), n) => {
-                        let mut found = false;
-                        for item in &self.arrs[h as usize].items {
-                            if compare(Bin::Eq, item, &n)? {
-                                found = true;
-                                break;
-                            }
-                        }
-                        found
-                    }
-                    (V::Str(h), V::Str(n)) => h.contains(n),
-                    (V::Map(h), V::Str(k)) => self.maps[h as usize]
-                        .items
-                        .iter()
-                        .any(|(mk, _)| str_eq(mk, k)),
-                    _ => return Err(Bail),
-                })
-            }
             E::Array(items) => {
                 let mut v = self.arr_buf(items.len());
                 for i in items {
