@@ -388,8 +388,17 @@ fn select_script() -> impl Strategy<Value = String> {
             "fixes + out",
             "5",
         ]),
+        // Writes that take the map past its 6 entries (ids and groups as
+        // keys) or its 64 bytes of strings, or neither.
+        prop::sample::select(vec![
+            "",
+            "seen[c.id] = 1;",
+            "seen[c.id] = c.group;",
+            "seen[c.id] = c.id;",
+            "seen.last = c.id;",
+        ]),
     )
-        .prop_map(|(skip, stop, k, result)| {
+        .prop_map(|(skip, stop, k, result, write)| {
             format!(
                 "fn select(customer, ranked) {{
   let out = []; let fixes = []; let seen = #{{}}; let x = 0; let y = 1.0;
@@ -397,6 +406,7 @@ fn select_script() -> impl Strategy<Value = String> {
     if c.group == \"keep\" {{ fixes.push(c); continue; }}
     if {skip} {{ continue; }}
     if i > 4 && ({stop}) {{ break; }}
+    {write}
     let n = seen[c.group] ?? 0;
     if n >= {k} {{ continue; }}
     seen[c.group] = n + 1;

@@ -1407,6 +1407,20 @@ impl<'a> Run<'a, '_> {
         Ok(())
     }
 
+    /// Map `h`'s limits after `v` was set in it (`added`: under a new
+    /// key). Every map is within them before a write, so only a string
+    /// (more bytes) or a new key (one more entry) can take it past one.
+    fn check_set_map(&self, h: usize, added: bool, v: V<'a>) -> R<()> {
+        let m = &self.maps[h].items;
+        if matches!(v, V::Str(_)) {
+            self.check_items(m.iter().map(|(_, v)| v), self.limits.max_map_size)
+        } else if added && m.len() > self.limits.max_map_size {
+            Err(Bail)
+        } else {
+            Ok(())
+        }
+    }
+
     /// A value that may go into an array or map.
     fn element(v: V<'a>) -> R<V<'a>> {
         match v {
@@ -1539,9 +1553,8 @@ impl<'a> Run<'a, '_> {
                     V::Map(_) => {
                         let new = Self::element(new)?;
                         let h = self.own_map(*slot)?;
-                        map_set(&mut self.maps[h].items, &name.name, new);
-                        let m = &self.maps[h].items;
-                        self.check_items(m.iter().map(|(_, v)| v), self.limits.max_map_size)?;
+                        let added = map_set(&mut self.maps[h].items, &name.name, new);
+                        self.check_set_map(h, added, new)?;
                     }
                     _ => return Err(Bail),
                 }
@@ -1559,17 +1572,20 @@ impl<'a> Run<'a, '_> {
                 match (self.locals[*slot as usize], key) {
                     (V::Map(_), V::Str(k)) => {
                         let h = self.own_map(*slot)?;
-                        map_set(&mut self.maps[h].items, k, new);
-                        let m = &self.maps[h].items;
-                        self.check_items(m.iter().map(|(_, v)| v), self.limits.max_map_size)?;
+                        let added = map_set(&mut self.maps[h].items, k, new);
+                        self.check_set_map(h, added, new)?;
                     }
                     (V::Arr(_), V::Int(i)) => {
                         let h = self.own_arr(*slot)?;
                         let a = &mut self.arrs[h].items;
                         let i = array_index(a.len(), i)?;
                         a[i] = new;
-                        let a = &self.arrs[h].items;
-                        self.check_items(a.iter(), self.limits.max_array_size)?;
+                        // Only a string can take the array past a limit
+                        // (every array is within them before a write).
+                        if matches!(new, V::Str(_)) {
+                            let a = &self.arrs[h].items;
+                            self.check_items(a.iter(), self.limits.max_array_size)?;
+                        }
                     }
                     _ => return Err(Bail),
                 }
@@ -1717,6 +1733,7 @@ impl<'a> Run<'a, '_> {
 
     /// `e`'s value without marking an array or map it reads as shared
     /// (for reads that do not keep the value).
+    #[inline]
     fn peek(&mut self, e: &'a E) -> R<V<'a>> {
         match e {
             E::Local(slot) => {
@@ -1767,6 +1784,9 @@ impl<'a> Run<'a, '_> {
                             let rs = self.env.rules;
                             let g = rs.actions[c.action as usize].group;
                             return self.text(&rs.groups[g as usize].name);
+                        }
+                        CandProp::Id => {
+                            return self.text(&self.env.rules.actions[c.action as usize].id);
                         }
                         _ => {}
                     }
@@ -2213,10 +2233,17 @@ fn arith<'a>(op: Bin, a: V<'a>, b: V<'a>) -> R<V<'a>> {
     })
 }
 
-fn map_set<'a>(m: &mut Vec<(&'a str, V<'a>)>, k: &'a str, v: V<'a>) {
+/// Set `k` to `v`; whether the key is new.
+fn map_set<'a>(m: &mut Vec<(&'a str, V<'a>)>, k: &'a str, v: V<'a>) -> bool {
     match m.iter_mut().find(|(mk, _)| str_eq(mk, k)) {
-        Some(slot) => slot.1 = v,
-        None => m.push((k, v)),
+        Some(slot) => {
+            slot.1 = v;
+            false
+        }
+        None => {
+            m.push((k, v));
+            true
+        }
     }
 }
 
