@@ -226,7 +226,7 @@ mod tests {
             raw in proptest::collection::vec(
                 (0u32..500, proptest::prop_oneof![
                     0.0f64..10.0,
-                    proptest::sample::select(vec![0.0, -0.0, 1.0, 2.0]),
+                    proptest::sample::select(vec![0.0, -0.0, 1.0, 2.0, f64::NAN, -f64::NAN, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE, 5e-324]),
                 ], proptest::bool::ANY),
                 0..120,
             )

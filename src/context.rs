@@ -189,12 +189,20 @@ impl Clone for Context {
     /// A copy in `self`'s buffers (a decision's derived attributes go into
     /// a copy of the customer's context, reused from decision to decision).
     fn clone_from(&mut self, source: &Context) {
-        self.schema.clone_from(&source.schema);
-        self.slots.clone_from(&source.slots);
-        self.given.clone_from(&source.given);
-        self.texts.buf.clone_from(&source.texts.buf);
-        self.texts.ends.clone_from(&source.texts.ends);
-        self.set_items.clone_from(&source.set_items);
+        // Destructured, so that a new field cannot be left out.
+        let Context {
+            schema,
+            slots,
+            given,
+            texts: Texts { buf, ends },
+            set_items,
+        } = source;
+        self.schema.clone_from(schema);
+        self.slots.clone_from(slots);
+        self.given.clone_from(given);
+        self.texts.buf.clone_from(buf);
+        self.texts.ends.clone_from(ends);
+        self.set_items.clone_from(set_items);
     }
 }
 
@@ -274,7 +282,6 @@ impl Context {
         self.value(self.schema.slot(name)?)
     }
 
-    /// The raw slot, and the stores its strings and set items index.
     /// The bytes its buffers hold (their capacities).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
@@ -284,6 +291,16 @@ impl Context {
             + self.set_items.capacity() * std::mem::size_of::<(Sym, u32)>()
     }
 
+    /// Its values emptied, its buffers kept (for [`Clone::clone_from`]).
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+        self.given.clear();
+        self.texts.buf.clear();
+        self.texts.ends.clear();
+        self.set_items.clear();
+    }
+
+    /// The raw slot, and the stores its strings and set items index.
     pub(crate) fn raw(&self, slot: u16) -> RawSlot<'_> {
         (&self.slots[slot as usize], &self.texts, &self.set_items)
     }

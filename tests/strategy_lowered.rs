@@ -765,3 +765,129 @@ fn folded_expressions_count_their_operations() {
         x.diagnostics()
     );
 }
+
+/// A decision on the test rule set with `script`, `limits` and the given
+/// tags, lowered and interpreted.
+fn both_with_tags(script: &str, limits: &str, tags: Vec<String>) -> (String, String) {
+    let mk = |lower: bool| {
+        let mut main = RULESET.replace("max_array_size = 12\n", limits);
+        if !lower {
+            main = main.replace("[strategy]\n", "[strategy]\nlower = false\n");
+        }
+        RuleSet::compile(
+            &RuleSource::new()
+                .file("ruleset.toml", main)
+                .file("actions/a.toml", ACTIONS)
+                .file("strategies/s.rhai", script),
+        )
+        .unwrap()
+    };
+    let lowered = mk(true);
+    for (hook, why) in lowered.strategy_hooks() {
+        assert!(why.is_none(), "{hook} not lowered: {why:?}");
+    }
+    let (a, b) = (Engine::new(lowered), Engine::new(mk(false)));
+    let ctx = Context::builder(&a.schema())
+        .set("age", 30i64)
+        .set("income", 10.0)
+        .set("vip", true)
+        .set("tier", "gold")
+        .set("tags", tags)
+        .set("since", Timestamp(1_700_000_000))
+        .build()
+        .unwrap();
+    let request = DecisionRequest::new("C1", "web", ctx)
+        .explain(true)
+        .at(Timestamp(1_800_000_000));
+    let (x, y) = (a.decide(&request).unwrap(), b.decide(&request).unwrap());
+    (summary(&x), summary(&y))
+}
+
+/// `len()` of a set attribute counts it without building its array: at,
+/// under and over the array and string limits, it decides as rhai does.
+#[test]
+fn set_lengths_at_the_limits_decide_as_rhai_does() {
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            (0..13).map(|i| format!("t{i}")).collect(),
+            "max_array_size = 12\n",
+        ),
+        (
+            (0..12).map(|i| format!("t{i}")).collect(),
+            "max_array_size = 12\n",
+        ),
+        (
+            vec!["a".repeat(40), "b".repeat(30)],
+            "max_array_size = 12\n",
+        ),
+        (vec!["a".repeat(65)], "max_array_size = 12\n"),
+        (vec!["a".repeat(64)], "max_array_size = 12\n"),
+        (vec![], "max_array_size = 12\n"),
+    ];
+    for body in [
+        "let n = len(customer.tags); if n > 2 { candidate.value *= 2.0; } candidate",
+        "if customer.tags.len() > 2 { candidate.value *= 2.0; } candidate",
+        "let n = len(customer.tier); if n > 2 { candidate.value *= 2.0; } candidate",
+        "let t = customer.tags; t.push(\"zzzzzzzzzzzzzzzzzzzz\"); candidate",
+        "let n = len(customer.tags); let t = []; t.push(candidate.id); t.push(candidate.id); t.push(candidate.id); candidate",
+    ] {
+        for (tags, limits) in &cases {
+            let script = format!("fn adjust(customer, candidate) {{ {body} }}\nfn derive(customer) {{ #{{ score: 0.5 }} }}");
+            let (x, y) = both_with_tags(&script, limits, tags.clone());
+            assert_eq!(x, y, "{script} {tags:?}");
+        }
+    }
+}
+
+/// Runs reuse buffers (and the context copy derive writes into) from the
+/// previous run on their thread: two rule sets with different schemas
+/// deciding in turn on one thread decide as each does on a fresh thread.
+#[test]
+fn rule_sets_deciding_in_turn_on_one_thread_decide_as_on_fresh_threads() {
+    const N: usize = 150;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let load = |d: &str| Engine::new(RuleSet::from_dir(root.join(d)).unwrap());
+    let dirs = ["rules/retail_bank", "rules/telco_care"];
+    let requests: Vec<Vec<String>> = dirs
+        .iter()
+        .map(|d| {
+            let e = load(d);
+            let channels: Vec<String> = e.current().rules().channel_names().map(str::to_string).collect();
+            std::fs::read_to_string(root.join(d).join("customers.jsonl"))
+                .unwrap()
+                .lines()
+                .take(N)
+                .enumerate()
+                .map(|(i, line)| {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    serde_json::json!({"customer_id": v["customer_id"], "channel": channels[i % channels.len()],
+                        "context": v["context"], "explain": true, "now": "2026-06-01T12:00:00Z"})
+                    .to_string()
+                })
+                .collect()
+        })
+        .collect();
+    let engines = [load(dirs[0]), load(dirs[1])];
+    // In turn, on this thread.
+    let mut in_turn = [Vec::new(), Vec::new()];
+    for (a, b) in requests[0].iter().zip(&requests[1]) {
+        in_turn[0].push(summary(&engines[0].decide_json(a).unwrap()));
+        in_turn[1].push(summary(&engines[1].decide_json(b).unwrap()));
+    }
+    // Each on a thread of its own.
+    for (k, engine) in engines.iter().enumerate() {
+        for (i, request) in requests[k].iter().enumerate() {
+            let alone = std::thread::scope(|s| {
+                s.spawn(|| engine.decide_json(request).unwrap())
+                    .join()
+                    .unwrap()
+            });
+            let alone = summary(&alone);
+            // A wall-clock budget may stop a hook in a slow debug build.
+            if alone.contains("timed out") || in_turn[k][i].contains("timed out") {
+                continue;
+            }
+            assert_eq!(in_turn[k][i], alone, "{} customer {i}", dirs[k]);
+        }
+    }
+}

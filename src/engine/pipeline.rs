@@ -125,7 +125,7 @@ pub(crate) fn decide_on(
     };
     // Learning records the evidence of each action it scores.
     let mut evidence = Vec::with_capacity(if learning.is_some() {
-        rs.actions.len()
+        ch.actions.len()
     } else {
         0
     });
@@ -693,8 +693,11 @@ impl std::ops::DerefMut for SpareContext {
 
 impl Drop for SpareContext {
     fn drop(&mut self) {
-        // Not the buffers of a context one customer's long values grew.
-        if let Some(c) = self.0.take().filter(|c| c.heap_bytes() <= 1 << 16) {
+        // Emptied, so that no customer's values outlive the decision (the
+        // buffers stay, and the schema until the next copy replaces it);
+        // not the buffers of a context one customer's long values grew.
+        if let Some(mut c) = self.0.take().filter(|c| c.heap_bytes() <= 1 << 16) {
+            c.clear();
             SPARE_CONTEXT.with(|s| s.set(Some(c)));
         }
     }

@@ -1110,23 +1110,24 @@ fn relife<T, U>(mut v: Vec<T>) -> Vec<U> {
         .collect()
 }
 
+/// `v`'s buffer for [`Spare`], unless a run grew it past
+/// [`SPARE_CAPACITY`] (a script that used a lot once does not keep it).
+fn kept<T, U>(v: &mut Vec<T>) -> Vec<U> {
+    if v.capacity() <= SPARE_CAPACITY {
+        relife(std::mem::take(v))
+    } else {
+        Vec::new()
+    }
+}
+
 impl Drop for Run<'_, '_> {
     fn drop(&mut self) {
         self.recycle();
-        let keep = |n: usize| n <= SPARE_CAPACITY;
         let spare = Spare {
-            locals: if keep(self.locals.capacity()) {
-                relife(std::mem::take(&mut self.locals))
-            } else {
-                Vec::new()
-            },
-            cands: if keep(self.cands.capacity()) {
-                relife(std::mem::take(&mut self.cands))
-            } else {
-                Vec::new()
-            },
-            arrs: relife(std::mem::take(&mut self.arrs)),
-            maps: relife(std::mem::take(&mut self.maps)),
+            locals: kept(&mut self.locals),
+            cands: kept(&mut self.cands),
+            arrs: kept(&mut self.arrs),
+            maps: kept(&mut self.maps),
             arrs_items: std::mem::take(&mut self.spare_arrs)
                 .into_iter()
                 .map(relife)
@@ -1581,7 +1582,9 @@ impl<'a> Run<'a, '_> {
                         let i = array_index(a.len(), i)?;
                         a[i] = new;
                         // Only a string can take the array past a limit
-                        // (every array is within them before a write).
+                        // (every array a hook builds is within them before
+                        // a write; select's `ranked`, which it is given, is
+                        // not checked by rhai either).
                         if matches!(new, V::Str(_)) {
                             let a = &self.arrs[h].items;
                             self.check_items(a.iter(), self.limits.max_array_size)?;
