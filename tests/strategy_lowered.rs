@@ -60,6 +60,36 @@ fn interpreted(dir: &Path) -> RuleSet {
     RuleSet::compile(&src.file("ruleset.toml", main)).unwrap()
 }
 
+/// Explained JSON requests for the first `n` customers of `dir`'s
+/// population, taking `rules`' channels in turn.
+fn requests(dir: &Path, rules: &RuleSet, n: usize) -> Vec<String> {
+    let channels: Vec<String> = rules.channel_names().map(str::to_string).collect();
+    std::fs::read_to_string(dir.join("customers.jsonl"))
+        .unwrap()
+        .lines()
+        .take(n)
+        .enumerate()
+        .map(|(i, line)| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            serde_json::json!({
+                "customer_id": v["customer_id"],
+                "channel": channels[i % channels.len()],
+                "context": v["context"],
+                "explain": true,
+                "now": "2026-06-01T12:00:00Z",
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// Whether a hook of `d` ran past its wall-clock budget (rhai's
+/// interpreter may in a debug build on a busy machine: a time-out depends
+/// on the machine, not on the decision).
+fn timed_out(d: &Decision) -> bool {
+    d.diagnostics().iter().any(|g| g.timed_out())
+}
+
 fn lowered_and_interpreted_agree_on(dir: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let lowered = RuleSet::from_dir(&dir).unwrap();
@@ -72,33 +102,15 @@ fn lowered_and_interpreted_agree_on(dir: &str) {
     for (hook, why) in interpreted.strategy_hooks() {
         assert!(why.is_some(), "{hook} is lowered despite lower = false");
     }
-    let channels: Vec<String> = lowered.channel_names().map(str::to_string).collect();
+    let requests = requests(&dir, &lowered, 400);
     let (a, b) = (Engine::new(lowered), Engine::new(interpreted));
-    let customers = std::fs::read_to_string(dir.join("customers.jsonl")).unwrap();
     let mut decisions = 0;
-    for (i, line) in customers.lines().take(400).enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let channel = &channels[i % channels.len()];
-        let request = serde_json::json!({
-            "customer_id": v["customer_id"],
-            "channel": channel,
-            "context": v["context"],
-            "explain": true,
-            "now": "2026-06-01T12:00:00Z",
-        })
-        .to_string();
+    for request in &requests {
         let (x, y) = (
-            a.decide_json(&request).unwrap(),
-            b.decide_json(&request).unwrap(),
+            a.decide_json(request).unwrap(),
+            b.decide_json(request).unwrap(),
         );
-        // rhai's interpreter may run past the wall-clock budget in a debug
-        // build on a busy machine: a time-out depends on the machine, not
-        // on the decision.
-        if x.diagnostics()
-            .iter()
-            .chain(y.diagnostics())
-            .any(|d| d.timed_out())
-        {
+        if timed_out(&x) || timed_out(&y) {
             continue;
         }
         assert_eq!(summary(&x), summary(&y), "{request}");
@@ -563,6 +575,11 @@ fn random_scripts_exercise_both_paths() {
 
 /// Both paths decide alike on `script` (lowered or not).
 fn agree(script: &str) {
+    agree_with_tags(script, vec!["gold".to_string()]);
+}
+
+/// [`agree`] for a customer with these tags.
+fn agree_with_tags(script: &str, tags: Vec<String>) {
     let (a, b) = (
         Engine::new(rules(script, true).unwrap()),
         Engine::new(rules(script, false).unwrap()),
@@ -572,7 +589,7 @@ fn agree(script: &str) {
         .set("income", 50_000.0)
         .set("vip", true)
         .set("tier", "gold")
-        .set("tags", vec!["gold".to_string()])
+        .set("tags", tags.clone())
         .set("since", Timestamp(1_700_000_000))
         .build()
         .unwrap();
@@ -580,7 +597,7 @@ fn agree(script: &str) {
         .explain(true)
         .at(Timestamp(1_800_000_000));
     let (x, y) = (a.decide(&request).unwrap(), b.decide(&request).unwrap());
-    assert_eq!(summary(&x), summary(&y), "{script}");
+    assert_eq!(summary(&x), summary(&y), "{script} {tags:?}");
 }
 
 const DERIVE: &str = "fn derive(customer) { #{ score: 0.5 } }";
@@ -766,63 +783,18 @@ fn folded_expressions_count_their_operations() {
     );
 }
 
-/// A decision on the test rule set with `script`, `limits` and the given
-/// tags, lowered and interpreted.
-fn both_with_tags(script: &str, limits: &str, tags: Vec<String>) -> (String, String) {
-    let mk = |lower: bool| {
-        let mut main = RULESET.replace("max_array_size = 12\n", limits);
-        if !lower {
-            main = main.replace("[strategy]\n", "[strategy]\nlower = false\n");
-        }
-        RuleSet::compile(
-            &RuleSource::new()
-                .file("ruleset.toml", main)
-                .file("actions/a.toml", ACTIONS)
-                .file("strategies/s.rhai", script),
-        )
-        .unwrap()
-    };
-    let lowered = mk(true);
-    for (hook, why) in lowered.strategy_hooks() {
-        assert!(why.is_none(), "{hook} not lowered: {why:?}");
-    }
-    let (a, b) = (Engine::new(lowered), Engine::new(mk(false)));
-    let ctx = Context::builder(&a.schema())
-        .set("age", 30i64)
-        .set("income", 10.0)
-        .set("vip", true)
-        .set("tier", "gold")
-        .set("tags", tags)
-        .set("since", Timestamp(1_700_000_000))
-        .build()
-        .unwrap();
-    let request = DecisionRequest::new("C1", "web", ctx)
-        .explain(true)
-        .at(Timestamp(1_800_000_000));
-    let (x, y) = (a.decide(&request).unwrap(), b.decide(&request).unwrap());
-    (summary(&x), summary(&y))
-}
-
 /// `len()` of a set attribute counts it without building its array: at,
 /// under and over the array and string limits, it decides as rhai does.
 #[test]
 fn set_lengths_at_the_limits_decide_as_rhai_does() {
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            (0..13).map(|i| format!("t{i}")).collect(),
-            "max_array_size = 12\n",
-        ),
-        (
-            (0..12).map(|i| format!("t{i}")).collect(),
-            "max_array_size = 12\n",
-        ),
-        (
-            vec!["a".repeat(40), "b".repeat(30)],
-            "max_array_size = 12\n",
-        ),
-        (vec!["a".repeat(65)], "max_array_size = 12\n"),
-        (vec!["a".repeat(64)], "max_array_size = 12\n"),
-        (vec![], "max_array_size = 12\n"),
+    // The test rule set allows 12 items and 64 bytes of strings.
+    let cases: Vec<Vec<String>> = vec![
+        (0..13).map(|i| format!("t{i}")).collect(),
+        (0..12).map(|i| format!("t{i}")).collect(),
+        vec!["a".repeat(40), "b".repeat(30)],
+        vec!["a".repeat(65)],
+        vec!["a".repeat(64)],
+        vec![],
     ];
     for body in [
         "let n = len(customer.tags); if n > 2 { candidate.value *= 2.0; } candidate",
@@ -831,10 +803,12 @@ fn set_lengths_at_the_limits_decide_as_rhai_does() {
         "let t = customer.tags; t.push(\"zzzzzzzzzzzzzzzzzzzz\"); candidate",
         "let n = len(customer.tags); let t = []; t.push(candidate.id); t.push(candidate.id); t.push(candidate.id); candidate",
     ] {
-        for (tags, limits) in &cases {
-            let script = format!("fn adjust(customer, candidate) {{ {body} }}\nfn derive(customer) {{ #{{ score: 0.5 }} }}");
-            let (x, y) = both_with_tags(&script, limits, tags.clone());
-            assert_eq!(x, y, "{script} {tags:?}");
+        let script = format!("fn adjust(customer, candidate) {{ {body} }}\n{DERIVE}");
+        for (hook, why) in rules(&script, true).unwrap().strategy_hooks() {
+            assert!(why.is_none(), "{hook} not lowered: {why:?}");
+        }
+        for tags in &cases {
+            agree_with_tags(&script, tags.clone());
         }
     }
 }
@@ -844,35 +818,21 @@ fn set_lengths_at_the_limits_decide_as_rhai_does() {
 /// deciding in turn on one thread decide as each does on a fresh thread.
 #[test]
 fn rule_sets_deciding_in_turn_on_one_thread_decide_as_on_fresh_threads() {
-    const N: usize = 150;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let load = |d: &str| Engine::new(RuleSet::from_dir(root.join(d)).unwrap());
-    let dirs = ["rules/retail_bank", "rules/telco_care"];
+    let dirs = ["rules/retail_bank", "rules/telco_care"].map(|d| root.join(d));
+    let engines = dirs
+        .clone()
+        .map(|d| Engine::new(RuleSet::from_dir(d).unwrap()));
     let requests: Vec<Vec<String>> = dirs
         .iter()
-        .map(|d| {
-            let e = load(d);
-            let channels: Vec<String> = e.current().rules().channel_names().map(str::to_string).collect();
-            std::fs::read_to_string(root.join(d).join("customers.jsonl"))
-                .unwrap()
-                .lines()
-                .take(N)
-                .enumerate()
-                .map(|(i, line)| {
-                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                    serde_json::json!({"customer_id": v["customer_id"], "channel": channels[i % channels.len()],
-                        "context": v["context"], "explain": true, "now": "2026-06-01T12:00:00Z"})
-                    .to_string()
-                })
-                .collect()
-        })
+        .zip(&engines)
+        .map(|(d, e)| requests(d, e.current().rules(), 150))
         .collect();
-    let engines = [load(dirs[0]), load(dirs[1])];
     // In turn, on this thread.
     let mut in_turn = [Vec::new(), Vec::new()];
     for (a, b) in requests[0].iter().zip(&requests[1]) {
-        in_turn[0].push(summary(&engines[0].decide_json(a).unwrap()));
-        in_turn[1].push(summary(&engines[1].decide_json(b).unwrap()));
+        in_turn[0].push(engines[0].decide_json(a).unwrap());
+        in_turn[1].push(engines[1].decide_json(b).unwrap());
     }
     // Each on a thread of its own.
     for (k, engine) in engines.iter().enumerate() {
@@ -882,12 +842,15 @@ fn rule_sets_deciding_in_turn_on_one_thread_decide_as_on_fresh_threads() {
                     .join()
                     .unwrap()
             });
-            let alone = summary(&alone);
-            // A wall-clock budget may stop a hook in a slow debug build.
-            if alone.contains("timed out") || in_turn[k][i].contains("timed out") {
+            if timed_out(&alone) || timed_out(&in_turn[k][i]) {
                 continue;
             }
-            assert_eq!(in_turn[k][i], alone, "{} customer {i}", dirs[k]);
+            assert_eq!(
+                summary(&in_turn[k][i]),
+                summary(&alone),
+                "{} customer {i}",
+                dirs[k].display()
+            );
         }
     }
 }

@@ -228,6 +228,9 @@ enum E {
     /// A local read for the last time (`return x`): moved, not copied.
     Take(u16),
     Len(Box<E>),
+    /// `len(customer.NAME)`: a set's size counted without building its
+    /// array (a string's length in characters).
+    AttrLen(u16),
     Bin(Bin, Box<(E, E)>),
     Neg(Box<E>),
     Not(Box<E>),
@@ -713,7 +716,7 @@ impl Lower<'_> {
                     ("-", 1) => E::Neg(Box::new(args.remove(0))),
                     ("!", 1) => E::Not(Box::new(args.remove(0))),
                     ("abs", 1) => E::Abs(Box::new(args.remove(0))),
-                    ("len", 1) => E::Len(Box::new(args.remove(0))),
+                    ("len", 1) => len(args.remove(0)),
                     ("days_since", 1) => E::Since(Box::new(args.remove(0)), 86_400),
                     ("hours_since", 1) => E::Since(Box::new(args.remove(0)), 3_600),
                     ("min", 2) => E::Min(two(&mut args)),
@@ -764,13 +767,21 @@ impl Lower<'_> {
     fn method(&mut self, base: E, m: &rhai::FnCallExpr, pos: rhai::Position) -> L<E> {
         let mut args = self.exprs(&m.args)?;
         Ok(match (m.name.as_str(), args.len()) {
-            ("len", 0) => E::Len(Box::new(base)),
+            ("len", 0) => len(base),
             ("contains", 1) => E::Contains(Box::new((base, args.remove(0)))),
             ("abs", 0) => E::Abs(Box::new(base)),
             ("min", 1) => E::Min(Box::new((base, args.remove(0)))),
             ("max", 1) => E::Max(Box::new((base, args.remove(0)))),
             (name, n) => return unsupported(format!("method `{name}` with {n} argument(s)"), pos),
         })
+    }
+}
+
+/// `len(x)`.
+fn len(x: E) -> E {
+    match x {
+        E::Attr(slot) => E::AttrLen(slot),
+        x => E::Len(Box::new(x)),
     }
 }
 
@@ -910,6 +921,7 @@ fn nodes(e: &E) -> u64 {
         E::LocalProp(..) => 3,
         E::Bin(_, x) | E::Contains(x) | E::Min(x) | E::Max(x) => 1 + nodes(&x.0) + nodes(&x.1),
         E::Not(x) | E::Neg(x) | E::Abs(x) | E::Len(x) => 1 + nodes(x),
+        E::AttrLen(_) => 2,
         E::And(xs) | E::Or(xs) | E::Coalesce(xs) => 1 + xs.iter().map(nodes).sum::<u64>(),
         _ => 1,
     }
@@ -1110,6 +1122,25 @@ fn relife<T, U>(mut v: Vec<T>) -> Vec<U> {
         .collect()
 }
 
+/// `v`, emptied, among `spares` (unless there are enough, or it is large).
+fn give_back<T>(spares: &mut Vec<Vec<T>>, mut v: Vec<T>) {
+    if spares.len() < SPARE_BUFFERS && v.capacity() <= SPARE_CAPACITY {
+        v.clear();
+        spares.push(v);
+    }
+}
+
+/// An empty buffer with room for `capacity`, a spare when there is one.
+fn take_spare<T>(spares: &mut Vec<Vec<T>>, capacity: usize) -> Vec<T> {
+    match spares.pop() {
+        Some(mut v) => {
+            v.reserve(capacity);
+            v
+        }
+        None => Vec::with_capacity(capacity),
+    }
+}
+
 /// `v`'s buffer for [`Spare`], unless a run grew it past
 /// [`SPARE_CAPACITY`] (a script that used a lot once does not keep it).
 fn kept<T, U>(v: &mut Vec<T>) -> Vec<U> {
@@ -1182,42 +1213,23 @@ impl<'a> Run<'a, '_> {
     /// Empty the arenas, keeping the arrays' and maps' buffers (a few,
     /// none of them large) for the next values.
     fn recycle(&mut self) {
-        for e in self.arrs.drain(..) {
-            let mut v = e.items;
-            if self.spare_arrs.len() < SPARE_BUFFERS && v.capacity() <= SPARE_CAPACITY {
-                v.clear();
-                self.spare_arrs.push(v);
-            }
-        }
-        for e in self.maps.drain(..) {
-            let mut v = e.items;
-            if self.spare_maps.len() < SPARE_BUFFERS && v.capacity() <= SPARE_CAPACITY {
-                v.clear();
-                self.spare_maps.push(v);
-            }
-        }
+        self.arrs
+            .drain(..)
+            .for_each(|e| give_back(&mut self.spare_arrs, e.items));
+        self.maps
+            .drain(..)
+            .for_each(|e| give_back(&mut self.spare_maps, e.items));
     }
 
     /// An empty array buffer, from the spares when there is one.
     fn arr_buf(&mut self, capacity: usize) -> Vec<V<'a>> {
-        match self.spare_arrs.pop() {
-            Some(mut v) => {
-                v.reserve(capacity);
-                v
-            }
-            None => Vec::with_capacity(capacity.max(8)),
-        }
+        // Room to grow: `let out = [];` is pushed to in a loop.
+        take_spare(&mut self.spare_arrs, capacity.max(8))
     }
 
     /// [`Run::arr_buf`] for a map.
     fn map_buf(&mut self, capacity: usize) -> Vec<(&'a str, V<'a>)> {
-        match self.spare_maps.pop() {
-            Some(mut v) => {
-                v.reserve(capacity);
-                v
-            }
-            None => Vec::with_capacity(capacity.max(4)),
-        }
+        take_spare(&mut self.spare_maps, capacity.max(4))
     }
 
     /// Run the hook with `args` as its parameters; the value it returns.
@@ -1703,21 +1715,11 @@ impl<'a> Run<'a, '_> {
             }
             E::And(xs) => {
                 self.tick()?;
-                for x in xs {
-                    if !self.bool(x)? {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
+                self.all(xs)
             }
             E::Or(xs) => {
                 self.tick()?;
-                for x in xs {
-                    if self.bool(x)? {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
+                self.any(xs)
             }
             E::Not(x) => {
                 self.tick()?;
@@ -1732,6 +1734,26 @@ impl<'a> Run<'a, '_> {
                 _ => Err(Bail),
             },
         }
+    }
+
+    /// `&&`: whether every one of `xs` holds, stopping at the first false.
+    fn all(&mut self, xs: &'a [E]) -> R<bool> {
+        for x in xs {
+            if !self.bool(x)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// `||`: whether any of `xs` holds, stopping at the first true.
+    fn any(&mut self, xs: &'a [E]) -> R<bool> {
+        for x in xs {
+            if self.bool(x)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// `e`'s value without marking an array or map it reads as shared
@@ -1881,14 +1903,12 @@ impl<'a> Run<'a, '_> {
                 let b = self.peek(base)?;
                 self.prop(b, name)?
             }
-            // A set attribute's size, without building its array (which
-            // bails in the same cases).
-            E::Len(x) if matches!(**x, E::Attr(_)) => {
-                let E::Attr(slot) = **x else { unreachable!() };
+            // The attribute's read counts as `len(x)`'s operand does.
+            E::AttrLen(slot) => {
                 self.tick()?;
-                match self.set_len(slot)? {
+                match self.set_len(*slot)? {
                     Some(n) => V::Int(n as i64),
-                    None => match self.attr(slot)? {
+                    None => match self.attr(*slot)? {
                         V::Str(s) => V::Int(s.chars().count() as i64),
                         _ => return Err(Bail),
                     },
@@ -1911,22 +1931,8 @@ impl<'a> Run<'a, '_> {
                 _ => return Err(Bail),
             },
             E::Not(x) => V::Bool(!self.bool(x)?),
-            E::And(xs) => {
-                for x in xs {
-                    if !self.bool(x)? {
-                        return Ok(V::Bool(false));
-                    }
-                }
-                V::Bool(true)
-            }
-            E::Or(xs) => {
-                for x in xs {
-                    if self.bool(x)? {
-                        return Ok(V::Bool(true));
-                    }
-                }
-                V::Bool(false)
-            }
+            E::And(xs) => V::Bool(self.all(xs)?),
+            E::Or(xs) => V::Bool(self.any(xs)?),
             E::Coalesce(xs) => {
                 let mut last = V::Unit;
                 for x in xs {
@@ -2058,7 +2064,6 @@ impl<'a> Run<'a, '_> {
             Lit::Float(f) => V::Float(*f),
             Lit::Str(s) => self.text(s)?,
             Lit::Arr(a) => {
-                // Room to grow: `let out = [];` is pushed to in a loop.
                 let mut v = self.arr_buf(a.len());
                 for l in a {
                     let x = self.lit(l)?;
