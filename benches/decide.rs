@@ -226,20 +226,9 @@ fn interpreted(source: RuleSource) -> RuleSource {
     source.file("ruleset.toml", main)
 }
 
-/// `source` without its strategy: the `[strategy]` tables removed and the
-/// derived attributes declared plain.
+/// `source` without its strategy ([`support::without_strategy`]).
 fn without_strategy(source: RuleSource) -> RuleSource {
-    let mut main = String::new();
-    let mut skipping = false;
-    for line in support::main_file(&source).lines() {
-        if line.starts_with('[') {
-            skipping = line.starts_with("[strategy");
-        }
-        if !skipping {
-            main.push_str(&line.replace("derived = true", "derived = false"));
-            main.push('\n');
-        }
-    }
+    let main = support::without_strategy(&support::main_file(&source));
     source.file("ruleset.toml", main)
 }
 

@@ -57,6 +57,9 @@ enum Kind {
     /// A shipped rule set (`rules/NAME`, with its strategy) on the first
     /// customers of its population.
     Shipped(&'static str),
+    /// The same without its strategy (as `decide/rules_no_strategy/NAME`
+    /// in the criterion bench): the hooks' cost is the difference.
+    ShippedNoStrategy(&'static str),
 }
 
 const WORKLOADS: &[(&str, Kind, usize)] = &[
@@ -74,6 +77,16 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("ffi/100", Kind::Ffi, 100),
     ("rules/retail_bank", Kind::Shipped("retail_bank"), 0),
     ("rules/telco_care", Kind::Shipped("telco_care"), 0),
+    (
+        "rules_no_strategy/retail_bank",
+        Kind::ShippedNoStrategy("retail_bank"),
+        0,
+    ),
+    (
+        "rules_no_strategy/telco_care",
+        Kind::ShippedNoStrategy("telco_care"),
+        0,
+    ),
 ];
 
 fn main() {
@@ -123,6 +136,16 @@ fn measured(decisions: usize, decide_one: &mut dyn FnMut(usize)) {
 /// Set up a workload, warm it up, and run `decisions` decisions inside
 /// [`measured`]. Returns how many decisions were counted.
 fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
+    if let Kind::ShippedNoStrategy(name) = kind {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("rules")
+            .join(name);
+        let (engine, mut reqs) =
+            support::shipped_with(&dir, |main| support::without_strategy(&main))
+                .unwrap_or_else(|e| panic!("rules/{name}: {e}"));
+        reqs.truncate(CUSTOMERS);
+        return decide_loop(&engine, &reqs, decisions);
+    }
     if let Kind::Shipped(name) = kind {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("rules")
@@ -214,7 +237,7 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
             decisions
         }
         Kind::Ffi => ffi_loop(&catalog, &customers, decisions),
-        Kind::Shipped(_) => unreachable!("handled above"),
+        Kind::Shipped(_) | Kind::ShippedNoStrategy(_) => unreachable!("handled above"),
     }
 }
 

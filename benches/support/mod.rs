@@ -1652,6 +1652,24 @@ pub fn shipped_with(
     Ok((engine, requests))
 }
 
+/// A rule set's `ruleset.toml` without its strategy: the `[strategy]`
+/// tables removed and the derived attributes declared plain (the decisions
+/// then run the policies with those attributes missing).
+pub fn without_strategy(main: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in main.lines() {
+        if line.starts_with('[') {
+            skipping = line.starts_with("[strategy");
+        }
+        if !skipping {
+            out.push_str(&line.replace("derived = true", "derived = false"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The text of `source`'s `ruleset.toml` (empty if it has none).
 pub fn main_file(source: &RuleSource) -> String {
     source
