@@ -60,6 +60,9 @@ enum Kind {
     /// The same without its strategy (as `decide/rules_no_strategy/NAME`
     /// in the criterion bench): the hooks' cost is the difference.
     ShippedNoStrategy(&'static str),
+    /// The hand-written floor (`support::floor_decide`) on the same catalog
+    /// and customers as `decide/N`: the reference for "ours / floor".
+    Floor,
 }
 
 const WORKLOADS: &[(&str, Kind, usize)] = &[
@@ -67,6 +70,7 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("decide/100", Kind::Decide, 100),
     ("decide/1000", Kind::Decide, 1000),
     ("decide/10000", Kind::Decide, 10_000),
+    ("floor/100", Kind::Floor, 100),
     ("history/0", Kind::History(0), 100),
     ("history/50", Kind::History(50), 100),
     ("explain/100", Kind::Explain, 100),
@@ -237,6 +241,21 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
             decisions
         }
         Kind::Ffi => ffi_loop(&catalog, &customers, decisions),
+        Kind::Floor => {
+            let mut once = |i: usize| {
+                let c = &customers[i % customers.len()];
+                let limit = catalog.channels[c.channel].limit;
+                black_box(support::floor_decide(
+                    black_box(&catalog),
+                    black_box(c),
+                    c.channel,
+                    limit,
+                ));
+            };
+            (0..customers.len()).for_each(&mut once);
+            measured(decisions, &mut once);
+            decisions
+        }
         Kind::Shipped(_) | Kind::ShippedNoStrategy(_) => unreachable!("handled above"),
     }
 }

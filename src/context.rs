@@ -460,6 +460,20 @@ impl Context {
         }
     }
 
+    /// Whether the set in `slot` holds interned symbol `sym` (not 0);
+    /// `None` when the attribute is missing.
+    #[inline]
+    pub(crate) fn set_has_sym(&self, slot: u16, sym: Sym) -> Option<bool> {
+        match self.slots[slot as usize] {
+            Slot::Set(start, len) => Some(
+                self.set_items[start as usize..(start + len) as usize]
+                    .iter()
+                    .any(|(s, _)| *s == sym),
+            ),
+            _ => None,
+        }
+    }
+
     #[inline]
     pub(crate) fn set_contains(&self, slot: u16, sym: Sym, text: &str) -> Result<bool, EvalError> {
         match self.slots[slot as usize] {

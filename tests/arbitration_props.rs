@@ -59,6 +59,19 @@ const CONDS: &[(&str, CondFn)] = &[
     }),
 ];
 
+/// Conditions past `CONDS`: `age >= K` for K in 0..THRESHOLDS. Many
+/// distinct conjuncts, so that a rule set can have more than 64 (the memo
+/// and each action's needs then span several words).
+const THRESHOLDS: usize = 90;
+
+/// The text of condition `c`.
+fn cond_text(c: usize) -> String {
+    match CONDS.get(c) {
+        Some((text, _)) => text.to_string(),
+        None => format!("age >= {}", c - CONDS.len()),
+    }
+}
+
 /// A value: a number, or an expression and what it evaluates to (None: it
 /// fails or is not finite, which removes the candidate).
 #[derive(Debug, Clone, Copy)]
@@ -181,7 +194,7 @@ impl RulesM {
             );
             for (k, c) in gm.checks.iter().enumerate() {
                 if let Some(c) = c {
-                    let _ = writeln!(rs, "{} = '{}'", STAGES[k], CONDS[*c].0);
+                    let _ = writeln!(rs, "{} = '{}'", STAGES[k], cond_text(*c));
                 }
             }
         }
@@ -194,7 +207,8 @@ impl RulesM {
             let _ = writeln!(
                 rs,
                 "[[context_weights]]\nwhen = '{}'\n{target}\nboost = {}",
-                CONDS[w.when].0, w.boost
+                cond_text(w.when),
+                w.boost
             );
         }
         let mut files = vec![String::new(); 3];
@@ -220,7 +234,7 @@ impl RulesM {
             );
             for (k, c) in a.checks.iter().enumerate() {
                 if let Some(c) = c {
-                    let _ = writeln!(f, "{} = '{}'", STAGES[k], CONDS[*c].0);
+                    let _ = writeln!(f, "{} = '{}'", STAGES[k], cond_text(*c));
                 }
             }
             f.push('\n');
@@ -236,7 +250,11 @@ impl RulesM {
 }
 
 fn cond_choice() -> impl Strategy<Value = Option<usize>> {
-    prop_oneof![3 => Just(None), 2 => (0..CONDS.len()).prop_map(Some)]
+    prop_oneof![
+        6 => Just(None),
+        3 => (0..CONDS.len()).prop_map(Some),
+        3 => (CONDS.len()..CONDS.len() + THRESHOLDS).prop_map(Some),
+    ]
 }
 
 fn checks() -> impl Strategy<Value = [Option<usize>; 3]> {
@@ -251,7 +269,9 @@ fn value() -> impl Strategy<Value = Val> {
 }
 
 fn rules() -> impl Strategy<Value = RulesM> {
-    (1usize..=3, 1usize..=4, 1usize..=40).prop_flat_map(|(ni, ng, na)| {
+    // Mostly small rule sets; some with more actions than one bitset word.
+    let na = prop_oneof![4 => 1usize..=40, 1 => 65usize..=150];
+    (1usize..=3, 1usize..=4, na).prop_flat_map(|(ni, ng, na)| {
         let issues = proptest::collection::vec(
             select(vec![-30, 0, 10, 50]).prop_map(|lever| IssueM { lever }),
             ni,
@@ -371,7 +391,10 @@ struct Expected {
 }
 
 fn met(c: usize, cust: &Cust) -> bool {
-    (CONDS[c].1)(cust) == Some(true)
+    match CONDS.get(c) {
+        Some((_, f)) => f(cust) == Some(true),
+        None => cust.age.is_some_and(|a| a >= (c - CONDS.len()) as i64),
+    }
 }
 
 fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
@@ -592,7 +615,7 @@ fn generator_covers_ties_limits_and_every_stage() {
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
     let strat = (rules(), customer(), any::<bool>());
-    let (mut several, mut ties, mut beyond, mut boosted) = (0, 0, 0, 0);
+    let (mut several, mut ties, mut beyond, mut boosted, mut wide) = (0, 0, 0, 0, 0);
     let mut stages = BTreeSet::new();
     for _ in 0..300 {
         let (m, cust, web) = strat.new_tree(&mut runner).unwrap().current();
@@ -608,13 +631,21 @@ fn generator_covers_ties_limits_and_every_stage() {
         );
         beyond += usize::from(want.ranked.len() > limit);
         boosted += usize::from(want.ranked.iter().any(|s| s.context_weight != 1.0));
+        let conds: BTreeSet<usize> = m
+            .groups
+            .iter()
+            .flat_map(|g| g.checks.iter().flatten())
+            .chain(m.actions.iter().flat_map(|a| a.checks.iter().flatten()))
+            .copied()
+            .collect();
+        wide += usize::from(m.actions.len() > 64 && conds.len() > 64);
         for (_, stage, level) in &want.removed {
             stages.insert(format!("{stage}/{}", level.as_str()));
         }
     }
     assert!(
-        several > 100 && ties > 30 && beyond > 50 && boosted > 30,
-        "{several} {ties} {beyond} {boosted}"
+        several > 100 && ties > 30 && beyond > 50 && boosted > 30 && wide > 5,
+        "{several} {ties} {beyond} {boosted} {wide}"
     );
     assert_eq!(stages.len(), 7, "{stages:?}");
 }

@@ -927,8 +927,12 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
         now: now.0,
         channel: (ch.sym, &ch.name),
     };
-    let mut results = take_scratch(Memo::words(rs.conds.len()));
-    let memo = Memo::new(&mut results, &rs.conds, env);
+    let memo_words = Memo::words(rs.conds.len());
+    let mut results = take_scratch(memo_words + ch.needs.words());
+    let (memo_bits, passing) = results.split_at_mut(memo_words);
+    let memo = Memo::new(memo_bits, &rs.conds, &rs.tests, env);
+    let actions: &[crate::ruleset::Action] = &rs.actions;
+    ch.needs.passing(&memo, actions, &ch.actions, passing);
     let mut chosen = Vec::with_capacity(if record.survivors == Survivors::Sorted {
         0
     } else {
@@ -948,85 +952,94 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     let mut next_block = 0;
     // Conjuncts known to have failed without an evaluation error.
     let mut no_error = vec![false; if record.errors { rs.conds.len() } else { 0 }];
-    let actions: &[crate::ruleset::Action] = &rs.actions;
-    for &ai in ch.actions.iter() {
-        let action = &actions[ai as usize];
-        if !memo.covers(&action.need) {
-            if !record.removed {
-                continue;
-            }
-            if let Some(check) = first_failure(&action.checks, &memo) {
-                // The log's writer works the reason out off the hot path.
-                let error = if record.errors && !no_error[check.cond as usize] {
-                    // Evaluated once per conjunct, however many actions it
-                    // removes; errors (rare) are not cached.
-                    let e = memo.error(check.cond);
-                    no_error[check.cond as usize] = e.is_none();
-                    e
-                } else {
-                    None
-                };
-                removed.push(Removed::by_condition(
-                    ai,
-                    check.stage,
-                    check.level,
-                    Some(check.cond),
-                    error,
-                ));
-            }
-            continue;
-        }
-        // Blocks are sorted by action, as the channel's actions are (they
-        // ascend): a cursor finds each in constant time.
-        if STATEFUL && next_block < blocked.len() {
-            while next_block < blocked.len() && blocked[next_block].action < ai {
-                next_block += 1;
-            }
-            if let Some(i) = (next_block < blocked.len() && blocked[next_block].action == ai)
-                .then_some(next_block)
-            {
-                if record.removed {
-                    removed.push(Removed::by_state(blocked[i]));
+    // The actions that passed, by position in the channel's list; every
+    // action when the removed ones are recorded too.
+    let positions = |wi: usize, word: u64| match record.removed {
+        false => word,
+        true if (wi + 1) * 64 <= n => !0,
+        true => (1u64 << (n % 64)) - 1,
+    };
+    for (wi, &word) in passing.iter().enumerate() {
+        let mut rest = positions(wi, word);
+        while rest != 0 {
+            let bit = rest.trailing_zeros();
+            rest &= rest - 1;
+            let ai = ch.actions[wi * 64 + bit as usize];
+            let action = &actions[ai as usize];
+            if word & (1 << bit) == 0 {
+                if let Some(check) = first_failure(&action.checks, &memo) {
+                    // The log's writer works the reason out off the hot path.
+                    let error = if record.errors && !no_error[check.cond as usize] {
+                        // Evaluated once per conjunct, however many actions it
+                        // removes; errors (rare) are not cached.
+                        let e = memo.error(check.cond);
+                        no_error[check.cond as usize] = e.is_none();
+                        e
+                    } else {
+                        None
+                    };
+                    removed.push(Removed::by_condition(
+                        ai,
+                        check.stage,
+                        check.level,
+                        Some(check.cond),
+                        error,
+                    ));
                 }
                 continue;
             }
-        }
-        let Some(value) = arbitration::value(action, &memo) else {
-            if record.removed {
-                let error = match &action.value {
-                    ValueFn::Expr(ir, _) if record.errors => ir.eval(memo.env()).err(),
-                    _ => None,
-                };
-                removed.push(Removed::by_condition(
-                    ai,
-                    Stage::Value,
-                    Level::Action,
-                    None,
-                    error,
-                ));
+            // Blocks are sorted by action, as the channel's actions are (they
+            // ascend): a cursor finds each in constant time.
+            if STATEFUL && next_block < blocked.len() {
+                while next_block < blocked.len() && blocked[next_block].action < ai {
+                    next_block += 1;
+                }
+                if let Some(i) = (next_block < blocked.len() && blocked[next_block].action == ai)
+                    .then_some(next_block)
+                {
+                    if record.removed {
+                        removed.push(Removed::by_state(blocked[i]));
+                    }
+                    continue;
+                }
             }
-            continue;
-        };
-        let propensity = match &mut learn {
-            Some((l, rng, used)) if STATEFUL => {
-                l.propensity(ai, action.starting_propensity, rng.as_deref_mut(), used)
+            let Some(value) = arbitration::value(action, &memo) else {
+                if record.removed {
+                    let error = match &action.value {
+                        ValueFn::Expr(ir, _) if record.errors => ir.eval(memo.env()).err(),
+                        _ => None,
+                    };
+                    removed.push(Removed::by_condition(
+                        ai,
+                        Stage::Value,
+                        Level::Action,
+                        None,
+                        error,
+                    ));
+                }
+                continue;
+            };
+            let propensity = match &mut learn {
+                Some((l, rng, used)) if STATEFUL => {
+                    l.propensity(ai, action.starting_propensity, rng.as_deref_mut(), used)
+                }
+                _ => arbitration::propensity(action),
+            };
+            let context_weight = arbitration::context_weight(rs, action, &memo);
+            let scored = Scored {
+                action: ai,
+                propensity,
+                context_weight,
+                value,
+                lever: action.lever,
+                priority: propensity * context_weight * value * action.lever,
+            };
+            if record.survivors != Survivors::TopN {
+                ranked.push(scored);
             }
-            _ => arbitration::propensity(action),
-        };
-        let context_weight = arbitration::context_weight(rs, action, &memo);
-        let scored = Scored {
-            action: ai,
-            propensity,
-            context_weight,
-            value,
-            lever: action.lever,
-            priority: propensity * context_weight * value * action.lever,
-        };
-        if record.survivors != Survivors::TopN {
-            ranked.push(scored);
-        }
-        if record.survivors != Survivors::Sorted {
-            arbitration::offer_top(&mut chosen, limit, scored);
+            if record.survivors != Survivors::Sorted {
+                arbitration::offer_top(&mut chosen, limit, scored);
+            }
         }
     }
     put_scratch(results);

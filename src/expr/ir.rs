@@ -8,7 +8,7 @@
 //! divides by zero is an error, float arithmetic follows IEEE 754, and float
 //! comparisons use rhai's relative epsilon.
 
-use crate::context::Context;
+use crate::context::{Context, Slot};
 
 /// Interned string: 0 is "a string no rule mentions".
 pub(crate) type Sym = u32;
@@ -155,6 +155,141 @@ pub(crate) fn cmp_float(op: CmpOp, x: f64, y: f64) -> bool {
         CmpOp::Lt => (y - x) / max > f64::EPSILON,
         CmpOp::Le => (y - x) / max > -f64::EPSILON,
     }
+}
+
+/// A conjunct as the memo evaluates it on every decision: the shapes
+/// nearly every conjunct takes, flat (one small tag to dispatch on, the
+/// slot and the constant inline), and everything else by its index into
+/// the rule version's conditions. Built once per version from the
+/// conjunct's [`BoolIr`]; [`Test::met`] is exactly [`BoolIr::met`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Test {
+    /// An int attribute in `lo..=hi`, or outside it when `negate`: all six
+    /// comparisons with a constant. A missing attribute is not met either
+    /// way.
+    IntIn {
+        slot: u16,
+        negate: bool,
+        lo: i64,
+        hi: i64,
+    },
+    /// A float attribute against a constant (rhai's relative epsilon).
+    FloatCmp { slot: u16, op: CmpOp, k: f64 },
+    /// A bool attribute that must be `want`.
+    Flag { slot: u16, want: bool },
+    /// A string attribute equal to an interned literal (or not, when
+    /// `negate`).
+    SymEq { slot: u16, negate: bool, sym: Sym },
+    /// A string-set attribute that holds an interned literal (or does not,
+    /// when `negate`).
+    SetHas { slot: u16, negate: bool, sym: Sym },
+    /// Any other shape: condition `id`'s tree.
+    Tree(u32),
+}
+
+impl Test {
+    /// The flat form of conjunct `id`, whose tree is `ir`.
+    pub(crate) fn of(ir: &BoolIr, id: u32) -> Test {
+        let int = |slot, negate, lo, hi| Test::IntIn {
+            slot,
+            negate,
+            lo,
+            hi,
+        };
+        match ir {
+            BoolIr::CmpIntConst(op, slot, k) => {
+                let (slot, k) = (*slot, *k);
+                match op {
+                    CmpOp::Eq => int(slot, false, k, k),
+                    CmpOp::Ne => int(slot, true, k, k),
+                    CmpOp::Le => int(slot, false, i64::MIN, k),
+                    CmpOp::Ge => int(slot, false, k, i64::MAX),
+                    // Nothing is below the minimum or above the maximum:
+                    // outside the whole range.
+                    CmpOp::Lt => match k.checked_sub(1) {
+                        Some(k) => int(slot, false, i64::MIN, k),
+                        None => int(slot, true, i64::MIN, i64::MAX),
+                    },
+                    CmpOp::Gt => match k.checked_add(1) {
+                        Some(k) => int(slot, false, k, i64::MAX),
+                        None => int(slot, true, i64::MIN, i64::MAX),
+                    },
+                }
+            }
+            BoolIr::CmpFloatConst(op, slot, k) => Test::FloatCmp {
+                slot: *slot,
+                op: *op,
+                k: *k,
+            },
+            BoolIr::Attr(slot) => Test::Flag {
+                slot: *slot,
+                want: true,
+            },
+            BoolIr::Not(e) => match &**e {
+                BoolIr::Attr(slot) => Test::Flag {
+                    slot: *slot,
+                    want: false,
+                },
+                BoolIr::SetContains(slot, StrIr::Const(sym, _)) if *sym != 0 => Test::SetHas {
+                    slot: *slot,
+                    negate: true,
+                    sym: *sym,
+                },
+                _ => Test::Tree(id),
+            },
+            BoolIr::StrEq(negate, p) => match &**p {
+                (StrIr::Attr(slot), StrIr::Const(sym, _)) if *sym != 0 => Test::SymEq {
+                    slot: *slot,
+                    negate: *negate,
+                    sym: *sym,
+                },
+                _ => Test::Tree(id),
+            },
+            BoolIr::SetContains(slot, StrIr::Const(sym, _)) if *sym != 0 => Test::SetHas {
+                slot: *slot,
+                negate: false,
+                sym: *sym,
+            },
+            _ => Test::Tree(id),
+        }
+    }
+
+    /// Whether the conjunct holds for `env`; `trees` are the version's
+    /// conditions (for [`Test::Tree`]).
+    #[inline]
+    pub(crate) fn met(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond]) -> bool {
+        let ctx = env.ctx;
+        match *self {
+            Test::IntIn {
+                slot,
+                negate,
+                lo,
+                hi,
+            } => match ctx.slots[slot as usize] {
+                Slot::Int(v) => (v.wrapping_sub(lo) as u64 <= hi.wrapping_sub(lo) as u64) != negate,
+                _ => false,
+            },
+            Test::FloatCmp { slot, op, k } => match ctx.slots[slot as usize] {
+                Slot::Float(v) => cmp_float(op, v, k),
+                _ => false,
+            },
+            Test::Flag { slot, want } => ctx.slots[slot as usize] == Slot::Bool(want),
+            Test::SymEq { slot, negate, sym } => match ctx.slots[slot as usize] {
+                Slot::Str(s, _) => (s == sym) != negate,
+                _ => false,
+            },
+            Test::SetHas { slot, negate, sym } => {
+                ctx.set_has_sym(slot, sym).is_some_and(|has| has != negate)
+            }
+            Test::Tree(id) => tree_met(&trees[id as usize].ir, env),
+        }
+    }
+}
+
+/// A conjunct of no flat shape, out of the memo's loop.
+#[inline(never)]
+fn tree_met(ir: &BoolIr, env: &Env<'_>) -> bool {
+    ir.met(*env)
 }
 
 impl BoolIr {

@@ -14,10 +14,12 @@ use proptest::sample::{select, subsequence};
 use proptest::strategy::BoxedStrategy;
 use rhai::{Dynamic, EvalAltResult, ImmutableString, INT};
 
+use super::ir::Test;
 use super::lexer::Span;
 use super::{compile_condition, Env, EvalError, ParseError, Scope};
 use crate::context::{Context, Timestamp, Value};
 use crate::ruleset::schema::{AttrType, Attribute, Schema, Symbols};
+use crate::ruleset::Cond;
 
 /// The decision time of every evaluation (epoch seconds, 2026-11-18).
 const NOW: i64 = 1_795_000_000;
@@ -104,6 +106,23 @@ fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
         },
     )?;
     let schema = Arc::new(Schema::new(attrs, symbols));
+    // Each conjunct as the memo holds it: its flat form, and its tree for
+    // the shapes without one.
+    let tests: Vec<(Test, [Cond; 1])> = conjuncts
+        .iter()
+        .map(|conj| {
+            let tree = Cond {
+                ir: conj.ir.clone(),
+                text: text.into(),
+                location: crate::error::Location {
+                    file: "test".into(),
+                    line: 1,
+                    column: 1,
+                },
+            };
+            (Test::of(&conj.ir, 0), [tree])
+        })
+        .collect();
     Ok(ctxs
         .iter()
         .map(|c| {
@@ -113,12 +132,18 @@ fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
                 now: NOW,
                 channel: (0, "web"),
             };
-            for conj in &conjuncts {
-                // The decision path's inline fast path must agree exactly.
+            for (conj, (test, tree)) in conjuncts.iter().zip(&tests) {
+                // The decision path's inline fast path must agree exactly,
+                // and so must the memo's flat form.
                 assert_eq!(
                     conj.ir.met(env),
                     conj.ir.eval(env) == Ok(true),
                     "met() and eval() disagree on a conjunct of `{text}`"
+                );
+                assert_eq!(
+                    test.met(&env, tree),
+                    conj.ir.eval(env) == Ok(true),
+                    "the memo's {test:?} and eval() disagree on a conjunct of `{text}`"
                 );
                 match conj.ir.eval(env) {
                     Ok(true) => {}
@@ -1224,4 +1249,62 @@ fn conjuncts_are_split_at_top_level_and_with_spans() {
     )
     .unwrap();
     assert_eq!(again[0].key, cs[0].key);
+}
+
+/// The memo's flat int test at the edges of the range: every comparison
+/// against the extreme constants (which the grammar cannot write as one
+/// literal) agrees with the tree, and a missing attribute is never met.
+#[test]
+fn flat_int_tests_agree_with_the_tree_at_the_extremes() {
+    use super::ir::{BoolIr, CmpOp};
+    let schema = Arc::new(Schema::new(attrs(), Symbols::new()));
+    let edges = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+    let slot = schema.slot("i0").expect("i0");
+    let missing = Context::builder(&schema).build().expect("an empty context");
+    for op in [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ] {
+        for k in edges {
+            let ir = BoolIr::CmpIntConst(op, slot, k);
+            let test = Test::of(&ir, 0);
+            assert!(matches!(test, Test::IntIn { .. }), "{op:?} {k}: {test:?}");
+            let tree = [Cond {
+                ir: ir.clone(),
+                text: "i0".into(),
+                location: crate::error::Location {
+                    file: "test".into(),
+                    line: 1,
+                    column: 1,
+                },
+            }];
+            fn env(ctx: &Context) -> Env<'_> {
+                Env {
+                    ctx,
+                    now: NOW,
+                    channel: (0, "web"),
+                }
+            }
+            for v in edges {
+                let ctx = bind(
+                    &schema,
+                    &Ctx {
+                        ints: [v, 0, 0, 0],
+                        ..Ctx::default()
+                    },
+                );
+                assert_eq!(
+                    test.met(&env(&ctx), &tree),
+                    ir.met(env(&ctx)),
+                    "i0 = {v}, {op:?} {k}"
+                );
+            }
+            assert!(!test.met(&env(&missing), &tree), "missing, {op:?} {k}");
+            assert!(!ir.met(env(&missing)), "missing, {op:?} {k}");
+        }
+    }
 }

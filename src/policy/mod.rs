@@ -19,8 +19,9 @@
 
 pub(crate) mod contact;
 
+use crate::expr::ir::Test;
 use crate::expr::{Env, EvalError};
-use crate::ruleset::{Check, Cond};
+use crate::ruleset::{Action, Check, Cond};
 
 /// Per-decision results of every conjunct: bit `i` of word `i / 64` is set
 /// when conjunct `i` is met (false and evaluation errors are "not met").
@@ -33,11 +34,18 @@ pub(crate) struct Memo<'a> {
 impl<'a> Memo<'a> {
     /// Evaluate every conjunct of `conds` for `env` into `words` (at least
     /// [`Memo::words`] long).
-    pub(crate) fn new(words: &'a mut [u64], conds: &'a [Cond], env: Env<'a>) -> Memo<'a> {
-        for (chunk, word) in conds.chunks(64).zip(words.iter_mut()) {
+    /// `tests` are `conds` in their flat form (the rule version's).
+    pub(crate) fn new(
+        words: &'a mut [u64],
+        conds: &'a [Cond],
+        tests: &[Test],
+        env: Env<'a>,
+    ) -> Memo<'a> {
+        debug_assert_eq!(conds.len(), tests.len());
+        for (chunk, word) in tests.chunks(64).zip(words.iter_mut()) {
             let mut bits = 0u64;
-            for (i, c) in chunk.iter().enumerate() {
-                bits |= u64::from(c.ir.met(env)) << i;
+            for (i, t) in chunk.iter().enumerate() {
+                bits |= u64::from(t.met(&env, conds)) << i;
             }
             *word = bits;
         }
@@ -108,6 +116,84 @@ impl Need {
         Need {
             first: it.next().unwrap_or((0, 0)),
             rest: it.collect(),
+        }
+    }
+}
+
+/// What the actions offered on a channel need, side by side in the
+/// channel's order: the first (word, mask) of each action's [`Need`], and
+/// the positions of the few actions whose checks span more words. A
+/// decision's first pass reads these, not the actions, and decides every
+/// action without a branch: whether an action passes is as good as random
+/// to the processor, and a mispredicted branch per action costs more than
+/// the test.
+#[derive(Debug, Default)]
+pub(crate) struct Needs {
+    first: Box<[(u32, u64)]>,
+    more: Box<[u32]>,
+}
+
+impl Needs {
+    /// The needs of `offered` (indices into `actions`).
+    pub(crate) fn of(actions: &[Action], offered: &[u32]) -> Needs {
+        let need = |ai: u32| &actions[ai as usize].need;
+        Needs {
+            first: offered.iter().map(|&ai| need(ai).first).collect(),
+            more: (0u32..)
+                .zip(offered)
+                .filter(|&(_, &ai)| !need(ai).rest.is_empty())
+                .map(|(pos, _)| pos)
+                .collect(),
+        }
+    }
+
+    /// Words of the bitset [`Needs::passing`] writes.
+    pub(crate) fn words(&self) -> usize {
+        self.first.len().div_ceil(64)
+    }
+
+    /// Set bit `i` of `out` (at least [`Needs::words`] long) when the
+    /// `i`-th offered action passes its engagement policies, and clear it
+    /// otherwise. `actions` and `offered` are what built these needs.
+    pub(crate) fn passing(
+        &self,
+        memo: &Memo<'_>,
+        actions: &[Action],
+        offered: &[u32],
+        out: &mut [u64],
+    ) {
+        // Up to 64 conjuncts (most rule versions), every need is in the one
+        // word; up to 256, the words are copied into an array that a masked
+        // index cannot leave. Either way, no bounds check per action.
+        const SMALL: usize = 4;
+        let mut small = [0u64; SMALL];
+        let n = memo.met.len();
+        if n <= SMALL {
+            small[..n].copy_from_slice(memo.met);
+        }
+        for (chunk, word) in self.first.chunks(64).zip(out.iter_mut()) {
+            let mut bits = 0u64;
+            if n == 1 {
+                for (i, &(_, m)) in chunk.iter().enumerate() {
+                    bits |= u64::from(small[0] & m == m) << i;
+                }
+            } else if n <= SMALL {
+                for (i, &(w, m)) in chunk.iter().enumerate() {
+                    // `w` is below `n`, so `w % SMALL == w`.
+                    bits |= u64::from(small[w as usize % SMALL] & m == m) << i;
+                }
+            } else {
+                for (i, &(w, m)) in chunk.iter().enumerate() {
+                    bits |= u64::from(memo.met[w as usize] & m == m) << i;
+                }
+            }
+            *word = bits;
+        }
+        for &pos in self.more.iter() {
+            let pos = pos as usize;
+            if !memo.covers(&actions[offered[pos] as usize].need) {
+                out[pos / 64] &= !(1 << (pos % 64));
+            }
         }
     }
 }

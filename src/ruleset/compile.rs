@@ -195,6 +195,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             limit,
             contact_limit,
             actions: Box::new([]),
+            needs: crate::policy::Needs::default(),
             volumes: Box::new([]),
             sym: 0,
         });
@@ -510,6 +511,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             .filter(|(_, a)| a.treatments.get(ci).is_some_and(Option::is_some))
             .map(|(i, _)| i as u32)
             .collect();
+        ch.needs = crate::policy::Needs::of(&actions, &ch.actions);
     }
 
     let experiment = main
@@ -554,6 +556,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             .filter(|(_, v)| v.target == VolumeTarget::Channel(ci as u32))
             .map(|(i, _)| i as u32)
             .collect();
+        ch.needs = crate::policy::Needs::of(&actions, &ch.actions);
     }
     let learning = main
         .learning
@@ -591,6 +594,10 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         issues,
         groups,
         actions,
+        tests: (0u32..)
+            .zip(&conds.conds)
+            .map(|(id, c)| crate::expr::ir::Test::of(&c.ir, id))
+            .collect(),
         conds: conds.conds,
         weights,
         experiment,

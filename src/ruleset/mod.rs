@@ -179,6 +179,9 @@ pub(crate) struct Channel {
     pub volumes: Box<[u32]>,
     /// Indices of the actions offered on this channel, ascending (= by id).
     pub actions: Box<[u32]>,
+    /// What each of `actions` needs, in the same order (a decision's first
+    /// pass reads these, not the actions).
+    pub needs: crate::policy::Needs,
     /// The channel name's symbol (for the built-in `channel`).
     pub sym: crate::expr::Sym,
 }
@@ -244,6 +247,8 @@ pub struct RuleSet {
     /// Sorted by id, so index order is the tie-break order.
     pub(crate) actions: Vec<Action>,
     pub(crate) conds: Vec<Cond>,
+    /// `conds` in the flat form the memo evaluates, by the same ids.
+    pub(crate) tests: Box<[crate::expr::ir::Test]>,
     pub(crate) weights: Vec<ContextWeight>,
     pub(crate) experiment: Option<Experiment>,
     pub(crate) strategy: Option<crate::script::Strategy>,
