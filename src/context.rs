@@ -148,6 +148,17 @@ impl Texts {
     }
 }
 
+/// A set's filter bit for interned symbol `sym` (0, a string no rule
+/// mentions, has none: nothing tests for it by symbol).
+#[inline]
+fn sym_bit(sym: Sym) -> u32 {
+    if sym == 0 {
+        0
+    } else {
+        1 << (sym % 32)
+    }
+}
+
 /// One typed slot. Strings and set members point into the context's text
 /// storage; their symbols are precomputed.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,8 +169,10 @@ pub(crate) enum Slot {
     Bool(bool),
     /// Symbol and index into `texts`.
     Str(Sym, u32),
-    /// Range into `set_items`.
-    Set(u32, u32),
+    /// Range into `set_items` (start, length), and a filter of the
+    /// members' symbols: bit `sym % 32` of each interned member (see
+    /// [`Context::set_has_sym`]).
+    Set(u32, u32, u32),
     Time(i64),
 }
 
@@ -312,7 +325,7 @@ impl Context {
             Slot::Float(v) => Value::Float(*v),
             Slot::Bool(v) => Value::Bool(*v),
             Slot::Str(_, t) => Value::String(self.texts.get(*t).to_string()),
-            Slot::Set(start, len) => Value::StringSet(
+            Slot::Set(start, len, _) => Value::StringSet(
                 self.set_items[*start as usize..(*start + *len) as usize]
                     .iter()
                     .map(|(_, t)| self.texts.get(*t).to_string())
@@ -378,7 +391,10 @@ impl Context {
             let t = self.texts.push(item);
             self.set_items.push((sym, t));
         }
-        self.slots[slot as usize] = Slot::Set(start, self.set_items.len() as u32 - start);
+        let filter = self.set_items[start as usize..]
+            .iter()
+            .fold(0u32, |f, &(sym, _)| f | sym_bit(sym));
+        self.slots[slot as usize] = Slot::Set(start, self.set_items.len() as u32 - start, filter);
         self.given[slot as usize] = true;
     }
 
@@ -465,7 +481,10 @@ impl Context {
     #[inline]
     pub(crate) fn set_has_sym(&self, slot: u16, sym: Sym) -> Option<bool> {
         match self.slots[slot as usize] {
-            Slot::Set(start, len) => Some(
+            // Most tests are of symbols the set does not hold: its filter
+            // answers those without reading the members.
+            Slot::Set(_, _, filter) if filter & sym_bit(sym) == 0 => Some(false),
+            Slot::Set(start, len, _) => Some(
                 self.set_items[start as usize..(start + len) as usize]
                     .iter()
                     .any(|(s, _)| *s == sym),
@@ -477,7 +496,7 @@ impl Context {
     #[inline]
     pub(crate) fn set_contains(&self, slot: u16, sym: Sym, text: &str) -> Result<bool, EvalError> {
         match self.slots[slot as usize] {
-            Slot::Set(start, len) => {
+            Slot::Set(start, len, _) => {
                 let items = &self.set_items[start as usize..(start + len) as usize];
                 Ok(if sym != 0 {
                     items.iter().any(|(s, _)| *s == sym)
@@ -494,7 +513,7 @@ impl Context {
     #[inline]
     pub(crate) fn set_len(&self, slot: u16) -> Result<i64, EvalError> {
         match self.slots[slot as usize] {
-            Slot::Set(_, len) => Ok(len as i64),
+            Slot::Set(_, len, _) => Ok(len as i64),
             _ => Err(EvalError::Missing(slot)),
         }
     }

@@ -204,7 +204,7 @@ fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking) {
             Slot::Float(_) => buf.extend_from_slice(b"null"),
             Slot::Bool(v) => buf.extend_from_slice(if v { b"true" } else { b"false" }),
             Slot::Str(_, t) => str_json(buf, texts.get(t)),
-            Slot::Set(start, len) => {
+            Slot::Set(start, len, _) => {
                 buf.push(b'[');
                 for (i, &(_, t)) in set_items[start as usize..(start + len) as usize]
                     .iter()
@@ -696,7 +696,7 @@ impl Serialize for SlotJson<'_> {
             Slot::Float(_) => s.serialize_unit(),
             Slot::Bool(v) => s.serialize_bool(v),
             Slot::Str(_, t) => s.serialize_str(texts.get(t)),
-            Slot::Set(start, len) => {
+            Slot::Set(start, len, _) => {
                 let items = &set_items[start as usize..(start + len) as usize];
                 let mut seq = s.serialize_seq(Some(items.len()))?;
                 for &(_, t) in items {

@@ -928,8 +928,12 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
         channel: (ch.sym, &ch.name),
     };
     let memo_words = Memo::words(rs.conds.len());
-    let mut results = take_scratch(memo_words + ch.needs.words());
-    let (memo_bits, passing) = results.split_at_mut(memo_words);
+    // One scratch buffer: the memo's bits, which actions pass, and (when
+    // explaining) which failed conjuncts are known to have no error.
+    let error_words = if record.errors { memo_words } else { 0 };
+    let mut results = take_scratch(memo_words + ch.needs.words() + error_words);
+    let (memo_bits, rest) = results.split_at_mut(memo_words);
+    let (no_error, passing) = rest.split_at_mut(error_words);
     let memo = Memo::new(memo_bits, &rs.conds, &rs.tests, env);
     let actions: &[crate::ruleset::Action] = &rs.actions;
     ch.needs.passing(&memo, actions, &ch.actions, passing);
@@ -951,7 +955,6 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
     let mut next_block = 0;
     // Conjuncts known to have failed without an evaluation error.
-    let mut no_error = vec![false; if record.errors { rs.conds.len() } else { 0 }];
     // The actions that passed, by position in the channel's list; every
     // action when the removed ones are recorded too.
     let positions = |wi: usize, word: u64| match record.removed {
@@ -969,11 +972,14 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
             if word & (1 << bit) == 0 {
                 if let Some(check) = first_failure(&action.checks, &memo) {
                     // The log's writer works the reason out off the hot path.
-                    let error = if record.errors && !no_error[check.cond as usize] {
+                    let (ew, ebit) = (check.cond as usize / 64, 1u64 << (check.cond % 64));
+                    let error = if record.errors && no_error[ew] & ebit == 0 {
                         // Evaluated once per conjunct, however many actions it
                         // removes; errors (rare) are not cached.
                         let e = memo.error(check.cond);
-                        no_error[check.cond as usize] = e.is_none();
+                        if e.is_none() {
+                            no_error[ew] |= ebit;
+                        }
                         e
                     } else {
                         None

@@ -286,6 +286,34 @@ impl Test {
     }
 }
 
+impl Test {
+    /// Why the conjunct could not be evaluated, if it could not: exactly
+    /// `eval(env).err()` of its tree. A flat shape fails only when its
+    /// attribute is missing (a bound context holds each attribute's own
+    /// type or nothing), so only trees are evaluated again.
+    pub(crate) fn error(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond]) -> Option<EvalError> {
+        let (slot, present) = match *self {
+            Test::IntIn { slot, .. } => {
+                (slot, matches!(env.ctx.slots[slot as usize], Slot::Int(_)))
+            }
+            Test::FloatCmp { slot, .. } => {
+                (slot, matches!(env.ctx.slots[slot as usize], Slot::Float(_)))
+            }
+            Test::Flag { slot, .. } => {
+                (slot, matches!(env.ctx.slots[slot as usize], Slot::Bool(_)))
+            }
+            Test::SymEq { slot, .. } => {
+                (slot, matches!(env.ctx.slots[slot as usize], Slot::Str(..)))
+            }
+            Test::SetHas { slot, .. } => {
+                (slot, matches!(env.ctx.slots[slot as usize], Slot::Set(..)))
+            }
+            Test::Tree(id) => return trees[id as usize].ir.eval(*env).err(),
+        };
+        (!present).then_some(EvalError::Missing(slot))
+    }
+}
+
 /// A conjunct of no flat shape, out of the memo's loop.
 #[inline(never)]
 fn tree_met(ir: &BoolIr, env: &Env<'_>) -> bool {

@@ -145,6 +145,11 @@ fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
                     conj.ir.eval(env) == Ok(true),
                     "the memo's {test:?} and eval() disagree on a conjunct of `{text}`"
                 );
+                assert_eq!(
+                    test.error(&env, tree),
+                    conj.ir.eval(env).err(),
+                    "the memo's {test:?} and eval() disagree on the error of `{text}`"
+                );
                 match conj.ir.eval(env) {
                     Ok(true) => {}
                     other => return other,

@@ -28,6 +28,7 @@ use crate::ruleset::{Action, Check, Cond};
 pub(crate) struct Memo<'a> {
     met: &'a [u64],
     conds: &'a [Cond],
+    tests: &'a [Test],
     env: Env<'a>,
 }
 
@@ -38,7 +39,7 @@ impl<'a> Memo<'a> {
     pub(crate) fn new(
         words: &'a mut [u64],
         conds: &'a [Cond],
-        tests: &[Test],
+        tests: &'a [Test],
         env: Env<'a>,
     ) -> Memo<'a> {
         debug_assert_eq!(conds.len(), tests.len());
@@ -52,6 +53,7 @@ impl<'a> Memo<'a> {
         Memo {
             met: words,
             conds,
+            tests,
             env,
         }
     }
@@ -83,7 +85,7 @@ impl<'a> Memo<'a> {
     /// The evaluation error behind a failed conjunct, for explanations
     /// (re-evaluates; only called when explaining).
     pub(crate) fn error(&self, id: u32) -> Option<EvalError> {
-        self.conds[id as usize].ir.eval(self.env).err()
+        self.tests[id as usize].error(&self.env, self.conds)
     }
 
     pub(crate) fn env(&self) -> Env<'a> {

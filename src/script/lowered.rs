@@ -1617,7 +1617,7 @@ impl<'a> Run<'a, '_> {
             Slot::Float(v) => V::Float(v),
             Slot::Bool(v) => V::Bool(v),
             Slot::Str(_, t) => self.text(texts.get(t))?,
-            Slot::Set(start, len) => {
+            Slot::Set(start, len, _) => {
                 let mut v = self.arr_buf(len as usize);
                 for &(_, t) in &items[start as usize..(start + len) as usize] {
                     v.push(self.text(texts.get(t))?);
@@ -1631,7 +1631,7 @@ impl<'a> Run<'a, '_> {
     /// set), with the checks [`Run::attr`] makes building its array.
     fn set_len(&mut self, slot: u16) -> R<Option<usize>> {
         let (raw, texts, items) = self.env.ctx.raw(slot);
-        let Slot::Set(start, len) = *raw else {
+        let Slot::Set(start, len, _) = *raw else {
             return Ok(None);
         };
         let (mut bytes, mut longest) = (0usize, 0usize);

@@ -29,7 +29,7 @@ impl Customer {
             Slot::Float(v) => Dynamic::from_float(v),
             Slot::Bool(v) => Dynamic::from_bool(v),
             Slot::Str(sym, t) => Dynamic::from(string(sym, t)),
-            Slot::Set(start, len) => Dynamic::from_array(
+            Slot::Set(start, len, _) => Dynamic::from_array(
                 set_items[start as usize..(start + len) as usize]
                     .iter()
                     .map(|&(sym, t)| Dynamic::from(string(sym, t)))
