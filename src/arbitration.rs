@@ -70,11 +70,15 @@ fn insert_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
             _ => return,
         }
     }
-    let mut i = top.len();
+    // Shift the few it passes one place down, in place (no call to
+    // move them).
+    top.push(s);
+    let mut i = top.len() - 1;
     while i > 0 && s.ranks_before(&top[i - 1]) {
+        top[i] = top[i - 1];
         i -= 1;
     }
-    top.insert(i, s);
+    top[i] = s;
 }
 
 /// Sort all candidates into arbitration order (explain mode).
