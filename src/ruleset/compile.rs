@@ -556,7 +556,6 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             .filter(|(_, v)| v.target == VolumeTarget::Channel(ci as u32))
             .map(|(i, _)| i as u32)
             .collect();
-        ch.needs = crate::policy::Needs::of(&actions, &ch.actions);
     }
     let learning = main
         .learning
