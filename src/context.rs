@@ -480,6 +480,7 @@ impl Context {
     /// `None` when the attribute is missing.
     #[inline]
     pub(crate) fn set_has_sym(&self, slot: u16, sym: Sym) -> Option<bool> {
+        debug_assert_ne!(sym, 0, "symbol 0 is not tested by symbol");
         match self.slots[slot as usize] {
             // Most tests are of symbols the set does not hold: its filter
             // answers those without reading the members.

@@ -1309,7 +1309,142 @@ fn flat_int_tests_agree_with_the_tree_at_the_extremes() {
                 );
             }
             assert!(!test.met(&env(&missing), &tree), "missing, {op:?} {k}");
+            assert_eq!(
+                test.error(&env(&missing), &tree),
+                Some(EvalError::Missing(slot)),
+                "missing, {op:?} {k}"
+            );
             assert!(!ir.met(env(&missing)), "missing, {op:?} {k}");
         }
+    }
+}
+
+/// Compile `text` and check that each conjunct's flat form agrees with its
+/// tree, on met and on the error, for every context `contexts` builds
+/// (from the compiled schema). Returns the flat forms, so a caller can
+/// check which shapes were exercised.
+fn flat_agrees_with_tree(text: &str, contexts: impl Fn(&Arc<Schema>) -> Vec<Context>) -> Vec<Test> {
+    let attrs = attrs();
+    let lookup = Schema::new(attrs.clone(), Symbols::new());
+    let mut symbols = Symbols::new();
+    let conjuncts = compile_condition(
+        text,
+        &mut Scope {
+            attrs: &lookup,
+            symbols: &mut symbols,
+        },
+    )
+    .unwrap_or_else(|e| panic!("`{text}`: {e:?}"));
+    let schema = Arc::new(Schema::new(attrs, symbols));
+    let mut tests = Vec::new();
+    for conj in &conjuncts {
+        let test = Test::of(&conj.ir, 0);
+        let tree = [Cond {
+            ir: conj.ir.clone(),
+            text: text.into(),
+            location: crate::error::Location {
+                file: "test".into(),
+                line: 1,
+                column: 1,
+            },
+        }];
+        for ctx in contexts(&schema) {
+            let env = Env {
+                ctx: &ctx,
+                now: NOW,
+                channel: (0, "web"),
+            };
+            assert_eq!(
+                test.met(&env, &tree),
+                conj.ir.eval(env) == Ok(true),
+                "met: {test:?} of `{text}`"
+            );
+            assert_eq!(
+                test.error(&env, &tree),
+                conj.ir.eval(env).err(),
+                "error: {test:?} of `{text}`"
+            );
+        }
+        tests.push(test);
+    }
+    tests
+}
+
+/// Every flat shape, negated or not, on a context missing its attribute
+/// and on one that has it: never met when missing, and the same error as
+/// the tree (the attribute's slot).
+#[test]
+fn flat_shapes_agree_with_the_tree_when_the_attribute_is_missing() {
+    let texts = [
+        "i0 != 3",
+        "i0 < 3",
+        "f0 >= 1.5",
+        "f0 != 1.5",
+        "b0",
+        "!b0",
+        r#"s0 == "x""#,
+        r#"s0 != "x""#,
+        r#""x" in set0"#,
+        r#"!("x" in set0)"#,
+    ];
+    for text in texts {
+        let tests = flat_agrees_with_tree(text, |schema| {
+            let missing = Context::builder(schema).build().expect("empty");
+            let given = bind(
+                schema,
+                &Ctx {
+                    ints: [3, 0, 0, 0],
+                    floats: [1.5, 0.0, 0.0],
+                    bools: [true, false],
+                    strs: ["x".into(), String::new()],
+                    set: vec!["x".into()],
+                    ..Ctx::default()
+                },
+            );
+            vec![missing, given]
+        });
+        assert!(
+            tests.iter().all(|t| !matches!(t, Test::Tree(_))),
+            "`{text}` should have a flat form: {tests:?}"
+        );
+    }
+}
+
+/// A set's symbol filter has 32 bits, so symbols 32 apart share one: a set
+/// holding one of them is read for the other, and must still say no.
+/// Every pair of 40 interned strings, as member and as probe.
+#[test]
+fn set_tests_agree_with_the_tree_when_filter_bits_collide() {
+    let names: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+    // Intern all 40 (a list literal), then test each against each set.
+    let list = names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for probe in &names {
+        let text = format!(r#"s0 in [{list}] && "{probe}" in set0 && !("{probe}" in set0)"#);
+        let tests = flat_agrees_with_tree(&text, |schema| {
+            names
+                .iter()
+                .map(|member| {
+                    bind(
+                        schema,
+                        &Ctx {
+                            set: vec![member.clone()],
+                            ..Ctx::default()
+                        },
+                    )
+                })
+                .collect()
+        });
+        assert_eq!(
+            tests
+                .iter()
+                .filter(|t| matches!(t, Test::SetHas { .. }))
+                .count(),
+            2,
+            "{tests:?}"
+        );
     }
 }

@@ -164,9 +164,10 @@ impl Needs {
         offered: &[u32],
         out: &mut [u64],
     ) {
-        // Up to 64 conjuncts (most rule versions), every need is in the one
-        // word; up to 256, the words are copied into an array that a masked
-        // index cannot leave. Either way, no bounds check per action.
+        // With one memo word (up to 64 conjuncts: most rule versions),
+        // every need is in that word; with up to four (256 conjuncts), the
+        // words are copied into an array that a masked index cannot leave.
+        // Either way, no bounds check per action.
         const SMALL: usize = 4;
         let mut small = [0u64; SMALL];
         let n = memo.met.len();

@@ -1,0 +1,94 @@
+//! Rule versions wider than one bitset word, in both directions: channels
+//! of 63 to 300 actions (the passing bitset's word boundaries) and up to 400
+//! distinct conjuncts (one to seven memo words, past the fast paths for one
+//! and for up to four). Each action's policy is a threshold whose meaning is
+//! known here, so what a decision chooses, ranks and removes is checked
+//! against a direct computation.
+
+use nextbest::{DecisionRequest, Engine, RuleSet, RuleSource, Timestamp};
+
+/// A rule set of `n` actions on one channel. Action `i` needs `age >= i`;
+/// every third also needs `income >= 10 * i` when `extra` (a second family
+/// of distinct conjuncts). Propensities rise with `i`, so the best
+/// survivors are the highest `i` that pass.
+fn rules(n: usize, extra: bool) -> RuleSet {
+    use std::fmt::Write;
+    let main = "name = \"wide\"\ndefault_limit = 3\n[schema]\nage = \"int\"\nincome = \"float\"\n\
+                [channels]\nweb = { direction = \"inbound\" }\n[issues.all]\n[groups.all]\nissue = \"all\"\n";
+    let mut actions = String::new();
+    for i in 0..n {
+        let cond = if extra && i % 3 == 0 {
+            format!("age >= {i} && income >= {}.0", 10 * i)
+        } else {
+            format!("age >= {i}")
+        };
+        let _ = writeln!(
+            actions,
+            "[[actions]]\nid = \"a{i:04}\"\ngroup = \"all\"\nchannels = [\"web\"]\nvalue = 1\n\
+             starting_propensity = {:?}\ntreatment = \"T\"\neligibility = '{cond}'\n",
+            (i + 1) as f64 / 1000.0
+        );
+    }
+    let src = RuleSource::new()
+        .file("ruleset.toml", main)
+        .file("actions/all.toml", actions);
+    RuleSet::compile(&src).unwrap_or_else(|e| panic!("n = {n}: {e}"))
+}
+
+fn passes(i: usize, age: i64, income: f64, extra: bool) -> bool {
+    (i as i64) <= age && !(extra && i % 3 == 0 && income < (10 * i) as f64)
+}
+
+#[test]
+fn decisions_on_wide_rule_sets_match_their_meaning() {
+    for (n, extra) in [
+        (63, false),
+        (64, false),
+        (65, false),
+        (128, false),
+        (129, true),
+        (200, true),
+        (256, false),
+        (300, true),
+    ] {
+        let rs = rules(n, extra);
+        let conjuncts = rs.condition_count();
+        let engine = Engine::new(rs);
+        for age in [-1, 0, 1, 37, 63, 64, 65, 127, 128, 200, 255, 299, 300, 1000] {
+            for income in [0.0, 650.0, 5000.0] {
+                let ctx = nextbest::Context::builder(&engine.schema())
+                    .set("age", age)
+                    .set("income", income)
+                    .build()
+                    .expect("context");
+                let want: Vec<usize> = (0..n).filter(|&i| passes(i, age, income, extra)).collect();
+                let case = format!("n = {n} ({conjuncts} conjuncts), age {age}, income {income}");
+                for explain in [false, true] {
+                    let d = engine
+                        .decide(
+                            &DecisionRequest::new("C1", "web", ctx.clone())
+                                .explain(explain)
+                                .at(Timestamp(1_790_000_000)),
+                        )
+                        .expect("decide");
+                    let chosen: Vec<String> = d.actions().map(|a| a.action().to_string()).collect();
+                    let best: Vec<String> = want
+                        .iter()
+                        .rev()
+                        .take(3)
+                        .map(|i| format!("a{i:04}"))
+                        .collect();
+                    assert_eq!(chosen, best, "{case}, explain {explain}");
+                    if explain {
+                        let mut ranked: Vec<String> =
+                            d.ranked().map(|r| r.action().to_string()).collect();
+                        ranked.sort();
+                        let all: Vec<String> = want.iter().map(|i| format!("a{i:04}")).collect();
+                        assert_eq!(ranked, all, "ranked: {case}");
+                        assert_eq!(d.filtered().len(), n - want.len(), "filtered: {case}");
+                    }
+                }
+            }
+        }
+    }
+}
