@@ -271,13 +271,7 @@ fn floor(c: &mut Criterion) {
             b.iter(|| {
                 let cust = &f.customers[i % f.customers.len()];
                 i = i.wrapping_add(1);
-                let limit = f.catalog.channels[cust.channel].limit;
-                black_box(floor_decide(
-                    black_box(&f.catalog),
-                    black_box(cust),
-                    cust.channel,
-                    limit,
-                ))
+                black_box(floor_decide(black_box(&f.catalog), black_box(cust)))
             })
         });
     }

@@ -141,9 +141,7 @@ fn measured(decisions: usize, decide_one: &mut dyn FnMut(usize)) {
 /// [`measured`]. Returns how many decisions were counted.
 fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
     if let Kind::ShippedNoStrategy(name) = kind {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("rules")
-            .join(name);
+        let dir = shipped_dir(name);
         let (engine, mut reqs) =
             support::shipped_with(&dir, |main| support::without_strategy(&main))
                 .unwrap_or_else(|e| panic!("rules/{name}: {e}"));
@@ -151,9 +149,7 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
         return decide_loop(&engine, &reqs, decisions);
     }
     if let Kind::Shipped(name) = kind {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("rules")
-            .join(name);
+        let dir = shipped_dir(name);
         // The strategy's wall-clock budget raised far above what the hooks
         // need (under callgrind they run tens of times slower), so that it
         // never drops a hook and the counts repeat.
@@ -244,13 +240,7 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
         Kind::Floor => {
             let mut once = |i: usize| {
                 let c = &customers[i % customers.len()];
-                let limit = catalog.channels[c.channel].limit;
-                black_box(support::floor_decide(
-                    black_box(&catalog),
-                    black_box(c),
-                    c.channel,
-                    limit,
-                ));
+                black_box(support::floor_decide(black_box(&catalog), black_box(c)));
             };
             (0..customers.len()).for_each(&mut once);
             measured(decisions, &mut once);
@@ -258,6 +248,13 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
         }
         Kind::Shipped(_) | Kind::ShippedNoStrategy(_) => unreachable!("handled above"),
     }
+}
+
+/// `rules/NAME` in this crate.
+fn shipped_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rules")
+        .join(name)
 }
 
 fn requests(

@@ -496,17 +496,13 @@ impl Context {
 
     #[inline]
     pub(crate) fn set_contains(&self, slot: u16, sym: Sym, text: &str) -> Result<bool, EvalError> {
+        if sym != 0 {
+            return self.set_has_sym(slot, sym).ok_or(EvalError::Missing(slot));
+        }
         match self.slots[slot as usize] {
-            Slot::Set(start, len, _) => {
-                let items = &self.set_items[start as usize..(start + len) as usize];
-                Ok(if sym != 0 {
-                    items.iter().any(|(s, _)| *s == sym)
-                } else {
-                    items
-                        .iter()
-                        .any(|(s, t)| *s == 0 && self.texts.get(*t) == text)
-                })
-            }
+            Slot::Set(start, len, _) => Ok(self.set_items[start as usize..(start + len) as usize]
+                .iter()
+                .any(|(s, t)| *s == 0 && self.texts.get(*t) == text)),
             _ => Err(EvalError::Missing(slot)),
         }
     }

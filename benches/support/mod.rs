@@ -1309,14 +1309,11 @@ fn offer(top: &mut Vec<(u32, f64)>, limit: usize, cand: (u32, f64)) {
 
 /// The same eligibility (every conjunct of the group and the action) and
 /// ranking (P × C × V × L, top `limit`) as the engine, written by hand over
-/// a plain struct. Returns (action index, priority), best first.
-pub fn floor_decide(
-    model: &Catalog,
-    c: &PlainCustomer,
-    channel: usize,
-    limit: usize,
-) -> Vec<(u32, f64)> {
-    let bit = 1u8 << channel;
+/// a plain struct, on the customer's channel with its limit. Returns
+/// (action index, priority), best first.
+pub fn floor_decide(model: &Catalog, c: &PlainCustomer) -> Vec<(u32, f64)> {
+    let limit = model.channels[c.channel].limit;
+    let bit = 1u8 << c.channel;
     let mut top = Vec::with_capacity(limit);
     // Context weights, evaluated at most once each.
     let (mut known, mut met) = (0u64, 0u64);
@@ -1524,8 +1521,7 @@ pub fn check_floor(model: &Catalog, engine: &Engine, customers: &[PlainCustomer]
     let mut st = CheckStats::default();
     let (mut chosen, mut eligible, mut offered) = (0usize, 0usize, 0usize);
     for c in customers {
-        let limit = model.channels[c.channel].limit;
-        let floor = floor_decide(model, c, c.channel, limit);
+        let floor = floor_decide(model, c);
         let req = c.request(model, &schema, false);
         let ours = engine_choice(engine, &req);
         assert!(
@@ -1580,7 +1576,7 @@ pub fn check_rhai(
 ) {
     for (c, scope) in customers.iter().zip(scopes.iter_mut()) {
         let limit = model.channels[c.channel].limit;
-        let floor = floor_decide(model, c, c.channel, limit);
+        let floor = floor_decide(model, c);
         let naive = naive.decide(model, scope, c.channel, limit);
         assert!(
             same_choice(&naive, &floor),

@@ -929,14 +929,14 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     };
     let memo_words = Memo::words(rs.conds.len());
     // One scratch buffer: the memo's bits, which actions pass, and (when
-    // explaining) which failed conjuncts are known to have no error.
+    // explaining) which failed conjuncts are known to have failed without
+    // an evaluation error.
     let error_words = if record.errors { memo_words } else { 0 };
     let mut results = take_scratch(memo_words + ch.needs.words() + error_words);
     let (memo_bits, rest) = results.split_at_mut(memo_words);
     let (no_error, passing) = rest.split_at_mut(error_words);
     let memo = Memo::new(memo_bits, &rs.conds, &rs.tests, env);
-    let actions: &[crate::ruleset::Action] = &rs.actions;
-    ch.needs.passing(&memo, actions, &ch.actions, passing);
+    ch.needs.passing(&memo, passing);
     let mut chosen = Vec::with_capacity(if record.survivors == Survivors::Sorted {
         0
     } else {
@@ -954,7 +954,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     debug_assert!(ch.actions.windows(2).all(|w| w[0] < w[1]));
     debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
     let mut next_block = 0;
-    // Conjuncts known to have failed without an evaluation error.
+    let actions: &[crate::ruleset::Action] = &rs.actions;
     // The actions that passed, by position in the channel's list; every
     // action when the removed ones are recorded too.
     let positions = |wi: usize, word: u64| match record.removed {

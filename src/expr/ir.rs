@@ -284,33 +284,21 @@ impl Test {
             Test::Tree(id) => tree_met(&trees[id as usize].ir, env),
         }
     }
-}
 
-impl Test {
     /// Why the conjunct could not be evaluated, if it could not: exactly
     /// `eval(env).err()` of its tree. A flat shape fails only when its
     /// attribute is missing (a bound context holds each attribute's own
     /// type or nothing), so only trees are evaluated again.
     pub(crate) fn error(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond]) -> Option<EvalError> {
-        let (slot, present) = match *self {
-            Test::IntIn { slot, .. } => {
-                (slot, matches!(env.ctx.slots[slot as usize], Slot::Int(_)))
-            }
-            Test::FloatCmp { slot, .. } => {
-                (slot, matches!(env.ctx.slots[slot as usize], Slot::Float(_)))
-            }
-            Test::Flag { slot, .. } => {
-                (slot, matches!(env.ctx.slots[slot as usize], Slot::Bool(_)))
-            }
-            Test::SymEq { slot, .. } => {
-                (slot, matches!(env.ctx.slots[slot as usize], Slot::Str(..)))
-            }
-            Test::SetHas { slot, .. } => {
-                (slot, matches!(env.ctx.slots[slot as usize], Slot::Set(..)))
-            }
+        let slot = match *self {
+            Test::IntIn { slot, .. }
+            | Test::FloatCmp { slot, .. }
+            | Test::Flag { slot, .. }
+            | Test::SymEq { slot, .. }
+            | Test::SetHas { slot, .. } => slot,
             Test::Tree(id) => return trees[id as usize].ir.eval(*env).err(),
         };
-        (!present).then_some(EvalError::Missing(slot))
+        (env.ctx.slots[slot as usize] == Slot::Missing).then_some(EvalError::Missing(slot))
     }
 }
 
@@ -322,36 +310,23 @@ fn tree_met(ir: &BoolIr, env: &Env<'_>) -> bool {
 
 impl BoolIr {
     /// Whether the condition holds; an evaluation error (a missing
-    /// attribute, overflow) is "not met". Exactly `eval(env) == Ok(true)`,
-    /// but the shapes nearly every conjunct takes (an attribute against a
-    /// constant, a flag, a negation, a string or set test) are evaluated
-    /// inline: `eval` is one large recursive function whose register saves
-    /// and restores cost more than the comparison itself, and the memo
-    /// evaluates every conjunct of a rule version on every decision.
+    /// attribute, overflow) is "not met". Exactly `eval(env) == Ok(true)`.
+    /// The memo calls it only for conjuncts without a flat [`Test`], so
+    /// the common shapes are in `Test::met`; the ones left here (a
+    /// negation, a string comparison, a list or set test of a computed
+    /// string) still skip `eval`'s recursion where they can.
     #[inline]
     pub(crate) fn met(&self, env: Env<'_>) -> bool {
         let env = &env;
         match self {
-            BoolIr::CmpIntConst(op, slot, k) => {
-                env.ctx.int(*slot).is_ok_and(|v| cmp_int(*op, v, *k))
-            }
-            BoolIr::CmpFloatConst(op, slot, k) => {
-                env.ctx.float(*slot).is_ok_and(|v| cmp_float(*op, v, *k))
-            }
-            BoolIr::Attr(slot) => env.ctx.bool(*slot) == Ok(true),
             BoolIr::Not(e) => match &**e {
-                BoolIr::Attr(slot) => env.ctx.bool(*slot) == Ok(false),
                 BoolIr::SetContains(slot, s) => set_contains(env, *slot, s) == Ok(false),
                 e => e.eval_in(env) == Ok(false),
             },
-            // `attr == "literal"`: a literal is always interned (symbol != 0),
-            // so the symbols decide and the text is never read.
-            BoolIr::StrEq(negate, p) => match &**p {
-                (StrIr::Attr(slot), StrIr::Const(sym, _)) if *sym != 0 => {
-                    env.ctx.str_sym(*slot).is_ok_and(|a| (a == *sym) != *negate)
-                }
-                (a, b) => a.eq(b, env).is_ok_and(|eq| eq != *negate),
-            },
+            BoolIr::StrEq(negate, p) => {
+                let (a, b) = &**p;
+                a.eq(b, env).is_ok_and(|eq| eq != *negate)
+            }
             BoolIr::StrInList(s, list) => {
                 s.sym(env).is_ok_and(|sym| sym != 0 && list.contains(&sym))
             }

@@ -14,9 +14,9 @@ use proptest::sample::{select, subsequence};
 use proptest::strategy::BoxedStrategy;
 use rhai::{Dynamic, EvalAltResult, ImmutableString, INT};
 
-use super::ir::Test;
+use super::ir::{BoolIr, Test};
 use super::lexer::Span;
-use super::{compile_condition, Env, EvalError, ParseError, Scope};
+use super::{compile_condition, Conjunct, Env, EvalError, ParseError, Scope};
 use crate::context::{Context, Timestamp, Value};
 use crate::ruleset::schema::{AttrType, Attribute, Schema, Symbols};
 use crate::ruleset::Cond;
@@ -91,10 +91,9 @@ impl Default for Ctx {
 
 type Ours = Result<bool, EvalError>;
 
-/// Compile `text` (no error expected) into its conjuncts and evaluate it on
-/// every context: all conjuncts true → true; the first that is false or
-/// fails decides (like `&&`).
-fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
+/// `text` compiled against the differential schema: its conjuncts, and the
+/// schema with the symbols it interned.
+fn compile(text: &str) -> Result<(Vec<Conjunct>, Arc<Schema>), ParseError> {
     let attrs = attrs();
     let lookup = Schema::new(attrs.clone(), Symbols::new());
     let mut symbols = Symbols::new();
@@ -105,33 +104,48 @@ fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
             symbols: &mut symbols,
         },
     )?;
-    let schema = Arc::new(Schema::new(attrs, symbols));
+    Ok((conjuncts, Arc::new(Schema::new(attrs, symbols))))
+}
+
+/// A rule version's condition table holding only `ir` (id 0), for
+/// [`Test::met`] and [`Test::error`] of a [`Test::Tree`].
+fn tree(ir: &BoolIr, text: &str) -> [Cond; 1] {
+    [Cond {
+        ir: ir.clone(),
+        text: text.into(),
+        location: crate::error::Location {
+            file: "test".into(),
+            line: 1,
+            column: 1,
+        },
+    }]
+}
+
+/// The evaluation environment of the tests: `ctx` at [`NOW`] on `web`.
+fn env(ctx: &Context) -> Env<'_> {
+    Env {
+        ctx,
+        now: NOW,
+        channel: (0, "web"),
+    }
+}
+
+/// Compile `text` (no error expected) into its conjuncts and evaluate it on
+/// every context: all conjuncts true → true; the first that is false or
+/// fails decides (like `&&`).
+fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
+    let (conjuncts, schema) = compile(text)?;
     // Each conjunct as the memo holds it: its flat form, and its tree for
     // the shapes without one.
     let tests: Vec<(Test, [Cond; 1])> = conjuncts
         .iter()
-        .map(|conj| {
-            let tree = Cond {
-                ir: conj.ir.clone(),
-                text: text.into(),
-                location: crate::error::Location {
-                    file: "test".into(),
-                    line: 1,
-                    column: 1,
-                },
-            };
-            (Test::of(&conj.ir, 0), [tree])
-        })
+        .map(|conj| (Test::of(&conj.ir, 0), tree(&conj.ir, text)))
         .collect();
     Ok(ctxs
         .iter()
         .map(|c| {
             let ctx = bind(&schema, c);
-            let env = Env {
-                ctx: &ctx,
-                now: NOW,
-                channel: (0, "web"),
-            };
+            let env = env(&ctx);
             for (conj, (test, tree)) in conjuncts.iter().zip(&tests) {
                 // The decision path's inline fast path must agree exactly,
                 // and so must the memo's flat form.
@@ -1261,7 +1275,7 @@ fn conjuncts_are_split_at_top_level_and_with_spans() {
 /// literal) agrees with the tree, and a missing attribute is never met.
 #[test]
 fn flat_int_tests_agree_with_the_tree_at_the_extremes() {
-    use super::ir::{BoolIr, CmpOp};
+    use super::ir::CmpOp;
     let schema = Arc::new(Schema::new(attrs(), Symbols::new()));
     let edges = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
     let slot = schema.slot("i0").expect("i0");
@@ -1278,22 +1292,7 @@ fn flat_int_tests_agree_with_the_tree_at_the_extremes() {
             let ir = BoolIr::CmpIntConst(op, slot, k);
             let test = Test::of(&ir, 0);
             assert!(matches!(test, Test::IntIn { .. }), "{op:?} {k}: {test:?}");
-            let tree = [Cond {
-                ir: ir.clone(),
-                text: "i0".into(),
-                location: crate::error::Location {
-                    file: "test".into(),
-                    line: 1,
-                    column: 1,
-                },
-            }];
-            fn env(ctx: &Context) -> Env<'_> {
-                Env {
-                    ctx,
-                    now: NOW,
-                    channel: (0, "web"),
-                }
-            }
+            let tree = tree(&ir, "i0");
             for v in edges {
                 let ctx = bind(
                     &schema,
@@ -1324,36 +1323,13 @@ fn flat_int_tests_agree_with_the_tree_at_the_extremes() {
 /// (from the compiled schema). Returns the flat forms, so a caller can
 /// check which shapes were exercised.
 fn flat_agrees_with_tree(text: &str, contexts: impl Fn(&Arc<Schema>) -> Vec<Context>) -> Vec<Test> {
-    let attrs = attrs();
-    let lookup = Schema::new(attrs.clone(), Symbols::new());
-    let mut symbols = Symbols::new();
-    let conjuncts = compile_condition(
-        text,
-        &mut Scope {
-            attrs: &lookup,
-            symbols: &mut symbols,
-        },
-    )
-    .unwrap_or_else(|e| panic!("`{text}`: {e:?}"));
-    let schema = Arc::new(Schema::new(attrs, symbols));
+    let (conjuncts, schema) = compile(text).unwrap_or_else(|e| panic!("`{text}`: {e:?}"));
     let mut tests = Vec::new();
     for conj in &conjuncts {
         let test = Test::of(&conj.ir, 0);
-        let tree = [Cond {
-            ir: conj.ir.clone(),
-            text: text.into(),
-            location: crate::error::Location {
-                file: "test".into(),
-                line: 1,
-                column: 1,
-            },
-        }];
+        let tree = tree(&conj.ir, text);
         for ctx in contexts(&schema) {
-            let env = Env {
-                ctx: &ctx,
-                now: NOW,
-                channel: (0, "web"),
-            };
+            let env = env(&ctx);
             assert_eq!(
                 test.met(&env, &tree),
                 conj.ir.eval(env) == Ok(true),

@@ -124,7 +124,8 @@ impl Need {
 
 /// What the actions offered on a channel need, side by side in the
 /// channel's order: the first (word, mask) of each action's [`Need`], and
-/// the positions of the few actions whose checks span more words. A
+/// the position and whole need of the few actions whose checks span more
+/// words. A
 /// decision's first pass reads these, not the actions, and decides every
 /// action without a branch: whether an action passes is as good as random
 /// to the processor, and a mispredicted branch per action costs more than
@@ -132,7 +133,7 @@ impl Need {
 #[derive(Debug, Default)]
 pub(crate) struct Needs {
     first: Box<[(u32, u64)]>,
-    more: Box<[u32]>,
+    more: Box<[(u32, Need)]>,
 }
 
 impl Needs {
@@ -144,7 +145,7 @@ impl Needs {
             more: (0u32..)
                 .zip(offered)
                 .filter(|&(_, &ai)| !need(ai).rest.is_empty())
-                .map(|(pos, _)| pos)
+                .map(|(pos, &ai)| (pos, need(ai).clone()))
                 .collect(),
         }
     }
@@ -156,14 +157,8 @@ impl Needs {
 
     /// Set bit `i` of `out` (at least [`Needs::words`] long) when the
     /// `i`-th offered action passes its engagement policies, and clear it
-    /// otherwise. `actions` and `offered` are what built these needs.
-    pub(crate) fn passing(
-        &self,
-        memo: &Memo<'_>,
-        actions: &[Action],
-        offered: &[u32],
-        out: &mut [u64],
-    ) {
+    /// otherwise.
+    pub(crate) fn passing(&self, memo: &Memo<'_>, out: &mut [u64]) {
         // With one memo word (up to 64 conjuncts: most rule versions),
         // every need is in that word; with up to four (256 conjuncts), the
         // words are copied into an array that a masked index cannot leave.
@@ -192,9 +187,9 @@ impl Needs {
             }
             *word = bits;
         }
-        for &pos in self.more.iter() {
-            let pos = pos as usize;
-            if !memo.covers(&actions[offered[pos] as usize].need) {
+        for (pos, need) in self.more.iter() {
+            let pos = *pos as usize;
+            if !memo.covers(need) {
                 out[pos / 64] &= !(1 << (pos % 64));
             }
         }
