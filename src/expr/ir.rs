@@ -255,8 +255,10 @@ impl Test {
     }
 
     /// Whether the conjunct holds for `env`; `trees` are the version's
-    /// conditions (for [`Test::Tree`]).
+    /// conditions (for [`Test::Tree`]). [`Tests::memo`] evaluates the
+    /// same shapes with the same functions, batched.
     #[inline]
+    #[cfg(test)]
     pub(crate) fn met(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond]) -> bool {
         let ctx = env.ctx;
         match *self {
@@ -265,19 +267,10 @@ impl Test {
                 negate,
                 lo,
                 hi,
-            } => match ctx.slots[slot as usize] {
-                Slot::Int(v) => (v.wrapping_sub(lo) as u64 <= hi.wrapping_sub(lo) as u64) != negate,
-                _ => false,
-            },
-            Test::FloatCmp { slot, op, k } => match ctx.slots[slot as usize] {
-                Slot::Float(v) => cmp_float(op, v, k),
-                _ => false,
-            },
-            Test::Flag { slot, want } => ctx.slots[slot as usize] == Slot::Bool(want),
-            Test::SymEq { slot, negate, sym } => match ctx.slots[slot as usize] {
-                Slot::Str(s, _) => (s == sym) != negate,
-                _ => false,
-            },
+            } => int_in(&ctx.slots[slot as usize], negate, lo, hi),
+            Test::FloatCmp { slot, op, k } => float_cmp(&ctx.slots[slot as usize], op, k),
+            Test::Flag { slot, want } => flag(&ctx.slots[slot as usize], want),
+            Test::SymEq { slot, negate, sym } => sym_eq(&ctx.slots[slot as usize], negate, sym),
             Test::SetHas { slot, negate, sym } => {
                 ctx.set_has_sym(slot, sym).is_some_and(|has| has != negate)
             }
@@ -299,6 +292,138 @@ impl Test {
             Test::Tree(id) => return trees[id as usize].ir.eval(*env).err(),
         };
         (env.ctx.slots[slot as usize] == Slot::Missing).then_some(EvalError::Missing(slot))
+    }
+}
+
+// The flat shapes' semantics, shared by [`Test::met`] and [`Tests::memo`].
+
+/// An int in `lo..=hi` (outside it when `negate`); a missing attribute is
+/// not met either way.
+#[inline(always)]
+fn int_in(slot: &Slot, negate: bool, lo: i64, hi: i64) -> bool {
+    match slot {
+        Slot::Int(v) => (v.wrapping_sub(lo) as u64 <= hi.wrapping_sub(lo) as u64) != negate,
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn float_cmp(slot: &Slot, op: CmpOp, k: f64) -> bool {
+    match slot {
+        Slot::Float(v) => cmp_float(op, *v, k),
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn flag(slot: &Slot, want: bool) -> bool {
+    matches!(slot, Slot::Bool(b) if *b == want)
+}
+
+#[inline(always)]
+fn sym_eq(slot: &Slot, negate: bool, sym: Sym) -> bool {
+    match slot {
+        Slot::Str(s, _) => (*s == sym) != negate,
+        _ => false,
+    }
+}
+
+/// An int conjunct in the memo's batch: (id, slot, negate, lo, hi).
+type IntRange = (u32, u16, bool, i64, i64);
+
+/// Every conjunct of a rule version in its flat form: by id (for
+/// explanations' errors), and grouped by shape for the memo, which
+/// evaluates each shape in a loop of its own: no dispatch per conjunct,
+/// and each loop's few branches are the same every time.
+#[derive(Debug, Default)]
+pub(crate) struct Tests {
+    by_id: Box<[Test]>,
+    /// (id, slot, negate, lo, hi): see [`Test::IntIn`].
+    ints: Box<[IntRange]>,
+    floats: Box<[(u32, u16, CmpOp, f64)]>,
+    flags: Box<[(u32, u16, bool)]>,
+    syms: Box<[(u32, u16, bool, Sym)]>,
+    sets: Box<[(u32, u16, bool, Sym)]>,
+    trees: Box<[u32]>,
+}
+
+impl Tests {
+    /// The flat forms of `trees` (conjunct `i` is `trees[i]`).
+    pub(crate) fn of<'a>(trees: impl IntoIterator<Item = &'a BoolIr>) -> Tests {
+        let by_id: Box<[Test]> = (0u32..)
+            .zip(trees)
+            .map(|(id, ir)| Test::of(ir, id))
+            .collect();
+        let mut t = Tests::default();
+        let (mut ints, mut floats, mut flags, mut syms, mut sets, mut trees) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (id, test) in (0u32..).zip(by_id.iter()) {
+            match *test {
+                Test::IntIn {
+                    slot,
+                    negate,
+                    lo,
+                    hi,
+                } => ints.push((id, slot, negate, lo, hi)),
+                Test::FloatCmp { slot, op, k } => floats.push((id, slot, op, k)),
+                Test::Flag { slot, want } => flags.push((id, slot, want)),
+                Test::SymEq { slot, negate, sym } => syms.push((id, slot, negate, sym)),
+                Test::SetHas { slot, negate, sym } => sets.push((id, slot, negate, sym)),
+                Test::Tree(id) => trees.push(id),
+            }
+        }
+        t.by_id = by_id;
+        t.ints = ints.into();
+        t.floats = floats.into();
+        t.flags = flags.into();
+        t.syms = syms.into();
+        t.sets = sets.into();
+        t.trees = trees.into();
+        t
+    }
+
+    /// How many conjuncts.
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Conjunct `id`'s flat form.
+    pub(crate) fn get(&self, id: u32) -> &Test {
+        &self.by_id[id as usize]
+    }
+
+    /// Set bit `i % 64` of `words[i / 64]` when conjunct `i` is met, and
+    /// clear it otherwise: exactly [`Test::met`] of each.
+    pub(crate) fn memo(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond], words: &mut [u64]) {
+        debug_assert!(words.len() * 64 >= self.by_id.len());
+        words.fill(0);
+        let slots = &env.ctx.slots[..];
+        #[inline(always)]
+        fn set(words: &mut [u64], id: u32, met: bool) {
+            words[id as usize / 64] |= u64::from(met) << (id % 64);
+        }
+        for &(id, slot, negate, lo, hi) in self.ints.iter() {
+            set(words, id, int_in(&slots[slot as usize], negate, lo, hi));
+        }
+        for &(id, slot, op, k) in self.floats.iter() {
+            set(words, id, float_cmp(&slots[slot as usize], op, k));
+        }
+        for &(id, slot, want) in self.flags.iter() {
+            set(words, id, flag(&slots[slot as usize], want));
+        }
+        for &(id, slot, negate, sym) in self.syms.iter() {
+            set(words, id, sym_eq(&slots[slot as usize], negate, sym));
+        }
+        for &(id, slot, negate, sym) in self.sets.iter() {
+            let met = env
+                .ctx
+                .set_has_sym(slot, sym)
+                .is_some_and(|has| has != negate);
+            set(words, id, met);
+        }
+        for &id in self.trees.iter() {
+            set(words, id, tree_met(&trees[id as usize].ir, env));
+        }
     }
 }
 
@@ -352,8 +477,8 @@ impl BoolIr {
             BoolIr::Not(e) => Ok(!e.eval_in(env)?),
             BoolIr::And(p) => Ok(p.0.eval_in(env)? && p.1.eval_in(env)?),
             BoolIr::Or(p) => Ok(p.0.eval_in(env)? || p.1.eval_in(env)?),
-            BoolIr::CmpInt(op, p) => Ok(cmp_int(*op, p.0.eval_in(env)?, p.1.eval_in(env)?)),
-            BoolIr::CmpFloat(op, p) => Ok(cmp_float(*op, p.0.eval_in(env)?, p.1.eval_in(env)?)),
+            BoolIr::CmpInt(op, p) => Ok(cmp_int(*op, p.0.operand(env)?, p.1.operand(env)?)),
+            BoolIr::CmpFloat(op, p) => Ok(cmp_float(*op, p.0.operand(env)?, p.1.operand(env)?)),
             BoolIr::CmpBool(op, p) => {
                 let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
                 Ok(if *op == CmpOp::Eq { a == b } else { a != b })
@@ -367,16 +492,16 @@ impl BoolIr {
                 Ok(sym != 0 && list.contains(&sym))
             }
             BoolIr::IntInList(e, list) => {
-                let v = e.eval_in(env)?;
+                let v = e.operand(env)?;
                 Ok(list.contains(&v))
             }
             BoolIr::IntInMixedList(e, lists) => {
-                let v = e.eval_in(env)?;
+                let v = e.operand(env)?;
                 Ok(lists.0.contains(&v)
                     || lists.1.iter().any(|&k| cmp_float(CmpOp::Eq, v as f64, k)))
             }
             BoolIr::FloatInList(e, list) => {
-                let v = e.eval_in(env)?;
+                let v = e.operand(env)?;
                 Ok(list.iter().any(|&k| cmp_float(CmpOp::Eq, v, k)))
             }
             BoolIr::BoolInList(e, has_true, has_false) => Ok(if e.eval_in(env)? {
@@ -396,23 +521,34 @@ fn set_contains(env: &Env<'_>, slot: u16, s: &StrIr) -> R<bool> {
 }
 
 impl IntIr {
+    /// An operand: a constant or an attribute inline (as
+    /// [`FloatIr::operand`]).
+    #[inline(always)]
+    fn operand(&self, env: &Env<'_>) -> R<i64> {
+        match self {
+            IntIr::Const(v) => Ok(*v),
+            IntIr::Attr(slot) => env.ctx.int(*slot),
+            e => e.eval_in(env),
+        }
+    }
+
     fn eval_in(&self, env: &Env<'_>) -> R<i64> {
         match self {
             IntIr::Const(v) => Ok(*v),
             IntIr::Attr(slot) => env.ctx.int(*slot),
             IntIr::Time(slot) => env.ctx.time(*slot),
-            IntIr::Neg(e) => e.eval_in(env)?.checked_neg().ok_or(EvalError::Overflow),
-            IntIr::Abs(e) => e.eval_in(env)?.checked_abs().ok_or(EvalError::Overflow),
+            IntIr::Neg(e) => e.operand(env)?.checked_neg().ok_or(EvalError::Overflow),
+            IntIr::Abs(e) => e.operand(env)?.checked_abs().ok_or(EvalError::Overflow),
             IntIr::Arith(op, p) => {
-                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
+                let (a, b) = (p.0.operand(env)?, p.1.operand(env)?);
                 int_arith(*op, a, b)
             }
             IntIr::Min(p) => {
-                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
+                let (a, b) = (p.0.operand(env)?, p.1.operand(env)?);
                 Ok(if a <= b { a } else { b })
             }
             IntIr::Max(p) => {
-                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
+                let (a, b) = (p.0.operand(env)?, p.1.operand(env)?);
                 Ok(if a >= b { a } else { b })
             }
             IntIr::LenStr(s) => Ok(s.text(env)?.chars().count() as i64),
@@ -450,7 +586,19 @@ impl FloatIr {
     /// Evaluate for `env`.
     #[inline]
     pub(crate) fn eval(&self, env: Env<'_>) -> R<f64> {
-        self.eval_in(&env)
+        self.operand(&env)
+    }
+
+    /// An operand: a constant or an attribute inline, anything else by a
+    /// call. Most operands are leaves, and a call per leaf costs more
+    /// than the leaf.
+    #[inline(always)]
+    fn operand(&self, env: &Env<'_>) -> R<f64> {
+        match self {
+            FloatIr::Const(v) => Ok(*v),
+            FloatIr::Attr(slot) => env.ctx.float(*slot),
+            e => e.eval_in(env),
+        }
     }
 
     // By reference inside the tree: `Env` is five words, too large to
@@ -460,10 +608,10 @@ impl FloatIr {
             FloatIr::Const(v) => Ok(*v),
             FloatIr::Attr(slot) => env.ctx.float(*slot),
             FloatIr::FromInt(e) => Ok(e.eval_in(env)? as f64),
-            FloatIr::Neg(e) => Ok(-e.eval_in(env)?),
-            FloatIr::Abs(e) => Ok(e.eval_in(env)?.abs()),
+            FloatIr::Neg(e) => Ok(-e.operand(env)?),
+            FloatIr::Abs(e) => Ok(e.operand(env)?.abs()),
             FloatIr::Arith(op, p) => {
-                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
+                let (a, b) = (p.0.operand(env)?, p.1.operand(env)?);
                 Ok(match op {
                     ArithOp::Add => a + b,
                     ArithOp::Sub => a - b,
@@ -473,11 +621,11 @@ impl FloatIr {
                 })
             }
             FloatIr::Min(p) => {
-                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
+                let (a, b) = (p.0.operand(env)?, p.1.operand(env)?);
                 Ok(if a <= b { a } else { b })
             }
             FloatIr::Max(p) => {
-                let (a, b) = (p.0.eval_in(env)?, p.1.eval_in(env)?);
+                let (a, b) = (p.0.operand(env)?, p.1.operand(env)?);
                 Ok(if a >= b { a } else { b })
             }
         }

@@ -14,7 +14,7 @@ use proptest::sample::{select, subsequence};
 use proptest::strategy::BoxedStrategy;
 use rhai::{Dynamic, EvalAltResult, ImmutableString, INT};
 
-use super::ir::{BoolIr, Test};
+use super::ir::{BoolIr, Test, Tests};
 use super::lexer::Span;
 use super::{compile_condition, Conjunct, Env, EvalError, ParseError, Scope};
 use crate::context::{Context, Timestamp, Value};
@@ -110,7 +110,12 @@ fn compile(text: &str) -> Result<(Vec<Conjunct>, Arc<Schema>), ParseError> {
 /// A rule version's condition table holding only `ir` (id 0), for
 /// [`Test::met`] and [`Test::error`] of a [`Test::Tree`].
 fn tree(ir: &BoolIr, text: &str) -> [Cond; 1] {
-    [Cond {
+    [cond(ir, text)]
+}
+
+/// A condition table's entry for `ir`.
+fn cond(ir: &BoolIr, text: &str) -> Cond {
+    Cond {
         ir: ir.clone(),
         text: text.into(),
         location: crate::error::Location {
@@ -118,7 +123,7 @@ fn tree(ir: &BoolIr, text: &str) -> [Cond; 1] {
             line: 1,
             column: 1,
         },
-    }]
+    }
 }
 
 /// The evaluation environment of the tests: `ctx` at [`NOW`] on `web`.
@@ -135,32 +140,39 @@ fn env(ctx: &Context) -> Env<'_> {
 /// fails decides (like `&&`).
 fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
     let (conjuncts, schema) = compile(text)?;
-    // Each conjunct as the memo holds it: its flat form, and its tree for
-    // the shapes without one.
-    let tests: Vec<(Test, [Cond; 1])> = conjuncts
-        .iter()
-        .map(|conj| (Test::of(&conj.ir, 0), tree(&conj.ir, text)))
-        .collect();
+    // The conjuncts as a rule version holds them: their trees, and their
+    // flat forms (by id and batched by shape, as the memo evaluates them).
+    let trees: Vec<Cond> = conjuncts.iter().map(|conj| cond(&conj.ir, text)).collect();
+    let tests = Tests::of(conjuncts.iter().map(|c| &c.ir));
+    let mut words = vec![!0u64; crate::policy::Memo::words(conjuncts.len())];
     Ok(ctxs
         .iter()
         .map(|c| {
             let ctx = bind(&schema, c);
             let env = env(&ctx);
-            for (conj, (test, tree)) in conjuncts.iter().zip(&tests) {
+            tests.memo(&env, &trees, &mut words);
+            for (id, conj) in (0u32..).zip(&conjuncts) {
+                let test = tests.get(id);
+                let met = words[id as usize / 64] & (1 << (id % 64)) != 0;
                 // The decision path's inline fast path must agree exactly,
-                // and so must the memo's flat form.
+                // and so must the memo's flat form, alone and batched.
                 assert_eq!(
                     conj.ir.met(env),
                     conj.ir.eval(env) == Ok(true),
                     "met() and eval() disagree on a conjunct of `{text}`"
                 );
                 assert_eq!(
-                    test.met(&env, tree),
+                    test.met(&env, &trees),
                     conj.ir.eval(env) == Ok(true),
                     "the memo's {test:?} and eval() disagree on a conjunct of `{text}`"
                 );
                 assert_eq!(
-                    test.error(&env, tree),
+                    met,
+                    conj.ir.eval(env) == Ok(true),
+                    "the batched memo and eval() disagree on {test:?} of `{text}`"
+                );
+                assert_eq!(
+                    test.error(&env, &trees),
                     conj.ir.eval(env).err(),
                     "the memo's {test:?} and eval() disagree on the error of `{text}`"
                 );
@@ -677,21 +689,46 @@ proptest! {
     /// compiled evaluation equals rhai evaluating the same text.
     #[test]
     fn compiled_conditions_agree_with_rhai(e in condition(5), ctxs in proptest::collection::vec(ctx(), 3)) {
-        thread_local! {
-            static ENGINE: rhai::Engine = rhai_engine();
-        }
-        let text = e.text();
-        let ours = eval_ours(&text, &ctxs)
-            .unwrap_or_else(|err| panic!("generator bug: `{text}` does not compile: {err:?}"));
-        ENGINE.with(|engine| -> Result<(), TestCaseError> {
-            for (c, o) in ctxs.iter().zip(&ours) {
-                let r = eval_rhai(engine, &text, c);
-                prop_assert!(!matches!(r, Rhai::Other(_)), "rhai rejected `{}`: {:?}", text, r);
-                prop_assert!(agree(o, &r), "`{}`\n  ours: {:?}\n  rhai: {:?}\n  context: {:?}", text, o, r, c);
-            }
-            Ok(())
-        })?;
+        agrees_with_rhai(&e, &ctxs)?;
     }
+
+    /// The same for shallow conditions: rules are mostly comparisons of an
+    /// attribute with a constant, which the memo evaluates in their flat
+    /// forms; deep random conditions seldom have that shape at the top.
+    #[test]
+    fn shallow_conditions_agree_with_rhai(e in condition(1), ctxs in proptest::collection::vec(ctx(), 3)) {
+        agrees_with_rhai(&e, &ctxs)?;
+    }
+}
+
+/// [`eval_ours`] and rhai agree on `e` in every context of `ctxs`.
+fn agrees_with_rhai(e: &E, ctxs: &[Ctx]) -> Result<(), TestCaseError> {
+    thread_local! {
+        static ENGINE: rhai::Engine = rhai_engine();
+    }
+    let text = e.text();
+    let ours = eval_ours(&text, ctxs)
+        .unwrap_or_else(|err| panic!("generator bug: `{text}` does not compile: {err:?}"));
+    ENGINE.with(|engine| -> Result<(), TestCaseError> {
+        for (c, o) in ctxs.iter().zip(&ours) {
+            let r = eval_rhai(engine, &text, c);
+            prop_assert!(
+                !matches!(r, Rhai::Other(_)),
+                "rhai rejected `{}`: {:?}",
+                text,
+                r
+            );
+            prop_assert!(
+                agree(o, &r),
+                "`{}`\n  ours: {:?}\n  rhai: {:?}\n  context: {:?}",
+                text,
+                o,
+                r,
+                c
+            );
+        }
+        Ok(())
+    })
 }
 
 /// The generator is not degenerate: it produces deep conditions, and
@@ -1324,6 +1361,22 @@ fn flat_int_tests_agree_with_the_tree_at_the_extremes() {
 /// check which shapes were exercised.
 fn flat_agrees_with_tree(text: &str, contexts: impl Fn(&Arc<Schema>) -> Vec<Context>) -> Vec<Test> {
     let (conjuncts, schema) = compile(text).unwrap_or_else(|e| panic!("`{text}`: {e:?}"));
+    // All of them batched, as the memo evaluates a rule version's.
+    let trees: Vec<Cond> = conjuncts.iter().map(|c| cond(&c.ir, text)).collect();
+    let batched = Tests::of(conjuncts.iter().map(|c| &c.ir));
+    for ctx in contexts(&schema) {
+        let env = env(&ctx);
+        let mut words = vec![!0u64; crate::policy::Memo::words(conjuncts.len())];
+        batched.memo(&env, &trees, &mut words);
+        for (id, conj) in (0u32..).zip(&conjuncts) {
+            assert_eq!(
+                words[id as usize / 64] & (1 << (id % 64)) != 0,
+                conj.ir.eval(env) == Ok(true),
+                "batched: {:?} of `{text}`",
+                batched.get(id)
+            );
+        }
+    }
     let mut tests = Vec::new();
     for conj in &conjuncts {
         let test = Test::of(&conj.ir, 0);

@@ -19,7 +19,7 @@
 
 pub(crate) mod contact;
 
-use crate::expr::ir::Test;
+use crate::expr::ir::Tests;
 use crate::expr::{Env, EvalError};
 use crate::ruleset::{Action, Check, Cond};
 
@@ -28,7 +28,7 @@ use crate::ruleset::{Action, Check, Cond};
 pub(crate) struct Memo<'a> {
     met: &'a [u64],
     conds: &'a [Cond],
-    tests: &'a [Test],
+    tests: &'a Tests,
     env: Env<'a>,
 }
 
@@ -39,17 +39,11 @@ impl<'a> Memo<'a> {
     pub(crate) fn new(
         words: &'a mut [u64],
         conds: &'a [Cond],
-        tests: &'a [Test],
+        tests: &'a Tests,
         env: Env<'a>,
     ) -> Memo<'a> {
         debug_assert_eq!(conds.len(), tests.len());
-        for (chunk, word) in tests.chunks(64).zip(words.iter_mut()) {
-            let mut bits = 0u64;
-            for (i, t) in chunk.iter().enumerate() {
-                bits |= u64::from(t.met(&env, conds)) << i;
-            }
-            *word = bits;
-        }
+        tests.memo(&env, conds, words);
         Memo {
             met: words,
             conds,
@@ -85,7 +79,7 @@ impl<'a> Memo<'a> {
     /// The evaluation error behind a failed conjunct, for explanations
     /// (re-evaluates; only called when explaining).
     pub(crate) fn error(&self, id: u32) -> Option<EvalError> {
-        self.tests[id as usize].error(&self.env, self.conds)
+        self.tests.get(id).error(&self.env, self.conds)
     }
 
     pub(crate) fn env(&self) -> Env<'a> {

@@ -593,10 +593,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         issues,
         groups,
         actions,
-        tests: (0u32..)
-            .zip(&conds.conds)
-            .map(|(id, c)| crate::expr::ir::Test::of(&c.ir, id))
-            .collect(),
+        tests: crate::expr::ir::Tests::of(conds.conds.iter().map(|c| &c.ir)),
         conds: conds.conds,
         weights,
         experiment,

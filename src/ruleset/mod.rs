@@ -248,7 +248,7 @@ pub struct RuleSet {
     pub(crate) actions: Vec<Action>,
     pub(crate) conds: Vec<Cond>,
     /// `conds` in the flat form the memo evaluates, by the same ids.
-    pub(crate) tests: Box<[crate::expr::ir::Test]>,
+    pub(crate) tests: crate::expr::ir::Tests,
     pub(crate) weights: Vec<ContextWeight>,
     pub(crate) experiment: Option<Experiment>,
     pub(crate) strategy: Option<crate::script::Strategy>,
