@@ -26,11 +26,17 @@ pub(crate) fn propensity(action: &Action) -> f64 {
 #[inline]
 pub(crate) fn context_weight(rs: &RuleSet, action: &Action, memo: &Memo<'_>) -> f64 {
     let mut boost = 0.0;
+    let mut matched = false;
     for &w in action.weights.iter() {
         let w = &rs.weights[w as usize];
-        if w.conds.iter().all(|&c| memo.met(c)) {
+        if memo.covers(&w.need) {
             boost += w.boost;
+            matched = true;
         }
+    }
+    if !matched {
+        // What the formula gives with no boost, without its division.
+        return 1.0;
     }
     // Each boost is at least -100, but several can match: C stops at 0
     // (an action can be irrelevant now, not less than irrelevant).

@@ -99,9 +99,14 @@ pub(crate) struct Need {
 impl Need {
     /// What `checks` need (built when the rule set compiles).
     pub(crate) fn of(checks: &[Check]) -> Need {
+        Need::of_conds(checks.iter().map(|c| c.cond))
+    }
+
+    /// What needs every conjunct of `conds`.
+    pub(crate) fn of_conds(conds: impl IntoIterator<Item = u32>) -> Need {
         let mut words: Vec<(u32, u64)> = Vec::new();
-        for c in checks {
-            let (w, bit) = (c.cond / 64, 1u64 << (c.cond % 64));
+        for c in conds {
+            let (w, bit) = (c / 64, 1u64 << (c % 64));
             match words.iter_mut().find(|(x, _)| *x == w) {
                 Some((_, m)) => *m |= bit,
                 None => words.push((w, bit)),

@@ -480,7 +480,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             }
         };
         weights.push(ContextWeight {
-            conds: cids.into(),
+            need: crate::policy::Need::of_conds(cids),
             boost,
         });
         weight_targets.push(target);

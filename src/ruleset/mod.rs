@@ -188,8 +188,8 @@ pub(crate) struct Channel {
 
 #[derive(Debug)]
 pub(crate) struct ContextWeight {
-    /// Conjuncts that must all hold.
-    pub conds: Box<[u32]>,
+    /// The conjuncts that must all hold, as the memo's words and masks.
+    pub need: crate::policy::Need,
     pub boost: f64,
 }
 
