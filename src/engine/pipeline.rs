@@ -3,7 +3,6 @@
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use super::Bound;
 use super::{assign_arm, check_limit, control_mode, since, Version};
@@ -49,7 +48,7 @@ pub(crate) fn decide_on(
 ) -> Result<Decision, Error> {
     let log_removed = log == Some(LogDetail::All);
     let log_ranked = matches!(log, Some(LogDetail::All | LogDetail::Ranked));
-    let started = Instant::now();
+    let started = crate::engine::clock();
     let arm = assign_arm(&version.rules, &request.customer_id);
     let rs = version.rules_for(arm);
     let channel = rs.channel(&request.channel)?;
