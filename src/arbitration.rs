@@ -55,15 +55,55 @@ pub(crate) fn value(action: &Action, memo: &Memo<'_>) -> Option<f64> {
     }
 }
 
-/// Keep the best `limit` candidates in order, without sorting them all.
-/// Most candidates of a large catalog rank below a full top N; they are
-/// turned away here, inline, without a call.
-#[inline]
-pub(crate) fn offer_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
-    if top.len() == limit && top.last().is_some_and(|last| !s.ranks_before(last)) {
-        return;
+/// The best `limit` candidates in arbitration order, of candidates offered
+/// in ascending action order (a channel's actions ascend), without sorting
+/// them all. A candidate that ties the last one kept has the higher action
+/// index, so it ranks after it: once the list is full, a candidate is
+/// turned away on its priority alone, by one integer compare, inline. Most
+/// candidates of a large catalog are.
+pub(crate) struct TopN {
+    top: Vec<Scored>,
+    limit: usize,
+    /// [`descending`] of the last kept priority, once the list is full.
+    bar: u64,
+    /// The last action offered (checks the ascending order).
+    #[cfg(debug_assertions)]
+    last: Option<u32>,
+}
+
+impl TopN {
+    pub(crate) fn new(limit: usize, capacity: usize) -> TopN {
+        TopN {
+            top: Vec::with_capacity(capacity),
+            limit,
+            bar: u64::MAX,
+            #[cfg(debug_assertions)]
+            last: None,
+        }
     }
-    insert_top(top, limit, s);
+
+    #[inline]
+    pub(crate) fn offer(&mut self, s: Scored) {
+        #[cfg(debug_assertions)]
+        {
+            debug_assert!(self.last < Some(s.action), "offered out of order");
+            self.last = Some(s.action);
+        }
+        if descending(s.priority) >= self.bar && self.top.len() == self.limit {
+            return;
+        }
+        insert_top(&mut self.top, self.limit, s);
+        if self.top.len() == self.limit {
+            if let Some(last) = self.top.last() {
+                self.bar = descending(last.priority);
+            }
+        }
+    }
+
+    /// The candidates kept, best first.
+    pub(crate) fn into_vec(self) -> Vec<Scored> {
+        self.top
+    }
 }
 
 #[inline(never)]
@@ -260,11 +300,46 @@ mod tests {
 
     #[test]
     fn top_n_keeps_the_best_in_order_and_breaks_ties_by_action_index() {
-        let mut top = Vec::new();
-        for c in [s(3, 1.0), s(1, 5.0), s(2, 1.0), s(0, 0.5), s(4, 5.0)] {
-            offer_top(&mut top, 3, c);
+        let mut top = TopN::new(3, 3);
+        for c in [
+            s(0, 0.5),
+            s(1, 5.0),
+            s(2, 1.0),
+            s(3, 1.0),
+            s(4, 5.0),
+            s(5, 1.0),
+        ] {
+            top.offer(c);
         }
-        let got: Vec<u32> = top.iter().map(|c| c.action).collect();
+        let got: Vec<u32> = top.into_vec().iter().map(|c| c.action).collect();
         assert_eq!(got, vec![1, 4, 2]);
+    }
+
+    proptest::proptest! {
+        /// The top N of candidates offered in action order is the first N
+        /// of all of them sorted, for any limit: ties (many priorities are
+        /// drawn from a few values), zeros of both signs, infinities and
+        /// NaNs of both signs included.
+        #[test]
+        fn top_n_is_the_head_of_the_sorted_candidates(
+            priorities in proptest::collection::vec(proptest::sample::select(vec![
+                0.0, -0.0, 1.0, 2.0, 0.5, -1.0, f64::INFINITY, f64::NEG_INFINITY,
+                f64::NAN, -f64::NAN, f64::MIN_POSITIVE, 1e300,
+            ]), 0..40),
+            limit in 0usize..8,
+        ) {
+            let all: Vec<Scored> = (0u32..).zip(&priorities).map(|(a, &p)| s(a, p)).collect();
+            let mut top = TopN::new(limit, limit);
+            for c in &all {
+                top.offer(*c);
+            }
+            let mut sorted = all.clone();
+            sort_all(&mut sorted);
+            let order = |v: &[Scored]| v.iter().map(|c| c.action).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(
+                order(&top.into_vec()),
+                order(&sorted[..limit.min(sorted.len())])
+            );
+        }
     }
 }

@@ -936,11 +936,14 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     let (no_error, passing) = rest.split_at_mut(error_words);
     let memo = Memo::new(memo_bits, &rs.conds, &rs.tests, env);
     ch.needs.passing(&memo, passing);
-    let mut chosen = Vec::with_capacity(if record.survivors == Survivors::Sorted {
-        0
-    } else {
-        limit.min(ch.actions.len())
-    });
+    let mut chosen = arbitration::TopN::new(
+        limit,
+        if record.survivors == Survivors::Sorted {
+            0
+        } else {
+            limit.min(ch.actions.len())
+        },
+    );
     // Sized for the channel's actions up front when they are recorded (no
     // regrowth while deciding).
     let n = ch.actions.len();
@@ -1043,7 +1046,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
                 ranked.push(scored);
             }
             if record.survivors != Survivors::Sorted {
-                arbitration::offer_top(&mut chosen, limit, scored);
+                chosen.offer(scored);
             }
         }
     }
@@ -1052,7 +1055,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
         arbitration::sort_all(&mut ranked);
     }
     Outcome {
-        chosen,
+        chosen: chosen.into_vec(),
         ranked,
         removed,
         notes: Vec::new(),
