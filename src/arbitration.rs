@@ -89,14 +89,35 @@ impl TopN {
             debug_assert!(self.last < Some(s.action), "offered out of order");
             self.last = Some(s.action);
         }
-        if descending(s.priority) >= self.bar && self.top.len() == self.limit {
+        let key = descending(s.priority);
+        if key >= self.bar && self.top.len() == self.limit {
             return;
         }
-        insert_top(&mut self.top, self.limit, s);
-        if self.top.len() == self.limit {
-            if let Some(last) = self.top.last() {
-                self.bar = descending(last.priority);
-            }
+        self.insert(s, key);
+    }
+
+    /// Insert `s` (whose priority has order key `key`) in its place; when
+    /// the list is full, `s` ranks before its last candidate (`offer` has
+    /// checked), which leaves.
+    #[inline(never)]
+    fn insert(&mut self, s: Scored, key: u64) {
+        let top = &mut self.top;
+        // With a limit of 0 there is nothing to pop, and nothing to keep.
+        if top.len() == self.limit && top.pop().is_none() {
+            return;
+        }
+        // Shift the few it passes one place down, in place. The candidates
+        // kept have lower action indices, so `s` passes exactly those of
+        // lower priority.
+        top.push(s);
+        let mut i = top.len() - 1;
+        while i > 0 && key < descending(top[i - 1].priority) {
+            top[i] = top[i - 1];
+            i -= 1;
+        }
+        top[i] = s;
+        if top.len() == self.limit {
+            self.bar = descending(top[top.len() - 1].priority);
         }
     }
 
@@ -104,27 +125,6 @@ impl TopN {
     pub(crate) fn into_vec(self) -> Vec<Scored> {
         self.top
     }
-}
-
-#[inline(never)]
-fn insert_top(top: &mut Vec<Scored>, limit: usize, s: Scored) {
-    if top.len() == limit {
-        match top.last() {
-            Some(last) if s.ranks_before(last) => {
-                top.pop();
-            }
-            _ => return,
-        }
-    }
-    // Shift the few it passes one place down, in place (no call to
-    // move them).
-    top.push(s);
-    let mut i = top.len() - 1;
-    while i > 0 && s.ranks_before(&top[i - 1]) {
-        top[i] = top[i - 1];
-        i -= 1;
-    }
-    top[i] = s;
 }
 
 /// Sort all candidates into arbitration order (explain mode).
