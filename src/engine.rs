@@ -769,7 +769,10 @@ impl Engine {
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
         let version = self.current.load_full();
         let d = pipeline::decide_on(version, request, self.log_detail(), None, Some(self.live()));
-        self.count(self.logged(self.impressions(d, request), request))
+        self.impressions(&d, request);
+        let d = self.logged(d, request);
+        self.count(&d);
+        d
     }
 
     /// Re-decide a logged decision (replay): not logged, not counted.
@@ -820,18 +823,17 @@ impl Engine {
             ..self.live()
         };
         let d = pipeline::decide_on(version, request, self.log_detail(), None, Some(live));
-        self.count(self.logged(self.impressions(d, request), request))
+        self.impressions(&d, request);
+        let d = self.logged(d, request);
+        self.count(&d);
+        d
     }
 
     /// With `record_impressions`, put an impression of each returned
     /// action in the customer's history.
-    fn impressions(
-        &self,
-        d: Result<Decision, Error>,
-        request: &DecisionRequest,
-    ) -> Result<Decision, Error> {
+    fn impressions(&self, d: &Result<Decision, Error>, request: &DecisionRequest) {
         if self.record_impressions {
-            if let Ok(d) = &d {
+            if let Ok(d) = d {
                 let rs = d.ruleset();
                 let ch = &rs.channels[d.channel as usize];
                 for c in &d.chosen {
@@ -849,7 +851,6 @@ impl Engine {
                 }
             }
         }
-        d
     }
 
     fn log_detail(&self) -> Option<crate::audit::LogDetail> {
@@ -858,15 +859,25 @@ impl Engine {
 
     /// Hand the decision to the log, and give the caller the decision it
     /// asked for (without the candidates the log needs, unless explained).
+    /// (Inline, so that without a log the decision is not moved through
+    /// it: a `Decision` is a few hundred bytes.)
+    #[inline]
     fn logged(
         &self,
         d: Result<Decision, Error>,
         request: &DecisionRequest,
     ) -> Result<Decision, Error> {
-        let Some(log) = &self.log else {
-            return d;
-        };
-        let full = d?;
+        match &self.log {
+            None => d,
+            Some(log) => Engine::log_it(log, d?, request),
+        }
+    }
+
+    fn log_it(
+        log: &DecisionLog,
+        full: Decision,
+        request: &DecisionRequest,
+    ) -> Result<Decision, Error> {
         let user = if request.explain {
             full.clone()
         } else {
@@ -895,13 +906,15 @@ impl Engine {
                 None,
                 Some(self.live()),
             );
-            self.logged(self.impressions(d, &request), &request)
+            self.impressions(&d, &request);
+            self.logged(d, &request)
         });
-        self.count(result)
+        self.count(&result);
+        result
     }
 
-    fn count(&self, r: Result<Decision, Error>) -> Result<Decision, Error> {
-        match &r {
+    fn count(&self, r: &Result<Decision, Error>) {
+        match r {
             Ok(d) => {
                 self.arms[match d.arm {
                     Arm::Champion => 0,
@@ -915,7 +928,6 @@ impl Engine {
             }
             Err(_) => self.errors.add(1),
         }
-        r
     }
 
     /// Watch `dir` and reload it when its content changes, polling every
