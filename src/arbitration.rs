@@ -322,13 +322,28 @@ mod tests {
         /// NaNs of both signs included.
         #[test]
         fn top_n_is_the_head_of_the_sorted_candidates(
-            priorities in proptest::collection::vec(proptest::sample::select(vec![
-                0.0, -0.0, 1.0, 2.0, 0.5, -1.0, f64::INFINITY, f64::NEG_INFINITY,
-                f64::NAN, -f64::NAN, f64::MIN_POSITIVE, 1e300,
-            ]), 0..40),
-            limit in 0usize..8,
+            priorities in proptest::collection::vec(proptest::prop_oneof![
+                proptest::sample::select(vec![
+                    0.0, -0.0, 1.0, 2.0, 0.5, -1.0, f64::INFINITY, f64::NEG_INFINITY,
+                    f64::NAN, -f64::NAN, f64::MIN_POSITIVE, 1e300,
+                    // The NaN whose order key is u64::MAX, the empty bar's.
+                    f64::from_bits(u64::MAX),
+                ]),
+                proptest::strategy::Strategy::prop_map(proptest::num::u64::ANY, f64::from_bits),
+            ], 0..120),
+            limit in 0usize..70,
+            gaps in proptest::collection::vec(0u32..4, 120),
         ) {
-            let all: Vec<Scored> = (0u32..).zip(&priorities).map(|(a, &p)| s(a, p)).collect();
+            // Ascending action indices with gaps, as a channel's are.
+            let mut action = 0;
+            let all: Vec<Scored> = priorities
+                .iter()
+                .zip(&gaps)
+                .map(|(&p, &gap)| {
+                    action += gap + 1;
+                    s(action, p)
+                })
+                .collect();
             let mut top = TopN::new(limit, limit);
             for c in &all {
                 top.offer(*c);

@@ -161,7 +161,7 @@ pub(crate) fn cmp_float(op: CmpOp, x: f64, y: f64) -> bool {
 /// nearly every conjunct takes, flat (one small tag to dispatch on, the
 /// slot and the constant inline), and everything else by its index into
 /// the rule version's conditions. Built once per version from the
-/// conjunct's [`BoolIr`]; [`Test::met`] is exactly [`BoolIr::met`].
+/// conjunct's [`BoolIr`]; `Test::met` is exactly [`BoolIr::met`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Test {
     /// An int attribute in `lo..=hi`, or outside it when `negate`: all six
@@ -295,7 +295,7 @@ impl Test {
     }
 }
 
-// The flat shapes' semantics, shared by [`Test::met`] and [`Tests::memo`].
+// The flat shapes' semantics, shared by `Test::met` and [`Tests::memo`].
 
 /// An int in `lo..=hi` (outside it when `negate`); a missing attribute is
 /// not met either way.
@@ -393,7 +393,7 @@ impl Tests {
     }
 
     /// Set bit `i % 64` of `words[i / 64]` when conjunct `i` is met, and
-    /// clear it otherwise: exactly [`Test::met`] of each.
+    /// clear it otherwise: exactly `Test::met` of each.
     pub(crate) fn memo(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond], words: &mut [u64]) {
         debug_assert!(words.len() * 64 >= self.by_id.len());
         words.fill(0);

@@ -1477,3 +1477,47 @@ fn set_tests_agree_with_the_tree_when_filter_bits_collide() {
         );
     }
 }
+
+/// Many conjuncts of every shape, interleaved, so that each shape's ids
+/// cross the memo's word boundaries: the batched memo agrees with the
+/// trees on every bit of every word.
+#[test]
+fn batched_memo_agrees_across_words_for_every_shape() {
+    let mut parts = Vec::new();
+    for k in 0..60 {
+        parts.push(format!("i0 > {}", k - 30));
+        parts.push(format!("f0 < {}.5", k - 30));
+        parts.push(format!(r#"s0 == "x{k}""#));
+        parts.push(format!(r#""y{k}" in set0"#));
+        parts.push(format!("i1 + {k} > i2"));
+        parts.push(format!(r#"!("z{k}" in set0)"#));
+        parts.push(format!(r#"s1 != "w{k}""#));
+    }
+    parts.push("b0".into());
+    parts.push("!b1".into());
+    let text = parts.join(" && ");
+    let tests = flat_agrees_with_tree(&text, |schema| {
+        let mut out = vec![Context::builder(schema).build().expect("empty")];
+        for k in [-40i64, -3, 0, 7, 29, 45] {
+            out.push(bind(
+                schema,
+                &Ctx {
+                    ints: [k, k * 2, 5, 0],
+                    floats: [k as f64, 0.0, 0.0],
+                    bools: [k % 2 == 0, k > 0],
+                    strs: [
+                        format!("x{}", k.rem_euclid(60)),
+                        format!("w{}", (k * 7).rem_euclid(60)),
+                    ],
+                    set: vec![
+                        format!("y{}", k.rem_euclid(60)),
+                        format!("z{}", (k + 1).rem_euclid(60)),
+                    ],
+                    t0: NOW,
+                },
+            ));
+        }
+        out
+    });
+    assert!(tests.len() > 256, "{} conjuncts", tests.len());
+}
