@@ -92,3 +92,71 @@ fn decisions_on_wide_rule_sets_match_their_meaning() {
         }
     }
 }
+
+/// Context weights whose conditions span two memo words: a conjunct the
+/// actions share (`age >= 5`, an early id) with one only the weight has
+/// (`income >= 70.0`, compiled after 100 thresholds, so in the second
+/// word), and two whose boosts together take C below 0 (clamped to 0)
+/// unless the first also holds. Every
+/// ranked action's C is checked against the formula.
+#[test]
+fn context_weights_spanning_memo_words_match_the_formula() {
+    use std::fmt::Write;
+    let n = 100;
+    let main = "name = \"weights\"\ndefault_limit = 3\n[schema]\nage = \"int\"\nincome = \"float\"\n\
+                [channels]\nweb = { direction = \"inbound\" }\n[issues.all]\n[groups.all]\nissue = \"all\"\n\
+                [[context_weights]]\nwhen = 'age >= 5 && income >= 70.0'\ngroup = \"all\"\nboost = 50\n\
+                [[context_weights]]\nwhen = 'age >= 90'\ngroup = \"all\"\nboost = -80\n\
+                [[context_weights]]\nwhen = 'age >= 95'\ngroup = \"all\"\nboost = -60\n";
+    let mut actions = String::new();
+    for i in 0..n {
+        let _ = writeln!(
+            actions,
+            "[[actions]]\nid = \"a{i:04}\"\ngroup = \"all\"\nchannels = [\"web\"]\nvalue = 1\n\
+             starting_propensity = {:?}\ntreatment = \"T\"\neligibility = 'age >= {i}'\n",
+            (i + 1) as f64 / 1000.0
+        );
+    }
+    let src = RuleSource::new()
+        .file("ruleset.toml", main)
+        .file("actions/all.toml", actions);
+    let rs = RuleSet::compile(&src).expect("compiles");
+    assert!(rs.condition_count() > 64, "{}", rs.condition_count());
+    let engine = Engine::new(rs);
+    for age in [0, 4, 5, 6, 63, 64, 89, 90, 94, 95, 99] {
+        for income in [0.0, 69.9, 70.0, 500.0] {
+            let ctx = nextbest::Context::builder(&engine.schema())
+                .set("age", age)
+                .set("income", income)
+                .build()
+                .expect("context");
+            let d = engine
+                .decide(
+                    &DecisionRequest::new("C1", "web", ctx)
+                        .explain(true)
+                        .at(Timestamp(1_790_000_000)),
+                )
+                .expect("decide");
+            let mut boost = 0.0;
+            if age >= 5 && income >= 70.0 {
+                boost += 50.0;
+            }
+            if age >= 90 {
+                boost -= 80.0;
+            }
+            if age >= 95 {
+                boost -= 60.0;
+            }
+            let want = f64::max(1.0 + boost / 100.0, 0.0);
+            assert_eq!(d.ranked().len(), (age + 1) as usize, "age {age}");
+            for r in d.ranked() {
+                assert_eq!(
+                    r.context_weight().to_bits(),
+                    want.to_bits(),
+                    "age {age}, income {income}, {}",
+                    r.action()
+                );
+            }
+        }
+    }
+}
