@@ -354,7 +354,6 @@ impl Tests {
             .zip(trees)
             .map(|(id, ir)| Test::of(ir, id))
             .collect();
-        let mut t = Tests::default();
         let (mut ints, mut floats, mut flags, mut syms, mut sets, mut trees) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         for (id, test) in (0u32..).zip(by_id.iter()) {
@@ -372,14 +371,15 @@ impl Tests {
                 Test::Tree(id) => trees.push(id),
             }
         }
-        t.by_id = by_id;
-        t.ints = ints.into();
-        t.floats = floats.into();
-        t.flags = flags.into();
-        t.syms = syms.into();
-        t.sets = sets.into();
-        t.trees = trees.into();
-        t
+        Tests {
+            by_id,
+            ints: ints.into(),
+            floats: floats.into(),
+            flags: flags.into(),
+            syms: syms.into(),
+            sets: sets.into(),
+            trees: trees.into(),
+        }
     }
 
     /// How many conjuncts.
