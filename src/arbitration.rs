@@ -48,7 +48,8 @@ pub(crate) fn context_weight(rs: &RuleSet, action: &Action, memo: &Memo<'_>) -> 
 pub(crate) fn value(action: &Action, memo: &Memo<'_>) -> Option<f64> {
     match &action.value {
         ValueFn::Const(v) => Some(*v),
-        ValueFn::Expr(ir, _) => match ir.eval(memo.env()) {
+        ValueFn::Expr(_, _, Some(affine)) => affine.eval(memo.env().ctx).filter(|v| v.is_finite()),
+        ValueFn::Expr(ir, _, None) => match ir.eval(memo.env()) {
             Ok(v) if v.is_finite() => Some(v),
             _ => None,
         },

@@ -859,7 +859,7 @@ impl<'a> FilteredAction<'a> {
         match self.removed.cond {
             Some(c) => Some(&rs.conds[c as usize].text),
             None => match &rs.actions[self.removed.action as usize].value {
-                crate::ruleset::ValueFn::Expr(_, text) if self.removed.stage == Stage::Value => {
+                crate::ruleset::ValueFn::Expr(_, text, _) if self.removed.stage == Stage::Value => {
                     Some(text)
                 }
                 _ => None,

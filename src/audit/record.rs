@@ -489,7 +489,9 @@ fn removed_detail<'a>(
             )
         }
         None => match &a.value {
-            crate::ruleset::ValueFn::Expr(ir, text) if r.stage == crate::ruleset::Stage::Value => {
+            crate::ruleset::ValueFn::Expr(ir, text, _)
+                if r.stage == crate::ruleset::Stage::Value =>
+            {
                 (Some(&**text), r.error.or_else(|| ir.eval(env).err()))
             }
             _ => (None, None),

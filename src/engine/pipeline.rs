@@ -1014,7 +1014,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
             let Some(value) = arbitration::value(action, &memo) else {
                 if record.removed {
                     let error = match &action.value {
-                        ValueFn::Expr(ir, _) if record.errors => ir.eval(memo.env()).err(),
+                        ValueFn::Expr(ir, ..) if record.errors => ir.eval(memo.env()).err(),
                         _ => None,
                     };
                     removed.push(Removed::by_condition(

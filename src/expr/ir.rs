@@ -111,6 +111,60 @@ pub(crate) enum StrIr {
     Channel,
 }
 
+/// `attr * mul + add` (the product's operands in either order), the shape
+/// most value expressions take, evaluated without walking its tree: the
+/// same two operations on the same operands, so the same result bit for
+/// bit. An int attribute is converted as [`FloatIr::FromInt`] converts it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Affine {
+    slot: u16,
+    int: bool,
+    mul: f64,
+    add: f64,
+}
+
+impl Affine {
+    /// The affine form of `ir`, if it has one.
+    pub(crate) fn of(ir: &FloatIr) -> Option<Affine> {
+        let FloatIr::Arith(ArithOp::Add, sum) = ir else {
+            return None;
+        };
+        let (FloatIr::Arith(ArithOp::Mul, product), FloatIr::Const(add)) = &**sum else {
+            return None;
+        };
+        let (attr, mul) = match &**product {
+            (a, FloatIr::Const(k)) | (FloatIr::Const(k), a) => (a, *k),
+            _ => return None,
+        };
+        let (slot, int) = match attr {
+            FloatIr::Attr(slot) => (*slot, false),
+            FloatIr::FromInt(e) => match **e {
+                IntIr::Attr(slot) => (slot, true),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(Affine {
+            slot,
+            int,
+            mul,
+            add: *add,
+        })
+    }
+
+    /// The value, or `None` when the attribute is missing: exactly
+    /// `FloatIr::eval(..).ok()` of the tree it came from.
+    #[inline]
+    pub(crate) fn eval(&self, ctx: &Context) -> Option<f64> {
+        let x = match ctx.slots[self.slot as usize] {
+            Slot::Float(v) if !self.int => v,
+            Slot::Int(v) if self.int => v as f64,
+            _ => return None,
+        };
+        Some(x * self.mul + self.add)
+    }
+}
+
 /// What evaluation needs besides the tree: the bound context, the
 /// decision time (epoch seconds) for `days_since`, and the request's
 /// channel (its symbol and name) for the built-in `channel`.

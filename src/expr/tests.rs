@@ -1521,3 +1521,111 @@ fn batched_memo_agrees_across_words_for_every_shape() {
     });
     assert!(tests.len() > 256, "{} conjuncts", tests.len());
 }
+
+// ---------------------------------------------------------------------------
+// Affine value expressions
+// ---------------------------------------------------------------------------
+
+/// `text` compiled as a value expression against the differential schema.
+fn compile_value(text: &str) -> (super::FloatIr, Arc<Schema>) {
+    let attrs = attrs();
+    let lookup = Schema::new(attrs.clone(), Symbols::new());
+    let mut symbols = Symbols::new();
+    let ir = super::compile_number(
+        text,
+        &mut Scope {
+            attrs: &lookup,
+            symbols: &mut symbols,
+        },
+    )
+    .unwrap_or_else(|e| panic!("`{text}` did not compile: {e:?}"));
+    (ir, Arc::new(Schema::new(attrs, symbols)))
+}
+
+/// A context like [`bind`]'s without the attribute `missing`.
+fn bind_without(schema: &Arc<Schema>, c: &Ctx, missing: &str) -> Context {
+    let mut b = Context::builder(schema);
+    for (i, v) in c.ints.iter().enumerate() {
+        let name = format!("i{i}");
+        if name != missing {
+            b = b.set(&name, Value::Int(*v));
+        }
+    }
+    for (i, v) in c.floats.iter().enumerate() {
+        let name = format!("f{i}");
+        if name != missing {
+            b = b.set(&name, Value::Float(*v));
+        }
+    }
+    b.build().expect("the test context matches the schema")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The affine form of `attr * k + c` (and `k * attr + c`) gives what
+    /// the tree gives, bit for bit, on every context: infinities, NaN,
+    /// signed zeros, subnormals, ints beyond 2^53, and a missing attribute.
+    #[test]
+    fn affine_values_equal_their_tree(
+        attr in select(vec!["i0", "i1", "f0", "f1"]),
+        k in float_literal(),
+        c in float_literal(),
+        swap in any::<bool>(),
+        c_int in any::<bool>(),
+        ctxs in proptest::collection::vec(ctx(), 4),
+        drop_attr in any::<bool>(),
+    ) {
+        // An int constant term is converted at compile time, as rhai does.
+        let c = if c_int { "3".to_string() } else { c };
+        let text = if swap { format!("{k} * {attr} + {c}") } else { format!("{attr} * {k} + {c}") };
+        let (ir, schema) = compile_value(&text);
+        let Some(affine) = super::Affine::of(&ir) else {
+            // Only a negative literal may be a negation, not a constant.
+            prop_assert!(text.contains('-'), "`{text}` has no affine form: {ir:?}");
+            return Ok(());
+        };
+        for (i, c) in ctxs.iter().enumerate() {
+            let ctx = if drop_attr && i == 0 { bind_without(&schema, c, attr) } else { bind(&schema, c) };
+            let tree = ir.eval(env(&ctx)).ok().map(f64::to_bits);
+            prop_assert_eq!(affine.eval(&ctx).map(f64::to_bits), tree, "`{}` on {:?}", text, c);
+        }
+    }
+}
+
+#[test]
+fn other_value_shapes_have_no_affine_form() {
+    for text in [
+        "f0 * 2.0 - 1.0",
+        "f0 + 1.0",
+        "f0 * 2.0",
+        "f0 * f1 + 1.0",
+        "1.0 + f0 * 2.0",
+        "(f0 + 1.0) * 2.0 + 1.0",
+        "i0 * 2 + 1",
+        "t0 * 2.0 + 1.0",
+    ] {
+        let attrs = attrs();
+        let lookup = Schema::new(attrs, Symbols::new());
+        let mut symbols = Symbols::new();
+        let Ok(ir) = super::compile_number(
+            text,
+            &mut Scope {
+                attrs: &lookup,
+                symbols: &mut symbols,
+            },
+        ) else {
+            continue;
+        };
+        assert_eq!(super::Affine::of(&ir), None, "`{text}`: {ir:?}");
+    }
+    for text in [
+        "f0 * 2.0 + 1.0",
+        "2.0 * f0 + 1.0",
+        "i0 * 0.5 + 3.0",
+        "0.5 * i1 + 3",
+    ] {
+        let (ir, _) = compile_value(text);
+        assert!(super::Affine::of(&ir).is_some(), "`{text}`: {ir:?}");
+    }
+}

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::context::{json_value, Timestamp, Value};
 use crate::error::{Location, RuleError, RuleErrors};
-use crate::expr::{self, Scope};
+use crate::expr::{self, Affine, Scope};
 use crate::policy::contact::{ContactPolicy, VolumeConstraint, VolumeTarget};
 use crate::util::did_you_mean;
 
@@ -361,7 +361,10 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
                 ValueFn::Const(0.0)
             }
             ValueSrc::Expr(e) => match expr::compile_number(e, &mut scope) {
-                Ok(ir) => ValueFn::Expr(ir, e.as_str().into()),
+                Ok(ir) => {
+                    let affine = Affine::of(&ir);
+                    ValueFn::Expr(ir, e.as_str().into(), affine)
+                }
                 Err(err) => {
                     let off = string_offset(d.text(file), &a.value.span(), err.span.start);
                     d.at(file, off, format!("in value expression: {}", err.message));

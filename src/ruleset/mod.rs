@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Location};
-use crate::expr::{BoolIr, FloatIr};
+use crate::expr::{Affine, BoolIr, FloatIr};
 pub use schema::{AttrType, Attribute, Schema};
 pub use source::RuleSource;
 
@@ -129,7 +129,9 @@ pub(crate) struct Check {
 #[derive(Debug)]
 pub(crate) enum ValueFn {
     Const(f64),
-    Expr(FloatIr, Box<str>),
+    /// The expression, its text, and its affine form if it has one (the
+    /// decision path evaluates that instead of the tree).
+    Expr(FloatIr, Box<str>, Option<Affine>),
 }
 
 #[derive(Debug)]
@@ -363,7 +365,7 @@ impl RuleSet {
             c.ir.reads(&mut slots);
         }
         for a in &self.actions {
-            if let ValueFn::Expr(ir, _) = &a.value {
+            if let ValueFn::Expr(ir, ..) = &a.value {
                 ir.reads(&mut slots);
             }
         }
