@@ -361,6 +361,8 @@ fn int_in(slot: &Slot, negate: bool, lo: i64, hi: i64) -> bool {
     }
 }
 
+/// The reference for [`FloatTest::met`].
+#[cfg(test)]
 #[inline(always)]
 fn float_cmp(slot: &Slot, op: CmpOp, k: f64) -> bool {
     match slot {
@@ -382,6 +384,81 @@ fn sym_eq(slot: &Slot, negate: bool, sym: Sym) -> bool {
     }
 }
 
+/// A float conjunct in the memo's batch: [`float_cmp`] against a
+/// constant, with its answer for most attribute values worked out at load.
+///
+/// rhai compares floats with a relative epsilon (2^-52), which costs a
+/// division. Outside a band of relative width 2^-20 around a constant `k`
+/// with `|k| >= 2^-20`, that comparison always gives what `x op k` gives
+/// for a finite `x`: `|x - k|` is then at least 2^-20 times the larger
+/// magnitude (or, when `x * k` is 0, at least 2^-20 in absolute terms), far
+/// beyond the epsilon and any rounding. So a finite value below `lo` or
+/// above `hi` is answered by two compares; the band, NaN, the infinities
+/// and small constants take the exact path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FloatTest {
+    id: u32,
+    slot: u16,
+    op: CmpOp,
+    /// The answer for a finite value below `lo`, and above `hi`.
+    below: bool,
+    above: bool,
+    k: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl FloatTest {
+    /// The relative half-width of the band, and the smallest `|k|` with
+    /// a band.
+    const BAND: f64 = 1.0 / (1u64 << 20) as f64;
+
+    pub(crate) fn new(id: u32, slot: u16, op: CmpOp, k: f64) -> FloatTest {
+        let (lo, hi) = if k.is_finite() && k.abs() >= Self::BAND {
+            (k - k.abs() * Self::BAND, k + k.abs() * Self::BAND)
+        } else {
+            // No band: every value takes the exact path.
+            (f64::NEG_INFINITY, f64::INFINITY)
+        };
+        let (below, above) = match op {
+            CmpOp::Eq => (false, false),
+            CmpOp::Ne => (true, true),
+            CmpOp::Lt | CmpOp::Le => (true, false),
+            CmpOp::Gt | CmpOp::Ge => (false, true),
+        };
+        FloatTest {
+            id,
+            slot,
+            op,
+            below,
+            above,
+            k,
+            lo,
+            hi,
+        }
+    }
+
+    /// Exactly `float_cmp(slot, op, k)`.
+    #[inline(always)]
+    pub(crate) fn met(&self, slot: &Slot) -> bool {
+        match *slot {
+            Slot::Float(x) => {
+                // Finite (NaN fails this too).
+                if x.abs() <= f64::MAX {
+                    if x < self.lo {
+                        return self.below;
+                    }
+                    if x > self.hi {
+                        return self.above;
+                    }
+                }
+                cmp_float(self.op, x, self.k)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// An int conjunct in the memo's batch: (id, slot, negate, lo, hi).
 type IntRange = (u32, u16, bool, i64, i64);
 
@@ -394,7 +471,7 @@ pub(crate) struct Tests {
     by_id: Box<[Test]>,
     /// (id, slot, negate, lo, hi): see [`Test::IntIn`].
     ints: Box<[IntRange]>,
-    floats: Box<[(u32, u16, CmpOp, f64)]>,
+    floats: Box<[FloatTest]>,
     flags: Box<[(u32, u16, bool)]>,
     syms: Box<[(u32, u16, bool, Sym)]>,
     sets: Box<[(u32, u16, bool, Sym)]>,
@@ -418,7 +495,7 @@ impl Tests {
                     lo,
                     hi,
                 } => ints.push((id, slot, negate, lo, hi)),
-                Test::FloatCmp { slot, op, k } => floats.push((id, slot, op, k)),
+                Test::FloatCmp { slot, op, k } => floats.push(FloatTest::new(id, slot, op, k)),
                 Test::Flag { slot, want } => flags.push((id, slot, want)),
                 Test::SymEq { slot, negate, sym } => syms.push((id, slot, negate, sym)),
                 Test::SetHas { slot, negate, sym } => sets.push((id, slot, negate, sym)),
@@ -459,8 +536,8 @@ impl Tests {
         for &(id, slot, negate, lo, hi) in self.ints.iter() {
             set(words, id, int_in(&slots[slot as usize], negate, lo, hi));
         }
-        for &(id, slot, op, k) in self.floats.iter() {
-            set(words, id, float_cmp(&slots[slot as usize], op, k));
+        for t in self.floats.iter() {
+            set(words, t.id, t.met(&slots[t.slot as usize]));
         }
         for &(id, slot, want) in self.flags.iter() {
             set(words, id, flag(&slots[slot as usize], want));

@@ -14,10 +14,10 @@ use proptest::sample::{select, subsequence};
 use proptest::strategy::BoxedStrategy;
 use rhai::{Dynamic, EvalAltResult, ImmutableString, INT};
 
-use super::ir::{BoolIr, Test, Tests};
+use super::ir::{cmp_float, BoolIr, CmpOp, FloatTest, Test, Tests};
 use super::lexer::Span;
 use super::{compile_condition, Conjunct, Env, EvalError, ParseError, Scope};
-use crate::context::{Context, Timestamp, Value};
+use crate::context::{Context, Slot, Timestamp, Value};
 use crate::ruleset::schema::{AttrType, Attribute, Schema, Symbols};
 use crate::ruleset::Cond;
 
@@ -1627,5 +1627,73 @@ fn other_value_shapes_have_no_affine_form() {
     ] {
         let (ir, _) = compile_value(text);
         assert!(super::Affine::of(&ir).is_some(), "`{text}`: {ir:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The memo's float comparisons against a constant
+// ---------------------------------------------------------------------------
+
+/// `x` moved `n` representable values up (down when negative), on the
+/// number line (the two zeros are one point).
+fn ulps(x: f64, n: i64) -> f64 {
+    let b = x.to_bits() as i64;
+    let ordered = if b < 0 { i64::MIN - b } else { b };
+    let moved = ordered.saturating_add(n);
+    f64::from_bits((if moved < 0 { i64::MIN - moved } else { moved }) as u64)
+}
+
+fn float_constant() -> BoxedStrategy<f64> {
+    let band = 1.0 / (1u64 << 20) as f64;
+    prop_oneof![
+        4 => any::<f64>(),
+        2 => -10.0..10.0f64,
+        2 => select(vec![
+            0.0, -0.0, 1.0, -1.0, 0.7, 2.5, 1e-300, 5e-324, -5e-324, 1e300, f64::MAX, -f64::MAX,
+            f64::MIN_POSITIVE, band, -band, ulps(band, -1), ulps(-band, 1), 2.220446049250313e-16,
+            f64::INFINITY, f64::NEG_INFINITY, f64::NAN,
+        ]),
+    ]
+    .boxed()
+}
+
+/// A value for comparing with `k`: mostly near it (relative steps of every
+/// scale, a few representable values away, the band's edges), and the
+/// values every comparison treats specially.
+fn value_near(k: f64) -> BoxedStrategy<f64> {
+    let band = 1.0 / (1u64 << 20) as f64;
+    let (lo, hi) = (k - k.abs() * band, k + k.abs() * band);
+    prop_oneof![
+        3 => (0u32..70, any::<bool>()).prop_map(move |(e, down)| {
+            let d = 1.0 / 2f64.powi(e as i32);
+            k * if down { 1.0 - d } else { 1.0 + d }
+        }),
+        2 => (-40i64..=40).prop_map(move |n| ulps(k, n)),
+        2 => (select(vec![lo, hi]), -3i64..=3).prop_map(|(edge, n)| ulps(edge, n)),
+        2 => any::<f64>(),
+        1 => select(vec![
+            0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, f64::MAX, -f64::MAX, 5e-324,
+            -5e-324, 2.220446049250313e-16, -2.220446049250313e-16,
+        ]),
+    ]
+    .boxed()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// The memo's float test answers most values without rhai's division:
+    /// it must still answer every value exactly as rhai's comparison does.
+    #[test]
+    fn float_tests_equal_rhais_comparison(
+        (k, x) in float_constant().prop_flat_map(|k| (Just(k), value_near(k))),
+        op in select(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge]),
+    ) {
+        let test = FloatTest::new(0, 0, op, k);
+        prop_assert_eq!(
+            test.met(&Slot::Float(x)),
+            cmp_float(op, x, k),
+            "{:?} {:?} {:?}", x, op, k
+        );
     }
 }
