@@ -68,12 +68,7 @@ impl<'a> Memo<'a> {
     /// Whether every conjunct in `need` is met.
     #[inline]
     pub(crate) fn covers(&self, need: &Need) -> bool {
-        let (w, m) = need.first;
-        self.met[w as usize] & m == m
-            && need
-                .rest
-                .iter()
-                .all(|&(w, m)| self.met[w as usize] & m == m)
+        covers(self.met, need)
     }
 
     /// The evaluation error behind a failed conjunct, for explanations
@@ -85,6 +80,13 @@ impl<'a> Memo<'a> {
     pub(crate) fn env(&self) -> Env<'a> {
         self.env
     }
+}
+
+/// Whether the memo bits `met` hold every conjunct in `need`.
+#[inline]
+fn covers(met: &[u64], need: &Need) -> bool {
+    let (w, m) = need.first;
+    met[w as usize] & m == m && need.rest.iter().all(|&(w, m)| met[w as usize] & m == m)
 }
 
 /// The conjuncts an action's checks need, as (word, mask) pairs of the
@@ -133,19 +135,150 @@ impl Need {
 pub(crate) struct Needs {
     first: Box<[(u32, u64)]>,
     more: Box<[(u32, Need)]>,
+    /// The same needs by conjunct, when the channel is small enough.
+    by_cond: Option<ByCond>,
+}
+
+/// The needs of a channel's actions turned on their side: for each
+/// conjunct, the actions that need it. An action passes unless a conjunct
+/// it needs is unmet, so the passing set is every action, less the needers
+/// of each unmet conjunct: a few word operations per unmet conjunct, not a
+/// test per action. Built only while the table stays small (it has a bit
+/// per conjunct and action).
+#[derive(Debug)]
+struct ByCond {
+    /// Words of the passing set: the channel's actions, 64 to a word.
+    words: usize,
+    /// Row `c` (`needers[c * stride..][..stride]`, where the stride is
+    /// `all.len()`, `words` rounded up to 1, 2, 4 or more): the positions
+    /// of the actions that need conjunct `c`.
+    needers: Box<[u64]>,
+    /// By memo word: the conjuncts some action here needs.
+    needed: Box<[u64]>,
+    /// Every action (and zeros to the stride): `out` starts from this.
+    all: Box<[u64]>,
+}
+
+impl ByCond {
+    /// The largest table built, in bytes, and the most conjuncts (in memo
+    /// words) it covers. A decision reads one row per unmet conjunct, a
+    /// 64th of a word per action, against a word or two per action for
+    /// [`Needs::first`]: with up to 512 conjuncts the rows never cost more,
+    /// and usually far less.
+    const MAX_BYTES: usize = 1 << 20;
+    const MAX_MEMO_WORDS: usize = 8;
+
+    fn of(needs: &[&Need]) -> Option<ByCond> {
+        let words = needs.len().div_ceil(64);
+        let stride = if words == 3 { 4 } else { words };
+        fn need_words(need: &Need) -> impl Iterator<Item = (u32, u64)> + '_ {
+            std::iter::once(need.first).chain(need.rest.iter().copied())
+        }
+        let memo_words = needs
+            .iter()
+            .flat_map(|need| need_words(need))
+            .map(|(w, _)| w as usize + 1)
+            .max()
+            .unwrap_or(1);
+        if memo_words > Self::MAX_MEMO_WORDS || memo_words * 64 * stride * 8 > Self::MAX_BYTES {
+            return None;
+        }
+        let mut needers = vec![0u64; memo_words * 64 * stride];
+        let mut needed = vec![0u64; memo_words];
+        for (pos, need) in needs.iter().enumerate() {
+            for (w, mut m) in need_words(need) {
+                needed[w as usize] |= m;
+                while m != 0 {
+                    let c = w as usize * 64 + m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    needers[c * stride + pos / 64] |= 1 << (pos % 64);
+                }
+            }
+        }
+        let mut all = vec![!0u64; words];
+        all.resize(stride, 0);
+        if needs.len() % 64 != 0 {
+            all[words - 1] = (1 << (needs.len() % 64)) - 1;
+        }
+        Some(ByCond {
+            words,
+            needers: needers.into(),
+            needed: needed.into(),
+            all: all.into(),
+        })
+    }
+
+    fn passing(&self, met: &[u64], out: &mut [u64]) {
+        // Up to 256 actions (most channels), in a fixed-size array the
+        // compiler keeps in registers; more, in a loop per row.
+        match self.words {
+            1 => self.passing_n::<1>(met, out),
+            2 => self.passing_n::<2>(met, out),
+            3 | 4 => self.passing_n::<4>(met, out),
+            _ => {
+                let out = &mut out[..self.words];
+                out.copy_from_slice(&self.all);
+                self.each_unmet(met, |row| {
+                    for (o, r) in out.iter_mut().zip(row) {
+                        *o &= !r;
+                    }
+                });
+            }
+        }
+    }
+
+    /// [`ByCond::passing`] for `words <= N` (rows are `N` words apart).
+    #[inline(always)]
+    fn passing_n<const N: usize>(&self, met: &[u64], out: &mut [u64]) {
+        let mut acc = [0u64; N];
+        acc.copy_from_slice(&self.all[..N]);
+        self.each_unmet(met, |row| {
+            let row: &[u64; N] = row.try_into().expect("rows are N words");
+            for i in 0..N {
+                acc[i] &= !row[i];
+            }
+        });
+        out[..self.words].copy_from_slice(&acc[..self.words]);
+    }
+
+    /// `f` of the row of each conjunct that some action needs and the memo
+    /// says is unmet.
+    #[inline(always)]
+    fn each_unmet(&self, met: &[u64], mut f: impl FnMut(&[u64])) {
+        let stride = self.all.len();
+        for (w, (&met, &needed)) in met.iter().zip(self.needed.iter()).enumerate() {
+            let mut unmet = !met & needed;
+            while unmet != 0 {
+                let c = w * 64 + unmet.trailing_zeros() as usize;
+                unmet &= unmet - 1;
+                f(&self.needers[c * stride..][..stride]);
+            }
+        }
+    }
 }
 
 impl Needs {
     /// The needs of `offered` (indices into `actions`).
     pub(crate) fn of(actions: &[Action], offered: &[u32]) -> Needs {
-        let need = |ai: u32| &actions[ai as usize].need;
+        let needs: Vec<&Need> = offered
+            .iter()
+            .map(|&ai| &actions[ai as usize].need)
+            .collect();
+        let mut n = Needs::by_action(&needs);
+        n.by_cond = ByCond::of(&needs);
+        n
+    }
+
+    /// `needs` (by position), tested action by action.
+    fn by_action(needs: &[&Need]) -> Needs {
         Needs {
-            first: offered.iter().map(|&ai| need(ai).first).collect(),
+            first: needs.iter().map(|need| need.first).collect(),
             more: (0u32..)
-                .zip(offered)
-                .filter(|&(_, &ai)| !need(ai).rest.is_empty())
-                .map(|(pos, &ai)| (pos, need(ai).clone()))
+                .zip(needs)
+                .filter(|(_, need)| !need.rest.is_empty())
+                .map(|(pos, need)| (pos, (*need).clone()))
                 .collect(),
+            by_cond: None,
         }
     }
 
@@ -158,15 +291,22 @@ impl Needs {
     /// `i`-th offered action passes its engagement policies, and clear it
     /// otherwise.
     pub(crate) fn passing(&self, memo: &Memo<'_>, out: &mut [u64]) {
+        self.passing_in(memo.met, out);
+    }
+
+    fn passing_in(&self, met: &[u64], out: &mut [u64]) {
+        if let Some(by_cond) = &self.by_cond {
+            return by_cond.passing(met, out);
+        }
         // With one memo word (up to 64 conjuncts: most rule versions),
         // every need is in that word; with up to four (256 conjuncts), the
         // words are copied into an array that a masked index cannot leave.
         // Either way, no bounds check per action.
         const SMALL: usize = 4;
         let mut small = [0u64; SMALL];
-        let n = memo.met.len();
+        let n = met.len();
         if n <= SMALL {
-            small[..n].copy_from_slice(memo.met);
+            small[..n].copy_from_slice(met);
         }
         for (chunk, word) in self.first.chunks(64).zip(out.iter_mut()) {
             let mut bits = 0u64;
@@ -181,14 +321,14 @@ impl Needs {
                 }
             } else {
                 for (i, &(w, m)) in chunk.iter().enumerate() {
-                    bits |= u64::from(memo.met[w as usize] & m == m) << i;
+                    bits |= u64::from(met[w as usize] & m == m) << i;
                 }
             }
             *word = bits;
         }
         for (pos, need) in self.more.iter() {
             let pos = *pos as usize;
-            if !memo.covers(need) {
+            if !covers(met, need) {
                 out[pos / 64] &= !(1 << (pos % 64));
             }
         }
@@ -199,4 +339,53 @@ impl Needs {
 #[inline]
 pub(crate) fn first_failure<'c>(checks: &'c [Check], memo: &Memo<'_>) -> Option<&'c Check> {
     checks.iter().find(|c| !memo.met(c.cond))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Random needs (up to five conjuncts each, of `words` memo words) of
+    /// up to 300 actions, and memo bits that are mostly met.
+    fn case() -> impl Strategy<Value = (Vec<Vec<u32>>, Vec<u64>)> {
+        (1usize..=9).prop_flat_map(|words| {
+            let conj = 0..(words * 64) as u32;
+            (
+                proptest::collection::vec(proptest::collection::vec(conj, 0..5), 0..300),
+                proptest::collection::vec(any::<(u64, u64)>().prop_map(|(a, b)| a | b), words),
+            )
+        })
+    }
+
+    proptest! {
+        /// The table by conjunct passes exactly the actions whose every
+        /// conjunct is met, as testing each action does: for every channel
+        /// size, both sides of each 64-action word, and needs spanning
+        /// several memo words (past the table's limit too).
+        #[test]
+        fn needs_by_conjunct_pass_the_same_actions_as_by_action((conds, met) in case()) {
+            let needs: Vec<Need> = conds.iter().map(|c| Need::of_conds(c.iter().copied())).collect();
+            let refs: Vec<&Need> = needs.iter().collect();
+            let words = needs.len().div_ceil(64);
+            let mut want = vec![0u64; words];
+            for (pos, c) in conds.iter().enumerate() {
+                if c.iter().all(|&id| met[id as usize / 64] & (1 << (id % 64)) != 0) {
+                    want[pos / 64] |= 1 << (pos % 64);
+                }
+            }
+            let by_action = Needs::by_action(&refs);
+            let mut out = vec![!0u64; words];
+            by_action.passing_in(&met, &mut out);
+            prop_assert_eq!(&out, &want);
+            let by_cond = ByCond::of(&refs);
+            let max_word = conds.iter().flatten().map(|&id| id as usize / 64 + 1).max().unwrap_or(1);
+            prop_assert_eq!(by_cond.is_some(), max_word <= ByCond::MAX_MEMO_WORDS);
+            if let Some(by_cond) = by_cond {
+                let mut out = vec![!0u64; words];
+                by_cond.passing(&met, &mut out);
+                prop_assert_eq!(&out, &want);
+            }
+        }
+    }
 }
