@@ -475,18 +475,25 @@ pub(crate) struct Tests {
     flags: Box<[(u32, u16, bool)]>,
     syms: Box<[(u32, u16, bool, Sym)]>,
     sets: Box<[(u32, u16, bool, Sym)]>,
+    /// A string attribute in a list of strings: (id, slot, start, end) of
+    /// the list's symbols in `in_pool`. A tree in `by_id` (which keeps
+    /// [`Test::met`] the reference); flat here.
+    str_in: Box<[(u32, u16, u32, u32)]>,
+    in_pool: Box<[Sym]>,
     trees: Box<[u32]>,
 }
 
 impl Tests {
     /// The flat forms of `trees` (conjunct `i` is `trees[i]`).
-    pub(crate) fn of<'a>(trees: impl IntoIterator<Item = &'a BoolIr>) -> Tests {
+    pub(crate) fn of<'a>(irs: impl IntoIterator<Item = &'a BoolIr>) -> Tests {
+        let irs: Vec<&BoolIr> = irs.into_iter().collect();
         let by_id: Box<[Test]> = (0u32..)
-            .zip(trees)
+            .zip(&irs)
             .map(|(id, ir)| Test::of(ir, id))
             .collect();
         let (mut ints, mut floats, mut flags, mut syms, mut sets, mut trees) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut str_in, mut in_pool) = (vec![], vec![]);
         for (id, test) in (0u32..).zip(by_id.iter()) {
             match *test {
                 Test::IntIn {
@@ -499,7 +506,14 @@ impl Tests {
                 Test::Flag { slot, want } => flags.push((id, slot, want)),
                 Test::SymEq { slot, negate, sym } => syms.push((id, slot, negate, sym)),
                 Test::SetHas { slot, negate, sym } => sets.push((id, slot, negate, sym)),
-                Test::Tree(id) => trees.push(id),
+                Test::Tree(id) => match irs[id as usize] {
+                    BoolIr::StrInList(StrIr::Attr(slot), list) => {
+                        let start = in_pool.len() as u32;
+                        in_pool.extend_from_slice(list);
+                        str_in.push((id, *slot, start, in_pool.len() as u32));
+                    }
+                    _ => trees.push(id),
+                },
             }
         }
         Tests {
@@ -509,6 +523,8 @@ impl Tests {
             flags: flags.into(),
             syms: syms.into(),
             sets: sets.into(),
+            str_in: str_in.into(),
+            in_pool: in_pool.into(),
             trees: trees.into(),
         }
     }
@@ -550,6 +566,16 @@ impl Tests {
                 .ctx
                 .set_has_sym(slot, sym)
                 .is_some_and(|has| has != negate);
+            set(words, id, met);
+        }
+        for &(id, slot, start, end) in self.str_in.iter() {
+            let met = match slots[slot as usize] {
+                // Symbol 0 is a string no rule mentions: in no list.
+                Slot::Str(sym, _) => {
+                    sym != 0 && self.in_pool[start as usize..end as usize].contains(&sym)
+                }
+                _ => false,
+            };
             set(words, id, met);
         }
         for &id in self.trees.iter() {

@@ -1492,6 +1492,7 @@ fn batched_memo_agrees_across_words_for_every_shape() {
         parts.push(format!("i1 + {k} > i2"));
         parts.push(format!(r#"!("z{k}" in set0)"#));
         parts.push(format!(r#"s1 != "w{k}""#));
+        parts.push(format!(r#"s0 in ["x{}", "x{k}", "v"]"#, (k + 3) % 60));
     }
     parts.push("b0".into());
     parts.push("!b1".into());
