@@ -103,15 +103,22 @@ impl TopN {
     #[inline(never)]
     fn insert(&mut self, s: Scored, key: u64) {
         let top = &mut self.top;
-        // With a limit of 0 there is nothing to pop, and nothing to keep.
-        if top.len() == self.limit && top.pop().is_none() {
-            return;
-        }
-        // Shift the few it passes one place down, in place. The candidates
-        // kept have lower action indices, so `s` passes exactly those of
-        // lower priority.
-        top.push(s);
-        let mut i = top.len() - 1;
+        let len = top.len();
+        // Where `s` goes: past the candidates kept that rank before it.
+        // The candidates kept have lower action indices, so `s` passes
+        // exactly those of lower priority.
+        let full = len == self.limit;
+        let mut i = if full {
+            // With a limit of 0 there is nothing to keep.
+            if len == 0 {
+                return;
+            }
+            // The last one leaves: `s` takes its place, and moves up.
+            len - 1
+        } else {
+            top.push(s);
+            len
+        };
         while i > 0 && key < descending(top[i - 1].priority) {
             top[i] = top[i - 1];
             i -= 1;
