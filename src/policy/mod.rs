@@ -126,11 +126,11 @@ impl Need {
 /// What the actions offered on a channel need, side by side in the
 /// channel's order: the first (word, mask) of each action's [`Need`], and
 /// the position and whole need of the few actions whose checks span more
-/// words. A
-/// decision's first pass reads these, not the actions, and decides every
-/// action without a branch: whether an action passes is as good as random
-/// to the processor, and a mispredicted branch per action costs more than
-/// the test.
+/// words; and, for channels of up to 512 conjuncts, the same needs by
+/// conjunct ([`ByCond`]), which a decision uses instead. A decision's first
+/// pass reads these, not the actions, and decides every action without a
+/// branch: whether an action passes is as good as random to the processor,
+/// and a mispredicted branch per action costs more than the test.
 #[derive(Debug, Default)]
 pub(crate) struct Needs {
     first: Box<[(u32, u64)]>,
