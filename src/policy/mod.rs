@@ -245,6 +245,8 @@ impl ByCond {
     /// says is unmet.
     #[inline(always)]
     fn each_unmet(&self, met: &[u64], mut f: impl FnMut(&[u64])) {
+        // A memo word missing here would read as all met.
+        debug_assert!(met.len() >= self.needed.len());
         let stride = self.all.len();
         for (w, (&met, &needed)) in met.iter().zip(self.needed.iter()).enumerate() {
             let mut unmet = !met & needed;
