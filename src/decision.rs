@@ -6,7 +6,6 @@ use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{Context, Timestamp};
-use crate::engine::Version;
 use crate::error::Error;
 use crate::expr::EvalError;
 use crate::ruleset::{Level, RuleSet, Stage};
@@ -435,7 +434,7 @@ impl Blocked {
 /// The answer to a [`DecisionRequest`].
 #[derive(Debug, Clone)]
 pub struct Decision {
-    pub(crate) version: Arc<Version>,
+    pub(crate) version: crate::engine::VersionRef,
     pub(crate) id: DecisionId,
     pub(crate) timestamp: Timestamp,
     pub(crate) arm: Arm,

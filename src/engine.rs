@@ -5,8 +5,10 @@
 //! changes a decision in flight, and readers never take a lock.
 //!
 //! Invariants a reader of this file must keep:
-//! - `decide` calls `current.load_full()` once and passes the `Arc` down;
-//!   nothing in the decision path loads again.
+//! - `decide` takes its hold on the version once (`held()`, from this
+//!   thread's lane) and passes it down; nothing in the decision path loads
+//!   again. Every lane points at the version in `current` once publish or
+//!   rollback returns (both set them under the history's lock).
 //! - The history (the last K versions) and the graveyard are touched only
 //!   by publish, rollback, reload and stats, under one mutex that `decide`
 //!   never takes.
@@ -49,6 +51,33 @@ pub struct Version {
     pub(crate) bound: Bound,
     /// The same for the challenger, if there is one.
     pub(crate) challenger_bound: Option<Bound>,
+}
+
+/// A decision's hold on its version: the version behind one more `Arc`,
+/// one per lane of the engine (see [`Engine`]'s `lanes`). Taking and
+/// releasing a hold writes that lane's reference count, not the version's,
+/// so threads on different lanes share no cache line while deciding.
+#[derive(Debug)]
+pub(crate) struct Held(Arc<Version>);
+
+impl std::ops::Deref for Held {
+    type Target = Version;
+    fn deref(&self) -> &Version {
+        &self.0
+    }
+}
+
+/// What a decision holds its version by.
+pub(crate) type VersionRef = Arc<Held>;
+
+/// One lane: the live version as a hold, on a cache line of its own.
+#[repr(align(128))]
+struct Lane(ArcSwap<Held>);
+
+impl Lane {
+    fn of(v: &Arc<Version>) -> Lane {
+        Lane(ArcSwap::new(Arc::new(Held(v.clone()))))
+    }
 }
 
 /// A rule set's handles on engine state, resolved once when the version is
@@ -280,6 +309,12 @@ impl History {
 /// ```
 pub struct Engine {
     current: ArcSwap<Version>,
+    /// The live version again, once per lane (a thread uses the lane of its
+    /// stripe): a decision takes its hold from its lane, so two threads
+    /// deciding do not both write the version's reference count. Publish
+    /// and rollback set every lane, under the history's lock, before they
+    /// return.
+    lanes: Box<[Lane]>,
     history: Mutex<History>,
     keep_versions: usize,
     arms: [Striped; 3],
@@ -396,6 +431,9 @@ impl Engine {
         let first = Arc::new(Version::new(1, rules, &learned, &counters));
         Engine {
             current: ArcSwap::new(first.clone()),
+            lanes: (0..crate::util::STRIPES)
+                .map(|_| Lane::of(&first))
+                .collect(),
             history: Mutex::new(History {
                 versions: VecDeque::from([first]),
                 graveyard: Vec::new(),
@@ -586,6 +624,7 @@ impl Engine {
         h.next_number += 1;
         let v = Arc::new(Version::new(number, rules, &self.learned, &self.counters));
         self.current.store(v.clone());
+        self.set_lanes(&v);
         h.versions.push_back(v);
         while h.versions.len() > self.keep_versions {
             if let Some(old) = h.versions.pop_front() {
@@ -638,6 +677,7 @@ impl Engine {
             return Err(Error::Rollback("no version".into()));
         };
         self.current.store(prev.clone());
+        self.set_lanes(&prev);
         h.graveyard.push(gone);
         h.sweep();
         Ok(prev.number)
@@ -656,6 +696,22 @@ impl Engine {
     /// The live version.
     pub fn current(&self) -> Arc<Version> {
         self.current.load_full()
+    }
+
+    /// Point every lane at `v` (under the history's lock). A hold on the
+    /// version a lane had is released by the last decision holding it; the
+    /// version itself stays in the history or the graveyard, so no deciding
+    /// thread frees it.
+    fn set_lanes(&self, v: &Arc<Version>) {
+        for lane in self.lanes.iter() {
+            lane.0.store(Arc::new(Held(v.clone())));
+        }
+    }
+
+    /// The live version, held through this thread's lane.
+    #[inline]
+    fn held(&self) -> VersionRef {
+        self.lanes[crate::util::stripe()].0.load_full()
     }
 
     /// The kept versions, oldest first (the live one last).
@@ -767,7 +823,7 @@ impl Engine {
 
     /// Decide: the next best actions for the request's customer and channel.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
-        let version = self.current.load_full();
+        let version = self.held();
         let d = pipeline::decide_on(version, request, self.log_detail(), None, Some(self.live()));
         self.impressions(&d, request);
         let d = self.logged(d, request);
@@ -781,13 +837,7 @@ impl Engine {
         request: &DecisionRequest,
         replaying: &pipeline::Replaying,
     ) -> Result<Decision, Error> {
-        pipeline::decide_on(
-            self.current.load_full(),
-            request,
-            None,
-            Some(replaying),
-            None,
-        )
+        pipeline::decide_on(self.held(), request, None, Some(replaying), None)
     }
 
     /// Decide without logging (simulation's explained pass).
@@ -798,7 +848,7 @@ impl Engine {
             wall_clock: true,
             keep_memo: !self.record_impressions,
         };
-        pipeline::decide_on(self.current.load_full(), request, None, None, Some(live))
+        pipeline::decide_on(self.held(), request, None, None, Some(live))
     }
 
     fn live(&self) -> pipeline::Live<'_> {
@@ -817,7 +867,7 @@ impl Engine {
         &self,
         request: &DecisionRequest,
     ) -> Result<Decision, Error> {
-        let version = self.current.load_full();
+        let version = self.held();
         let live = pipeline::Live {
             wall_clock: false,
             ..self.live()
@@ -897,7 +947,7 @@ impl Engine {
     /// Decide from a JSON request (the shape in the README), binding its
     /// context to the live version's schema.
     pub fn decide_json(&self, json: &str) -> Result<Decision, Error> {
-        let version = self.current.load_full();
+        let version = self.held();
         let result = DecisionRequest::from_json(&version.rules.schema, json).and_then(|request| {
             let d = pipeline::decide_on(
                 version,
@@ -1074,5 +1124,33 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Engine>();
         assert_send_sync::<Decision>();
+    }
+
+    #[test]
+    fn every_lane_serves_the_live_version_once_publish_or_rollback_returns() {
+        let load = || {
+            let src = RuleSource::from_dir("rules/telco_care").expect("the shipped rule set");
+            RuleSet::compile(&src).expect("it compiles")
+        };
+        let engine = Engine::new(load());
+        let lanes =
+            |e: &Engine| -> Vec<u64> { e.lanes.iter().map(|l| l.0.load().number).collect() };
+        assert_eq!(lanes(&engine), vec![1; crate::util::STRIPES]);
+        assert_eq!(engine.publish(load()), 2);
+        assert_eq!(lanes(&engine), vec![2; crate::util::STRIPES]);
+        assert_eq!(engine.publish(load()), 3);
+        assert_eq!(lanes(&engine), vec![3; crate::util::STRIPES]);
+        assert_eq!(engine.rollback().expect("2 is kept"), 2);
+        assert_eq!(lanes(&engine), vec![2; crate::util::STRIPES]);
+        // The lanes hold the live version once each, and nothing else.
+        let live = engine.current();
+        let held_by_lanes = engine
+            .lanes
+            .iter()
+            .filter(|l| Arc::ptr_eq(&l.0.load().0, &live))
+            .count();
+        assert_eq!(held_by_lanes, crate::util::STRIPES);
+        let gone = engine.history.lock().graveyard.len();
+        assert!(gone <= 1, "{gone} versions wait in the graveyard");
     }
 }

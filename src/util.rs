@@ -70,7 +70,10 @@ pub(crate) fn toml_to_json(v: &toml::Value) -> serde_json::Value {
 /// A counter that many threads increment without sharing a cache line:
 /// each thread adds to its own stripe; reading sums the stripes.
 #[derive(Default)]
-pub(crate) struct Striped([Padded; 8]);
+pub(crate) struct Striped([Padded; STRIPES]);
+
+/// How many stripes.
+pub(crate) const STRIPES: usize = 8;
 
 #[derive(Default)]
 #[repr(align(128))]
@@ -80,14 +83,20 @@ thread_local! {
     static STRIPE: usize = {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed) % 8
+        NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
     };
+}
+
+/// This thread's stripe (of 8), for per-thread slots like [`Striped`]'s.
+#[inline]
+pub(crate) fn stripe() -> usize {
+    STRIPE.with(|s| *s)
 }
 
 impl Striped {
     #[inline]
     pub(crate) fn add(&self, n: u64) {
-        let i = STRIPE.with(|s| *s);
+        let i = stripe();
         self.0[i]
             .0
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);

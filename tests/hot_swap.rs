@@ -383,3 +383,28 @@ fn the_random_eligible_control_group_gets_one_eligible_action_reproducibly() {
     }
     assert!(seen > 20);
 }
+
+#[test]
+fn every_thread_decides_on_the_new_version_once_publish_or_rollback_returns() {
+    // Each thread decides from its own lane of the engine: many threads,
+    // so that every lane is used.
+    let engine = Arc::new(Engine::new(version(1)));
+    assert_eq!(engine.publish(version(2)), 2);
+    let versions = |engine: &Arc<Engine>| -> Vec<u64> {
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                let engine = engine.clone();
+                std::thread::spawn(move || {
+                    let d = engine.decide(&request(&engine, &format!("C{i}"))).unwrap();
+                    d.version()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    assert_eq!(versions(&engine), vec![2; 24]);
+    assert_eq!(engine.rollback().unwrap(), 1);
+    assert_eq!(versions(&engine), vec![1; 24]);
+    assert_eq!(engine.publish(version(3)), 3);
+    assert_eq!(versions(&engine), vec![3; 24]);
+}

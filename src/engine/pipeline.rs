@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::Bound;
-use super::{assign_arm, check_limit, control_mode, since, Version};
+use super::{assign_arm, check_limit, control_mode, since};
 use crate::arbitration;
 use crate::audit::LogDetail;
 use crate::context::{Context, Timestamp, Value};
@@ -40,7 +40,7 @@ pub(crate) struct Live<'a> {
 }
 
 pub(crate) fn decide_on(
-    version: Arc<Version>,
+    version: crate::engine::VersionRef,
     request: &DecisionRequest,
     log: Option<LogDetail>,
     replay: Option<&Replaying>,
