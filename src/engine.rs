@@ -71,13 +71,10 @@ impl std::ops::Deref for Held {
 pub(crate) type VersionRef = Arc<Held>;
 
 /// One lane: the live version as a hold, on a cache line of its own.
-#[repr(align(128))]
-struct Lane(ArcSwap<Held>);
+type Lane = crate::util::Padded<ArcSwap<Held>>;
 
-impl Lane {
-    fn of(v: &Arc<Version>) -> Lane {
-        Lane(ArcSwap::new(Arc::new(Held(v.clone()))))
-    }
+fn lane(v: &Arc<Version>) -> Lane {
+    crate::util::Padded(ArcSwap::new(Arc::new(Held(v.clone()))))
 }
 
 /// A rule set's handles on engine state, resolved once when the version is
@@ -431,9 +428,7 @@ impl Engine {
         let first = Arc::new(Version::new(1, rules, &learned, &counters));
         Engine {
             current: ArcSwap::new(first.clone()),
-            lanes: (0..crate::util::STRIPES)
-                .map(|_| Lane::of(&first))
-                .collect(),
+            lanes: (0..crate::util::STRIPES).map(|_| lane(&first)).collect(),
             history: Mutex::new(History {
                 versions: VecDeque::from([first]),
                 graveyard: Vec::new(),

@@ -70,14 +70,16 @@ pub(crate) fn toml_to_json(v: &toml::Value) -> serde_json::Value {
 /// A counter that many threads increment without sharing a cache line:
 /// each thread adds to its own stripe; reading sums the stripes.
 #[derive(Default)]
-pub(crate) struct Striped([Padded; STRIPES]);
+pub(crate) struct Striped([Padded<std::sync::atomic::AtomicU64>; STRIPES]);
 
 /// How many stripes.
 pub(crate) const STRIPES: usize = 8;
 
+/// A value on a cache line (pair) of its own, so that threads writing
+/// neighbouring values do not share one.
 #[derive(Default)]
 #[repr(align(128))]
-struct Padded(std::sync::atomic::AtomicU64);
+pub(crate) struct Padded<T>(pub T);
 
 thread_local! {
     static STRIPE: usize = {

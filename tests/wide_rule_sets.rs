@@ -1,7 +1,7 @@
 //! Rule versions wider than one bitset word, in both directions: channels
-//! of 63 to 300 actions (the passing bitset's word boundaries) and up to 400
-//! distinct conjuncts (one to seven memo words, past the fast paths for one
-//! and for up to four). Each action's policy is a threshold whose meaning is
+//! of 63 to 600 actions (the passing bitset's word boundaries) and up to 800
+//! distinct conjuncts (one to thirteen memo words: the table by conjunct up
+//! to 512, each action's mask past it). Each action's policy is a threshold whose meaning is
 //! known here, so what a decision chooses, ranks and removes is checked
 //! against a direct computation.
 
@@ -12,27 +12,38 @@ use nextbest::{DecisionRequest, Engine, RuleSet, RuleSource, Timestamp};
 /// of distinct conjuncts). Propensities rise with `i`, so the best
 /// survivors are the highest `i` that pass.
 fn rules(n: usize, extra: bool) -> RuleSet {
-    use std::fmt::Write;
-    let main = "name = \"wide\"\ndefault_limit = 3\n[schema]\nage = \"int\"\nincome = \"float\"\n\
-                [channels]\nweb = { direction = \"inbound\" }\n[issues.all]\n[groups.all]\nissue = \"all\"\n";
-    let mut actions = String::new();
-    for i in 0..n {
-        let cond = if extra && i % 3 == 0 {
+    compile(n, "wide", "", |i| {
+        if extra && i % 3 == 0 {
             format!("age >= {i} && income >= {}.0", 10 * i)
         } else {
             format!("age >= {i}")
-        };
+        }
+    })
+}
+
+/// A rule set `name` of `n` actions on the channel `web` (schema `age`,
+/// `income`), `more` appended to its ruleset.toml: action `i` is `a{i:04}`
+/// with propensity `(i + 1) / 1000` and eligibility `cond(i)`.
+fn compile(n: usize, name: &str, more: &str, cond: impl Fn(usize) -> String) -> RuleSet {
+    use std::fmt::Write;
+    let main = format!(
+        "name = \"{name}\"\ndefault_limit = 3\n[schema]\nage = \"int\"\nincome = \"float\"\n\
+         [channels]\nweb = {{ direction = \"inbound\" }}\n[issues.all]\n[groups.all]\nissue = \"all\"\n{more}"
+    );
+    let mut actions = String::new();
+    for i in 0..n {
         let _ = writeln!(
             actions,
             "[[actions]]\nid = \"a{i:04}\"\ngroup = \"all\"\nchannels = [\"web\"]\nvalue = 1\n\
-             starting_propensity = {:?}\ntreatment = \"T\"\neligibility = '{cond}'\n",
-            (i + 1) as f64 / 1000.0
+             starting_propensity = {:?}\ntreatment = \"T\"\neligibility = '{}'\n",
+            (i + 1) as f64 / 1000.0,
+            cond(i)
         );
     }
     let src = RuleSource::new()
         .file("ruleset.toml", main)
         .file("actions/all.toml", actions);
-    RuleSet::compile(&src).unwrap_or_else(|e| panic!("n = {n}: {e}"))
+    RuleSet::compile(&src).unwrap_or_else(|e| panic!("{name}, n = {n}: {e}"))
 }
 
 fn passes(i: usize, age: i64, income: f64, extra: bool) -> bool {
@@ -50,11 +61,20 @@ fn decisions_on_wide_rule_sets_match_their_meaning() {
         (200, true),
         (256, false),
         (300, true),
+        (600, true),
     ] {
         let rs = rules(n, extra);
         let conjuncts = rs.condition_count();
+        if n == 600 {
+            assert!(
+                conjuncts > 512,
+                "{conjuncts} conjuncts: the table by conjunct would hold them"
+            );
+        }
         let engine = Engine::new(rs);
-        for age in [-1, 0, 1, 37, 63, 64, 65, 127, 128, 200, 255, 299, 300, 1000] {
+        for age in [
+            -1, 0, 1, 37, 63, 64, 65, 127, 128, 200, 255, 299, 300, 599, 600, 1000,
+        ] {
             for income in [0.0, 650.0, 5000.0] {
                 let ctx = nextbest::Context::builder(&engine.schema())
                     .set("age", age)
@@ -101,26 +121,12 @@ fn decisions_on_wide_rule_sets_match_their_meaning() {
 /// ranked action's C is checked against the formula.
 #[test]
 fn context_weights_spanning_memo_words_match_the_formula() {
-    use std::fmt::Write;
     let n = 100;
-    let main = "name = \"weights\"\ndefault_limit = 3\n[schema]\nage = \"int\"\nincome = \"float\"\n\
-                [channels]\nweb = { direction = \"inbound\" }\n[issues.all]\n[groups.all]\nissue = \"all\"\n\
-                [[context_weights]]\nwhen = 'age >= 5 && income >= 70.0'\ngroup = \"all\"\nboost = 50\n\
+    let weights =
+        "[[context_weights]]\nwhen = 'age >= 5 && income >= 70.0'\ngroup = \"all\"\nboost = 50\n\
                 [[context_weights]]\nwhen = 'age >= 90'\ngroup = \"all\"\nboost = -80\n\
                 [[context_weights]]\nwhen = 'age >= 95'\ngroup = \"all\"\nboost = -60\n";
-    let mut actions = String::new();
-    for i in 0..n {
-        let _ = writeln!(
-            actions,
-            "[[actions]]\nid = \"a{i:04}\"\ngroup = \"all\"\nchannels = [\"web\"]\nvalue = 1\n\
-             starting_propensity = {:?}\ntreatment = \"T\"\neligibility = 'age >= {i}'\n",
-            (i + 1) as f64 / 1000.0
-        );
-    }
-    let src = RuleSource::new()
-        .file("ruleset.toml", main)
-        .file("actions/all.toml", actions);
-    let rs = RuleSet::compile(&src).expect("compiles");
+    let rs = compile(n, "weights", weights, |i| format!("age >= {i}"));
     assert!(rs.condition_count() > 64, "{}", rs.condition_count());
     let engine = Engine::new(rs);
     for age in [0, 4, 5, 6, 63, 64, 89, 90, 94, 95, 99] {

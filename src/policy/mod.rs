@@ -123,20 +123,38 @@ impl Need {
     }
 }
 
-/// What the actions offered on a channel need, side by side in the
-/// channel's order: the first (word, mask) of each action's [`Need`], and
-/// the position and whole need of the few actions whose checks span more
-/// words; and, for channels of up to 512 conjuncts, the same needs by
-/// conjunct ([`ByCond`]), which a decision uses instead. A decision's first
+/// What the actions offered on a channel need, in the channel's order, in
+/// one of two forms: by conjunct ([`ByCond`]) for channels of up to 512
+/// conjuncts, by action ([`ByAction`]) for larger ones. A decision's first
 /// pass reads these, not the actions, and decides every action without a
 /// branch: whether an action passes is as good as random to the processor,
 /// and a mispredicted branch per action costs more than the test.
 #[derive(Debug, Default)]
 pub(crate) struct Needs {
+    /// How many actions.
+    len: usize,
+    form: Form,
+}
+
+#[derive(Debug)]
+enum Form {
+    ByAction(ByAction),
+    ByCond(ByCond),
+}
+
+impl Default for Form {
+    fn default() -> Form {
+        Form::ByAction(ByAction::default())
+    }
+}
+
+/// Each action's need side by side: the first (word, mask) of each
+/// action's [`Need`], and the position and whole need of the few actions
+/// whose checks span more words.
+#[derive(Debug, Default)]
+struct ByAction {
     first: Box<[(u32, u64)]>,
     more: Box<[(u32, Need)]>,
-    /// The same needs by conjunct, when the channel is small enough.
-    by_cond: Option<ByCond>,
 }
 
 /// The needs of a channel's actions turned on their side: for each
@@ -163,7 +181,7 @@ impl ByCond {
     /// The largest table built, in bytes, and the most conjuncts (in memo
     /// words) it covers. A decision reads one row per unmet conjunct, a
     /// 64th of a word per action, against a word or two per action for
-    /// [`Needs::first`]: with up to 512 conjuncts the rows never cost more,
+    /// [`ByAction`]: with up to 512 conjuncts the rows never cost more,
     /// and usually far less.
     const MAX_BYTES: usize = 1 << 20;
     const MAX_MEMO_WORDS: usize = 8;
@@ -266,43 +284,49 @@ impl Needs {
             .iter()
             .map(|&ai| &actions[ai as usize].need)
             .collect();
-        let mut n = Needs::by_action(&needs);
-        n.by_cond = ByCond::of(&needs);
-        n
-    }
-
-    /// `needs` (by position), tested action by action.
-    fn by_action(needs: &[&Need]) -> Needs {
         Needs {
-            first: needs.iter().map(|need| need.first).collect(),
-            more: (0u32..)
-                .zip(needs)
-                .filter(|(_, need)| !need.rest.is_empty())
-                .map(|(pos, need)| (pos, (*need).clone()))
-                .collect(),
-            by_cond: None,
+            len: needs.len(),
+            form: match ByCond::of(&needs) {
+                Some(by_cond) => Form::ByCond(by_cond),
+                None => Form::ByAction(ByAction::of(&needs)),
+            },
         }
     }
 
     /// Words of the bitset [`Needs::passing`] writes.
     pub(crate) fn words(&self) -> usize {
-        self.first.len().div_ceil(64)
+        self.len.div_ceil(64)
     }
 
     /// Set bit `i` of `out` (at least [`Needs::words`] long) when the
     /// `i`-th offered action passes its engagement policies, and clear it
     /// otherwise.
     pub(crate) fn passing(&self, memo: &Memo<'_>, out: &mut [u64]) {
-        self.passing_in(memo.met, out);
+        match &self.form {
+            Form::ByAction(by_action) => by_action.passing(memo.met, out),
+            Form::ByCond(by_cond) => by_cond.passing(memo.met, out),
+        }
+    }
+}
+
+impl ByAction {
+    /// `needs` (by position), tested action by action.
+    fn of(needs: &[&Need]) -> ByAction {
+        ByAction {
+            first: needs.iter().map(|need| need.first).collect(),
+            more: (0u32..)
+                .zip(needs)
+                .filter(|(_, need)| !need.rest.is_empty())
+                .map(|(pos, need)| (pos, (*need).clone()))
+                .collect(),
+        }
     }
 
-    fn passing_in(&self, met: &[u64], out: &mut [u64]) {
-        if let Some(by_cond) = &self.by_cond {
-            return by_cond.passing(met, out);
-        }
-        // With one memo word (up to 64 conjuncts: most rule versions),
-        // every need is in that word; with up to four (256 conjuncts), the
-        // words are copied into an array that a masked index cannot leave.
+    /// [`Needs::passing`] for the memo bits `met`.
+    fn passing(&self, met: &[u64], out: &mut [u64]) {
+        // With one memo word (up to 64 conjuncts), every need is in that
+        // word; with up to four (256 conjuncts), the words are copied into
+        // an array that a masked index cannot leave.
         // Either way, no bounds check per action.
         const SMALL: usize = 4;
         let mut small = [0u64; SMALL];
@@ -376,9 +400,9 @@ mod tests {
                     want[pos / 64] |= 1 << (pos % 64);
                 }
             }
-            let by_action = Needs::by_action(&refs);
+            let by_action = ByAction::of(&refs);
             let mut out = vec![!0u64; words];
-            by_action.passing_in(&met, &mut out);
+            by_action.passing(&met, &mut out);
             prop_assert_eq!(&out, &want);
             let by_cond = ByCond::of(&refs);
             let max_word = conds.iter().flatten().map(|&id| id as usize / 64 + 1).max().unwrap_or(1);
