@@ -94,14 +94,30 @@ impl TopN {
         if key >= self.bar && self.top.len() == self.limit {
             return;
         }
-        self.insert(s, key);
+        self.insert(
+            key,
+            s.action,
+            [s.propensity, s.context_weight, s.value, s.lever, s.priority],
+        );
     }
 
-    /// Insert `s` (whose priority has order key `key`) in its place; when
-    /// the list is full, `s` ranks before its last candidate (`offer` has
-    /// checked), which leaves.
+    /// Insert the candidate (whose priority has order key `key`) in its
+    /// place; when the list is full, it ranks before the last candidate
+    /// (`offer` has checked), which leaves. It comes in scalars, in
+    /// registers: a candidate passed whole would be passed by reference,
+    /// so the decision loop would build every candidate on the stack, and
+    /// copying one from there (into an explanation's list) reads it back
+    /// before its stores have landed, a stall per survivor.
     #[inline(never)]
-    fn insert(&mut self, s: Scored, key: u64) {
+    fn insert(&mut self, key: u64, action: u32, [p, c, v, l, priority]: [f64; 5]) {
+        let s = Scored {
+            action,
+            propensity: p,
+            context_weight: c,
+            value: v,
+            lever: l,
+            priority,
+        };
         let top = &mut self.top;
         let len = top.len();
         // Where `s` goes: past the candidates kept that rank before it.
