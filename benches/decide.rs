@@ -2,7 +2,9 @@
 //!
 //! - `decide/catalog/{10,100,1000,10000}`: typed contexts built outside the
 //!   timing loop, explain off, on a generated catalog (benches/support).
-//! - `decide/catalog_explain/{10,100,1000,10000}`: the same with explain on.
+//! - `decide/catalog_explain/{10,100,1000,10000}`: the same with explain on;
+//!   `decide/catalog_explain_read/...`: and every entry of the explanation
+//!   read (why each action was removed, the ranked list in order).
 //! - `decide/strategy/100`: with a scripted strategy (derive, adjust, select),
 //!   its hooks lowered; `decide/strategy_rhai/100`: the same hooks run by
 //!   rhai's interpreter (`[strategy] lower = false`).
@@ -41,7 +43,8 @@ use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet, RuleSource};
 
 mod support;
 use support::{
-    check_floor, check_rhai, floor_decide, population, Catalog, PlainCustomer, RhaiNaive,
+    check_floor, check_rhai, floor_decide, population, read_explanation, Catalog, PlainCustomer,
+    RhaiNaive,
 };
 
 const CATALOG_SEED: u64 = 2026;
@@ -137,6 +140,22 @@ fn decide(c: &mut Criterion) {
             &f.engine,
             &f.explained,
         );
+    }
+    // An explanation's whole cost: decide, then read every entry as an
+    // application showing it would (the decision works out why each
+    // removed action failed, and sorts the ranked list, as they are read).
+    for n in SIZES {
+        let f = fixture(n);
+        g.bench_function(BenchmarkId::new("catalog_explain_read", n), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let r = &f.explained[i % f.explained.len()];
+                i = i.wrapping_add(1);
+                let d = f.engine.decide(black_box(r)).expect("decide");
+                black_box(read_explanation(&d));
+                d
+            })
+        });
     }
     {
         let f = fixture(100);
@@ -530,6 +549,19 @@ fn summary(since: SystemTime) {
         if let (Some(o), Some(r)) = (ours, m(&format!("rhai_naive/{n}"))) {
             lines.push(format!(
                 "{n:>6} actions: rhai {r:>10.0} ns  ours  {o:>10.0} ns  rhai/ours  {:>5.1}",
+                r / o
+            ));
+        }
+    }
+    for n in SIZES {
+        if let (Some(o), Some(e), Some(r)) = (
+            m(&format!("decide/catalog/{n}")),
+            m(&format!("decide/catalog_explain/{n}")),
+            m(&format!("decide/catalog_explain_read/{n}")),
+        ) {
+            lines.push(format!(
+                "{n:>6} actions: explain {e:>10.0} ns ({:.2}x plain), explain and read it all {r:>10.0} ns ({:.2}x)",
+                e / o,
                 r / o
             ));
         }

@@ -43,6 +43,9 @@ enum Kind {
     Decide,
     /// The same with explain on.
     Explain,
+    /// With explain on, and every entry of the explanation read
+    /// (`support::read_explanation`).
+    ExplainRead,
     /// With the scripted strategy (derive, adjust, select).
     Strategy,
     /// With a decision log (callback sink; the writer thread is not counted).
@@ -75,6 +78,8 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("history/50", Kind::History(50), 100),
     ("explain/100", Kind::Explain, 100),
     ("explain/1000", Kind::Explain, 1000),
+    ("explain_read/100", Kind::ExplainRead, 100),
+    ("explain_read/1000", Kind::ExplainRead, 1000),
     ("strategy/100", Kind::Strategy, 100),
     ("log/100", Kind::Log, 100),
     ("json/100", Kind::Json, 100),
@@ -188,6 +193,19 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
             let engine = catalog.engine();
             let reqs = requests(&engine, &catalog, &customers, matches!(kind, Kind::Explain));
             decide_loop(&engine, &reqs, decisions)
+        }
+        Kind::ExplainRead => {
+            let engine = catalog.engine();
+            let reqs = requests(&engine, &catalog, &customers, true);
+            let mut once = |i: usize| {
+                let d = engine
+                    .decide(black_box(&reqs[i % reqs.len()]))
+                    .expect("decide");
+                black_box(support::read_explanation(&d));
+            };
+            (0..reqs.len()).for_each(&mut once);
+            measured(decisions, &mut once);
+            decisions
         }
         Kind::History(events) => {
             let engine = history_engine(&catalog, &customers, events);

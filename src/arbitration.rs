@@ -153,6 +153,11 @@ impl TopN {
 
 /// Sort all candidates into arbitration order (explain mode).
 pub(crate) fn sort_all(all: &mut Vec<Scored>) {
+    *all = sorted(all);
+}
+
+/// All candidates in arbitration order.
+pub(crate) fn sorted(all: &[Scored]) -> Vec<Scored> {
     // The order of `Scored::ranks_before` as integers: the priority's
     // total-order bits, inverted (descending). Sorting 8-byte integers and
     // moving each candidate once beats comparing floats and swapping
@@ -164,8 +169,9 @@ pub(crate) fn sort_all(all: &mut Vec<Scored>) {
     // unstable sort has one possible result.
     const POS: u64 = 0xffff;
     if all.len() > POS as usize + 1 {
+        let mut all = all.to_vec();
         all.sort_unstable_by_key(|s| (descending(s.priority), s.action));
-        return;
+        return all;
     }
     let mut keys: Vec<u64> = (0u64..)
         .zip(all.iter())
@@ -187,7 +193,7 @@ pub(crate) fn sort_all(all: &mut Vec<Scored>) {
         }
         i = j;
     }
-    *all = keys.iter().map(|&k| all[(k & POS) as usize]).collect();
+    keys.iter().map(|&k| all[(k & POS) as usize]).collect()
 }
 
 /// Merge `more` into `sorted`, both in arbitration order, keeping that

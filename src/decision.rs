@@ -456,11 +456,140 @@ pub struct Decision {
     /// The probability that the first action was chosen first, when the
     /// learning mode makes it exact (posterior mean: 1; epsilon-greedy).
     pub(crate) selection_probability: Option<f64>,
-    /// `ranked` holds every survivor out of arbitration order: only the
-    /// decision log reads them, and its writer sorts them
-    /// ([`Decision::sort_ranked`]).
+    /// `ranked` holds every survivor out of arbitration order: the
+    /// decision log's writer sorts them ([`Decision::sort_ranked`]), an
+    /// explanation's reader gets them sorted ([`Decision::ranked_in_order`]).
     pub(crate) ranked_unsorted: bool,
+    /// What an explained or logged decision records besides its lists
+    /// (boxed: a plain decision carries and drops one pointer for it).
+    pub(crate) recorded: Option<Box<Recorded>>,
 }
+
+/// See [`Decision::recorded`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recorded {
+    /// `ranked` in arbitration order, once a reader has asked for it (when
+    /// the decision left it unsorted).
+    pub(crate) sorted: std::sync::OnceLock<Vec<Scored>>,
+    /// The actions the engagement policies removed.
+    pub(crate) policy: PolicyRemovals,
+}
+
+/// The engagement policies' removals of a decision that records them, kept
+/// as what decides them: which conjuncts held (the memo's bits) and which
+/// of the channel's actions passed, a bit each. Every action that did not
+/// pass was removed by the first of its checks that failed, which
+/// [`Removals`] works out for whoever reads the explanation: a decision
+/// that removes 800 of 1,000 actions keeps 20-odd words, not 800 entries.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PolicyRemovals {
+    /// The memo's words, then the passing set's (empty: not recorded).
+    bits: Vec<u64>,
+    memo_words: usize,
+    /// The failed conjuncts that could not be evaluated, and why (only
+    /// when explaining; the log's writer works reasons out itself).
+    errors: Vec<(u32, EvalError)>,
+}
+
+impl PolicyRemovals {
+    /// Whether the decision recorded its policies' removals.
+    pub(crate) fn recorded(&self) -> bool {
+        !self.bits.is_empty()
+    }
+
+    /// The removals that the memo bits `memo` and the passing set
+    /// `passing` decide; `errors`: why failed conjuncts could not be
+    /// evaluated.
+    pub(crate) fn of(memo: &[u64], passing: &[u64], errors: Vec<(u32, EvalError)>) -> Self {
+        let mut bits = Vec::with_capacity(memo.len() + passing.len());
+        bits.extend_from_slice(memo);
+        bits.extend_from_slice(passing);
+        PolicyRemovals {
+            bits,
+            memo_words: memo.len(),
+            errors,
+        }
+    }
+}
+
+/// Every removed candidate of a decision: the engagement policies'
+/// removals in the channel's order (each with the first check that
+/// failed, found as they are read), then the later stages' (engine state,
+/// value, strategy) as the decision recorded them.
+pub(crate) struct Removals<'a> {
+    checks: &'a crate::policy::Checks,
+    actions: &'a [u32],
+    memo: &'a [u64],
+    passing: &'a [u64],
+    errors: &'a [(u32, EvalError)],
+    /// The channel's action count (bits past it in the last word are not
+    /// actions).
+    n: usize,
+    /// The word of `passing` being read, and its removed actions not yet
+    /// returned.
+    word: usize,
+    rest: u64,
+    /// Policy removals not yet returned.
+    left: usize,
+    recorded: std::slice::Iter<'a, Removed>,
+}
+
+impl<'a> Removals<'a> {
+    /// The removed actions of word `w` of the passing set.
+    fn removed_in(&self, w: usize) -> u64 {
+        let valid = if (w + 1) * 64 <= self.n {
+            !0
+        } else {
+            (1u64 << (self.n % 64)) - 1
+        };
+        !self.passing[w] & valid
+    }
+}
+
+impl Iterator for Removals<'_> {
+    type Item = Removed;
+
+    // Inlined into the reader's loop, the entry stays in registers.
+    #[inline]
+    fn next(&mut self) -> Option<Removed> {
+        while self.left > 0 {
+            if self.rest == 0 {
+                self.word += 1;
+                self.rest = self.removed_in(self.word);
+                continue;
+            }
+            let pos = self.word * 64 + self.rest.trailing_zeros() as usize;
+            self.rest &= self.rest - 1;
+            self.left -= 1;
+            // An action that did not pass has a check that failed: its
+            // need is its checks' conjuncts.
+            let Some(check) = self.checks.first_failure(pos, self.memo) else {
+                debug_assert!(false, "an action that did not pass failed no check");
+                continue;
+            };
+            let error = self
+                .errors
+                .iter()
+                .find(|(c, _)| *c == check.cond)
+                .map(|&(_, e)| e);
+            return Some(Removed::by_condition(
+                self.actions[pos],
+                check.stage,
+                check.level,
+                Some(check.cond),
+                error,
+            ));
+        }
+        self.recorded.next().copied()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.left + self.recorded.len();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Removals<'_> {}
 
 impl Decision {
     /// Put the ranked survivors in arbitration order if they were left
@@ -470,9 +599,63 @@ impl Decision {
     /// kept.
     pub(crate) fn sort_ranked(&mut self) {
         if self.ranked_unsorted {
-            crate::arbitration::sort_all(&mut self.ranked);
+            match self.recorded.as_mut().and_then(|r| r.sorted.take()) {
+                Some(sorted) => self.ranked = sorted,
+                None => crate::arbitration::sort_all(&mut self.ranked),
+            }
             self.ranked_unsorted = false;
         }
+    }
+
+    /// The ranked survivors in arbitration order: sorted on the first
+    /// call if the decision left them unsorted.
+    pub(crate) fn ranked_in_order(&self) -> &[Scored] {
+        match &self.recorded {
+            Some(r) if self.ranked_unsorted => r
+                .sorted
+                .get_or_init(|| crate::arbitration::sorted(&self.ranked)),
+            _ => {
+                debug_assert!(!self.ranked_unsorted, "unsorted with nowhere to sort to");
+                &self.ranked
+            }
+        }
+    }
+
+    /// Every removed candidate, engagement policies' first.
+    pub(crate) fn removals(&self) -> Removals<'_> {
+        let rs = self.ruleset();
+        let ch = &rs.channels[self.channel as usize];
+        static NONE: PolicyRemovals = PolicyRemovals {
+            bits: Vec::new(),
+            memo_words: 0,
+            errors: Vec::new(),
+        };
+        let p = self.recorded.as_ref().map_or(&NONE, |r| &r.policy);
+        let (memo, passing) = p.bits.split_at(p.memo_words.min(p.bits.len()));
+        let n = if passing.is_empty() {
+            0
+        } else {
+            ch.actions.len()
+        };
+        let mut it = Removals {
+            checks: &ch.checks,
+            actions: &ch.actions,
+            memo,
+            passing,
+            errors: &p.errors,
+            n,
+            word: 0,
+            rest: 0,
+            left: 0,
+            recorded: self.removed.iter(),
+        };
+        if n > 0 {
+            it.rest = it.removed_in(0);
+            it.left = (0..passing.len())
+                .map(|w| it.removed_in(w).count_ones() as usize)
+                .sum();
+        }
+        it
     }
 
     /// The decision's unique id.
@@ -537,8 +720,11 @@ impl Decision {
 
     /// With `explain`: every candidate that survived the policies, best
     /// first, including those beyond the limit. Empty otherwise.
+    ///
+    /// The decision keeps the survivors as it scored them and picks its
+    /// top N without sorting them all; the first call sorts them (once).
     pub fn ranked(&self) -> impl ExactSizeIterator<Item = RankedAction<'_>> {
-        self.ranked
+        self.ranked_in_order()
             .iter()
             .enumerate()
             .map(move |(i, s)| RankedAction {
@@ -550,10 +736,18 @@ impl Decision {
 
     /// With `explain`: every candidate removed, with the stage and
     /// condition that removed it. Empty otherwise.
+    ///
+    /// The engagement policies' removals come first, in the channel's
+    /// action order, then the later stages' (contact policies and limits,
+    /// volume constraints, value, strategy) in the order they removed
+    /// them. The decision keeps the policies' removals as the results of
+    /// the conditions and which actions passed (a few words, however many
+    /// actions were removed); the first failed check of each is found as
+    /// it is read.
     pub fn filtered(&self) -> impl ExactSizeIterator<Item = FilteredAction<'_>> {
-        self.removed.iter().map(move |r| FilteredAction {
+        self.removals().map(move |removed| FilteredAction {
             decision: self,
-            removed: r,
+            removed,
         })
     }
 
@@ -569,6 +763,7 @@ impl Decision {
             chosen: self.chosen.clone(),
             ranked: Vec::new(),
             removed: Vec::new(),
+            recorded: None,
             notes: Vec::new(),
             diagnostics: self.diagnostics.clone(),
             elapsed_ns: self.elapsed_ns,
@@ -608,7 +803,7 @@ impl Decision {
     /// NUL).
     pub(crate) fn json_bytes(&self) -> Vec<u8> {
         let mut w = JsonOut::with_capacity(
-            320 + 200 * (self.chosen.len() + self.ranked.len()) + 96 * self.removed.len(),
+            320 + 200 * (self.chosen.len() + self.ranked.len()) + 96 * self.removals().len(),
         );
         w.open();
         w.key("decision_id");
@@ -691,7 +886,7 @@ impl Decision {
         w.buf.push(b']');
         if !self.ranked.is_empty() {
             w.key("ranked");
-            self.ranked_json(&mut w, &self.ranked);
+            self.ranked_json(&mut w, self.ranked_in_order());
         }
         if !self.diagnostics.is_empty() {
             w.key("diagnostics");
@@ -832,7 +1027,7 @@ impl<'a> RankedAction<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct FilteredAction<'a> {
     decision: &'a Decision,
-    removed: &'a Removed,
+    removed: Removed,
 }
 
 impl<'a> FilteredAction<'a> {
@@ -1042,7 +1237,7 @@ impl Serialize for Decision {
         let filtered: Vec<FilteredAction<'_>> = self.filtered().collect();
         m.serialize_entry("filtered", &filtered)?;
         if !self.ranked.is_empty() {
-            m.serialize_entry("ranked", &ActionsJson(self, &self.ranked))?;
+            m.serialize_entry("ranked", &ActionsJson(self, self.ranked_in_order()))?;
         }
         if !self.diagnostics.is_empty() {
             let d: Vec<String> = self.diagnostics.iter().map(ToString::to_string).collect();

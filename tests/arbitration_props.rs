@@ -400,6 +400,9 @@ fn met(c: usize, cust: &Cust) -> bool {
 fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
     let stages = [Stage::Eligibility, Stage::Applicability, Stage::Suitability];
     let mut out = Expected::default();
+    // The explanation lists the engagement policies' removals first, then
+    // the value stage's, each in action order.
+    let mut value_removed = Vec::new();
     let mut actions: Vec<(usize, &ActionM)> = m.actions.iter().enumerate().collect();
     actions.sort_by(|a, b| a.1.id.cmp(&b.1.id));
     'actions: for (ai, a) in actions {
@@ -418,8 +421,7 @@ fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
             }
         }
         let Some(value) = a.value.eval(cust) else {
-            out.removed
-                .push((a.id.clone(), Stage::Value, Level::Action));
+            value_removed.push((a.id.clone(), Stage::Value, Level::Action));
             continue;
         };
         let mut boost = 0.0;
@@ -455,6 +457,7 @@ fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
             .expect("finite priorities")
             .then_with(|| x.id.cmp(&y.id))
     });
+    out.removed.extend(value_removed);
     out
 }
 

@@ -1674,3 +1674,20 @@ pub fn main_file(source: &RuleSource) -> String {
         .map(|(_, t)| t.to_string())
         .unwrap_or_default()
 }
+
+/// Read every entry of an explanation: each removed action's id, stage,
+/// level, condition and reason, each ranked action's id and scores.
+pub fn read_explanation(d: &nextbest::Decision) -> usize {
+    let mut sum = 0usize;
+    for f in d.filtered() {
+        sum += f.action().len() + f.stage().as_str().len() + f.level().as_str().len();
+        sum += f.condition().map_or(0, str::len);
+        sum += f.reason().map_or(0, |r| r.len());
+    }
+    for r in d.ranked() {
+        sum += r.action().len();
+        sum +=
+            (r.propensity() * r.context_weight() * r.value() * r.lever() * r.priority()) as usize;
+    }
+    sum
+}

@@ -429,7 +429,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
     buf.push(b'[');
     let mut first = true;
     ScoreMemo::with(|memo| {
-        for (i, c) in d.ranked.iter().enumerate() {
+        for (i, c) in d.ranked_in_order().iter().enumerate() {
             if !first {
                 buf.push(b',');
             }
@@ -438,7 +438,8 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
             write_ranked(buf, memo, &ids[c.action as usize], i + 1, c, chosen);
         }
     });
-    for r in &d.removed {
+    for r in d.removals() {
+        let r = &r;
         if !first {
             buf.push(b',');
         }
@@ -477,7 +478,7 @@ fn removed_detail<'a>(
     rules: &'a crate::RuleSet,
     notes: &'a [std::sync::Arc<str>],
     env: Env<'_>,
-    r: &'a crate::decision::Removed,
+    r: &crate::decision::Removed,
 ) -> (Option<&'a str>, Option<std::borrow::Cow<'a, str>>) {
     let a = &rules.actions[r.action as usize];
     let (condition, error) = match r.cond {
@@ -810,8 +811,9 @@ impl Serialize for Candidates<'_> {
             now: d.timestamp.0,
             channel: (ch.sym, &ch.name),
         };
-        let mut seq = s.serialize_seq(Some(d.ranked.len() + d.removed.len()))?;
-        for (i, c) in d.ranked.iter().enumerate() {
+        let removals = d.removals();
+        let mut seq = s.serialize_seq(Some(d.ranked.len() + removals.len()))?;
+        for (i, c) in d.ranked_in_order().iter().enumerate() {
             seq.serialize_element(&RankedJson {
                 action: &rules.actions[c.action as usize].id,
                 rank: i + 1,
@@ -819,12 +821,12 @@ impl Serialize for Candidates<'_> {
                 chosen: d.chosen.iter().any(|x| x.action == c.action),
             })?;
         }
-        for r in &d.removed {
+        for r in removals {
             let a = &rules.actions[r.action as usize];
-            let (condition, reason) = removed_detail(rules, &d.notes, env, r);
+            let (condition, reason) = removed_detail(rules, &d.notes, env, &r);
             seq.serialize_element(&RemovedJson {
                 action: &a.id,
-                removed: r,
+                removed: &r,
                 condition,
                 reason,
             })?;

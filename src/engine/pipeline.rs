@@ -9,13 +9,15 @@ use super::{assign_arm, check_limit, control_mode, since};
 use crate::arbitration;
 use crate::audit::LogDetail;
 use crate::context::{Context, Timestamp, Value};
-use crate::decision::{Arm, Blocked, Decision, DecisionId, DecisionRequest, Removed, Scored};
+use crate::decision::{
+    Arm, Blocked, Decision, DecisionId, DecisionRequest, PolicyRemovals, Recorded, Removed, Scored,
+};
 use crate::error::Error;
 use crate::expr::Env;
 use crate::history::{Event, HistoryStore, Memo as HistoryMemo, Recent};
 use crate::learning::Mode as LearnMode;
 use crate::policy::contact::{self, Suppression};
-use crate::policy::{first_failure, Memo};
+use crate::policy::Memo;
 use crate::ruleset::{AttrType, Channel, ControlMode, Level, RuleSet, Stage, ValueFn};
 use crate::script::{Diagnostic, HookEnv, HookRun, Pick, Strategy};
 
@@ -164,8 +166,7 @@ pub(crate) fn decide_on(
         .is_some_and(|h| h.0.has_adjust || h.0.has_select);
     // The random-eligible control group and the strategy's adjust and
     // select hooks work on every survivor, not just the top N.
-    let sorted_here = request.explain
-        || strategy_ranks
+    let sorted_here = strategy_ranks
         || control == Some(ControlMode::RandomEligible)
         // Volume constraints may refuse a chosen action: the next
         // survivor takes its place.
@@ -176,7 +177,7 @@ pub(crate) fn decide_on(
         errors: request.explain,
         survivors: if sorted_here {
             Survivors::Sorted
-        } else if log_ranked {
+        } else if log_ranked || request.explain {
             Survivors::Unsorted
         } else {
             Survivors::TopN
@@ -316,8 +317,16 @@ pub(crate) fn decide_on(
         if !log_removed {
             out.removed.clear();
             out.notes.clear();
+            out.policy = PolicyRemovals::default();
         }
     }
+    let ranked_unsorted = record.survivors == Survivors::Unsorted && out.ranked.len() > 1;
+    let recorded = (ranked_unsorted || out.policy.recorded()).then(|| {
+        Box::new(Recorded {
+            sorted: OnceLock::new(),
+            policy: out.policy,
+        })
+    });
     Ok(Decision {
         id,
         timestamp: now,
@@ -325,8 +334,9 @@ pub(crate) fn decide_on(
         seed: seed_of_draws.or(seed),
         channel,
         chosen: out.chosen,
-        ranked_unsorted: record.survivors == Survivors::Unsorted && !out.ranked.is_empty(),
+        ranked_unsorted,
         ranked: out.ranked,
+        recorded,
         removed: out.removed,
         notes: out.notes,
         diagnostics,
@@ -889,6 +899,9 @@ enum Survivors {
 struct Outcome {
     chosen: Vec<Scored>,
     ranked: Vec<Scored>,
+    /// The engagement policies' removals, when recorded.
+    policy: PolicyRemovals,
+    /// The later stages' removals (engine state, value, strategy).
     removed: Vec<Removed>,
     /// The strategy's reasons, indexed by `removed`.
     notes: Vec<Arc<str>>,
@@ -927,15 +940,28 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
         channel: (ch.sym, &ch.name),
     };
     let memo_words = Memo::words(rs.conds.len());
-    // One scratch buffer: the memo's bits, which actions pass, and (when
-    // explaining) which failed conjuncts are known to have failed without
-    // an evaluation error.
-    let error_words = if record.errors { memo_words } else { 0 };
-    let mut results = take_scratch(memo_words + ch.needs.words() + error_words);
-    let (memo_bits, rest) = results.split_at_mut(memo_words);
-    let (no_error, passing) = rest.split_at_mut(error_words);
+    // One scratch buffer: the memo's bits and which actions pass.
+    let mut results = take_scratch(memo_words + ch.needs.words());
+    let (memo_bits, passing) = results.split_at_mut(memo_words);
     let memo = Memo::new(memo_bits, &rs.conds, &rs.tests, env);
     ch.needs.passing(&memo, passing);
+    // The engagement policies' removals, as the bits that decide them
+    // (their readers find each one's failed check), and why the failed
+    // conjuncts could not be evaluated, if they could not (rare; the
+    // log's writer works that out itself, off the hot path).
+    let policy = if record.removed {
+        let errors = if record.errors {
+            ch.checks
+                .failed(memo.bits())
+                .filter_map(|c| memo.error(c).map(|e| (c, e)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        PolicyRemovals::of(memo.bits(), passing, errors)
+    } else {
+        PolicyRemovals::default()
+    };
     let mut chosen = arbitration::TopN::new(
         limit,
         if record.survivors == Survivors::Sorted {
@@ -952,50 +978,18 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     } else {
         n
     });
-    let mut removed = Vec::with_capacity(if record.removed { n } else { 0 });
+    let mut removed = Vec::new();
     debug_assert!(ch.actions.windows(2).all(|w| w[0] < w[1]));
     debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
     let mut next_block = 0;
     let actions: &[crate::ruleset::Action] = &rs.actions;
-    // The actions that passed, by position in the channel's list; every
-    // action when the removed ones are recorded too.
-    let positions = |wi: usize, word: u64| match record.removed {
-        false => word,
-        true if (wi + 1) * 64 <= n => !0,
-        true => (1u64 << (n % 64)) - 1,
-    };
     for (wi, &word) in passing.iter().enumerate() {
-        let mut rest = positions(wi, word);
+        let mut rest = word;
         while rest != 0 {
-            let bit = rest.trailing_zeros();
+            let pos = wi * 64 + rest.trailing_zeros() as usize;
             rest &= rest - 1;
-            let ai = ch.actions[wi * 64 + bit as usize];
+            let ai = ch.actions[pos];
             let action = &actions[ai as usize];
-            if word & (1 << bit) == 0 {
-                if let Some(check) = first_failure(&action.checks, &memo) {
-                    // The log's writer works the reason out off the hot path.
-                    let (ew, ebit) = (check.cond as usize / 64, 1u64 << (check.cond % 64));
-                    let error = if record.errors && no_error[ew] & ebit == 0 {
-                        // Evaluated once per conjunct, however many actions it
-                        // removes; errors (rare) are not cached.
-                        let e = memo.error(check.cond);
-                        if e.is_none() {
-                            no_error[ew] |= ebit;
-                        }
-                        e
-                    } else {
-                        None
-                    };
-                    removed.push(Removed::by_condition(
-                        ai,
-                        check.stage,
-                        check.level,
-                        Some(check.cond),
-                        error,
-                    ));
-                }
-                continue;
-            }
             // Blocks are sorted by action, as the channel's actions are (they
             // ascend): a cursor finds each in constant time.
             if STATEFUL && next_block < blocked.len() {
@@ -1057,6 +1051,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     Outcome {
         chosen: chosen.into_vec(),
         ranked,
+        policy,
         removed,
         notes: Vec::new(),
     }

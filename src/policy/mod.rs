@@ -58,11 +58,9 @@ impl<'a> Memo<'a> {
         n.div_ceil(64).max(1)
     }
 
-    /// Whether conjunct `id` is met.
-    #[inline]
-    pub(crate) fn met(&self, id: u32) -> bool {
-        let i = id as usize;
-        self.met[i / 64] & (1 << (i % 64)) != 0
+    /// The memo's bits: conjunct `i` is bit `i % 64` of word `i / 64`.
+    pub(crate) fn bits(&self) -> &[u64] {
+        self.met
     }
 
     /// Whether every conjunct in `need` is met.
@@ -361,10 +359,130 @@ impl ByAction {
     }
 }
 
-/// The first engagement-policy check that `checks` fails, if any.
+/// Whether conjunct `id` is met, in the [`Memo`]'s bits `met`.
 #[inline]
-pub(crate) fn first_failure<'c>(checks: &'c [Check], memo: &Memo<'_>) -> Option<&'c Check> {
-    checks.iter().find(|c| !memo.met(c.cond))
+fn met(met: &[u64], id: u32) -> bool {
+    let i = id as usize;
+    met[i / 64] & (1 << (i % 64)) != 0
+}
+
+/// The first engagement-policy check that `checks` fails (in the memo
+/// bits `met`), if any.
+#[inline]
+fn first_failure<'c>(checks: &'c [Check], bits: &[u64]) -> Option<&'c Check> {
+    checks.iter().find(|c| !met(bits, c.cond))
+}
+
+/// The checks of the actions offered on a channel, in the channel's order,
+/// for explanations, which look up why each removed action failed.
+///
+/// The first [`Checks::ROW`] checks of each action sit in a fixed-size row,
+/// so finding the first that failed is a few loads and a count of trailing
+/// zeros, with no branch on which one it was: a search that stops at the
+/// first unmet conjunct stops somewhere different for each action, and the
+/// processor mispredicts where. The rows are read in one array as the
+/// channel is walked, not behind each action's own pointer.
+#[derive(Debug, Default)]
+pub(crate) struct Checks {
+    /// By position: the first `ROW` checks (a shorter action's row repeats
+    /// its last check; see [`Checks::first_failure`]).
+    rows: Box<[[Check; Checks::ROW]]>,
+    /// Every check, by position.
+    all: Box<[Check]>,
+    /// Where the checks of the action at each position start in `all`
+    /// (and, last, where they all end).
+    at: Box<[u32]>,
+    /// By memo word: the conjuncts some action here checks.
+    needed: Box<[u64]>,
+}
+
+impl Checks {
+    const ROW: usize = 4;
+
+    /// The checks of `offered` (indices into `actions`).
+    pub(crate) fn of(actions: &[Action], offered: &[u32]) -> Checks {
+        Checks::of_lists(offered.iter().map(|&ai| &actions[ai as usize].checks[..]))
+    }
+
+    /// The table of these lists of checks, by position.
+    fn of_lists<'c>(lists: impl ExactSizeIterator<Item = &'c [Check]>) -> Checks {
+        let mut all = Vec::new();
+        let mut at = Vec::with_capacity(lists.len() + 1);
+        let mut rows = Vec::with_capacity(lists.len());
+        let none = Check {
+            cond: 0,
+            stage: crate::ruleset::Stage::Eligibility,
+            level: crate::ruleset::Level::Action,
+        };
+        for checks in lists {
+            at.push(all.len() as u32);
+            all.extend_from_slice(checks);
+            let last = checks.last().copied().unwrap_or(none);
+            rows.push(std::array::from_fn(|k| {
+                checks.get(k).copied().unwrap_or(last)
+            }));
+        }
+        at.push(all.len() as u32);
+        let mut needed = vec![
+            0u64;
+            all.iter()
+                .map(|c| c.cond as usize / 64 + 1)
+                .max()
+                .unwrap_or(0)
+        ];
+        for c in &all {
+            needed[c.cond as usize / 64] |= 1 << (c.cond % 64);
+        }
+        Checks {
+            rows: rows.into(),
+            all: all.into(),
+            at: at.into(),
+            needed: needed.into(),
+        }
+    }
+
+    /// Each conjunct that some action here checks and the memo bits `met`
+    /// say failed.
+    pub(crate) fn failed<'s>(&'s self, met: &'s [u64]) -> impl Iterator<Item = u32> + 's {
+        met.iter()
+            .zip(self.needed.iter())
+            .enumerate()
+            .flat_map(|(w, (&met, &needed))| {
+                let mut rest = !met & needed;
+                std::iter::from_fn(move || {
+                    (rest != 0).then(|| {
+                        let c = (w * 64 + rest.trailing_zeros() as usize) as u32;
+                        rest &= rest - 1;
+                        c
+                    })
+                })
+            })
+    }
+
+    /// The first check that the action at position `pos` fails (in the
+    /// [`Memo`]'s bits `bits`), if any.
+    #[inline]
+    pub(crate) fn first_failure(&self, pos: usize, bits: &[u64]) -> Option<&Check> {
+        let row = &self.rows[pos];
+        let (start, end) = (self.at[pos] as usize, self.at[pos + 1] as usize);
+        let mut unmet = 0u32;
+        for (k, c) in row.iter().enumerate() {
+            unmet |= u32::from(!met(bits, c.cond)) << k;
+        }
+        // Bits past the action's last check: copies of it (which cannot
+        // come first: the check itself does), or nothing for an action
+        // without checks.
+        if end == start {
+            unmet = 0;
+        }
+        match row.get(unmet.trailing_zeros() as usize) {
+            Some(check) => Some(check),
+            None => self
+                .all
+                .get(start + Checks::ROW..end)
+                .and_then(|rest| first_failure(rest, bits)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +503,44 @@ mod tests {
     }
 
     proptest! {
+        /// The first failed check found through the rows is the first
+        /// that a search of the action's checks in order finds: for
+        /// actions of no checks, of fewer checks than a row holds, of
+        /// more, and with conjuncts repeated.
+        #[test]
+        fn first_failure_by_rows_is_the_first_in_order(
+            actions in proptest::collection::vec(
+                proptest::collection::vec((0u32..130, 0usize..3), 0..9),
+                1..40,
+            ),
+            met in proptest::collection::vec(any::<(u64, u64)>().prop_map(|(a, b)| a | b), 3),
+        ) {
+            use crate::ruleset::{Level, Stage};
+            let stages = [Stage::Eligibility, Stage::Applicability, Stage::Suitability];
+            let checks: Vec<Vec<Check>> = actions
+                .iter()
+                .map(|cs| {
+                    cs.iter()
+                        .map(|&(cond, k)| Check {
+                            cond,
+                            stage: stages[k],
+                            level: if k == 1 { Level::Group } else { Level::Action },
+                        })
+                        .collect()
+                })
+                .collect();
+            let table = Checks::of_lists(checks.iter().map(|c| &c[..]));
+            for (pos, cs) in checks.iter().enumerate() {
+                let want = cs.iter().find(|c| met[c.cond as usize / 64] & (1 << (c.cond % 64)) == 0);
+                let got = table.first_failure(pos, &met);
+                prop_assert_eq!(
+                    got.map(|c| (c.cond, c.stage, c.level)),
+                    want.map(|c| (c.cond, c.stage, c.level)),
+                    "action {} of checks {:?}", pos, cs
+                );
+            }
+        }
+
         /// The table by conjunct passes exactly the actions whose every
         /// conjunct is met, as testing each action does: for every channel
         /// size, both sides of each 64-action word, and needs spanning

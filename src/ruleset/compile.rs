@@ -196,6 +196,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             contact_limit,
             actions: Box::new([]),
             needs: crate::policy::Needs::default(),
+            checks: crate::policy::Checks::default(),
             volumes: Box::new([]),
             sym: 0,
         });
@@ -515,6 +516,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             .map(|(i, _)| i as u32)
             .collect();
         ch.needs = crate::policy::Needs::of(&actions, &ch.actions);
+        ch.checks = crate::policy::Checks::of(&actions, &ch.actions);
     }
 
     let experiment = main

@@ -184,6 +184,9 @@ pub(crate) struct Channel {
     /// What each of `actions` needs, in the same order (a decision's first
     /// pass reads these, not the actions).
     pub needs: crate::policy::Needs,
+    /// The checks of each of `actions`, in the same order (explanations
+    /// read these, not the actions).
+    pub checks: crate::policy::Checks,
     /// The channel name's symbol (for the built-in `channel`).
     pub sym: crate::expr::Sym,
 }
