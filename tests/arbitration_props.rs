@@ -388,6 +388,18 @@ struct Expected {
     ranked: Vec<Scored>,
     /// Removed: id → (stage, level).
     removed: Vec<(String, Stage, Level)>,
+    /// For each of `removed` removed by a condition: whether the condition
+    /// could not be evaluated (a missing attribute, an overflow), which the
+    /// explanation gives as the reason.
+    errored: Vec<Option<bool>>,
+}
+
+/// Whether condition `c` cannot be evaluated for `cust`.
+fn errs(c: usize, cust: &Cust) -> bool {
+    match CONDS.get(c) {
+        Some((_, f)) => f(cust).is_none(),
+        None => cust.age.is_none(),
+    }
 }
 
 fn met(c: usize, cust: &Cust) -> bool {
@@ -415,6 +427,7 @@ fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
                 if let Some(c) = check {
                     if !met(c, cust) {
                         out.removed.push((a.id.clone(), stage, level));
+                        out.errored.push(Some(errs(c, cust)));
                         continue 'actions;
                     }
                 }
@@ -457,6 +470,9 @@ fn expected(m: &RulesM, cust: &Cust, web: bool) -> Expected {
             .expect("finite priorities")
             .then_with(|| x.id.cmp(&y.id))
     });
+    // Whether a value that is not a finite number failed to evaluate or
+    // evaluated to NaN or an infinity, the model does not say.
+    out.errored.extend(value_removed.iter().map(|_| None));
     out.removed.extend(value_removed);
     out
 }
@@ -605,6 +621,18 @@ proptest! {
             .map(|f| (f.action().to_string(), f.stage(), f.level()))
             .collect();
         prop_assert_eq!(&removed, &want.removed, "filtered differs from the model");
+        for ((f, want), (id, ..)) in explained.filtered().zip(&want.errored).zip(&want.removed) {
+            if let Some(errored) = *want {
+                prop_assert_eq!(
+                    f.reason().is_some(),
+                    errored,
+                    "{}: reason {:?} for condition {:?}",
+                    id,
+                    f.reason(),
+                    f.condition()
+                );
+            }
+        }
         prop_assert_eq!(&got[..], &want.ranked[..want.ranked.len().min(effective)]);
     }
 }
