@@ -151,7 +151,7 @@ impl TopN {
     }
 }
 
-/// Sort all candidates into arbitration order (explain mode).
+/// Sort all candidates into arbitration order.
 pub(crate) fn sort_all(all: &mut Vec<Scored>) {
     *all = sorted(all);
 }

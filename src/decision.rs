@@ -323,10 +323,11 @@ impl Scored {
     }
 }
 
-/// Why a candidate was removed: plain data (24 bytes, no destructor), so
-/// an explanation that removes most of a large catalog writes and frees
-/// little. Text lives elsewhere: names in the rule set, the strategy's
-/// reasons in [`Decision`]'s `notes`.
+/// Why a candidate was removed: plain data (24 bytes, no destructor). A
+/// decision keeps these for the stages after the engagement policies (few
+/// candidates); the policies' removals are kept as [`PolicyRemovals`] and
+/// decoded into these as they are read. Text lives elsewhere: names in the
+/// rule set, the strategy's reasons in [`Decision`]'s `notes`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Removed {
     pub action: u32,
@@ -486,8 +487,9 @@ pub(crate) struct PolicyRemovals {
     /// The memo's words, then the passing set's (empty: not recorded).
     bits: Vec<u64>,
     memo_words: usize,
-    /// The failed conjuncts that could not be evaluated, and why (only
-    /// when explaining; the log's writer works reasons out itself).
+    /// The failed conjuncts that could not be evaluated, and why, ascending
+    /// by conjunct (only when explaining; the log's writer works reasons
+    /// out itself).
     errors: Vec<(u32, EvalError)>,
 }
 
@@ -501,6 +503,7 @@ impl PolicyRemovals {
     /// `passing` decide; `errors`: why failed conjuncts could not be
     /// evaluated.
     pub(crate) fn of(memo: &[u64], passing: &[u64], errors: Vec<(u32, EvalError)>) -> Self {
+        debug_assert!(errors.windows(2).all(|w| w[0].0 < w[1].0));
         let mut bits = Vec::with_capacity(memo.len() + passing.len());
         bits.extend_from_slice(memo);
         bits.extend_from_slice(passing);
@@ -567,11 +570,12 @@ impl Iterator for Removals<'_> {
                 debug_assert!(false, "an action that did not pass failed no check");
                 continue;
             };
+            // Ascending by conjunct, as `Checks::failed` finds them.
             let error = self
                 .errors
-                .iter()
-                .find(|(c, _)| *c == check.cond)
-                .map(|&(_, e)| e);
+                .binary_search_by_key(&check.cond, |&(c, _)| c)
+                .ok()
+                .map(|i| self.errors[i].1);
             return Some(Removed::by_condition(
                 self.actions[pos],
                 check.stage,
@@ -593,10 +597,10 @@ impl ExactSizeIterator for Removals<'_> {}
 
 impl Decision {
     /// Put the ranked survivors in arbitration order if they were left
-    /// unsorted (a decision made with the log's detail and nothing else
-    /// that reads them in order). Any other order is deliberate (an
-    /// epsilon-greedy exploration puts the explored action first) and is
-    /// kept.
+    /// unsorted (a decision made to be explained or logged, with nothing
+    /// in the decision itself that needs them in order). Any other order
+    /// is deliberate (an epsilon-greedy exploration puts the explored
+    /// action first) and is kept.
     pub(crate) fn sort_ranked(&mut self) {
         if self.ranked_unsorted {
             match self.recorded.as_mut().and_then(|r| r.sorted.take()) {

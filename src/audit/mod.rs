@@ -445,8 +445,9 @@ fn write_loop(
             }
             Some(mut item) => {
                 if let Item::Decision(d) = &mut item {
-                    // Decisions made for the log alone leave their
-                    // survivors unsorted: sorted here, off the hot path.
+                    // Decisions that nothing in the decision needed sorted
+                    // leave their survivors unsorted: sorted here, off the
+                    // hot path.
                     d.decision.sort_ranked();
                 }
                 let text = record::write_record(&item, &options.masking, &mut line);

@@ -21,10 +21,6 @@ use crate::policy::Memo;
 use crate::ruleset::{AttrType, Channel, ControlMode, Level, RuleSet, Stage, ValueFn};
 use crate::script::{Diagnostic, HookEnv, HookRun, Pick, Strategy};
 
-/// Decide on one version (loaded once by the caller).
-///
-/// With a log detail, the candidates the decision log wants are recorded
-/// whatever the request's `explain`.
 /// Engine state a live decision reads (and, with `take`, changes: volume
 /// counters). Replays read the logged state instead.
 pub(crate) struct Live<'a> {
@@ -41,6 +37,10 @@ pub(crate) struct Live<'a> {
     pub keep_memo: bool,
 }
 
+/// Decide on one version (loaded once by the caller).
+///
+/// With a log detail, the candidates the decision log wants are recorded
+/// whatever the request's `explain`.
 pub(crate) fn decide_on(
     version: crate::engine::VersionRef,
     request: &DecisionRequest,
@@ -875,9 +875,11 @@ fn control_seed(rules: &RuleSet, customer_id: &str, now: Timestamp) -> u64 {
 /// What a decision records besides the chosen actions.
 #[derive(Clone, Copy)]
 struct Record {
-    /// Every removed candidate with its stage and condition.
+    /// Every removed candidate: the engagement policies' removals as the
+    /// bits that decide them ([`PolicyRemovals`]), the later stages' with
+    /// their stage and reason.
     removed: bool,
-    /// Why a failed condition could not be evaluated (re-evaluates it).
+    /// Why failed conjuncts could not be evaluated (re-evaluates them).
     errors: bool,
     /// Which survivors the decision keeps.
     survivors: Survivors,
@@ -890,9 +892,9 @@ enum Survivors {
     TopN,
     /// Every survivor in `ranked`, sorted; `chosen` is left to the caller.
     Sorted,
-    /// Every survivor in `ranked`, unsorted (only the decision log reads
-    /// them, and its writer sorts them off the decision path), and the top
-    /// N in `chosen`.
+    /// Every survivor in `ranked`, unsorted, and the top N in `chosen`:
+    /// the decision log's writer sorts them off the decision path, an
+    /// explanation's reader on its first call to `ranked()`.
     Unsorted,
 }
 

@@ -236,11 +236,12 @@ pub fn simulate(
             continue;
         };
         let f = &mut report.funnel;
-        f.candidates += d.filtered().len() + d.ranked().len();
+        // Counts only: the ranked list need not be sorted to count it.
+        f.candidates += d.filtered().len() + d.ranked.len();
         for x in d.filtered() {
             *f.removed.entry(x.stage().as_str().to_string()).or_default() += 1;
         }
-        f.ranked += d.ranked().len();
+        f.ranked += d.ranked.len();
         f.chosen += d.actions().len();
         for a in d.actions() {
             let w = report.wins.entry(a.action().to_string()).or_default();
