@@ -109,12 +109,25 @@ fn bench_requests(
     engine: &Engine,
     requests: &[DecisionRequest],
 ) {
+    bench_requests_reading(g, id, engine, requests, |_| 0);
+}
+
+/// [`bench_requests`], with `read` run on each decision (timed too).
+fn bench_requests_reading(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    engine: &Engine,
+    requests: &[DecisionRequest],
+    read: impl Fn(&nextbest::Decision) -> usize,
+) {
     g.bench_function(id, |b| {
         let mut i = 0usize;
         b.iter(|| {
             let r = &requests[i % requests.len()];
             i = i.wrapping_add(1);
-            black_box(engine.decide(black_box(r)).expect("decide"))
+            let d = engine.decide(black_box(r)).expect("decide");
+            black_box(read(&d));
+            d
         })
     });
 }
@@ -146,16 +159,13 @@ fn decide(c: &mut Criterion) {
     // removed action failed, and sorts the ranked list, as they are read).
     for n in SIZES {
         let f = fixture(n);
-        g.bench_function(BenchmarkId::new("catalog_explain_read", n), |b| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let r = &f.explained[i % f.explained.len()];
-                i = i.wrapping_add(1);
-                let d = f.engine.decide(black_box(r)).expect("decide");
-                black_box(read_explanation(&d));
-                d
-            })
-        });
+        bench_requests_reading(
+            &mut g,
+            BenchmarkId::new("catalog_explain_read", n),
+            &f.engine,
+            &f.explained,
+            read_explanation,
+        );
     }
     {
         let f = fixture(100);

@@ -197,15 +197,7 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
         Kind::ExplainRead => {
             let engine = catalog.engine();
             let reqs = requests(&engine, &catalog, &customers, true);
-            let mut once = |i: usize| {
-                let d = engine
-                    .decide(black_box(&reqs[i % reqs.len()]))
-                    .expect("decide");
-                black_box(support::read_explanation(&d));
-            };
-            (0..reqs.len()).for_each(&mut once);
-            measured(decisions, &mut once);
-            decisions
+            decide_loop_reading(&engine, &reqs, decisions, support::read_explanation)
         }
         Kind::History(events) => {
             let engine = history_engine(&catalog, &customers, events);
@@ -363,12 +355,22 @@ fn history_engine(catalog: &Catalog, customers: &[PlainCustomer], events: usize)
 }
 
 fn decide_loop(engine: &Engine, reqs: &[DecisionRequest], decisions: usize) -> usize {
+    decide_loop_reading(engine, reqs, decisions, |_| 0)
+}
+
+/// [`decide_loop`], with `read` run on each decision (counted too).
+fn decide_loop_reading(
+    engine: &Engine,
+    reqs: &[DecisionRequest],
+    decisions: usize,
+    read: impl Fn(&nextbest::Decision) -> usize,
+) -> usize {
     let mut once = |i: usize| {
-        black_box(
-            engine
-                .decide(black_box(&reqs[i % reqs.len()]))
-                .expect("decide"),
-        );
+        let d = engine
+            .decide(black_box(&reqs[i % reqs.len()]))
+            .expect("decide");
+        black_box(read(&d));
+        black_box(d);
     };
     (0..reqs.len()).for_each(&mut once);
     measured(decisions, &mut once);

@@ -457,9 +457,12 @@ pub struct Decision {
     /// The probability that the first action was chosen first, when the
     /// learning mode makes it exact (posterior mean: 1; epsilon-greedy).
     pub(crate) selection_probability: Option<f64>,
-    /// `ranked` holds every survivor out of arbitration order: the
-    /// decision log's writer sorts them ([`Decision::sort_ranked`]), an
-    /// explanation's reader gets them sorted ([`Decision::ranked_in_order`]).
+    /// `ranked` holds every survivor out of arbitration order (a decision
+    /// explained or logged with nothing in it that needs them in order):
+    /// its readers, the log's writer included, get them sorted
+    /// ([`Decision::ranked_in_order`]). Any other order of `ranked` is
+    /// deliberate (an epsilon-greedy exploration puts the explored action
+    /// first) and is kept.
     pub(crate) ranked_unsorted: bool,
     /// What an explained or logged decision records besides its lists
     /// (boxed: a plain decision carries and drops one pointer for it).
@@ -596,21 +599,6 @@ impl Iterator for Removals<'_> {
 impl ExactSizeIterator for Removals<'_> {}
 
 impl Decision {
-    /// Put the ranked survivors in arbitration order if they were left
-    /// unsorted (a decision made to be explained or logged, with nothing
-    /// in the decision itself that needs them in order). Any other order
-    /// is deliberate (an epsilon-greedy exploration puts the explored
-    /// action first) and is kept.
-    pub(crate) fn sort_ranked(&mut self) {
-        if self.ranked_unsorted {
-            match self.recorded.as_mut().and_then(|r| r.sorted.take()) {
-                Some(sorted) => self.ranked = sorted,
-                None => crate::arbitration::sort_all(&mut self.ranked),
-            }
-            self.ranked_unsorted = false;
-        }
-    }
-
     /// The ranked survivors in arbitration order: sorted on the first
     /// call if the decision left them unsorted.
     pub(crate) fn ranked_in_order(&self) -> &[Scored] {

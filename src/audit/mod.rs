@@ -443,13 +443,10 @@ fn write_loop(
                 last_sync = Instant::now();
                 let _ = done.send(r);
             }
-            Some(mut item) => {
-                if let Item::Decision(d) = &mut item {
-                    // Decisions that nothing in the decision needed sorted
-                    // leave their survivors unsorted: sorted here, off the
-                    // hot path.
-                    d.decision.sort_ranked();
-                }
+            Some(item) => {
+                // Survivors that nothing in the decision needed sorted are
+                // sorted as the record is written (`ranked_in_order`):
+                // here, off the hot path.
                 let text = record::write_record(&item, &options.masking, &mut line);
                 match sink.write(text) {
                     Ok(()) => {
