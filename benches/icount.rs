@@ -7,7 +7,10 @@
 //! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=*measured*`,
 //! so only instructions executed inside `measured` on the deciding thread
 //! are counted (not setup, not the decision log's writer thread), and
-//! divides by the number of decisions this program prints.
+//! divides by the number of decisions this program prints. The `writer/*`
+//! workloads count the decision log's writer instead: the instructions
+//! inside `write_record` (formatting and masking one record), divided by
+//! the records written.
 //!
 //! Instruction counts are exact and repeatable where wall-clock time on a
 //! shared machine is not: the same binary on the same inputs executes the
@@ -50,6 +53,12 @@ enum Kind {
     Strategy,
     /// With a decision log (callback sink; the writer thread is not counted).
     Log,
+    /// The decision log's writer: `.ci/icount` counts the instructions in
+    /// the writer thread's record formatting (`write_record`, masking
+    /// included) instead of the deciding thread's, per record, for full
+    /// records (`candidates = "all"`). On the catalog (`Some(name)`: on a
+    /// shipped rule set, its strategy included).
+    Writer(Option<&'static str>),
     /// `decide_json` on a JSON line, then the decision serialised to JSON.
     Json,
     /// `nb_decide` through the C ABI, then `nb_buf_free`.
@@ -82,6 +91,8 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("explain_read/1000", Kind::ExplainRead, 1000),
     ("strategy/100", Kind::Strategy, 100),
     ("log/100", Kind::Log, 100),
+    ("writer/100", Kind::Writer(None), 100),
+    ("writer/retail_bank", Kind::Writer(Some("retail_bank")), 0),
     ("json/100", Kind::Json, 100),
     ("ffi/100", Kind::Ffi, 100),
     ("rules/retail_bank", Kind::Shipped("retail_bank"), 0),
@@ -145,6 +156,9 @@ fn measured(decisions: usize, decide_one: &mut dyn FnMut(usize)) {
 /// Set up a workload, warm it up, and run `decisions` decisions inside
 /// [`measured`]. Returns how many decisions were counted.
 fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
+    if let Kind::Writer(shipped) = kind {
+        return writer_loop(shipped, actions, decisions);
+    }
     if let Kind::ShippedNoStrategy(name) = kind {
         let dir = shipped_dir(name);
         let (engine, mut reqs) =
@@ -155,22 +169,8 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
     }
     if let Kind::Shipped(name) = kind {
         let dir = shipped_dir(name);
-        // The strategy's wall-clock budget raised far above what the hooks
-        // need (under callgrind they run tens of times slower), so that it
-        // never drops a hook and the counts repeat.
-        let (engine, mut reqs) = support::shipped_with(&dir, |main| {
-            main.lines()
-                .map(|l| {
-                    if l.trim_start().starts_with("time_budget_us") {
-                        "time_budget_us = 10000000"
-                    } else {
-                        l
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_else(|e| panic!("rules/{name}: {e}"));
+        let (engine, mut reqs) = support::shipped_with(&dir, generous_budget)
+            .unwrap_or_else(|e| panic!("rules/{name}: {e}"));
         let current = engine.current();
         for (hook, why) in current.rules().strategy_hooks() {
             assert!(
@@ -256,8 +256,69 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
             measured(decisions, &mut once);
             decisions
         }
-        Kind::Shipped(_) | Kind::ShippedNoStrategy(_) => unreachable!("handled above"),
+        Kind::Shipped(_) | Kind::ShippedNoStrategy(_) | Kind::Writer(_) => {
+            unreachable!("handled above")
+        }
     }
+}
+
+/// The writer workloads: decisions logged with full records to a sink that
+/// discards them. Every record the writer formats is counted (the toggle
+/// is on `write_record`, warm-up included, so first-use tables are spread
+/// over all of them): returns how many it wrote.
+fn writer_loop(shipped: Option<&str>, actions: usize, decisions: usize) -> usize {
+    let (rules, reqs) = match shipped {
+        Some(name) => {
+            let dir = shipped_dir(name);
+            let (engine, mut reqs) = support::shipped_with(&dir, generous_budget)
+                .unwrap_or_else(|e| panic!("rules/{name}: {e}"));
+            drop(engine);
+            reqs.truncate(CUSTOMERS);
+            let source = RuleSource::from_dir(&dir).expect("the rule set loads");
+            let main = generous_budget(support::main_file(&source));
+            let rules = RuleSet::compile(&source.file("ruleset.toml", main)).expect("compiles");
+            (rules, reqs)
+        }
+        None => {
+            let catalog = Catalog::generate(actions, CATALOG_SEED);
+            let customers = population(CUSTOMERS, CUSTOMER_SEED);
+            let engine = catalog.engine();
+            let reqs = requests(&engine, &catalog, &customers, false);
+            let rules = RuleSet::compile(&catalog.to_source()).expect("the catalog compiles");
+            (rules, reqs)
+        }
+    };
+    let engine = Engine::with_sink(
+        rules,
+        EngineConfig::default(),
+        Box::new(CallbackSink(|record: &str| {
+            black_box(record);
+        })),
+        LogOptions::default(),
+    )
+    .expect("the log starts");
+    let n = decide_loop(&engine, &reqs, decisions);
+    engine.flush().expect("flush");
+    let written = engine.stats().log.map_or(0, |s| s.written) as usize;
+    assert_eq!(written, n + reqs.len(), "every decision was logged");
+    written
+}
+
+/// A shipped rule set's `ruleset.toml` with the strategy's wall-clock
+/// budget raised far above what the hooks need (under callgrind they run
+/// tens of times slower), so that it never drops a hook and the counts
+/// repeat.
+fn generous_budget(main: String) -> String {
+    main.lines()
+        .map(|l| {
+            if l.trim_start().starts_with("time_budget_us") {
+                "time_budget_us = 10000000"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `rules/NAME` in this crate.

@@ -40,6 +40,9 @@ pub(crate) struct OutcomeItem {
 
 /// Write `item`'s record into `buf` (cleared first; reused across records,
 /// so a large record does not regrow a fresh buffer) and return it as text.
+/// Never inlined: `.ci/icount`'s writer workloads count the instructions
+/// inside it.
+#[inline(never)]
 pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<u8>) -> &'b str {
     buf.clear();
     let r = match item {
