@@ -158,6 +158,15 @@ pub(crate) fn sort_all(all: &mut Vec<Scored>) {
 
 /// All candidates in arbitration order.
 pub(crate) fn sorted(all: &[Scored]) -> Vec<Scored> {
+    let mut out = Vec::with_capacity(all.len());
+    sort_into(all, &mut out, &mut Vec::with_capacity(all.len()));
+    out
+}
+
+/// [`sorted`] into `out` (cleared first), with `keys` for scratch: a
+/// caller that sorts again and again reuses both.
+pub(crate) fn sort_into(all: &[Scored], out: &mut Vec<Scored>, keys: &mut Vec<u64>) {
+    out.clear();
     // The order of `Scored::ranks_before` as integers: the priority's
     // total-order bits, inverted (descending). Sorting 8-byte integers and
     // moving each candidate once beats comparing floats and swapping
@@ -169,14 +178,16 @@ pub(crate) fn sorted(all: &[Scored]) -> Vec<Scored> {
     // unstable sort has one possible result.
     const POS: u64 = 0xffff;
     if all.len() > POS as usize + 1 {
-        let mut all = all.to_vec();
-        all.sort_unstable_by_key(|s| (descending(s.priority), s.action));
-        return all;
+        out.extend_from_slice(all);
+        out.sort_unstable_by_key(|s| (descending(s.priority), s.action));
+        return;
     }
-    let mut keys: Vec<u64> = (0u64..)
-        .zip(all.iter())
-        .map(|(i, s)| (descending(s.priority) & !POS) | i)
-        .collect();
+    keys.clear();
+    keys.extend(
+        (0u64..)
+            .zip(all.iter())
+            .map(|(i, s)| (descending(s.priority) & !POS) | i),
+    );
     keys.sort_unstable();
     let mut i = 0;
     while i < keys.len() {
@@ -193,7 +204,7 @@ pub(crate) fn sorted(all: &[Scored]) -> Vec<Scored> {
         }
         i = j;
     }
-    keys.iter().map(|&k| all[(k & POS) as usize]).collect()
+    out.extend(keys.iter().map(|&k| all[(k & POS) as usize]));
 }
 
 /// Merge `more` into `sorted`, both in arbitration order, keeping that

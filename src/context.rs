@@ -40,6 +40,29 @@ impl Timestamp {
     pub fn unix_seconds(self) -> i64 {
         self.0
     }
+
+    /// The RFC 3339 text `Display` gives (`YYYY-MM-DDTHH:MM:SSZ`), without
+    /// the formatting machinery, for years 0 to 9999; `None` for the rest
+    /// (which `Display` prints as seconds).
+    pub(crate) fn rfc3339(self) -> Option<[u8; 20]> {
+        let t = time::OffsetDateTime::from_unix_timestamp(self.0).ok()?;
+        let year = u32::try_from(t.year()).ok().filter(|&y| y <= 9999)?;
+        let (h, m, s) = t.to_hms();
+        let mut out = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, u8::from(t.month()).into());
+        put(8, 2, t.day().into());
+        put(11, 2, h.into());
+        put(14, 2, m.into());
+        put(17, 2, s.into());
+        Some(out)
+    }
 }
 
 impl fmt::Display for Timestamp {

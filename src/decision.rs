@@ -266,6 +266,17 @@ impl DecisionId {
         }
         u128::from_str_radix(s, 16).ok().map(DecisionId)
     }
+
+    /// The 32 lowercase hex digits `Display` gives, without the formatting
+    /// machinery.
+    pub(crate) fn hex(self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, d) in out.iter_mut().enumerate() {
+            *d = DIGITS[((self.0 >> (4 * (31 - i))) & 0xf) as usize];
+        }
+        out
+    }
 }
 
 impl std::fmt::Display for DecisionId {

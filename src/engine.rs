@@ -929,13 +929,7 @@ impl Engine {
             full.without_candidates()
         };
         // The full decision moves to the log (no second copy).
-        log.log(crate::audit::decision_item(
-            full,
-            &request.customer_id,
-            &request.context,
-            request.limit,
-            log.detail,
-        ));
+        log.log_decision(full, &request.customer_id, &request.context, request.limit);
         Ok(user)
     }
 

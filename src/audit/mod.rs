@@ -29,7 +29,8 @@ use crate::context::{Context, Timestamp};
 use crate::decision::Decision;
 use crate::error::Error;
 use crate::outcome::Outcome;
-pub(crate) use record::{DecisionItem, Item, OutcomeItem};
+use crate::util::{Padded, Striped};
+pub(crate) use record::{DecisionItem, Item, LogTexts, OutcomeItem};
 
 /// What to do when the log's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -224,12 +225,16 @@ pub struct LogStats {
     pub errors: u64,
 }
 
+/// The log's counters. Deciding threads add to their own stripes and the
+/// writer to its own line: a count shared between them would move a cache
+/// line between their cores on every record.
 #[derive(Default)]
 struct Counters {
-    queued: AtomicU64,
-    written: AtomicU64,
-    dropped: AtomicU64,
-    errors: AtomicU64,
+    queued: Striped,
+    dropped: Striped,
+    errors: Striped,
+    /// Written by the writer thread only.
+    written: Padded<AtomicU64>,
 }
 
 /// A running decision log: the queue's sending end and the writer thread.
@@ -279,39 +284,85 @@ impl DecisionLog {
         })
     }
 
-    /// Free a few records the writer is done with (see `spent`).
-    fn free_spent(&self) {
+    /// Free a few records the writer is done with (see `spent`), and
+    /// return a decision record among them to be reused.
+    fn free_spent(&self) -> Option<Box<DecisionItem>> {
         // Another deciding thread is at it: leave them to it.
-        let Some(spent) = self.spent.try_lock() else {
-            return;
-        };
+        let spent = self.spent.try_lock()?;
+        let mut reuse = None;
         for _ in 0..SPENT_PER_DECISION {
-            if spent.try_recv().is_err() {
-                break;
+            match spent.try_recv() {
+                Ok(Item::Decision(d)) if reuse.is_none() => reuse = Some(d),
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
+        reuse
+    }
+
+    /// Log a decision: its record holds the decision (moved) and copies of
+    /// the request's customer and context, in the buffers of a record the
+    /// writer is done with when there is one (no allocation).
+    pub(crate) fn log_decision(
+        &self,
+        decision: Decision,
+        customer_id: &str,
+        context: &Context,
+        limit: Option<usize>,
+    ) {
+        if self.tx.is_none() {
+            return;
+        }
+        let item = match self.free_spent() {
+            Some(mut item) => {
+                // The old decision is dropped here, by the thread that
+                // allocated it.
+                item.decision = decision;
+                item.customer_id.clear();
+                item.customer_id.push_str(customer_id);
+                item.context.clone_from(context);
+                item.limit = limit;
+                item.detail = self.detail;
+                item
+            }
+            None => Box::new(DecisionItem {
+                decision,
+                customer_id: customer_id.to_string(),
+                context: context.clone(),
+                limit,
+                detail: self.detail,
+            }),
+        };
+        self.send(Item::Decision(item));
     }
 
     pub(crate) fn log(&self, item: Item) {
-        let Some(tx) = &self.tx else { return };
+        if self.tx.is_none() {
+            return;
+        }
         self.free_spent();
+        self.send(item);
+    }
+
+    fn send(&self, item: Item) {
+        let Some(tx) = &self.tx else { return };
         match self.when_full {
             WhenFull::Block => {
                 if tx.send(item).is_ok() {
-                    self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                    self.counters.queued.add(1);
                 } else {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters.errors.add(1);
                 }
             }
             WhenFull::Drop => match tx.try_send(item) {
                 Ok(()) => {
-                    self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                    self.counters.queued.add(1);
                 }
                 Err(TrySendError::Full(_)) => {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.counters.dropped.add(1);
                 }
                 Err(TrySendError::Disconnected(_)) => {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters.errors.add(1);
                 }
             },
         }
@@ -347,10 +398,10 @@ impl DecisionLog {
 
     pub(crate) fn stats(&self) -> LogStats {
         LogStats {
-            queued: self.counters.queued.load(Ordering::Relaxed),
-            written: self.counters.written.load(Ordering::Relaxed),
-            dropped: self.counters.dropped.load(Ordering::Relaxed),
-            errors: self.counters.errors.load(Ordering::Relaxed),
+            queued: self.counters.queued.sum(),
+            written: self.counters.written.0.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.sum(),
+            errors: self.counters.errors.sum(),
         }
     }
 }
@@ -391,6 +442,7 @@ fn write_loop(
     let mut dirty = false;
     let mut last_sync = Instant::now();
     let mut empty_polls = 0u32;
+    let mut written = 0u64;
     let sync = |sink: &mut Box<dyn Sink>, dirty: &mut bool| -> std::io::Result<()> {
         *dirty = false;
         sink.sync()
@@ -438,7 +490,7 @@ fn write_loop(
             Some(Item::Flush(done)) => {
                 let r = sync(&mut sink, &mut dirty);
                 if r.is_err() {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    counters.errors.add(1);
                 }
                 last_sync = Instant::now();
                 let _ = done.send(r);
@@ -450,11 +502,12 @@ fn write_loop(
                 let text = record::write_record(&item, &options.masking, &mut line);
                 match sink.write(text) {
                     Ok(()) => {
-                        counters.written.fetch_add(1, Ordering::Relaxed);
+                        written += 1;
+                        counters.written.0.store(written, Ordering::Relaxed);
                         dirty = true;
                     }
                     Err(_) => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        counters.errors.add(1);
                     }
                 }
                 // Freed by a deciding thread, or here when none is deciding.
@@ -469,32 +522,15 @@ fn write_loop(
                 Ok(started) => dirty = !started,
                 // Asked again an interval later.
                 Err(_) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    counters.errors.add(1);
                 }
             }
             last_sync = Instant::now();
         }
     }
     if sync(&mut sink, &mut dirty).is_err() {
-        counters.errors.fetch_add(1, Ordering::Relaxed);
+        counters.errors.add(1);
     }
-}
-
-/// Build the log item for a decision.
-pub(crate) fn decision_item(
-    decision: Decision,
-    customer_id: &str,
-    context: &Context,
-    limit: Option<usize>,
-    detail: LogDetail,
-) -> Item {
-    Item::Decision(Box::new(DecisionItem {
-        decision,
-        customer_id: customer_id.to_string(),
-        context: context.clone(),
-        limit,
-        detail,
-    }))
 }
 
 /// Build the log item for an outcome.

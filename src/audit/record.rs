@@ -99,16 +99,15 @@ fn write_decision(
     let d = &item.decision;
     let rules = d.ruleset();
     buf.extend_from_slice(b"{\"v\":");
-    num_json(buf, &FORMAT_VERSION);
+    int_json(buf, FORMAT_VERSION);
     buf.extend_from_slice(b",\"kind\":\"decision\",\"decision_id\":\"");
-    // Writing to a Vec cannot fail.
-    let _ = std::io::Write::write_fmt(buf, format_args!("{}", d.id));
+    buf.extend_from_slice(&d.id.hex());
     buf.extend_from_slice(b"\",\"timestamp\":");
     timestamp_json(buf, d.timestamp);
     buf.extend_from_slice(b",\"ruleset\":{\"name\":");
     str_json(buf, rules.name());
     buf.extend_from_slice(b",\"version\":");
-    num_json(buf, &d.version());
+    int_json(buf, d.version());
     buf.extend_from_slice(b",\"hash\":");
     str_json(buf, rules.hash());
     buf.extend_from_slice(b"},\"customer_id\":");
@@ -122,11 +121,19 @@ fn write_decision(
     buf.extend_from_slice(b",\"arm\":");
     str_json(buf, d.arm.as_str());
     buf.extend_from_slice(b",\"seed\":");
-    num_json(buf, &d.seed);
+    match d.seed {
+        Some(seed) => int_json(buf, seed),
+        None => buf.extend_from_slice(b"null"),
+    }
     buf.extend_from_slice(b",\"limit\":");
-    num_json(buf, &item.limit);
+    match item.limit {
+        Some(limit) => int_json(buf, limit),
+        None => buf.extend_from_slice(b"null"),
+    }
     buf.extend_from_slice(b",\"context\":");
-    write_context(buf, &item.context, masking);
+    let keys = (item.context.schema.fingerprint == rules.schema.fingerprint)
+        .then(|| &log_texts(rules).keys);
+    write_context(buf, &item.context, masking, keys);
     buf.extend_from_slice(b",\"masked\":[");
     let mut first = true;
     for (a, _) in given(&item.context).filter(|(a, _)| a.sensitive) {
@@ -137,7 +144,11 @@ fn write_decision(
         str_json(buf, &a.name);
     }
     buf.extend_from_slice(b"],\"detail\":");
-    num_json(buf, &item.detail);
+    buf.extend_from_slice(match item.detail {
+        super::LogDetail::All => b"\"all\"",
+        super::LogDetail::Ranked => b"\"ranked\"",
+        super::LogDetail::Chosen => b"\"chosen\"",
+    });
     buf.extend_from_slice(b",\"candidates\":");
     if item.detail == super::LogDetail::Chosen {
         write_chosen(item, buf);
@@ -153,48 +164,91 @@ fn write_decision(
         buf.extend_from_slice(ids[c.action as usize].as_bytes());
     }
     buf.push(b']');
-    // `{"selection_probability":...}` -> `,"selection_probability":...`
-    let rest = buf.len();
-    serde_json::to_writer(
-        &mut *buf,
-        &DecisionRecord {
-            item,
-            masking,
-            part: Part::Rare,
-        },
-    )?;
-    buf.truncate(buf.len() - 1);
-    if buf.len() == rest + 1 {
-        // `{`: none of them.
-        buf.truncate(rest);
-    } else {
+    if let Some(p) = d.selection_probability {
+        buf.extend_from_slice(b",\"selection_probability\":");
+        f64_json(buf, p);
+    }
+    if !d.blocked.is_empty() {
+        buf.extend_from_slice(b",\"blocked\":[");
+        for (i, b) in d.blocked.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            buf.push(b'[');
+            buf.extend_from_slice(ids[b.action as usize].as_bytes());
+            // Stage names are identifiers: nothing to escape.
+            buf.extend_from_slice(b",\"");
+            buf.extend_from_slice(b.stage.as_str().as_bytes());
+            buf.extend_from_slice(b"\",");
+            str_json(buf, b.policy_name(rules));
+            buf.push(b']');
+        }
+        buf.push(b']');
+    }
+    if !d.evidence.is_empty() {
+        buf.extend_from_slice(b",\"evidence\":[");
+        for (i, &(a, s, f)) in d.evidence.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            buf.push(b'[');
+            buf.extend_from_slice(ids[a as usize].as_bytes());
+            buf.push(b',');
+            int_json(buf, s);
+            buf.push(b',');
+            int_json(buf, f);
+            buf.push(b']');
+        }
+        buf.push(b']');
+    }
+    if !d.diagnostics.is_empty() {
+        // `{"diagnostics":...}` -> `,"diagnostics":...`
+        let rest = buf.len();
+        serde_json::to_writer(
+            &mut *buf,
+            &DecisionRecord {
+                item,
+                masking,
+                part: Part::Rare,
+            },
+        )?;
+        buf.truncate(buf.len() - 1);
         buf[rest] = b',';
     }
     buf.extend_from_slice(b",\"elapsed_ns\":");
-    num_json(buf, &d.elapsed_ns);
+    int_json(buf, d.elapsed_ns);
     buf.push(b'}');
     Ok(())
 }
 
-/// The context as [`ContextJson`] serialises it.
-fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking) {
+/// The context as [`ContextJson`] serialises it. `keys` are its
+/// attributes' `"NAME":`, if the version's schema is the context's.
+fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking, keys: Option<&Strings>) {
     buf.push(b'{');
     let mut first = true;
     for (attr, slot) in given(ctx) {
-        let masked = if attr.sensitive {
-            let Some(m) = masked_value(ctx, slot, masking) else {
-                continue;
-            };
-            Some(m)
-        } else {
-            None
+        let masked = match (attr.sensitive, masking) {
+            (false, _) => None,
+            // The same mask whatever the value.
+            (true, Masking::Fixed) => Some(std::borrow::Cow::Borrowed("***")),
+            (true, _) => {
+                let Some(m) = masked_value(ctx, slot, masking) else {
+                    continue;
+                };
+                Some(std::borrow::Cow::Owned(m))
+            }
         };
         if !first {
             buf.push(b',');
         }
         first = false;
-        str_json(buf, &attr.name);
-        buf.push(b':');
+        match keys {
+            Some(keys) => buf.extend_from_slice(keys.get(slot as usize)),
+            None => {
+                str_json(buf, &attr.name);
+                buf.push(b':');
+            }
+        }
         if let Some(m) = masked {
             str_json(buf, &m);
             continue;
@@ -202,9 +256,8 @@ fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking) {
         let (value, texts, set_items) = ctx.raw(slot);
         match *value {
             Slot::Missing => buf.extend_from_slice(b"null"),
-            Slot::Int(v) => num_json(buf, &v),
-            Slot::Float(v) if v.is_finite() => num_json(buf, &v),
-            Slot::Float(_) => buf.extend_from_slice(b"null"),
+            Slot::Int(v) => int_json(buf, v),
+            Slot::Float(v) => f64_json(buf, v),
             Slot::Bool(v) => buf.extend_from_slice(if v { b"true" } else { b"false" }),
             Slot::Str(_, t) => str_json(buf, texts.get(t)),
             Slot::Set(start, len, _) => {
@@ -236,7 +289,14 @@ fn timestamp_json(buf: &mut Vec<u8>, t: Timestamp) {
     LAST.with_borrow_mut(|(at, text)| {
         if *at != t.0 || text.is_empty() {
             text.clear();
-            str_json(text, &t.to_string());
+            match t.rfc3339() {
+                Some(digits) => {
+                    text.push(b'"');
+                    text.extend_from_slice(&digits);
+                    text.push(b'"');
+                }
+                None => str_json(text, &t.to_string()),
+            }
             *at = t.0;
         }
         buf.extend_from_slice(text);
@@ -280,8 +340,125 @@ fn plain(bytes: &[u8]) -> bool {
     found == 0
 }
 
-fn num_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
-    let _ = serde_json::to_writer(&mut *buf, v);
+/// An integer as JSON (as serde_json writes it: it uses `itoa` too).
+fn int_json(buf: &mut Vec<u8>, v: impl itoa::Integer) {
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// A float as JSON: the shortest text that reads back as the same float,
+/// or `null` when it is not finite (as serde_json writes it: it uses
+/// `zmij` too).
+fn f64_json(buf: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        buf.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        buf.extend_from_slice(b"null");
+    }
+}
+
+/// Many strings in one buffer, by index.
+#[derive(Debug, Default)]
+struct Strings {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    /// End the string being built (what was pushed to `text` since the
+    /// last one).
+    fn end(&mut self) {
+        self.ends.push(self.text.len());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+}
+
+/// A version's fixed pieces of decision records, escaped once (on the
+/// writer's first record of the version), so that writing one is mostly
+/// copying them.
+#[derive(Debug)]
+pub(crate) struct LogTexts {
+    /// Per action: `{"action":ID,"rank":`.
+    ranked: Strings,
+    /// Per action and each of its engagement checks, from `first[action]`:
+    /// `{"action":ID,"stage":"STAGE","level":"LEVEL","condition":TEXT`.
+    removed: Strings,
+    first: Box<[usize]>,
+    /// Per attribute of the version's schema: `"NAME":`.
+    keys: Strings,
+}
+
+impl LogTexts {
+    fn of(rules: &crate::RuleSet) -> LogTexts {
+        let ids = ids(rules);
+        let conds = conds(rules);
+        let mut ranked = Strings::default();
+        let mut removed = Strings::default();
+        let mut first = Vec::with_capacity(rules.actions.len());
+        for (a, id) in rules.actions.iter().zip(ids.iter()) {
+            ranked.text.extend_from_slice(b"{\"action\":");
+            ranked.text.extend_from_slice(id.as_bytes());
+            ranked.text.extend_from_slice(b",\"rank\":");
+            ranked.end();
+            first.push(removed.ends.len());
+            for c in a.checks.iter() {
+                let t = &mut removed.text;
+                t.extend_from_slice(b"{\"action\":");
+                t.extend_from_slice(id.as_bytes());
+                // Stage and level names are identifiers: nothing to escape.
+                t.extend_from_slice(b",\"stage\":\"");
+                t.extend_from_slice(c.stage.as_str().as_bytes());
+                t.extend_from_slice(b"\",\"level\":\"");
+                t.extend_from_slice(c.level.as_str().as_bytes());
+                t.extend_from_slice(b"\",\"condition\":");
+                t.extend_from_slice(conds[c.cond as usize].as_bytes());
+                removed.end();
+            }
+        }
+        let mut keys = Strings::default();
+        for attr in &rules.schema.attrs {
+            str_json(&mut keys.text, &attr.name);
+            keys.text.push(b':');
+            keys.end();
+        }
+        LogTexts {
+            ranked,
+            removed,
+            first: first.into(),
+            keys,
+        }
+    }
+
+    /// The start of the entry of a candidate removed by one of its
+    /// action's engagement checks, if `r` is one.
+    fn removed(&self, rules: &crate::RuleSet, r: &crate::decision::Removed) -> Option<&[u8]> {
+        let cond = r.cond?;
+        let a = r.action as usize;
+        let k = rules.actions[a]
+            .checks
+            .iter()
+            .position(|c| c.cond == cond && c.stage == r.stage && c.level == r.level)?;
+        Some(self.removed.get(self.first[a] + k))
+    }
+}
+
+/// A version's [`LogTexts`], built on first use.
+fn log_texts(rules: &crate::RuleSet) -> &LogTexts {
+    rules.json.log.get_or_init(|| LogTexts::of(rules))
+}
+
+/// The conditions' texts as JSON strings, built on first use.
+fn conds(rules: &crate::RuleSet) -> &[Box<str>] {
+    rules.json.conds.get_or_init(|| {
+        rules
+            .conds
+            .iter()
+            .map(|c| serde_json::to_string(&*c.text).unwrap_or_default().into())
+            .collect()
+    })
 }
 
 /// The escaped ids of a version's actions, built on first use.
@@ -300,7 +477,17 @@ fn ids(rules: &crate::RuleSet) -> &[Box<str>] {
 /// lever), and formatting a float costs about a hundred instructions. An
 /// entry is keyed by the float's bits, so it is exact whatever the action
 /// and version.
-struct ScoreMemo(Vec<MemoEntry>);
+struct ScoreMemo(Vec<MemoEntry>, Vec<Tail>);
+
+/// A ranked candidate's entry after its rank, keyed by its scores' bits
+/// and whether it was chosen: on catalogs whose scores do not depend on
+/// the customer, each action's is the same from record to record.
+#[derive(Clone, Default)]
+struct Tail {
+    key: [u64; SCORES],
+    chosen: bool,
+    text: Vec<u8>,
+}
 
 #[derive(Clone, Copy)]
 struct MemoEntry {
@@ -320,7 +507,7 @@ impl ScoreMemo {
     fn with<R>(f: impl FnOnce(&mut ScoreMemo) -> R) -> R {
         thread_local! {
             static MEMO: std::cell::RefCell<ScoreMemo> =
-                const { std::cell::RefCell::new(ScoreMemo(Vec::new())) };
+                const { std::cell::RefCell::new(ScoreMemo(Vec::new(), Vec::new())) };
         }
         MEMO.with_borrow_mut(|m| {
             if m.0.is_empty() {
@@ -332,6 +519,7 @@ impl ScoreMemo {
                         text: [0; 31],
                     },
                 );
+                m.1.resize(Self::ACTIONS, Tail::default());
             }
             f(m)
         })
@@ -349,7 +537,7 @@ impl ScoreMemo {
             return;
         }
         let start = buf.len();
-        num_json(buf, &v);
+        f64_json(buf, v);
         let text = &buf[start..];
         if text.len() <= e.text.len() {
             e.text[..text.len()].copy_from_slice(text);
@@ -359,18 +547,31 @@ impl ScoreMemo {
     }
 }
 
+/// A ranked candidate; `start` is its action's `{"action":ID,"rank":`.
 fn write_ranked(
     buf: &mut Vec<u8>,
     memo: &mut ScoreMemo,
-    id: &str,
+    start: &[u8],
     rank: usize,
     c: &crate::decision::Scored,
     chosen: bool,
 ) {
-    buf.extend_from_slice(b"{\"action\":");
-    buf.extend_from_slice(id.as_bytes());
-    buf.extend_from_slice(b",\"rank\":");
-    num_json(buf, &rank);
+    buf.extend_from_slice(start);
+    int_json(buf, rank);
+    let key = [
+        c.propensity.to_bits(),
+        c.context_weight.to_bits(),
+        c.value.to_bits(),
+        c.lever.to_bits(),
+        c.priority.to_bits(),
+    ];
+    let i = c.action as usize % ScoreMemo::ACTIONS;
+    let tail = &memo.1[i];
+    if !tail.text.is_empty() && tail.key == key && tail.chosen == chosen {
+        buf.extend_from_slice(&tail.text);
+        return;
+    }
+    let from = buf.len();
     buf.extend_from_slice(b",\"propensity\":");
     memo.write(buf, c.action, 0, c.propensity);
     buf.extend_from_slice(b",\"context_weight\":");
@@ -386,22 +587,40 @@ fn write_ranked(
     } else {
         b",\"chosen\":false}"
     });
+    let tail = &mut memo.1[i];
+    tail.key = key;
+    tail.chosen = chosen;
+    tail.text.clear();
+    tail.text.extend_from_slice(&buf[from..]);
 }
 
 /// What [`Chosen`] serialises.
 fn write_chosen(item: &DecisionItem, buf: &mut Vec<u8>) {
     let d = &item.decision;
-    let ids = ids(d.ruleset());
+    let texts = log_texts(d.ruleset());
     buf.push(b'[');
     ScoreMemo::with(|memo| {
         for (i, c) in d.chosen.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
-            write_ranked(buf, memo, &ids[c.action as usize], i + 1, c, true);
+            write_ranked(
+                buf,
+                memo,
+                texts.ranked.get(c.action as usize),
+                i + 1,
+                c,
+                true,
+            );
         }
     });
     buf.push(b']');
+}
+
+thread_local! {
+    /// The writer's buffers for sorting a decision's survivors.
+    static SORTED: std::cell::RefCell<(Vec<crate::decision::Scored>, Vec<u64>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// What [`Candidates`] serialises.
@@ -409,13 +628,8 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
     let d = &item.decision;
     let rules = d.ruleset();
     let ids = ids(rules);
-    let conds = rules.json.conds.get_or_init(|| {
-        rules
-            .conds
-            .iter()
-            .map(|c| serde_json::to_string(&*c.text).unwrap_or_default().into())
-            .collect()
-    });
+    let conds = conds(rules);
+    let texts = log_texts(rules);
     let rebound;
     let ctx = if item.context.schema.fingerprint == rules.schema.fingerprint {
         &item.context
@@ -432,14 +646,32 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
     buf.push(b'[');
     let mut first = true;
     ScoreMemo::with(|memo| {
-        for (i, c) in d.ranked_in_order().iter().enumerate() {
-            if !first {
-                buf.push(b',');
+        // Unsorted survivors are sorted here, into this thread's buffers:
+        // the decision is left as it came (its memory is the deciding
+        // thread's, which frees it).
+        SORTED.with_borrow_mut(|(sorted, keys)| {
+            let ranked: &[crate::decision::Scored] = if d.ranked_unsorted {
+                crate::arbitration::sort_into(&d.ranked, sorted, keys);
+                sorted
+            } else {
+                d.ranked_in_order()
+            };
+            for (i, c) in ranked.iter().enumerate() {
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                let chosen = d.chosen.iter().any(|x| x.action == c.action);
+                write_ranked(
+                    buf,
+                    memo,
+                    texts.ranked.get(c.action as usize),
+                    i + 1,
+                    c,
+                    chosen,
+                );
             }
-            first = false;
-            let chosen = d.chosen.iter().any(|x| x.action == c.action);
-            write_ranked(buf, memo, &ids[c.action as usize], i + 1, c, chosen);
-        }
+        });
     });
     for r in d.removals() {
         let r = &r;
@@ -447,7 +679,16 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
             buf.push(b',');
         }
         first = false;
-        let (condition, reason) = removed_detail(rules, &d.notes, env, r);
+        let (condition, reason) = removed_detail(rules, &d.notes, &env, r);
+        if let Some(start) = texts.removed(rules, r) {
+            buf.extend_from_slice(start);
+            if let Some(reason) = reason {
+                buf.extend_from_slice(b",\"reason\":");
+                reason.write(buf, rules);
+            }
+            buf.push(b'}');
+            continue;
+        }
         buf.extend_from_slice(b"{\"action\":");
         buf.extend_from_slice(ids[r.action as usize].as_bytes());
         // Stage and level names are identifiers: nothing to escape.
@@ -467,17 +708,84 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
             }
             (None, None) => {}
         }
-        if let Some(reason) = &reason {
+        if let Some(reason) = reason {
             buf.extend_from_slice(b",\"reason\":");
-            str_json(buf, reason);
+            reason.write(buf, rules);
         }
         buf.push(b'}');
     }
     buf.push(b']');
 }
 
-/// A removed candidate's condition text and reason, as the log gives them.
+/// Why a removed candidate's condition did not hold, when it says more
+/// than that it was false.
+enum Reason<'a> {
+    /// The strategy's reason, or the contact policy, limit or constraint.
+    Note(&'a str),
+    /// The condition could not be evaluated.
+    Error(EvalError),
+}
+
+impl Reason<'_> {
+    /// As a JSON string, as [`removed_detail_reference`] gives its text.
+    fn write(&self, buf: &mut Vec<u8>, rules: &crate::RuleSet) {
+        match *self {
+            Reason::Note(n) => str_json(buf, n),
+            Reason::Error(EvalError::Missing(slot)) => {
+                let name = &rules.schema.attrs[slot as usize].name;
+                if plain(name.as_bytes()) {
+                    buf.extend_from_slice(b"\"missing attribute `");
+                    buf.extend_from_slice(name.as_bytes());
+                    buf.extend_from_slice(b"`\"");
+                } else {
+                    str_json(buf, &format!("missing attribute `{name}`"));
+                }
+            }
+            Reason::Error(EvalError::Overflow) => buf.extend_from_slice(b"\"integer overflow\""),
+            Reason::Error(EvalError::DivisionByZero) => {
+                buf.extend_from_slice(b"\"division by zero\"")
+            }
+        }
+    }
+}
+
+/// A removed candidate's condition text and reason. A failed engagement
+/// condition's error is found the way explanations find it
+/// ([`crate::expr::ir::Test::error`]: a flat test can only have lacked its
+/// attribute); [`removed_detail_reference`] evaluates the condition again,
+/// and the unit tests hold every record to it.
 fn removed_detail<'a>(
+    rules: &'a crate::RuleSet,
+    notes: &'a [std::sync::Arc<str>],
+    env: &Env<'_>,
+    r: &crate::decision::Removed,
+) -> (Option<&'a str>, Option<Reason<'a>>) {
+    let (condition, error) = match r.cond {
+        Some(c) => (
+            Some(&*rules.conds[c as usize].text),
+            r.error
+                .or_else(|| rules.tests.get(c).error(env, &rules.conds)),
+        ),
+        None => match &rules.actions[r.action as usize].value {
+            crate::ruleset::ValueFn::Expr(ir, text, _)
+                if r.stage == crate::ruleset::Stage::Value =>
+            {
+                (Some(&**text), r.error.or_else(|| ir.eval(*env).err()))
+            }
+            _ => (None, None),
+        },
+    };
+    let reason = match (r.note(rules, notes), error) {
+        (Some(n), _) => Some(Reason::Note(n)),
+        (None, Some(e)) => Some(Reason::Error(e)),
+        (None, None) => None,
+    };
+    (condition, reason)
+}
+
+/// A removed candidate's condition text and reason, as the log gives them:
+/// the reference for [`removed_detail`].
+fn removed_detail_reference<'a>(
     rules: &'a crate::RuleSet,
     notes: &'a [std::sync::Arc<str>],
     env: Env<'_>,
@@ -826,7 +1134,7 @@ impl Serialize for Candidates<'_> {
         }
         for r in removals {
             let a = &rules.actions[r.action as usize];
-            let (condition, reason) = removed_detail(rules, &d.notes, env, &r);
+            let (condition, reason) = removed_detail_reference(rules, &d.notes, env, &r);
             seq.serialize_element(&RemovedJson {
                 action: &a.id,
                 removed: &r,
@@ -906,6 +1214,29 @@ mod tests {
         )) {
             let expected = bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
             proptest::prop_assert_eq!(super::plain(&bytes), expected);
+        }
+
+        /// The hand-made RFC 3339 text is `Display`'s, wherever `Display`
+        /// gives one (years 0 to 9999); the rest falls back to it.
+        #[test]
+        fn rfc3339_is_display(t in proptest::prop_oneof![
+            -70_000_000_000i64..260_000_000_000,
+            proptest::num::i64::ANY,
+            proptest::sample::select(vec![0i64, -1, -62_167_219_200, -62_167_219_201, 253_402_300_799, 253_402_300_800, 951_782_400]),
+        ]) {
+            let display = crate::Timestamp(t).to_string();
+            match crate::Timestamp(t).rfc3339() {
+                Some(text) => proptest::prop_assert_eq!(std::str::from_utf8(&text).unwrap(), display),
+                None => proptest::prop_assert!(!display.contains('T'), "{}", display),
+            }
+        }
+
+        /// The hand-made hex id is `Display`'s.
+        #[test]
+        fn hex_id_is_display(id in proptest::num::u128::ANY) {
+            let id = crate::decision::DecisionId(id);
+            let hex = id.hex();
+            proptest::prop_assert_eq!(std::str::from_utf8(&hex).unwrap(), id.to_string());
         }
 
         /// The memo gives what formatting gives, whatever repeats.
@@ -996,19 +1327,24 @@ mod tests {
     /// Every decision record written by hand equals the `Serialize` one:
     /// under `cfg(test)`, `write_record` writes an error record when they
     /// differ. Both rule sets, every channel, all three detail levels,
-    /// masking, and engine state (outcomes that make contact policies
-    /// block candidates).
+    /// both maskings, and engine state (outcomes that make contact
+    /// policies block candidates).
     #[test]
     fn hand_written_records_equal_the_serialized_ones() {
         for dir in ["rules/retail_bank", "rules/telco_care"] {
-            for detail in [LogDetail::All, LogDetail::Ranked, LogDetail::Chosen] {
+            for (detail, masking) in [
+                (LogDetail::All, Masking::KeyedHash(b"k".to_vec())),
+                (LogDetail::All, Masking::Fixed),
+                (LogDetail::Ranked, Masking::KeyedHash(b"k".to_vec())),
+                (LogDetail::Chosen, Masking::Fixed),
+            ] {
                 let sink = MemorySink::new();
                 let engine = Engine::with_sink(
                     RuleSet::from_dir(dir).unwrap(),
                     EngineConfig::default(),
                     Box::new(sink.clone()),
                     LogOptions {
-                        masking: Masking::KeyedHash(b"k".to_vec()),
+                        masking,
                         detail,
                         ..LogOptions::default()
                     },

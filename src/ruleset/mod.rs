@@ -235,6 +235,8 @@ pub(crate) struct JsonCache {
     pub ids: std::sync::OnceLock<Box<[Box<str>]>>,
     /// Per condition part, its text as a JSON string (the decision log).
     pub conds: std::sync::OnceLock<Box<[Box<str>]>>,
+    /// The decision log's fixed pieces, built by its writer.
+    pub log: std::sync::OnceLock<crate::audit::LogTexts>,
 }
 
 /// A validated, compiled, immutable rule version. Cheap to share (`Arc`),
