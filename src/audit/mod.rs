@@ -500,7 +500,7 @@ fn write_loop(
                 // sorted as the record is written (`ranked_in_order`):
                 // here, off the hot path.
                 let text = record::write_record(&item, &options.masking, &mut line);
-                match sink.write(text) {
+                match sink.write_bytes(text) {
                     Ok(()) => {
                         written += 1;
                         counters.written.0.store(written, Ordering::Relaxed);

@@ -43,7 +43,7 @@ pub(crate) struct OutcomeItem {
 /// Never inlined: `.ci/icount`'s writer workloads count the instructions
 /// inside it.
 #[inline(never)]
-pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<u8>) -> &'b str {
+pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<u8>) -> &'b [u8] {
     buf.clear();
     let r = match item {
         Item::Decision(d) => write_decision(d, masking, buf),
@@ -82,9 +82,9 @@ pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<
             );
         }
     }
-    // serde_json writes valid UTF-8 only; the check is one fast scan.
-    std::str::from_utf8(buf)
-        .unwrap_or(r#"{"v":1,"kind":"error","message":"the record was not valid UTF-8"}"#)
+    // Valid UTF-8: every piece is a `str` or ASCII (sinks that take text
+    // check it: `Sink::write_bytes`).
+    buf
 }
 
 /// A decision record: what [`DecisionRecord`] serialises, written by hand

@@ -17,6 +17,17 @@ use super::replay::{pieces, Piece, ZSTD_MAGIC};
 pub trait Sink: Send + 'static {
     /// Write one record.
     fn write(&mut self, record: &str) -> std::io::Result<()>;
+
+    /// Write one record given as bytes: the log's writer calls this one.
+    /// Records are valid UTF-8; by default they are checked and passed to
+    /// [`Sink::write`] (a record that were not would be replaced by an
+    /// error record). Sinks that store bytes override it to skip the check.
+    fn write_bytes(&mut self, record: &[u8]) -> std::io::Result<()> {
+        self.write(
+            std::str::from_utf8(record)
+                .unwrap_or(r#"{"v":1,"kind":"error","message":"the record was not valid UTF-8"}"#),
+        )
+    }
     /// Make everything written so far durable (for files: write out the
     /// buffer and fsync).
     fn sync(&mut self) -> std::io::Result<()>;
@@ -375,8 +386,14 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn write(&mut self, record: &str) -> std::io::Result<()> {
+        self.write_bytes(record.as_bytes())
+    }
+
+    /// The bytes as they are (the file holds bytes; the records the log
+    /// writes are UTF-8).
+    fn write_bytes(&mut self, record: &[u8]) -> std::io::Result<()> {
         if let Some(z) = &mut self.zstd {
-            z.pending.extend_from_slice(record.as_bytes());
+            z.pending.extend_from_slice(record);
             z.pending.push(b'\n');
             if z.pending.len() >= FRAME_BYTES {
                 self.end_frame()?;
@@ -386,7 +403,7 @@ impl Sink for FileSink {
         if self.size > 0 && self.size + record.len() as u64 + 1 > self.max_bytes {
             self.rotate()?;
         }
-        self.file.write_all(record.as_bytes())?;
+        self.file.write_all(record)?;
         self.file.write_all(b"\n")?;
         self.size += record.len() as u64 + 1;
         self.unsynced += record.len() as u64 + 1;
