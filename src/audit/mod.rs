@@ -302,7 +302,7 @@ impl DecisionLog {
 
     /// Log a decision: its record holds the decision (moved) and copies of
     /// the request's customer and context, in the buffers of a record the
-    /// writer is done with when there is one (no allocation).
+    /// writer is done with when there is one (allocating only to grow them).
     pub(crate) fn log_decision(
         &self,
         decision: Decision,
@@ -315,8 +315,8 @@ impl DecisionLog {
         }
         let item = match self.free_spent() {
             Some(mut item) => {
-                // The old decision is dropped here, by the thread that
-                // allocated it.
+                // The old decision is dropped here, by a deciding thread
+                // (not the writer).
                 item.decision = decision;
                 item.customer_id.clear();
                 item.customer_id.push_str(customer_id);
@@ -497,8 +497,8 @@ fn write_loop(
             }
             Some(item) => {
                 // Survivors that nothing in the decision needed sorted are
-                // sorted as the record is written (`ranked_in_order`):
-                // here, off the hot path.
+                // sorted as the record is written (into the writer's own
+                // buffers): here, off the hot path.
                 let text = record::write_record(&item, &options.masking, &mut line);
                 match sink.write_bytes(text) {
                     Ok(()) => {

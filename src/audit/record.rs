@@ -39,7 +39,7 @@ pub(crate) struct OutcomeItem {
 }
 
 /// Write `item`'s record into `buf` (cleared first; reused across records,
-/// so a large record does not regrow a fresh buffer) and return it as text.
+/// so a large record does not regrow a fresh buffer) and return it (UTF-8).
 /// Never inlined: `.ci/icount`'s writer workloads count the instructions
 /// inside it.
 #[inline(never)]
@@ -89,8 +89,8 @@ pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<
 
 /// A decision record: what [`DecisionRecord`] serialises, written by hand
 /// (serde's map serialiser escapes every key byte by byte, and the keys
-/// here are fixed). The rare fields (blocked candidates, learning
-/// evidence, diagnostics) are serialised by serde.
+/// here are fixed). Only the strategy's diagnostics are serialised by
+/// serde.
 fn write_decision(
     item: &DecisionItem,
     masking: &Masking,
@@ -131,8 +131,9 @@ fn write_decision(
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"context\":");
-    let keys = (item.context.schema.fingerprint == rules.schema.fingerprint)
-        .then(|| &log_texts(rules).keys);
+    let keys = (item.context.schema.fingerprint == rules.schema.fingerprint
+        && item.context.schema.attrs.len() == rules.schema.attrs.len())
+    .then(|| &log_texts(rules).keys);
     write_context(buf, &item.context, masking, keys);
     buf.extend_from_slice(b",\"masked\":[");
     let mut first = true;
@@ -384,17 +385,22 @@ pub(crate) struct LogTexts {
     /// Per action: `{"action":ID,"rank":`.
     ranked: Strings,
     /// Per action and each of its engagement checks, from `first[action]`:
-    /// `{"action":ID,"stage":"STAGE","level":"LEVEL","condition":TEXT`.
+    /// `{"action":ID,"stage":"STAGE","level":"LEVEL","condition":` (the
+    /// condition's text is `conds`': a group's would be copied into every
+    /// action of the group).
     removed: Strings,
     first: Box<[usize]>,
     /// Per attribute of the version's schema: `"NAME":`.
     keys: Strings,
+    /// Per condition part that cannot fail on present values
+    /// ([`crate::expr::Fallible`]), the slots it reads: it failed to
+    /// evaluate only if one of them is missing.
+    total: Box<[Option<Box<[u16]>>]>,
 }
 
 impl LogTexts {
     fn of(rules: &crate::RuleSet) -> LogTexts {
         let ids = ids(rules);
-        let conds = conds(rules);
         let mut ranked = Strings::default();
         let mut removed = Strings::default();
         let mut first = Vec::with_capacity(rules.actions.len());
@@ -414,7 +420,6 @@ impl LogTexts {
                 t.extend_from_slice(b"\",\"level\":\"");
                 t.extend_from_slice(c.level.as_str().as_bytes());
                 t.extend_from_slice(b"\",\"condition\":");
-                t.extend_from_slice(conds[c.cond as usize].as_bytes());
                 removed.end();
             }
         }
@@ -424,11 +429,24 @@ impl LogTexts {
             keys.text.push(b':');
             keys.end();
         }
+        let total = rules
+            .conds
+            .iter()
+            .map(|c| {
+                use crate::expr::{Fallible, Reads};
+                (!c.ir.fallible()).then(|| {
+                    let mut reads = Vec::new();
+                    c.ir.reads(&mut reads);
+                    reads.into()
+                })
+            })
+            .collect();
         LogTexts {
             ranked,
             removed,
             first: first.into(),
             keys,
+            total,
         }
     }
 
@@ -476,7 +494,7 @@ fn ids(rules: &crate::RuleSet) -> &[Box<str>] {
 /// one decision to the next (a starting propensity, a fixed value or
 /// lever), and formatting a float costs about a hundred instructions. An
 /// entry is keyed by the float's bits, so it is exact whatever the action
-/// and version.
+/// and version. Per action too, the whole entry after its rank ([`Tail`]).
 struct ScoreMemo(Vec<MemoEntry>, Vec<Tail>);
 
 /// A ranked candidate's entry after its rank, keyed by its scores' bits
@@ -679,9 +697,11 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
             buf.push(b',');
         }
         first = false;
-        let (condition, reason) = removed_detail(rules, &d.notes, &env, r);
+        let (condition, reason) = removed_detail(rules, texts, &d.notes, &env, r);
         if let Some(start) = texts.removed(rules, r) {
             buf.extend_from_slice(start);
+            // `removed` gives a start only to entries with a condition.
+            buf.extend_from_slice(conds[r.cond.unwrap_or_default() as usize].as_bytes());
             if let Some(reason) = reason {
                 buf.extend_from_slice(b",\"reason\":");
                 reason.write(buf, rules);
@@ -750,12 +770,15 @@ impl Reason<'_> {
 }
 
 /// A removed candidate's condition text and reason. A failed engagement
-/// condition's error is found the way explanations find it
+/// condition is evaluated again only if it can have failed to evaluate: it
+/// reads a missing attribute, or has an operation that can fail
+/// (`LogTexts::total`); then as explanations do
 /// ([`crate::expr::ir::Test::error`]: a flat test can only have lacked its
-/// attribute); [`removed_detail_reference`] evaluates the condition again,
-/// and the unit tests hold every record to it.
+/// attribute). [`removed_detail_reference`] evaluates every condition
+/// again, and the unit tests hold every record to it.
 fn removed_detail<'a>(
     rules: &'a crate::RuleSet,
+    texts: &LogTexts,
     notes: &'a [std::sync::Arc<str>],
     env: &Env<'_>,
     r: &crate::decision::Removed,
@@ -763,8 +786,17 @@ fn removed_detail<'a>(
     let (condition, error) = match r.cond {
         Some(c) => (
             Some(&*rules.conds[c as usize].text),
-            r.error
-                .or_else(|| rules.tests.get(c).error(env, &rules.conds)),
+            r.error.or_else(|| match &texts.total[c as usize] {
+                // Every slot it reads is there: it was false, not failed.
+                Some(reads)
+                    if reads
+                        .iter()
+                        .all(|&s| env.ctx.slots[s as usize] != Slot::Missing) =>
+                {
+                    None
+                }
+                _ => rules.tests.get(c).error(env, &rules.conds),
+            }),
         ),
         None => match &rules.actions[r.action as usize].value {
             crate::ruleset::ValueFn::Expr(ir, text, _)
@@ -845,8 +877,8 @@ enum Part {
     /// All of them (the reference for the hand-written record).
     #[cfg_attr(not(test), allow(dead_code))]
     All,
-    /// Only the optional ones after `actions` and before `elapsed_ns`
-    /// (the hand-written record leaves them to serde).
+    /// Only the diagnostics and the hooks that timed out (the
+    /// hand-written record leaves them to serde).
     Rare,
 }
 
@@ -902,12 +934,12 @@ impl Serialize for DecisionRecord<'_> {
             }
             m.serialize_entry("actions", &d.action_ids())?;
         }
-        if let Some(p) = d.selection_probability {
+        if let Some(p) = d.selection_probability.filter(|_| all) {
             m.serialize_entry("selection_probability", &p)?;
         }
         // What engine state (history, counters, learning) contributed: a
         // replay cannot recompute it from the context.
-        if !d.blocked.is_empty() {
+        if all && !d.blocked.is_empty() {
             let blocked: Vec<(&str, &str, &str)> = d
                 .blocked
                 .iter()
@@ -921,7 +953,7 @@ impl Serialize for DecisionRecord<'_> {
                 .collect();
             m.serialize_entry("blocked", &blocked)?;
         }
-        if !d.evidence.is_empty() {
+        if all && !d.evidence.is_empty() {
             let evidence: Vec<(&str, u32, u32)> = d
                 .evidence
                 .iter()
@@ -1322,6 +1354,58 @@ mod tests {
             got.iter().any(|r| !r.contains("selection_probability")),
             "no record without the rare fields"
         );
+    }
+
+    /// A decision whose strategy failed (its operations budget cut to
+    /// nothing) has diagnostics, learning evidence and selection
+    /// probabilities in one record, each once, as the reference writes it.
+    #[test]
+    fn records_with_diagnostics_have_each_field_once() {
+        let source = crate::RuleSource::from_dir("rules/retail_bank").unwrap();
+        let main = std::fs::read_to_string("rules/retail_bank/ruleset.toml").unwrap();
+        assert!(main.contains("max_operations = 20000"));
+        let source = source.file(
+            "ruleset.toml",
+            main.replace("max_operations = 20000", "max_operations = 5"),
+        );
+        let sink = MemorySink::new();
+        let engine = Engine::with_sink(
+            RuleSet::compile(&source).unwrap(),
+            EngineConfig::default(),
+            Box::new(sink.clone()),
+            LogOptions::default(),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string("rules/retail_bank/customers.jsonl").unwrap();
+        for line in text.lines().take(20) {
+            let c: serde_json::Value = serde_json::from_str(line).unwrap();
+            let req = serde_json::json!({
+                "customer_id": c["customer_id"],
+                "channel": "call_center",
+                "context": c["context"],
+                "now": "2026-11-23T10:00:00Z",
+            });
+            engine.decide_json(&req.to_string()).unwrap();
+        }
+        engine.flush().unwrap();
+        let got = sink.records();
+        assert_eq!(got.len(), 20);
+        for r in &got {
+            assert!(!r.contains(r#""kind":"error""#), "{r}");
+            assert!(r.contains(r#""diagnostics":"#), "no diagnostics: {r}");
+            for key in [
+                "evidence",
+                "diagnostics",
+                "selection_probability",
+                "elapsed_ns",
+            ] {
+                assert!(
+                    r.matches(&format!("\"{key}\":")).count() <= 1,
+                    "{key} twice: {r}"
+                );
+            }
+        }
+        assert!(got.iter().any(|r| r.contains(r#""evidence":"#)));
     }
 
     /// Every decision record written by hand equals the `Serialize` one:

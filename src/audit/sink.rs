@@ -362,6 +362,10 @@ impl FileSink {
         z.pending.clear();
         self.size += z.frame.len() as u64;
         self.unsynced += z.frame.len() as u64;
+        if self.unsynced >= SYNC_BYTES {
+            self.syncer.start_if_idle(self.file.get_ref());
+            self.unsynced = 0;
+        }
         if self.size >= self.max_bytes {
             self.rotate()?;
         }
@@ -408,10 +412,13 @@ impl Sink for FileSink {
         self.size += record.len() as u64 + 1;
         self.unsynced += record.len() as u64 + 1;
         if self.unsynced >= SYNC_BYTES {
-            // What is buffered goes to the file first. Started or not
-            // (one is running), the next try is SYNC_BYTES later.
-            self.file.flush()?;
-            self.syncer.start_if_idle(self.file.get_ref());
+            // What is buffered goes to the file first (this record is
+            // written either way: a failure here is the next sync's to
+            // report). Started or not (one is running), the next try is
+            // SYNC_BYTES later.
+            if self.file.flush().is_ok() {
+                self.syncer.start_if_idle(self.file.get_ref());
+            }
             self.unsynced = 0;
         }
         Ok(())

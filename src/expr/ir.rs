@@ -821,6 +821,67 @@ impl StrIr {
     }
 }
 
+/// Whether a compiled expression has an operation that can fail on values
+/// that are all present: integer arithmetic, negation or absolute value
+/// (overflow, division by zero) and `days_since`/`hours_since` (overflow).
+/// Without one, evaluating it fails only if a slot it [`Reads`] is missing
+/// (a bound context holds each attribute's own type or nothing): the
+/// decision log's writer then need not evaluate it to know it did not.
+pub(crate) trait Fallible {
+    fn fallible(&self) -> bool;
+}
+
+impl Fallible for BoolIr {
+    fn fallible(&self) -> bool {
+        match self {
+            BoolIr::Const(_)
+            | BoolIr::Attr(_)
+            | BoolIr::CmpIntConst(..)
+            | BoolIr::CmpFloatConst(..) => false,
+            BoolIr::Not(e) | BoolIr::BoolInList(e, _, _) => e.fallible(),
+            BoolIr::And(p) | BoolIr::Or(p) | BoolIr::CmpBool(_, p) => {
+                p.0.fallible() || p.1.fallible()
+            }
+            BoolIr::CmpInt(_, p) => p.0.fallible() || p.1.fallible(),
+            BoolIr::CmpFloat(_, p) => p.0.fallible() || p.1.fallible(),
+            BoolIr::StrEq(..) | BoolIr::StrInList(..) | BoolIr::SetContains(..) => false,
+            BoolIr::IntInList(e, _) | BoolIr::IntInMixedList(e, _) => e.fallible(),
+            BoolIr::FloatInList(e, _) => e.fallible(),
+        }
+    }
+}
+
+impl Fallible for IntIr {
+    fn fallible(&self) -> bool {
+        match self {
+            IntIr::Const(_)
+            | IntIr::Attr(_)
+            | IntIr::Time(_)
+            | IntIr::LenSet(_)
+            | IntIr::LenStr(_) => false,
+            IntIr::Neg(_)
+            | IntIr::Abs(_)
+            | IntIr::Arith(..)
+            | IntIr::DaysSince(_)
+            | IntIr::HoursSince(_) => true,
+            IntIr::Min(p) | IntIr::Max(p) => p.0.fallible() || p.1.fallible(),
+        }
+    }
+}
+
+impl Fallible for FloatIr {
+    fn fallible(&self) -> bool {
+        match self {
+            FloatIr::Const(_) | FloatIr::Attr(_) => false,
+            FloatIr::FromInt(e) => e.fallible(),
+            FloatIr::Neg(e) | FloatIr::Abs(e) => e.fallible(),
+            FloatIr::Arith(_, p) | FloatIr::Min(p) | FloatIr::Max(p) => {
+                p.0.fallible() || p.1.fallible()
+            }
+        }
+    }
+}
+
 /// Every context slot a compiled expression reads (for "which attributes
 /// does this rule version use").
 pub(crate) trait Reads {

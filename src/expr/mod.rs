@@ -19,7 +19,7 @@ pub(crate) mod parser;
 use std::fmt;
 
 pub(crate) use compile::{Scope, CHANNEL};
-pub(crate) use ir::{Affine, BoolIr, Env, EvalError, FloatIr, Reads, Sym};
+pub(crate) use ir::{Affine, BoolIr, Env, EvalError, Fallible, FloatIr, Reads, Sym};
 pub(crate) use lexer::Span;
 use parser::{Ast, AstKind, BinOp};
 
