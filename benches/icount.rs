@@ -219,15 +219,7 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
         }
         Kind::Log => {
             let rules = RuleSet::compile(&catalog.to_source()).expect("the catalog compiles");
-            let engine = Engine::with_sink(
-                rules,
-                EngineConfig::default(),
-                Box::new(CallbackSink(|record: &str| {
-                    black_box(record);
-                })),
-                LogOptions::default(),
-            )
-            .expect("the log starts");
+            let engine = discarding_log(rules);
             let reqs = requests(&engine, &catalog, &customers, false);
             let n = decide_loop(&engine, &reqs, decisions);
             engine.flush().expect("flush");
@@ -288,7 +280,18 @@ fn writer_loop(shipped: Option<&str>, actions: usize, decisions: usize) -> usize
             (rules, reqs)
         }
     };
-    let engine = Engine::with_sink(
+    let engine = discarding_log(rules);
+    let n = decide_loop(&engine, &reqs, decisions);
+    engine.flush().expect("flush");
+    let written = engine.stats().log.map_or(0, |s| s.written) as usize;
+    assert_eq!(written, n + reqs.len(), "every decision was logged");
+    written
+}
+
+/// An engine deciding on `rules` whose decision log (default options)
+/// hands every record to a callback that discards it.
+fn discarding_log(rules: RuleSet) -> Engine {
+    Engine::with_sink(
         rules,
         EngineConfig::default(),
         Box::new(CallbackSink(|record: &str| {
@@ -296,12 +299,7 @@ fn writer_loop(shipped: Option<&str>, actions: usize, decisions: usize) -> usize
         })),
         LogOptions::default(),
     )
-    .expect("the log starts");
-    let n = decide_loop(&engine, &reqs, decisions);
-    engine.flush().expect("flush");
-    let written = engine.stats().log.map_or(0, |s| s.written) as usize;
-    assert_eq!(written, n + reqs.len(), "every decision was logged");
-    written
+    .expect("the log starts")
 }
 
 /// A shipped rule set's `ruleset.toml` with the strategy's wall-clock

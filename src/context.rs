@@ -156,10 +156,25 @@ pub(crate) struct Texts {
 }
 
 impl Texts {
-    fn push(&mut self, s: &str) -> u32 {
+    /// Add `s`; returns its number.
+    pub(crate) fn push(&mut self, s: &str) -> u32 {
         self.buf.push_str(s);
         self.ends.push(self.buf.len() as u32);
         self.ends.len() as u32 - 1
+    }
+
+    /// How many strings.
+    pub(crate) fn len(&self) -> u32 {
+        self.ends.len() as u32
+    }
+
+    /// String number `t`'s bytes (no check that its ends are character
+    /// boundaries, which they are).
+    #[inline]
+    pub(crate) fn bytes(&self, t: u32) -> &[u8] {
+        let t = t as usize;
+        let start = if t == 0 { 0 } else { self.ends[t - 1] as usize };
+        &self.buf.as_bytes()[start..self.ends[t] as usize]
     }
 
     /// String number `t`.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::sync::mpsc::SyncSender;
 
 use super::Masking;
-use crate::context::{Context, Slot, Timestamp, Value};
+use crate::context::{Context, Slot, Texts, Timestamp, Value};
 use crate::decision::Decision;
 use crate::expr::{Env, EvalError};
 use crate::outcome::Outcome;
@@ -157,12 +157,12 @@ fn write_decision(
         write_candidates(item, buf);
     }
     buf.extend_from_slice(b",\"actions\":[");
-    let ids = ids(rules);
+    let texts = log_texts(rules);
     for (i, c) in d.chosen.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        buf.extend_from_slice(ids[c.action as usize].as_bytes());
+        buf.extend_from_slice(texts.id(c.action));
     }
     buf.push(b']');
     if let Some(p) = d.selection_probability {
@@ -176,7 +176,7 @@ fn write_decision(
                 buf.push(b',');
             }
             buf.push(b'[');
-            buf.extend_from_slice(ids[b.action as usize].as_bytes());
+            buf.extend_from_slice(texts.id(b.action));
             // Stage names are identifiers: nothing to escape.
             buf.extend_from_slice(b",\"");
             buf.extend_from_slice(b.stage.as_str().as_bytes());
@@ -193,7 +193,7 @@ fn write_decision(
                 buf.push(b',');
             }
             buf.push(b'[');
-            buf.extend_from_slice(ids[a as usize].as_bytes());
+            buf.extend_from_slice(texts.id(a));
             buf.push(b',');
             int_json(buf, s);
             buf.push(b',');
@@ -224,7 +224,7 @@ fn write_decision(
 
 /// The context as [`ContextJson`] serialises it. `keys` are its
 /// attributes' `"NAME":`, if the version's schema is the context's.
-fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking, keys: Option<&Strings>) {
+fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking, keys: Option<&Texts>) {
     buf.push(b'{');
     let mut first = true;
     for (attr, slot) in given(ctx) {
@@ -244,7 +244,7 @@ fn write_context(buf: &mut Vec<u8>, ctx: &Context, masking: &Masking, keys: Opti
         }
         first = false;
         match keys {
-            Some(keys) => buf.extend_from_slice(keys.get(slot as usize)),
+            Some(keys) => buf.extend_from_slice(keys.bytes(slot.into())),
             None => {
                 str_json(buf, &attr.name);
                 buf.push(b':');
@@ -357,79 +357,65 @@ fn f64_json(buf: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// Many strings in one buffer, by index.
-#[derive(Debug, Default)]
-struct Strings {
-    text: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Strings {
-    /// End the string being built (what was pushed to `text` since the
-    /// last one).
-    fn end(&mut self) {
-        self.ends.push(self.text.len());
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
-    }
-}
-
 /// A version's fixed pieces of decision records, escaped once (on the
 /// writer's first record of the version), so that writing one is mostly
 /// copying them.
 #[derive(Debug)]
 pub(crate) struct LogTexts {
+    /// Per action, its id as a JSON string.
+    ids: Box<[Box<str>]>,
+    /// Per condition part, its text as a JSON string.
+    conds: Box<[Box<str>]>,
     /// Per action: `{"action":ID,"rank":`.
-    ranked: Strings,
+    ranked: Texts,
     /// Per action and each of its engagement checks, from `first[action]`:
     /// `{"action":ID,"stage":"STAGE","level":"LEVEL","condition":` (the
-    /// condition's text is `conds`': a group's would be copied into every
-    /// action of the group).
-    removed: Strings,
-    first: Box<[usize]>,
+    /// condition's text is in `conds`: a group's would be copied into
+    /// every action of the group).
+    removed: Texts,
+    first: Box<[u32]>,
     /// Per attribute of the version's schema: `"NAME":`.
-    keys: Strings,
+    keys: Texts,
     /// Per condition part that cannot fail on present values
     /// ([`crate::expr::Fallible`]), the slots it reads: it failed to
     /// evaluate only if one of them is missing.
     total: Box<[Option<Box<[u16]>>]>,
 }
 
+/// A JSON string (writing to a String cannot fail).
+fn json(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
 impl LogTexts {
     fn of(rules: &crate::RuleSet) -> LogTexts {
-        let ids = ids(rules);
-        let mut ranked = Strings::default();
-        let mut removed = Strings::default();
+        let mut t = LogTexts {
+            ids: rules.actions.iter().map(|a| json(&a.id).into()).collect(),
+            conds: rules.conds.iter().map(|c| json(&c.text).into()).collect(),
+            ranked: Texts::default(),
+            removed: Texts::default(),
+            first: Box::default(),
+            keys: Texts::default(),
+            total: Box::default(),
+        };
         let mut first = Vec::with_capacity(rules.actions.len());
-        for (a, id) in rules.actions.iter().zip(ids.iter()) {
-            ranked.text.extend_from_slice(b"{\"action\":");
-            ranked.text.extend_from_slice(id.as_bytes());
-            ranked.text.extend_from_slice(b",\"rank\":");
-            ranked.end();
-            first.push(removed.ends.len());
+        for (a, id) in rules.actions.iter().zip(t.ids.iter()) {
+            t.ranked.push(&format!("{{\"action\":{id},\"rank\":"));
+            first.push(t.removed.len());
             for c in a.checks.iter() {
-                let t = &mut removed.text;
-                t.extend_from_slice(b"{\"action\":");
-                t.extend_from_slice(id.as_bytes());
                 // Stage and level names are identifiers: nothing to escape.
-                t.extend_from_slice(b",\"stage\":\"");
-                t.extend_from_slice(c.stage.as_str().as_bytes());
-                t.extend_from_slice(b"\",\"level\":\"");
-                t.extend_from_slice(c.level.as_str().as_bytes());
-                t.extend_from_slice(b"\",\"condition\":");
-                removed.end();
+                t.removed.push(&format!(
+                    "{{\"action\":{id},\"stage\":\"{}\",\"level\":\"{}\",\"condition\":",
+                    c.stage.as_str(),
+                    c.level.as_str()
+                ));
             }
         }
-        let mut keys = Strings::default();
+        t.first = first.into();
         for attr in &rules.schema.attrs {
-            str_json(&mut keys.text, &attr.name);
-            keys.text.push(b':');
-            keys.end();
+            t.keys.push(&format!("{}:", json(&attr.name)));
         }
-        let total = rules
+        t.total = rules
             .conds
             .iter()
             .map(|c| {
@@ -441,13 +427,22 @@ impl LogTexts {
                 })
             })
             .collect();
-        LogTexts {
-            ranked,
-            removed,
-            first: first.into(),
-            keys,
-            total,
-        }
+        t
+    }
+
+    /// Action `a`'s id as a JSON string.
+    fn id(&self, a: u32) -> &[u8] {
+        self.ids[a as usize].as_bytes()
+    }
+
+    /// Condition part `c`'s text as a JSON string.
+    fn cond(&self, c: u32) -> &[u8] {
+        self.conds[c as usize].as_bytes()
+    }
+
+    /// Action `a`'s `{"action":ID,"rank":`.
+    fn ranked(&self, a: u32) -> &[u8] {
+        self.ranked.bytes(a)
     }
 
     /// The start of the entry of a candidate removed by one of its
@@ -459,35 +454,13 @@ impl LogTexts {
             .checks
             .iter()
             .position(|c| c.cond == cond && c.stage == r.stage && c.level == r.level)?;
-        Some(self.removed.get(self.first[a] + k))
+        Some(self.removed.bytes(self.first[a] + k as u32))
     }
 }
 
 /// A version's [`LogTexts`], built on first use.
 fn log_texts(rules: &crate::RuleSet) -> &LogTexts {
     rules.json.log.get_or_init(|| LogTexts::of(rules))
-}
-
-/// The conditions' texts as JSON strings, built on first use.
-fn conds(rules: &crate::RuleSet) -> &[Box<str>] {
-    rules.json.conds.get_or_init(|| {
-        rules
-            .conds
-            .iter()
-            .map(|c| serde_json::to_string(&*c.text).unwrap_or_default().into())
-            .collect()
-    })
-}
-
-/// The escaped ids of a version's actions, built on first use.
-fn ids(rules: &crate::RuleSet) -> &[Box<str>] {
-    rules.json.ids.get_or_init(|| {
-        rules
-            .actions
-            .iter()
-            .map(|a| serde_json::to_string(&*a.id).unwrap_or_default().into())
-            .collect()
-    })
 }
 
 /// Formatted scores, keyed by action and field: scores mostly repeat from
@@ -622,14 +595,7 @@ fn write_chosen(item: &DecisionItem, buf: &mut Vec<u8>) {
             if i > 0 {
                 buf.push(b',');
             }
-            write_ranked(
-                buf,
-                memo,
-                texts.ranked.get(c.action as usize),
-                i + 1,
-                c,
-                true,
-            );
+            write_ranked(buf, memo, texts.ranked(c.action), i + 1, c, true);
         }
     });
     buf.push(b']');
@@ -645,8 +611,6 @@ thread_local! {
 fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
     let d = &item.decision;
     let rules = d.ruleset();
-    let ids = ids(rules);
-    let conds = conds(rules);
     let texts = log_texts(rules);
     let rebound;
     let ctx = if item.context.schema.fingerprint == rules.schema.fingerprint {
@@ -680,14 +644,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
                 }
                 first = false;
                 let chosen = d.chosen.iter().any(|x| x.action == c.action);
-                write_ranked(
-                    buf,
-                    memo,
-                    texts.ranked.get(c.action as usize),
-                    i + 1,
-                    c,
-                    chosen,
-                );
+                write_ranked(buf, memo, texts.ranked(c.action), i + 1, c, chosen);
             }
         });
     });
@@ -701,7 +658,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
         if let Some(start) = texts.removed(rules, r) {
             buf.extend_from_slice(start);
             // `removed` gives a start only to entries with a condition.
-            buf.extend_from_slice(conds[r.cond.unwrap_or_default() as usize].as_bytes());
+            buf.extend_from_slice(texts.cond(r.cond.unwrap_or_default()));
             if let Some(reason) = reason {
                 buf.extend_from_slice(b",\"reason\":");
                 reason.write(buf, rules);
@@ -710,7 +667,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
             continue;
         }
         buf.extend_from_slice(b"{\"action\":");
-        buf.extend_from_slice(ids[r.action as usize].as_bytes());
+        buf.extend_from_slice(texts.id(r.action));
         // Stage and level names are identifiers: nothing to escape.
         buf.extend_from_slice(b",\"stage\":\"");
         buf.extend_from_slice(r.stage.as_str().as_bytes());
@@ -720,7 +677,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
         match (r.cond, condition) {
             (Some(c), _) => {
                 buf.extend_from_slice(b",\"condition\":");
-                buf.extend_from_slice(conds[c as usize].as_bytes());
+                buf.extend_from_slice(texts.cond(c));
             }
             (None, Some(c)) => {
                 buf.extend_from_slice(b",\"condition\":");
@@ -1291,6 +1248,20 @@ mod tests {
     use crate::audit::{LogDetail, LogOptions, Masking, MemorySink};
     use crate::{DecisionRequest, Engine, EngineConfig, Outcome, OutcomeKind, RuleSet, Timestamp};
 
+    /// An engine deciding on `rules` whose log keeps its records in memory
+    /// (and, under `cfg(test)`, checks each against the reference).
+    fn logging(rules: RuleSet, options: LogOptions) -> (Engine, MemorySink) {
+        let sink = MemorySink::new();
+        let engine = Engine::with_sink(
+            rules,
+            EngineConfig::default(),
+            Box::new(sink.clone()),
+            options,
+        )
+        .unwrap();
+        (engine, sink)
+    }
+
     /// The record's rarer fields, also compared with the `Serialize` one:
     /// an experiment (its name, the challenger and control arms, the
     /// control's logged seed), epsilon-greedy's selection probability,
@@ -1308,14 +1279,7 @@ mod tests {
             .file("ruleset.toml", format!("{main}{experiment}"))
             .file("actions/actions.toml", actions)
             .challenger(challenger);
-        let sink = MemorySink::new();
-        let engine = Engine::with_sink(
-            RuleSet::compile(&source).unwrap(),
-            EngineConfig::default(),
-            Box::new(sink.clone()),
-            LogOptions::default(),
-        )
-        .unwrap();
+        let (engine, sink) = logging(RuleSet::compile(&source).unwrap(), LogOptions::default());
         let reasons = ["billing", "cancel\\\"la\\\\tion", "\\u0001x", "caf\u{e9}"];
         for i in 0..200 {
             let req = format!(
@@ -1368,14 +1332,7 @@ mod tests {
             "ruleset.toml",
             main.replace("max_operations = 20000", "max_operations = 5"),
         );
-        let sink = MemorySink::new();
-        let engine = Engine::with_sink(
-            RuleSet::compile(&source).unwrap(),
-            EngineConfig::default(),
-            Box::new(sink.clone()),
-            LogOptions::default(),
-        )
-        .unwrap();
+        let (engine, sink) = logging(RuleSet::compile(&source).unwrap(), LogOptions::default());
         let text = std::fs::read_to_string("rules/retail_bank/customers.jsonl").unwrap();
         for line in text.lines().take(20) {
             let c: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -1422,18 +1379,14 @@ mod tests {
                 (LogDetail::Ranked, Masking::KeyedHash(b"k".to_vec())),
                 (LogDetail::Chosen, Masking::Fixed),
             ] {
-                let sink = MemorySink::new();
-                let engine = Engine::with_sink(
+                let (engine, sink) = logging(
                     RuleSet::from_dir(dir).unwrap(),
-                    EngineConfig::default(),
-                    Box::new(sink.clone()),
                     LogOptions {
                         masking,
                         detail,
                         ..LogOptions::default()
                     },
-                )
-                .unwrap();
+                );
                 let channels: Vec<String> = engine
                     .current()
                     .rules()

@@ -360,16 +360,29 @@ impl FileSink {
             return Err(e);
         }
         z.pending.clear();
-        self.size += z.frame.len() as u64;
-        self.unsynced += z.frame.len() as u64;
-        if self.unsynced >= SYNC_BYTES {
-            self.syncer.start_if_idle(self.file.get_ref());
-            self.unsynced = 0;
-        }
+        let written = z.frame.len();
+        self.size += written as u64;
+        self.handed(written);
         if self.size >= self.max_bytes {
             self.rotate()?;
         }
         Ok(())
+    }
+
+    /// Count `bytes` handed to the file (or its buffer), and start a
+    /// background sync every [`SYNC_BYTES`].
+    fn handed(&mut self, bytes: usize) {
+        self.unsynced += bytes as u64;
+        if self.unsynced >= SYNC_BYTES {
+            // What is buffered goes to the file first (what was handed is
+            // written either way: a failure here is the next sync's to
+            // report). Started or not (one is running), the next try is
+            // SYNC_BYTES later.
+            if self.file.flush().is_ok() {
+                self.syncer.start_if_idle(self.file.get_ref());
+            }
+            self.unsynced = 0;
+        }
     }
 
     /// Everything written so far handed to the file (not yet synced).
@@ -410,17 +423,7 @@ impl Sink for FileSink {
         self.file.write_all(record)?;
         self.file.write_all(b"\n")?;
         self.size += record.len() as u64 + 1;
-        self.unsynced += record.len() as u64 + 1;
-        if self.unsynced >= SYNC_BYTES {
-            // What is buffered goes to the file first (this record is
-            // written either way: a failure here is the next sync's to
-            // report). Started or not (one is running), the next try is
-            // SYNC_BYTES later.
-            if self.file.flush().is_ok() {
-                self.syncer.start_if_idle(self.file.get_ref());
-            }
-            self.unsynced = 0;
-        }
+        self.handed(record.len() + 1);
         Ok(())
     }
 

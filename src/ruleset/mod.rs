@@ -231,10 +231,6 @@ pub(crate) type JsonNames = (Box<str>, Box<[Box<str>]>);
 pub(crate) struct JsonCache {
     /// Per action (see [`crate::Decision::to_json`]).
     pub names: std::sync::OnceLock<Box<[JsonNames]>>,
-    /// Per action, its id as a JSON string (the decision log).
-    pub ids: std::sync::OnceLock<Box<[Box<str>]>>,
-    /// Per condition part, its text as a JSON string (the decision log).
-    pub conds: std::sync::OnceLock<Box<[Box<str>]>>,
     /// The decision log's fixed pieces, built by its writer.
     pub log: std::sync::OnceLock<crate::audit::LogTexts>,
 }
