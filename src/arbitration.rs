@@ -151,9 +151,17 @@ impl TopN {
     }
 }
 
-/// Sort all candidates into arbitration order.
+/// Sort all candidates into arbitration order (into a spare buffer of
+/// this thread's, which then keeps the unsorted one).
 pub(crate) fn sort_all(all: &mut Vec<Scored>) {
-    *all = sorted(all);
+    thread_local! {
+        static KEYS: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut out = crate::engine::spare::scored(all.len());
+    let mut keys = KEYS.take();
+    sort_into(all, &mut out, &mut keys);
+    KEYS.set(keys);
+    crate::engine::spare::keep_scored(std::mem::replace(all, out));
 }
 
 /// All candidates in arbitration order.

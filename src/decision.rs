@@ -516,9 +516,16 @@ impl PolicyRemovals {
     /// The removals that the memo bits `memo` and the passing set
     /// `passing` decide; `errors`: why failed conjuncts could not be
     /// evaluated.
+    /// Its words, emptied (for [`crate::engine::spare`]).
+    pub(crate) fn take_bits(&mut self) -> Vec<u64> {
+        let mut bits = std::mem::take(&mut self.bits);
+        bits.clear();
+        bits
+    }
+
     pub(crate) fn of(memo: &[u64], passing: &[u64], errors: Vec<(u32, EvalError)>) -> Self {
         debug_assert!(errors.windows(2).all(|w| w[0].0 < w[1].0));
-        let mut bits = Vec::with_capacity(memo.len() + passing.len());
+        let mut bits = crate::engine::spare::words(memo.len() + passing.len());
         bits.extend_from_slice(memo);
         bits.extend_from_slice(passing);
         PolicyRemovals {

@@ -40,6 +40,7 @@ use crate::util::Striped;
 use dashmap::DashMap;
 
 pub(crate) mod pipeline;
+pub(crate) mod spare;
 
 /// A published rule version: a compiled rule set and its number.
 #[derive(Debug)]

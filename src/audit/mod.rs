@@ -256,8 +256,10 @@ pub(crate) struct DecisionLog {
 /// past this it frees them itself (when decisions have stopped).
 const SPENT_CAPACITY: usize = 1024;
 
-/// Spent records a decision frees: more than one, so that they never pile
-/// up while decisions are logged.
+/// Spent records a decision looks at for one to reuse (freeing outcome
+/// records on the way): each logged decision takes back one decision
+/// record and hands over one, so the spent records hold steady while
+/// decisions are logged (and never pass `SPENT_CAPACITY`).
 const SPENT_PER_DECISION: usize = 2;
 
 impl DecisionLog {
@@ -284,20 +286,19 @@ impl DecisionLog {
         })
     }
 
-    /// Free a few records the writer is done with (see `spent`), and
-    /// return a decision record among them to be reused.
+    /// Take back a decision record the writer is done with, to be reused
+    /// (see `spent`), freeing the outcome records before it.
     fn free_spent(&self) -> Option<Box<DecisionItem>> {
         // Another deciding thread is at it: leave them to it.
         let spent = self.spent.try_lock()?;
-        let mut reuse = None;
         for _ in 0..SPENT_PER_DECISION {
             match spent.try_recv() {
-                Ok(Item::Decision(d)) if reuse.is_none() => reuse = Some(d),
+                Ok(Item::Decision(d)) => return Some(d),
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
-        reuse
+        None
     }
 
     /// Log a decision: its record holds the decision (moved) and copies of
@@ -315,9 +316,9 @@ impl DecisionLog {
         }
         let item = match self.free_spent() {
             Some(mut item) => {
-                // The old decision is dropped here, by a deciding thread
-                // (not the writer).
-                item.decision = decision;
+                // The old decision's buffers stay with this deciding
+                // thread for its next decisions (see `engine::spare`).
+                crate::engine::spare::recycle(std::mem::replace(&mut item.decision, decision));
                 item.customer_id.clear();
                 item.customer_id.push_str(customer_id);
                 item.context.clone_from(context);

@@ -4,13 +4,13 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use super::Bound;
 use super::{assign_arm, check_limit, control_mode, since};
+use super::{spare, Bound};
 use crate::arbitration;
 use crate::audit::LogDetail;
 use crate::context::{Context, Timestamp, Value};
 use crate::decision::{
-    Arm, Blocked, Decision, DecisionId, DecisionRequest, PolicyRemovals, Recorded, Removed, Scored,
+    Arm, Blocked, Decision, DecisionId, DecisionRequest, PolicyRemovals, Removed, Scored,
 };
 use crate::error::Error;
 use crate::expr::Env;
@@ -125,11 +125,11 @@ pub(crate) fn decide_on(
         _ => None,
     };
     // Learning records the evidence of each action it scores.
-    let mut evidence = Vec::with_capacity(if learning.is_some() {
-        ch.actions.len()
+    let mut evidence = if learning.is_some() {
+        spare::evidence(ch.actions.len())
     } else {
-        0
-    });
+        Vec::new()
+    };
 
     // The strategy's derive hook runs before the policies, which may read
     // what it derives.
@@ -232,6 +232,9 @@ pub(crate) fn decide_on(
     }
     drop(hooks);
     if record.survivors == Survivors::Sorted && out.chosen.is_empty() {
+        if out.chosen.capacity() == 0 {
+            out.chosen = spare::scored(limit.min(out.ranked.len()));
+        }
         out.chosen.extend(out.ranked.iter().take(limit).copied());
     }
     // Epsilon-greedy explores after the strategy has adjusted and selected,
@@ -321,12 +324,7 @@ pub(crate) fn decide_on(
         }
     }
     let ranked_unsorted = record.survivors == Survivors::Unsorted && out.ranked.len() > 1;
-    let recorded = (ranked_unsorted || out.policy.recorded()).then(|| {
-        Box::new(Recorded {
-            sorted: OnceLock::new(),
-            policy: out.policy,
-        })
-    });
+    let recorded = (ranked_unsorted || out.policy.recorded()).then(|| spare::recorded(out.policy));
     Ok(Decision {
         id,
         timestamp: now,
@@ -771,13 +769,13 @@ fn adjust(
     out: &mut Outcome,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let mut kept = Vec::with_capacity(out.ranked.len());
+    let mut kept = spare::scored(out.ranked.len());
     let mut excluded = Vec::new();
     let mut notes = Vec::new();
     // Survivors come sorted: those whose scores the hook left alone stay in
     // order (removing some keeps the rest in order); the rescored ones are
     // sorted apart and merged in.
-    let mut rescored = Vec::new();
+    let mut rescored = spare::scored(0);
     let result = run.adjust_each(env, &out.ranked, |c, a| match a.excluded {
         Some(reason) => {
             excluded.push(Removed {
@@ -809,13 +807,16 @@ fn adjust(
     });
     if let Err(d) = result {
         diagnostics.push(d);
+        spare::keep_scored(kept);
+        spare::keep_scored(rescored);
         return;
     }
     if !rescored.is_empty() {
         arbitration::sort_all(&mut rescored);
         arbitration::merge(&mut kept, &rescored);
     }
-    out.ranked = kept;
+    spare::keep_scored(rescored);
+    spare::keep_scored(std::mem::replace(&mut out.ranked, kept));
     out.removed.extend(excluded);
     out.notes.extend(notes);
 }
@@ -831,7 +832,7 @@ fn selected(
     s: &Strategy,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Scored> {
-    let mut out: Vec<Scored> = Vec::with_capacity(limit.min(picks.len()));
+    let mut out: Vec<Scored> = spare::scored(limit.min(picks.len()));
     for pick in picks {
         let found = match pick {
             Pick::Action(a) => ranked.iter().find(|c| c.action == *a),
@@ -975,12 +976,16 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     // Sized for the channel's actions up front when they are recorded (no
     // regrowth while deciding).
     let n = ch.actions.len();
-    let mut ranked = Vec::with_capacity(if record.survivors == Survivors::TopN {
-        0
+    let mut ranked = if record.survivors == Survivors::TopN {
+        Vec::new()
     } else {
-        n
-    });
-    let mut removed = Vec::new();
+        spare::scored(n)
+    };
+    let mut removed = if record.removed {
+        spare::removed()
+    } else {
+        Vec::new()
+    };
     debug_assert!(ch.actions.windows(2).all(|w| w[0] < w[1]));
     debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
     let mut next_block = 0;
