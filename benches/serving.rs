@@ -8,8 +8,10 @@
 //! - decision log: decisions/s with the JSON Lines file sink and with a
 //!   sink that discards the records (the log's cost without the disk)
 //!   against no log, on 1 and 2 threads, for each candidate detail; the
-//!   bytes written; the same with the file compressed by zstd; and the
-//!   writer's sustained records/s. On the 100-action catalog, and on the
+//!   bytes written; the same with the file compressed by zstd, and with
+//!   the file in tmpfs (`/dev/shm`, where there is one: the file sink's
+//!   cost without the disk's bandwidth); and the writer's sustained
+//!   records/s. On the 100-action catalog, and on the
 //!   shipped rule sets (strategies included) with their populations.
 //!
 //! `cargo bench --bench serving`; `-- --test` runs a short smoke version.
@@ -199,6 +201,13 @@ fn logging(
         let zname = format!("{name}-{detail:?}.jsonl.zst");
         let file = file_engine(&path);
         let zstd = file_engine(&dir.join(&zname));
+        // The same file in memory (tmpfs), where there is one: the file
+        // sink's whole cost (formatting, writing, rotating, syncing) without
+        // the disk's bandwidth. Removed after each detail: it is RAM.
+        let ram_dir = tempfile::tempdir_in("/dev/shm").ok();
+        let ram = ram_dir
+            .as_ref()
+            .map(|d| file_engine(&d.path().join(format!("{name}-{detail:?}.jsonl"))));
         // The same records handed to a sink that discards them: what the
         // log costs without the disk.
         let discard = Arc::new(
@@ -217,14 +226,25 @@ fn logging(
         );
         for threads in [1, 2] {
             // Alternate to spread machine noise over all four.
-            let (mut off, mut cpu, mut on, mut z) = (0.0, 0.0, 0.0, 0.0);
+            let (mut off, mut cpu, mut on, mut z, mut m) = (0.0, 0.0, 0.0, 0.0, 0.0);
             for _ in 0..2 {
                 off += throughput(&plain, reqs, threads, decisions / 2);
                 cpu += throughput(&discard, reqs, threads, decisions / 2);
                 on += throughput(&file, reqs, threads, decisions / 2);
                 z += throughput(&zstd, reqs, threads, decisions / 2);
+                if let Some(ram) = &ram {
+                    m += throughput(ram, reqs, threads, decisions / 2);
+                }
             }
-            let (off, cpu, on, z) = (off / 2.0, cpu / 2.0, on / 2.0, z / 2.0);
+            let (off, cpu, on, z, m) = (off / 2.0, cpu / 2.0, on / 2.0, z / 2.0, m / 2.0);
+            let in_memory = if ram.is_some() {
+                format!(
+                    "   file in tmpfs {m:>9.0} (cost {:>5.1}%)",
+                    100.0 * (1.0 - m / off)
+                )
+            } else {
+                String::new()
+            };
             // Older files are rotated away: measure the live one.
             let text = std::fs::read(&path).expect("read the log");
             let lines = text.iter().filter(|&&b| b == b'\n').count();
@@ -232,7 +252,7 @@ fn logging(
             let zbytes = log_bytes(dir, &zname) as f64;
             let zrecords = zstd.stats().log.map_or(0, |s| s.written) as f64;
             println!(
-                "  candidates={:<7} {threads} thread(s): no log {off:>9.0}   discarding sink {cpu:>9.0} (cost {:>5.1}%)   file {on:>9.0} (cost {:>5.1}%, {per_record:.0} bytes a record, {:.0} MB/s)   zstd file {z:>9.0} (cost {:>5.1}%, {:.0} bytes a record)",
+                "  candidates={:<7} {threads} thread(s): no log {off:>9.0}   discarding sink {cpu:>9.0} (cost {:>5.1}%)   file {on:>9.0} (cost {:>5.1}%, {per_record:.0} bytes a record, {:.0} MB/s)   zstd file {z:>9.0} (cost {:>5.1}%, {:.0} bytes a record){in_memory}",
                 format!("{detail:?}").to_lowercase(),
                 100.0 * (1.0 - cpu / off),
                 100.0 * (1.0 - on / off),

@@ -520,13 +520,22 @@ fn write_loop(
             // In the background where the sink can (a file): an fsync of a
             // second's records would stop the writer for all of it.
             match sink.sync_soon() {
-                Ok(started) => dirty = !started,
+                Ok(true) => {
+                    dirty = false;
+                    last_sync = Instant::now();
+                }
+                // An earlier sync (one started after 8 MiB, say) is still
+                // running: asked again a poll later, not an interval later.
+                Ok(false) => {
+                    let wait = options.sync_interval.saturating_sub(POLL);
+                    last_sync = Instant::now().checked_sub(wait).unwrap_or(last_sync);
+                }
                 // Asked again an interval later.
                 Err(_) => {
                     counters.errors.add(1);
+                    last_sync = Instant::now();
                 }
             }
-            last_sync = Instant::now();
         }
     }
     if sync(&mut sink, &mut dirty).is_err() {

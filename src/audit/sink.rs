@@ -36,7 +36,7 @@ pub trait Sink: Send + 'static {
     /// may return before the data is durable, so that writing goes on
     /// meanwhile, and returns whether it started (or did) a sync of
     /// everything written so far; `false` (an earlier sync still running)
-    /// makes the writer ask again an interval later. An error of an
+    /// makes the writer ask again a poll (0.5 ms) later. An error of an
     /// earlier background sync is returned here. By default, [`Sink::sync`].
     fn sync_soon(&mut self) -> std::io::Result<bool> {
         self.sync().map(|()| true)
