@@ -158,9 +158,12 @@ pub(crate) fn sort_all(all: &mut Vec<Scored>) {
         static KEYS: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
     }
     let mut out = crate::engine::spare::scored(all.len());
-    let mut keys = KEYS.take();
+    // `try_with`: a thread being torn down sorts with a buffer of its own.
+    let mut keys = KEYS.try_with(std::cell::Cell::take).unwrap_or_default();
     sort_into(all, &mut out, &mut keys);
-    KEYS.set(keys);
+    if keys.capacity() <= crate::engine::spare::KEEP_MAX {
+        let _ = KEYS.try_with(|k| k.set(keys));
+    }
     crate::engine::spare::keep_scored(std::mem::replace(all, out));
 }
 

@@ -513,9 +513,6 @@ impl PolicyRemovals {
         !self.bits.is_empty()
     }
 
-    /// The removals that the memo bits `memo` and the passing set
-    /// `passing` decide; `errors`: why failed conjuncts could not be
-    /// evaluated.
     /// Its words, emptied (for [`crate::engine::spare`]).
     pub(crate) fn take_bits(&mut self) -> Vec<u64> {
         let mut bits = std::mem::take(&mut self.bits);
@@ -523,6 +520,9 @@ impl PolicyRemovals {
         bits
     }
 
+    /// The removals that the memo bits `memo` and the passing set
+    /// `passing` decide; `errors`: why failed conjuncts could not be
+    /// evaluated.
     pub(crate) fn of(memo: &[u64], passing: &[u64], errors: Vec<(u32, EvalError)>) -> Self {
         debug_assert!(errors.windows(2).all(|w| w[0].0 < w[1].0));
         let mut bits = crate::engine::spare::words(memo.len() + passing.len());

@@ -235,6 +235,10 @@ struct Counters {
     errors: Striped,
     /// Written by the writer thread only.
     written: Padded<AtomicU64>,
+    /// Spent records the deciding threads are asked to free, set by the
+    /// writer when it found them full (approximate: racing updates only
+    /// make a drain a little shorter or longer).
+    drain: Padded<AtomicU64>,
 }
 
 /// A running decision log: the queue's sending end and the writer thread.
@@ -252,15 +256,24 @@ pub(crate) struct DecisionLog {
     spent: Arc<parking_lot::Mutex<Receiver<Item>>>,
 }
 
-/// Spent records the writer may hold for the deciding threads to free;
-/// past this it frees them itself (when decisions have stopped).
+/// Spent records the writer may hold for the deciding threads to reuse or
+/// free; past this it frees them itself, and asks the deciding threads to
+/// free `SPENT_DRAIN` more (see `Counters::drain`).
 const SPENT_CAPACITY: usize = 1024;
 
-/// Spent records a decision looks at for one to reuse (freeing outcome
-/// records on the way): each logged decision takes back one decision
+/// Spent records a decision looks at for one to reuse, freeing outcome
+/// records on the way. Each logged decision takes back one decision
 /// record and hands over one, so the spent records hold steady while
-/// decisions are logged (and never pass `SPENT_CAPACITY`).
-const SPENT_PER_DECISION: usize = 2;
+/// decisions are logged; they grow when a decision finds none back yet
+/// (it then allocates a new record) or another thread holds them.
+const SPENT_LOOKS: usize = 2;
+
+/// Spent records the deciding threads free, a few per decision, after
+/// the writer found the spent records full: back to half full.
+const SPENT_DRAIN: u64 = (SPENT_CAPACITY / 2) as u64;
+
+/// Spent records a decision frees while draining.
+const DRAIN_PER_DECISION: u64 = 4;
 
 impl DecisionLog {
     pub(crate) fn start(sink: Box<dyn Sink>, options: LogOptions) -> Result<DecisionLog, Error> {
@@ -291,7 +304,19 @@ impl DecisionLog {
     fn free_spent(&self) -> Option<Box<DecisionItem>> {
         // Another deciding thread is at it: leave them to it.
         let spent = self.spent.try_lock()?;
-        for _ in 0..SPENT_PER_DECISION {
+        // Read-only while nothing needs draining: no cache line moves.
+        let drain = self.counters.drain.0.load(Ordering::Relaxed);
+        if drain > 0 {
+            let left = drain.saturating_sub(DRAIN_PER_DECISION);
+            self.counters.drain.0.store(left, Ordering::Relaxed);
+            for _ in 0..DRAIN_PER_DECISION {
+                if spent.try_recv().is_err() {
+                    self.counters.drain.0.store(0, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        for _ in 0..SPENT_LOOKS {
             match spent.try_recv() {
                 Ok(Item::Decision(d)) => return Some(d),
                 Ok(_) => {}
@@ -511,8 +536,11 @@ fn write_loop(
                         counters.errors.add(1);
                     }
                 }
-                // Freed by a deciding thread, or here when none is deciding.
-                let _ = spent.try_send(item);
+                // Reused or freed by a deciding thread; freed here when the
+                // spent records are full (decisions stopped, or piled up).
+                if spent.try_send(item).is_err() {
+                    counters.drain.0.store(SPENT_DRAIN, Ordering::Relaxed);
+                }
             }
             None => {}
         }

@@ -36,8 +36,9 @@ pub trait Sink: Send + 'static {
     /// may return before the data is durable, so that writing goes on
     /// meanwhile, and returns whether it started (or did) a sync of
     /// everything written so far; `false` (an earlier sync still running)
-    /// makes the writer ask again a poll (0.5 ms) later. An error of an
-    /// earlier background sync is returned here. By default, [`Sink::sync`].
+    /// makes the writer ask again a poll (0.5 ms) later, so it should be
+    /// cheap then. An error of an earlier background sync is returned
+    /// here. By default, [`Sink::sync`].
     fn sync_soon(&mut self) -> std::io::Result<bool> {
         self.sync().map(|()| true)
     }
@@ -88,6 +89,11 @@ impl Syncer {
     /// Start syncing `file` unless a sync is still running (then `false`:
     /// the writer asks again an interval later). An earlier sync's error is
     /// returned, the new sync started all the same.
+    /// Whether a sync is running.
+    fn busy(&self) -> bool {
+        self.shared.state.lock().0
+    }
+
     fn sync_soon(&self, file: &File) -> std::io::Result<bool> {
         let mut state = self.shared.state.lock();
         if state.0 {
@@ -438,6 +444,12 @@ impl Sink for FileSink {
     }
 
     fn sync_soon(&mut self) -> std::io::Result<bool> {
+        // Asked again every poll while a sync runs: leave the buffer, the
+        // zstd frame and the bytes toward the next early sync alone until
+        // one can start.
+        if self.syncer.busy() {
+            return Ok(false);
+        }
         self.write_out()?;
         self.unsynced = 0;
         self.syncer.sync_soon(self.file.get_ref())

@@ -23,7 +23,7 @@ use crate::decision::{Decision, PolicyRemovals, Recorded, Removed, Scored};
 const KEEP_SCORED: usize = 4;
 /// A buffer larger than this many elements is freed, not kept: a thread
 /// that once decided over a huge channel does not hold its memory forever.
-const KEEP_MAX: usize = 4096;
+pub(crate) const KEEP_MAX: usize = 4096;
 
 struct Spare {
     scored: Vec<Vec<Scored>>,
@@ -57,7 +57,9 @@ fn with<R>(f: impl FnOnce(&mut Spare) -> R) -> Option<R> {
 /// An empty candidate list with room for `capacity`.
 pub(crate) fn scored(capacity: usize) -> Vec<Scored> {
     let mut v = with(|s| s.scored.pop()).flatten().unwrap_or_default();
-    v.reserve(capacity);
+    // Exact: doubling would make a 3,000-action channel's lists too large
+    // to keep.
+    v.reserve_exact(capacity);
     v
 }
 
@@ -67,7 +69,7 @@ pub(crate) fn keep_scored(mut v: Vec<Scored>) {
         return;
     }
     v.clear();
-    // Dropped outside the borrow when there is no room.
+    // Freed (empty) when there is no room.
     let _ = with(|s| (s.scored.len() < KEEP_SCORED).then(|| s.scored.push(v)));
 }
 
@@ -79,14 +81,14 @@ pub(crate) fn removed() -> Vec<Removed> {
 /// An empty list of words with room for `capacity`.
 pub(crate) fn words(capacity: usize) -> Vec<u64> {
     let mut v = with(|s| std::mem::take(&mut s.words)).unwrap_or_default();
-    v.reserve(capacity);
+    v.reserve_exact(capacity);
     v
 }
 
 /// An empty evidence list with room for `capacity`.
 pub(crate) fn evidence(capacity: usize) -> Vec<(u32, u32, u32)> {
     let mut v = with(|s| std::mem::take(&mut s.evidence)).unwrap_or_default();
-    v.reserve(capacity);
+    v.reserve_exact(capacity);
     v
 }
 
