@@ -154,17 +154,12 @@ impl TopN {
 /// Sort all candidates into arbitration order (into a spare buffer of
 /// this thread's, which then keeps the unsorted one).
 pub(crate) fn sort_all(all: &mut Vec<Scored>) {
-    thread_local! {
-        static KEYS: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
-    }
-    let mut out = crate::engine::spare::scored(all.len());
-    // `try_with`: a thread being torn down sorts with a buffer of its own.
-    let mut keys = KEYS.try_with(std::cell::Cell::take).unwrap_or_default();
+    use crate::engine::spare;
+    let mut out = spare::scored(all.len());
+    let mut keys = spare::scratch();
     sort_into(all, &mut out, &mut keys);
-    if keys.capacity() <= crate::engine::spare::KEEP_MAX {
-        let _ = KEYS.try_with(|k| k.set(keys));
-    }
-    crate::engine::spare::keep_scored(std::mem::replace(all, out));
+    spare::put_scratch(keys);
+    spare::keep_scored(std::mem::replace(all, out));
 }
 
 /// All candidates in arbitration order.

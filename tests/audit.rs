@@ -610,3 +610,30 @@ fn logged_candidates_are_in_rank_order_when_only_the_log_reads_them() {
         assert_eq!(c["chosen"], i < 3);
     }
 }
+
+#[test]
+fn a_sync_interval_of_any_length_logs_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    for ms in [0, 1, u64::MAX] {
+        let path = dir.path().join(format!("d{ms}.jsonl"));
+        let mut config = EngineConfig::default();
+        let mut lc = LogConfig::new(&path);
+        lc.sync_interval_ms = ms;
+        config.decision_log = Some(lc);
+        let engine =
+            Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config)
+                .unwrap();
+        for n in 0..50 {
+            engine
+                .decide_json(&format!(r#"{{"customer_id":"C{n}","channel":"call_center","context":{{"age":30,"income":1.5}}}}"#))
+                .unwrap();
+        }
+        engine.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 50, "sync_interval_ms = {ms}");
+        assert_eq!(
+            engine.stats().log.map(|s| (s.written, s.errors)),
+            Some((50, 0))
+        );
+    }
+}

@@ -12,7 +12,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nextbest::audit::{CallbackSink, LogDetail, LogOptions};
-use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet};
+use nextbest::simulate::load_customers;
+use nextbest::{Context, DecisionRequest, Engine, EngineConfig, RuleSet, Timestamp};
 
 struct Counting;
 
@@ -47,25 +48,20 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static COUNTING_ALLOCATOR: Counting = Counting;
 
+/// The first 200 customers of `dir`'s population, spread over its channels.
 fn requests(engine: &Engine, dir: &str) -> Vec<DecisionRequest> {
     let schema = engine.schema();
-    let channels: Vec<String> = engine
-        .current()
-        .rules()
-        .channel_names()
-        .map(str::to_string)
-        .collect();
-    let customers = std::fs::read_to_string(format!("{dir}/customers.jsonl")).unwrap();
-    customers
-        .lines()
+    let rules = engine.current();
+    let channels: Vec<&str> = rules.rules().channel_names().collect();
+    let now = Timestamp::parse("2026-11-23T10:00:00Z").unwrap();
+    load_customers(format!("{dir}/customers.jsonl"))
+        .unwrap()
+        .into_iter()
         .take(200)
         .enumerate()
-        .map(|(i, line)| {
-            let c: serde_json::Value = serde_json::from_str(line).unwrap();
-            let req = serde_json::json!({"customer_id": c["customer_id"],
-                "channel": channels[i % channels.len()], "context": c["context"],
-                "now": "2026-11-23T10:00:00Z"});
-            DecisionRequest::from_json(&schema, &req.to_string()).unwrap()
+        .map(|(i, c)| {
+            let context = Context::from_json(&schema, &c.context).unwrap();
+            DecisionRequest::new(c.customer_id, channels[i % channels.len()], context).at(now)
         })
         .collect()
 }

@@ -466,7 +466,10 @@ fn write_loop(
     use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut line: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut dirty = false;
-    let mut last_sync = Instant::now();
+    // When the next periodic sync is due (`sync_interval_ms` is at most
+    // u64::MAX ms, about 5.8e8 years: an instant that far ahead fits).
+    let interval = options.sync_interval;
+    let mut next_sync = Instant::now() + interval;
     let mut empty_polls = 0u32;
     let mut written = 0u64;
     let sync = |sink: &mut Box<dyn Sink>, dirty: &mut bool| -> std::io::Result<()> {
@@ -494,9 +497,8 @@ fn write_loop(
                 let r = if dirty {
                     // At least a poll: with a sync still running, a zero
                     // interval would otherwise spin until it ends.
-                    let wait = options
-                        .sync_interval
-                        .saturating_sub(last_sync.elapsed())
+                    let wait = next_sync
+                        .saturating_duration_since(Instant::now())
                         .max(POLL);
                     rx.recv_timeout(wait)
                 } else {
@@ -518,7 +520,7 @@ fn write_loop(
                 if r.is_err() {
                     counters.errors.add(1);
                 }
-                last_sync = Instant::now();
+                next_sync = Instant::now() + interval;
                 let _ = done.send(r);
             }
             Some(item) => {
@@ -544,24 +546,21 @@ fn write_loop(
             }
             None => {}
         }
-        if dirty && last_sync.elapsed() >= options.sync_interval {
+        if dirty && Instant::now() >= next_sync {
             // In the background where the sink can (a file): an fsync of a
             // second's records would stop the writer for all of it.
             match sink.sync_soon() {
                 Ok(true) => {
                     dirty = false;
-                    last_sync = Instant::now();
+                    next_sync = Instant::now() + interval;
                 }
                 // An earlier sync (one started after 8 MiB, say) is still
                 // running: asked again a poll later, not an interval later.
-                Ok(false) => {
-                    let wait = options.sync_interval.saturating_sub(POLL);
-                    last_sync = Instant::now().checked_sub(wait).unwrap_or(last_sync);
-                }
+                Ok(false) => next_sync = Instant::now() + POLL,
                 // Asked again an interval later.
                 Err(_) => {
                     counters.errors.add(1);
-                    last_sync = Instant::now();
+                    next_sync = Instant::now() + interval;
                 }
             }
         }

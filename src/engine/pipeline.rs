@@ -944,7 +944,8 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
     };
     let memo_words = Memo::words(rs.conds.len());
     // One scratch buffer: the memo's bits and which actions pass.
-    let mut results = take_scratch(memo_words + ch.needs.words());
+    let mut results = spare::scratch();
+    results.resize(memo_words + ch.needs.words(), 0);
     let (memo_bits, passing) = results.split_at_mut(memo_words);
     let memo = Memo::new(memo_bits, &rs.conds, &rs.tests, env);
     ch.needs.passing(&memo, passing);
@@ -1051,7 +1052,7 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
             }
         }
     }
-    put_scratch(results);
+    spare::put_scratch(results);
     if record.survivors == Survivors::Sorted {
         arbitration::sort_all(&mut ranked);
     }
@@ -1065,22 +1066,8 @@ fn evaluate<const STATEFUL: bool, const RECORD: bool>(
 }
 
 thread_local! {
-    /// Conjunct bitset reused across decisions on this thread, so a
-    /// decision does not allocate it.
-    static SCRATCH: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
     /// This thread's block of decision ids: (next, end).
     static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-}
-
-fn take_scratch(n: usize) -> Vec<u64> {
-    let mut v = SCRATCH.with(Cell::take);
-    v.clear();
-    v.resize(n, 0);
-    v
-}
-
-fn put_scratch(v: Vec<u64>) {
-    SCRATCH.with(|s| s.set(v));
 }
 
 /// Decision ids: a random per-process prefix and a counter. Threads take

@@ -11,9 +11,10 @@
 //! ([`recycle`]), and its next decision takes them, emptied, instead of
 //! allocating. Without a log nothing is recycled and every taker simply
 //! allocates (the buffers a decision replaces while deciding, such as the
-//! survivors before sorting, are kept too).
+//! survivors before sorting, are kept too). The thread's scratch words
+//! (the conjunct bitset, sort keys) live here as well.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::decision::{Decision, PolicyRemovals, Recorded, Removed, Scored};
 
@@ -23,7 +24,10 @@ use crate::decision::{Decision, PolicyRemovals, Recorded, Removed, Scored};
 const KEEP_SCORED: usize = 4;
 /// A buffer larger than this many elements is freed, not kept: a thread
 /// that once decided over a huge channel does not hold its memory forever.
-pub(crate) const KEEP_MAX: usize = 4096;
+const KEEP_MAX: usize = 4096;
+/// Scratch words kept (512 KiB): a conjunct bitset of 4 million parts, or
+/// the sort keys of 65,536 candidates.
+const SCRATCH_MAX: usize = 1 << 16;
 
 struct Spare {
     scored: Vec<Vec<Scored>>,
@@ -34,6 +38,9 @@ struct Spare {
 }
 
 thread_local! {
+    /// Words for scratch work within one step of a decision (the conjunct
+    /// bitset, sort keys): taken and put back, never held across steps.
+    static SCRATCH: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
     static SPARE: RefCell<Spare> = const {
         RefCell::new(Spare {
             scored: Vec::new(),
@@ -52,6 +59,21 @@ fn with<R>(f: impl FnOnce(&mut Spare) -> R) -> Option<R> {
         .try_with(|s| s.try_borrow_mut().ok().map(|mut s| f(&mut s)))
         .ok()
         .flatten()
+}
+
+/// This thread's scratch words, emptied (a new buffer while another
+/// step holds them, or while the thread is torn down).
+pub(crate) fn scratch() -> Vec<u64> {
+    let mut v = SCRATCH.try_with(Cell::take).unwrap_or_default();
+    v.clear();
+    v
+}
+
+/// Put the scratch words back for the next [`scratch`].
+pub(crate) fn put_scratch(v: Vec<u64>) {
+    if v.capacity() <= SCRATCH_MAX {
+        let _ = SCRATCH.try_with(|s| s.set(v));
+    }
 }
 
 /// An empty candidate list with room for `capacity`.
