@@ -25,7 +25,7 @@
 //! icount --test           every workload once, natively (cargo bench -- --test)
 //! ```
 
-use nextbest::audit::{CallbackSink, LogOptions};
+use nextbest::audit::{CallbackSink, LogDetail, LogOptions};
 use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet, RuleSource};
 use std::hint::black_box;
 
@@ -55,10 +55,10 @@ enum Kind {
     Log,
     /// The decision log's writer: `.ci/icount` counts the instructions in
     /// the writer thread's record formatting (`write_record`, masking
-    /// included) instead of the deciding thread's, per record, for full
-    /// records (`candidates = "all"`). On the catalog (`Some(name)`: on a
-    /// shipped rule set, its strategy included).
-    Writer(Option<&'static str>),
+    /// included) instead of the deciding thread's, per record, at a
+    /// candidate detail. On the catalog (`Some(name)`: on a shipped rule
+    /// set, its strategy included).
+    Writer(Option<&'static str>, LogDetail),
     /// `decide_json` on a JSON line, then the decision serialised to JSON.
     Json,
     /// `nb_decide` through the C ABI, then `nb_buf_free`.
@@ -91,8 +91,17 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("explain_read/1000", Kind::ExplainRead, 1000),
     ("strategy/100", Kind::Strategy, 100),
     ("log/100", Kind::Log, 100),
-    ("writer/100", Kind::Writer(None), 100),
-    ("writer/retail_bank", Kind::Writer(Some("retail_bank")), 0),
+    ("writer/100", Kind::Writer(None, LogDetail::All), 100),
+    (
+        "writer/retail_bank",
+        Kind::Writer(Some("retail_bank"), LogDetail::All),
+        0,
+    ),
+    (
+        "writer/retail_bank/stages",
+        Kind::Writer(Some("retail_bank"), LogDetail::Stages),
+        0,
+    ),
     ("json/100", Kind::Json, 100),
     ("ffi/100", Kind::Ffi, 100),
     ("rules/retail_bank", Kind::Shipped("retail_bank"), 0),
@@ -156,8 +165,8 @@ fn measured(decisions: usize, decide_one: &mut dyn FnMut(usize)) {
 /// Set up a workload, warm it up, and run `decisions` decisions inside
 /// [`measured`]. Returns how many decisions were counted.
 fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
-    if let Kind::Writer(shipped) = kind {
-        return writer_loop(shipped, actions, decisions);
+    if let Kind::Writer(shipped, detail) = kind {
+        return writer_loop(shipped, detail, actions, decisions);
     }
     if let Kind::ShippedNoStrategy(name) = kind {
         let dir = shipped_dir(name);
@@ -219,7 +228,7 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
         }
         Kind::Log => {
             let rules = RuleSet::compile(&catalog.to_source()).expect("the catalog compiles");
-            let engine = discarding_log(rules);
+            let engine = discarding_log(rules, LogDetail::default());
             let reqs = requests(&engine, &catalog, &customers, false);
             let n = decide_loop(&engine, &reqs, decisions);
             engine.flush().expect("flush");
@@ -248,17 +257,22 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
             measured(decisions, &mut once);
             decisions
         }
-        Kind::Shipped(_) | Kind::ShippedNoStrategy(_) | Kind::Writer(_) => {
+        Kind::Shipped(_) | Kind::ShippedNoStrategy(_) | Kind::Writer(..) => {
             unreachable!("handled above")
         }
     }
 }
 
-/// The writer workloads: decisions logged with full records to a sink that
+/// The writer workloads: decisions logged at `detail` to a sink that
 /// discards them. Every record the writer formats is counted (the toggle
 /// is on `write_record`, warm-up included, so first-use tables are spread
 /// over all of them): returns how many it wrote.
-fn writer_loop(shipped: Option<&str>, actions: usize, decisions: usize) -> usize {
+fn writer_loop(
+    shipped: Option<&str>,
+    detail: LogDetail,
+    actions: usize,
+    decisions: usize,
+) -> usize {
     let (rules, reqs) = match shipped {
         Some(name) => {
             let dir = shipped_dir(name);
@@ -280,7 +294,7 @@ fn writer_loop(shipped: Option<&str>, actions: usize, decisions: usize) -> usize
             (rules, reqs)
         }
     };
-    let engine = discarding_log(rules);
+    let engine = discarding_log(rules, detail);
     let n = decide_loop(&engine, &reqs, decisions);
     engine.flush().expect("flush");
     let written = engine.stats().log.map_or(0, |s| s.written) as usize;
@@ -288,16 +302,19 @@ fn writer_loop(shipped: Option<&str>, actions: usize, decisions: usize) -> usize
     written
 }
 
-/// An engine deciding on `rules` whose decision log (default options)
-/// hands every record to a callback that discards it.
-fn discarding_log(rules: RuleSet) -> Engine {
+/// An engine deciding on `rules` whose decision log (default options but
+/// for `detail`) hands every record to a callback that discards it.
+fn discarding_log(rules: RuleSet, detail: LogDetail) -> Engine {
     Engine::with_sink(
         rules,
         EngineConfig::default(),
         Box::new(CallbackSink(|record: &str| {
             black_box(record);
         })),
-        LogOptions::default(),
+        LogOptions {
+            detail,
+            ..LogOptions::default()
+        },
     )
     .expect("the log starts")
 }

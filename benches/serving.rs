@@ -187,7 +187,12 @@ fn logging(
 ) {
     let plain = Arc::new(Engine::new(rules()));
     println!("decision log ({name}, block policy): decisions/s and cost against no log");
-    for detail in [LogDetail::All, LogDetail::Ranked, LogDetail::Chosen] {
+    for detail in [
+        LogDetail::Stages,
+        LogDetail::All,
+        LogDetail::Ranked,
+        LogDetail::Chosen,
+    ] {
         // The JSON Lines file, and the same compressed with zstd (the
         // `.zst` name turns it on; level 1, the default).
         let file_engine = |path: &std::path::Path| {

@@ -248,7 +248,11 @@ impl Clone for Context {
             texts: Texts { buf, ends },
             set_items,
         } = source;
-        self.schema.clone_from(schema);
+        // `Arc::clone_from` would count a reference up and one down even
+        // for the same schema: two writes to a line other threads read.
+        if !Arc::ptr_eq(&self.schema, schema) {
+            self.schema = schema.clone();
+        }
         self.slots.clone_from(slots);
         self.given.clone_from(given);
         self.texts.buf.clone_from(buf);

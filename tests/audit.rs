@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use nextbest::audit::replay::{read_log, replay, VersionSources};
-use nextbest::audit::{Compression, LogConfig, LogOptions, Masking, MemorySink, WhenFull};
+use nextbest::audit::{
+    Compression, LogConfig, LogDetail, LogOptions, Masking, MemorySink, WhenFull,
+};
 use nextbest::{Engine, EngineConfig, RuleSet};
 
 fn memory_engine(dir: &str, masking: Masking) -> (Engine, MemorySink) {
@@ -235,10 +237,17 @@ fn outcomes_are_logged_and_validated() {
     assert_eq!(engine.stats().outcomes, 1);
 }
 
-fn log_population(rules: &Path, customers: &Path, log: &Path, compression: Compression) {
+fn log_population(
+    rules: &Path,
+    customers: &Path,
+    log: &Path,
+    compression: Compression,
+    detail: LogDetail,
+) {
     let mut config = EngineConfig::default();
     let mut lc = LogConfig::new(log);
     lc.compression = compression;
+    lc.candidates = detail;
     lc.archive_dir = Some(log.with_extension("archive"));
     config.decision_log = Some(lc);
     let engine = Engine::try_with_config(RuleSet::from_dir(rules).unwrap(), config).unwrap();
@@ -268,14 +277,22 @@ fn every_logged_decision_replays_exactly_on_its_version() {
             sets.push(s.into());
         }
     }
-    // The small set is logged compressed too: replay reads zstd logs.
+    // Every set with the default detail (`stages`) and with `all`; the
+    // small set compressed too: replay reads zstd logs.
     let runs = sets.iter().flat_map(|s| {
-        let zstd = s.ends_with("mini").then_some((s, Compression::Zstd));
-        std::iter::once((s, Compression::None)).chain(zstd)
+        let zstd = s
+            .ends_with("mini")
+            .then_some((s, Compression::Zstd, LogDetail::Stages));
+        [
+            (s, Compression::None, LogDetail::Stages),
+            (s, Compression::None, LogDetail::All),
+        ]
+        .into_iter()
+        .chain(zstd)
     });
-    for (set, compression) in runs {
+    for (set, compression, detail) in runs {
         let log = dir.path().join(format!(
-            "{}.jsonl{}",
+            "{}-{detail:?}.jsonl{}",
             set.file_name().unwrap().to_string_lossy(),
             if compression == Compression::Zstd {
                 ".zst"
@@ -283,7 +300,7 @@ fn every_logged_decision_replays_exactly_on_its_version() {
                 ""
             }
         ));
-        log_population(set, &set.join("customers.jsonl"), &log, compression);
+        log_population(set, &set.join("customers.jsonl"), &log, compression, detail);
         if compression == Compression::Zstd {
             let head = std::fs::read(&log).unwrap();
             assert!(head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]), "not zstd");
@@ -317,6 +334,101 @@ fn every_logged_decision_replays_exactly_on_its_version() {
     }
 }
 
+/// A `stages` record names, for every removed candidate, the stage that an
+/// `all` record of the same decision gives it, and ranks the same
+/// candidates; replay notices a candidate moved to another stage.
+#[test]
+fn stages_records_carry_every_removal_stage_of_the_full_record() {
+    for set in ["rules/retail_bank", "rules/telco_care"] {
+        let dir = tempfile::tempdir().unwrap();
+        let set = Path::new(set);
+        let customers = set.join("customers.jsonl");
+        let logs = [LogDetail::All, LogDetail::Stages].map(|detail| {
+            let log = dir.path().join(format!("{detail:?}.jsonl"));
+            log_population(set, &customers, &log, Compression::None, detail);
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|r| r["kind"] == "decision")
+                .collect::<Vec<_>>()
+        });
+        let [all, stages] = &logs;
+        assert_eq!(all.len(), stages.len());
+        let mut removed = 0;
+        for (a, s) in all.iter().zip(stages) {
+            assert_eq!(s["detail"], "stages");
+            assert_eq!(a["customer_id"], s["customer_id"]);
+            let cands = a["candidates"].as_array().unwrap();
+            let mut want: Vec<(String, String)> = cands
+                .iter()
+                .filter(|c| c.get("stage").is_some())
+                .map(|c| (c["stage"].to_string(), c["action"].to_string()))
+                .collect();
+            let mut got: Vec<(String, String)> = s["removed"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .flat_map(|(stage, actions)| {
+                    let stage = serde_json::Value::from(stage.as_str()).to_string();
+                    actions
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(move |a| (stage.clone(), a.to_string()))
+                })
+                .collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{}", s["customer_id"]);
+            removed += got.len();
+            let ranked: Vec<&serde_json::Value> =
+                cands.iter().filter(|c| c.get("rank").is_some()).collect();
+            let s_ranked: Vec<&serde_json::Value> =
+                s["candidates"].as_array().unwrap().iter().collect();
+            assert_eq!(ranked, s_ranked);
+        }
+        assert!(
+            removed > all.len(),
+            "{}: too few removals to test",
+            set.display()
+        );
+
+        // Move one removed candidate to another stage: replay must notice.
+        let log = dir.path().join("Stages.jsonl");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let (i, mut rec) = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, serde_json::from_str::<serde_json::Value>(l).unwrap()))
+            .find(|(_, r)| r["removed"].get("eligibility").is_some())
+            .expect("a record with an eligibility removal");
+        let moved = rec["removed"]["eligibility"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
+        rec["removed"]["suitability"] = serde_json::json!([moved]);
+        lines[i] = rec.to_string();
+        let tampered = dir.path().join("tampered.jsonl");
+        std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+        let report = replay(
+            std::slice::from_ref(&tampered),
+            &VersionSources {
+                rules_dir: Some(set.to_path_buf()),
+                archive_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(report.mismatches.len(), 1, "{:?}", report.mismatches);
+        assert!(
+            report.mismatches[0].contains("removed at suitability was logged"),
+            "{}",
+            report.mismatches[0]
+        );
+    }
+}
+
 #[test]
 fn replay_refuses_a_rule_directory_whose_hash_differs() {
     let dir = tempfile::tempdir().unwrap();
@@ -326,6 +438,7 @@ fn replay_refuses_a_rule_directory_whose_hash_differs() {
         Path::new("tests/fixtures/mini/customers.jsonl"),
         &log,
         Compression::None,
+        LogDetail::Stages,
     );
     let r = replay(
         &[log],
@@ -377,6 +490,7 @@ fn a_partial_last_line_is_reported_and_other_damage_is_corruption() {
         Path::new("tests/fixtures/mini/customers.jsonl"),
         &log,
         Compression::None,
+        LogDetail::Stages,
     );
     let mut text = std::fs::read_to_string(&log).unwrap();
     text.push_str("{\"v\":1,\"kind\":\"decis");
@@ -521,6 +635,7 @@ fn hooks_stopped_by_the_time_budget_replay_exactly() {
         &mini.join("customers.jsonl"),
         &log,
         Compression::None,
+        LogDetail::Stages,
     );
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
         .unwrap()

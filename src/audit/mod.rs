@@ -47,9 +47,15 @@ pub enum WhenFull {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogDetail {
-    /// Every candidate: removed ones with their stage and condition, ranked
-    /// ones with P, C, V, L and priority (the default).
+    /// Every candidate: ranked ones in `candidates` with P, C, V, L and
+    /// priority; removed ones in `removed`, by the stage that removed them
+    /// (the default). The conditions behind each stage are in the version
+    /// the record names, and `nextbest replay` shows them.
     #[default]
+    Stages,
+    /// Every candidate in `candidates`: removed ones with their stage,
+    /// level, condition and reason, ranked ones with P, C, V, L and
+    /// priority. The most readable and about twice the bytes of `stages`.
     All,
     /// Ranked candidates only; removed ones are recovered exactly by
     /// `nextbest replay`. Much smaller records on large catalogs.
@@ -103,7 +109,7 @@ pub struct LogConfig {
     /// under its hash, so `nextbest replay` can find it.
     #[serde(default)]
     pub archive_dir: Option<PathBuf>,
-    /// `all` (default), `ranked` or `chosen`.
+    /// `stages` (default), `all`, `ranked` or `chosen`.
     #[serde(default)]
     pub candidates: LogDetail,
     /// `none` (default) or `zstd`.
@@ -143,7 +149,7 @@ impl LogConfig {
             sync_interval_ms: default_sync_ms(),
             mask_key: None,
             archive_dir: None,
-            candidates: LogDetail::All,
+            candidates: LogDetail::Stages,
             compression: Compression::None,
             compression_level: default_level(),
         }

@@ -146,18 +146,23 @@ fn write_decision(
     }
     buf.extend_from_slice(b"],\"detail\":");
     buf.extend_from_slice(match item.detail {
+        super::LogDetail::Stages => b"\"stages\"",
         super::LogDetail::All => b"\"all\"",
         super::LogDetail::Ranked => b"\"ranked\"",
         super::LogDetail::Chosen => b"\"chosen\"",
     });
     buf.extend_from_slice(b",\"candidates\":");
-    if item.detail == super::LogDetail::Chosen {
-        write_chosen(item, buf);
-    } else {
-        write_candidates(item, buf);
+    let texts = log_texts(rules);
+    match item.detail {
+        super::LogDetail::Chosen => write_chosen(item, buf),
+        super::LogDetail::Stages => {
+            write_candidates(item, buf);
+            buf.extend_from_slice(b",\"removed\":");
+            write_removed_by_stage(d, texts, buf);
+        }
+        super::LogDetail::All | super::LogDetail::Ranked => write_candidates(item, buf),
     }
     buf.extend_from_slice(b",\"actions\":[");
-    let texts = log_texts(rules);
     for (i, c) in d.chosen.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
@@ -648,7 +653,12 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
             }
         });
     });
-    for r in d.removals() {
+    // `stages` lists removed candidates apart (`write_removed_by_stage`).
+    let removals = match item.detail {
+        super::LogDetail::Stages => None,
+        _ => Some(d.removals()),
+    };
+    for r in removals.into_iter().flatten() {
         let r = &r;
         if !first {
             buf.push(b',');
@@ -692,6 +702,51 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
         buf.push(b'}');
     }
     buf.push(b']');
+}
+
+/// The removed candidates as `{"STAGE":[ACTION,...],...}`: stages in
+/// funnel order, each with the actions it removed in the order the
+/// decision records them; stages that removed nothing are left out.
+fn write_removed_by_stage(d: &crate::Decision, texts: &LogTexts, buf: &mut Vec<u8>) {
+    use crate::ruleset::Stage;
+    thread_local! {
+        static REMOVED: std::cell::RefCell<Vec<(Stage, u32)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    REMOVED.with_borrow_mut(|removed| {
+        removed.clear();
+        let mut stages = 0u32;
+        for r in d.removals() {
+            stages |= 1 << r.stage as u32;
+            removed.push((r.stage, r.action));
+        }
+        buf.push(b'{');
+        // A pass per stage that removed any (there are few candidates and
+        // fewer stages: cheaper than sorting).
+        for (i, stage) in Stage::ALL
+            .into_iter()
+            .filter(|&s| stages & (1 << s as u32) != 0)
+            .enumerate()
+        {
+            if i > 0 {
+                buf.push(b',');
+            }
+            // Stage names are identifiers: nothing to escape.
+            buf.push(b'"');
+            buf.extend_from_slice(stage.as_str().as_bytes());
+            buf.extend_from_slice(b"\":[");
+            let mut first = true;
+            for &(_, action) in removed.iter().filter(|&&(s, _)| s == stage) {
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                buf.extend_from_slice(texts.id(action));
+            }
+            buf.push(b']');
+        }
+        buf.push(b'}');
+    });
 }
 
 /// Why a removed candidate's condition did not hold, when it says more
@@ -888,6 +943,9 @@ impl Serialize for DecisionRecord<'_> {
                 m.serialize_entry("candidates", &Chosen(it))?;
             } else {
                 m.serialize_entry("candidates", &Candidates(it))?;
+            }
+            if it.detail == super::LogDetail::Stages {
+                m.serialize_entry("removed", &RemovedByStage(it))?;
             }
             m.serialize_entry("actions", &d.action_ids())?;
         }
@@ -1111,8 +1169,14 @@ impl Serialize for Candidates<'_> {
             now: d.timestamp.0,
             channel: (ch.sym, &ch.name),
         };
-        let removals = d.removals();
-        let mut seq = s.serialize_seq(Some(d.ranked.len() + removals.len()))?;
+        // `stages` lists removed candidates apart (`RemovedByStage`).
+        let removals = match it.detail {
+            super::LogDetail::Stages => None,
+            _ => Some(d.removals()),
+        };
+        let mut seq = s.serialize_seq(Some(
+            d.ranked.len() + removals.as_ref().map_or(0, |r| r.len()),
+        ))?;
         for (i, c) in d.ranked_in_order().iter().enumerate() {
             seq.serialize_element(&RankedJson {
                 action: &rules.actions[c.action as usize].id,
@@ -1121,7 +1185,7 @@ impl Serialize for Candidates<'_> {
                 chosen: d.chosen.iter().any(|x| x.action == c.action),
             })?;
         }
-        for r in removals {
+        for r in removals.into_iter().flatten() {
             let a = &rules.actions[r.action as usize];
             let (condition, reason) = removed_detail_reference(rules, &d.notes, env, &r);
             seq.serialize_element(&RemovedJson {
@@ -1132,6 +1196,30 @@ impl Serialize for Candidates<'_> {
             })?;
         }
         seq.end()
+    }
+}
+
+/// `stages`' removed candidates: each stage that removed any, in funnel
+/// order, with its actions in the order the decision records them.
+struct RemovedByStage<'a>(&'a DecisionItem);
+
+impl Serialize for RemovedByStage<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = &self.0.decision;
+        let rules = d.ruleset();
+        let mut by_stage: std::collections::BTreeMap<crate::ruleset::Stage, Vec<&str>> =
+            std::collections::BTreeMap::new();
+        for r in d.removals() {
+            by_stage
+                .entry(r.stage)
+                .or_default()
+                .push(&rules.actions[r.action as usize].id);
+        }
+        let mut m = s.serialize_map(Some(by_stage.len()))?;
+        for (stage, actions) in &by_stage {
+            m.serialize_entry(stage.as_str(), actions)?;
+        }
+        m.end()
     }
 }
 
@@ -1367,13 +1455,14 @@ mod tests {
 
     /// Every decision record written by hand equals the `Serialize` one:
     /// under `cfg(test)`, `write_record` writes an error record when they
-    /// differ. Both rule sets, every channel, all three detail levels,
+    /// differ. Both rule sets, every channel, all four detail levels,
     /// both maskings, and engine state (outcomes that make contact
     /// policies block candidates).
     #[test]
     fn hand_written_records_equal_the_serialized_ones() {
         for dir in ["rules/retail_bank", "rules/telco_care"] {
             for (detail, masking) in [
+                (LogDetail::Stages, Masking::KeyedHash(b"k".to_vec())),
                 (LogDetail::All, Masking::KeyedHash(b"k".to_vec())),
                 (LogDetail::All, Masking::Fixed),
                 (LogDetail::Ranked, Masking::KeyedHash(b"k".to_vec())),
@@ -1443,7 +1532,8 @@ mod tests {
                     assert!(!r.contains(r#""kind":"error""#), "{dir} {detail:?}: {r}");
                 }
                 assert!(
-                    got.iter().any(|r| r.contains(r#""blocked""#)) || detail != LogDetail::All,
+                    got.iter().any(|r| r.contains(r#""blocked""#))
+                        || !matches!(detail, LogDetail::All | LogDetail::Stages),
                     "{dir}: no record with blocked candidates"
                 );
             }

@@ -497,6 +497,36 @@ fn compare(rec: &serde_json::Value, d: &Decision) -> Option<String> {
             ));
         }
     }
+    // `stages`: the stage that removed each candidate.
+    if let Some(removed) = rec["removed"].as_object() {
+        let mut logged = 0;
+        for (stage, actions) in removed {
+            for action in actions.as_array().into_iter().flatten() {
+                logged += 1;
+                let action = action.as_str().unwrap_or_default();
+                match d.filtered().find(|f| f.action() == action) {
+                    Some(f) if f.stage().as_str() == stage => {}
+                    Some(f) => {
+                        return Some(format!(
+                            "{action}: removed at {stage} was logged, replay removed it at {}",
+                            f.stage()
+                        ))
+                    }
+                    None => {
+                        return Some(format!(
+                            "{action}: removed at {stage} was logged, replay kept it"
+                        ))
+                    }
+                }
+            }
+        }
+        let replayed = d.filtered().count();
+        if logged != replayed {
+            return Some(format!(
+                "{logged} removed candidates were logged, replay removed {replayed}"
+            ));
+        }
+    }
     for c in cands.iter().filter(|c| c.get("stage").is_some()) {
         let action = c["action"].as_str().unwrap_or_default();
         match d.filtered().find(|f| f.action() == action) {

@@ -48,8 +48,11 @@ pub(crate) fn decide_on(
     replay: Option<&Replaying>,
     live: Option<Live<'_>>,
 ) -> Result<Decision, Error> {
-    let log_removed = log == Some(LogDetail::All);
-    let log_ranked = matches!(log, Some(LogDetail::All | LogDetail::Ranked));
+    let log_removed = matches!(log, Some(LogDetail::All | LogDetail::Stages));
+    let log_ranked = matches!(
+        log,
+        Some(LogDetail::All | LogDetail::Stages | LogDetail::Ranked)
+    );
     let started = crate::engine::clock();
     let arm = assign_arm(&version.rules, &request.customer_id);
     let rs = version.rules_for(arm);
