@@ -237,6 +237,27 @@ fn outcomes_are_logged_and_validated() {
     assert_eq!(engine.stats().outcomes, 1);
 }
 
+/// Replay `log` on the rule directory `rules` (no archive).
+fn replay_on(log: &Path, rules: impl Into<PathBuf>) -> nextbest::audit::replay::ReplayReport {
+    replay(
+        &[log.to_path_buf()],
+        &VersionSources {
+            rules_dir: Some(rules.into()),
+            archive_dir: None,
+        },
+    )
+    .unwrap()
+}
+
+/// The records of a plain log file.
+fn file_records(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record is JSON"))
+        .collect()
+}
+
 fn log_population(
     rules: &Path,
     customers: &Path,
@@ -305,14 +326,7 @@ fn every_logged_decision_replays_exactly_on_its_version() {
             let head = std::fs::read(&log).unwrap();
             assert!(head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]), "not zstd");
         }
-        let by_dir = replay(
-            std::slice::from_ref(&log),
-            &VersionSources {
-                rules_dir: Some(set.to_path_buf()),
-                archive_dir: None,
-            },
-        )
-        .unwrap();
+        let by_dir = replay_on(&log, set);
         assert!(
             by_dir.ok(),
             "{}: {:?}",
@@ -346,12 +360,9 @@ fn stages_records_carry_every_removal_stage_of_the_full_record() {
         let logs = [LogDetail::All, LogDetail::Stages].map(|detail| {
             let log = dir.path().join(format!("{detail:?}.jsonl"));
             log_population(set, &customers, &log, Compression::None, detail);
-            std::fs::read_to_string(&log)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .filter(|r| r["kind"] == "decision")
-                .collect::<Vec<_>>()
+            let mut records = file_records(&log);
+            records.retain(|r| r["kind"] == "decision");
+            records
         });
         let [all, stages] = &logs;
         assert_eq!(all.len(), stages.len());
@@ -412,14 +423,7 @@ fn stages_records_carry_every_removal_stage_of_the_full_record() {
         lines[i] = rec.to_string();
         let tampered = dir.path().join("tampered.jsonl");
         std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
-        let report = replay(
-            std::slice::from_ref(&tampered),
-            &VersionSources {
-                rules_dir: Some(set.to_path_buf()),
-                archive_dir: None,
-            },
-        )
-        .unwrap();
+        let report = replay_on(&tampered, set);
         assert_eq!(report.mismatches.len(), 1, "{:?}", report.mismatches);
         assert!(
             report.mismatches[0].contains("removed at suitability was logged"),
@@ -440,14 +444,7 @@ fn replay_refuses_a_rule_directory_whose_hash_differs() {
         Compression::None,
         LogDetail::Stages,
     );
-    let r = replay(
-        &[log],
-        &VersionSources {
-            rules_dir: Some("tests/fixtures/mini_v2".into()),
-            archive_dir: None,
-        },
-    )
-    .unwrap();
+    let r = replay_on(&log, "tests/fixtures/mini_v2");
     assert!(!r.ok());
     assert_eq!(r.matched, 0);
     assert_eq!(r.unavailable.len(), r.decisions);
@@ -469,14 +466,7 @@ fn masked_attributes_that_decisions_read_are_reported_not_replayed() {
             .unwrap();
     engine.decide_json(MASKED_REQ).unwrap();
     engine.flush().unwrap();
-    let r = replay(
-        &[log],
-        &VersionSources {
-            rules_dir: Some("tests/fixtures/masked".into()),
-            archive_dir: None,
-        },
-    )
-    .unwrap();
+    let r = replay_on(&log, "tests/fixtures/masked");
     assert_eq!(r.masked.len(), 1, "{r:?}");
     assert!(r.mismatches.is_empty());
 }
@@ -637,11 +627,7 @@ fn hooks_stopped_by_the_time_budget_replay_exactly() {
         Compression::None,
         LogDetail::Stages,
     );
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = file_records(&log);
     let timed_out = records
         .iter()
         .filter(|r| r["timed_out"] == serde_json::json!(["select"]))
@@ -651,14 +637,7 @@ fn hooks_stopped_by_the_time_budget_replay_exactly() {
         "no decision logged a timed-out select: {}",
         records[0]
     );
-    let report = replay(
-        std::slice::from_ref(&log),
-        &VersionSources {
-            rules_dir: Some(rules.clone()),
-            archive_dir: None,
-        },
-    )
-    .unwrap();
+    let report = replay_on(&log, &rules);
     assert!(
         report.ok(),
         "{:?}",

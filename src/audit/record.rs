@@ -709,44 +709,41 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
 /// decision records them; stages that removed nothing are left out.
 fn write_removed_by_stage(d: &crate::Decision, texts: &LogTexts, buf: &mut Vec<u8>) {
     use crate::ruleset::Stage;
-    thread_local! {
-        static REMOVED: std::cell::RefCell<Vec<(Stage, u32)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
+    // Each removal as `stage << 32 | action`, in this thread's scratch.
+    let mut removed = crate::engine::spare::scratch();
+    let mut stages = 0u32;
+    for r in d.removals() {
+        stages |= 1 << r.stage as u32;
+        removed.push((r.stage as u64) << 32 | u64::from(r.action));
     }
-    REMOVED.with_borrow_mut(|removed| {
-        removed.clear();
-        let mut stages = 0u32;
-        for r in d.removals() {
-            stages |= 1 << r.stage as u32;
-            removed.push((r.stage, r.action));
+    buf.push(b'{');
+    // A pass per stage that removed any (there are few candidates and
+    // fewer stages: cheaper than sorting).
+    for (i, stage) in Stage::ALL
+        .into_iter()
+        .filter(|&s| stages & (1 << s as u32) != 0)
+        .enumerate()
+    {
+        if i > 0 {
+            buf.push(b',');
         }
-        buf.push(b'{');
-        // A pass per stage that removed any (there are few candidates and
-        // fewer stages: cheaper than sorting).
-        for (i, stage) in Stage::ALL
-            .into_iter()
-            .filter(|&s| stages & (1 << s as u32) != 0)
-            .enumerate()
-        {
-            if i > 0 {
+        // Stage names are identifiers: nothing to escape.
+        buf.push(b'"');
+        buf.extend_from_slice(stage.as_str().as_bytes());
+        buf.extend_from_slice(b"\":[");
+        let of_stage = removed
+            .iter()
+            .filter(|&&w| (w >> 32) as u32 == stage as u32);
+        for (j, &w) in of_stage.enumerate() {
+            if j > 0 {
                 buf.push(b',');
             }
-            // Stage names are identifiers: nothing to escape.
-            buf.push(b'"');
-            buf.extend_from_slice(stage.as_str().as_bytes());
-            buf.extend_from_slice(b"\":[");
-            let mut first = true;
-            for &(_, action) in removed.iter().filter(|&&(s, _)| s == stage) {
-                if !first {
-                    buf.push(b',');
-                }
-                first = false;
-                buf.extend_from_slice(texts.id(action));
-            }
-            buf.push(b']');
+            buf.extend_from_slice(texts.id(w as u32));
         }
-        buf.push(b'}');
-    });
+        buf.push(b']');
+    }
+    buf.push(b'}');
+    crate::engine::spare::put_scratch(removed);
 }
 
 /// Why a removed candidate's condition did not hold, when it says more

@@ -497,58 +497,49 @@ fn compare(rec: &serde_json::Value, d: &Decision) -> Option<String> {
             ));
         }
     }
-    // `stages`: the stage that removed each candidate.
-    if let Some(removed) = rec["removed"].as_object() {
-        let mut logged = 0;
-        for (stage, actions) in removed {
-            for action in actions.as_array().into_iter().flatten() {
-                logged += 1;
-                let action = action.as_str().unwrap_or_default();
-                match d.filtered().find(|f| f.action() == action) {
-                    Some(f) if f.stage().as_str() == stage => {}
-                    Some(f) => {
-                        return Some(format!(
-                            "{action}: removed at {stage} was logged, replay removed it at {}",
-                            f.stage()
-                        ))
-                    }
-                    None => {
-                        return Some(format!(
-                            "{action}: removed at {stage} was logged, replay kept it"
-                        ))
-                    }
-                }
-            }
-        }
-        let replayed = d.filtered().count();
-        if logged != replayed {
-            return Some(format!(
-                "{logged} removed candidates were logged, replay removed {replayed}"
-            ));
+    // The removed candidates as logged: under their stage in `removed`
+    // (`stages`), or in `candidates` with their condition (`all`).
+    let mut removed: Vec<(&str, &str, Option<&serde_json::Value>)> = Vec::new();
+    for (stage, actions) in rec["removed"].as_object().into_iter().flatten() {
+        for action in actions.as_array().into_iter().flatten() {
+            removed.push((action.as_str().unwrap_or_default(), stage, None));
         }
     }
     for c in cands.iter().filter(|c| c.get("stage").is_some()) {
-        let action = c["action"].as_str().unwrap_or_default();
+        removed.push((
+            c["action"].as_str().unwrap_or_default(),
+            c["stage"].as_str().unwrap_or_default(),
+            Some(&c["condition"]),
+        ));
+    }
+    for &(action, stage, condition) in &removed {
+        let by = condition.map_or(String::new(), |c| format!(" by {c}"));
         match d.filtered().find(|f| f.action() == action) {
             Some(f)
-                if c["stage"].as_str() == Some(f.stage().as_str())
-                    && c["condition"].as_str() == f.condition() => {}
+                if f.stage().as_str() == stage
+                    && condition.is_none_or(|c| c.as_str() == f.condition()) => {}
             Some(f) => {
                 return Some(format!(
-                    "{action}: removed at {} by {} was logged, replay removed it at {} by {:?}",
-                    c["stage"],
-                    c["condition"],
+                    "{action}: removed at {stage}{by} was logged, replay removed it at {}{}",
                     f.stage(),
-                    f.condition()
+                    condition.map_or(String::new(), |_| format!(" by {:?}", f.condition()))
                 ))
             }
             None => {
                 return Some(format!(
-                    "{action}: removed at {} was logged, replay kept it",
-                    c["stage"]
+                    "{action}: removed at {stage} was logged, replay kept it"
                 ))
             }
         }
+    }
+    // Records that list every removed candidate list as many as replay
+    // removes (`ranked` and `chosen` records list none).
+    let replayed = d.filtered().count();
+    if (rec["removed"].is_object() || rec["detail"] == "all") && removed.len() != replayed {
+        return Some(format!(
+            "{} removed candidates were logged, replay removed {replayed}",
+            removed.len()
+        ));
     }
     None
 }
