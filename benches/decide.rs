@@ -31,6 +31,13 @@
 //! `cargo bench --bench decide -- --noplot`; CI runs `-- --test` (each
 //! bench once).
 
+/// The C ABI (the `nextbest-capi` crate builds it as a static and a shared
+/// library only, so its source is compiled into this binary to be called
+/// from Rust).
+#[path = "../crates/nextbest-capi/src/lib.rs"]
+#[allow(dead_code, unused_imports)]
+mod capi;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -370,7 +377,8 @@ fn decide_json(c: &mut Criterion) {
 /// `nb_decide` on the same JSON lines as `decide_json`: the C ABI's own
 /// cost is the difference.
 fn nb_decide(c: &mut Criterion) {
-    use nextbest::ffi::{self, NbBuf, NbEngine};
+    use capi as ffi;
+    use capi::{NbBuf, NbEngine};
     let f = fixture(100);
     let dir = tempfile::tempdir().expect("tempdir");
     for (path, text) in f.catalog.to_source().files() {

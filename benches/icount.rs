@@ -25,11 +25,18 @@
 //! icount --test           every workload once, natively (cargo bench -- --test)
 //! ```
 
+/// The C ABI (the `nextbest-capi` crate builds it as a static and a shared
+/// library only, so its source is compiled into this binary to be called
+/// from Rust).
+#[path = "../crates/nextbest-capi/src/lib.rs"]
+#[allow(dead_code, unused_imports)]
+mod capi;
+
 use nextbest::audit::{CallbackSink, LogDetail, LogOptions};
 use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet, RuleSource};
 use std::hint::black_box;
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod support;
 use support::{population, Catalog, PlainCustomer};
 
@@ -457,7 +464,7 @@ fn decide_loop_reading(
 /// directory, opened with `nb_engine_open`, JSON requests through
 /// `nb_decide`.
 fn ffi_loop(catalog: &Catalog, customers: &[PlainCustomer], decisions: usize) -> usize {
-    use nextbest::ffi::{nb_buf_free, nb_decide, nb_engine_free, nb_engine_open, NbBuf, NbEngine};
+    use capi::{nb_buf_free, nb_decide, nb_engine_free, nb_engine_open, NbBuf, NbEngine};
     let dir = tempfile::tempdir().expect("tempdir");
     write_source(&catalog.to_source(), dir.path());
     let config = serde_json::json!({ "rules_dir": dir.path() }).to_string();

@@ -806,12 +806,12 @@ impl Decision {
     /// sized once.
     pub fn to_json(&self) -> String {
         // serde_json writes UTF-8 only, and so do the literals.
-        String::from_utf8(self.json_bytes()).unwrap_or_default()
+        String::from_utf8(self.to_json_vec()).unwrap_or_default()
     }
 
-    /// [`Decision::to_json`] as bytes, with room for one more (the C ABI's
+    /// [`Decision::to_json`] as bytes, with room for one more (a C caller's
     /// NUL).
-    pub(crate) fn json_bytes(&self) -> Vec<u8> {
+    pub fn to_json_vec(&self) -> Vec<u8> {
         let mut w = JsonOut::with_capacity(
             320 + 200 * (self.chosen.len() + self.ranked.len()) + 96 * self.removals().len(),
         );

@@ -46,7 +46,6 @@ pub mod diff;
 mod engine;
 mod error;
 mod expr;
-pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod history;

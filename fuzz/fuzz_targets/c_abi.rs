@@ -3,10 +3,17 @@
 //! crash; every buffer handed out is freed.
 #![no_main]
 
+/// The C ABI (the `nextbest-capi` crate builds it as a static and a shared
+/// library only, so its source is compiled into this binary to be called
+/// from Rust).
+#[path = "../../crates/nextbest-capi/src/lib.rs"]
+#[allow(dead_code, unused_imports)]
+mod capi;
+
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use nextbest::ffi::*;
+use capi::*;
 
 struct Handle(*mut NbEngine);
 // SAFETY: the handle is documented as safe to share between threads.

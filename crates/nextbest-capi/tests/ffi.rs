@@ -1,5 +1,5 @@
 //! The C ABI from C: builds the static library for this test run's profile,
-//! compiles `tests/c/ffi_test.c` against it and runs it from the repository
+//! compiles `crates/nextbest-capi/tests/c/ffi_test.c` against it and runs it from the repository
 //! root; compiles the same file as C++ to prove the header is C++-clean;
 //! compiles and runs `examples/c/contact_center.c`.
 //!
@@ -29,9 +29,24 @@ const CXX_FLAGS: &[&str] = &[
     "-Werror",
     "-Iinclude",
 ];
+/// The C test program, from the repository root.
+const FFI_TEST: &str = "crates/nextbest-capi/tests/c/ffi_test.c";
 const LIBS: &[&str] = &["-lpthread", "-ldl", "-lm"];
 
+/// The repository root: the C programs run from there (rule directories,
+/// `include/` and `examples/` are relative to it).
 fn repo_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()
+            .expect("the repository root")
+    })
+}
+
+/// This crate's directory (the C test's source).
+fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -82,7 +97,7 @@ fn static_lib() -> &'static Path {
         let mut cmd = Command::new(cargo);
         cmd.current_dir(repo_root())
             .args(["build", "--lib", "--manifest-path"])
-            .arg(repo_root().join("Cargo.toml"))
+            .arg(crate_dir().join("Cargo.toml"))
             .arg("--target-dir")
             .arg(&build.target_dir);
         match build.profile_dir.file_name().and_then(|n| n.to_str()) {
@@ -153,14 +168,14 @@ fn compile_c(source: &str, name: &str) -> Option<PathBuf> {
 
 #[test]
 fn c_program_checks_every_function_and_error_path() {
-    let Some(exe) = compile_c("tests/c/ffi_test.c", "ffi_test") else {
+    let Some(exe) = compile_c(FFI_TEST, "ffi_test") else {
         return;
     };
     let out = Command::new(&exe)
         .current_dir(repo_root())
         .output()
         .expect("running ffi_test");
-    assert_success("tests/c/ffi_test.c", &out);
+    assert_success(FFI_TEST, &out);
 
     if std::env::var("NEXTBEST_VALGRIND").as_deref() != Ok("1") {
         return;
@@ -179,7 +194,7 @@ fn c_program_checks_every_function_and_error_path() {
         .arg(&exe)
         .output()
         .expect("running valgrind");
-    assert_success("valgrind tests/c/ffi_test.c", &out);
+    assert_success("valgrind ffi_test.c", &out);
 }
 
 #[test]
@@ -194,11 +209,11 @@ fn header_and_test_compile_as_cplusplus() {
     let out = Command::new("g++")
         .current_dir(repo_root())
         .args(CXX_FLAGS)
-        .args(["-c", "tests/c/ffi_test.c", "-o"])
+        .args(["-c", FFI_TEST, "-o"])
         .arg(&obj)
         .output()
         .expect("running g++");
-    assert_success("g++ -x c++ tests/c/ffi_test.c", &out);
+    assert_success("g++ -x c++ ffi_test.c", &out);
 }
 
 #[test]

@@ -3,8 +3,12 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+/// Run `nextbest args` from the repository root (where `rules/` and
+/// `tests/fixtures/` are).
 fn nextbest(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut child = Command::new(env!("CARGO_BIN_EXE_nextbest"))
+        .current_dir(root)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,9 +1,9 @@
 //! The C ABI: the engine behind an opaque handle, JSON in and JSON out.
 //!
 //! The header `include/nextbest.h` is generated from this file by cbindgen
-//! (`cbindgen --config cbindgen.toml --crate nextbest --output
-//! include/nextbest.h`); CI regenerates it with `--verify`, so a change here
-//! that is not regenerated fails the build.
+//! (in `crates/nextbest-capi`: `cbindgen --config cbindgen.toml --crate
+//! nextbest-capi --output ../../include/nextbest.h`); CI regenerates it with
+//! `--verify`, so a change here that is not regenerated fails the build.
 //!
 //! # Contract
 //!
@@ -45,8 +45,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::engine::Engine;
-use crate::error::{Error, Location, RuleError};
+use nextbest::Engine;
+use nextbest::{Error, Location, RuleError};
 
 /// The version of this ABI that `nb_abi_version` returns. It changes when a
 /// function's signature or meaning changes incompatibly.
@@ -616,7 +616,7 @@ pub unsafe extern "C" fn nb_decide(
             let decision = engine
                 .decide_json(request)
                 .map_err(|e| Failure::from_error(e, Some(request)))?;
-            put(out, NbBuf::from_utf8(decision.json_bytes()));
+            put(out, NbBuf::from_utf8(decision.to_json_vec()));
             Ok(())
         })
     }
