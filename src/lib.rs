@@ -77,3 +77,8 @@ pub use ruleset::{
     AttrType, Attribute, ControlMode, Direction, Level, RuleSet, RuleSource, Schema, Stage,
 };
 pub use script::{Diagnostic, Limits as ScriptLimits};
+
+/// docs/DECISIONS.md's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/DECISIONS.md")]
+struct DecisionsDoctests;
