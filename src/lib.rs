@@ -82,3 +82,8 @@ pub use script::{Diagnostic, Limits as ScriptLimits};
 #[cfg(doctest)]
 #[doc = include_str!("../docs/DECISIONS.md")]
 struct DecisionsDoctests;
+
+/// docs/DECISION_LOG.md's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/DECISION_LOG.md")]
+struct DecisionLogDoctests;
