@@ -76,3 +76,13 @@ pub use ruleset::{
     AttrType, Attribute, ControlMode, Direction, Level, RuleSet, RuleSource, Schema, Stage,
 };
 pub use script::{Diagnostic, Limits as ScriptLimits};
+
+/// docs/DECISIONS.md's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/DECISIONS.md")]
+struct DecisionsDoctests;
+
+/// docs/DECISION_LOG.md's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/DECISION_LOG.md")]
+struct DecisionLogDoctests;
