@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use nextbest::history::{Event, HistoryConfig, HistoryStore, MemoryHistory};
+use nextbest::state::history::{Event, HistoryConfig, HistoryStore, MemoryHistory};
 use nextbest::{
     DecisionRequest, Engine, EngineConfig, Outcome, OutcomeKind, RuleSet, RuleSource, Timestamp,
 };

@@ -24,7 +24,9 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use nextbest::history::{channel_key, key, Event, HistoryConfig, HistoryStore, MemoryHistory};
+use nextbest::state::history::{
+    channel_key, key, Event, HistoryConfig, HistoryStore, MemoryHistory,
+};
 use nextbest::OutcomeKind;
 
 const TARGET_BYTES_PER_EVENT: f64 = 64.0;

@@ -38,44 +38,37 @@
 
 #![warn(missing_docs)]
 
-mod arbitration;
+// The layers, bottom up: each module imports only from the modules above
+// it in this list (tests/layers.rs checks it). See docs/ARCHITECTURE.md.
 pub mod audit;
+pub(crate) mod base;
 mod context;
-mod decision;
-pub mod diff;
+mod decide;
 mod engine;
-mod error;
 mod expr;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod history;
-mod learning;
-mod outcome;
-pub mod persona;
-mod policy;
 pub mod ruleset;
-mod script;
-pub mod simulate;
-mod util;
+pub mod state;
+pub mod tools;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use context::{Context, ContextBuilder, Timestamp, Value};
-pub use decision::{
-    Arm, Decision, DecisionId, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT,
+pub use base::{
+    channel_key, key, Arm, AttrType, ControlMode, DecisionId, Direction, Error, Level, Location,
+    Outcome, OutcomeKind, RuleError, RuleErrors, Stage, Timestamp, Value,
 };
+pub use context::schema::{Attribute, Schema};
+pub use context::{Context, ContextBuilder};
+pub use decide::decision::{Decision, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT};
+pub use decide::version::Version;
 pub use engine::{
-    ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, Version, VersionInfo, Watcher,
+    ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, VersionInfo, Watcher,
 };
-pub use error::{Error, Location, RuleError, RuleErrors};
-pub use outcome::{Outcome, OutcomeKind};
-pub use ruleset::{
-    AttrType, Attribute, ControlMode, Direction, Level, RuleSet, RuleSource, Schema, Stage,
-};
-pub use script::{Diagnostic, Limits as ScriptLimits};
+pub use ruleset::strategy::{Diagnostic, Limits as ScriptLimits};
+pub use ruleset::{RuleSet, RuleSource};
+pub use tools::{diff, fuzzing, persona, simulate};
 
 /// docs/DECISIONS.md's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use nextbest::audit::replay::{read_log, replay, VersionSources};
+use nextbest::audit::reader::read_log;
 use nextbest::audit::{
     Compression, LogConfig, LogDetail, LogOptions, Masking, MemorySink, WhenFull,
 };
+use nextbest::tools::replay::{replay, VersionSources};
 use nextbest::{Engine, EngineConfig, RuleSet};
 
 fn memory_engine(dir: &str, masking: Masking) -> (Engine, MemorySink) {
@@ -238,7 +239,7 @@ fn outcomes_are_logged_and_validated() {
 }
 
 /// Replay `log` on the rule directory `rules` (no archive).
-fn replay_on(log: &Path, rules: impl Into<PathBuf>) -> nextbest::audit::replay::ReplayReport {
+fn replay_on(log: &Path, rules: impl Into<PathBuf>) -> nextbest::tools::replay::ReplayReport {
     replay(
         &[log.to_path_buf()],
         &VersionSources {

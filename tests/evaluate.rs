@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use nextbest::audit::evaluate::{evaluate, EvaluateOptions};
 use nextbest::simulate::learn::{simulate_learning, LearnOptions, Policy, Truth};
 use nextbest::simulate::Customer;
+use nextbest::tools::evaluate::{evaluate, EvaluateOptions};
 use nextbest::{Engine, OutcomeKind, RuleSet};
 
 const ACTIONS: &str = r#"

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use nextbest::history::{Event, HistoryStore, Memo, MemoryHistory, Recent};
+use nextbest::state::history::{Event, HistoryStore, Memo, MemoryHistory, Recent};
 use nextbest::{
     Context, DecisionRequest, Engine, Outcome, OutcomeKind, RuleSet, RuleSource, Timestamp,
 };

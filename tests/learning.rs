@@ -573,8 +573,8 @@ fn epsilon_greedy_decisions_replay_exactly() {
 }
 
 fn replays_exactly(mode: &str) {
-    use nextbest::audit::replay::{replay, VersionSources};
     use nextbest::audit::LogConfig;
+    use nextbest::tools::replay::{replay, VersionSources};
     let dir = tempfile::tempdir().unwrap();
     let rules_dir = dir.path().join("rules");
     std::fs::create_dir_all(rules_dir.join("actions")).unwrap();
@@ -666,13 +666,13 @@ fn a_history_that_keeps_nothing_is_a_configuration_error() {
 /// A store that persists itself (as a shared database would): it does not
 /// save to files.
 #[derive(Debug, Default)]
-struct External(parking_lot::Mutex<Vec<(String, nextbest::history::Event)>>);
+struct External(parking_lot::Mutex<Vec<(String, nextbest::state::history::Event)>>);
 
-impl nextbest::history::HistoryStore for External {
-    fn record(&self, customer: &str, event: nextbest::history::Event) {
+impl nextbest::state::history::HistoryStore for External {
+    fn record(&self, customer: &str, event: nextbest::state::history::Event) {
         self.0.lock().push((customer.to_string(), event));
     }
-    fn recent(&self, customer: &str, since: i64, out: &mut Vec<nextbest::history::Event>) {
+    fn recent(&self, customer: &str, since: i64, out: &mut Vec<nextbest::state::history::Event>) {
         out.extend(
             self.0
                 .lock()

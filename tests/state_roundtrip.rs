@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use nextbest::history::Event;
+use nextbest::state::history::Event;
 use nextbest::{
     Context, DecisionRequest, Engine, Outcome, OutcomeKind, RuleSet, RuleSource, Timestamp,
 };

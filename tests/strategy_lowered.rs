@@ -43,8 +43,11 @@ fn summary(d: &Decision) -> String {
     format!("chosen {chosen:#?}\nranked {ranked:#?}\nfiltered {filtered:#?}\ndiagnostics {diagnostics:#?}")
 }
 
-/// The rule set of `dir` with `[strategy] lower = false` added.
-fn interpreted(dir: &Path) -> RuleSet {
+/// The rule set of `dir`, with `[strategy] lower = false` added when
+/// `interpret`, and a wall-clock budget no hook reaches on a loaded machine
+/// (a hook that runs out of time is not a difference between the two
+/// paths; the budget itself is tested in tests/strategies.rs).
+fn loaded(dir: &Path, interpret: bool) -> RuleSet {
     let src = RuleSource::from_dir(dir).unwrap();
     let main = src
         .files()
@@ -56,7 +59,12 @@ fn interpreted(dir: &Path) -> RuleSet {
         "{} has no strategy",
         dir.display()
     );
-    let main = main.replace("[strategy]\n", "[strategy]\nlower = false\n");
+    let main = if interpret {
+        main.replace("[strategy]\n", "[strategy]\nlower = false\n")
+    } else {
+        main
+    };
+    let main = main.replace("time_budget_us = 1000", "time_budget_us = 10000000");
     RuleSet::compile(&src.file("ruleset.toml", main)).unwrap()
 }
 
@@ -92,13 +100,13 @@ fn timed_out(d: &Decision) -> bool {
 
 fn lowered_and_interpreted_agree_on(dir: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let lowered = RuleSet::from_dir(&dir).unwrap();
+    let lowered = loaded(&dir, false);
     let hooks = lowered.strategy_hooks();
     assert_eq!(hooks.len(), 3);
     for (hook, why) in &hooks {
         assert!(why.is_none(), "{hook} is not lowered: {why:?}");
     }
-    let interpreted = interpreted(&dir);
+    let interpreted = loaded(&dir, true);
     for (hook, why) in interpreted.strategy_hooks() {
         assert!(why.is_some(), "{hook} is lowered despite lower = false");
     }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nextbest::audit::replay::{parse_log, parse_log_file, ReadProblems};
+use nextbest::audit::reader::{parse_log, parse_log_file, ReadProblems};
 
 fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();

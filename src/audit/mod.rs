@@ -10,9 +10,8 @@
 //!
 //! The record format is versioned (`"v": 1`) and documented in the README.
 
-pub mod evaluate;
+pub mod reader;
 mod record;
-pub mod replay;
 mod sink;
 
 use std::path::PathBuf;
@@ -25,12 +24,13 @@ use serde::{Deserialize, Serialize};
 
 pub use sink::{CallbackSink, FileFormat, FileSink, MemorySink, Sink};
 
-use crate::context::{Context, Timestamp};
-use crate::decision::Decision;
-use crate::error::Error;
-use crate::outcome::Outcome;
-use crate::util::{Padded, Striped};
-pub(crate) use record::{DecisionItem, Item, LogTexts, OutcomeItem};
+use crate::base::util::{Padded, Striped};
+use crate::base::Error;
+use crate::base::Outcome;
+use crate::base::Timestamp;
+use crate::context::Context;
+use crate::decide::decision::Decision;
+pub(crate) use record::{DecisionItem, Item, OutcomeItem};
 
 /// What to do when the log's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -62,6 +62,16 @@ pub enum LogDetail {
     Ranked,
     /// Only the chosen actions with their scores.
     Chosen,
+}
+
+impl LogDetail {
+    /// What a decision keeps for a record of this detail.
+    pub(crate) fn logged(self) -> crate::decide::Logged {
+        crate::decide::Logged {
+            removed: matches!(self, LogDetail::All | LogDetail::Stages),
+            ranked: matches!(self, LogDetail::All | LogDetail::Stages | LogDetail::Ranked),
+        }
+    }
 }
 
 /// Whether the log file is compressed.
@@ -349,7 +359,7 @@ impl DecisionLog {
             Some(mut item) => {
                 // The old decision's buffers stay with this deciding
                 // thread for its next decisions (see `engine::spare`).
-                crate::engine::spare::recycle(std::mem::replace(&mut item.decision, decision));
+                crate::decide::spare::recycle(std::mem::replace(&mut item.decision, decision));
                 item.customer_id.clear();
                 item.customer_id.push_str(customer_id);
                 item.context.clone_from(context);

@@ -9,10 +9,11 @@ use serde::Serialize;
 use std::sync::mpsc::SyncSender;
 
 use super::Masking;
-use crate::context::{Context, Slot, Texts, Timestamp, Value};
-use crate::decision::Decision;
-use crate::expr::{Env, EvalError};
-use crate::outcome::Outcome;
+use crate::base::{EvalError, Outcome, Timestamp, Value};
+use crate::context::{Context, Slot, Texts};
+use crate::decide::decision::Decision;
+use crate::expr::Env;
+use crate::ruleset::json::{log_texts, LogTexts};
 
 /// Record format version.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -186,7 +187,7 @@ fn write_decision(
             buf.extend_from_slice(b",\"");
             buf.extend_from_slice(b.stage.as_str().as_bytes());
             buf.extend_from_slice(b"\",");
-            str_json(buf, b.policy_name(rules));
+            str_json(buf, rules.blocker_name(b));
             buf.push(b']');
         }
         buf.push(b']');
@@ -362,112 +363,6 @@ fn f64_json(buf: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// A version's fixed pieces of decision records, escaped once (on the
-/// writer's first record of the version), so that writing one is mostly
-/// copying them.
-#[derive(Debug)]
-pub(crate) struct LogTexts {
-    /// Per action, its id as a JSON string.
-    ids: Box<[Box<str>]>,
-    /// Per condition part, its text as a JSON string.
-    conds: Box<[Box<str>]>,
-    /// Per action: `{"action":ID,"rank":`.
-    ranked: Texts,
-    /// Per action and each of its engagement checks, from `first[action]`:
-    /// `{"action":ID,"stage":"STAGE","level":"LEVEL","condition":` (the
-    /// condition's text is in `conds`: a group's would be copied into
-    /// every action of the group).
-    removed: Texts,
-    first: Box<[u32]>,
-    /// Per attribute of the version's schema: `"NAME":`.
-    keys: Texts,
-    /// Per condition part that cannot fail on present values
-    /// ([`crate::expr::Fallible`]), the slots it reads: it failed to
-    /// evaluate only if one of them is missing.
-    total: Box<[Option<Box<[u16]>>]>,
-}
-
-/// A JSON string (writing to a String cannot fail).
-fn json(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
-}
-
-impl LogTexts {
-    fn of(rules: &crate::RuleSet) -> LogTexts {
-        let mut t = LogTexts {
-            ids: rules.actions.iter().map(|a| json(&a.id).into()).collect(),
-            conds: rules.conds.iter().map(|c| json(&c.text).into()).collect(),
-            ranked: Texts::default(),
-            removed: Texts::default(),
-            first: Box::default(),
-            keys: Texts::default(),
-            total: Box::default(),
-        };
-        let mut first = Vec::with_capacity(rules.actions.len());
-        for (a, id) in rules.actions.iter().zip(t.ids.iter()) {
-            t.ranked.push(&format!("{{\"action\":{id},\"rank\":"));
-            first.push(t.removed.len());
-            for c in a.checks.iter() {
-                // Stage and level names are identifiers: nothing to escape.
-                t.removed.push(&format!(
-                    "{{\"action\":{id},\"stage\":\"{}\",\"level\":\"{}\",\"condition\":",
-                    c.stage.as_str(),
-                    c.level.as_str()
-                ));
-            }
-        }
-        t.first = first.into();
-        for attr in &rules.schema.attrs {
-            t.keys.push(&format!("{}:", json(&attr.name)));
-        }
-        t.total = rules
-            .conds
-            .iter()
-            .map(|c| {
-                use crate::expr::{Fallible, Reads};
-                (!c.ir.fallible()).then(|| {
-                    let mut reads = Vec::new();
-                    c.ir.reads(&mut reads);
-                    reads.into()
-                })
-            })
-            .collect();
-        t
-    }
-
-    /// Action `a`'s id as a JSON string.
-    fn id(&self, a: u32) -> &[u8] {
-        self.ids[a as usize].as_bytes()
-    }
-
-    /// Condition part `c`'s text as a JSON string.
-    fn cond(&self, c: u32) -> &[u8] {
-        self.conds[c as usize].as_bytes()
-    }
-
-    /// Action `a`'s `{"action":ID,"rank":`.
-    fn ranked(&self, a: u32) -> &[u8] {
-        self.ranked.bytes(a)
-    }
-
-    /// The start of the entry of a candidate removed by one of its
-    /// action's engagement checks, if `r` is one.
-    fn removed(&self, rules: &crate::RuleSet, r: &crate::decision::Removed) -> Option<&[u8]> {
-        let cond = r.cond?;
-        let a = r.action as usize;
-        let k = rules.actions[a]
-            .checks
-            .iter()
-            .position(|c| c.cond == cond && c.stage == r.stage && c.level == r.level)?;
-        Some(self.removed.bytes(self.first[a] + k as u32))
-    }
-}
-
-/// A version's [`LogTexts`], built on first use.
-fn log_texts(rules: &crate::RuleSet) -> &LogTexts {
-    rules.json.log.get_or_init(|| LogTexts::of(rules))
-}
-
 /// Formatted scores, keyed by action and field: scores mostly repeat from
 /// one decision to the next (a starting propensity, a fixed value or
 /// lever), and formatting a float costs about a hundred instructions. An
@@ -549,7 +444,7 @@ fn write_ranked(
     memo: &mut ScoreMemo,
     start: &[u8],
     rank: usize,
-    c: &crate::decision::Scored,
+    c: &crate::decide::decision::Scored,
     chosen: bool,
 ) {
     buf.extend_from_slice(start);
@@ -608,7 +503,7 @@ fn write_chosen(item: &DecisionItem, buf: &mut Vec<u8>) {
 
 thread_local! {
     /// The writer's buffers for sorting a decision's survivors.
-    static SORTED: std::cell::RefCell<(Vec<crate::decision::Scored>, Vec<u64>)> =
+    static SORTED: std::cell::RefCell<(Vec<crate::decide::decision::Scored>, Vec<u64>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -637,8 +532,8 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
         // the decision is left as it came (its memory is the deciding
         // thread's, which frees it).
         SORTED.with_borrow_mut(|(sorted, keys)| {
-            let ranked: &[crate::decision::Scored] = if d.ranked_unsorted {
-                crate::arbitration::sort_into(&d.ranked, sorted, keys);
+            let ranked: &[crate::decide::decision::Scored] = if d.ranked_unsorted {
+                crate::decide::arbitration::sort_into(&d.ranked, sorted, keys);
                 sorted
             } else {
                 d.ranked_in_order()
@@ -707,10 +602,14 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
 /// The removed candidates as `{"STAGE":[ACTION,...],...}`: stages in
 /// funnel order, each with the actions it removed in the order the
 /// decision records them; stages that removed nothing are left out.
-fn write_removed_by_stage(d: &crate::Decision, texts: &LogTexts, buf: &mut Vec<u8>) {
+fn write_removed_by_stage(
+    d: &crate::decide::decision::Decision,
+    texts: &LogTexts,
+    buf: &mut Vec<u8>,
+) {
     use crate::ruleset::Stage;
     // Each removal as `stage << 32 | action`, in this thread's scratch.
-    let mut removed = crate::engine::spare::scratch();
+    let mut removed = crate::decide::spare::scratch();
     let mut stages = 0u32;
     for r in d.removals() {
         stages |= 1 << r.stage as u32;
@@ -743,7 +642,7 @@ fn write_removed_by_stage(d: &crate::Decision, texts: &LogTexts, buf: &mut Vec<u
         buf.push(b']');
     }
     buf.push(b'}');
-    crate::engine::spare::put_scratch(removed);
+    crate::decide::spare::put_scratch(removed);
 }
 
 /// Why a removed candidate's condition did not hold, when it says more
@@ -757,7 +656,7 @@ enum Reason<'a> {
 
 impl Reason<'_> {
     /// As a JSON string, as [`removed_detail_reference`] gives its text.
-    fn write(&self, buf: &mut Vec<u8>, rules: &crate::RuleSet) {
+    fn write(&self, buf: &mut Vec<u8>, rules: &crate::ruleset::RuleSet) {
         match *self {
             Reason::Note(n) => str_json(buf, n),
             Reason::Error(EvalError::Missing(slot)) => {
@@ -786,11 +685,11 @@ impl Reason<'_> {
 /// attribute). [`removed_detail_reference`] evaluates every condition
 /// again, and the unit tests hold every record to it.
 fn removed_detail<'a>(
-    rules: &'a crate::RuleSet,
+    rules: &'a crate::ruleset::RuleSet,
     texts: &LogTexts,
     notes: &'a [std::sync::Arc<str>],
     env: &Env<'_>,
-    r: &crate::decision::Removed,
+    r: &crate::decide::decision::Removed,
 ) -> (Option<&'a str>, Option<Reason<'a>>) {
     let (condition, error) = match r.cond {
         Some(c) => (
@@ -816,7 +715,7 @@ fn removed_detail<'a>(
             _ => (None, None),
         },
     };
-    let reason = match (r.note(rules, notes), error) {
+    let reason = match (rules.removal_note(r, notes), error) {
         (Some(n), _) => Some(Reason::Note(n)),
         (None, Some(e)) => Some(Reason::Error(e)),
         (None, None) => None,
@@ -827,10 +726,10 @@ fn removed_detail<'a>(
 /// A removed candidate's condition text and reason, as the log gives them:
 /// the reference for [`removed_detail`].
 fn removed_detail_reference<'a>(
-    rules: &'a crate::RuleSet,
+    rules: &'a crate::ruleset::RuleSet,
     notes: &'a [std::sync::Arc<str>],
     env: Env<'_>,
-    r: &crate::decision::Removed,
+    r: &crate::decide::decision::Removed,
 ) -> (Option<&'a str>, Option<std::borrow::Cow<'a, str>>) {
     let a = &rules.actions[r.action as usize];
     let (condition, error) = match r.cond {
@@ -850,7 +749,7 @@ fn removed_detail_reference<'a>(
             _ => (None, None),
         },
     };
-    let reason = match (r.note(rules, notes), error) {
+    let reason = match (rules.removal_note(r, notes), error) {
         (Some(n), _) => Some(std::borrow::Cow::Borrowed(n)),
         (None, Some(EvalError::Missing(slot))) => Some(std::borrow::Cow::Owned(format!(
             "missing attribute `{}`",
@@ -959,7 +858,7 @@ impl Serialize for DecisionRecord<'_> {
                     (
                         &*rules.actions[b.action as usize].id,
                         b.stage.as_str(),
-                        &**b.policy_name(rules),
+                        &**rules.blocker_name(b),
                     )
                 })
                 .collect();
@@ -1104,7 +1003,7 @@ struct Candidates<'a>(&'a DecisionItem);
 struct RankedJson<'a> {
     action: &'a str,
     rank: usize,
-    scored: &'a crate::decision::Scored,
+    scored: &'a crate::decide::decision::Scored,
     chosen: bool,
 }
 
@@ -1127,7 +1026,7 @@ impl Serialize for RankedJson<'_> {
 /// A removed candidate in the log: stage, level, condition, reason.
 struct RemovedJson<'a> {
     action: &'a str,
-    removed: &'a crate::decision::Removed,
+    removed: &'a crate::decide::decision::Removed,
     condition: Option<&'a str>,
     reason: Option<std::borrow::Cow<'a, str>>,
 }
@@ -1308,7 +1207,7 @@ mod tests {
         /// The hand-made hex id is `Display`'s.
         #[test]
         fn hex_id_is_display(id in proptest::num::u128::ANY) {
-            let id = crate::decision::DecisionId(id);
+            let id = crate::decide::decision::DecisionId(id);
             let hex = id.hex();
             proptest::prop_assert_eq!(std::str::from_utf8(&hex).unwrap(), id.to_string());
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::replay::{pieces, Piece, ZSTD_MAGIC};
+use super::reader::{pieces, Piece, ZSTD_MAGIC};
 
 /// A destination for log records. Records arrive already masked, one JSON
 /// object per call, without the trailing newline. Called only from the
@@ -508,7 +508,7 @@ impl<F: FnMut(&str) + Send + 'static> Sink for CallbackSink<F> {
 #[cfg(test)]
 mod tests {
     use super::{FileFormat, FileSink, Sink};
-    use crate::audit::replay::{parse_log_file, ReadProblems};
+    use crate::audit::reader::{parse_log_file, ReadProblems};
 
     /// Background syncs never lose or reorder what is written around them,
     /// across a rotation too; the first one starts at once.

@@ -6,8 +6,9 @@ use super::ir::{ArithOp, BoolIr, CmpOp, FloatIr, IntIr, StrIr, Sym};
 use super::lexer::Span;
 use super::parser::{Ast, AstKind, BinOp, UnOp};
 use super::ParseError;
-use crate::ruleset::schema::{AttrType, Schema, Symbols};
-use crate::util::did_you_mean;
+use crate::base::util::did_you_mean;
+use crate::base::AttrType;
+use crate::context::schema::{Schema, Symbols};
 
 /// What a condition may refer to: the schema's attributes and the symbol
 /// table that string literals are interned into.
@@ -425,10 +426,10 @@ fn call(f: &str, args: &[Ast], ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed
         "len" | "days_since" | "hours_since" | "abs" => 1,
         "min" | "max" => 2,
         _ => {
-            let hint = did_you_mean(crate::util::closest(f, FUNCTIONS.iter().copied()));
+            let hint = did_you_mean(crate::base::util::closest(f, FUNCTIONS.iter().copied()));
             return Err(err(format!(
                 "unknown function `{f}`{hint}; conditions may call {}",
-                crate::util::list(FUNCTIONS)
+                crate::base::util::list(FUNCTIONS)
             )));
         }
     };

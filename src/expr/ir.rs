@@ -10,20 +10,7 @@
 
 use crate::context::{Context, Slot};
 
-/// Interned string: 0 is "a string no rule mentions".
-pub(crate) type Sym = u32;
-
-/// Why a condition could not be evaluated. Small and `Copy` so that
-/// `Result<i64, EvalError>` stays two words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EvalError {
-    /// The attribute in this slot is missing from the request.
-    Missing(u16),
-    /// Integer overflow (including `abs` and negation of the minimum).
-    Overflow,
-    /// Integer division or remainder by zero.
-    DivisionByZero,
-}
+pub(crate) use crate::base::{EvalError, Sym};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum CmpOp {
@@ -313,7 +300,7 @@ impl Test {
     /// same shapes with the same functions, batched.
     #[inline]
     #[cfg(test)]
-    pub(crate) fn met(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond]) -> bool {
+    pub(crate) fn met(&self, env: &Env<'_>, trees: &[crate::expr::Cond]) -> bool {
         let ctx = env.ctx;
         match *self {
             Test::IntIn {
@@ -336,7 +323,7 @@ impl Test {
     /// `eval(env).err()` of its tree. A flat shape fails only when its
     /// attribute is missing (a bound context holds each attribute's own
     /// type or nothing), so only trees are evaluated again.
-    pub(crate) fn error(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond]) -> Option<EvalError> {
+    pub(crate) fn error(&self, env: &Env<'_>, trees: &[crate::expr::Cond]) -> Option<EvalError> {
         let slot = match *self {
             Test::IntIn { slot, .. }
             | Test::FloatCmp { slot, .. }
@@ -541,7 +528,7 @@ impl Tests {
 
     /// Set bit `i % 64` of `words[i / 64]` when conjunct `i` is met, and
     /// clear it otherwise: exactly `Test::met` of each.
-    pub(crate) fn memo(&self, env: &Env<'_>, trees: &[crate::ruleset::Cond], words: &mut [u64]) {
+    pub(crate) fn memo(&self, env: &Env<'_>, trees: &[crate::expr::Cond], words: &mut [u64]) {
         debug_assert!(words.len() * 64 >= self.by_id.len());
         words.fill(0);
         let slots = &env.ctx.slots[..];

@@ -18,8 +18,10 @@ pub(crate) mod parser;
 
 use std::fmt;
 
+use crate::base::Location;
+
 pub(crate) use compile::{Scope, CHANNEL};
-pub(crate) use ir::{Affine, BoolIr, Env, EvalError, Fallible, FloatIr, Reads, Sym};
+pub(crate) use ir::{Affine, BoolIr, Env, EvalError, Fallible, FloatIr, Reads};
 pub(crate) use lexer::Span;
 use parser::{Ast, AstKind, BinOp};
 
@@ -44,6 +46,15 @@ impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
+}
+
+/// A compiled conjunct of a rule set, shared by every policy that uses it:
+/// its tree, its text and where the text is.
+#[derive(Debug)]
+pub(crate) struct Cond {
+    pub ir: BoolIr,
+    pub text: Box<str>,
+    pub location: Location,
 }
 
 /// One conjunct of a condition, compiled.

@@ -17,9 +17,10 @@ use rhai::{Dynamic, EvalAltResult, ImmutableString, INT};
 use super::ir::{cmp_float, BoolIr, CmpOp, FloatTest, Test, Tests};
 use super::lexer::Span;
 use super::{compile_condition, Conjunct, Env, EvalError, ParseError, Scope};
-use crate::context::{Context, Slot, Timestamp, Value};
-use crate::ruleset::schema::{AttrType, Attribute, Schema, Symbols};
-use crate::ruleset::Cond;
+use crate::base::{AttrType, Timestamp, Value};
+use crate::context::schema::{Attribute, Schema, Symbols};
+use crate::context::{Context, Slot};
+use crate::expr::Cond;
 
 /// The decision time of every evaluation (epoch seconds, 2026-11-18).
 const NOW: i64 = 1_795_000_000;
@@ -118,7 +119,7 @@ fn cond(ir: &BoolIr, text: &str) -> Cond {
     Cond {
         ir: ir.clone(),
         text: text.into(),
-        location: crate::error::Location {
+        location: crate::base::Location {
             file: "test".into(),
             line: 1,
             column: 1,
@@ -144,7 +145,7 @@ fn eval_ours(text: &str, ctxs: &[Ctx]) -> Result<Vec<Ours>, ParseError> {
     // flat forms (by id and batched by shape, as the memo evaluates them).
     let trees: Vec<Cond> = conjuncts.iter().map(|conj| cond(&conj.ir, text)).collect();
     let tests = Tests::of(conjuncts.iter().map(|c| &c.ir));
-    let mut words = vec![!0u64; crate::policy::Memo::words(conjuncts.len())];
+    let mut words = vec![!0u64; crate::ruleset::policy::Memo::words(conjuncts.len())];
     Ok(ctxs
         .iter()
         .map(|c| {
@@ -1366,7 +1367,7 @@ fn flat_agrees_with_tree(text: &str, contexts: impl Fn(&Arc<Schema>) -> Vec<Cont
     let batched = Tests::of(conjuncts.iter().map(|c| &c.ir));
     for ctx in contexts(&schema) {
         let env = env(&ctx);
-        let mut words = vec![!0u64; crate::policy::Memo::words(conjuncts.len())];
+        let mut words = vec![!0u64; crate::ruleset::policy::Memo::words(conjuncts.len())];
         batched.memo(&env, &trees, &mut words);
         for (id, conj) in (0u32..).zip(&conjuncts) {
             assert_eq!(

@@ -11,20 +11,22 @@ use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::schema::{AttrType, Attribute, Schema, Symbols};
 use super::source::{
     cond_parts, location, string_offset, ActionSrc, ActionsFile, CondSrc, RuleSource, RulesetFile,
     ValueSrc,
 };
 use super::{
-    Action, Channel, Check, Cond, ContextWeight, Direction, Group, Issue, Level, RuleSet, Stage,
-    ValueFn,
+    Action, Channel, Check, ContextWeight, Direction, Group, Issue, Level, RuleSet, Stage, ValueFn,
 };
-use crate::context::{json_value, Timestamp, Value};
-use crate::error::{Location, RuleError, RuleErrors};
+use crate::base::util::did_you_mean;
+use crate::base::AttrType;
+use crate::base::{Location, RuleError, RuleErrors};
+use crate::base::{Timestamp, Value};
+use crate::context::json_value;
+use crate::context::schema::{Attribute, Schema, Symbols};
+use crate::expr::Cond;
 use crate::expr::{self, Affine, Scope};
-use crate::policy::contact::{ContactPolicy, VolumeConstraint, VolumeTarget};
-use crate::util::did_you_mean;
+use crate::ruleset::contact::{ContactPolicy, VolumeConstraint, VolumeTarget};
 
 /// Collects located errors.
 struct Diag<'s> {
@@ -183,20 +185,20 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             let l = l.get_ref();
             let max = count(&mut d, &main_path, &l.max, "contact limit `max`");
             let within = duration(&mut d, &main_path, &l.within);
-            Some(crate::policy::contact::ContactLimit {
+            Some(crate::ruleset::contact::ContactLimit {
                 max: max?,
                 within: within?,
             })
         });
         channels.push(Channel {
             name: cname.get_ref().as_str().into(),
-            key: crate::history::channel_key(cname.get_ref()),
+            key: crate::base::channel_key(cname.get_ref()),
             direction,
             limit,
             contact_limit,
             actions: Box::new([]),
-            needs: crate::policy::Needs::default(),
-            checks: crate::policy::Checks::default(),
+            needs: crate::ruleset::policy::Needs::default(),
+            checks: crate::ruleset::policy::Checks::default(),
             volumes: Box::new([]),
             sym: 0,
         });
@@ -256,7 +258,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         let issue = match issue_index.get(g.issue.get_ref().as_str()) {
             Some(&i) => i as u32,
             None => {
-                let hint = did_you_mean(crate::util::closest(
+                let hint = did_you_mean(crate::base::util::closest(
                     g.issue.get_ref(),
                     issues.iter().map(|i| &*i.name),
                 ));
@@ -273,7 +275,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         };
         groups.push(Group {
             name: gname.get_ref().as_str().into(),
-            key: crate::history::key(gname.get_ref()),
+            key: crate::base::key(gname.get_ref()),
             issue,
         });
         group_levers.push(lever(&mut d, &main_path, g.lever.as_ref()));
@@ -324,7 +326,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         let (group, issue) = match group_index.get(a.group.get_ref().as_str()) {
             Some(&g) => (g as u32, groups[g].issue),
             None => {
-                let hint = did_you_mean(crate::util::closest(
+                let hint = did_you_mean(crate::base::util::closest(
                     a.group.get_ref(),
                     groups.iter().map(|g| &*g.name),
                 ));
@@ -409,7 +411,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         }
         let treatments = action_treatments(&mut d, file, a, &channel_index, channels.len());
         actions.push(Action {
-            key: crate::history::key(id),
+            key: crate::base::key(id),
             volumes: Box::new([]),
             id: id.as_str().into(),
             name: a.name.clone(),
@@ -418,7 +420,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             value,
             starting_propensity: sp,
             lever: 1.0 + total / 100.0,
-            need: crate::policy::Need::of(&checks),
+            need: crate::ruleset::policy::Need::of(&checks),
             checks: checks.into(),
             weights: Box::new([]),
             treatments,
@@ -484,7 +486,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             }
         };
         weights.push(ContextWeight {
-            need: crate::policy::Need::of_conds(cids),
+            need: crate::ruleset::policy::Need::of_conds(cids),
             boost,
         });
         weight_targets.push(target);
@@ -515,8 +517,8 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
             .filter(|(_, a)| a.treatments.get(ci).is_some_and(Option::is_some))
             .map(|(i, _)| i as u32)
             .collect();
-        ch.needs = crate::policy::Needs::of(&actions, &ch.actions);
-        ch.checks = crate::policy::Checks::of(&actions, &ch.actions);
+        ch.needs = crate::ruleset::policy::Needs::of(&actions, &ch.actions);
+        ch.checks = crate::ruleset::policy::Checks::of(&actions, &ch.actions);
     }
 
     let experiment = main
@@ -632,17 +634,17 @@ fn count(d: &mut Diag<'_>, file: &Path, n: &Spanned<i64>, what: &str) -> Option<
 }
 
 fn duration(d: &mut Diag<'_>, file: &Path, s: &Spanned<String>) -> Option<i64> {
-    crate::policy::contact::parse_duration(s.get_ref())
+    crate::ruleset::contact::parse_duration(s.get_ref())
         .map_err(|m| d.at(file, s.span().start, m))
         .ok()
 }
 
 fn outcome_kinds(d: &mut Diag<'_>, file: &Path, kinds: &Spanned<Vec<Spanned<String>>>) -> u8 {
-    use crate::outcome::OutcomeKind;
+    use crate::base::OutcomeKind;
     let mut bits = 0;
     for k in kinds.get_ref() {
         match OutcomeKind::parse(k.get_ref()) {
-            Some(kind) => bits |= crate::policy::contact::kind_bit(kind),
+            Some(kind) => bits |= crate::base::outcome::kind_bit(kind),
             None => d.at(
                 file,
                 k.span().start,
@@ -671,7 +673,7 @@ fn find_named<'n>(
 ) -> Option<u32> {
     let found = names.clone().position(|n| n == name.get_ref());
     if found.is_none() {
-        let hint = did_you_mean(crate::util::closest(name.get_ref(), names));
+        let hint = did_you_mean(crate::base::util::closest(name.get_ref(), names));
         d.at(
             file,
             name.span().start,
@@ -831,7 +833,7 @@ fn volume_constraints(
             }
         };
         let max = count(d, file, &v.max, "`max`");
-        let period = crate::policy::contact::Period::parse(v.period.get_ref());
+        let period = crate::ruleset::contact::Period::parse(v.period.get_ref());
         if period.is_none() {
             d.at(
                 file,
@@ -870,8 +872,8 @@ fn learning(
     d: &mut Diag<'_>,
     file: &Path,
     l: &super::source::LearningSrc,
-) -> crate::learning::Learning {
-    use crate::learning::{Learning, Mode};
+) -> crate::ruleset::learning::Learning {
+    use crate::ruleset::learning::{Learning, Mode};
     let mut out = Learning::default();
     if let Some(m) = &l.mode {
         match Mode::parse(m.get_ref()) {
@@ -939,7 +941,7 @@ fn strategy(
     file: &Path,
     s: &Spanned<super::source::StrategySrc>,
     schema: &Schema,
-) -> Option<crate::script::Strategy> {
+) -> Option<crate::ruleset::strategy::Strategy> {
     let s = s.get_ref();
     let path = PathBuf::from(s.script.get_ref());
     let Some(text) = d.src.files.get(&path) else {
@@ -953,7 +955,7 @@ fn strategy(
         );
         return None;
     };
-    match crate::script::Strategy::compile(&path, text, &s.limits, s.lower, schema) {
+    match crate::ruleset::strategy::Strategy::compile(&path, text, &s.limits, s.lower, schema) {
         Ok(st) => Some(st),
         Err(e) => {
             d.errors.push(RuleError {
@@ -1115,7 +1117,7 @@ fn action_treatments(
     }
     for c in a.channels.get_ref() {
         let Some(&ci) = channel_index.get(c.get_ref().as_str()) else {
-            let hint = did_you_mean(crate::util::closest(
+            let hint = did_you_mean(crate::base::util::closest(
                 c.get_ref(),
                 channel_index.keys().copied(),
             ));
@@ -1343,7 +1345,7 @@ fn default_value(ty: AttrType, v: &toml::Value) -> Result<Value, String> {
     if let (AttrType::Timestamp, toml::Value::Datetime(dt)) = (ty, v) {
         return Timestamp::parse(&dt.to_string()).map(Value::Timestamp);
     }
-    json_value(ty, &crate::util::toml_to_json(v))
+    json_value(ty, &crate::base::util::toml_to_json(v))
 }
 
 fn content_hash(src: &RuleSource) -> String {

@@ -8,115 +8,25 @@
 //! weights are attached to the actions they boost, and each channel has the
 //! list of actions it offers. A decision only indexes into these tables.
 
+pub(crate) mod archive;
 mod compile;
-pub(crate) use compile::source_hash;
-pub(crate) mod schema;
+pub(crate) mod contact;
+pub(crate) mod json;
+pub(crate) mod learning;
+pub(crate) mod policy;
 pub(crate) mod source;
+pub(crate) mod strategy;
 
-use std::fmt;
+pub(crate) use compile::source_hash;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::{Error, Location};
-use crate::expr::{Affine, BoolIr, FloatIr};
-pub use schema::{AttrType, Attribute, Schema};
+pub use crate::base::{AttrType, ControlMode, Direction, Level, Stage};
+use crate::base::{Blocked, Error, Removed};
+pub use crate::context::schema::{Attribute, Schema};
+use crate::expr::{Affine, Cond, FloatIr};
 pub use source::RuleSource;
-
-/// The stage of the decision funnel that removed a candidate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Stage {
-    /// May this customer ever get it?
-    Eligibility,
-    /// Is it relevant now?
-    Applicability,
-    /// Is it in the customer's interest?
-    Suitability,
-    /// The value expression failed or was not a finite number.
-    Value,
-    /// A contact policy suppresses it (the customer's history).
-    ContactPolicy,
-    /// The channel's contact limit for this customer is reached.
-    ChannelLimit,
-    /// A volume constraint's cap for the period is reached.
-    VolumeConstraint,
-    /// The strategy's `adjust` hook excluded it.
-    Strategy,
-}
-
-impl Stage {
-    /// The stage's name in JSON and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Eligibility => "eligibility",
-            Stage::Applicability => "applicability",
-            Stage::Suitability => "suitability",
-            Stage::Value => "value",
-            Stage::ContactPolicy => "contact_policy",
-            Stage::ChannelLimit => "channel_limit",
-            Stage::VolumeConstraint => "volume_constraint",
-            Stage::Strategy => "strategy",
-        }
-    }
-
-    /// Every stage, in funnel order.
-    pub const ALL: [Stage; 8] = [
-        Stage::Eligibility,
-        Stage::Applicability,
-        Stage::Suitability,
-        Stage::Value,
-        Stage::ContactPolicy,
-        Stage::ChannelLimit,
-        Stage::VolumeConstraint,
-        Stage::Strategy,
-    ];
-
-    pub(crate) fn parse(s: &str) -> Option<Stage> {
-        Stage::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Whether a policy belongs to the action's group or to the action itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Level {
-    /// Declared on the group: applies to every action in it.
-    Group,
-    /// Declared on the action.
-    Action,
-}
-
-impl Level {
-    /// `"group"` or `"action"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Group => "group",
-            Level::Action => "action",
-        }
-    }
-}
-
-/// Inbound (the customer came to us) or outbound (we reach out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// The customer contacted us (call, app session, web visit).
-    Inbound,
-    /// We contact the customer (email, sms, outbound call).
-    Outbound,
-}
-
-/// A compiled conjunct, shared by every policy that uses it.
-#[derive(Debug)]
-pub(crate) struct Cond {
-    pub ir: BoolIr,
-    pub text: Box<str>,
-    pub location: Location,
-}
 
 /// One engagement-policy check of an action, in evaluation order.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +47,7 @@ pub(crate) enum ValueFn {
 #[derive(Debug)]
 pub(crate) struct Action {
     pub id: Arc<str>,
-    /// [`crate::history::key`] of the id.
+    /// [`crate::base::key`] of the id.
     pub key: u64,
     /// Volume constraints on the action or its group.
     pub volumes: Box<[u32]>,
@@ -150,7 +60,7 @@ pub(crate) struct Action {
     pub lever: f64,
     pub checks: Box<[Check]>,
     /// The conjuncts of `checks` as bitset masks (a decision's fast test).
-    pub need: crate::policy::Need,
+    pub need: crate::ruleset::policy::Need,
     /// Context weights that boost this action (via issue, group or itself).
     pub weights: Box<[u32]>,
     /// Treatment per channel index (None: not offered there).
@@ -174,40 +84,28 @@ pub(crate) struct Channel {
     pub name: Arc<str>,
     pub direction: Direction,
     pub limit: Option<usize>,
-    /// [`crate::history::channel_key`] of the name.
+    /// [`crate::base::channel_key`] of the name.
     pub key: u32,
-    pub contact_limit: Option<crate::policy::contact::ContactLimit>,
+    pub contact_limit: Option<crate::ruleset::contact::ContactLimit>,
     /// Volume constraints on the channel.
     pub volumes: Box<[u32]>,
     /// Indices of the actions offered on this channel, ascending (= by id).
     pub actions: Box<[u32]>,
     /// What each of `actions` needs, in the same order (a decision's first
     /// pass reads these, not the actions).
-    pub needs: crate::policy::Needs,
+    pub needs: crate::ruleset::policy::Needs,
     /// The checks of each of `actions`, in the same order (explanations
     /// read these, not the actions).
-    pub checks: crate::policy::Checks,
+    pub checks: crate::ruleset::policy::Checks,
     /// The channel name's symbol (for the built-in `channel`).
-    pub sym: crate::expr::Sym,
+    pub sym: crate::base::Sym,
 }
 
 #[derive(Debug)]
 pub(crate) struct ContextWeight {
     /// The conjuncts that must all hold, as the memo's words and masks.
-    pub need: crate::policy::Need,
+    pub need: crate::ruleset::policy::Need,
     pub boost: f64,
-}
-
-/// What the control group of an experiment gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlMode {
-    /// No action at all (the decision still runs, so explanations show
-    /// what the customer would have got).
-    NoAction,
-    /// One action drawn uniformly from the eligible ones, with a seed
-    /// derived from the customer and the decision time (logged, so replays
-    /// draw the same).
-    RandomEligible,
 }
 
 /// A champion/challenger experiment declared in `[experiment]`.
@@ -220,19 +118,6 @@ pub(crate) struct Experiment {
     pub challenger_share: f64,
     pub control_share: f64,
     pub control: ControlMode,
-}
-
-/// An action's names as JSON members: `"action":…,"group":…,"issue":…`,
-/// and `"treatment":…` per channel.
-pub(crate) type JsonNames = (Box<str>, Box<[Box<str>]>);
-
-/// A version's names and texts escaped as JSON once, on first use.
-#[derive(Debug, Default)]
-pub(crate) struct JsonCache {
-    /// Per action (see [`crate::Decision::to_json`]).
-    pub names: std::sync::OnceLock<Box<[JsonNames]>>,
-    /// The decision log's fixed pieces, built by its writer.
-    pub log: std::sync::OnceLock<crate::audit::LogTexts>,
 }
 
 /// A validated, compiled, immutable rule version. Cheap to share (`Arc`),
@@ -254,19 +139,19 @@ pub struct RuleSet {
     pub(crate) tests: crate::expr::ir::Tests,
     pub(crate) weights: Vec<ContextWeight>,
     pub(crate) experiment: Option<Experiment>,
-    pub(crate) strategy: Option<crate::script::Strategy>,
-    pub(crate) contact_policies: Vec<crate::policy::contact::ContactPolicy>,
-    pub(crate) volumes: Vec<crate::policy::contact::VolumeConstraint>,
-    pub(crate) learning: Option<crate::learning::Learning>,
+    pub(crate) strategy: Option<crate::ruleset::strategy::Strategy>,
+    pub(crate) contact_policies: Vec<crate::ruleset::contact::ContactPolicy>,
+    pub(crate) volumes: Vec<crate::ruleset::contact::VolumeConstraint>,
+    pub(crate) learning: Option<crate::ruleset::learning::Learning>,
     /// How far back contact policies and channel limits look (seconds).
     pub(crate) history_horizon: i64,
     /// Each channel with a contact limit: its key and window.
     pub(crate) contact_limits: Vec<(u32, i64)>,
     /// Tags what this version derives from a customer's history
-    /// ([`crate::history::Memo`]): the xxh3 of the content hash.
+    /// ([`crate::state::history::Memo`]): the xxh3 of the content hash.
     pub(crate) memo_tag: u64,
     /// Names and texts escaped as JSON, each table built on first use.
-    pub(crate) json: Box<JsonCache>,
+    pub(crate) json: Box<json::JsonCache>,
     /// Action and group indexes by key (the xxh3 of the name, as history
     /// events carry them).
     pub(crate) action_by_key: rustc_hash::FxHashMap<u64, u32>,
@@ -390,7 +275,7 @@ impl RuleSet {
             .map(|i| i as u32)
             .ok_or_else(|| Error::UnknownChannel {
                 channel: name.to_string(),
-                known: crate::util::list(
+                known: crate::base::util::list(
                     &self.channels.iter().map(|c| &*c.name).collect::<Vec<_>>(),
                 ),
             })
@@ -401,5 +286,52 @@ impl RuleSet {
             .binary_search_by(|a| (*a.id).cmp(id))
             .ok()
             .map(|i| i as u32)
+    }
+}
+
+/// The names behind a decision's removals: the policy, channel or volume
+/// constraint that engine state blocked an action by, and the strategy's
+/// reasons.
+impl RuleSet {
+    /// The strategy's reason or the blocking policy's name of `r`, if any.
+    pub(crate) fn removal_note<'a>(
+        &'a self,
+        r: &Removed,
+        notes: &'a [Arc<str>],
+    ) -> Option<&'a str> {
+        match r.stage {
+            _ if r.note == Removed::NO_NOTE => None,
+            Stage::Strategy => notes.get(r.note as usize).map(|n| &**n),
+            Stage::ContactPolicy | Stage::ChannelLimit | Stage::VolumeConstraint => {
+                Some(self.blocker_name(&Blocked {
+                    action: r.action,
+                    stage: r.stage,
+                    policy: r.note,
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// The name of the policy, channel or constraint that blocked `b`.
+    pub(crate) fn blocker_name(&self, b: &Blocked) -> &Arc<str> {
+        let i = b.policy as usize;
+        match b.stage {
+            Stage::ChannelLimit => &self.channels[i].name,
+            Stage::VolumeConstraint => &self.volumes[i].name,
+            _ => &self.contact_policies[i].name,
+        }
+    }
+
+    /// The index of the policy named `name` for `stage`, if this version
+    /// has one.
+    pub(crate) fn blocker_index(&self, stage: Stage, name: &str) -> Option<u32> {
+        let i = match stage {
+            Stage::ChannelLimit => self.channels.iter().position(|c| &*c.name == name),
+            Stage::VolumeConstraint => self.volumes.iter().position(|v| &*v.name == name),
+            Stage::ContactPolicy => self.contact_policies.iter().position(|p| &*p.name == name),
+            _ => None,
+        };
+        i.map(|i| i as u32)
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{Error, Location};
+use crate::base::{Error, Location};
 
 /// A rule set's files, in memory: `ruleset.toml`, `actions/*.toml` and
 /// `strategies/*.rhai`, keyed by their path relative to the rule directory.
@@ -422,7 +422,7 @@ pub(crate) struct LearningSrc {
 pub(crate) struct StrategySrc {
     pub script: Spanned<String>,
     #[serde(default)]
-    pub limits: crate::script::Limits,
+    pub limits: crate::ruleset::strategy::Limits,
     /// Lower the hooks to the engine's own operations where they allow it
     /// (the default); `false` runs every hook in rhai's interpreter.
     #[serde(default = "yes")]

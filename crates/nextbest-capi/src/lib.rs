@@ -799,6 +799,12 @@ mod tests {
     use super::*;
     use std::ptr::{null, null_mut};
 
+    /// A fixture rule directory (the unit tests run in this crate's
+    /// directory; the fixtures are the workspace's).
+    fn fixture(name: &str) -> String {
+        format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
     fn open(dir: &str) -> *mut NbEngine {
         let config = format!(r#"{{"rules_dir": "{dir}"}}"#);
         let mut engine = null_mut();
@@ -873,7 +879,7 @@ mod tests {
 
     #[test]
     fn decide_returns_the_decision_json_and_leaves_err_empty() {
-        let engine = open("tests/fixtures/mini");
+        let engine = open(&fixture("mini"));
         let req = br#"{"customer_id":"C1","channel":"call_center","context":{"age":42,"income":90000,"segment":"gold"}}"#;
         let (mut out, mut err) = (NbBuf::EMPTY, NbBuf::EMPTY);
         let status = unsafe { nb_decide(engine, req.as_ptr(), req.len(), &mut out, &mut err) };
@@ -890,7 +896,7 @@ mod tests {
 
     #[test]
     fn each_failure_has_its_status_and_out_stays_empty() {
-        let engine = open("tests/fixtures/mini");
+        let engine = open(&fixture("mini"));
         let cases: [(&[u8], NbStatus); 6] = [
             (b"{not json", NbStatus::NB_ERR_INVALID_JSON),
             (b"\xff\xfe", NbStatus::NB_ERR_INVALID_UTF8),
@@ -926,7 +932,7 @@ mod tests {
 
     #[test]
     fn rule_errors_are_all_listed_with_locations() {
-        let config = br#"{"rules_dir": "tests/fixtures/broken"}"#;
+        let config = format!(r#"{{"rules_dir": "{}"}}"#, fixture("broken"));
         let mut engine = std::ptr::NonNull::<NbEngine>::dangling().as_ptr(); // overwritten with NULL
         let mut err = NbBuf::EMPTY;
         let status =
@@ -942,8 +948,9 @@ mod tests {
 
     #[test]
     fn load_and_rollback_report_the_version_made_live() {
-        let engine = open("tests/fixtures/mini");
-        let dir = "tests/fixtures/mini_v2";
+        let engine = open(&fixture("mini"));
+        let dir = fixture("mini_v2");
+        let dir = dir.as_str();
         let mut v = NbBuf::EMPTY;
         let status =
             unsafe { nb_engine_load_rules(engine, dir.as_ptr(), dir.len(), &mut v, null_mut()) };

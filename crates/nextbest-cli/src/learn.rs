@@ -324,7 +324,7 @@ pub fn run_evaluate(
     success: &[String],
     json: bool,
 ) -> Result<ExitCode, Error> {
-    use nextbest::audit::evaluate::{evaluate, EvaluateOptions};
+    use nextbest::tools::evaluate::{evaluate, EvaluateOptions};
     let mut opts = EvaluateOptions::default();
     if !success.is_empty() {
         opts.success = success

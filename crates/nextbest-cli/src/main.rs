@@ -473,11 +473,11 @@ fn run_replay(
     archive: Option<PathBuf>,
     json: bool,
 ) -> Result<ExitCode, Error> {
-    let sources = nextbest::audit::replay::VersionSources {
+    let sources = nextbest::tools::replay::VersionSources {
         rules_dir: rules,
         archive_dir: archive,
     };
-    let r = nextbest::audit::replay::replay(logs, &sources)?;
+    let r = nextbest::tools::replay::replay(logs, &sources)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
     } else {

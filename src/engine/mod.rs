@@ -1,0 +1,962 @@
+//! The [`Engine`]: the handle services hold and share between threads.
+//!
+//! The live rule version sits behind an `ArcSwap`. A decision loads it
+//! exactly once and uses that version from start to end, so a publish never
+//! changes a decision in flight, and readers never take a lock.
+//!
+//! Invariants a reader of this file must keep:
+//! - `decide` takes its hold on the version once (`held()`, from this
+//!   thread's lane) and passes it down; nothing in the decision path loads
+//!   again. Every lane points at the version in `current` once publish or
+//!   rollback returns (both set them under the history's lock).
+//! - The history (the last K versions) and the graveyard are touched only
+//!   by publish, rollback, reload and stats, under one mutex that `decide`
+//!   never takes.
+//! - A replaced version is freed off the decision path: when it leaves the
+//!   history it moves to the graveyard, which drops it on a later publish
+//!   or stats call once no decision holds it any more, so the last
+//!   reference is never released by a deciding thread.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use dashmap::DashMap;
+
+use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, Sink};
+use crate::base::util::Striped;
+use crate::base::{Arm, Error, Outcome, Timestamp};
+use crate::context::schema::Schema;
+use crate::decide;
+use crate::decide::decision::{Decision, DecisionRequest};
+use crate::decide::version::{clock, Held, Version, VersionRef};
+use crate::ruleset::{source_hash, RuleSet, RuleSource};
+use crate::state::counters::Counter;
+use crate::state::history::{HistoryConfig, HistoryStore, MemoryHistory};
+use crate::state::learning::Learned;
+
+/// One lane: the live version as a hold, on a cache line of its own.
+type Lane = crate::base::util::Padded<ArcSwap<Held>>;
+
+fn lane(v: &Arc<Version>) -> Lane {
+    crate::base::util::Padded(ArcSwap::new(Arc::new(Held(v.clone()))))
+}
+
+/// The history section of a state file saved from a store that persists
+/// itself.
+const EXTERNAL_HISTORY: &str =
+    "{\"v\":2,\"kind\":\"history\",\"external\":true}\n{\"kind\":\"end\",\"customers\":0}\n";
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// How many versions to keep for rollback (at least 1: the live one).
+    pub keep_versions: usize,
+    /// The decision log (none by default).
+    pub decision_log: Option<LogConfig>,
+    /// Bounds of the in-memory interaction history.
+    pub history: HistoryConfig,
+    /// Whether a live decision records an impression of each action it
+    /// returns in the interaction history (default: no; the application
+    /// reports impressions with [`Engine::record_outcome`] when it actually
+    /// shows the action).
+    pub record_impressions: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            keep_versions: 10,
+            decision_log: None,
+            history: HistoryConfig::default(),
+            record_impressions: false,
+        }
+    }
+}
+
+/// How to open an engine: the JSON (or TOML) configuration that the C ABI's
+/// `nb_engine_open` and services pass.
+///
+/// ```json
+/// {"rules_dir": "tests/fixtures/mini", "keep_versions": 10,
+///  "decision_log": {"path": "decisions.jsonl"}}
+/// ```
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EngineOptions {
+    /// The rule directory to serve.
+    pub rules_dir: PathBuf,
+    /// How many versions to keep for rollback.
+    #[serde(default)]
+    pub keep_versions: Option<usize>,
+    /// Where and how to log decisions and outcomes.
+    #[serde(default)]
+    pub decision_log: Option<crate::audit::LogConfig>,
+    /// Bounds of the in-memory interaction history:
+    /// `{"retention_secs": 7776000, "max_events": 256}`.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
+    /// Record an impression for every action a decision returns.
+    #[serde(default)]
+    pub record_impressions: Option<bool>,
+    /// Load interaction history and learning state from this file (written
+    /// by [`Engine::save_state`]) when opening, if it exists.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+}
+
+/// A summary of a kept version.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    /// Version number.
+    pub version: u64,
+    /// Rule set name.
+    pub name: String,
+    /// Content hash.
+    pub hash: String,
+    /// When it was published (RFC 3339).
+    pub published: String,
+}
+
+impl VersionInfo {
+    fn of(v: &Version) -> VersionInfo {
+        VersionInfo {
+            version: v.number,
+            name: v.rules.name().to_string(),
+            hash: v.rules.hash().to_string(),
+            published: v.published.to_string(),
+        }
+    }
+}
+
+/// Counters and the state of the version history.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStats {
+    /// The live version.
+    pub current: VersionInfo,
+    /// Versions kept for rollback, oldest first (the live one last).
+    pub versions: Vec<VersionInfo>,
+    /// Rule loads (initial, publish, reload) that went live.
+    pub loads_succeeded: u64,
+    /// Rule loads that failed validation or I/O (nothing went live).
+    pub loads_failed: u64,
+    /// The last load error, if any.
+    pub last_load_error: Option<String>,
+    /// Decisions per experiment arm.
+    pub decisions: ArmCounts,
+    /// Requests that returned an error.
+    pub decision_errors: u64,
+    /// Outcomes recorded.
+    pub outcomes: u64,
+    /// Strategy hook failures (each left the decision without that hook).
+    pub script_errors: u64,
+    /// The decision log's counters, if there is a log.
+    pub log: Option<LogStats>,
+    /// The interaction history's size, if its store can say.
+    pub history: Option<crate::state::history::HistorySize>,
+}
+
+/// Decisions per arm.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ArmCounts {
+    /// Decided by the champion.
+    pub champion: u64,
+    /// Decided by the challenger.
+    pub challenger: u64,
+    /// In the control group.
+    pub control: u64,
+}
+
+struct History {
+    /// Oldest first; the last is the live version.
+    versions: VecDeque<Arc<Version>>,
+    /// Versions out of the history that decisions may still hold.
+    graveyard: Vec<Arc<Version>>,
+    next_number: u64,
+    loads_succeeded: u64,
+    loads_failed: u64,
+    last_load_error: Option<String>,
+}
+
+impl History {
+    fn sweep(&mut self) {
+        // strong_count == 1: only the graveyard holds it, and nobody can
+        // clone it any more, so dropping it here frees it here.
+        self.graveyard.retain(|v| Arc::strong_count(v) > 1);
+    }
+}
+
+/// The decision engine. `Send + Sync`; share it in an `Arc`.
+///
+/// ```
+/// use nextbest::{Engine, Context, DecisionRequest};
+/// let engine = Engine::from_dir("tests/fixtures/mini")?;
+/// let ctx = Context::builder(&engine.schema())
+///     .set("age", 35)
+///     .set("income", 48_000.0)
+///     .build()?;
+/// let decision = engine.decide(&DecisionRequest::new("C42", "call_center", ctx))?;
+/// assert!(decision.actions().len() <= 3);
+/// # Ok::<(), nextbest::Error>(())
+/// ```
+pub struct Engine {
+    current: ArcSwap<Version>,
+    /// The live version again, once per lane (a thread uses the lane of its
+    /// stripe): a decision takes its hold from its lane, so two threads
+    /// deciding do not both write the version's reference count. Publish
+    /// and rollback set every lane, under the history's lock, before they
+    /// return.
+    lanes: Box<[Lane]>,
+    history: Mutex<History>,
+    keep_versions: usize,
+    arms: [Striped; 3],
+    errors: Striped,
+    outcomes: Striped,
+    script_errors: Striped,
+    log: Option<DecisionLog>,
+    archive_dir: Option<PathBuf>,
+    interactions: Arc<dyn HistoryStore>,
+    learned: Arc<Learned>,
+    counters: Arc<DashMap<u64, Arc<Counter>>>,
+    record_impressions: bool,
+}
+/// The saved-state file (see [`Engine::save_state`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedState {
+    v: u32,
+    kind: String,
+    saved: String,
+    learning: Vec<crate::state::learning::SavedCounts>,
+    /// Volume counters by constraint-name key: (window << 32) | count.
+    volumes: Vec<(u64, u64)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.current.load();
+        f.debug_struct("Engine")
+            .field("ruleset", &v.rules.name())
+            .field("version", &v.number)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine serving `rules` as version 1, without a decision log.
+    pub fn new(rules: RuleSet) -> Engine {
+        Engine::build(rules, &EngineConfig::default(), None, None)
+    }
+
+    /// An engine serving `rules` as version 1, with `config`. Fails only if
+    /// the decision log cannot be opened.
+    pub fn try_with_config(rules: RuleSet, config: EngineConfig) -> Result<Engine, Error> {
+        config.history.check()?;
+        let (log, archive) = match &config.decision_log {
+            Some(lc) => {
+                let sink =
+                    FileSink::open_as(&lc.path, lc.max_bytes, lc.keep_files, lc.file_format())
+                        .map_err(|e| Error::io(&lc.path, e))?;
+                (
+                    Some(DecisionLog::start(Box::new(sink), lc.options())?),
+                    lc.archive_dir.clone(),
+                )
+            }
+            None => (None, None),
+        };
+        let engine = Engine::build(rules, &config, log, archive);
+        engine.archive(&engine.current.load())?;
+        Ok(engine)
+    }
+
+    /// An engine that logs to `sink` (a callback, memory, or your own).
+    pub fn with_sink(
+        rules: RuleSet,
+        config: EngineConfig,
+        sink: Box<dyn Sink>,
+        options: LogOptions,
+    ) -> Result<Engine, Error> {
+        config.history.check()?;
+        let log = DecisionLog::start(sink, options)?;
+        Ok(Engine::build(rules, &config, Some(log), None))
+    }
+
+    fn build(
+        rules: RuleSet,
+        config: &EngineConfig,
+        log: Option<DecisionLog>,
+        archive_dir: Option<PathBuf>,
+    ) -> Engine {
+        let keep_versions = config.keep_versions;
+        // The decision clock calibrates itself on first use (about half a
+        // millisecond, once per process): here, not in the first decision.
+        let _ = clock();
+        let learned = Arc::new(Learned::default());
+        let counters = Arc::new(DashMap::new());
+        let first = Arc::new(Version::new(1, rules, &learned, &counters));
+        Engine {
+            current: ArcSwap::new(first.clone()),
+            lanes: (0..crate::base::util::STRIPES)
+                .map(|_| lane(&first))
+                .collect(),
+            history: Mutex::new(History {
+                versions: VecDeque::from([first]),
+                graveyard: Vec::new(),
+                next_number: 2,
+                loads_succeeded: 1,
+                loads_failed: 0,
+                last_load_error: None,
+            }),
+            keep_versions: keep_versions.max(1),
+            arms: Default::default(),
+            errors: Striped::default(),
+            outcomes: Striped::default(),
+            script_errors: Striped::default(),
+            log,
+            archive_dir,
+            interactions: Arc::new(MemoryHistory::new(config.history)),
+            learned,
+            counters,
+            record_impressions: config.record_impressions,
+        }
+    }
+
+    /// Use `store` for interaction history instead of the in-memory one
+    /// (a shared store, for example). Call before serving.
+    pub fn with_history_store(mut self, store: Arc<dyn HistoryStore>) -> Engine {
+        self.interactions = store;
+        self
+    }
+
+    /// The interaction history store.
+    pub fn history_store(&self) -> &Arc<dyn HistoryStore> {
+        &self.interactions
+    }
+
+    /// Save interaction history, learning counts and volume counters to
+    /// `path`, atomically (a temporary file, synced, then renamed).
+    ///
+    /// The file is JSON Lines: a header `{"v":1,"kind":"nextbest-state",
+    /// "saved":..,"learning":[{"action":..,"channel":..,"counts":[impression,
+    /// clicked, accepted, rejected, no_response]}],"volumes":[[key, word]]}`,
+    /// then the history: `{"v":2,"kind":"history"}`, one line per customer
+    /// sorted by id (see [`MemoryHistory`]) and `{"kind":"end","customers":N}`,
+    /// so a truncated file is an error. Equal state saves to equal bytes,
+    /// but for the header's `saved` time.
+    pub fn save_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let header = SavedState {
+            v: 1,
+            kind: "nextbest-state".into(),
+            saved: Timestamp::now().to_string(),
+            learning: self.learned.save(),
+            volumes: {
+                let mut v: Vec<(u64, u64)> = self
+                    .counters
+                    .iter()
+                    .map(|e| (*e.key(), e.value().raw()))
+                    .collect();
+                v.sort_unstable();
+                v
+            },
+        };
+        crate::state::history::write_atomically(path.as_ref(), |w| {
+            serde_json::to_writer(&mut *w, &header).map_err(|e| Error::State(e.to_string()))?;
+            std::io::Write::write_all(w, b"\n").map_err(|e| Error::io(path.as_ref(), e))?;
+            if self.interactions.saves_to_file() {
+                self.interactions.save(w)
+            } else {
+                // The store persists itself: an empty, marked section.
+                std::io::Write::write_all(w, EXTERNAL_HISTORY.as_bytes())
+                    .map_err(|e| Error::io(path.as_ref(), e))
+            }
+        })
+    }
+
+    /// Load a file written by [`Engine::save_state`]: its outcome counts
+    /// and history events are added to the engine's, its volume counters
+    /// replace the engine's. All or nothing: a damaged or truncated file is
+    /// an error that names the line, and changes nothing.
+    pub fn load_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        use std::io::{BufRead, Read};
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut r = std::io::BufReader::new(file);
+        let mut first = String::new();
+        r.read_line(&mut first).map_err(|e| Error::io(path, e))?;
+        let header: SavedState = serde_json::from_str(&first)
+            .map_err(|e| Error::State(format!("{} line 1: {e}", path.display())))?;
+        if header.v != 1 || header.kind != "nextbest-state" {
+            return Err(Error::State(format!(
+                "{}: not a nextbest state file (v {}, kind `{}`)",
+                path.display(),
+                header.v,
+                header.kind
+            )));
+        }
+        // The history loads all or nothing; learning and volumes cannot
+        // fail after the header parsed, so a damaged file changes nothing.
+        let mut second = String::new();
+        r.read_line(&mut second).map_err(|e| Error::io(path, e))?;
+        let (external_header, external_end) = EXTERNAL_HISTORY
+            .split_once('\n')
+            .unwrap_or((EXTERNAL_HISTORY, ""));
+        if second.trim_end() == external_header {
+            // Saved from a store that persists itself: no events.
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut r, &mut rest).map_err(|e| Error::io(path, e))?;
+            if rest != external_end {
+                return Err(Error::State(format!(
+                    "{} line 3: expected the end of an empty history section",
+                    path.display()
+                )));
+            }
+        } else {
+            let mut history = std::io::Cursor::new(second.into_bytes()).chain(r);
+            self.interactions
+                .load(&mut history, 2)
+                .map_err(|e| match e {
+                    Error::State(m) => Error::State(format!("{}: {m}", path.display())),
+                    other => other,
+                })?;
+        }
+        self.learned.load(&header.learning);
+        for (k, word) in header.volumes {
+            match self.counters.get(&k) {
+                Some(c) => c.set_raw(word),
+                None => {
+                    self.counters.insert(k, Arc::new(Counter::from_raw(word)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write a version's rule files to the archive (if configured) under
+    /// its hash, so replays can find it. Written to a temporary directory
+    /// and renamed, so an archived version is always complete.
+    fn archive(&self, v: &Version) -> Result<(), Error> {
+        let Some(dir) = &self.archive_dir else {
+            return Ok(());
+        };
+        crate::ruleset::archive::archive_version(dir, &v.rules)
+    }
+
+    /// Load, validate and compile a rule directory and serve it.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Engine, Error> {
+        Ok(Engine::new(RuleSet::from_dir(dir)?))
+    }
+
+    /// Open an engine from [`EngineOptions`].
+    pub fn open(options: &EngineOptions) -> Result<Engine, Error> {
+        let rules = RuleSet::from_dir(&options.rules_dir)?;
+        let mut config = EngineConfig::default();
+        if let Some(k) = options.keep_versions {
+            config.keep_versions = k;
+        }
+        config.decision_log = options.decision_log.clone();
+        if let Some(h) = options.history {
+            config.history = h;
+        }
+        if let Some(r) = options.record_impressions {
+            config.record_impressions = r;
+        }
+        let engine = Engine::try_with_config(rules, config)?;
+        if let Some(state) = options.state_file.as_ref().filter(|p| p.exists()) {
+            engine.load_state(state)?;
+        }
+        Ok(engine)
+    }
+
+    /// Open an engine from [`EngineOptions`] given as JSON.
+    pub fn from_config_json(json: &str) -> Result<Engine, Error> {
+        let options: EngineOptions = serde_json::from_str(json)
+            .map_err(|e| Error::InvalidConfig(format!("engine configuration: {e}")))?;
+        Engine::open(&options)
+    }
+
+    /// Publish a compiled version atomically; decisions in flight finish on
+    /// the version they started with. Returns the new version's number.
+    pub fn publish(&self, rules: RuleSet) -> u64 {
+        let archived = self
+            .archive_dir
+            .as_ref()
+            .map(|d| crate::ruleset::archive::archive_version(d, &rules));
+        let mut h = self.history.lock();
+        if let Some(Err(e)) = archived {
+            h.last_load_error = Some(format!("archiving the version failed: {e}"));
+        }
+        let number = h.next_number;
+        h.next_number += 1;
+        let v = Arc::new(Version::new(number, rules, &self.learned, &self.counters));
+        self.current.store(v.clone());
+        self.set_lanes(&v);
+        h.versions.push_back(v);
+        while h.versions.len() > self.keep_versions {
+            if let Some(old) = h.versions.pop_front() {
+                h.graveyard.push(old);
+            }
+        }
+        h.loads_succeeded += 1;
+        h.sweep();
+        number
+    }
+
+    /// Load, validate and compile `dir` (off the decision path) and publish
+    /// it. On error nothing changes: the live version keeps serving, the
+    /// failure is counted in [`Engine::stats`] and returned with every
+    /// location. Reloading rules whose content hash equals the live
+    /// version's is a no-op that returns the live version's number.
+    pub fn reload(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
+        let loaded = RuleSource::from_dir(dir.as_ref()).and_then(|src| {
+            let live = self.current.load();
+            if source_hash(&src) == live.rules.hash {
+                return Ok(None);
+            }
+            RuleSet::compile(&src).map(Some)
+        });
+        match loaded {
+            Ok(None) => Ok(self.current.load().number),
+            Ok(Some(rules)) => Ok(self.publish(rules)),
+            Err(e) => {
+                let mut h = self.history.lock();
+                h.loads_failed += 1;
+                h.last_load_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Serve the previous kept version again, at once. The version rolled
+    /// back from leaves the history. Returns the number now serving.
+    pub fn rollback(&self) -> Result<u64, Error> {
+        let mut h = self.history.lock();
+        if h.versions.len() < 2 {
+            return Err(Error::Rollback(
+                "no previous version is kept to roll back to".into(),
+            ));
+        }
+        let Some(gone) = h.versions.pop_back() else {
+            return Err(Error::Rollback("no version".into()));
+        };
+        let Some(prev) = h.versions.back().cloned() else {
+            return Err(Error::Rollback("no version".into()));
+        };
+        self.current.store(prev.clone());
+        self.set_lanes(&prev);
+        h.graveyard.push(gone);
+        h.sweep();
+        Ok(prev.number)
+    }
+
+    /// Forget the interaction history of customers with no event within
+    /// the retention window at `now` (default: the current time), and
+    /// return how many were forgotten. Without it, the in-memory history
+    /// keeps every customer it has seen. Off the decision path: run it
+    /// periodically from a maintenance thread.
+    pub fn purge_history(&self, now: Option<Timestamp>) -> usize {
+        let now = now.unwrap_or_else(Timestamp::now);
+        self.interactions.purge(now.0)
+    }
+
+    /// The live version.
+    pub fn current(&self) -> Arc<Version> {
+        self.current.load_full()
+    }
+
+    /// Point every lane at `v` (under the history's lock). A hold on the
+    /// version a lane had is released by the last decision holding it; the
+    /// version itself stays in the history or the graveyard, so no deciding
+    /// thread frees it.
+    fn set_lanes(&self, v: &Arc<Version>) {
+        for lane in self.lanes.iter() {
+            lane.0.store(Arc::new(Held(v.clone())));
+        }
+    }
+
+    /// The live version, held through this thread's lane.
+    #[inline]
+    fn held(&self) -> VersionRef {
+        self.lanes[crate::base::util::stripe()].0.load_full()
+    }
+
+    /// The kept versions, oldest first (the live one last).
+    pub fn versions(&self) -> Vec<VersionInfo> {
+        self.history
+            .lock()
+            .versions
+            .iter()
+            .map(|v| VersionInfo::of(v))
+            .collect()
+    }
+
+    /// Counters and the version history.
+    pub fn stats(&self) -> EngineStats {
+        let mut h = self.history.lock();
+        h.sweep();
+        EngineStats {
+            current: VersionInfo::of(&self.current.load()),
+            versions: h.versions.iter().map(|v| VersionInfo::of(v)).collect(),
+            loads_succeeded: h.loads_succeeded,
+            loads_failed: h.loads_failed,
+            last_load_error: h.last_load_error.clone(),
+            decisions: ArmCounts {
+                champion: self.arms[0].sum(),
+                challenger: self.arms[1].sum(),
+                control: self.arms[2].sum(),
+            },
+            decision_errors: self.errors.sum(),
+            outcomes: self.outcomes.sum(),
+            script_errors: self.script_errors.sum(),
+            log: self.log.as_ref().map(DecisionLog::stats),
+            history: self.interactions.size(),
+        }
+    }
+
+    /// Record what a customer did with an action: validated against the
+    /// live version (the channel must exist; the action must exist in a
+    /// kept version) and logged.
+    pub fn record_outcome(&self, outcome: &Outcome) -> Result<(), Error> {
+        let live = self.current.load();
+        let ci = live.rules.channel(&outcome.channel)? as usize;
+        let now = Timestamp::now();
+        let at = outcome.timestamp.unwrap_or(now);
+        // The action's group (for per-group contact policies) and its
+        // counts: from the live version when it has the action, else from
+        // the newest kept version that has it.
+        let group;
+        let counts;
+        if let Some(ai) = live.rules.action_index(&outcome.action) {
+            let ai = ai as usize;
+            let a = &live.rules.actions[ai];
+            group = live.rules.groups[a.group as usize].key;
+            counts = live.bound.counts[ai * live.rules.channels.len() + ci]
+                .clone()
+                .unwrap_or_else(|| self.learned.counts(&outcome.action, &outcome.channel));
+        } else {
+            let h = self.history.lock();
+            let Some((rs, ai)) = h.versions.iter().rev().find_map(|v| {
+                v.rules
+                    .action_index(&outcome.action)
+                    .map(|ai| (&v.rules, ai as usize))
+            }) else {
+                return Err(Error::InvalidRequest(format!(
+                    "outcome: unknown action `{}`",
+                    outcome.action
+                )));
+            };
+            group = rs.groups[rs.actions[ai].group as usize].key;
+            drop(h);
+            counts = self.learned.counts(&outcome.action, &outcome.channel);
+        }
+        counts.add(outcome.kind, 1);
+        self.interactions.record(
+            &outcome.customer_id,
+            crate::state::history::Event {
+                at: at.0,
+                action: crate::base::key(&outcome.action),
+                group,
+                channel: crate::base::channel_key(&outcome.channel),
+                kind: outcome.kind,
+            },
+        );
+        self.outcomes.add(1);
+        if let Some(log) = &self.log {
+            log.log(crate::audit::outcome_item(outcome, now));
+        }
+        Ok(())
+    }
+
+    /// [`Engine::record_outcome`] from the outcome JSON in the README.
+    pub fn record_outcome_json(&self, json: &str) -> Result<(), Error> {
+        self.record_outcome(&Outcome::from_json(json)?)
+    }
+
+    /// Return once every record logged before this call is written and
+    /// synced to disk. Without a log, there is nothing to do.
+    pub fn flush(&self) -> Result<(), Error> {
+        match &self.log {
+            Some(log) => log.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// The live version's context schema, to build contexts with
+    /// [`Context::builder`](crate::Context::builder).
+    pub fn schema(&self) -> Arc<Schema> {
+        self.current.load().rules.schema.clone()
+    }
+
+    /// Decide: the next best actions for the request's customer and channel.
+    pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
+        let version = self.held();
+        let d = decide::decide_on(version, request, self.log_detail(), None, Some(self.live()));
+        self.impressions(&d, request);
+        let d = self.logged(d, request);
+        self.count(&d);
+        d
+    }
+
+    /// Re-decide a logged decision (replay): not logged, not counted.
+    pub(crate) fn decide_replay(
+        &self,
+        request: &DecisionRequest,
+        replaying: &decide::Replaying,
+    ) -> Result<Decision, Error> {
+        decide::decide_on(self.held(), request, None, Some(replaying), None)
+    }
+
+    /// Decide without logging (simulation's explained pass).
+    pub(crate) fn decide_unlogged(&self, request: &DecisionRequest) -> Result<Decision, Error> {
+        let live = decide::Live {
+            history: &*self.interactions,
+            take: false,
+            wall_clock: true,
+            keep_memo: !self.record_impressions,
+        };
+        decide::decide_on(self.held(), request, None, None, Some(live))
+    }
+
+    fn live(&self) -> decide::Live<'_> {
+        decide::Live {
+            history: &*self.interactions,
+            take: true,
+            wall_clock: true,
+            keep_memo: !self.record_impressions,
+        }
+    }
+
+    /// [`Engine::decide`] without the strategy's wall-clock budget (the
+    /// operations budget still applies): for simulations, which must
+    /// decide the same way however loaded the machine is.
+    pub(crate) fn decide_without_deadline(
+        &self,
+        request: &DecisionRequest,
+    ) -> Result<Decision, Error> {
+        let version = self.held();
+        let live = decide::Live {
+            wall_clock: false,
+            ..self.live()
+        };
+        let d = decide::decide_on(version, request, self.log_detail(), None, Some(live));
+        self.impressions(&d, request);
+        let d = self.logged(d, request);
+        self.count(&d);
+        d
+    }
+
+    /// With `record_impressions`, put an impression of each returned
+    /// action in the customer's history.
+    fn impressions(&self, d: &Result<Decision, Error>, request: &DecisionRequest) {
+        if self.record_impressions {
+            if let Ok(d) = d {
+                let rs = d.ruleset();
+                let ch = &rs.channels[d.channel as usize];
+                for c in &d.chosen {
+                    let a = &rs.actions[c.action as usize];
+                    self.interactions.record(
+                        &request.customer_id,
+                        crate::state::history::Event {
+                            at: d.timestamp.0,
+                            action: a.key,
+                            group: rs.groups[a.group as usize].key,
+                            channel: ch.key,
+                            kind: crate::base::OutcomeKind::Impression,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn log_detail(&self) -> Option<decide::Logged> {
+        self.log.as_ref().map(|l| l.detail.logged())
+    }
+
+    /// Hand the decision to the log, and give the caller the decision it
+    /// asked for (without the candidates the log needs, unless explained).
+    /// (Inline, so that without a log the decision is not moved through
+    /// it: a `Decision` is a few hundred bytes.)
+    #[inline]
+    fn logged(
+        &self,
+        d: Result<Decision, Error>,
+        request: &DecisionRequest,
+    ) -> Result<Decision, Error> {
+        match &self.log {
+            None => d,
+            Some(log) => Engine::log_it(log, d?, request),
+        }
+    }
+
+    fn log_it(
+        log: &DecisionLog,
+        full: Decision,
+        request: &DecisionRequest,
+    ) -> Result<Decision, Error> {
+        let user = if request.explain {
+            full.clone()
+        } else {
+            full.without_candidates()
+        };
+        // The full decision moves to the log (no second copy).
+        log.log_decision(full, &request.customer_id, &request.context, request.limit);
+        Ok(user)
+    }
+
+    /// Decide from a JSON request (the shape in the README), binding its
+    /// context to the live version's schema.
+    pub fn decide_json(&self, json: &str) -> Result<Decision, Error> {
+        let version = self.held();
+        let result = DecisionRequest::from_json(&version.rules.schema, json).and_then(|request| {
+            let d = decide::decide_on(
+                version,
+                &request,
+                self.log_detail(),
+                None,
+                Some(self.live()),
+            );
+            self.impressions(&d, &request);
+            self.logged(d, &request)
+        });
+        self.count(&result);
+        result
+    }
+
+    fn count(&self, r: &Result<Decision, Error>) {
+        match r {
+            Ok(d) => {
+                self.arms[match d.arm {
+                    Arm::Champion => 0,
+                    Arm::Challenger => 1,
+                    Arm::Control => 2,
+                }]
+                .add(1);
+                if !d.diagnostics.is_empty() {
+                    self.script_errors.add(d.diagnostics.len() as u64);
+                }
+            }
+            Err(_) => self.errors.add(1),
+        }
+    }
+
+    /// Watch `dir` and reload it when its content changes, polling every
+    /// `interval`. A change is loaded only once the directory's content
+    /// hash has been the same on two consecutive polls, so a directory
+    /// being written is never loaded half-way (writers that want an
+    /// immediate, certain switch can also build the new directory elsewhere
+    /// and rename it into place). A content that fails to load is counted
+    /// once in [`Engine::stats`] and not retried until it changes. The
+    /// watcher stops when the returned [`Watcher`] or the engine is dropped.
+    pub fn watch(self: &Arc<Self>, dir: impl Into<PathBuf>, interval: Duration) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine: Weak<Engine> = Arc::downgrade(self);
+        let dir = dir.into();
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("nextbest-watch".into())
+            .spawn(move || watch_loop(engine, dir, interval, flag))
+            .ok();
+        Watcher { stop, handle }
+    }
+}
+
+fn watch_loop(engine: Weak<Engine>, dir: PathBuf, interval: Duration, stop: Arc<AtomicBool>) {
+    let mut previous: Option<String> = None;
+    let mut settled: Option<String> = engine
+        .upgrade()
+        .map(|e| e.current.load().rules.hash.clone());
+    while !stop.load(Ordering::Acquire) {
+        std::thread::park_timeout(interval);
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let Some(engine) = engine.upgrade() else {
+            break;
+        };
+        let Ok(src) = RuleSource::from_dir(&dir) else {
+            previous = None;
+            continue;
+        };
+        let hash = source_hash(&src);
+        let stable = previous.as_deref() == Some(hash.as_str());
+        previous = Some(hash.clone());
+        if !stable || settled.as_deref() == Some(hash.as_str()) {
+            continue;
+        }
+        settled = Some(hash);
+        match RuleSet::compile(&src) {
+            Ok(rules) => {
+                engine.publish(rules);
+            }
+            Err(e) => {
+                let mut h = engine.history.lock();
+                h.loads_failed += 1;
+                h.last_load_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// A running directory watcher (see [`Engine::watch`]); dropping it stops
+/// the thread.
+#[derive(Debug)]
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Engine>();
+        assert_send_sync::<Decision>();
+    }
+
+    #[test]
+    fn every_lane_serves_the_live_version_once_publish_or_rollback_returns() {
+        let load = || {
+            let src = RuleSource::from_dir("rules/telco_care").expect("the shipped rule set");
+            RuleSet::compile(&src).expect("it compiles")
+        };
+        let engine = Engine::new(load());
+        let lanes =
+            |e: &Engine| -> Vec<u64> { e.lanes.iter().map(|l| l.0.load().number).collect() };
+        assert_eq!(lanes(&engine), vec![1; crate::base::util::STRIPES]);
+        assert_eq!(engine.publish(load()), 2);
+        assert_eq!(lanes(&engine), vec![2; crate::base::util::STRIPES]);
+        assert_eq!(engine.publish(load()), 3);
+        assert_eq!(lanes(&engine), vec![3; crate::base::util::STRIPES]);
+        assert_eq!(engine.rollback().expect("2 is kept"), 2);
+        assert_eq!(lanes(&engine), vec![2; crate::base::util::STRIPES]);
+        // The lanes hold the live version once each, and nothing else.
+        let live = engine.current();
+        let held_by_lanes = engine
+            .lanes
+            .iter()
+            .filter(|l| Arc::ptr_eq(&l.0.load().0, &live))
+            .count();
+        assert_eq!(held_by_lanes, crate::base::util::STRIPES);
+        let gone = engine.history.lock().graveyard.len();
+        assert!(gone <= 1, "{gone} versions wait in the graveyard");
+    }
+}

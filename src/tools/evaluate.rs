@@ -1,0 +1,375 @@
+//! Off-policy evaluation: how would a candidate rule version have done on
+//! logged traffic? (`nextbest evaluate LOG --rules DIR`.)
+//!
+//! For every logged decision that put an action first, with the
+//! probability `p` that the logging policy put it first (the log's
+//! `selection_probability`; epsilon-greedy learning or the random control
+//! group make it less than 1), the candidate re-decides the same request
+//! with the same engine state (the logged blocks and learning evidence).
+//! Its reward `r` is 1 when an outcome joined by `decision_id` says the
+//! customer accepted the logged first action (the success kinds are
+//! configurable), else 0. With the weight `w = 1[candidate's first = logged
+//! first] / p`:
+//!
+//! - inverse propensity scoring: `IPS = Σ w·r / n`, unbiased when `p > 0`
+//!   wherever the candidate can choose; standard error `sd(w·r) / √n`;
+//! - self-normalised: `SNIPS = Σ w·r / Σ w`, slightly biased but with much
+//!   less variance; standard error by the delta method,
+//!   `√(Σ w²·(r − SNIPS)²) / Σ w`.
+//!
+//! Intervals are normal at 95%. The effective sample size `(Σ w)² / Σ w²`
+//! says how many logged decisions the estimate is really worth. A candidate
+//! that draws (Thompson, epsilon-greedy) is evaluated with draws seeded
+//! independently of the logging policy's, which keeps the estimate
+//! unbiased.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::replay::logged_request;
+use crate::audit::reader::{read_log, ReadProblems};
+use crate::base::Error;
+use crate::base::OutcomeKind;
+use crate::engine::Engine;
+
+/// The normal quantile of a two-sided 95% interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// An estimate with its 95% confidence interval.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Estimate {
+    /// The point estimate.
+    pub value: f64,
+    /// Standard error.
+    pub std_error: f64,
+    /// Lower end of the 95% interval.
+    pub low: f64,
+    /// Upper end of the 95% interval.
+    pub high: f64,
+}
+
+impl Estimate {
+    fn new(value: f64, std_error: f64) -> Estimate {
+        Estimate {
+            value,
+            std_error,
+            low: value - Z95 * std_error,
+            high: value + Z95 * std_error,
+        }
+    }
+}
+
+/// What `evaluate` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// The candidate rule set's name.
+    pub candidate: String,
+    /// The candidate's content hash.
+    pub candidate_hash: String,
+    /// The outcome kinds that count as success.
+    pub success: Vec<String>,
+    /// Records read.
+    pub records: usize,
+    /// Logged decisions.
+    pub decisions: usize,
+    /// Decisions used: an action was put first (and re-deciding worked).
+    pub used: usize,
+    /// Used decisions with a success outcome.
+    pub successes: usize,
+    /// Used decisions whose log has no selection probability: taken as
+    /// deterministic (p = 1). Where the candidate disagrees with such a
+    /// policy, the log says nothing about the candidate.
+    pub deterministic: usize,
+    /// Used decisions where the candidate put the logged action first.
+    pub matched: usize,
+    /// Logged decisions left out: a random choice whose probability the
+    /// log does not hold (Thompson sampling; an exploring choice that a
+    /// volume constraint replaced).
+    pub unknown_probability: usize,
+    /// Used decisions the logging policy made with certainty (probability
+    /// one) where the candidate chooses otherwise: the log says nothing
+    /// about the candidate's choice there (they weigh 0).
+    pub unsupported: usize,
+    /// The logging policy's own success rate (on-policy).
+    pub logged: Option<Estimate>,
+    /// Inverse propensity scoring.
+    pub ips: Option<Estimate>,
+    /// Self-normalised inverse propensity scoring.
+    pub snips: Option<Estimate>,
+    /// `(Σ w)² / Σ w²`.
+    pub effective_sample_size: f64,
+    /// The largest weight.
+    pub max_weight: f64,
+    /// Decisions the candidate could not re-decide, first few.
+    pub errors: Vec<String>,
+    /// Decisions logged with masked attributes the candidate reads (it
+    /// decides them without those attributes).
+    pub masked: usize,
+    /// Outcomes that name no logged decision.
+    pub unjoined_outcomes: usize,
+    /// Damaged lines in the log.
+    pub read: ReadProblems,
+    /// What to be careful about.
+    pub warnings: Vec<String>,
+}
+
+/// Options of [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct EvaluateOptions {
+    /// The outcome kinds that count as success (default: accepted).
+    pub success: Vec<OutcomeKind>,
+}
+
+impl Default for EvaluateOptions {
+    fn default() -> EvaluateOptions {
+        EvaluateOptions {
+            success: vec![OutcomeKind::Accepted],
+        }
+    }
+}
+
+/// Estimate the success rate `candidate` would have had on the decisions in
+/// the log files `paths` (oldest first).
+pub fn evaluate(
+    paths: &[PathBuf],
+    candidate: &Engine,
+    opts: &EvaluateOptions,
+) -> Result<Evaluation, Error> {
+    let (lines, read) = read_log(paths)?;
+    let version = candidate.current();
+    let rules = version.rules();
+    let schema = candidate.schema();
+    let mut ev = Evaluation {
+        candidate: rules.name().to_string(),
+        candidate_hash: rules.hash().to_string(),
+        success: opts
+            .success
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
+        records: lines.len(),
+        decisions: 0,
+        used: 0,
+        successes: 0,
+        deterministic: 0,
+        matched: 0,
+        unknown_probability: 0,
+        unsupported: 0,
+        logged: None,
+        ips: None,
+        snips: None,
+        effective_sample_size: 0.0,
+        max_weight: 0.0,
+        errors: Vec::new(),
+        masked: 0,
+        unjoined_outcomes: 0,
+        read,
+        warnings: Vec::new(),
+    };
+
+    // Successes by (decision id, action).
+    let mut succeeded: HashSet<(String, String)> = HashSet::new();
+    let mut outcome_ids: Vec<&str> = Vec::new();
+    for l in &lines {
+        let r = &l.record;
+        if r["kind"] != "outcome" {
+            continue;
+        }
+        let (Some(id), Some(action), Some(kind)) = (
+            r["decision_id"].as_str(),
+            r["action"].as_str(),
+            r["outcome"].as_str().and_then(OutcomeKind::parse),
+        ) else {
+            ev.unjoined_outcomes += 1;
+            continue;
+        };
+        outcome_ids.push(id);
+        if opts.success.contains(&kind) {
+            succeeded.insert((id.to_string(), action.to_string()));
+        }
+    }
+    let mut decision_ids: HashSet<&str> = HashSet::new();
+
+    // Per used decision: (weight, reward).
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let mut masked_names: HashMap<String, bool> = HashMap::new();
+    for l in &lines {
+        let r = &l.record;
+        if r["kind"] != "decision" {
+            continue;
+        }
+        ev.decisions += 1;
+        let Some(id) = r["decision_id"].as_str() else {
+            continue;
+        };
+        decision_ids.insert(id);
+        let Some(first) = r["actions"].get(0).and_then(|a| a.as_str()) else {
+            continue;
+        };
+        let p = match r["selection_probability"].as_f64() {
+            Some(p) if p > 0.0 && p <= 1.0 => p,
+            Some(p) => {
+                if ev.errors.len() < 5 {
+                    ev.errors.push(format!(
+                        "{}:{}: selection_probability {p} is not in (0, 1]",
+                        l.file.display(),
+                        l.line
+                    ));
+                }
+                continue;
+            }
+            // A random choice whose probability was not logged (a Thompson
+            // draw, or an exploring choice a volume constraint replaced):
+            // no weight can be given, so it is left out and counted.
+            None if !r["seed"].is_null() => {
+                ev.unknown_probability += 1;
+                continue;
+            }
+            None => {
+                ev.deterministic += 1;
+                1.0
+            }
+        };
+        let (mut req, mut replaying, masked) = match logged_request(&schema, r) {
+            Ok(x) => x,
+            Err(e) => {
+                if ev.errors.len() < 5 {
+                    ev.errors
+                        .push(format!("{}:{}: {e}", l.file.display(), l.line));
+                }
+                continue;
+            }
+        };
+        // The candidate runs its own hooks in full and draws independently
+        // of the logging policy.
+        replaying.timed_out.clear();
+        // Derived from the logged seed where there is one, so that the same
+        // traffic evaluates the same way whatever its decision ids.
+        replaying.seed = Some(match replaying.seed {
+            Some(s) => xxhash_rust::xxh3::xxh3_64_with_seed(&s.to_le_bytes(), 0x0ff_9011c7),
+            None => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 0x0ff_9011c7),
+        });
+        // Explained: the candidate's survivors give its exact probability
+        // in a random-eligible control arm.
+        req.explain = true;
+        let d = match candidate.decide_replay(&req, &replaying) {
+            Ok(d) => d,
+            Err(e) => {
+                if ev.errors.len() < 5 {
+                    ev.errors
+                        .push(format!("{}:{}: {e}", l.file.display(), l.line));
+                }
+                continue;
+            }
+        };
+        if masked.iter().any(|m| {
+            *masked_names
+                .entry(m.clone())
+                .or_insert_with(|| rules.reads_attribute(m))
+        }) {
+            ev.masked += 1;
+        }
+        let matched = d.actions().next().is_some_and(|a| a.action() == first);
+        // The probability that the candidate puts the logged action first:
+        // exact for its random-eligible control arm (it would draw again,
+        // uniformly over its survivors), else its (independently seeded)
+        // choice.
+        let target = if d.arm() == crate::decide::decision::Arm::Control {
+            match d.selection_probability() {
+                Some(q) if d.ranked().any(|a| a.action() == first) => q,
+                _ => 0.0,
+            }
+        } else if matched {
+            1.0
+        } else {
+            0.0
+        };
+        if target == 0.0 && p >= 1.0 {
+            ev.unsupported += 1;
+        }
+        let reward = if succeeded.contains(&(id.to_string(), first.to_string())) {
+            1.0
+        } else {
+            0.0
+        };
+        ev.used += 1;
+        ev.successes += usize::from(reward > 0.0);
+        ev.matched += usize::from(matched);
+        samples.push((target / p, reward));
+    }
+    ev.unjoined_outcomes += outcome_ids
+        .iter()
+        .filter(|id| !decision_ids.contains(*id))
+        .count();
+
+    if ev.unknown_probability > 0 {
+        ev.warnings.push(format!(
+            "{} random decisions were left out: their selection probability is not in the log \
+             (Thompson sampling does not log one; use epsilon_greedy to evaluate from logs)",
+            ev.unknown_probability
+        ));
+    }
+    let n = samples.len() as f64;
+    if samples.is_empty() {
+        ev.warnings.push(
+            "no logged decision put an action first with a usable selection probability".into(),
+        );
+        return Ok(ev);
+    }
+    let mean_r = ev.successes as f64 / n;
+    ev.logged = Some(Estimate::new(mean_r, (mean_r * (1.0 - mean_r) / n).sqrt()));
+    let sum_w: f64 = samples.iter().map(|s| s.0).sum();
+    let sum_w2: f64 = samples.iter().map(|s| s.0 * s.0).sum();
+    let wr: Vec<f64> = samples.iter().map(|s| s.0 * s.1).collect();
+    let ips = wr.iter().sum::<f64>() / n;
+    let var = wr.iter().map(|x| (x - ips) * (x - ips)).sum::<f64>() / (n - 1.0).max(1.0);
+    ev.ips = Some(Estimate::new(ips, (var / n).sqrt()));
+    ev.max_weight = samples.iter().map(|s| s.0).fold(0.0, f64::max);
+    if sum_w > 0.0 {
+        let snips = wr.iter().sum::<f64>() / sum_w;
+        let se = samples
+            .iter()
+            .map(|(w, r)| w * w * (r - snips) * (r - snips))
+            .sum::<f64>()
+            .sqrt()
+            / sum_w;
+        ev.snips = Some(Estimate::new(snips, se));
+        ev.effective_sample_size = sum_w * sum_w / sum_w2;
+    } else {
+        ev.warnings.push(
+            "the candidate never put the logged action first: the log says nothing about it (no support)"
+                .into(),
+        );
+    }
+    if ev.unsupported > 0 {
+        ev.warnings.push(format!(
+            "{} of {} decisions were made with certainty by the logging policy and differently by \
+             the candidate: the log cannot say how the candidate's choice would have done there \
+             (IPS counts them as failures; SNIPS leaves them out)",
+            ev.unsupported, ev.used
+        ));
+    }
+    if ev.deterministic > 0 {
+        ev.warnings.push(format!(
+            "{} of {} decisions were logged without a selection probability (a deterministic policy): \
+             they only inform the estimate where the candidate agrees with them; log with \
+             epsilon_greedy learning to explore",
+            ev.deterministic, ev.used
+        ));
+    }
+    if ev.effective_sample_size > 0.0 && ev.effective_sample_size < 100.0 {
+        ev.warnings.push(format!(
+            "effective sample size {:.0}: the intervals are rough",
+            ev.effective_sample_size
+        ));
+    }
+    if ev.masked > 0 {
+        ev.warnings.push(format!(
+            "{} decisions were logged with masked attributes the candidate reads; it decided them without those attributes",
+            ev.masked
+        ));
+    }
+    Ok(ev)
+}

@@ -1,0 +1,273 @@
+//! Simulation: run a rule version over a population before publishing it.
+//!
+//! Two passes over the customers: a timed pass that decides as production
+//! does (no explanations) for throughput and latency, and an explained pass
+//! that counts, for each stage of the funnel, how many candidates it
+//! removed, which actions win, and which customers are left with nothing.
+
+pub mod learn;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::base::Error;
+use crate::base::Timestamp;
+use crate::decide::decision::{DecisionRequest, RequestJson};
+use crate::engine::Engine;
+
+/// One customer of a population file (`customers.jsonl`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Customer {
+    /// The customer's id.
+    pub customer_id: String,
+    /// The context, as JSON.
+    #[serde(default)]
+    pub context: serde_json::Map<String, serde_json::Value>,
+    /// A channel for this customer (overrides the simulation's channel).
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// Read a JSON Lines population file. Errors name the line.
+pub fn load_customers(path: impl AsRef<Path>) -> Result<Vec<Customer>, Error> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let c: Customer = serde_json::from_str(line)
+            .map_err(|e| Error::InvalidRequest(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// What a simulation measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimulationReport {
+    /// The rule set's name.
+    pub ruleset: String,
+    /// The rule set's content hash.
+    pub hash: String,
+    /// The channel decided for (unless customers name their own).
+    pub channel: String,
+    /// Customers simulated.
+    pub customers: usize,
+    /// Decisions made in the timed pass.
+    pub decisions: usize,
+    /// Requests that failed (bad context, unknown channel...), with the
+    /// first few messages.
+    pub errors: usize,
+    /// Up to five error messages.
+    pub error_examples: Vec<String>,
+    /// Decisions per second in the timed pass (one thread).
+    pub decisions_per_sec: f64,
+    /// Latency percentiles of `Engine::decide`, nanoseconds.
+    pub latency_ns: Latency,
+    /// Per action: how often it was chosen at all, and ranked first.
+    pub wins: BTreeMap<String, Wins>,
+    /// Candidates removed per stage (a candidate is one action offered to
+    /// one customer).
+    pub funnel: Funnel,
+    /// Customers who got no action, and up to ten of their ids.
+    pub no_action: usize,
+    /// Example customers who got no action.
+    pub no_action_examples: Vec<String>,
+}
+
+/// Latency percentiles in nanoseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Slowest.
+    pub max: u64,
+}
+
+/// How often an action won.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Wins {
+    /// Decisions where it was among the chosen.
+    pub chosen: usize,
+    /// Decisions where it ranked first.
+    pub first: usize,
+}
+
+/// The decision funnel: candidates in, removed per stage, ranked, chosen.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Funnel {
+    /// Candidates considered (actions offered on the channel, per customer).
+    pub candidates: usize,
+    /// Removed per stage name, in funnel order.
+    pub removed: BTreeMap<String, usize>,
+    /// Candidates that passed every policy.
+    pub ranked: usize,
+    /// Candidates chosen (within the limit).
+    pub chosen: usize,
+}
+
+/// Options of a simulation.
+#[derive(Debug, Clone, Default)]
+pub struct SimulateOptions {
+    /// The channel; default: the rule set's first inbound channel.
+    pub channel: Option<String>,
+    /// Limit override.
+    pub limit: Option<usize>,
+    /// Decision time; default: the persona default instant, so runs are
+    /// reproducible.
+    pub now: Option<Timestamp>,
+}
+
+/// Simulate `engine`'s live version over `customers`. The timed pass goes
+/// through [`Engine::decide`] (and so the engine's decision log, if it has
+/// one); the explained pass that counts the funnel is not logged. `progress` is called
+/// with the number of decisions done so far (both passes count).
+pub fn simulate(
+    engine: &Engine,
+    customers: &[Customer],
+    opts: &SimulateOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<SimulationReport, Error> {
+    let version = engine.current();
+    let rs = version.rules();
+    let channel = match &opts.channel {
+        Some(c) => {
+            rs.channel(c)?;
+            c.clone()
+        }
+        None => rs.default_channel().to_string(),
+    };
+    let now = match opts.now {
+        Some(t) => t,
+        None => {
+            Timestamp::parse(crate::tools::persona::DEFAULT_NOW).map_err(Error::InvalidRequest)?
+        }
+    };
+    let mut report = SimulationReport {
+        ruleset: rs.name().to_string(),
+        hash: rs.hash().to_string(),
+        channel: channel.clone(),
+        customers: customers.len(),
+        decisions: 0,
+        errors: 0,
+        error_examples: Vec::new(),
+        decisions_per_sec: 0.0,
+        latency_ns: Latency::default(),
+        wins: rs
+            .action_ids()
+            .map(|a| (a.to_string(), Wins::default()))
+            .collect(),
+        funnel: Funnel::default(),
+        no_action: 0,
+        no_action_examples: Vec::new(),
+    };
+    for st in crate::ruleset::Stage::ALL {
+        report.funnel.removed.insert(st.as_str().to_string(), 0);
+    }
+
+    // Bind every request up front: the timed pass measures decide only.
+    let mut requests = Vec::with_capacity(customers.len());
+    for c in customers {
+        let raw = RequestJson {
+            customer_id: c.customer_id.clone(),
+            channel: c.channel.clone().unwrap_or_else(|| channel.clone()),
+            context: c.context.clone(),
+            limit: opts.limit.map(|l| l as u64),
+            explain: false,
+            now: None,
+        };
+        match raw.bind(rs.schema()) {
+            Ok(mut r) => {
+                r.now = Some(now);
+                requests.push(r);
+            }
+            Err(e) => record_error(&mut report, &c.customer_id, &e),
+        }
+    }
+
+    let mut latencies = Vec::with_capacity(requests.len());
+    let started = Instant::now();
+    for (i, r) in requests.iter().enumerate() {
+        let t = Instant::now();
+        let d = engine.decide(r);
+        latencies.push(t.elapsed().as_nanos() as u64);
+        if let Err(e) = d {
+            record_error(&mut report, &r.customer_id, &e);
+        }
+        if i % 256 == 0 {
+            progress(i);
+        }
+    }
+    let total = started.elapsed();
+    report.decisions = requests.len();
+    report.decisions_per_sec = if total.as_secs_f64() > 0.0 {
+        requests.len() as f64 / total.as_secs_f64()
+    } else {
+        0.0
+    };
+    latencies.sort_unstable();
+    let pct = |p: f64| -> u64 {
+        if latencies.is_empty() {
+            return 0;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i]
+    };
+    report.latency_ns = Latency {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        p999: pct(0.999),
+        max: latencies.last().copied().unwrap_or(0),
+    };
+
+    for (i, r) in requests.iter().enumerate() {
+        let explained = DecisionRequest {
+            explain: true,
+            ..r.clone()
+        };
+        let Ok(d) = engine.decide_unlogged(&explained) else {
+            continue;
+        };
+        let f = &mut report.funnel;
+        // Counts only: the ranked list need not be sorted to count it.
+        f.candidates += d.filtered().len() + d.ranked.len();
+        for x in d.filtered() {
+            *f.removed.entry(x.stage().as_str().to_string()).or_default() += 1;
+        }
+        f.ranked += d.ranked.len();
+        f.chosen += d.actions().len();
+        for a in d.actions() {
+            let w = report.wins.entry(a.action().to_string()).or_default();
+            w.chosen += 1;
+            if a.rank() == 1 {
+                w.first += 1;
+            }
+        }
+        if d.actions().len() == 0 {
+            report.no_action += 1;
+            if report.no_action_examples.len() < 10 {
+                report.no_action_examples.push(r.customer_id.clone());
+            }
+        }
+        if i % 256 == 0 {
+            progress(requests.len() + i);
+        }
+    }
+    Ok(report)
+}
+
+fn record_error(report: &mut SimulationReport, customer: &str, e: &Error) {
+    report.errors += 1;
+    if report.error_examples.len() < 5 {
+        report.error_examples.push(format!("{customer}: {e}"));
+    }
+}
