@@ -61,8 +61,10 @@ pub use base::{
 };
 pub use context::schema::{Attribute, Schema};
 pub use context::{Context, ContextBuilder};
-pub use decide::decision::{Decision, DecisionRequest, FilteredAction, RankedAction, MAX_LIMIT};
+pub use decide::decision::{Decision, FilteredAction, RankedAction};
+pub use decide::request::{DecisionRequest, MAX_LIMIT};
 pub use decide::version::Version;
+pub use decide::{Mode, ReplayState, Scratch};
 pub use engine::{
     ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, VersionInfo, Watcher,
 };

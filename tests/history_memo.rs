@@ -177,7 +177,9 @@ fn op(clock: impl Strategy<Value = i64> + Clone) -> impl Strategy<Value = Op> {
 }
 
 /// What a decision shows of engine state: the chosen actions and every
-/// removed action with its stage and reason.
+/// removed action with its stage and reason, or the error (a request more
+/// than eight periods older than a volume counter's newest is refused, the
+/// same way with or without memos).
 fn decide(engine: &Engine, customer: usize, channel: usize, at: i64) -> String {
     let ctx = Context::builder(&engine.schema())
         .set("age", 40)
@@ -186,7 +188,10 @@ fn decide(engine: &Engine, customer: usize, channel: usize, at: i64) -> String {
     let mut r = DecisionRequest::new(format!("c{customer}"), CHANNELS[channel], ctx);
     r.now = Some(Timestamp(at));
     r.explain = true;
-    let d = engine.decide(&r).unwrap();
+    let d = match engine.decide(&r) {
+        Ok(d) => d,
+        Err(e) => return format!("error: {e}"),
+    };
     let j = serde_json::to_value(&d).unwrap();
     format!("{:?} {}", d.action_ids(), j["filtered"])
 }

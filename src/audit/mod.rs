@@ -66,8 +66,8 @@ pub enum LogDetail {
 
 impl LogDetail {
     /// What a decision keeps for a record of this detail.
-    pub(crate) fn logged(self) -> crate::decide::Logged {
-        crate::decide::Logged {
+    pub(crate) fn keep(self) -> crate::decide::Keep {
+        crate::decide::Keep {
             removed: matches!(self, LogDetail::All | LogDetail::Stages),
             ranked: matches!(self, LogDetail::All | LogDetail::Stages | LogDetail::Ranked),
         }
@@ -345,21 +345,20 @@ impl DecisionLog {
     /// Log a decision: its record holds the decision (moved) and copies of
     /// the request's customer and context, in the buffers of a record the
     /// writer is done with when there is one (allocating only to grow them).
+    /// Returns that record's old decision, whose buffers the caller may
+    /// keep for its next decisions (see [`crate::decide::Scratch`]).
     pub(crate) fn log_decision(
         &self,
         decision: Decision,
         customer_id: &str,
         context: &Context,
         limit: Option<usize>,
-    ) {
-        if self.tx.is_none() {
-            return;
-        }
+    ) -> Option<Decision> {
+        self.tx.as_ref()?;
+        let mut spent = None;
         let item = match self.free_spent() {
             Some(mut item) => {
-                // The old decision's buffers stay with this deciding
-                // thread for its next decisions (see `engine::spare`).
-                crate::decide::spare::recycle(std::mem::replace(&mut item.decision, decision));
+                spent = Some(std::mem::replace(&mut item.decision, decision));
                 item.customer_id.clear();
                 item.customer_id.push_str(customer_id);
                 item.context.clone_from(context);
@@ -376,6 +375,7 @@ impl DecisionLog {
             }),
         };
         self.send(Item::Decision(item));
+        spent
     }
 
     pub(crate) fn log(&self, item: Item) {

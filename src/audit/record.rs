@@ -533,7 +533,7 @@ fn write_candidates(item: &DecisionItem, buf: &mut Vec<u8>) {
         // thread's, which frees it).
         SORTED.with_borrow_mut(|(sorted, keys)| {
             let ranked: &[crate::decide::decision::Scored] = if d.ranked_unsorted {
-                crate::decide::arbitration::sort_into(&d.ranked, sorted, keys);
+                crate::decide::selection::sort_into(&d.ranked, sorted, keys);
                 sorted
             } else {
                 d.ranked_in_order()
@@ -608,13 +608,26 @@ fn write_removed_by_stage(
     buf: &mut Vec<u8>,
 ) {
     use crate::ruleset::Stage;
-    // Each removal as `stage << 32 | action`, in this thread's scratch.
-    let mut removed = crate::decide::spare::scratch();
+    // Each removal as `stage << 32 | action`: on the stack for the usual
+    // few, on the heap past them.
+    let mut stack = [0u64; 256];
+    let mut heap = Vec::new();
+    let mut n = 0;
     let mut stages = 0u32;
     for r in d.removals() {
         stages |= 1 << r.stage as u32;
-        removed.push((r.stage as u64) << 32 | u64::from(r.action));
+        let w = (r.stage as u64) << 32 | u64::from(r.action);
+        if n < stack.len() {
+            stack[n] = w;
+        } else {
+            if heap.is_empty() {
+                heap.extend_from_slice(&stack);
+            }
+            heap.push(w);
+        }
+        n += 1;
     }
+    let removed: &[u64] = if n <= stack.len() { &stack[..n] } else { &heap };
     buf.push(b'{');
     // A pass per stage that removed any (there are few candidates and
     // fewer stages: cheaper than sorting).
@@ -642,7 +655,6 @@ fn write_removed_by_stage(
         buf.push(b']');
     }
     buf.push(b'}');
-    crate::decide::spare::put_scratch(removed);
 }
 
 /// Why a removed candidate's condition did not hold, when it says more

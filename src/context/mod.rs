@@ -314,6 +314,13 @@ impl Context {
         self.given[slot as usize] = true;
     }
 
+    /// Make the attribute in `slot` missing (its default does not apply:
+    /// a derived attribute whose `derive` failed is unknown, not default).
+    pub(crate) fn unset(&mut self, slot: u16) {
+        self.slots[slot as usize] = Slot::Missing;
+        self.given[slot as usize] = false;
+    }
+
     pub(crate) fn put(&mut self, slot: u16, value: Value) -> Result<(), String> {
         let attr = &self.schema.attrs[slot as usize];
         let s = match (attr.ty, value) {
@@ -945,7 +952,7 @@ mod bind_tests {
             let reference = serde_json::from_str::<RequestJson>(&text)
                 .map_err(|e| Error::InvalidRequest(e.to_string()))
                 .and_then(|r| {
-                    crate::decide::decision::RequestJson {
+                    crate::decide::request::RequestJson {
                         customer_id: r.customer_id,
                         channel: r.channel,
                         context: r.context.unwrap_or_default(),

@@ -1,265 +1,13 @@
-//! What goes into a decision and what comes out.
+//! What comes out of a decision: the chosen actions with their scores and,
+//! when asked for, every candidate with the stage that removed it or how it
+//! scored.
 
 use std::sync::Arc;
 
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
-use serde::{Deserialize, Serialize};
-
 pub use crate::base::{Arm, DecisionId};
 pub(crate) use crate::base::{Blocked, Removed, Scored};
-use crate::base::{Error, EvalError, Level, Stage, Timestamp};
-use crate::context::Context;
+use crate::base::{EvalError, Level, Stage, Timestamp};
 use crate::ruleset::RuleSet;
-
-/// Most actions a request may ask for.
-pub const MAX_LIMIT: usize = 1000;
-
-/// A request for the next best actions for one customer on one channel.
-///
-/// ```
-/// # let engine = nextbest::Engine::from_dir("tests/fixtures/mini").unwrap();
-/// use nextbest::{Context, DecisionRequest};
-/// let ctx = Context::builder(&engine.schema()).set("age", 35).build().unwrap();
-/// let req = DecisionRequest::new("C1", "call_center", ctx).limit(2).explain(true);
-/// assert_eq!(req.limit, Some(2));
-/// ```
-#[derive(Debug, Clone)]
-pub struct DecisionRequest {
-    /// The customer's id (used for experiment assignment and the log).
-    pub customer_id: String,
-    /// The channel the decision is for.
-    pub channel: String,
-    /// The customer context.
-    pub context: Context,
-    /// How many actions to return (default: the channel's limit, then the
-    /// rule set's `default_limit`).
-    pub limit: Option<usize>,
-    /// Record why each action was removed and how each survivor scored.
-    pub explain: bool,
-    /// The decision time (default: now). Conditions such as `days_since`
-    /// use it, so a replay with the same time decides the same way.
-    pub now: Option<Timestamp>,
-    /// The seed of the decision's random draws (Thompson sampling and
-    /// epsilon-greedy learning). Default: derived from the decision id.
-    /// Set it to make a test or a simulation reproducible; the decision log
-    /// records the seed used either way, so replays draw the same.
-    pub seed: Option<u64>,
-}
-
-impl DecisionRequest {
-    /// A request with no limit override, no explanation, decided now.
-    pub fn new(
-        customer_id: impl Into<String>,
-        channel: impl Into<String>,
-        context: Context,
-    ) -> DecisionRequest {
-        DecisionRequest {
-            customer_id: customer_id.into(),
-            channel: channel.into(),
-            context,
-            limit: None,
-            explain: false,
-            now: None,
-            seed: None,
-        }
-    }
-
-    /// Ask for at most `n` actions.
-    pub fn limit(mut self, n: usize) -> DecisionRequest {
-        self.limit = Some(n);
-        self
-    }
-
-    /// Ask for an explanation.
-    pub fn explain(mut self, on: bool) -> DecisionRequest {
-        self.explain = on;
-        self
-    }
-
-    /// Seed the decision's random draws (see [`DecisionRequest::seed`]).
-    pub fn seed(mut self, seed: u64) -> DecisionRequest {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Decide as of `t`.
-    pub fn at(mut self, t: Timestamp) -> DecisionRequest {
-        self.now = Some(t);
-        self
-    }
-
-    /// Parse a JSON request (the shape in the README) against `schema`.
-    ///
-    /// The context is bound straight into the schema's slots as it is
-    /// parsed: no intermediate map of names to JSON values.
-    pub fn from_json(
-        schema: &Arc<crate::context::schema::Schema>,
-        json: &str,
-    ) -> Result<DecisionRequest, Error> {
-        use serde::de::DeserializeSeed;
-        let mut failed = None;
-        let mut de = serde_json::Deserializer::from_str(json);
-        let parsed = RequestSeed {
-            schema,
-            failed: &mut failed,
-        }
-        .deserialize(&mut de)
-        .and_then(|r| de.end().map(|()| r));
-        // Errors in the request's JSON first, then the context's values.
-        let (raw, context) = parsed.map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        raw.finish(context.unwrap_or_else(|| Context::empty(schema)))
-    }
-}
-
-/// The fields of a JSON request, in the order of [`RequestJson`] (the
-/// order serde's messages list them in).
-const REQUEST_FIELDS: &[&str] = &[
-    "customer_id",
-    "channel",
-    "context",
-    "limit",
-    "explain",
-    "now",
-];
-
-/// Parses a JSON request in one pass, binding its context into slots as it
-/// goes (see [`crate::context::ContextSeed`]). The same fields, defaults
-/// and errors as deriving `Deserialize` for [`RequestJson`] with
-/// `deny_unknown_fields` (a property test compares them), except that a
-/// request must be an object: serde's positional form (an array of the
-/// fields in order) is not a request.
-struct RequestSeed<'s> {
-    schema: &'s Arc<crate::context::schema::Schema>,
-    failed: &'s mut Option<Error>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for RequestSeed<'_> {
-    type Value = (RequestJson, Option<Context>);
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_struct("RequestJson", REQUEST_FIELDS, self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for RequestSeed<'_> {
-    type Value = (RequestJson, Option<Context>);
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a decision request object ({\"customer_id\": ..., \"channel\": ..., \"context\": {...}})")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        use serde::de::Error as _;
-        let mut customer_id: Option<String> = None;
-        let mut channel: Option<String> = None;
-        let mut context: Option<Option<Context>> = None;
-        let mut limit: Option<Option<u64>> = None;
-        let mut explain: Option<bool> = None;
-        let mut now: Option<Option<serde_json::Value>> = None;
-        while let Some(crate::context::Key(key)) = map.next_key()? {
-            match &*key {
-                "customer_id" if customer_id.is_some() => {
-                    return Err(A::Error::duplicate_field("customer_id"))
-                }
-                "customer_id" => customer_id = Some(map.next_value()?),
-                "channel" if channel.is_some() => return Err(A::Error::duplicate_field("channel")),
-                "channel" => channel = Some(map.next_value()?),
-                "context" if context.is_some() => return Err(A::Error::duplicate_field("context")),
-                "context" => {
-                    context = Some(map.next_value_seed(crate::context::ContextSeed {
-                        schema: self.schema,
-                        failed: &mut *self.failed,
-                    })?)
-                }
-                "limit" if limit.is_some() => return Err(A::Error::duplicate_field("limit")),
-                "limit" => limit = Some(map.next_value()?),
-                "explain" if explain.is_some() => return Err(A::Error::duplicate_field("explain")),
-                "explain" => explain = Some(map.next_value()?),
-                "now" if now.is_some() => return Err(A::Error::duplicate_field("now")),
-                "now" => now = Some(map.next_value()?),
-                other => return Err(A::Error::unknown_field(other, REQUEST_FIELDS)),
-            }
-        }
-        let customer_id = customer_id.ok_or_else(|| A::Error::missing_field("customer_id"))?;
-        let channel = channel.ok_or_else(|| A::Error::missing_field("channel"))?;
-        Ok((
-            RequestJson {
-                customer_id,
-                channel,
-                context: serde_json::Map::new(),
-                limit: limit.flatten(),
-                explain: explain.unwrap_or(false),
-                now: now.flatten(),
-            },
-            context.flatten(),
-        ))
-    }
-}
-
-/// The JSON shape of a request, before binding.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RequestJson {
-    pub customer_id: String,
-    pub channel: String,
-    #[serde(default)]
-    pub context: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub limit: Option<u64>,
-    #[serde(default)]
-    pub explain: bool,
-    #[serde(default)]
-    pub now: Option<serde_json::Value>,
-}
-
-impl RequestJson {
-    pub(crate) fn bind(
-        self,
-        schema: &Arc<crate::context::schema::Schema>,
-    ) -> Result<DecisionRequest, Error> {
-        let context = Context::from_json(schema, &self.context)?;
-        self.finish(context)
-    }
-
-    /// The request with `context` (already bound) and the other fields
-    /// checked.
-    fn finish(self, context: Context) -> Result<DecisionRequest, Error> {
-        let limit = match self.limit {
-            Some(n) => Some(crate::decide::version::check_limit(
-                usize::try_from(n).unwrap_or(usize::MAX),
-            )?),
-            None => None,
-        };
-        let now = match self.now {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => {
-                Some(Timestamp::parse(&s).map_err(|m| Error::InvalidRequest(format!("now: {m}")))?)
-            }
-            Some(serde_json::Value::Number(n)) => match n.as_i64() {
-                Some(s) => Some(Timestamp(s)),
-                None => {
-                    return Err(Error::InvalidRequest(format!(
-                        "now: {n} is not whole epoch seconds"
-                    )))
-                }
-            },
-            Some(other) => {
-                return Err(Error::InvalidRequest(format!(
-                    "now must be an RFC 3339 string or epoch seconds, got {other}"
-                )))
-            }
-        };
-        Ok(DecisionRequest {
-            customer_id: self.customer_id,
-            channel: self.channel,
-            context,
-            limit,
-            explain: self.explain,
-            now,
-            seed: None,
-        })
-    }
-}
 
 /// The answer to a [`DecisionRequest`].
 #[derive(Debug, Clone)]
@@ -331,7 +79,7 @@ impl PolicyRemovals {
         !self.bits.is_empty()
     }
 
-    /// Its words, emptied (for [`crate::decide::spare`]).
+    /// Its words, emptied (kept by a [`Scratch`](super::Scratch)).
     pub(crate) fn take_bits(&mut self) -> Vec<u64> {
         let mut bits = std::mem::take(&mut self.bits);
         bits.clear();
@@ -339,11 +87,17 @@ impl PolicyRemovals {
     }
 
     /// The removals that the memo bits `memo` and the passing set
-    /// `passing` decide; `errors`: why failed conjuncts could not be
-    /// evaluated.
-    pub(crate) fn of(memo: &[u64], passing: &[u64], errors: Vec<(u32, EvalError)>) -> Self {
+    /// `passing` decide, in `bits` (an empty buffer to reuse); `errors`:
+    /// why failed conjuncts could not be evaluated.
+    pub(crate) fn of(
+        mut bits: Vec<u64>,
+        memo: &[u64],
+        passing: &[u64],
+        errors: Vec<(u32, EvalError)>,
+    ) -> Self {
         debug_assert!(errors.windows(2).all(|w| w[0].0 < w[1].0));
-        let mut bits = crate::decide::spare::words(memo.len() + passing.len());
+        bits.clear();
+        bits.reserve_exact(memo.len() + passing.len());
         bits.extend_from_slice(memo);
         bits.extend_from_slice(passing);
         PolicyRemovals {
@@ -441,7 +195,7 @@ impl Decision {
         match &self.recorded {
             Some(r) if self.ranked_unsorted => r
                 .sorted
-                .get_or_init(|| crate::decide::arbitration::sorted(&self.ranked)),
+                .get_or_init(|| super::selection::sorted(&self.ranked)),
             _ => {
                 debug_assert!(!self.ranked_unsorted, "unsorted with nowhere to sort to");
                 &self.ranked
@@ -514,6 +268,16 @@ impl Decision {
     /// The experiment arm.
     pub fn arm(&self) -> Arm {
         self.arm
+    }
+
+    /// The name of the experiment the customer was assigned an arm of, if
+    /// the version runs one.
+    pub fn experiment(&self) -> Option<&str> {
+        self.version
+            .rules
+            .experiment
+            .as_ref()
+            .map(|e| e.name.as_str())
     }
 
     /// Nanoseconds spent deciding.
@@ -614,175 +378,6 @@ impl Decision {
     /// was made without the hook that failed).
     pub fn diagnostics(&self) -> &[crate::ruleset::strategy::Diagnostic] {
         &self.diagnostics
-    }
-
-    /// The decision as the JSON response in the README.
-    ///
-    /// Byte for byte what `serde_json::to_string` makes of the `Serialize`
-    /// implementation (a test checks it), written directly: the keys are
-    /// literals (serde_json would scan each for escapes) and the buffer is
-    /// sized once.
-    pub fn to_json(&self) -> String {
-        // serde_json writes UTF-8 only, and so do the literals.
-        String::from_utf8(self.to_json_vec()).unwrap_or_default()
-    }
-
-    /// [`Decision::to_json`] as bytes, with room for one more (a C caller's
-    /// NUL).
-    pub fn to_json_vec(&self) -> Vec<u8> {
-        let mut w = JsonOut::with_capacity(
-            320 + 200 * (self.chosen.len() + self.ranked.len()) + 96 * self.removals().len(),
-        );
-        w.open();
-        w.key("decision_id");
-        w.buf.push(b'"');
-        let id = self.id.0;
-        w.buf.extend(
-            (0..32)
-                .rev()
-                .map(|i| b"0123456789abcdef"[(id >> (4 * i)) as usize & 15]),
-        );
-        w.buf.push(b'"');
-        w.key("timestamp");
-        // RFC 3339 straight into the buffer (no escapes needed), or as
-        // `Display` writes it when that fails.
-        let start = w.buf.len();
-        w.buf.push(b'"');
-        let written = time::OffsetDateTime::from_unix_timestamp(self.timestamp.0)
-            .ok()
-            .and_then(|t| {
-                t.format_into(&mut w.buf, &time::format_description::well_known::Rfc3339)
-                    .ok()
-            });
-        if written.is_some() {
-            w.buf.push(b'"');
-        } else {
-            w.buf.truncate(start);
-            w.display(&self.timestamp);
-        }
-        let rules = self.ruleset();
-        w.key("ruleset");
-        w.open();
-        w.key("name");
-        w.str(&rules.name);
-        w.key("version");
-        w.num(&self.version.number);
-        w.key("hash");
-        w.str(&rules.hash);
-        w.close();
-        w.key("channel");
-        w.str(self.channel());
-        if let Some(e) = &self.version.rules.experiment {
-            w.key("experiment");
-            w.str(&e.name);
-        }
-        w.key("arm");
-        w.str(self.arm.as_str());
-        if let Some(seed) = self.seed {
-            w.key("seed");
-            w.num(&seed);
-        }
-        w.key("actions");
-        self.ranked_json(&mut w, &self.chosen);
-        if let Some(p) = self.selection_probability {
-            w.key("selection_probability");
-            w.num(&p);
-        }
-        w.key("filtered");
-        w.buf.push(b'[');
-        for (i, f) in self.filtered().enumerate() {
-            if i > 0 {
-                w.buf.push(b',');
-            }
-            w.open();
-            w.key("action");
-            w.str(f.action());
-            w.key("stage");
-            w.str(f.stage().as_str());
-            w.key("level");
-            w.str(f.level().as_str());
-            if let Some(c) = f.condition() {
-                w.key("condition");
-                w.str(c);
-            }
-            if let Some(r) = f.reason() {
-                w.key("reason");
-                w.str(&r);
-            }
-            w.close();
-        }
-        w.buf.push(b']');
-        if !self.ranked.is_empty() {
-            w.key("ranked");
-            self.ranked_json(&mut w, self.ranked_in_order());
-        }
-        if !self.diagnostics.is_empty() {
-            w.key("diagnostics");
-            w.buf.push(b'[');
-            for (i, d) in self.diagnostics.iter().enumerate() {
-                if i > 0 {
-                    w.buf.push(b',');
-                }
-                w.display(d);
-            }
-            w.buf.push(b']');
-        }
-        w.key("elapsed_ns");
-        w.num(&self.elapsed_ns);
-        w.close();
-        w.buf
-    }
-
-    fn ranked_json(&self, w: &mut JsonOut, list: &[Scored]) {
-        let rs = self.ruleset();
-        let names = rs.json.names.get_or_init(|| {
-            let esc = |v: &str| serde_json::to_string(v).unwrap_or_default();
-            rs.actions
-                .iter()
-                .map(|a| {
-                    let head = format!(
-                        "\"action\":{},\"group\":{},\"issue\":{}",
-                        esc(&a.id),
-                        esc(&rs.groups[a.group as usize].name),
-                        esc(&rs.issues[a.issue as usize].name)
-                    );
-                    let treatments = a
-                        .treatments
-                        .iter()
-                        .map(|t| {
-                            format!("\"treatment\":{}", esc(t.as_deref().unwrap_or(""))).into()
-                        })
-                        .collect();
-                    (head.into(), treatments)
-                })
-                .collect()
-        });
-        w.buf.push(b'[');
-        for (i, sc) in list.iter().enumerate() {
-            if i > 0 {
-                w.buf.push(b',');
-            }
-            let (head, treatments) = &names[sc.action as usize];
-            w.buf.extend_from_slice(b"{\"rank\":");
-            w.num(&(i + 1));
-            w.buf.push(b',');
-            w.buf.extend_from_slice(head.as_bytes());
-            w.buf.push(b',');
-            w.buf
-                .extend_from_slice(treatments[self.channel as usize].as_bytes());
-            w.buf.extend_from_slice(b",\"priority\":");
-            w.num(&sc.priority);
-            w.buf.extend_from_slice(b",\"propensity\":");
-            w.num(&sc.propensity);
-            w.buf.extend_from_slice(b",\"context_weight\":");
-            w.num(&sc.context_weight);
-            w.buf.extend_from_slice(b",\"value\":");
-            w.num(&sc.value);
-            w.buf.extend_from_slice(b",\"lever\":");
-            w.num(&sc.lever);
-            w.buf.push(b'}');
-        }
-        w.buf.push(b']');
     }
 }
 
@@ -917,161 +512,5 @@ impl<'a> FilteredAction<'a> {
             Some(EvalError::Missing(slot)) => Some(&self.rules().schema.attrs[slot as usize].name),
             _ => None,
         }
-    }
-}
-
-/// The compact JSON writer of [`Decision::to_json`]: keys are written as
-/// they are (they are literals that need no escaping); values go through
-/// serde_json, so strings are escaped and numbers formatted (non-finite
-/// floats as `null`) exactly as it does.
-struct JsonOut {
-    buf: Vec<u8>,
-    /// No member written yet in the innermost object.
-    first: bool,
-}
-
-impl JsonOut {
-    fn with_capacity(n: usize) -> JsonOut {
-        JsonOut {
-            buf: Vec::with_capacity(n),
-            first: true,
-        }
-    }
-    fn open(&mut self) {
-        self.buf.push(b'{');
-        self.first = true;
-    }
-    fn close(&mut self) {
-        self.buf.push(b'}');
-        self.first = false;
-    }
-    #[inline(always)]
-    fn key(&mut self, k: &'static str) {
-        debug_assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
-        if !self.first {
-            self.buf.push(b',');
-        }
-        self.first = false;
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(k.as_bytes());
-        self.buf.extend_from_slice(b"\":");
-    }
-    fn str(&mut self, v: &str) {
-        // Writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.buf, v);
-    }
-    fn num<T: Serialize>(&mut self, v: &T) {
-        let _ = serde_json::to_writer(&mut self.buf, v);
-    }
-    /// A `Display` value as a JSON string (ids, timestamps, diagnostics).
-    fn display(&mut self, v: &dyn std::fmt::Display) {
-        use std::io::Write;
-        let start = self.buf.len();
-        self.buf.push(b'"');
-        let _ = write!(self.buf, "{v}");
-        let plain = self.buf[start + 1..]
-            .iter()
-            .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x80);
-        if plain {
-            self.buf.push(b'"');
-        } else {
-            let text = String::from_utf8_lossy(&self.buf[start + 1..]).into_owned();
-            self.buf.truncate(start);
-            self.str(&text);
-        }
-    }
-}
-
-struct ActionsJson<'a>(&'a Decision, &'a [Scored]);
-
-impl Serialize for ActionsJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.1.len()))?;
-        for (i, sc) in self.1.iter().enumerate() {
-            seq.serialize_element(&RankedAction {
-                decision: self.0,
-                rank: i + 1,
-                scored: *sc,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-impl Serialize for RankedAction<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(10))?;
-        m.serialize_entry("rank", &self.rank)?;
-        m.serialize_entry("action", self.action())?;
-        m.serialize_entry("group", self.group())?;
-        m.serialize_entry("issue", self.issue())?;
-        m.serialize_entry("treatment", self.treatment())?;
-        m.serialize_entry("priority", &self.priority())?;
-        m.serialize_entry("propensity", &self.propensity())?;
-        m.serialize_entry("context_weight", &self.context_weight())?;
-        m.serialize_entry("value", &self.value())?;
-        m.serialize_entry("lever", &self.lever())?;
-        m.end()
-    }
-}
-
-impl Serialize for FilteredAction<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("action", self.action())?;
-        m.serialize_entry("stage", self.stage().as_str())?;
-        m.serialize_entry("level", self.level().as_str())?;
-        if let Some(c) = self.condition() {
-            m.serialize_entry("condition", c)?;
-        }
-        if let Some(r) = self.reason() {
-            m.serialize_entry("reason", &r)?;
-        }
-        m.end()
-    }
-}
-
-struct RulesetJson<'a>(&'a Decision);
-
-impl Serialize for RulesetJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let rules = self.0.ruleset();
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("name", &*rules.name)?;
-        m.serialize_entry("version", &self.0.version.number)?;
-        m.serialize_entry("hash", &rules.hash)?;
-        m.end()
-    }
-}
-
-impl Serialize for Decision {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("decision_id", &self.id.to_string())?;
-        m.serialize_entry("timestamp", &self.timestamp.to_string())?;
-        m.serialize_entry("ruleset", &RulesetJson(self))?;
-        m.serialize_entry("channel", self.channel())?;
-        if let Some(e) = &self.version.rules.experiment {
-            m.serialize_entry("experiment", &e.name)?;
-        }
-        m.serialize_entry("arm", self.arm.as_str())?;
-        if let Some(seed) = self.seed {
-            m.serialize_entry("seed", &seed)?;
-        }
-        m.serialize_entry("actions", &ActionsJson(self, &self.chosen))?;
-        if let Some(p) = self.selection_probability {
-            m.serialize_entry("selection_probability", &p)?;
-        }
-        let filtered: Vec<FilteredAction<'_>> = self.filtered().collect();
-        m.serialize_entry("filtered", &filtered)?;
-        if !self.ranked.is_empty() {
-            m.serialize_entry("ranked", &ActionsJson(self, self.ranked_in_order()))?;
-        }
-        if !self.diagnostics.is_empty() {
-            let d: Vec<String> = self.diagnostics.iter().map(ToString::to_string).collect();
-            m.serialize_entry("diagnostics", &d)?;
-        }
-        m.serialize_entry("elapsed_ns", &self.elapsed_ns)?;
-        m.end()
     }
 }

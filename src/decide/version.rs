@@ -9,7 +9,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::base::{Arm, ControlMode, Error, Timestamp};
-use crate::decide::decision::MAX_LIMIT;
+use crate::decide::request::MAX_LIMIT;
 use crate::ruleset::RuleSet;
 use crate::state::counters::Counter;
 use crate::state::learning::Learned;

@@ -34,7 +34,8 @@ use crate::base::util::Striped;
 use crate::base::{Arm, Error, Outcome, Timestamp};
 use crate::context::schema::Schema;
 use crate::decide;
-use crate::decide::decision::{Decision, DecisionRequest};
+use crate::decide::decision::Decision;
+use crate::decide::request::DecisionRequest;
 use crate::decide::version::{clock, Held, Version, VersionRef};
 use crate::ruleset::{source_hash, RuleSet, RuleSource};
 use crate::state::counters::Counter;
@@ -227,6 +228,8 @@ pub struct Engine {
     learned: Arc<Learned>,
     counters: Arc<DashMap<u64, Arc<Counter>>>,
     record_impressions: bool,
+    /// The scratch memory of decisions made through [`Engine::decide`].
+    scratch: decide::scratch::Pool,
 }
 /// The saved-state file (see [`Engine::save_state`]).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -235,7 +238,8 @@ struct SavedState {
     kind: String,
     saved: String,
     learning: Vec<crate::state::learning::SavedCounts>,
-    /// Volume counters by constraint-name key: (window << 32) | count.
+    /// Volume counters by constraint-name key: (window << 32) | count, one
+    /// entry per period counted.
     volumes: Vec<(u64, u64)>,
 }
 
@@ -325,6 +329,7 @@ impl Engine {
             learned,
             counters,
             record_impressions: config.record_impressions,
+            scratch: decide::scratch::Pool::default(),
         }
     }
 
@@ -360,7 +365,10 @@ impl Engine {
                 let mut v: Vec<(u64, u64)> = self
                     .counters
                     .iter()
-                    .map(|e| (*e.key(), e.value().raw()))
+                    .flat_map(|e| {
+                        let key = *e.key();
+                        e.value().words().into_iter().map(move |w| (key, w))
+                    })
                     .collect();
                 v.sort_unstable();
                 v
@@ -427,11 +435,16 @@ impl Engine {
                 })?;
         }
         self.learned.load(&header.learning);
+        let mut volumes: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
         for (k, word) in header.volumes {
+            volumes.entry(k).or_default().push(word);
+        }
+        for (k, words) in volumes {
             match self.counters.get(&k) {
-                Some(c) => c.set_raw(word),
+                Some(c) => c.replace_words(&words),
                 None => {
-                    self.counters.insert(k, Arc::new(Counter::from_raw(word)));
+                    self.counters
+                        .insert(k, Arc::new(Counter::from_words(&words)));
                 }
             }
         }
@@ -693,140 +706,65 @@ impl Engine {
         self.current.load().rules.schema.clone()
     }
 
-    /// Decide: the next best actions for the request's customer and channel.
+    /// Decide: the next best actions for the request's customer and
+    /// channel, as its [`Mode`](crate::Mode) says (serving, by default).
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, Error> {
-        let version = self.held();
-        let d = decide::decide_on(version, request, self.log_detail(), None, Some(self.live()));
-        self.impressions(&d, request);
-        let d = self.logged(d, request);
-        self.count(&d);
-        d
-    }
-
-    /// Re-decide a logged decision (replay): not logged, not counted.
-    pub(crate) fn decide_replay(
-        &self,
-        request: &DecisionRequest,
-        replaying: &decide::Replaying,
-    ) -> Result<Decision, Error> {
-        decide::decide_on(self.held(), request, None, Some(replaying), None)
-    }
-
-    /// Decide without logging (simulation's explained pass).
-    pub(crate) fn decide_unlogged(&self, request: &DecisionRequest) -> Result<Decision, Error> {
-        let live = decide::Live {
-            history: &*self.interactions,
-            take: false,
-            wall_clock: true,
-            keep_memo: !self.record_impressions,
-        };
-        decide::decide_on(self.held(), request, None, None, Some(live))
-    }
-
-    fn live(&self) -> decide::Live<'_> {
-        decide::Live {
-            history: &*self.interactions,
-            take: true,
-            wall_clock: true,
-            keep_memo: !self.record_impressions,
-        }
-    }
-
-    /// [`Engine::decide`] without the strategy's wall-clock budget (the
-    /// operations budget still applies): for simulations, which must
-    /// decide the same way however loaded the machine is.
-    pub(crate) fn decide_without_deadline(
-        &self,
-        request: &DecisionRequest,
-    ) -> Result<Decision, Error> {
-        let version = self.held();
-        let live = decide::Live {
-            wall_clock: false,
-            ..self.live()
-        };
-        let d = decide::decide_on(version, request, self.log_detail(), None, Some(live));
-        self.impressions(&d, request);
-        let d = self.logged(d, request);
-        self.count(&d);
-        d
-    }
-
-    /// With `record_impressions`, put an impression of each returned
-    /// action in the customer's history.
-    fn impressions(&self, d: &Result<Decision, Error>, request: &DecisionRequest) {
-        if self.record_impressions {
-            if let Ok(d) = d {
-                let rs = d.ruleset();
-                let ch = &rs.channels[d.channel as usize];
-                for c in &d.chosen {
-                    let a = &rs.actions[c.action as usize];
-                    self.interactions.record(
-                        &request.customer_id,
-                        crate::state::history::Event {
-                            at: d.timestamp.0,
-                            action: a.key,
-                            group: rs.groups[a.group as usize].key,
-                            channel: ch.key,
-                            kind: crate::base::OutcomeKind::Impression,
-                        },
-                    );
-                }
-            }
-        }
-    }
-
-    fn log_detail(&self) -> Option<decide::Logged> {
-        self.log.as_ref().map(|l| l.detail.logged())
-    }
-
-    /// Hand the decision to the log, and give the caller the decision it
-    /// asked for (without the candidates the log needs, unless explained).
-    /// (Inline, so that without a log the decision is not moved through
-    /// it: a `Decision` is a few hundred bytes.)
-    #[inline]
-    fn logged(
-        &self,
-        d: Result<Decision, Error>,
-        request: &DecisionRequest,
-    ) -> Result<Decision, Error> {
-        match &self.log {
-            None => d,
-            Some(log) => Engine::log_it(log, d?, request),
-        }
-    }
-
-    fn log_it(
-        log: &DecisionLog,
-        full: Decision,
-        request: &DecisionRequest,
-    ) -> Result<Decision, Error> {
-        let user = if request.explain {
-            full.clone()
-        } else {
-            full.without_candidates()
-        };
-        // The full decision moves to the log (no second copy).
-        log.log_decision(full, &request.customer_id, &request.context, request.limit);
-        Ok(user)
+        self.decide_on(self.held(), request)
     }
 
     /// Decide from a JSON request (the shape in the README), binding its
     /// context to the live version's schema.
     pub fn decide_json(&self, json: &str) -> Result<Decision, Error> {
         let version = self.held();
-        let result = DecisionRequest::from_json(&version.rules.schema, json).and_then(|request| {
-            let d = decide::decide_on(
-                version,
-                &request,
-                self.log_detail(),
-                None,
-                Some(self.live()),
-            );
-            self.impressions(&d, &request);
-            self.logged(d, &request)
-        });
-        self.count(&result);
-        result
+        match DecisionRequest::from_json(&version.rules.schema, json) {
+            Ok(request) => self.decide_on(version, &request),
+            Err(e) => {
+                self.errors.add(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// The one decision path of both entries: decide on `version` with a
+    /// scratch from the pool; a decision that commits is then logged and
+    /// counted. If its record cannot be logged, what it took from engine
+    /// state is given back.
+    fn decide_on(&self, version: VersionRef, request: &DecisionRequest) -> Result<Decision, Error> {
+        let commits = request.mode.commits();
+        let state = decide::State {
+            history: &*self.interactions,
+            record_impressions: self.record_impressions,
+            keep_memo: !self.record_impressions,
+        };
+        let keep = self
+            .log
+            .as_ref()
+            .filter(|_| commits)
+            .map(|l| l.detail.keep());
+        let mut scratch = self.scratch.get();
+        let d = decide::decide(version, request, &state, keep, &mut scratch);
+        if !commits {
+            return d;
+        }
+        let d = match (&self.log, d) {
+            (Some(log), Ok(full)) => {
+                let user = if request.explain {
+                    full.clone()
+                } else {
+                    full.without_candidates()
+                };
+                // The full decision moves to the log (no second copy).
+                let spent =
+                    log.log_decision(full, &request.customer_id, &request.context, request.limit);
+                if let Some(spent) = spent {
+                    scratch.recycle(spent);
+                }
+                Ok(user)
+            }
+            (_, d) => d,
+        };
+        self.count(&d);
+        d
     }
 
     fn count(&self, r: &Result<Decision, Error>) {

@@ -955,7 +955,9 @@ fn strategy(
         );
         return None;
     };
-    match crate::ruleset::strategy::Strategy::compile(&path, text, &s.limits, s.lower, schema) {
+    match crate::ruleset::strategy::Strategy::compile(
+        &path, text, &s.limits, s.lower, s.on_error, schema,
+    ) {
         Ok(st) => Some(st),
         Err(e) => {
             d.errors.push(RuleError {

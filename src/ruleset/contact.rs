@@ -47,6 +47,15 @@ impl Period {
         }
     }
 
+    /// The period's name in rule files: `hour`, `day` or `week`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Period::Hour => "hour",
+            Period::Day => "day",
+            Period::Week => "week",
+        }
+    }
+
     /// The window `t` (seconds) falls in.
     pub(crate) fn window(self, t: i64) -> u32 {
         let w = match self {

@@ -427,6 +427,10 @@ pub(crate) struct StrategySrc {
     /// (the default); `false` runs every hook in rhai's interpreter.
     #[serde(default = "yes")]
     pub lower: bool,
+    /// What a hook that fails at decision time does: `"closed"` (the
+    /// default) or `"open"`, for every hook or per hook.
+    #[serde(default)]
+    pub on_error: crate::ruleset::strategy::OnError,
 }
 
 fn yes() -> bool {

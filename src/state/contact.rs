@@ -127,15 +127,6 @@ pub(crate) struct Scratch {
     one: Vec<(u64, i64)>,
 }
 
-impl Scratch {
-    /// Empty buffers (a `const`, for a thread-local initialiser).
-    pub(crate) const EMPTY: Scratch = Scratch {
-        pairs: Vec::new(),
-        table: Vec::new(),
-        one: Vec::new(),
-    };
-}
-
 /// Whether one key's events (time-ordered, none after `now`) suppress it.
 fn suppressed(p: &ContactPolicy, events: &[(u64, i64)], now: i64) -> bool {
     let n = p.count as usize;

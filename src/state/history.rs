@@ -49,6 +49,44 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     /// oldest first.
     fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>);
 
+    /// Record `events` (impressions a decision returns on one channel) only
+    /// if the customer has fewer than `limit.max` impressions on
+    /// `limit.channel` in the window ending at `limit.now`, as one atomic
+    /// step per customer: whether they were recorded. This is how a
+    /// channel's contact limit stays exact when decisions for the same
+    /// customer race.
+    ///
+    /// The default counts with [`HistoryStore::recent`] and then records,
+    /// which is not atomic: a store shared by threads or processes must
+    /// override it (as [`MemoryHistory`] does).
+    fn record_within_limit(
+        &self,
+        customer: &str,
+        limit: ContactLimitCheck,
+        events: &[Event],
+    ) -> bool {
+        let mut recent = Vec::new();
+        self.recent(
+            customer,
+            limit.now.saturating_sub(limit.within),
+            &mut recent,
+        );
+        if limit.reached(&recent) {
+            return false;
+        }
+        for e in events {
+            self.record(customer, *e);
+        }
+        true
+    }
+
+    /// Forget `events` recorded for the customer by a decision that was
+    /// not returned after all (its log record could not be written). The
+    /// default does nothing.
+    fn unrecord(&self, customer: &str, events: &[Event]) {
+        let _ = (customer, events);
+    }
+
     /// What the decision path calls: the [`Memo`] kept with the customer's
     /// events if it [fits](Memo::fits) `tag` and `now`; otherwise the events
     /// at or after `since` appended to `out` (as [`HistoryStore::recent`]),
@@ -117,6 +155,28 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     /// milliseconds for a million customers, off the decision path.
     fn size(&self) -> Option<HistorySize> {
         None
+    }
+}
+
+/// A channel's contact limit as [`HistoryStore::record_within_limit`]
+/// checks it: at most `max` impressions on the channel whose key is
+/// `channel` in the window of `within` seconds ending at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContactLimitCheck {
+    /// The channel's [`channel_key`].
+    pub channel: u32,
+    /// The window, seconds.
+    pub within: i64,
+    /// Impressions allowed in the window.
+    pub max: u32,
+    /// The end of the window (the decision time), epoch seconds.
+    pub now: i64,
+}
+
+impl ContactLimitCheck {
+    /// Whether `events` (the customer's, in time order) reach the limit.
+    pub fn reached(&self, events: &[Event]) -> bool {
+        crate::state::contact::contacts(events, self.channel, self.within, self.now) >= self.max
     }
 }
 
@@ -358,6 +418,50 @@ impl HistoryStore for MemoryHistory {
         let at = events.partition_point(|e| e.at <= event.at);
         events.insert(at, event);
         self.evict(events);
+    }
+
+    fn record_within_limit(
+        &self,
+        customer: &str,
+        limit: ContactLimitCheck,
+        events: &[Event],
+    ) -> bool {
+        // The entry's shard stays locked from the count to the last event
+        // recorded: no other decision for the customer can count between.
+        let mut entry = match self.map.get_mut(customer) {
+            Some(e) => e,
+            None => self.map.entry(customer.into()).or_default(),
+        };
+        let from = entry
+            .events
+            .partition_point(|e| e.at <= limit.now.saturating_sub(limit.within));
+        if limit.reached(&entry.events[from..]) {
+            return false;
+        }
+        entry.memo = None;
+        entry.changes = entry.changes.wrapping_add(1);
+        for e in events {
+            let at = entry.events.partition_point(|x| x.at <= e.at);
+            entry.events.insert(at, *e);
+        }
+        self.evict(&mut entry.events);
+        true
+    }
+
+    fn unrecord(&self, customer: &str, events: &[Event]) {
+        if let Some(mut entry) = self.map.get_mut(customer) {
+            let mut changed = false;
+            for e in events {
+                if let Some(i) = entry.events.iter().rposition(|x| x == e) {
+                    entry.events.remove(i);
+                    changed = true;
+                }
+            }
+            if changed {
+                entry.memo = None;
+                entry.changes = entry.changes.wrapping_add(1);
+            }
+        }
     }
 
     fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) {

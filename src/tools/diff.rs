@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::base::Error;
 use crate::base::Timestamp;
-use crate::decide::decision::{Decision, DecisionRequest, RequestJson};
+use crate::decide::decision::Decision;
+use crate::decide::request::{DecisionRequest, RequestJson};
 use crate::engine::Engine;
 use crate::tools::simulate::Customer;
 

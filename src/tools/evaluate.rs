@@ -254,7 +254,9 @@ pub fn evaluate(
         // Explained: the candidate's survivors give its exact probability
         // in a random-eligible control arm.
         req.explain = true;
-        let d = match candidate.decide_replay(&req, &replaying) {
+        let d = match candidate
+            .decide(&req.mode(crate::decide::Mode::Replay(std::sync::Arc::new(replaying))))
+        {
             Ok(d) => d,
             Err(e) => {
                 if ev.errors.len() < 5 {

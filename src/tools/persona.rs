@@ -11,7 +11,7 @@ use crate::base::util::toml_to_json;
 use crate::base::Error;
 use crate::base::Timestamp;
 use crate::context::Context;
-use crate::decide::decision::DecisionRequest;
+use crate::decide::request::DecisionRequest;
 use crate::engine::Engine;
 use crate::ruleset::Stage;
 

@@ -16,8 +16,9 @@ use serde::Serialize;
 
 use crate::audit::reader::{read_log, ReadProblems};
 use crate::base::{Error, Timestamp};
-use crate::decide::decision::{Decision, DecisionRequest, RequestJson};
-use crate::decide::Replaying;
+use crate::decide::decision::Decision;
+use crate::decide::request::{DecisionRequest, RequestJson};
+use crate::decide::{Mode, ReplayState};
 use crate::engine::Engine;
 use crate::ruleset::{RuleSet, RuleSource};
 
@@ -141,7 +142,7 @@ fn find_version(
 pub(crate) fn logged_request(
     schema: &Arc<crate::context::schema::Schema>,
     rec: &serde_json::Value,
-) -> Result<(DecisionRequest, Replaying, Vec<String>), Error> {
+) -> Result<(DecisionRequest, ReplayState, Vec<String>), Error> {
     let masked: Vec<String> = rec["masked"]
         .as_array()
         .map(|a| {
@@ -166,15 +167,13 @@ pub(crate) fn logged_request(
     };
     let mut req: DecisionRequest = raw.bind(schema)?;
     req.now = Some(now);
-    let replaying = Replaying {
+    let replaying = ReplayState {
         timed_out: rec["timed_out"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|h| match h.as_str() {
-                Some("derive") => Some("derive"),
-                Some("adjust") => Some("adjust"),
-                Some("select") => Some("select"),
+                Some(hook @ ("derive" | "adjust" | "select")) => Some(hook.to_string()),
                 _ => None,
             })
             .collect(),
@@ -212,7 +211,7 @@ pub(crate) fn logged_request(
 /// the decision read a masked attribute.
 fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String, bool)>, Error> {
     let (req, replaying, masked) = logged_request(&engine.schema(), rec)?;
-    let d = engine.decide_replay(&req, &replaying)?;
+    let d = engine.decide(&req.mode(Mode::Replay(Arc::new(replaying))))?;
     let diff = compare(rec, &d);
     let rules = engine.current();
     let reads_masked = masked.iter().any(|m| rules.rules().reads_attribute(m));

@@ -1075,6 +1075,8 @@ struct Entry<T> {
 /// The state of a hook's runs in one decision.
 pub(crate) struct Run<'a, 'e> {
     hook: &'a Hook,
+    /// Where the buffers go back when the run ends.
+    home: &'e mut Spare,
     env: &'e Env<'a>,
     locals: Vec<V<'a>>,
     cands: Vec<Cand<'a>>,
@@ -1095,21 +1097,18 @@ pub(crate) struct Run<'a, 'e> {
 const SPARE_BUFFERS: usize = 16;
 const SPARE_CAPACITY: usize = 1024;
 
-/// The buffers a finished run leaves for the next run on its thread (a
-/// decision's three hooks, then the next decision's), emptied and with
-/// their lifetimes erased ([`relife`]).
+/// The buffers a finished run leaves for the next run of the same caller
+/// (a decision's three hooks, then the next decision's), emptied and with
+/// their lifetimes erased ([`relife`]). The caller owns them (see
+/// `HookScratch`).
 #[derive(Default)]
-struct Spare {
+pub(crate) struct Spare {
     locals: Vec<V<'static>>,
     cands: Vec<Cand<'static>>,
     arrs: Vec<Entry<Vec<V<'static>>>>,
     maps: Vec<Entry<Vec<(&'static str, V<'static>)>>>,
     arrs_items: Vec<Vec<V<'static>>>,
     maps_items: Vec<Vec<(&'static str, V<'static>)>>,
-}
-
-thread_local! {
-    static SPARE: Cell<Spare> = Cell::new(Spare::default());
 }
 
 /// `v` emptied, as a vector of `U`: the same type under other lifetimes,
@@ -1168,19 +1167,18 @@ impl Drop for Run<'_, '_> {
                 .map(relife)
                 .collect(),
         };
-        // A run on this thread that started inside this one (a hook's
-        // first use fills its tables) may have left buffers: keep one set.
-        SPARE.with(|s| s.set(spare));
+        *self.home = spare;
     }
 }
 
 impl Hook {
     /// A runner for calling the hook in one decision (its locals and
     /// arenas are allocated once).
-    pub(crate) fn runner<'a, 'e>(&'a self, env: &'e Env<'a>) -> Run<'a, 'e> {
-        let spare = SPARE.with(Cell::take);
+    pub(crate) fn runner<'a, 'e>(&'a self, env: &'e Env<'a>, home: &'e mut Spare) -> Run<'a, 'e> {
+        let spare = std::mem::take(home);
         Run {
             hook: self,
+            home,
             env,
             locals: relife(spare.locals),
             cands: relife(spare.cands),
@@ -1852,7 +1850,9 @@ impl<'a> Run<'a, '_> {
                 .map(|e| {
                     (0..env.rules.actions.len() as u32)
                         .map(|action| {
-                            let mut run = hook.runner(env);
+                            // Once per version: buffers of its own.
+                            let mut spare = Spare::default();
+                            let mut run = hook.runner(env, &mut spare);
                             run.reset();
                             run.cands.push(Cand {
                                 action,

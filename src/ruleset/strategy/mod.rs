@@ -16,16 +16,23 @@
 //! arithmetic, logic, math, string, array and map packages; no `eval`, no
 //! modules, no I/O; every limit set explicitly (operations, call levels,
 //! expression depths, string, array and map sizes) and a wall-clock budget
-//! per decision enforced from `on_progress`. A hook that fails at decision
-//! time is skipped for that decision (the decision is made as if the hook
-//! did not exist) and the decision carries a diagnostic naming the script,
-//! line and error.
+//! per decision enforced from `on_progress`. What a hook failing at
+//! decision time does is the decision path's (see `crate::decide`): it
+//! fails closed.
+//!
+//! A decision's hooks get their time (`now`, for `days_since`) and their
+//! deadline from the decision, through [`HookRun`]: the time travels with
+//! every call into rhai as the call's tag; the deadline sits in a cell of
+//! the interpreter that [`HookScratch`] (the caller's scratch) keeps for
+//! the strategy, which its `on_progress` callback reads. Nothing of it
+//! lives in a thread-local.
 
 mod lowered;
 mod types;
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rhai::packages::Package;
@@ -74,6 +81,70 @@ impl Default for Limits {
     }
 }
 
+/// What a strategy hook that fails at decision time does
+/// (`[strategy] on_error`): `"closed"` for every hook (the default),
+/// `"open"` for every hook, or per hook, `{ derive = "open" }`.
+///
+/// - `derive` closed: the derived attributes are missing (conditions that
+///   need them are not met; their `default`s do not apply); open: the
+///   context is used as bound, defaults included.
+/// - `adjust` closed: a candidate whose call fails is removed at stage
+///   `strategy` with the error as its reason, and when the time budget
+///   runs out every candidate is; open: a failed call leaves its candidate
+///   as scoring made it, and a time-out leaves every candidate so.
+/// - `select` falls back to the top N either way.
+///
+/// Either way an exclusion the hook made is never lost, and the decision
+/// carries a diagnostic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OnError {
+    /// Whether a failing `derive` leaves the context as bound.
+    pub derive_open: bool,
+    /// Whether a failing `adjust` call leaves its candidate as scored.
+    pub adjust_open: bool,
+}
+
+impl<'de> Deserialize<'de> for OnError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OnError, D::Error> {
+        #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+        #[serde(rename_all = "snake_case")]
+        enum Policy {
+            Closed,
+            Open,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PerHook {
+            derive: Option<Policy>,
+            adjust: Option<Policy>,
+            select: Option<Policy>,
+        }
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "\"closed\", \"open\" or a table such as { derive = \"open\", adjust = \"closed\" }"
+        )]
+        enum Src {
+            All(Policy),
+            PerHook(PerHook),
+        }
+        Ok(match Src::deserialize(d)? {
+            Src::All(p) => OnError {
+                derive_open: p == Policy::Open,
+                adjust_open: p == Policy::Open,
+            },
+            Src::PerHook(h) => {
+                // `select` falls back to the top N either way.
+                let _ = h.select;
+                OnError {
+                    derive_open: h.derive == Some(Policy::Open),
+                    adjust_open: h.adjust == Some(Policy::Open),
+                }
+            }
+        })
+    }
+}
+
 /// What went wrong in a hook at decision time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -116,14 +187,21 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
-/// A compiled strategy: its own sandboxed engine and the script's AST.
+/// A compiled strategy: the script's AST, its lowered hooks, and what it
+/// takes to build its sandboxed interpreter.
 pub(crate) struct Strategy {
-    engine: Rhai,
+    /// Tells this strategy's interpreters apart in a [`HookScratch`].
+    id: u64,
     ast: AST,
+    limits: Limits,
+    /// The schema's attribute names in slot order (`customer.NAME`).
+    attributes: Box<[Arc<str>]>,
     pub script: PathBuf,
     pub has_derive: bool,
     pub has_adjust: bool,
     pub has_select: bool,
+    /// What a failing hook does.
+    pub on_error: OnError,
     budget: Duration,
     /// The hooks lowered to the engine's own operations (see
     /// [`lowered`]); a hook that is not runs in rhai.
@@ -152,11 +230,102 @@ impl std::fmt::Debug for Strategy {
 /// The message of a hook stopped by the wall-clock budget.
 pub(crate) const BUDGET_EXCEEDED: &str = "time budget exceeded";
 
-thread_local! {
-    /// The decision time (epoch seconds) hooks see through `days_since`.
-    static NOW: Cell<i64> = const { Cell::new(0) };
-    /// When the running decision's hooks must stop.
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+/// When an interpreter's running hook must stop: nanoseconds after
+/// [`epoch`], or `u64::MAX` for no deadline.
+#[derive(Debug)]
+struct Deadline(AtomicU64);
+
+impl Deadline {
+    const NONE: u64 = u64::MAX;
+
+    fn set(&self, at: Option<Instant>) {
+        let nanos = at.map_or(Deadline::NONE, |t| {
+            t.saturating_duration_since(epoch()).as_nanos() as u64
+        });
+        self.0.store(nanos, Ordering::Relaxed);
+    }
+
+    fn passed(&self) -> bool {
+        let at = self.0.load(Ordering::Relaxed);
+        at != Deadline::NONE && epoch().elapsed().as_nanos() as u64 > at
+    }
+}
+
+/// The instant deadlines count from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The sandbox: rhai with only the safe packages, every limit set, and the
+/// deadline in `deadline` checked every 256 operations.
+fn sandbox(limits: &Limits, attributes: &[Arc<str>], deadline: Arc<Deadline>) -> Rhai {
+    let mut engine = Rhai::new_raw();
+    for pkg in [
+        rhai::packages::LanguageCorePackage::new().as_shared_module(),
+        rhai::packages::ArithmeticPackage::new().as_shared_module(),
+        rhai::packages::LogicPackage::new().as_shared_module(),
+        rhai::packages::BasicMathPackage::new().as_shared_module(),
+        rhai::packages::BasicStringPackage::new().as_shared_module(),
+        rhai::packages::MoreStringPackage::new().as_shared_module(),
+        rhai::packages::BasicArrayPackage::new().as_shared_module(),
+        rhai::packages::BasicMapPackage::new().as_shared_module(),
+    ] {
+        engine.register_global_module(pkg);
+    }
+    engine
+        .set_max_operations(limits.max_operations.max(1))
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(limits.max_expr_depth, (limits.max_expr_depth / 2).max(1))
+        .set_max_string_size(limits.max_string_size.max(1))
+        .set_max_array_size(limits.max_array_size.max(1))
+        .set_max_map_size(limits.max_map_size.max(1))
+        .set_max_variables(1024)
+        .set_max_functions(256)
+        .set_max_strings_interned(1024)
+        .set_optimization_level(rhai::OptimizationLevel::Simple);
+    engine.disable_symbol("eval");
+    engine.disable_symbol("print");
+    engine.disable_symbol("debug");
+    engine.on_print(|_| {});
+    engine.on_debug(|_, _, _| {});
+    engine.on_progress(move |ops| {
+        if ops % 256 == 0 && deadline.passed() {
+            Some(Dynamic::from(BUDGET_EXCEEDED))
+        } else {
+            None
+        }
+    });
+    types::register(&mut engine, attributes);
+    engine
+}
+
+/// A strategy's interpreter for one caller's decisions, with its deadline.
+struct Interpreter {
+    strategy: u64,
+    engine: Rhai,
+    deadline: Arc<Deadline>,
+}
+
+/// What a caller keeps between decisions for the strategy hooks: the
+/// lowered hooks' buffers, and the interpreter of the last strategy that
+/// ran a hook in rhai (built on first use: a few hundred microseconds,
+/// once per strategy version and scratch).
+#[derive(Default)]
+pub struct HookScratch {
+    lowered: lowered::Spare,
+    interpreter: Option<Interpreter>,
+}
+
+impl std::fmt::Debug for HookScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookScratch")
+            .field(
+                "interpreter",
+                &self.interpreter.as_ref().map(|i| i.strategy),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// A load-time error: message and 1-based line and column in the script.
@@ -174,47 +343,19 @@ impl Strategy {
         text: &str,
         limits: &Limits,
         lower: bool,
+        on_error: OnError,
         schema: &crate::context::schema::Schema,
     ) -> Result<Strategy, LoadError> {
-        let mut engine = Rhai::new_raw();
-        for pkg in [
-            rhai::packages::LanguageCorePackage::new().as_shared_module(),
-            rhai::packages::ArithmeticPackage::new().as_shared_module(),
-            rhai::packages::LogicPackage::new().as_shared_module(),
-            rhai::packages::BasicMathPackage::new().as_shared_module(),
-            rhai::packages::BasicStringPackage::new().as_shared_module(),
-            rhai::packages::MoreStringPackage::new().as_shared_module(),
-            rhai::packages::BasicArrayPackage::new().as_shared_module(),
-            rhai::packages::BasicMapPackage::new().as_shared_module(),
-        ] {
-            engine.register_global_module(pkg);
-        }
-        engine
-            .set_max_operations(limits.max_operations.max(1))
-            .set_max_call_levels(limits.max_call_levels)
-            .set_max_expr_depths(limits.max_expr_depth, (limits.max_expr_depth / 2).max(1))
-            .set_max_string_size(limits.max_string_size.max(1))
-            .set_max_array_size(limits.max_array_size.max(1))
-            .set_max_map_size(limits.max_map_size.max(1))
-            .set_max_variables(1024)
-            .set_max_functions(256)
-            .set_max_strings_interned(1024)
-            .set_optimization_level(rhai::OptimizationLevel::Simple);
-        engine.disable_symbol("eval");
-        engine.disable_symbol("print");
-        engine.disable_symbol("debug");
-        engine.on_print(|_| {});
-        engine.on_debug(|_, _, _| {});
-        engine.on_progress(|ops| {
-            if ops % 256 != 0 {
-                return None;
-            }
-            match DEADLINE.with(Cell::get) {
-                Some(d) if Instant::now() > d => Some(Dynamic::from(BUDGET_EXCEEDED)),
-                _ => None,
-            }
-        });
-        types::register(&mut engine, schema);
+        let attributes: Box<[Arc<str>]> = schema
+            .attributes()
+            .iter()
+            .map(|a| Arc::from(a.name()))
+            .collect();
+        let engine = sandbox(
+            limits,
+            &attributes,
+            Arc::new(Deadline(AtomicU64::new(Deadline::NONE))),
+        );
         let ast = engine.compile(text).map_err(|e| {
             let p = e.position();
             LoadError {
@@ -263,15 +404,19 @@ impl Strategy {
                 why: [why(has[0]), why(has[1]), why(has[2])],
             }
         };
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Ok(Strategy {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             lowered,
             fallbacks: std::sync::atomic::AtomicU64::new(0),
-            engine,
+            limits: limits.clone(),
+            attributes,
             ast,
             script: script.to_path_buf(),
             has_derive: has[0],
             has_adjust: has[1],
             has_select: has[2],
+            on_error,
             budget: Duration::from_micros(limits.time_budget_us.max(1)),
             names: std::sync::OnceLock::new(),
             symbols: std::sync::OnceLock::new(),
@@ -328,18 +473,59 @@ impl Strategy {
         ]
     }
 
-    /// Start the hooks of one decision: sets `now` and, unless replaying,
-    /// the wall-clock budget. (A replay reproduces the logged time-outs
-    /// instead: whether a budget runs out depends on the machine's load,
-    /// not on the decision's inputs.)
-    pub(crate) fn begin(&self, now: i64, wall_clock: bool) -> HookRun<'_> {
-        NOW.with(|n| n.set(now));
-        let deadline = wall_clock.then(|| Instant::now() + self.budget);
-        DEADLINE.with(|d| d.set(deadline));
+    /// Start the hooks of one decision at time `now` (epoch seconds), in
+    /// `scratch`. With `wall_clock`, they stop at the strategy's time
+    /// budget from now; without it (simulations, replays), only the
+    /// operations budget stops them: whether a budget runs out depends on
+    /// the machine's load, not on the decision's inputs, and a replay
+    /// reproduces the logged time-outs instead.
+    pub(crate) fn begin<'s>(
+        &'s self,
+        now: i64,
+        wall_clock: bool,
+        scratch: &'s mut HookScratch,
+    ) -> HookRun<'s> {
+        let HookScratch {
+            lowered,
+            interpreter,
+        } = scratch;
         HookRun {
             strategy: self,
-            scope: Scope::new(),
-            customer: None,
+            lowered,
+            rhai: InRhai {
+                strategy: self,
+                scope: Scope::new(),
+                customer: None,
+                now,
+                deadline: wall_clock.then(|| Instant::now() + self.budget),
+                interpreter,
+            },
+        }
+    }
+
+    /// This strategy's interpreter in `slot`, built there on first use.
+    fn interpreter<'a>(&self, slot: &'a mut Option<Interpreter>) -> &'a Interpreter {
+        if slot.as_ref().map(|i| i.strategy) != Some(self.id) {
+            let deadline = Arc::new(Deadline(AtomicU64::new(Deadline::NONE)));
+            *slot = Some(Interpreter {
+                strategy: self.id,
+                engine: sandbox(&self.limits, &self.attributes, deadline.clone()),
+                deadline,
+            });
+        }
+        match slot {
+            Some(i) => i,
+            None => unreachable!("set above"),
+        }
+    }
+
+    /// A diagnostic of `hook` with no line (the engine's own checks).
+    fn bad(&self, hook: &'static str, message: String) -> Diagnostic {
+        Diagnostic {
+            hook,
+            script: self.script.clone(),
+            line: None,
+            message,
         }
     }
 
@@ -360,9 +546,24 @@ impl Strategy {
 /// The hooks of one decision.
 pub(crate) struct HookRun<'s> {
     strategy: &'s Strategy,
+    /// The lowered hooks' buffers (the caller's).
+    lowered: &'s mut lowered::Spare,
+    /// What runs a hook in rhai's interpreter.
+    rhai: InRhai<'s>,
+}
+
+/// The hooks' calls into rhai's interpreter for one decision.
+struct InRhai<'s> {
+    strategy: &'s Strategy,
     scope: Scope<'static>,
     /// The customer as rhai sees it, built when a hook first runs in rhai.
     customer: Option<Customer>,
+    /// The decision time, epoch seconds: every call's tag.
+    now: i64,
+    /// When the hooks must stop, if the wall clock applies.
+    deadline: Option<Instant>,
+    /// The caller's interpreter slot.
+    interpreter: &'s mut Option<Interpreter>,
 }
 
 /// What `adjust` made of a candidate.
@@ -382,86 +583,159 @@ pub(crate) enum Pick {
     Id(String),
 }
 
-impl Drop for HookRun<'_> {
-    fn drop(&mut self) {
-        DEADLINE.with(|d| d.set(None));
-    }
-}
-
-impl HookRun<'_> {
+impl InRhai<'_> {
     fn call(
         &mut self,
         hook: &'static str,
         args: impl rhai::FuncArgs,
     ) -> Result<Dynamic, Diagnostic> {
-        let opts = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let opts = CallFnOptions::new()
+            .eval_ast(false)
+            .rewind_scope(true)
+            .with_tag(self.now);
         let s = self.strategy;
-        s.engine
-            .call_fn_with_options::<Dynamic>(opts, &mut self.scope, &s.ast, hook, args)
-            .map_err(|e| s.diagnostic(hook, &e))
-    }
-
-    /// The diagnostic of a hook that a replay skips because it timed out
-    /// when the decision was made.
-    pub(crate) fn replayed_timeout(&self, hook: &'static str) -> Diagnostic {
-        self.bad(hook, BUDGET_EXCEEDED.to_string())
-    }
-
-    fn bad(&self, hook: &'static str, message: String) -> Diagnostic {
-        Diagnostic {
+        let interpreter = s.interpreter(self.interpreter);
+        interpreter.deadline.set(self.deadline);
+        let result = interpreter.engine.call_fn_with_options::<Dynamic>(
+            opts,
+            &mut self.scope,
+            &s.ast,
             hook,
-            script: self.strategy.script.clone(),
-            line: None,
-            message,
-        }
+            args,
+        );
+        interpreter.deadline.set(None);
+        result.map_err(|e| s.diagnostic(hook, &e))
     }
 
     /// The customer for rhai, built on first use from `ctx`.
-    fn rhai_customer(&mut self, ctx: &crate::context::Context) -> Customer {
+    fn customer(&mut self, ctx: &crate::context::Context) -> Customer {
         self.customer
             .get_or_insert_with(|| self.strategy.customer(ctx))
             .clone()
     }
 
-    /// The context changed (derive's attributes were added): the next
-    /// hook run in rhai sees the new one.
-    pub(crate) fn context_changed(&mut self) {
-        self.customer = None;
-    }
-
-    /// `derive(customer)`: the derived attributes, as a rhai map.
-    pub(crate) fn derive(&mut self, env: &HookEnv<'_>) -> Result<rhai::Map, Diagnostic> {
-        if let Some(h) = &self.strategy.lowered.derive {
-            if let Ok(m) = h.runner(env).derive() {
-                return Ok(m.unwrap_or_default());
-            }
-            self.strategy.fell_back();
-        }
-        let customer = self.rhai_customer(env.ctx);
+    fn derive(&mut self, env: &HookEnv<'_>) -> Result<rhai::Map, Diagnostic> {
+        let customer = self.customer(env.ctx);
         let out = self.call("derive", (customer,))?;
         if out.is_unit() {
             return Ok(rhai::Map::new());
         }
         let t = out.type_name();
         out.try_cast::<rhai::Map>().ok_or_else(|| {
-            self.bad(
+            self.strategy.bad(
                 "derive",
                 format!("must return a map of derived attributes, returned {t}"),
             )
         })
     }
 
+    fn adjust(
+        &mut self,
+        env: &HookEnv<'_>,
+        c: &crate::base::Scored,
+    ) -> Result<Adjusted, Diagnostic> {
+        let scores = [c.propensity, c.context_weight, c.value, c.lever];
+        let customer = self.customer(env.ctx);
+        let candidate = candidate(self.strategy.names(env.rules), c);
+        let out = self.call("adjust", (customer, candidate))?;
+        if out.is_unit() {
+            return Ok(Adjusted {
+                scores,
+                excluded: None,
+            });
+        }
+        let t = out.type_name();
+        let a = out.try_cast::<Candidate>().ok_or_else(|| {
+            self.strategy.bad(
+                "adjust",
+                format!("must return the candidate (or nothing), returned {t}"),
+            )
+        })?;
+        let scores = [a.propensity, a.context_weight, a.value, a.lever];
+        check_scores(&a.id, scores).map_err(|m| self.strategy.bad("adjust", m))?;
+        Ok(Adjusted {
+            scores,
+            excluded: a.excluded.map(|r| Arc::from(r.as_str())),
+        })
+    }
+
+    fn select(
+        &mut self,
+        env: &HookEnv<'_>,
+        ranked: &[crate::base::Scored],
+    ) -> Result<Vec<Pick>, Diagnostic> {
+        let customer = self.customer(env.ctx);
+        let names = self.strategy.names(env.rules);
+        let arr: rhai::Array = ranked
+            .iter()
+            .map(|c| Dynamic::from(candidate(names, c)))
+            .collect();
+        let out = self.call("select", (customer, arr))?;
+        let t = out.type_name();
+        let arr = out.try_cast::<rhai::Array>().ok_or_else(|| {
+            self.strategy.bad(
+                "select",
+                format!("must return an array of candidates or action ids, returned {t}"),
+            )
+        })?;
+        let mut picks = Vec::with_capacity(arr.len());
+        for item in arr {
+            if let Some(c) = item.clone().try_cast::<Candidate>() {
+                picks.push(Pick::Action(c.action));
+            } else if let Ok(s) = item.clone().into_immutable_string() {
+                picks.push(Pick::Id(s.to_string()));
+            } else {
+                return Err(self.strategy.bad(
+                    "select",
+                    format!("returned an array containing {}", item.type_name()),
+                ));
+            }
+        }
+        Ok(picks)
+    }
+}
+
+impl HookRun<'_> {
+    /// The diagnostic of a hook that a replay skips because it timed out
+    /// when the decision was made.
+    pub(crate) fn replayed_timeout(&self, hook: &'static str) -> Diagnostic {
+        self.strategy.bad(hook, BUDGET_EXCEEDED.to_string())
+    }
+
+    /// The context changed (derive's attributes were added): the next
+    /// hook run in rhai sees the new one.
+    pub(crate) fn context_changed(&mut self) {
+        self.rhai.customer = None;
+    }
+
+    /// `derive(customer)`: the derived attributes, as a rhai map.
+    pub(crate) fn derive(&mut self, env: &HookEnv<'_>) -> Result<rhai::Map, Diagnostic> {
+        if let Some(h) = &self.strategy.lowered.derive {
+            if let Ok(m) = h.runner(env, self.lowered).derive() {
+                return Ok(m.unwrap_or_default());
+            }
+            self.strategy.fell_back();
+        }
+        self.rhai.derive(env)
+    }
+
     /// `adjust(customer, candidate)` on each survivor, in order, passing
-    /// each result to `each`. The first failure stops the hook and is
-    /// returned.
+    /// each result to `each`: what the call made of the candidate, or why
+    /// it failed. A failed call affects its candidate only; the calls go
+    /// on, except after a time-out (the budget is the decision's: every
+    /// later call would time out too), which is returned.
     pub(crate) fn adjust_each(
         &mut self,
         env: &HookEnv<'_>,
         ranked: &[crate::base::Scored],
-        mut each: impl FnMut(&crate::base::Scored, Adjusted),
+        mut each: impl FnMut(&crate::base::Scored, Result<Adjusted, Diagnostic>),
     ) -> Result<(), Diagnostic> {
         let strategy = self.strategy;
-        let mut runner = strategy.lowered.adjust.as_ref().map(|h| h.runner(env));
+        let mut runner = strategy
+            .lowered
+            .adjust
+            .as_ref()
+            .map(|h| h.runner(env, &mut *self.lowered));
         for c in ranked {
             let scores = [c.propensity, c.context_weight, c.value, c.lever];
             let lowered = runner.as_mut().and_then(|r| {
@@ -496,48 +770,21 @@ impl HookRun<'_> {
                 }
             });
             let adjusted = match lowered {
-                Some(Ok(a)) => a,
-                Some(Err(m)) => return Err(self.bad("adjust", m)),
+                Some(Ok(a)) => Ok(a),
+                Some(Err(m)) => Err(strategy.bad("adjust", m)),
                 None => {
                     if runner.is_some() {
                         strategy.fell_back();
                     }
-                    self.adjust_in_rhai(env, c)?
+                    self.rhai.adjust(env, c)
                 }
             };
-            each(c, adjusted);
+            match adjusted {
+                Err(d) if d.timed_out() => return Err(d),
+                a => each(c, a),
+            }
         }
         Ok(())
-    }
-
-    fn adjust_in_rhai(
-        &mut self,
-        env: &HookEnv<'_>,
-        c: &crate::base::Scored,
-    ) -> Result<Adjusted, Diagnostic> {
-        let scores = [c.propensity, c.context_weight, c.value, c.lever];
-        let customer = self.rhai_customer(env.ctx);
-        let candidate = candidate(self.strategy.names(env.rules), c);
-        let out = self.call("adjust", (customer, candidate))?;
-        if out.is_unit() {
-            return Ok(Adjusted {
-                scores,
-                excluded: None,
-            });
-        }
-        let t = out.type_name();
-        let a = out.try_cast::<Candidate>().ok_or_else(|| {
-            self.bad(
-                "adjust",
-                format!("must return the candidate (or nothing), returned {t}"),
-            )
-        })?;
-        let scores = [a.propensity, a.context_weight, a.value, a.lever];
-        check_scores(&a.id, scores).map_err(|m| self.bad("adjust", m))?;
-        Ok(Adjusted {
-            scores,
-            excluded: a.excluded.map(|r| Arc::from(r.as_str())),
-        })
     }
 
     /// `select(customer, ranked)`: the final list.
@@ -552,39 +799,12 @@ impl HookRun<'_> {
                 s: [c.propensity, c.context_weight, c.value, c.lever],
                 excluded: None,
             });
-            if let Ok(picks) = h.runner(env).select(ranked) {
+            if let Ok(picks) = h.runner(env, self.lowered).select(ranked) {
                 return Ok(picks);
             }
             self.strategy.fell_back();
         }
-        let customer = self.rhai_customer(env.ctx);
-        let names = self.strategy.names(env.rules);
-        let arr: rhai::Array = ranked
-            .iter()
-            .map(|c| Dynamic::from(candidate(names, c)))
-            .collect();
-        let out = self.call("select", (customer, arr))?;
-        let t = out.type_name();
-        let arr = out.try_cast::<rhai::Array>().ok_or_else(|| {
-            self.bad(
-                "select",
-                format!("must return an array of candidates or action ids, returned {t}"),
-            )
-        })?;
-        let mut picks = Vec::with_capacity(arr.len());
-        for item in arr {
-            if let Some(c) = item.clone().try_cast::<Candidate>() {
-                picks.push(Pick::Action(c.action));
-            } else if let Ok(s) = item.clone().into_immutable_string() {
-                picks.push(Pick::Id(s.to_string()));
-            } else {
-                return Err(self.bad(
-                    "select",
-                    format!("returned an array containing {}", item.type_name()),
-                ));
-            }
-        }
-        Ok(picks)
+        self.rhai.select(env, ranked)
     }
 }
 
@@ -626,9 +846,4 @@ fn check_scores(id: &str, scores: [f64; 4]) -> Result<(), String> {
             "set an invalid score for `{id}`: propensity {p} (must be in [0, 1]), context_weight {c}, value {v}, lever {l} (finite; C and L not negative)"
         ))
     }
-}
-
-/// The decision time hooks see.
-pub(crate) fn now() -> i64 {
-    NOW.with(Cell::get)
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, NativeCallContext, INT};
 
 use crate::base::Sym;
-use crate::context::schema::Schema;
 use crate::context::{Context, Slot};
 
 /// The customer of the running decision, shared with the script, and the
@@ -104,18 +103,25 @@ fn contains(
     Ok(false)
 }
 
-fn since(t: INT, unit: INT) -> Result<INT, Box<EvalAltResult>> {
-    super::now()
-        .checked_sub(t)
+/// `days_since` and `hours_since`: whole units from `t` to the decision
+/// time, which every hook call carries as its tag (see `HookRun::call`).
+fn since(ctx: &NativeCallContext, t: INT, unit: INT) -> Result<INT, Box<EvalAltResult>> {
+    let now = ctx
+        .tag()
+        .and_then(|tag| tag.as_int().ok())
+        .ok_or("the decision time is not set")?;
+    now.checked_sub(t)
         .map(|d| d.div_euclid(unit))
         .ok_or_else(|| "timestamp arithmetic overflowed".into())
 }
 
-pub(crate) fn register(engine: &mut rhai::Engine, schema: &Schema) {
+/// Register the script-facing types on `engine`; `attributes` are the
+/// schema's attribute names in slot order.
+pub(crate) fn register(engine: &mut rhai::Engine, attributes: &[Arc<str>]) {
     engine.register_type_with_name::<Customer>("Customer");
-    for (i, attr) in schema.attributes().iter().enumerate() {
+    for (i, name) in attributes.iter().enumerate() {
         let slot = i as u16;
-        engine.register_get(attr.name(), move |c: &mut Customer| c.get(slot));
+        engine.register_get(name, move |c: &mut Customer| c.get(slot));
     }
     engine.register_indexer_get(|c: &mut Customer, name: ImmutableString| -> Dynamic {
         match c.0.schema.slot(&name) {
@@ -175,8 +181,12 @@ pub(crate) fn register(engine: &mut rhai::Engine, schema: &Schema) {
     register_contains(engine);
 
     // The condition language's functions, under the same names.
-    engine.register_fn("days_since", |t: INT| since(t, 86_400));
-    engine.register_fn("hours_since", |t: INT| since(t, 3_600));
+    engine.register_fn("days_since", |ctx: NativeCallContext, t: INT| {
+        since(&ctx, t, 86_400)
+    });
+    engine.register_fn("hours_since", |ctx: NativeCallContext, t: INT| {
+        since(&ctx, t, 3_600)
+    });
 }
 
 /// `x in array` for the common element types without a function call per

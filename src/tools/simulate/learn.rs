@@ -30,7 +30,7 @@ use super::Customer;
 use crate::base::Error;
 use crate::base::Timestamp;
 use crate::base::{Outcome, OutcomeKind};
-use crate::decide::decision::RequestJson;
+use crate::decide::request::RequestJson;
 use crate::engine::Engine;
 use crate::ruleset::learning::{Learning, Mode};
 use crate::ruleset::RuleSet;
@@ -537,7 +537,8 @@ pub fn simulate_learning(
                 let mut req = req.clone();
                 req.now = Some(now);
                 req.seed = Some(draws);
-                let d = match engine.decide_without_deadline(&req) {
+                req.mode = crate::decide::Mode::Simulate;
+                let d = match engine.decide(&req) {
                     Ok(d) => d,
                     Err(e) => {
                         if report.errors.len() < 5 {

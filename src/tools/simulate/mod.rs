@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::Error;
 use crate::base::Timestamp;
-use crate::decide::decision::{DecisionRequest, RequestJson};
+use crate::decide::request::{DecisionRequest, RequestJson};
 use crate::engine::Engine;
 
 /// One customer of a population file (`customers.jsonl`).
@@ -188,6 +188,9 @@ pub fn simulate(
         match raw.bind(rs.schema()) {
             Ok(mut r) => {
                 r.now = Some(now);
+                // Without the hooks' wall-clock budget: a report depends on
+                // its inputs, not on how loaded the machine is.
+                r.mode = crate::decide::Mode::Simulate;
                 requests.push(r);
             }
             Err(e) => record_error(&mut report, &c.customer_id, &e),
@@ -234,7 +237,8 @@ pub fn simulate(
             explain: true,
             ..r.clone()
         };
-        let Ok(d) = engine.decide_unlogged(&explained) else {
+        let explained = explained.mode(crate::decide::Mode::Preview);
+        let Ok(d) = engine.decide(&explained) else {
             continue;
         };
         let f = &mut report.funnel;

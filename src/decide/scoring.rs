@@ -1,0 +1,288 @@
+//! Stage 4, scoring: for every action that passed the engagement policies
+//! and is not blocked by engine state, `priority = P × C × V × L`, offered
+//! to the top N as it is scored (one pass over the passing set).
+//!
+//! - P, the propensity: the starting propensity, or with `[learning]` the
+//!   posterior from the outcome counts (its mean or a seeded draw);
+//! - C, the context weight: `1 + Σ(matching boosts)/100` over the context
+//!   weights that target the action, its group or its issue;
+//! - V, the value: a number or a value expression (one that fails or is
+//!   not finite removes the candidate at stage `value`);
+//! - L, the lever: `1 + (issue + group + action lever)/100`, folded when
+//!   the rule set loads.
+
+use std::sync::Arc;
+
+use super::decision::PolicyRemovals;
+use super::engagement::Engaged;
+use super::request::ReplayState;
+use super::scratch::Lists;
+use super::selection::{sort_all, TopN};
+use crate::base::{Blocked, Level, Removed, Scored, Stage};
+use crate::ruleset::learning::{Learning, Rng};
+use crate::ruleset::policy::Memo;
+use crate::ruleset::{Action, Channel, RuleSet, ValueFn};
+use crate::state::learning::Counts;
+
+/// What a decision records besides the chosen actions.
+#[derive(Clone, Copy)]
+pub(crate) struct Record {
+    /// Every removed candidate: the engagement policies' removals as the
+    /// bits that decide them ([`PolicyRemovals`]), the later stages' with
+    /// their stage and reason.
+    pub removed: bool,
+    /// Why failed conjuncts could not be evaluated (re-evaluates them).
+    pub errors: bool,
+    /// Which survivors the decision keeps.
+    pub survivors: Survivors,
+}
+
+/// Which survivors a decision keeps besides its top N.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Survivors {
+    /// The top N only (`chosen`).
+    TopN,
+    /// Every survivor in `ranked`, sorted; `chosen` is left to the caller.
+    Sorted,
+    /// Every survivor in `ranked`, unsorted, and the top N in `chosen`:
+    /// the decision log's writer sorts them off the decision path, an
+    /// explanation's reader on its first call to `ranked()`.
+    Unsorted,
+}
+
+/// The candidates of a decision as scoring leaves them, and what later
+/// stages add.
+pub(crate) struct Candidates {
+    pub chosen: Vec<Scored>,
+    pub ranked: Vec<Scored>,
+    /// The engagement policies' removals, when recorded.
+    pub policy: PolicyRemovals,
+    /// The later stages' removals (engine state, value, strategy).
+    pub removed: Vec<Removed>,
+    /// The strategy's reasons, indexed by `removed`.
+    pub notes: Vec<Arc<str>>,
+}
+
+/// How a decision's propensities are learned.
+pub(crate) struct Learn<'a> {
+    pub learning: &'a Learning,
+    pub evidence: Evidence<'a>,
+    pub thompson: bool,
+}
+
+/// Where a decision's learning evidence comes from.
+pub(crate) enum Evidence<'a> {
+    /// The engine's counts: (counts, channels, channel).
+    Live(&'a [Option<Arc<Counts>>], usize, usize),
+    /// The logged evidence per action index.
+    Replayed(&'a [Option<(u32, u32)>]),
+}
+
+impl Learn<'_> {
+    /// P for action `ai` with starting propensity `p0`, recording the
+    /// evidence used in `used`.
+    fn propensity(
+        &self,
+        ai: u32,
+        p0: f64,
+        rng: Option<&mut Rng>,
+        used: &mut Vec<(u32, u32, u32)>,
+    ) -> f64 {
+        let (s, f) = match &self.evidence {
+            Evidence::Live(counts, nch, ci) => counts[ai as usize * nch + ci]
+                .as_ref()
+                .map_or((0, 0), |c| self.learning.evidence(c.get())),
+            Evidence::Replayed(v) => v[ai as usize].unwrap_or((0, 0)),
+        };
+        used.push((ai, s, f));
+        match rng {
+            Some(r) if self.thompson => self.learning.draw(p0, (s, f), r),
+            _ => self.learning.mean(p0, (s, f)),
+        }
+    }
+}
+
+/// The logged evidence of a replayed decision, per action index of `rs`.
+pub(crate) fn replayed_evidence(rs: &RuleSet, r: &ReplayState) -> Vec<Option<(u32, u32)>> {
+    let mut v = vec![None; rs.actions.len()];
+    for (action, s, f) in &r.evidence {
+        if let Some(ai) = rs.action_index(action) {
+            v[ai as usize] = Some((*s, *f));
+        }
+    }
+    v
+}
+
+/// A decision's learning: the model, its draws, and the evidence used.
+pub(crate) type LearnState<'a, 'b> = (
+    &'a Learn<'b>,
+    Option<&'a mut Rng>,
+    &'a mut Vec<(u32, u32, u32)>,
+);
+
+/// Score every action of `ch` that passed (`engaged`) and is not in
+/// `blocked` (ascending by action), offering each to the top `limit`.
+/// `record.survivors` says what `ranked` and `chosen` hold. Without
+/// `STATEFUL` nothing is blocked and nothing learned; without `RECORD`,
+/// `record` must ask for nothing.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn score<const STATEFUL: bool, const RECORD: bool>(
+    rs: &RuleSet,
+    ch: &Channel,
+    engaged: &Engaged<'_>,
+    limit: usize,
+    record: Record,
+    blocked: &[Blocked],
+    mut learn: Option<LearnState<'_, '_>>,
+    lists: &mut Lists,
+    keys: &mut Vec<u64>,
+) -> Candidates {
+    debug_assert!(
+        RECORD || !(record.removed || record.errors || record.survivors != Survivors::TopN)
+    );
+    let record = Record {
+        removed: RECORD && record.removed,
+        errors: RECORD && record.errors,
+        survivors: if RECORD {
+            record.survivors
+        } else {
+            Survivors::TopN
+        },
+    };
+    let memo = &engaged.memo;
+    let mut chosen = TopN::new(
+        limit,
+        if record.survivors == Survivors::Sorted {
+            0
+        } else {
+            limit.min(ch.actions.len())
+        },
+    );
+    // Sized for the channel's actions up front when they are recorded (no
+    // regrowth while deciding).
+    let mut ranked = if record.survivors == Survivors::TopN {
+        Vec::new()
+    } else {
+        lists.scored(ch.actions.len())
+    };
+    let mut removed = if record.removed {
+        lists.removed()
+    } else {
+        Vec::new()
+    };
+    debug_assert!(ch.actions.windows(2).all(|w| w[0] < w[1]));
+    debug_assert!(blocked.windows(2).all(|w| w[0].action <= w[1].action));
+    let mut next_block = 0;
+    let actions: &[Action] = &rs.actions;
+    for (wi, &word) in engaged.passing.iter().enumerate() {
+        let mut rest = word;
+        while rest != 0 {
+            let pos = wi * 64 + rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let ai = ch.actions[pos];
+            let action = &actions[ai as usize];
+            // Blocks are sorted by action, as the channel's actions are (they
+            // ascend): a cursor finds each in constant time.
+            if STATEFUL && next_block < blocked.len() {
+                while next_block < blocked.len() && blocked[next_block].action < ai {
+                    next_block += 1;
+                }
+                if let Some(i) = (next_block < blocked.len() && blocked[next_block].action == ai)
+                    .then_some(next_block)
+                {
+                    if record.removed {
+                        removed.push(Removed::by_state(blocked[i]));
+                    }
+                    continue;
+                }
+            }
+            let Some(value) = value(action, memo) else {
+                if record.removed {
+                    let error = match &action.value {
+                        ValueFn::Expr(ir, ..) if record.errors => ir.eval(memo.env()).err(),
+                        _ => None,
+                    };
+                    removed.push(Removed::by_condition(
+                        ai,
+                        Stage::Value,
+                        Level::Action,
+                        None,
+                        error,
+                    ));
+                }
+                continue;
+            };
+            let propensity = match &mut learn {
+                Some((l, rng, used)) if STATEFUL => {
+                    l.propensity(ai, action.starting_propensity, rng.as_deref_mut(), used)
+                }
+                _ => starting_propensity(action),
+            };
+            let context_weight = context_weight(rs, action, memo);
+            let scored = Scored {
+                action: ai,
+                propensity,
+                context_weight,
+                value,
+                lever: action.lever,
+                priority: propensity * context_weight * value * action.lever,
+            };
+            if record.survivors != Survivors::TopN {
+                ranked.push(scored);
+            }
+            if record.survivors != Survivors::Sorted {
+                chosen.offer(scored);
+            }
+        }
+    }
+    if record.survivors == Survivors::Sorted {
+        sort_all(&mut ranked, lists, keys);
+    }
+    Candidates {
+        chosen: chosen.into_vec(),
+        ranked,
+        policy: PolicyRemovals::default(),
+        removed,
+        notes: Vec::new(),
+    }
+}
+
+/// P for an action without learning: its starting propensity.
+#[inline]
+fn starting_propensity(action: &Action) -> f64 {
+    action.starting_propensity
+}
+
+/// C for an action: 1 + the boosts of its matching context weights / 100.
+#[inline]
+fn context_weight(rs: &RuleSet, action: &Action, memo: &Memo<'_>) -> f64 {
+    let mut boost = 0.0;
+    let mut matched = false;
+    for &w in action.weights.iter() {
+        let w = &rs.weights[w as usize];
+        if memo.covers(&w.need) {
+            boost += w.boost;
+            matched = true;
+        }
+    }
+    if !matched {
+        // What the formula gives with no boost, without its division.
+        return 1.0;
+    }
+    // Each boost is at least -100, but several can match: C stops at 0
+    // (an action can be irrelevant now, not less than irrelevant).
+    (1.0 + boost / 100.0).max(0.0)
+}
+
+/// V for an action, or `None` if its expression fails or is not finite.
+#[inline]
+fn value(action: &Action, memo: &Memo<'_>) -> Option<f64> {
+    match &action.value {
+        ValueFn::Const(v) => Some(*v),
+        ValueFn::Expr(_, _, Some(affine)) => affine.eval(memo.env().ctx).filter(|v| v.is_finite()),
+        ValueFn::Expr(ir, _, None) => match ir.eval(memo.env()) {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => None,
+        },
+    }
+}

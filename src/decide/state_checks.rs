@@ -1,0 +1,434 @@
+//! Stage 3, the checks that read engine state rather than the context:
+//! contact policies (the customer's interaction history), the channel's
+//! contact limit, and volume constraints (caps per period across all
+//! customers). They run before scoring and give the actions they block,
+//! each with its stage and policy; scoring skips those.
+//!
+//! A decision that commits ([`Mode::commits`](super::Mode)) then takes what
+//! it returns out of that state ([`commit`]): a unit of every volume
+//! constraint of each chosen action (an action refused by a constraint
+//! that filled meanwhile gives its place to the next survivor), and, when
+//! the engine records impressions, the impressions of the chosen actions,
+//! recorded only if the channel's contact limit still allows them, in one
+//! atomic step per customer. Both are exact under any interleaving of
+//! threads and clocks; [`release`] gives them back if the decision is not
+//! returned after all.
+
+use std::sync::Arc;
+
+use super::request::ReplayState;
+use super::scoring::Candidates;
+use super::scratch::StateBuffers;
+use super::version::Bound;
+use crate::base::{Blocked, Error, OutcomeKind, Removed, Stage};
+use crate::ruleset::{Channel, RuleSet};
+use crate::state::contact;
+use crate::state::counters::Take;
+use crate::state::history::{ContactLimitCheck, Event, HistoryStore, Memo, Recent};
+
+/// The engine state a decision reads and changes.
+#[derive(Clone, Copy)]
+pub(crate) struct State<'a> {
+    pub history: &'a dyn HistoryStore,
+    /// Record an impression of each action a committing decision returns.
+    pub record_impressions: bool,
+    /// Keep what the decision derived from the customer's history with it
+    /// (pointless when impressions are recorded: they drop it at once).
+    pub keep_memo: bool,
+}
+
+/// The actions on `ch` that engine state removes now, ascending, into
+/// `out`: from the log when replaying, else from the engine's state.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn blocked(
+    rs: &RuleSet,
+    channel: u32,
+    bound: &Bound,
+    state: &State<'_>,
+    replay: Option<&ReplayState>,
+    customer: &str,
+    now: i64,
+    buffers: &mut StateBuffers,
+    out: &mut Vec<Blocked>,
+) -> Result<(), Error> {
+    let ch = &rs.channels[channel as usize];
+    if rs.contact_policies.is_empty() && ch.contact_limit.is_none() && rs.volumes.is_empty() {
+        return Ok(());
+    }
+    if let Some(r) = replay {
+        // A block whose action or policy this version does not have (an
+        // `evaluate` candidate's) is dropped.
+        for (action, stage, policy) in &r.blocked {
+            if let (Some(ai), Some(pi)) =
+                (rs.action_index(action), rs.blocker_index(*stage, policy))
+            {
+                out.push(Blocked {
+                    action: ai,
+                    stage: *stage,
+                    policy: pi,
+                });
+            }
+        }
+        out.sort_by_key(|b| b.action);
+        return Ok(());
+    }
+    let (limited, memo) = history(rs, channel, ch, state, customer, now, buffers);
+    // Each suppressed action (of any channel) and the first policy that
+    // suppresses it, ascending.
+    let marked: &[(u32, u32)] = memo
+        .as_deref()
+        .map_or(&buffers.marked[..], |m| &m.suppressed);
+    if limited {
+        out.extend(ch.actions.iter().map(|&ai| Blocked {
+            action: ai,
+            stage: Stage::ChannelLimit,
+            policy: channel,
+        }));
+        return Ok(());
+    }
+    if rs.volumes.is_empty() {
+        // Only the suppressed actions: no pass over the channel's actions.
+        out.extend(
+            marked
+                .iter()
+                .filter(|&&(ai, _)| rs.actions[ai as usize].treatments[channel as usize].is_some())
+                .map(|&(ai, policy)| Blocked {
+                    action: ai,
+                    stage: Stage::ContactPolicy,
+                    policy,
+                }),
+        );
+        return Ok(());
+    }
+    let mut next = 0;
+    for &ai in ch.actions.iter() {
+        while next < marked.len() && marked[next].0 < ai {
+            next += 1;
+        }
+        let block = if next < marked.len() && marked[next].0 == ai {
+            Some((Stage::ContactPolicy, marked[next].1))
+        } else {
+            volume_block(rs, ch, bound, ai, now)?.map(|vi| (Stage::VolumeConstraint, vi))
+        };
+        if let Some((stage, policy)) = block {
+            out.push(Blocked {
+                action: ai,
+                stage,
+                policy,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The first volume constraint of action `ai` on `ch` whose cap is reached
+/// in the period of `now`.
+fn volume_block(
+    rs: &RuleSet,
+    ch: &Channel,
+    bound: &Bound,
+    ai: u32,
+    now: i64,
+) -> Result<Option<u32>, Error> {
+    let a = &rs.actions[ai as usize];
+    for &vi in a.volumes.iter().chain(ch.volumes.iter()) {
+        let v = &rs.volumes[vi as usize];
+        match bound.counters[vi as usize].used(v.period.window(now)) {
+            Some(n) if n < v.max => {}
+            Some(_) => return Ok(Some(vi)),
+            None => return Err(too_old(rs, vi, now)),
+        }
+    }
+    Ok(None)
+}
+
+/// The error of a decision whose period a volume constraint no longer
+/// counts.
+fn too_old(rs: &RuleSet, vi: u32, now: i64) -> Error {
+    let v = &rs.volumes[vi as usize];
+    Error::InvalidRequest(format!(
+        "now ({}) is more than {} {}s before the newest period volume constraint `{}` has counted: \
+         its cap can no longer be checked exactly for that time",
+        crate::base::Timestamp(now),
+        crate::state::counters::PERIODS - 1,
+        v.period.name(),
+        v.name
+    ))
+}
+
+/// What the customer's history says on `channel` now: whether its contact
+/// limit is reached, and the memo of an earlier decision if it still holds
+/// (else the suppressed actions are in `buffers.marked`).
+#[allow(clippy::too_many_arguments)]
+fn history(
+    rs: &RuleSet,
+    channel: u32,
+    ch: &Channel,
+    state: &State<'_>,
+    customer: &str,
+    now: i64,
+    buffers: &mut StateBuffers,
+) -> (bool, Option<Arc<Memo>>) {
+    let StateBuffers {
+        events,
+        contact: scratch,
+        suppressions: sup,
+        by_action,
+        by_group,
+        marked,
+    } = buffers;
+    events.clear();
+    sup.clear();
+    marked.clear();
+    if rs.contact_policies.is_empty() && ch.contact_limit.is_none() {
+        return (false, None);
+    }
+    let since = now.saturating_sub(rs.history_horizon);
+    let history = state.history;
+    match history.recent_or_memo(customer, since, rs.memo_tag, now, events) {
+        // What an earlier decision derived still holds: no event has
+        // been recorded since and none has entered or left a window.
+        Recent::Memo(m) => (m.limited & (1 << channel) != 0, Some(m)),
+        Recent::Events { stamp } => {
+            let limited = ch
+                .contact_limit
+                .is_some_and(|l| contact::contacts(events, ch.key, l.within, now) >= l.max);
+            if !events.is_empty() {
+                contact::suppressions(&rs.contact_policies, events, now, scratch, sup);
+            }
+            if !sup.is_empty() {
+                contact::mark(
+                    sup,
+                    &rs.action_by_key,
+                    &rs.group_by_key,
+                    by_action,
+                    by_group,
+                );
+                for (ai, a) in (0u32..).zip(&rs.actions) {
+                    let policy = by_action[ai as usize].min(by_group[a.group as usize]);
+                    if policy != u32::MAX {
+                        marked.push((ai, policy));
+                    }
+                }
+            }
+            // The memo's channel mask has 64 bits.
+            if let Some(stamp) = stamp.filter(|_| state.keep_memo && rs.channels.len() <= 64) {
+                history.keep_memo(customer, stamp, Arc::new(memo_of(rs, events, now, marked)));
+            }
+            (limited, None)
+        }
+    }
+}
+
+/// What `events` cause at `now`, for decisions until it can next change
+/// (`suppressed`: each suppressed action and its policy, as found).
+fn memo_of(rs: &RuleSet, events: &[Event], now: i64, suppressed: &[(u32, u32)]) -> Memo {
+    let mut limited = 0u64;
+    for (i, c) in rs.channels.iter().enumerate() {
+        if let Some(l) = c.contact_limit {
+            if contact::contacts(events, c.key, l.within, now) >= l.max {
+                limited |= 1 << i;
+            }
+        }
+    }
+    Memo {
+        tag: rs.memo_tag,
+        from: now,
+        until: contact::stable_until(
+            &rs.contact_policies,
+            &rs.contact_limits,
+            rs.history_horizon,
+            events,
+            now,
+        ),
+        limited,
+        suppressed: suppressed.into(),
+    }
+}
+
+/// Take the chosen actions out of engine state, in order: a unit of every
+/// volume constraint of each (an action refused by any constraint, because
+/// another decision took the last unit, is removed and the best remaining
+/// survivor takes its place), then, when the engine records impressions,
+/// their impressions within the channel's contact limit (if the limit was
+/// reached meanwhile, nothing is returned on the channel). `blocked` and,
+/// with `record_removed`, `out.removed` get what this blocked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn commit(
+    rs: &RuleSet,
+    channel: u32,
+    bound: &Bound,
+    state: &State<'_>,
+    customer: &str,
+    now: i64,
+    out: &mut Candidates,
+    blocked: &mut Vec<Blocked>,
+    record_removed: bool,
+) -> Result<(), Error> {
+    let ch = &rs.channels[channel as usize];
+    if !rs.volumes.is_empty() {
+        take_volumes(rs, ch, bound, now, out, blocked, record_removed)?;
+    }
+    if !state.record_impressions || out.chosen.is_empty() {
+        return Ok(());
+    }
+    let events = impressions(rs, channel, now, &out.chosen);
+    let recorded = match ch.contact_limit {
+        Some(l) => state.history.record_within_limit(
+            customer,
+            ContactLimitCheck {
+                channel: ch.key,
+                within: l.within,
+                max: l.max,
+                now,
+            },
+            &events,
+        ),
+        None => {
+            for e in &events {
+                state.history.record(customer, *e);
+            }
+            true
+        }
+    };
+    if !recorded {
+        // Another decision for the customer reached the limit first:
+        // give back what this one took, and return nothing on the channel.
+        give_back_volumes(rs, ch, bound, now, &out.chosen);
+        for c in out.chosen.drain(..) {
+            let block = Blocked {
+                action: c.action,
+                stage: Stage::ChannelLimit,
+                policy: channel,
+            };
+            blocked.push(block);
+            if record_removed {
+                out.removed.push(Removed::by_state(block));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Give back what [`commit`] took for a decision that is not returned:
+/// the volume units of its chosen actions and their impressions.
+#[allow(dead_code)] // Called once a log that fails refuses decisions.
+pub(crate) fn release(
+    rs: &RuleSet,
+    channel: u32,
+    bound: &Bound,
+    state: &State<'_>,
+    customer: &str,
+    now: i64,
+    chosen: &[crate::base::Scored],
+) {
+    let ch = &rs.channels[channel as usize];
+    give_back_volumes(rs, ch, bound, now, chosen);
+    if state.record_impressions && !chosen.is_empty() {
+        state
+            .history
+            .unrecord(customer, &impressions(rs, channel, now, chosen));
+    }
+}
+
+/// The impression events of `chosen` on `channel` at `now`.
+fn impressions(rs: &RuleSet, channel: u32, now: i64, chosen: &[crate::base::Scored]) -> Vec<Event> {
+    let ch = &rs.channels[channel as usize];
+    chosen
+        .iter()
+        .map(|c| {
+            let a = &rs.actions[c.action as usize];
+            Event {
+                at: now,
+                action: a.key,
+                group: rs.groups[a.group as usize].key,
+                channel: ch.key,
+                kind: OutcomeKind::Impression,
+            }
+        })
+        .collect()
+}
+
+fn give_back_volumes(
+    rs: &RuleSet,
+    ch: &Channel,
+    bound: &Bound,
+    now: i64,
+    chosen: &[crate::base::Scored],
+) {
+    for c in chosen {
+        for &vi in rs.actions[c.action as usize]
+            .volumes
+            .iter()
+            .chain(ch.volumes.iter())
+        {
+            let v = &rs.volumes[vi as usize];
+            bound.counters[vi as usize].give_back(v.period.window(now));
+        }
+    }
+}
+
+/// Take a unit of every volume constraint of each chosen action, in order
+/// (see [`commit`]).
+fn take_volumes(
+    rs: &RuleSet,
+    ch: &Channel,
+    bound: &Bound,
+    now: i64,
+    out: &mut Candidates,
+    blocked: &mut Vec<Blocked>,
+    record_removed: bool,
+) -> Result<(), Error> {
+    let mut i = 0;
+    let mut taken: Vec<(u32, u32)> = Vec::new();
+    while i < out.chosen.len() {
+        let ai = out.chosen[i].action;
+        let a = &rs.actions[ai as usize];
+        taken.clear();
+        let mut refused = None;
+        for &vi in a.volumes.iter().chain(ch.volumes.iter()) {
+            let v = &rs.volumes[vi as usize];
+            let w = v.period.window(now);
+            match bound.counters[vi as usize].try_take(w, v.max) {
+                Take::Taken => taken.push((vi, w)),
+                Take::Full => {
+                    refused = Some(vi);
+                    break;
+                }
+                Take::TooOld => {
+                    for &(t, w) in &taken {
+                        bound.counters[t as usize].give_back(w);
+                    }
+                    give_back_volumes(rs, ch, bound, now, &out.chosen[..i]);
+                    return Err(too_old(rs, vi, now));
+                }
+            }
+        }
+        let Some(vi) = refused else {
+            i += 1;
+            continue;
+        };
+        for &(t, w) in &taken {
+            bound.counters[t as usize].give_back(w);
+        }
+        out.chosen.remove(i);
+        let block = Blocked {
+            action: ai,
+            stage: Stage::VolumeConstraint,
+            policy: vi,
+        };
+        blocked.push(block);
+        if record_removed {
+            out.removed.push(Removed::by_state(block));
+        }
+        out.ranked.retain(|c| c.action != ai);
+        let next = out.ranked.iter().find(|c| {
+            !out.chosen.iter().any(|x| x.action == c.action)
+                && !blocked.iter().any(|b| b.action == c.action)
+        });
+        if let Some(next) = next.copied() {
+            out.chosen.push(next);
+        }
+    }
+    Ok(())
+}
