@@ -340,7 +340,7 @@ fn warnings(r: &ImpactReport) -> Vec<String> {
     let with_outcomes: u64 = r
         .arms
         .iter()
-        .map(|a| a.decisions - a.outcomes["none"])
+        .map(|a| a.decisions - a.outcomes.get("none").copied().unwrap_or(0))
         .sum();
     if !r.arms.is_empty() && with_outcomes == 0 {
         w.push("no outcome joined any decision: record outcomes to measure acceptance".into());
@@ -378,21 +378,21 @@ pub fn print(r: &ImpactReport) {
         println!("experiment(s): {}", r.experiments.join(", "));
     }
     println!(
-        "{:<11} {:>9} {:>8} {:>9} {:>9} {:>11} {:>8}  {:<26} {:<26}",
+        "{:<11} {:>9} {:>8} {:>9} {:>9} {:>11} {:>10}  {:<26} {:<26}",
         "arm",
         "decisions",
         "offered",
         "accepted",
         "rejected",
         "no_response",
-        "none",
+        "no outcome",
         "acceptance rate (95%)",
         "value/decision (95%)"
     );
     for a in &r.arms {
         let o = |k: &str| a.outcomes.get(k).copied().unwrap_or(0);
         println!(
-            "{:<11} {:>9} {:>8} {:>9} {:>9} {:>11} {:>8}  {:<26} {:<26}",
+            "{:<11} {:>9} {:>8} {:>9} {:>9} {:>11} {:>10}  {:<26} {:<26}",
             a.arm,
             a.decisions,
             a.offered,
@@ -423,7 +423,7 @@ pub fn print(r: &ImpactReport) {
                 100.0 * e.high,
                 100.0 * e.std_error
             ),
-            None => "undefined (control is 0)".into(),
+            None => format!("undefined ({} is 0)", l.control),
         };
         let n = match &l.sample_size {
             Some(s) => format!("needs {} {} + {} {}", s.control, l.control, s.test, l.test),
