@@ -161,13 +161,19 @@ fn summary(s: &mut String, r: &Review) {
     );
     card(
         s,
-        format!("{newly} (−{})", number(lost)),
-        "customers newly without an action (expected value lost)",
+        newly.to_string(),
+        &format!(
+            "customers newly without an action (expected value lost: {})",
+            number(lost)
+        ),
     );
     card(
         s,
-        format!("{served} (+{})", number(gained)),
-        "customers newly served (expected value gained)",
+        served.to_string(),
+        &format!(
+            "customers newly served (expected value gained: {})",
+            number(gained)
+        ),
     );
     if let Some(o) = &r.off_policy {
         if let (Some(c), Some(b)) = (&o.candidate.snips, &o.baseline.snips) {
