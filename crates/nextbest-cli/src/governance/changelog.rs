@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{now_rfc3339, sha256_hex, Repo};
+use super::{now_rfc3339, sha256_hex, short, Repo};
 use crate::error::{read_text, write_atomic, CliError};
 use crate::keys::{self, KeyPair};
 
@@ -323,8 +323,4 @@ fn check_head(repo: &Repo, lines: &[Line], last_hash: &str) -> Result<Vec<String
         ));
     }
     Ok(p)
-}
-
-fn short(h: &str) -> &str {
-    &h[..h.len().min(16)]
 }

@@ -10,7 +10,7 @@ use nextbest::RuleSet;
 use super::changelog::{self, approval_message, Entry, Event};
 use super::revision::{self, Author, ChangeRequest, Manifest, Parent};
 use super::state::{self, Revision, State, Status};
-use super::{now_rfc3339, sha256_hex, Governance, Repo, RepoLock};
+use super::{now_rfc3339, sha256_hex, short, Governance, Repo, RepoLock};
 use crate::error::{write_atomic, CliError};
 use crate::keys::{KeyPair, PublicKey};
 
@@ -118,7 +118,7 @@ pub fn init(
         "{} is live: {} {}",
         manifest.id,
         manifest.ruleset,
-        &manifest.rules_hash[..12]
+        short(&manifest.rules_hash)
     );
     println!("{}", manifest.id);
     Ok(ExitCode::SUCCESS)
@@ -173,7 +173,7 @@ pub fn new(root: &Path, args: &NewRevision) -> Result<ExitCode, CliError> {
     println!(
         "  rules {} {} from {}, parent {parent}",
         m.ruleset,
-        &m.rules_hash[..12],
+        short(&m.rules_hash),
         args.dir.display()
     );
     println!("  revision hash {hash}");
@@ -200,7 +200,7 @@ fn create_revision(
                 return Err(CliError::refused(format!(
                     "{} has the same rules as the live revision {id} (hash {}): nothing to change",
                     dir.display(),
-                    &live.rules_hash[..12]
+                    short(&live.rules_hash)
                 )));
             }
             Some(Parent {
@@ -377,9 +377,9 @@ fn keep_evidence(s: &Session, m: &Manifest, report: &Path) -> Result<String, Cli
             report,
             format!(
                 "reviews rules {}, but {} holds rules {}: review this revision's rules",
-                &candidate[..candidate.len().min(12)],
+                short(&candidate),
                 m.id,
-                &m.rules_hash[..12]
+                short(&m.rules_hash)
             ),
         ));
     }
@@ -388,7 +388,7 @@ fn keep_evidence(s: &Session, m: &Manifest, report: &Path) -> Result<String, Cli
         if meta("nextbest-baseline").as_deref() != Some(parent.rules_hash.as_str()) {
             return Err(CliError::bad_file(report, format!(
                 "is not compared against {}'s parent {} (rules {}): run `nextbest review` with --baseline the parent's rules",
-                m.id, p.id, &parent.rules_hash[..12]
+                m.id, p.id, short(&parent.rules_hash)
             )));
         }
     }
@@ -667,7 +667,7 @@ fn describe(e: &Entry) -> String {
         s.push_str(&format!(" approved by {}", e.approvers.join(", ")));
     }
     if let Some(ev) = &e.evidence {
-        s.push_str(&format!(" report {}", &ev[..ev.len().min(12)]));
+        s.push_str(&format!(" report {}", short(ev)));
     }
     if let Some(r) = &e.reason {
         s.push_str(&format!(": {r}"));

@@ -160,6 +160,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The first 12 characters of a hash, for people (the whole text when it
+/// is shorter or not cut at a character boundary).
+pub fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 /// The current time, RFC 3339 in UTC, whole seconds.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
