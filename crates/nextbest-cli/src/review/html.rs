@@ -43,6 +43,19 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Escape `text` and show its `backticked` spans as code.
+fn code_spans(text: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in esc(text).split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// The `content` of `<meta name="NAME" content="...">` in a report.
 pub fn read_meta(html: &str, name: &str) -> Option<String> {
     let start = format!("<meta name=\"{name}\" content=\"");
@@ -111,80 +124,69 @@ fn pct(n: usize, of: usize) -> String {
 }
 
 fn summary(s: &mut String, r: &Review) {
-    let changed: usize = r
-        .channels
-        .iter()
-        .filter_map(|c| c.diff.as_ref())
-        .map(|d| d.changed)
-        .sum();
-    let decided: usize = r
-        .channels
-        .iter()
-        .filter_map(|c| c.diff.as_ref())
-        .map(|d| d.customers)
-        .sum();
-    let passed = |f: fn(&super::PersonaRow) -> bool| r.personas.iter().filter(|p| f(p)).count();
-    let (pc, pb) = (
-        passed(|p| p.candidate.passed),
-        passed(|p| p.baseline.passed),
-    );
-    let newly: usize = r.channels.iter().map(|c| c.lost.newly_without).sum();
-    let lost: f64 = r.channels.iter().map(|c| c.lost.value_lost).sum();
-    let served: usize = r.channels.iter().map(|c| c.lost.newly_served).sum();
-    let gained: f64 = r.channels.iter().map(|c| c.lost.value_gained).sum();
-    let _ = write!(
-        s,
-        "<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">"
-    );
-    let card = |s: &mut String, big: String, what: &str| {
+    s.push_str("<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">");
+    for (big, what) in summary_cards(r) {
         let _ = write!(
             s,
             "<div class=\"card\"><b>{}</b><span>{}</span></div>",
             esc(&big),
-            esc(what)
+            esc(&what)
         );
-    };
-    card(
-        s,
-        format!("{}", r.changes.entities.len() + r.changes.scripts.len()),
-        "rule changes",
-    );
-    card(
-        s,
-        format!("{changed} of {decided} ({})", pct(changed, decided)),
-        "decisions change (all channels)",
-    );
-    card(
-        s,
-        format!("{pc} of {}", r.personas.len()),
-        &format!("persona tests pass on the candidate ({pb} on the baseline)"),
-    );
-    card(
-        s,
-        newly.to_string(),
-        &format!(
-            "customers newly without an action (expected value lost: {})",
-            number(lost)
-        ),
-    );
-    card(
-        s,
-        served.to_string(),
-        &format!(
-            "customers newly served (expected value gained: {})",
-            number(gained)
-        ),
-    );
-    if let Some(o) = &r.off_policy {
-        if let (Some(c), Some(b)) = (&o.candidate.snips, &o.baseline.snips) {
-            card(
-                s,
-                format!("{:.2}% vs {:.2}%", 100.0 * c.value, 100.0 * b.value),
-                "off-policy acceptance (SNIPS): candidate vs baseline",
-            );
-        }
     }
     s.push_str("</div></section>");
+}
+
+/// The summary's figures: (the figure, what it is).
+fn summary_cards(r: &Review) -> Vec<(String, String)> {
+    let diffs = || r.channels.iter().filter_map(|c| c.diff.as_ref());
+    let (changed, decided): (usize, usize) = (
+        diffs().map(|d| d.changed).sum(),
+        diffs().map(|d| d.customers).sum(),
+    );
+    let passed = |f: fn(&super::PersonaRow) -> bool| r.personas.iter().filter(|p| f(p)).count();
+    let lost = |f: fn(&super::ValueLost) -> f64| r.channels.iter().map(|c| f(&c.lost)).sum::<f64>();
+    let mut cards = vec![
+        (
+            (r.changes.entities.len() + r.changes.scripts.len()).to_string(),
+            "rule changes".to_string(),
+        ),
+        (
+            format!("{changed} of {decided} ({})", pct(changed, decided)),
+            "decisions change (all channels)".into(),
+        ),
+        (
+            format!("{} of {}", passed(|p| p.candidate.passed), r.personas.len()),
+            format!(
+                "persona tests pass on the candidate ({} on the baseline)",
+                passed(|p| p.baseline.passed)
+            ),
+        ),
+        (
+            lost(|l| l.newly_without as f64).to_string(),
+            format!(
+                "customers newly without an action (expected value lost: {})",
+                number(lost(|l| l.value_lost))
+            ),
+        ),
+        (
+            lost(|l| l.newly_served as f64).to_string(),
+            format!(
+                "customers newly served (expected value gained: {})",
+                number(lost(|l| l.value_gained))
+            ),
+        ),
+    ];
+    if let Some((c, b)) = r
+        .off_policy
+        .as_ref()
+        .and_then(|o| o.candidate.snips.zip(o.baseline.snips))
+    {
+        cards.push((
+            format!("{:.2}% vs {:.2}%", 100.0 * c.value, 100.0 * b.value),
+            "off-policy acceptance (SNIPS): candidate vs baseline".into(),
+        ));
+    }
+    cards
 }
 
 fn changes(s: &mut String, r: &Review) {
@@ -472,7 +474,7 @@ fn changed_decisions(s: &mut String, r: &Review) {
                 esc(&e.customer_id),
                 esc(&e.before.join(", ")),
                 esc(&e.after.join(", ")),
-                esc(&e.why)
+                code_spans(&e.why)
             );
         }
         s.push_str("</table>");
@@ -553,14 +555,18 @@ fn impact(s: &mut String, r: Option<&ImpactReport>) {
         let need = l.sample_size.map_or("—".into(), |n| {
             format!("{} {} + {} {}", n.control, l.control, n.test, l.test)
         });
-        let _ = write!(s, "<tr><td>{} vs {}</td><td>{}</td><td class=\"n\">{lift}</td><td class=\"n\">{need}</td></tr>", l.test, l.control, l.metric.replace('_', " "), );
+        let _ = write!(s, "<tr><td>{} vs {}</td><td>{}</td><td class=\"n\">{lift}</td><td class=\"n\">{need}</td></tr>", l.test, l.control, l.metric.replace('_', " "));
         if let Some(e) = l.lift {
             chart.push((
                 format!(
                     "{} vs {}, {}",
                     l.test,
                     l.control,
-                    l.metric.replace('_', " ")
+                    if l.metric == "acceptance_rate" {
+                        "rate"
+                    } else {
+                        "value"
+                    }
                 ),
                 e.value,
                 e.low,
@@ -595,6 +601,14 @@ mod tests {
             Some("abc123")
         );
         assert_eq!(read_meta(page, "nextbest-baseline"), None);
+    }
+
+    #[test]
+    fn backticked_spans_become_code() {
+        assert_eq!(
+            code_spans("`A<B` is removed"),
+            "<code>A&lt;B</code> is removed"
+        );
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub fn intervals(
     };
     let pad = (hi - lo) * 0.08;
     let (lo, hi) = (lo - pad, hi + pad);
-    let span = WIDTH - LABEL - 40.0;
+    // The figures go in a column of their own on the right.
+    let span = WIDTH - LABEL - 190.0;
     let x = |v: f64| LABEL + (v - lo) / (hi - lo) * span;
     let row_h = 26.0;
     let top = 30.0;
@@ -116,7 +117,7 @@ pub fn intervals(
             fmt(*v),
             fmt(*l),
             fmt(*h),
-            x(*h) + 6.0,
+            LABEL + span + 12.0,
             y + 4.0,
             fmt(*v),
             fmt(*l),
