@@ -1,13 +1,21 @@
 //! The `nextbest` command-line tool: validate and test rule sets, decide
-//! from JSON lines, simulate a population.
+//! from JSON lines, simulate a population; govern changes (keys,
+//! revisions, approvals, the change log, the review report) and measure
+//! impact against control.
 
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod error;
+mod governance;
+mod impact;
+mod keys;
 mod learn;
+mod review;
 
 use clap::{Parser, Subcommand};
+use error::CliError;
 use learn::{run_learn, LearnArgs};
 use nextbest::persona::{load_personas, run_persona};
 use nextbest::simulate::{load_customers, simulate, SimulateOptions};
@@ -26,6 +34,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Core(CoreCommand),
+    #[command(flatten)]
+    Governed(GovernedCommand),
+}
+
+/// The commands that use the core library alone.
+#[derive(Subcommand)]
+enum CoreCommand {
     /// Load, validate and compile rule directories; report every error.
     Validate {
         /// Rule directories.
@@ -161,13 +178,258 @@ enum Command {
     },
 }
 
+/// Governed change and impact.
+#[derive(Subcommand)]
+enum GovernedCommand {
+    /// Make a signing key pair for one person: DIR/NAME.key (secret) and
+    /// DIR/NAME.pub (for governance.toml).
+    Keygen {
+        /// The person's name (letters, digits, `_`, `-`, `.`).
+        name: String,
+        /// Where to write the files.
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+    },
+    /// Governed change: revisions, approvals, publish, rollback and the
+    /// change log of a governance repository.
+    Revision {
+        #[command(subcommand)]
+        command: RevisionCommand,
+    },
+    /// Write the review report of a candidate rule directory against the
+    /// live one: one self-contained HTML file; prints its SHA-256, which
+    /// approvers sign.
+    Review {
+        /// The candidate rule directory.
+        candidate: PathBuf,
+        /// The live rule directory.
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Population file (JSON lines).
+        #[arg(long)]
+        customers: PathBuf,
+        /// Decision logs (oldest first): adds the off-policy estimate and
+        /// impact against control.
+        #[arg(long)]
+        log: Vec<PathBuf>,
+        /// The report file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Decision time, RFC 3339 (default 2026-11-23T10:00:00Z).
+        #[arg(long)]
+        now: Option<String>,
+        /// Example customers per channel.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// The relative lift to size experiments for (0.1 = 10%).
+        #[arg(long, default_value_t = 0.1)]
+        mde: f64,
+    },
+    /// Impact against control: per experiment arm, decisions, outcomes,
+    /// acceptance rate and value per decision with 95% intervals, lift over
+    /// control and the sample size needed to detect a lift.
+    Impact {
+        /// Decision log files (rotated files too), oldest first.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The relative lift to size the experiment for (0.1 = 10%).
+        #[arg(long, default_value_t = 0.1)]
+        mde: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RevisionCommand {
+    /// Create a governance repository: governance.toml (approvers, required
+    /// approvals) and the first, live revision.
+    Init {
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The rule directory that is live now.
+        #[arg(long)]
+        from: PathBuf,
+        /// An approver's public key file (NAME.pub); repeat for each.
+        #[arg(long = "approver", required = true)]
+        approvers: Vec<PathBuf>,
+        /// Valid approvals a publish needs.
+        #[arg(long, default_value_t = 1)]
+        required: usize,
+        /// Sign the init entry with this key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Create a draft revision from a rule directory, against the live one;
+    /// the last line printed is its id.
+    New {
+        /// The changed rule directory.
+        dir: PathBuf,
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The change request's title.
+        #[arg(long)]
+        title: String,
+        /// Who asked for the change.
+        #[arg(long)]
+        requested_by: String,
+        /// The business objective.
+        #[arg(long)]
+        objective: Option<String>,
+        /// Notes from the author.
+        #[arg(long)]
+        notes: Option<String>,
+        /// The author's secret key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Submit a draft for approval (its author).
+    Submit {
+        /// The revision id.
+        id: String,
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The author's secret key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Approve a submitted revision: sign its hash and the review report's.
+    Approve {
+        /// The revision id.
+        id: String,
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The approver's secret key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The review report read (its SHA-256 is signed; a copy is kept).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Reject a submitted revision, with a reason.
+    Reject {
+        /// The revision id.
+        id: String,
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The approver's secret key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Make an approved revision live (refused, and logged, without the
+    /// approvals governance.toml requires).
+    Publish {
+        /// The revision id.
+        id: String,
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The publisher's secret key file (a listed approver).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Make an earlier revision live again, as a new change-log entry.
+    Rollback {
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The secret key file of a listed approver.
+        #[arg(long)]
+        key: PathBuf,
+        /// The revision to go back to (default: the one live before).
+        #[arg(long)]
+        to: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print the change log; --verify checks its chain, signatures and
+    /// head, every revision's files and the live pointer.
+    Log {
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Check the log; exit 1 on any problem.
+        #[arg(long)]
+        verify: bool,
+        /// Print the entries as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a revision: its change request, state, approvals, integrity and
+    /// history.
+    Show {
+        /// The revision id.
+        id: String,
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Validate { dirs, json } => validate(&dirs, json),
-        Command::Test { dir, json } => test(&dir, json),
-        Command::Decide { dir } => decide(&dir),
-        Command::Simulate {
+        Command::Governed(c) => run_governed(c),
+        Command::Core(c) => run_core(c).map_err(CliError::from),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_governed(command: GovernedCommand) -> Result<ExitCode, CliError> {
+    match command {
+        GovernedCommand::Keygen { name, dir } => run_keygen(&name, &dir),
+        GovernedCommand::Revision { command } => run_revision(command),
+        GovernedCommand::Review {
+            candidate,
+            baseline,
+            customers,
+            log,
+            output,
+            now,
+            examples,
+            mde,
+        } => parse_now(now).map_err(CliError::from).and_then(|now| {
+            let opts = review::ReviewOptions {
+                candidate,
+                baseline,
+                customers,
+                logs: log,
+                now,
+                examples,
+                mde,
+            };
+            review::run(&opts, &output)
+        }),
+        GovernedCommand::Impact { logs, mde, json } => run_impact(&logs, mde, json),
+    }
+}
+
+/// The commands that only use the core library.
+fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
+    match command {
+        CoreCommand::Validate { dirs, json } => validate(&dirs, json),
+        CoreCommand::Test { dir, json } => test(&dir, json),
+        CoreCommand::Decide { dir } => decide(&dir),
+        CoreCommand::Simulate {
             dir,
             customers,
             channel,
@@ -204,19 +466,19 @@ fn main() -> ExitCode {
                 run_simulate(&dir, customers, channel, limit, now, log, json)
             }
         }
-        Command::Replay {
+        CoreCommand::Replay {
             logs,
             rules,
             archive,
             json,
         } => run_replay(&logs, rules, archive, json),
-        Command::Evaluate {
+        CoreCommand::Evaluate {
             logs,
             rules,
             success,
             json,
         } => learn::run_evaluate(&logs, &rules, &success, json),
-        Command::Diff {
+        CoreCommand::Diff {
             before,
             after,
             customers,
@@ -225,14 +487,87 @@ fn main() -> ExitCode {
             now,
             json,
         } => run_diff(&before, &after, &customers, channel, examples, now, json),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
     }
+}
+
+fn run_keygen(name: &str, dir: &Path) -> Result<ExitCode, CliError> {
+    let (secret, public, public_path) = keys::keygen(name, dir)?;
+    println!("wrote {} (secret: keep it to yourself)", secret.display());
+    println!(
+        "wrote {} (public key {})",
+        public_path.display(),
+        public.public_key
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_revision(command: RevisionCommand) -> Result<ExitCode, CliError> {
+    use governance::commands as gc;
+    match command {
+        RevisionCommand::Init {
+            repo,
+            from,
+            approvers,
+            required,
+            key,
+        } => gc::init(&repo, &from, &approvers, required, key.as_deref()),
+        RevisionCommand::New {
+            dir,
+            repo,
+            title,
+            requested_by,
+            objective,
+            notes,
+            key,
+        } => gc::new(
+            &repo,
+            &gc::NewRevision {
+                dir,
+                title,
+                objective,
+                requested_by,
+                notes,
+                key,
+            },
+        ),
+        RevisionCommand::Submit { id, repo, key } => gc::submit(&repo, &id, &key),
+        RevisionCommand::Approve {
+            id,
+            repo,
+            key,
+            report,
+        } => gc::approve(&repo, &id, &key, report.as_deref()),
+        RevisionCommand::Reject {
+            id,
+            repo,
+            key,
+            reason,
+        } => gc::reject(&repo, &id, &key, &reason),
+        RevisionCommand::Publish { id, repo, key } => gc::publish(&repo, &id, &key),
+        RevisionCommand::Rollback {
+            repo,
+            key,
+            to,
+            reason,
+        } => gc::rollback(&repo, &key, to.as_deref(), reason.as_deref()),
+        RevisionCommand::Log { repo, verify, json } => gc::log(&repo, verify, json),
+        RevisionCommand::Show { id, repo, json } => gc::show(&repo, &id, json),
+    }
+}
+
+fn run_impact(logs: &[PathBuf], mde: f64, json: bool) -> Result<ExitCode, CliError> {
+    if !(mde > 0.0 && mde.is_finite()) {
+        return Err(CliError::refused(format!(
+            "--mde {mde}: give the relative lift to detect, e.g. 0.1 for 10%"
+        )));
+    }
+    let r = impact::impact(logs, mde)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        impact::print(&r);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
