@@ -1,32 +1,19 @@
 //! Small helpers shared by several modules.
 
-/// The candidate closest to `name` by edit distance, if it is close enough
-/// to be a plausible typo.
+/// The candidate closest to `name`, if it is close enough to be a
+/// plausible typo: at most one edit per three characters (at least one),
+/// counting a swap of two neighbouring letters as one edit (`strsim`'s
+/// optimal string alignment distance). Ties go to the first candidate.
 pub(crate) fn closest<'a>(
     name: &str,
     candidates: impl Iterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
     candidates
-        .map(|c| (edit_distance(name, c), c))
+        .map(|c| (strsim::osa_distance(name, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 /// A "did you mean" suffix for an error message.
@@ -129,5 +116,15 @@ mod tests {
             Some("income")
         );
         assert_eq!(super::closest("zzzzzz", names.iter().copied()), None);
+    }
+
+    #[test]
+    fn closest_counts_two_swapped_letters_as_one_typo() {
+        let keys = ["default_limit", "description", "name"];
+        assert_eq!(
+            super::closest("defualt_limit", keys.iter().copied()),
+            Some("default_limit")
+        );
+        assert_eq!(super::closest("naem", keys.iter().copied()), Some("name"));
     }
 }
