@@ -144,9 +144,86 @@ fn unknown_key_in_ruleset() {
     let errs = errors(&source(&text, ACTION));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].starts_with("ruleset.toml:2:1: unknown field `defualt_limit`, expected one of"),
+        errs[0].starts_with(
+            "ruleset.toml:2:1: unknown field `defualt_limit` (did you mean `default_limit`?), expected one of"
+        ),
         "{errs:?}"
     );
+}
+
+/// An unknown key used to stop the file's deserialization, so it was the
+/// only error reported however many others the rule set had.
+#[test]
+fn an_unknown_key_does_not_hide_the_other_errors() {
+    let ruleset = RULESET
+        .replace("name = \"t\"", "name = \"t\"\ndefualt_limit = 3")
+        .replace("limit = 2 }", "limt = 2 }")
+        .replace("issue = \"growth\"", "issue = \"grwth\"");
+    let action = ACTION
+        .replace("group = \"cards\"", "group = \"cardz\"")
+        .replace(
+            "treatment = \"t\"",
+            "treatment = \"t\"\neligibilty = \"age > 1\"",
+        )
+        .replace("value = 1.0", "value = 1.0\nsuitability = \"agee > 1\"");
+    let errs = errors(&source2(&ruleset, &action));
+    let f = |file: &str, text: &str, needle: &str, rest: &str| {
+        format!("{}: {rest}", at(file, text, needle))
+    };
+    let want = [
+        f("actions/x.toml", &action, "\"cardz\"", "unknown group `cardz` (did you mean `cards`?); declare it under [groups] in ruleset.toml"),
+        f("actions/x.toml", &action, "agee", "unknown attribute `agee` (did you mean `age`?); declare it under [schema]"),
+        f("actions/x.toml", &action, "eligibilty", "unknown field `eligibilty` (did you mean `eligibility`?), expected one of"),
+        f("ruleset.toml", &ruleset, "defualt_limit", "unknown field `defualt_limit` (did you mean `default_limit`?), expected one of"),
+        f("ruleset.toml", &ruleset, "limt", "unknown field `limt` (did you mean `limit`?), expected one of"),
+        f("ruleset.toml", &ruleset, "\"grwth\"", "unknown issue `grwth` (did you mean `growth`?); declare it under [issues]"),
+    ];
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    for (got, want) in errs.iter().zip(&want) {
+        assert!(got.starts_with(want.as_str()), "{got}\nwanted {want}");
+    }
+}
+
+/// `segment == "privat"` on an attribute whose values are declared could
+/// never hold, and used to load without a word.
+#[test]
+fn a_comparison_with_a_value_outside_the_declared_values_is_an_error() {
+    for cond in [
+        "segment == \"privat\"",
+        "\"privat\" != segment",
+        "segment in [\"mass\", \"privat\"]",
+    ] {
+        let text = ACTION.replace("treatment", &format!("eligibility = '{cond}'\ntreatment"));
+        let ruleset = RULESET.replace("[\"mass\", \"gold\"]", "[\"mass\", \"gold\", \"private\"]");
+        one_error(
+            &source(&ruleset, &text),
+            format!(
+                "{}: `privat` is not one of the values of `segment` (`mass`, `gold`, `private`) (did you mean `private`?); fix the value or add it to the attribute's `values`",
+                at("actions/x.toml", &text, "\"privat\"")
+            ),
+        );
+    }
+    // A string_set with declared values, and a value that is declared.
+    let ruleset = RULESET.replace(
+        "products = \"string_set\"",
+        "products = { type = \"string_set\", values = [\"ISA\", \"CARD\"] }",
+    );
+    let text = ACTION.replace(
+        "treatment",
+        "eligibility = '\"ISAA\" in products'\ntreatment",
+    );
+    one_error(
+        &source(&ruleset, &text),
+        format!(
+            "{}: `ISAA` is not one of the values of `products` (`ISA`, `CARD`) (did you mean `ISA`?); fix the value or add it to the attribute's `values`",
+            at("actions/x.toml", &text, "\"ISAA\"")
+        ),
+    );
+    let text = ACTION.replace(
+        "treatment",
+        "eligibility = ['segment != \"gold\"', '\"ISA\" in products']\ntreatment",
+    );
+    assert!(RuleSet::compile(&source(&ruleset, &text)).is_ok());
 }
 
 #[test]
@@ -158,7 +235,9 @@ fn unknown_key_in_an_action() {
     let errs = errors(&source2(RULESET, &text));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].starts_with("actions/x.toml:8:1: unknown field `eligibilty`, expected one of"),
+        errs[0].starts_with(
+            "actions/x.toml:8:1: unknown field `eligibilty` (did you mean `eligibility`?), expected one of"
+        ),
         "{errs:?}"
     );
     assert!(errs[0].contains("`eligibility`"), "{errs:?}");
@@ -256,7 +335,7 @@ fn unknown_channel_in_an_action() {
     let text = ACTION.replace("[\"web\"]", "[\"wbe\"]");
     one_error(
         &source(RULESET, &text),
-        "actions/x.toml:4:13: unknown channel `wbe`; declare it under [channels]".into(),
+        "actions/x.toml:4:13: unknown channel `wbe` (did you mean `web`?); declare it under [channels]".into(),
     );
 }
 
@@ -730,7 +809,7 @@ fn condition_with_a_unicode_escape_reports_the_right_column() {
     // `\u00e9` is 6 raw characters and one decoded character (2 bytes).
     let text = ACTION.replace(
         "treatment",
-        "suitability = \"segment != \\\"\\u00e9\\\" && agee > 1\"\ntreatment",
+        "suitability = \"!(\\\"\\u00e9\\\" in products) && agee > 1\"\ntreatment",
     );
     let errs = errors(&source(RULESET, &text));
     assert_eq!(

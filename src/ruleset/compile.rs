@@ -83,16 +83,12 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         d.at(&main_path, 0, "the rule directory has no ruleset.toml");
         return Err(finish(d.errors));
     };
-    let main: RulesetFile = match toml::from_str(main_text) {
-        Ok(m) => m,
-        Err(e) => {
-            d.at(
-                &main_path,
-                e.span().map_or(0, |s| s.start),
-                toml_message(&e),
-            );
-            return Err(finish(d.errors));
-        }
+    let (main, main_errors) = super::source::from_toml::<RulesetFile>(main_text);
+    for (at, message) in main_errors {
+        d.at(&main_path, at, message);
+    }
+    let Some(main) = main else {
+        return Err(finish(d.errors));
     };
     let mut action_srcs: Vec<Located<ActionSrc>> = Vec::new();
     // An action file that does not parse may well hold actions: then "no
@@ -109,15 +105,16 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         if !path.starts_with("actions") {
             continue;
         }
-        match toml::from_str::<ActionsFile>(text) {
-            Ok(f) => action_srcs.extend(f.actions.into_iter().map(|a| Located {
+        let (file, file_errors) = super::source::from_toml::<ActionsFile>(text);
+        for (at, message) in file_errors {
+            d.at(path, at, message);
+        }
+        match file {
+            Some(f) => action_srcs.extend(f.actions.into_iter().map(|a| Located {
                 file: path.clone(),
                 item: a,
             })),
-            Err(e) => {
-                unparsed_action_files = true;
-                d.at(path, e.span().map_or(0, |s| s.start), toml_message(&e))
-            }
+            None => unparsed_action_files = true,
         }
     }
 
@@ -1079,10 +1076,6 @@ fn finish(mut errors: Vec<RuleError>) -> RuleErrors {
     errors.sort_by(|a, b| a.location.cmp(&b.location));
     errors.dedup();
     RuleErrors(errors)
-}
-
-fn toml_message(e: &toml::de::Error) -> String {
-    e.message().trim().to_string()
 }
 
 fn lever(d: &mut Diag<'_>, file: &Path, l: Option<&Spanned<f64>>) -> f64 {

@@ -225,6 +225,93 @@ fn decoded_len(hex: Option<&str>) -> usize {
         .map_or(1, char::len_utf8)
 }
 
+/// The most unknown keys one file reports before giving up on it.
+const MAX_UNKNOWN_KEYS: usize = 100;
+
+/// Deserialize a rule file as `T`, reporting every unknown key instead of
+/// stopping at the first, so that one misspelt key does not hide the
+/// file's other errors. The shapes keep `deny_unknown_fields` (serde stays
+/// the one list of known keys): each unknown key serde reports is recorded
+/// with a "did you mean" hint, removed from the parsed document, and the
+/// document deserialized again. Returns the value, if the file has no
+/// other kind of error, and the errors as (byte offset, message).
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> (Option<T>, Vec<(usize, String)>) {
+    let mut doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => return (None, vec![(e.span().map_or(0, |s| s.start), message(&e))]),
+    };
+    let mut errors = Vec::new();
+    loop {
+        let e = match T::deserialize(toml::de::Deserializer::from(doc.clone())) {
+            Ok(v) => return (Some(v), errors),
+            Err(e) => e,
+        };
+        let at = e.span().unwrap_or(0..0);
+        let unknown = unknown_field(e.message());
+        let removed =
+            unknown.is_some() && errors.len() < MAX_UNKNOWN_KEYS && remove_key(doc.get_mut(), &at);
+        match unknown {
+            Some((key, expected)) if removed => {
+                let hint = crate::base::util::did_you_mean(crate::base::util::closest(
+                    key,
+                    expected.iter().copied(),
+                ));
+                let rest = e.message().split_once(", ").map_or("", |(_, r)| r);
+                errors.push((
+                    at.start,
+                    format!("unknown field `{key}`{hint}, {}", rest.trim()),
+                ));
+            }
+            _ => {
+                errors.push((at.start, message(&e)));
+                return (None, errors);
+            }
+        }
+    }
+}
+
+fn message(e: &toml::de::Error) -> String {
+    e.message().trim().to_string()
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" (or "expected
+/// `a`", "expected `a` or `b`", "there are no fields"): the field and the
+/// expected names.
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    // Backquoted names are every other piece: `a`, `b` splits into
+    // ["", "a", ", ", "b", ""].
+    let expected = rest.split('`').skip(1).step_by(2).collect();
+    Some((key, expected))
+}
+
+/// Remove the key written at `span` from `table` or any table inside it.
+fn remove_key(table: &mut toml::de::DeTable<'_>, span: &Range<usize>) -> bool {
+    let found = table
+        .iter()
+        .find(|(k, _)| k.span() == *span)
+        .map(|(k, _)| k.get_ref().to_string());
+    if let Some(key) = found {
+        return table.remove(key.as_str()).is_some();
+    }
+    table
+        .iter_mut()
+        .any(|(_, v)| remove_key_in(v.get_mut(), span))
+}
+
+fn remove_key_in(value: &mut toml::de::DeValue<'_>, span: &Range<usize>) -> bool {
+    match value {
+        toml::de::DeValue::Table(t) => remove_key(t, span),
+        toml::de::DeValue::Array(items) => items
+            .iter_mut()
+            .any(|item| remove_key_in(item.get_mut(), span)),
+        _ => false,
+    }
+}
+
 /// A TOML table's entries in the order they are written (channels keep
 /// their declared order: the first inbound one is the default channel).
 #[derive(Debug)]
