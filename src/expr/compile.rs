@@ -33,6 +33,32 @@ fn check_channel(sym: Sym, text: &str, at: Span, scope: &Scope<'_>) -> Result<()
     ))
 }
 
+/// A closed attribute (a string or string_set with declared `values`)
+/// compared with a literal outside them would be decided before any
+/// customer is seen (`==` and `in` never hold, `!=` always does): almost
+/// always a typo. Reject it, with the closest declared value.
+fn check_value(slot: u16, text: &str, at: Span, scope: &Scope<'_>) -> Result<(), ParseError> {
+    let attr = &scope.attrs.attrs[slot as usize];
+    let Some(values) = &attr.values else {
+        return Ok(());
+    };
+    if values.iter().any(|v| v == text) {
+        return Ok(());
+    }
+    let hint = did_you_mean(crate::base::util::closest(
+        text,
+        values.iter().map(String::as_str),
+    ));
+    Err(ParseError::new(
+        at,
+        format!(
+            "`{text}` is not one of the values of `{}` ({}){hint}; fix the value or add it to the attribute's `values`",
+            attr.name,
+            crate::base::util::list(values)
+        ),
+    ))
+}
+
 /// The functions conditions may call.
 pub(crate) const FUNCTIONS: &[&str] = &["len", "days_since", "hours_since", "min", "max", "abs"];
 
@@ -204,9 +230,15 @@ fn binary(
             }
             (Typed::Bool(x), Typed::Bool(y)) if equality => BoolIr::CmpBool(cmp, Box::new((x, y))),
             (Typed::Str(x), Typed::Str(y)) if equality => {
-                for (side, other) in [(&x, &y), (&y, &x)] {
-                    if let (StrIr::Channel, StrIr::Const(sym, text)) = (side, other) {
-                        check_channel(*sym, text, ast.span, scope)?;
+                for (side, other, other_at) in [(&x, &y, r.span), (&y, &x, l.span)] {
+                    match (side, other) {
+                        (StrIr::Channel, StrIr::Const(sym, text)) => {
+                            check_channel(*sym, text, ast.span, scope)?
+                        }
+                        (StrIr::Attr(slot), StrIr::Const(_, text)) => {
+                            check_value(*slot, text, other_at, scope)?
+                        }
+                        _ => {}
                     }
                 }
                 BoolIr::StrEq(cmp == CmpOp::Ne, Box::new((x, y)))
@@ -294,7 +326,12 @@ fn in_list(l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, 
         AstKind::List(items) => items,
         _ => {
             return match (check(r, scope)?, lhs) {
-                (Typed::Set(slot), Typed::Str(s)) => Ok(Typed::Bool(BoolIr::SetContains(slot, s))),
+                (Typed::Set(slot), Typed::Str(s)) => {
+                    if let StrIr::Const(_, text) = &s {
+                        check_value(slot, text, l.span, scope)?;
+                    }
+                    Ok(Typed::Bool(BoolIr::SetContains(slot, s)))
+                }
                 (Typed::Set(_), other) => Err(err(format!(
                     "only strings can be members of a string_set, but this is {}",
                     other.name()
@@ -339,8 +376,10 @@ fn in_list(l: &Ast, r: &Ast, ast: &Ast, scope: &mut Scope<'_>) -> Result<Typed, 
             for (t, span) in consts {
                 match t {
                     Typed::Str(StrIr::Const(sym, text)) => {
-                        if matches!(s, StrIr::Channel) {
-                            check_channel(sym, &text, span, scope)?;
+                        match s {
+                            StrIr::Channel => check_channel(sym, &text, span, scope)?,
+                            StrIr::Attr(slot) => check_value(slot, &text, span, scope)?,
+                            StrIr::Const(..) => {}
                         }
                         syms.push(sym)
                     }
