@@ -39,16 +39,15 @@ pub(crate) use state_checks::State;
 use crate::base::{Arm, ControlMode, Error, Timestamp};
 use crate::context::Context;
 use crate::expr::Env;
-use crate::ruleset::learning::Mode as LearnMode;
 use crate::ruleset::strategy::HookEnv;
-use decision::{Decision, PolicyRemovals};
+use decision::Decision;
 use request::DecisionRequest;
-use scoring::{Evidence, Learn, Record, Survivors};
+use scoring::{Learn, Record, Survivors};
 use version::{assign_arm, check_limit, control_mode, since, VersionRef};
 
 /// What the decision log wants a decision to keep besides its chosen
 /// actions, whatever the request's `explain`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Keep {
     /// Every removed candidate and the stage that removed it.
     pub removed: bool,
@@ -131,12 +130,7 @@ pub(crate) fn decide(
     // 4. Engagement policies, then scoring. Learning draws with a seed the
     // log keeps, from the engine's evidence or, replaying, the logged one.
     let learning = rs.learning.as_ref();
-    let seed_of_draws = learning.filter(|l| l.mode.draws()).map(|_| {
-        replay
-            .and_then(|r| r.seed)
-            .or(request.seed)
-            .unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(&id.0.to_le_bytes()))
-    });
+    let seed_of_draws = scoring::seed_of_draws(learning, replay, request.seed, id);
     let mut rng = seed_of_draws.map(crate::ruleset::learning::rng);
     let replayed = replay
         .filter(|_| learning.is_some())
@@ -145,37 +139,12 @@ pub(crate) fn decide(
         Some(_) => lists.evidence(ch.actions.len()),
         None => Vec::new(),
     };
-    let learn = learning.map(|l| Learn {
-        learning: l,
-        evidence: match &replayed {
-            Some(v) => Evidence::Replayed(v),
-            None => Evidence::Live(&bound.counts, rs.channels.len(), channel as usize),
-        },
-        thompson: l.mode == LearnMode::Thompson,
-    });
+    let learn = learning.map(|l| Learn::of(l, replayed.as_deref(), bound, rs, channel));
+    let keep = keep.unwrap_or_default();
     let strategy_ranks = hooks
         .as_ref()
         .is_some_and(|h| h.0.has_adjust || h.0.has_select);
-    // Every survivor is sorted when the strategy, the random control
-    // group, volume constraints (a refused action's place goes to the next)
-    // or epsilon-greedy exploration need them all.
-    let sorted_here = strategy_ranks
-        || control == Some(ControlMode::RandomEligible)
-        || !rs.volumes.is_empty()
-        || learning.is_some_and(|l| l.mode == LearnMode::EpsilonGreedy);
-    let keep = keep.unwrap_or(Keep {
-        removed: false,
-        ranked: false,
-    });
-    let record = Record {
-        removed: request.explain || keep.removed,
-        errors: request.explain,
-        survivors: match (sorted_here, keep.ranked || request.explain) {
-            (true, _) => Survivors::Sorted,
-            (false, true) => Survivors::Unsorted,
-            (false, false) => Survivors::TopN,
-        },
-    };
+    let record = Record::plan(rs, strategy_ranks, control, request.explain, keep);
     let mut words_in_use = std::mem::take(words);
     let env = Env {
         ctx,
@@ -185,27 +154,17 @@ pub(crate) fn decide(
     let mut out = {
         let engaged = engagement::evaluate(rs, ch, env, &mut words_in_use);
         let learn_state = learn.as_ref().map(|l| (l, rng.as_mut(), &mut evidence));
-        // Without engine state or recording, the loop has neither in it.
-        let plain = !record.removed && record.survivors == Survivors::TopN;
-        let mut out = match (blocked.is_empty() && learn_state.is_none(), plain) {
-            (true, true) => scoring::score::<false, false>(
-                rs, ch, &engaged, limit, record, &blocked, None, lists, keys,
-            ),
-            (true, false) => scoring::score::<false, true>(
-                rs, ch, &engaged, limit, record, &blocked, None, lists, keys,
-            ),
-            (false, _) => scoring::score::<true, true>(
-                rs,
-                ch,
-                &engaged,
-                limit,
-                record,
-                &blocked,
-                learn_state,
-                lists,
-                keys,
-            ),
-        };
+        let mut out = scoring::score_all(
+            rs,
+            ch,
+            &engaged,
+            limit,
+            record,
+            &blocked,
+            learn_state,
+            lists,
+            keys,
+        );
         if record.removed {
             out.policy = engagement::removals(&engaged, ch, record.errors, lists.words());
         }
@@ -220,31 +179,17 @@ pub(crate) fn decide(
             ctx,
             now: now.0,
         };
-        if s.has_adjust {
-            strategy::adjust(
-                &env,
-                s,
-                run,
-                replay,
-                &mut out,
-                &mut diagnostics,
-                lists,
-                keys,
-            );
-        }
-        if s.has_select {
-            strategy::select(
-                &env,
-                rs,
-                s,
-                run,
-                replay,
-                limit,
-                &mut out,
-                &mut diagnostics,
-                lists,
-            );
-        }
+        strategy::rank(
+            &env,
+            s,
+            run,
+            replay,
+            limit,
+            &mut out,
+            &mut diagnostics,
+            lists,
+            keys,
+        );
     }
     drop(hooks);
 
@@ -253,14 +198,7 @@ pub(crate) fn decide(
     if record.survivors == Survivors::Sorted {
         selection::fill(&mut out, limit, lists);
     }
-    let mut selection_probability = match (learning, rng.as_mut()) {
-        (Some(l), Some(r)) if l.mode == LearnMode::EpsilonGreedy => {
-            let among_chosen = rs.strategy.as_ref().is_some_and(|s| s.has_select);
-            selection::explore(l.epsilon, r, among_chosen, limit, &mut out)
-        }
-        (Some(l), _) if l.mode == LearnMode::Mean && !out.chosen.is_empty() => Some(1.0),
-        _ => None,
-    };
+    let mut selection_probability = selection::exploration(rs, rng.as_mut(), limit, &mut out);
     let mut seed = None;
     if let Some(mode) = control {
         let s = selection::control_seed(&version.rules, customer, now);
@@ -268,7 +206,7 @@ pub(crate) fn decide(
         seed = (mode == ControlMode::RandomEligible).then_some(s);
     }
     if request.mode.commits() {
-        let first = out.chosen.first().map(|c| c.action);
+        let (taken, probability) = (&mut blocked, &mut selection_probability);
         state_checks::commit(
             rs,
             channel,
@@ -277,16 +215,10 @@ pub(crate) fn decide(
             customer,
             now.0,
             &mut out,
-            &mut blocked,
+            taken,
             record.removed,
+            probability,
         )?;
-        // A first action replaced by the commit was not chosen with the
-        // probability computed: log none rather than a wrong one.
-        if out.chosen.first().map(|c| c.action) != first
-            && selection_probability.is_some_and(|p| p < 1.0)
-        {
-            selection_probability = None;
-        }
     }
     if let Some(c) = derived {
         scratch::keep_context(context, c);
@@ -294,14 +226,7 @@ pub(crate) fn decide(
 
     // The explanation, if asked for or kept for the log.
     if !request.explain {
-        if !keep.ranked {
-            out.ranked.clear();
-        }
-        if !keep.removed {
-            out.removed.clear();
-            out.notes.clear();
-            out.policy = PolicyRemovals::default();
-        }
+        out.forget(keep.ranked, keep.removed);
     }
     let ranked_unsorted = record.survivors == Survivors::Unsorted && out.ranked.len() > 1;
     let recorded = (ranked_unsorted || out.policy.recorded()).then(|| lists.recorded(out.policy));

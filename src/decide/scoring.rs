@@ -18,8 +18,8 @@ use super::engagement::Engaged;
 use super::request::ReplayState;
 use super::scratch::Lists;
 use super::selection::{sort_all, TopN};
-use crate::base::{Blocked, Level, Removed, Scored, Stage};
-use crate::ruleset::learning::{Learning, Rng};
+use crate::base::{Blocked, ControlMode, Level, Removed, Scored, Stage};
+use crate::ruleset::learning::{Learning, Mode as LearnMode, Rng};
 use crate::ruleset::policy::Memo;
 use crate::ruleset::{Action, Channel, RuleSet, ValueFn};
 use crate::state::learning::Counts;
@@ -284,5 +284,116 @@ fn value(action: &Action, memo: &Memo<'_>) -> Option<f64> {
             Ok(v) if v.is_finite() => Some(v),
             _ => None,
         },
+    }
+}
+
+impl Record {
+    /// What a decision records, for `explain` and what the log keeps.
+    /// Every survivor is sorted when the strategy ranks, the random control
+    /// group, volume constraints (a refused action's place goes to the
+    /// next) or epsilon-greedy exploration need them all.
+    pub(crate) fn plan(
+        rs: &RuleSet,
+        strategy_ranks: bool,
+        control: Option<ControlMode>,
+        explain: bool,
+        keep: super::Keep,
+    ) -> Record {
+        let learning = rs.learning.as_ref();
+        let sorted_here = strategy_ranks
+            || control == Some(ControlMode::RandomEligible)
+            || !rs.volumes.is_empty()
+            || learning.is_some_and(|l| l.mode == LearnMode::EpsilonGreedy);
+        Record {
+            removed: explain || keep.removed,
+            errors: explain,
+            survivors: match (sorted_here, keep.ranked || explain) {
+                (true, _) => Survivors::Sorted,
+                (false, true) => Survivors::Unsorted,
+                (false, false) => Survivors::TopN,
+            },
+        }
+    }
+}
+
+/// [`score`] in the form the decision needs: without engine state or
+/// recording, the loop has neither in it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn score_all(
+    rs: &RuleSet,
+    ch: &Channel,
+    engaged: &Engaged<'_>,
+    limit: usize,
+    record: Record,
+    blocked: &[Blocked],
+    learn: Option<LearnState<'_, '_>>,
+    lists: &mut Lists,
+    keys: &mut Vec<u64>,
+) -> Candidates {
+    let plain = !record.removed && record.survivors == Survivors::TopN;
+    match (blocked.is_empty() && learn.is_none(), plain) {
+        (true, true) => {
+            score::<false, false>(rs, ch, engaged, limit, record, blocked, None, lists, keys)
+        }
+        (true, false) => {
+            score::<false, true>(rs, ch, engaged, limit, record, blocked, None, lists, keys)
+        }
+        (false, _) => {
+            score::<true, true>(rs, ch, engaged, limit, record, blocked, learn, lists, keys)
+        }
+    }
+}
+
+/// The seed of learning's draws, when its mode draws: the replayed
+/// decision's, the request's, or one made from the decision id (the log
+/// keeps it either way).
+pub(crate) fn seed_of_draws(
+    learning: Option<&Learning>,
+    replay: Option<&ReplayState>,
+    requested: Option<u64>,
+    id: crate::base::DecisionId,
+) -> Option<u64> {
+    learning.filter(|l| l.mode.draws()).map(|_| {
+        replay
+            .and_then(|r| r.seed)
+            .or(requested)
+            .unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(&id.0.to_le_bytes()))
+    })
+}
+
+impl Candidates {
+    /// Forget the ranked survivors unless `ranked`, and the removed
+    /// candidates unless `removed` (a decision without `explain` keeps
+    /// only what the log wants).
+    pub(crate) fn forget(&mut self, ranked: bool, removed: bool) {
+        if !ranked {
+            self.ranked.clear();
+        }
+        if !removed {
+            self.removed.clear();
+            self.notes.clear();
+            self.policy = PolicyRemovals::default();
+        }
+    }
+}
+
+impl<'a> Learn<'a> {
+    /// Learning's view of the evidence: the replayed decision's when
+    /// there is one, else the engine's counts for `channel`.
+    pub(crate) fn of(
+        learning: &'a Learning,
+        replayed: Option<&'a [Option<(u32, u32)>]>,
+        bound: &'a crate::decide::version::Bound,
+        rs: &RuleSet,
+        channel: u32,
+    ) -> Learn<'a> {
+        Learn {
+            learning,
+            evidence: match replayed {
+                Some(v) => Evidence::Replayed(v),
+                None => Evidence::Live(&bound.counts, rs.channels.len(), channel as usize),
+            },
+            thompson: learning.mode == LearnMode::Thompson,
+        }
     }
 }

@@ -6,7 +6,7 @@
 use super::scoring::Candidates;
 use super::scratch::Lists;
 use crate::base::{ControlMode, Scored, Timestamp};
-use crate::ruleset::learning::Rng;
+use crate::ruleset::learning::{Mode as LearnMode, Rng};
 use crate::ruleset::RuleSet;
 
 /// The best `limit` candidates in arbitration order, of candidates offered
@@ -442,5 +442,24 @@ mod tests {
                 order(&sorted[..limit.min(sorted.len())])
             );
         }
+    }
+}
+
+/// Epsilon-greedy exploration, and the probability the first action was
+/// chosen with (1 under posterior-mean learning; `None` when it is not
+/// known).
+pub(crate) fn exploration(
+    rs: &RuleSet,
+    rng: Option<&mut Rng>,
+    limit: usize,
+    out: &mut Candidates,
+) -> Option<f64> {
+    match (rs.learning.as_ref(), rng) {
+        (Some(l), Some(r)) if l.mode == LearnMode::EpsilonGreedy => {
+            let among_chosen = rs.strategy.as_ref().is_some_and(|s| s.has_select);
+            explore(l.epsilon, r, among_chosen, limit, out)
+        }
+        (Some(l), _) if l.mode == LearnMode::Mean && !out.chosen.is_empty() => Some(1.0),
+        _ => None,
     }
 }

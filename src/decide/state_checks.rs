@@ -264,6 +264,43 @@ pub(crate) fn commit(
     out: &mut Candidates,
     blocked: &mut Vec<Blocked>,
     record_removed: bool,
+    selection_probability: &mut Option<f64>,
+) -> Result<(), Error> {
+    let first = out.chosen.first().map(|c| c.action);
+    commit_chosen(
+        rs,
+        channel,
+        bound,
+        state,
+        customer,
+        now,
+        out,
+        blocked,
+        record_removed,
+    )?;
+    // A first action replaced by the commit was not chosen with the
+    // probability computed: log none rather than a wrong one.
+    if out.chosen.first().map(|c| c.action) != first
+        && selection_probability.is_some_and(|p| p < 1.0)
+    {
+        *selection_probability = None;
+    }
+    Ok(())
+}
+
+/// Take what the chosen actions use out of engine state (see
+/// [`commit`]).
+#[allow(clippy::too_many_arguments)]
+fn commit_chosen(
+    rs: &RuleSet,
+    channel: u32,
+    bound: &Bound,
+    state: &State<'_>,
+    customer: &str,
+    now: i64,
+    out: &mut Candidates,
+    blocked: &mut Vec<Blocked>,
+    record_removed: bool,
 ) -> Result<(), Error> {
     let ch = &rs.channels[channel as usize];
     if !rs.volumes.is_empty() {

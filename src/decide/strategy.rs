@@ -308,3 +308,35 @@ fn selected(
     }
     out
 }
+
+/// Run `adjust` (when the script has it) then `select` on the scored
+/// survivors.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rank(
+    env: &HookEnv<'_>,
+    s: &Strategy,
+    run: &mut HookRun<'_>,
+    replay: Option<&ReplayState>,
+    limit: usize,
+    out: &mut Candidates,
+    diagnostics: &mut Vec<Diagnostic>,
+    lists: &mut Lists,
+    keys: &mut Vec<u64>,
+) {
+    if s.has_adjust {
+        adjust(env, s, run, replay, out, diagnostics, lists, keys);
+    }
+    if s.has_select {
+        select(
+            env,
+            env.rules,
+            s,
+            run,
+            replay,
+            limit,
+            out,
+            diagnostics,
+            lists,
+        );
+    }
+}
