@@ -21,10 +21,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use parking_lot::Mutex;
+use crossbeam_utils::atomic::AtomicCell;
+use crossbeam_utils::CachePadded;
 
 use super::decision::{Decision, PolicyRemovals, Recorded};
-use crate::base::util::{stripe, Padded, STRIPES};
+use crate::base::util::{stripe, STRIPES};
 use crate::base::{DecisionId, Removed, Scored};
 use crate::context::Context;
 use crate::ruleset::strategy::HookScratch;
@@ -237,24 +238,24 @@ pub(crate) fn keep_context(slot: &mut Option<Context>, mut c: Context) {
     }
 }
 
-/// Scratches for whoever decides through the engine: one stack per stripe
-/// of threads, so two threads deciding at once rarely touch the same lock,
-/// and a thread mostly gets back the scratch it used last.
+/// Scratches for whoever decides through the engine: one slot per stripe
+/// of threads, so a thread mostly gets back the scratch it used last and
+/// two threads deciding at once rarely touch the same slot. Taking and
+/// putting back are one atomic swap each (no lock); a thread that finds
+/// its slot empty makes a new scratch, and a scratch put back into a full
+/// slot replaces the one there (its buffers are freed).
 pub(crate) struct Pool {
-    stripes: Box<[Padded<Stack>]>,
+    stripes: Box<[CachePadded<Slot>]>,
 }
 
-/// One stripe's scratches.
-type Stack = Mutex<Vec<Box<Scratch>>>;
-
-/// Scratches a stripe keeps when more come back than it hands out.
-const POOL_KEEP: usize = 4;
+/// A stripe's slot: empty, or the scratch its threads used last.
+type Slot = AtomicCell<Option<Box<Scratch>>>;
 
 impl Default for Pool {
     fn default() -> Pool {
         Pool {
             stripes: (0..STRIPES)
-                .map(|_| Padded(Mutex::new(Vec::new())))
+                .map(|_| CachePadded::new(AtomicCell::new(None)))
                 .collect(),
         }
     }
@@ -270,7 +271,7 @@ impl Pool {
     /// A scratch, back in the pool when the guard drops.
     pub(crate) fn get(&self) -> Pooled<'_> {
         let stripe = stripe();
-        let scratch = self.stripes[stripe].0.lock().pop().unwrap_or_default();
+        let scratch = self.stripes[stripe].take().unwrap_or_default();
         Pooled {
             pool: self,
             stripe,
@@ -308,10 +309,9 @@ impl std::ops::DerefMut for Pooled<'_> {
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.scratch.take() {
-            let mut stack = self.pool.stripes[self.stripe].0.lock();
-            if stack.len() < POOL_KEEP {
-                stack.push(s);
-            }
+            // Another thread of the stripe may have put one back meanwhile:
+            // the one replaced is dropped.
+            drop(self.pool.stripes[self.stripe].swap(Some(s)));
         }
     }
 }

@@ -746,23 +746,31 @@ impl Engine {
         if !commits {
             return d;
         }
-        let d = match (&self.log, d) {
-            (Some(log), Ok(full)) => {
-                let user = if request.explain {
-                    full.clone()
-                } else {
-                    full.without_candidates()
-                };
-                // The full decision moves to the log (no second copy).
-                let spent =
-                    log.log_decision(full, &request.customer_id, &request.context, request.limit);
-                if let Some(spent) = spent {
-                    scratch.recycle(spent);
-                }
-                Ok(user)
-            }
-            (_, d) => d,
+        // Matched in place: moving the decision through a tuple would copy
+        // it twice more per decision.
+        let Some(log) = &self.log else {
+            self.count(&d);
+            return d;
         };
+        let full = match d {
+            Ok(full) => full,
+            Err(e) => {
+                self.errors.add(1);
+                return Err(e);
+            }
+        };
+        let user = if request.explain {
+            full.clone()
+        } else {
+            full.without_candidates()
+        };
+        // The full decision moves to the log (no second copy).
+        if let Some(spent) =
+            log.log_decision(full, &request.customer_id, &request.context, request.limit)
+        {
+            scratch.recycle(spent);
+        }
+        let d = Ok(user);
         self.count(&d);
         d
     }
