@@ -70,7 +70,9 @@ pub use engine::{
 };
 pub use ruleset::strategy::{Diagnostic, Limits as ScriptLimits};
 pub use ruleset::{RuleSet, RuleSource};
-pub use tools::{diff, fuzzing, persona, simulate};
+pub use tools::{diff, persona, simulate};
+#[cfg(any(test, feature = "fuzzing"))]
+pub use tools::fuzzing;
 
 /// docs/DECISIONS.md's examples, compiled as doc tests.
 #[cfg(doctest)]

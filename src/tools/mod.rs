@@ -5,6 +5,7 @@
 pub mod diff;
 pub mod evaluate;
 #[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod persona;
 pub mod replay;
