@@ -732,3 +732,94 @@ fn a_sync_interval_of_any_length_logs_and_flushes() {
         );
     }
 }
+
+/// A decision request for the `mini` fixture, for customer `C{n}`.
+fn mini_request(n: u64) -> String {
+    format!(
+        r#"{{"customer_id":"C{n}","channel":"call_center","context":{{"age":30,"income":1.5}}}}"#
+    )
+}
+
+/// An engine on the `mini` fixture logging with `lc`.
+fn mini_engine(lc: LogConfig) -> Result<Engine, nextbest::Error> {
+    let mut config = EngineConfig::default();
+    config.decision_log = Some(lc);
+    Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config)
+}
+
+/// A crash leaves a partial last line; the log, reopened, cuts it off
+/// before appending, so the next record starts a line of its own (issue
+/// 28, item 4: it used to be joined to the partial line, making both
+/// unreadable).
+#[test]
+fn a_torn_last_line_is_cut_off_when_the_log_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    let mini = Path::new("tests/fixtures/mini");
+    let customers = mini.join("customers.jsonl");
+    log_population(mini, &customers, &log, Compression::None, LogDetail::Stages);
+    let first = file_records(&log).len();
+    let torn = "{\"v\":1,\"kind\":\"decision\",\"decision_id\":\"d35";
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str(torn);
+    std::fs::write(&log, &text).unwrap();
+    log_population(mini, &customers, &log, Compression::None, LogDetail::Stages);
+    let (lines, problems) = read_log(std::slice::from_ref(&log)).unwrap();
+    assert!(problems.corrupt_lines.is_empty(), "{problems:?}");
+    assert!(problems.partial_last_lines.is_empty(), "{problems:?}");
+    assert_eq!(lines.len(), 2 * first);
+    assert!(replay_on(&log, mini).ok());
+}
+
+/// A record of a format this reader does not know is refused, naming its
+/// file and line, rather than read as if it were version 1 (issue 28,
+/// item 6).
+#[test]
+fn a_record_of_an_unknown_format_version_is_refused_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    let mini = Path::new("tests/fixtures/mini");
+    log_population(
+        mini,
+        &mini.join("customers.jsonl"),
+        &log,
+        Compression::None,
+        LogDetail::Stages,
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let v99 = lines[1].replacen("\"v\":1", "\"v\":99", 1);
+    assert_ne!(v99, lines[1], "records start with \"v\":1");
+    lines[1] = &v99;
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let err = read_log(std::slice::from_ref(&log))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{}", log.display())), "{err}");
+    assert!(err.contains("line 2") && err.contains("99"), "{err}");
+    let err = replay(
+        std::slice::from_ref(&log),
+        &VersionSources {
+            rules_dir: Some(mini.into()),
+            archive_dir: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 2") && err.contains("99"), "{err}");
+}
+
+/// `/dev/full` fails every write with ENOSPC, as a full disk does: once the
+/// writer has met the error, decisions return an error (`on_error = fail`,
+/// the default) instead of succeeding with no record (issue 28, item 5).
+#[test]
+fn decisions_fail_while_the_log_cannot_be_written_to_a_full_device() {
+    let engine = mini_engine(LogConfig::new("/dev/full")).unwrap();
+    for n in 0..3 {
+        engine.decide_json(&mini_request(n)).unwrap();
+    }
+    let err = engine.flush().unwrap_err();
+    assert!(err.to_string().contains("/dev/full"), "{err}");
+    let err = engine.decide_json(&mini_request(3)).unwrap_err();
+    assert!(err.to_string().contains("/dev/full"), "{err}");
+}

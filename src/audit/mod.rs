@@ -3,26 +3,32 @@
 //!
 //! A decision hands its record to a bounded queue and returns; a writer
 //! thread serialises, masks and writes it. When the queue is full the
-//! default policy is to block the deciding thread (nothing is lost); the
-//! `drop` policy never blocks and counts what it dropped. `flush` returns
-//! once every record handed over before it is written and fsynced. Dropping
-//! the engine drains the queue and syncs.
+//! default policy is to block the deciding thread, for at most
+//! `block_timeout_ms`; the `drop` policy never blocks and counts what it
+//! dropped. When the sink fails (a full disk), `on_error = "fail"` (the
+//! default) makes every decision return an error until the writer has
+//! written and synced what it holds again; `"degrade"` decides on and
+//! counts. `flush` returns once every record handed over before it is
+//! written and fsynced, or with the error that stopped it. Dropping the
+//! engine drains the queue and syncs.
 //!
-//! The record format is versioned (`"v": 1`) and documented in the README.
+//! What each counter of [`LogStats`] means, and exactly what is
+//! guaranteed, is in docs/DECISION_LOG.md ("When something fails"). The
+//! record format is versioned (`"v": 1`): readers refuse other versions.
 
 pub mod reader;
 mod record;
 mod sink;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use sink::{CallbackSink, FileFormat, FileSink, MemorySink, Sink};
+pub use sink::{CallbackSink, FileFormat, FileSink, MemorySink, Sink, SinkProgress};
 
 use crate::base::util::{Padded, Striped};
 use crate::base::Error;
@@ -36,11 +42,27 @@ pub(crate) use record::{DecisionItem, Item, OutcomeItem};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
-    /// Wait for room: no record is ever lost (the default).
+    /// Wait for room, at most `block_timeout_ms`; then the `on_error`
+    /// policy applies (the default).
     #[default]
     Block,
     /// Drop the record and count it: deciding never waits for the disk.
     Drop,
+}
+
+/// What a decision does when its record cannot be logged: the log's sink
+/// is failing (a write or sync error, until a sync succeeds again), or the
+/// queue stayed full for `block_timeout_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The decision returns an error (and its record is not logged): no
+    /// decision is acted on without its record (the default, for audit).
+    #[default]
+    Fail,
+    /// The decision is returned all the same; the log counts what it could
+    /// not write (`lost`, `dropped`) and says it is `failing`.
+    Degrade,
 }
 
 /// How much of each decision's candidate list a record carries.
@@ -106,6 +128,13 @@ pub struct LogConfig {
     /// `block` (default) or `drop`.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// `block`: how long a decision waits for room in the queue (default
+    /// 1000 ms); then `on_error` applies.
+    #[serde(default = "default_block_timeout_ms")]
+    pub block_timeout_ms: u64,
+    /// `fail` (default) or `degrade`: see [`OnError`].
+    #[serde(default)]
+    pub on_error: OnError,
     /// fsync at most this often while records arrive (default 1000 ms);
     /// `flush` always syncs.
     #[serde(default = "default_sync_ms")]
@@ -143,6 +172,9 @@ fn default_queue() -> usize {
 fn default_sync_ms() -> u64 {
     1000
 }
+fn default_block_timeout_ms() -> u64 {
+    1000
+}
 fn default_level() -> i32 {
     1
 }
@@ -156,6 +188,8 @@ impl LogConfig {
             keep_files: default_keep_files(),
             queue_capacity: default_queue(),
             when_full: WhenFull::Block,
+            block_timeout_ms: default_block_timeout_ms(),
+            on_error: OnError::Fail,
             sync_interval_ms: default_sync_ms(),
             mask_key: None,
             archive_dir: None,
@@ -187,6 +221,8 @@ impl LogConfig {
         LogOptions {
             queue_capacity: self.queue_capacity,
             when_full: self.when_full,
+            block_timeout: Duration::from_millis(self.block_timeout_ms),
+            on_error: self.on_error,
             sync_interval: Duration::from_millis(self.sync_interval_ms),
             masking: match &self.mask_key {
                 Some(k) => Masking::KeyedHash(k.as_bytes().to_vec()),
@@ -214,6 +250,10 @@ pub struct LogOptions {
     pub queue_capacity: usize,
     /// Block or drop when full.
     pub when_full: WhenFull,
+    /// How long `block` waits for room.
+    pub block_timeout: Duration,
+    /// Fail or degrade when a record cannot be logged.
+    pub on_error: OnError,
     /// fsync at most this often while records arrive.
     pub sync_interval: Duration,
     /// How sensitive attributes are masked.
@@ -228,33 +268,103 @@ impl Default for LogOptions {
     }
 }
 
-/// Log counters.
+/// Log counters. Every record a decision or outcome handed to the log
+/// (`queued`) is, once the writer is done with it, `written` or `lost`;
+/// the difference is what the queue and the sink's buffer hold.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct LogStats {
-    /// Records handed to the writer.
+    /// Records handed to the writer (accepted into the queue).
     pub queued: u64,
-    /// Records written to the sink.
+    /// Records that reached the sink: for a file, that the file has whole
+    /// (the operating system holds them; not yet necessarily on disk).
     pub written: u64,
-    /// Records dropped because the queue was full (`drop` policy only).
+    /// Records among `written` that an fsync covered: on disk. (For
+    /// sinks that do not count their own progress, every `written` record
+    /// as of the last successful `flush`.)
+    pub synced: u64,
+    /// Records accepted into the queue that will never be written: the
+    /// sink refused them and gave up retrying, or an fsync covering them
+    /// failed (they may be missing from the file).
+    pub lost: u64,
+    /// Records not accepted because the queue was full: at once with
+    /// `drop`, after `block_timeout_ms` with `block` and `on_error =
+    /// "degrade"`.
     pub dropped: u64,
-    /// Sink write or sync errors.
+    /// Records not accepted, whose decision or outcome returned an error
+    /// instead (`on_error = "fail"`): the log was failing, or the queue
+    /// stayed full for `block_timeout_ms`.
+    pub refused: u64,
+    /// Waits for room in the queue that reached `block_timeout_ms`.
+    pub block_timeouts: u64,
+    /// Sink write or sync errors (every failed attempt, retries too).
     pub errors: u64,
+    /// Whether the sink is failing now: from a write or sync error until
+    /// a sync succeeds again (retried every 100 ms).
+    pub failing: bool,
+    /// Bytes cut off the end of the file when the log opened it: a torn
+    /// last line (or zstd frame) that a crash left.
+    pub repaired_bytes: u64,
 }
 
 /// The log's counters. Deciding threads add to their own stripes and the
-/// writer to its own line: a count shared between them would move a cache
+/// writer to its own lines: a count shared between them would move a cache
 /// line between their cores on every record.
 #[derive(Default)]
 struct Counters {
     queued: Striped,
     dropped: Striped,
+    refused: Striped,
+    block_timeouts: Striped,
     errors: Striped,
     /// Written by the writer thread only.
-    written: Padded<AtomicU64>,
+    writer: Padded<WriterCounts>,
     /// Spent records the deciding threads are asked to free, set by the
     /// writer when it found them full (approximate: racing updates only
     /// make a drain a little shorter or longer).
     drain: Padded<AtomicU64>,
+    /// Set by the writer while its sink fails; read by every logged
+    /// decision (it changes only when the sink fails or recovers, so the
+    /// line stays in every core's cache).
+    failing: Padded<AtomicBool>,
+    /// What failed, for the errors of refused decisions.
+    failure: parking_lot::Mutex<String>,
+    /// Deciding threads waiting for room in the queue (`block`).
+    room: Room,
+}
+
+/// The writer's counts (see [`LogStats`]).
+#[derive(Default)]
+struct WriterCounts {
+    written: AtomicU64,
+    synced: AtomicU64,
+    lost: AtomicU64,
+    repaired_bytes: AtomicU64,
+}
+
+/// Where deciding threads wait for room in a full queue: the writer wakes
+/// one each time it takes a record while any waits.
+#[derive(Default)]
+struct Room {
+    waiting: Padded<AtomicUsize>,
+    lock: parking_lot::Mutex<()>,
+    freed: parking_lot::Condvar,
+}
+
+/// The longest a waiting deciding thread sleeps before it tries the queue
+/// again, whether or not the writer woke it: a wake-up that crossed its
+/// going to sleep costs at most this.
+const ROOM_SLICE: Duration = Duration::from_millis(1);
+
+/// How often the writer retries a failing sink (a sync of everything it
+/// holds): decisions are refused until one succeeds.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Why a record was not accepted.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Failing,
+    Timeout,
+    Stopped,
 }
 
 /// A running decision log: the queue's sending end and the writer thread.
@@ -262,6 +372,10 @@ pub(crate) struct DecisionLog {
     pub(crate) detail: LogDetail,
     tx: Option<SyncSender<Item>>,
     when_full: WhenFull,
+    on_error: OnError,
+    block_timeout: Duration,
+    /// The sink's file, named in errors.
+    path: PathBuf,
     counters: Arc<Counters>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// Records the writer has finished with, handed back so that deciding
@@ -298,8 +412,17 @@ impl DecisionLog {
         let spent = Arc::new(parking_lot::Mutex::new(spent));
         let idle_free = spent.clone();
         let counters = Arc::new(Counters::default());
+        let path = sink
+            .path()
+            .map_or_else(|| PathBuf::from("<decision log>"), PathBuf::from);
+        // What opening the sink repaired, visible from the start.
+        if let Some(p) = sink.progress() {
+            counters.writer.0.publish(&p);
+        }
         let c = counters.clone();
         let when_full = options.when_full;
+        let on_error = options.on_error;
+        let block_timeout = options.block_timeout;
         let detail = options.detail;
         let writer = std::thread::Builder::new()
             .name("nextbest-log".into())
@@ -309,6 +432,9 @@ impl DecisionLog {
             detail,
             tx: Some(tx),
             when_full,
+            on_error,
+            block_timeout,
+            path,
             counters,
             writer: Some(writer),
             spent,
@@ -346,15 +472,20 @@ impl DecisionLog {
     /// the request's customer and context, in the buffers of a record the
     /// writer is done with when there is one (allocating only to grow them).
     /// Returns that record's old decision, whose buffers the caller may
-    /// keep for its next decisions (see [`crate::decide::Scratch`]).
+    /// keep for its next decisions (see [`crate::decide::Scratch`]), or an
+    /// error when the record cannot be logged and `on_error` is `fail`: the
+    /// decision must then not be returned (and what it took from engine
+    /// state is the caller's to give back).
     pub(crate) fn log_decision(
         &self,
         decision: Decision,
         customer_id: &str,
         context: &Context,
         limit: Option<usize>,
-    ) -> Option<Decision> {
-        self.tx.as_ref()?;
+    ) -> Result<Option<Decision>, Error> {
+        if self.tx.is_none() {
+            return Ok(None);
+        }
         let mut spent = None;
         let item = match self.free_spent() {
             Some(mut item) => {
@@ -374,60 +505,138 @@ impl DecisionLog {
                 detail: self.detail,
             }),
         };
-        self.send(Item::Decision(item));
-        spent
+        self.send(Item::Decision(item))?;
+        Ok(spent)
     }
 
-    pub(crate) fn log(&self, item: Item) {
+    /// Log an outcome (as [`DecisionLog::log_decision`]).
+    pub(crate) fn log(&self, item: Item) -> Result<(), Error> {
         if self.tx.is_none() {
-            return;
+            return Ok(());
         }
         self.free_spent();
-        self.send(item);
+        self.send(item)
     }
 
-    fn send(&self, item: Item) {
-        let Some(tx) = &self.tx else { return };
-        match self.when_full {
-            WhenFull::Block => {
-                if tx.send(item).is_ok() {
-                    self.counters.queued.add(1);
-                } else {
-                    self.counters.errors.add(1);
-                }
+    #[inline]
+    fn send(&self, item: Item) -> Result<(), Error> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        if self.on_error == OnError::Fail && self.counters.failing.0.load(Ordering::Relaxed) {
+            return self.refuse(item, Refusal::Failing);
+        }
+        match tx.try_send(item) {
+            Ok(()) => {
+                self.counters.queued.add(1);
+                Ok(())
             }
-            WhenFull::Drop => match tx.try_send(item) {
-                Ok(()) => {
-                    self.counters.queued.add(1);
-                }
-                Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(item)) => match self.when_full {
+                WhenFull::Block => self.send_waiting(tx, item),
+                WhenFull::Drop => {
                     self.counters.dropped.add(1);
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    self.counters.errors.add(1);
+                    Ok(())
                 }
             },
+            Err(TrySendError::Disconnected(item)) => {
+                self.counters.errors.add(1);
+                self.refuse(item, Refusal::Stopped)
+            }
         }
+    }
+
+    /// `block` with a full queue: wait for room, at most `block_timeout`.
+    #[cold]
+    #[inline(never)]
+    fn send_waiting(&self, tx: &SyncSender<Item>, mut item: Item) -> Result<(), Error> {
+        let deadline = Instant::now() + self.block_timeout;
+        let room = &self.counters.room;
+        let mut guard = room.lock.lock();
+        room.waiting.0.fetch_add(1, Ordering::SeqCst);
+        let sent = loop {
+            match tx.try_send(item) {
+                Ok(()) => break Ok(()),
+                Err(TrySendError::Full(back)) => item = back,
+                Err(TrySendError::Disconnected(back)) => break Err((back, Refusal::Stopped)),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err((item, Refusal::Timeout));
+            }
+            room.freed
+                .wait_for(&mut guard, (deadline - now).min(ROOM_SLICE));
+        };
+        room.waiting.0.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        match sent {
+            Ok(()) => {
+                self.counters.queued.add(1);
+                Ok(())
+            }
+            Err((item, Refusal::Timeout)) => {
+                self.counters.block_timeouts.add(1);
+                self.refuse(item, Refusal::Timeout)
+            }
+            Err((item, why)) => {
+                self.counters.errors.add(1);
+                self.refuse(item, why)
+            }
+        }
+    }
+
+    /// A record not accepted: refused with an error (`fail`), or counted
+    /// and let go (`degrade`). Dropped here, on the deciding thread that
+    /// allocated it.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&self, item: Item, why: Refusal) -> Result<(), Error> {
+        drop(item);
+        match self.on_error {
+            OnError::Fail => {
+                self.counters.refused.add(1);
+                Err(self.refusal_error(why))
+            }
+            OnError::Degrade => {
+                self.counters.dropped.add(1);
+                Ok(())
+            }
+        }
+    }
+
+    fn refusal_error(&self, why: Refusal) -> Error {
+        let (kind, what) = match why {
+            Refusal::Failing => (
+                std::io::ErrorKind::Other,
+                format!(
+                    "the decision log is failing ({}): the record could not be logged, so the call is refused (on_error = \"fail\"); calls are accepted again once the log has written and synced what it holds (retried every {} ms, and by flush)",
+                    self.counters.failure.lock(),
+                    RETRY.as_millis()
+                ),
+            ),
+            Refusal::Timeout => (
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the decision log's queue stayed full for block_timeout_ms = {} (its writer is not keeping up: a slow or stalled disk?): the record could not be logged, so the call is refused (on_error = \"fail\")",
+                    self.block_timeout.as_millis()
+                ),
+            ),
+            Refusal::Stopped => (
+                std::io::ErrorKind::BrokenPipe,
+                "the decision log's writer has stopped: the record could not be logged".to_string(),
+            ),
+        };
+        Error::io(&self.path, std::io::Error::new(kind, what))
     }
 
     /// Returns once everything logged before the call is written and synced.
     pub(crate) fn flush(&self) -> Result<(), Error> {
         let Some(tx) = &self.tx else { return Ok(()) };
         let (done_tx, done_rx) = sync_channel(1);
-        tx.send(Item::Flush(done_tx)).map_err(|_| {
-            Error::io(
-                "<decision log>",
-                std::io::Error::other("the log writer has stopped"),
-            )
-        })?;
+        let stopped = || self.refusal_error(Refusal::Stopped);
+        tx.send(Item::Flush(done_tx)).map_err(|_| stopped())?;
         self.wake();
         match done_rx.recv() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::io("<decision log>", e)),
-            Err(_) => Err(Error::io(
-                "<decision log>",
-                std::io::Error::other("the log writer has stopped"),
-            )),
+            Ok(Err(e)) => Err(Error::io(&self.path, e)),
+            Err(_) => Err(stopped()),
         }
     }
 
@@ -439,11 +648,19 @@ impl DecisionLog {
     }
 
     pub(crate) fn stats(&self) -> LogStats {
+        let c = &self.counters;
+        let w = &c.writer.0;
         LogStats {
-            queued: self.counters.queued.sum(),
-            written: self.counters.written.0.load(Ordering::Relaxed),
-            dropped: self.counters.dropped.sum(),
-            errors: self.counters.errors.sum(),
+            queued: c.queued.sum(),
+            written: w.written.load(Ordering::Relaxed),
+            synced: w.synced.load(Ordering::Relaxed),
+            lost: w.lost.load(Ordering::Relaxed),
+            dropped: c.dropped.sum(),
+            refused: c.refused.sum(),
+            block_timeouts: c.block_timeouts.sum(),
+            errors: c.errors.sum(),
+            failing: c.failing.0.load(Ordering::Relaxed),
+            repaired_bytes: w.repaired_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -475,23 +692,20 @@ const IDLE_POLLS: u32 = 64;
 fn write_loop(
     rx: Receiver<Item>,
     (spent, idle_free): (SyncSender<Item>, Arc<parking_lot::Mutex<Receiver<Item>>>),
-    mut sink: Box<dyn Sink>,
+    sink: Box<dyn Sink>,
     options: LogOptions,
     counters: &Counters,
 ) {
     use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut line: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut w = Writer::new(sink, counters);
     let mut dirty = false;
     // When the next periodic sync is due (`sync_interval_ms` is at most
     // u64::MAX ms, about 5.8e8 years: an instant that far ahead fits).
     let interval = options.sync_interval;
     let mut next_sync = Instant::now() + interval;
+    let mut next_retry = Instant::now();
     let mut empty_polls = 0u32;
-    let mut written = 0u64;
-    let sync = |sink: &mut Box<dyn Sink>, dirty: &mut bool| -> std::io::Result<()> {
-        *dirty = false;
-        sink.sync()
-    };
     loop {
         let item = match rx.try_recv() {
             Ok(item) => {
@@ -510,15 +724,18 @@ fn write_loop(
                 if let Some(rx) = idle_free.try_lock() {
                     while rx.try_recv().is_ok() {}
                 }
-                let r = if dirty {
+                let due = match (dirty && !w.failing, w.failing) {
+                    (_, true) => Some(next_retry),
+                    (true, false) => Some(next_sync),
+                    (false, false) => None,
+                };
+                let r = match due {
                     // At least a poll: with a sync still running, a zero
                     // interval would otherwise spin until it ends.
-                    let wait = next_sync
-                        .saturating_duration_since(Instant::now())
-                        .max(POLL);
-                    rx.recv_timeout(wait)
-                } else {
-                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    Some(due) => {
+                        rx.recv_timeout(due.saturating_duration_since(Instant::now()).max(POLL))
+                    }
+                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 };
                 match r {
                     Ok(item) => {
@@ -530,12 +747,13 @@ fn write_loop(
                 }
             }
         };
+        if item.is_some() {
+            counters.room.notify();
+        }
         match item {
             Some(Item::Flush(done)) => {
-                let r = sync(&mut sink, &mut dirty);
-                if r.is_err() {
-                    counters.errors.add(1);
-                }
+                let r = w.sync().and_then(|()| w.lost_since_flush());
+                dirty = false;
                 next_sync = Instant::now() + interval;
                 let _ = done.send(r);
             }
@@ -544,16 +762,8 @@ fn write_loop(
                 // sorted as the record is written (into the writer's own
                 // buffers): here, off the hot path.
                 let text = record::write_record(&item, &options.masking, &mut line);
-                match sink.write_bytes(text) {
-                    Ok(()) => {
-                        written += 1;
-                        counters.written.0.store(written, Ordering::Relaxed);
-                        dirty = true;
-                    }
-                    Err(_) => {
-                        counters.errors.add(1);
-                    }
-                }
+                w.write(text);
+                dirty = true;
                 // Reused or freed by a deciding thread; freed here when the
                 // spent records are full (decisions stopped, or piled up).
                 if spent.try_send(item).is_err() {
@@ -562,10 +772,20 @@ fn write_loop(
             }
             None => {}
         }
-        if dirty && Instant::now() >= next_sync {
+        if w.failing {
+            // A failing sink is retried with a full sync: decisions are
+            // refused (`fail`) until one succeeds.
+            if Instant::now() >= next_retry {
+                if w.sync().is_ok() {
+                    dirty = false;
+                    next_sync = Instant::now() + interval;
+                }
+                next_retry = Instant::now() + RETRY;
+            }
+        } else if dirty && Instant::now() >= next_sync {
             // In the background where the sink can (a file): an fsync of a
             // second's records would stop the writer for all of it.
-            match sink.sync_soon() {
+            match w.sync_soon() {
                 Ok(true) => {
                     dirty = false;
                     next_sync = Instant::now() + interval;
@@ -573,16 +793,136 @@ fn write_loop(
                 // An earlier sync (one started after 8 MiB, say) is still
                 // running: asked again a poll later, not an interval later.
                 Ok(false) => next_sync = Instant::now() + POLL,
-                // Asked again an interval later.
-                Err(_) => {
-                    counters.errors.add(1);
-                    next_sync = Instant::now() + interval;
-                }
+                // Retried (a full sync) a retry interval later.
+                Err(_) => next_retry = Instant::now() + RETRY,
             }
         }
     }
-    if sync(&mut sink, &mut dirty).is_err() {
-        counters.errors.add(1);
+    let _ = w.sync();
+}
+
+impl Room {
+    /// The writer took a record: wake a deciding thread waiting for room.
+    #[inline]
+    fn notify(&self) {
+        if self.waiting.0.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.freed.notify_one();
+        }
+    }
+}
+
+impl WriterCounts {
+    fn publish(&self, p: &SinkProgress) {
+        self.written.store(p.written, Ordering::Relaxed);
+        self.synced.store(p.synced, Ordering::Relaxed);
+        self.lost.store(p.lost, Ordering::Relaxed);
+        self.repaired_bytes
+            .store(p.repaired_bytes, Ordering::Relaxed);
+    }
+}
+
+/// The writer's sink, its counts and whether it is failing.
+struct Writer<'c> {
+    sink: Box<dyn Sink>,
+    counters: &'c Counters,
+    /// Whether the sink counts its own progress ([`Sink::progress`]);
+    /// otherwise the writer counts from the results of its calls.
+    sink_counts: bool,
+    progress: SinkProgress,
+    failing: bool,
+    /// `lost` as of the last flush, which reported any loss since.
+    lost_at_flush: u64,
+}
+
+impl<'c> Writer<'c> {
+    fn new(sink: Box<dyn Sink>, counters: &'c Counters) -> Writer<'c> {
+        let progress = sink.progress();
+        Writer {
+            sink_counts: progress.is_some(),
+            progress: progress.unwrap_or_default(),
+            lost_at_flush: progress.map_or(0, |p| p.lost),
+            sink,
+            counters,
+            failing: false,
+        }
+    }
+
+    fn write(&mut self, record: &[u8]) {
+        let r = self.sink.write_bytes(record);
+        if !self.sink_counts {
+            match r {
+                Ok(()) => self.progress.written += 1,
+                Err(_) => self.progress.lost += 1,
+            }
+        }
+        if let Err(e) = r {
+            self.failed(&e);
+        }
+        self.publish();
+    }
+
+    /// A full sync; a success ends a failure.
+    fn sync(&mut self) -> std::io::Result<()> {
+        let r = self.sink.sync();
+        match &r {
+            Ok(()) => {
+                if !self.sink_counts {
+                    self.progress.synced = self.progress.written;
+                }
+                self.recovered();
+            }
+            Err(e) => self.failed(e),
+        }
+        self.publish();
+        r
+    }
+
+    fn sync_soon(&mut self) -> std::io::Result<bool> {
+        let r = self.sink.sync_soon();
+        if let Err(e) = &r {
+            self.failed(e);
+        }
+        self.publish();
+        r
+    }
+
+    fn publish(&mut self) {
+        if self.sink_counts {
+            if let Some(p) = self.sink.progress() {
+                self.progress = p;
+            }
+        }
+        self.counters.writer.0.publish(&self.progress);
+    }
+
+    fn failed(&mut self, e: &std::io::Error) {
+        self.counters.errors.add(1);
+        if !self.failing {
+            self.failing = true;
+            *self.counters.failure.lock() = e.to_string();
+            self.counters.failing.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.failing {
+            self.failing = false;
+            self.counters.failing.0.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// An error if records were lost since the last flush.
+    fn lost_since_flush(&mut self) -> std::io::Result<()> {
+        let lost = self.progress.lost;
+        let since = lost - self.lost_at_flush.min(lost);
+        self.lost_at_flush = lost;
+        if since == 0 {
+            return Ok(());
+        }
+        Err(std::io::Error::other(format!(
+            "{since} decision-log record(s) were lost since the last flush (the sink refused them; stats: log.lost)"
+        )))
     }
 }
 

@@ -3,17 +3,24 @@
 //! memory (tests).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::reader::{pieces, Piece, ZSTD_MAGIC};
+use super::reader::{partial_last_frame, ZSTD_MAGIC};
 
 /// A destination for log records. Records arrive already masked, one JSON
 /// object per call, without the trailing newline. Called only from the
 /// log's writer thread.
+///
+/// A sink that stores records at once (memory, a callback) implements
+/// [`Sink::write`] and [`Sink::sync`]: the log counts a record written
+/// when `write` returns `Ok`, lost when it returns an error, and synced
+/// when a later `sync` returns `Ok`. A sink that buffers records and may
+/// retry them reports its own counts through [`Sink::progress`].
 pub trait Sink: Send + 'static {
     /// Write one record.
     fn write(&mut self, record: &str) -> std::io::Result<()>;
@@ -42,13 +49,76 @@ pub trait Sink: Send + 'static {
     fn sync_soon(&mut self) -> std::io::Result<bool> {
         self.sync().map(|()| true)
     }
+
+    /// The sink's own counts of the records handed to it, for sinks that
+    /// buffer records (then an error from [`Sink::write`] means the sink
+    /// is failing, not that the record is lost). `None` (the default):
+    /// the log counts them from the results of `write` and `sync`.
+    fn progress(&self) -> Option<SinkProgress> {
+        None
+    }
+
+    /// The file the sink writes, named in errors.
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// What a buffering sink has done with the records handed to it (see
+/// [`Sink::progress`]). Every record handed over ends up written or lost;
+/// until then it waits in the sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SinkProgress {
+    /// Records wholly handed to the file (the operating system has them).
+    pub written: u64,
+    /// Records among them that a successful fsync covered.
+    pub synced: u64,
+    /// Records given up: not written (the sink gave up retrying), or
+    /// written but an fsync covering them failed (they may be missing).
+    pub lost: u64,
+    /// Bytes cut off the file when it was opened: a torn last line (or
+    /// zstd frame) that a crash left.
+    pub repaired_bytes: u64,
+}
+
+/// Durability counts shared between a file sink and its syncing thread:
+/// every fsync settles the records written before it started, as synced
+/// or (when it failed) lost.
+#[derive(Default)]
+struct Durability {
+    /// Records whose fsync has run, successfully or not.
+    settled: AtomicU64,
+    synced: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl Durability {
+    /// An fsync that started when `records` had been written returned `ok`.
+    /// Called under the syncer's lock or by the writer with no sync
+    /// running, so never twice at once.
+    fn settle(&self, records: u64, ok: bool) {
+        let settled = self.settled.load(Ordering::Relaxed);
+        if records <= settled {
+            return;
+        }
+        let n = records - settled;
+        if ok {
+            self.synced.fetch_add(n, Ordering::Relaxed);
+        } else {
+            // The kernel reports a write-back error once and may have
+            // dropped the pages: these records may not be on disk.
+            self.lost.fetch_add(n, Ordering::Relaxed);
+        }
+        self.settled.store(records, Ordering::Relaxed);
+    }
 }
 
 /// Runs a file's periodic fsyncs on its own thread: an fsync of a second's
 /// records can take hundreds of milliseconds, and the writer would stop
 /// for all of it (deciding threads then wait on a full queue).
 struct Syncer {
-    files: Option<std::sync::mpsc::SyncSender<File>>,
+    files: Option<std::sync::mpsc::SyncSender<(File, u64)>>,
     shared: Arc<SyncState>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -59,19 +129,21 @@ struct SyncState {
     /// since the last report.
     state: Mutex<(bool, Option<std::io::Error>)>,
     done: parking_lot::Condvar,
+    durability: Durability,
 }
 
 impl Syncer {
     fn start() -> std::io::Result<Syncer> {
-        let (files, rx) = std::sync::mpsc::sync_channel::<File>(1);
+        let (files, rx) = std::sync::mpsc::sync_channel::<(File, u64)>(1);
         let shared = Arc::new(SyncState::default());
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("nextbest-log-sync".into())
             .spawn(move || {
-                for file in rx {
+                for (file, records) in rx {
                     let r = file.sync_data();
                     let mut state = s.state.lock();
+                    s.durability.settle(records, r.is_ok());
                     if let Err(e) = r {
                         state.1.get_or_insert(e);
                     }
@@ -86,15 +158,15 @@ impl Syncer {
         })
     }
 
-    /// Start syncing `file` unless a sync is still running (then `false`:
-    /// the writer asks again an interval later). An earlier sync's error is
-    /// returned, the new sync started all the same.
     /// Whether a sync is running.
     fn busy(&self) -> bool {
         self.shared.state.lock().0
     }
 
-    fn sync_soon(&self, file: &File) -> std::io::Result<bool> {
+    /// Start syncing `file` (`records` written) unless a sync is still
+    /// running (then `false`: the writer asks again a poll later). An
+    /// earlier sync's error is returned, the new sync started all the same.
+    fn sync_soon(&self, file: &File, records: u64) -> std::io::Result<bool> {
         let mut state = self.shared.state.lock();
         if state.0 {
             return Ok(false);
@@ -109,14 +181,15 @@ impl Syncer {
                 state.0 = true;
                 // The thread takes one file at a time and is idle (not
                 // busy): the slot is free.
-                tx.try_send(clone).is_ok()
+                tx.try_send((clone, records)).is_ok()
             }
             None => false,
         };
         if !started {
             state.0 = false;
-            drop(state);
-            file.sync_data()?;
+            let r = file.sync_data();
+            self.shared.durability.settle(records, r.is_ok());
+            r?;
         }
         match earlier {
             Some(e) => Err(e),
@@ -124,10 +197,10 @@ impl Syncer {
         }
     }
 
-    /// Start syncing `file` if no sync is running; an earlier sync's error
-    /// is left for the next [`Syncer::sync_soon`] or [`Syncer::wait`].
-    /// Returns whether it started one.
-    fn start_if_idle(&self, file: &File) -> bool {
+    /// Start syncing `file` (`records` written) if no sync is running; an
+    /// earlier sync's error is left for the next [`Syncer::sync_soon`] or
+    /// [`Syncer::wait`]. Returns whether it started one.
+    fn start_if_idle(&self, file: &File, records: u64) -> bool {
         let mut state = self.shared.state.lock();
         if state.0 {
             return false;
@@ -137,7 +210,7 @@ impl Syncer {
             return false;
         };
         state.0 = true;
-        if tx.try_send(clone).is_err() {
+        if tx.try_send((clone, records)).is_err() {
             state.0 = false;
             return false;
         }
@@ -178,23 +251,21 @@ pub enum FileFormat {
     Zstd(i32),
 }
 
-/// Plain records waiting to be compressed into the next zstd frame.
-struct Frames {
+/// The compressor of a zstd file and the frame it writes.
+struct Compressing {
     compressor: zstd::bulk::Compressor<'static>,
-    /// Lines not yet compressed.
-    pending: Vec<u8>,
     /// The frame being written.
     frame: Vec<u8>,
-    /// Records given up after write errors, not yet reported.
-    lost: u64,
 }
 
-/// Lines kept for a retry after write errors, at most.
+/// Records waiting in a file sink, at most: past it (the disk refuses for
+/// good) new records are given up, counted as lost, rather than memory.
 const MAX_PENDING: usize = 64 << 20;
 
-/// A frame ends when this many plain bytes wait (or at a sync): large
-/// enough for zstd's matches, small enough to stay in cache.
-const FRAME_BYTES: usize = 256 * 1024;
+/// Plain records are handed to the file, or compressed into a zstd frame,
+/// when this many bytes wait (or at a sync): large enough for zstd's
+/// matches and few system calls, small enough to stay in cache.
+const BUFFER_BYTES: usize = 256 * 1024;
 
 /// A background sync starts whenever this many bytes have been handed to
 /// the file since the last one (besides the sync interval): the disk then
@@ -207,9 +278,22 @@ const SYNC_BYTES: u64 = 8 << 20;
 /// and only `keep_files` rotated files are kept. Compressed files
 /// ([`FileFormat::Zstd`]) rotate when their compressed size passes
 /// `max_bytes`, at the end of a frame.
+///
+/// Records wait in a buffer until `BUFFER_BYTES` of them (256 KiB) or a
+/// sync; each is counted written once the file has all of it. When the
+/// file refuses (a full disk), the records stay buffered and are retried
+/// at the next sync, up to 64 MiB of them; past that, new records are
+/// given up and counted lost ([`SinkProgress`]). A plain file always ends
+/// in a whole record unless a write was cut short (a crash, a full disk);
+/// opening the file cuts such a torn last line (or zstd frame) off.
 pub struct FileSink {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: File,
+    /// Plain: lines not yet handed to the file. zstd: lines not yet
+    /// compressed into a frame.
+    pending: Vec<u8>,
+    /// Records in `pending`.
+    pending_records: u64,
     /// Bytes in the file (compressed bytes, for zstd).
     size: u64,
     max_bytes: u64,
@@ -217,7 +301,15 @@ pub struct FileSink {
     syncer: Syncer,
     /// Bytes handed to the file since the last sync started.
     unsynced: u64,
-    zstd: Option<Frames>,
+    zstd: Option<Compressing>,
+    /// The last hand-off failed: records only wait until a sync retries
+    /// (a full disk is not asked again for every record).
+    refused: bool,
+    /// Records wholly handed to the file.
+    written: u64,
+    /// Records given up because too many waited.
+    given_up: u64,
+    repaired_bytes: u64,
 }
 
 impl FileSink {
@@ -232,9 +324,10 @@ impl FileSink {
     }
 
     /// Open `path` in `format`, creating its directory if needed, and
-    /// append to it. A partial last zstd frame (a crash mid-write) is cut
-    /// off first, so new frames follow whole ones; an existing file in the
-    /// other format is rotated.
+    /// append to it. What a crash mid-write left at the end of the file
+    /// (a partial last line, or zstd frame) is cut off first, so new
+    /// records follow whole ones ([`SinkProgress::repaired_bytes`] says how
+    /// many bytes); an existing file in the other format is then rotated.
     pub fn open_as(
         path: impl AsRef<Path>,
         max_bytes: u64,
@@ -247,61 +340,55 @@ impl FileSink {
         }
         let zstd = match format {
             FileFormat::Plain => None,
-            FileFormat::Zstd(level) => {
-                let range = zstd::compression_level_range();
-                if !range.contains(&level) {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!(
-                            "`compression_level` {level} is not a zstd level: use one in {}..={} (1 is the default; higher packs tighter, negative is faster)",
-                            range.start(),
-                            range.end()
-                        ),
-                    ));
-                }
-                let mut compressor = zstd::bulk::Compressor::new(level)?;
-                // A flipped bit is then a frame reported corrupt, not
-                // records silently changed.
-                compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
-                Some(Frames {
-                    compressor,
-                    pending: Vec::with_capacity(FRAME_BYTES + 64 * 1024),
-                    frame: Vec::new(),
-                    lost: 0,
-                })
-            }
+            FileFormat::Zstd(level) => Some(compressing(level)?),
         };
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let mut size = file.metadata()?.len();
-        let zstd_file = size >= 4 && {
+        let size = file.metadata()?.len();
+        // Only regular files can be read back and cut (not /dev/full, a
+        // pipe, a terminal).
+        let regular = file.metadata()?.is_file();
+        let zstd_file = regular && size >= 4 && {
             let mut head = [0u8; 4];
-            std::io::Read::read_exact(&mut File::open(&path)?, &mut head)?;
+            File::open(&path)?.read_exact(&mut head)?;
             head == ZSTD_MAGIC
         };
+        let repaired_bytes = if regular {
+            let keep = if zstd_file {
+                partial_last_frame(std::io::BufReader::new(File::open(&path)?))?
+                    .map_or(size, |r| r.start)
+            } else {
+                whole_lines(&path, size)?
+            };
+            if keep < size {
+                // Cut before anything is appended, and durably: a record
+                // written after it must not follow the torn bytes.
+                file.set_len(keep)?;
+                file.sync_data()?;
+            }
+            size - keep
+        } else {
+            0
+        };
+        let size = size - repaired_bytes;
         // Frames after plain lines, or plain lines after frames, would make
         // a file neither reader can read whole: a file in the other format
         // is rotated.
         let other_format = size > 0 && zstd_file != zstd.is_some();
-        if zstd.is_some() && zstd_file {
-            // A crash may have cut the last frame: cut it off (it holds only
-            // records that were never synced), so new frames follow whole
-            // ones.
-            let bytes = std::fs::read(&path)?;
-            if let Some(Piece::Partial(r)) = pieces(&bytes).last() {
-                file.set_len(r.start as u64)?;
-                file.sync_data()?;
-                size = r.start as u64;
-            }
-        }
         let mut sink = FileSink {
             path,
-            file: BufWriter::with_capacity(256 * 1024, file),
+            file,
+            pending: Vec::with_capacity(BUFFER_BYTES + 64 * 1024),
+            pending_records: 0,
             size,
             max_bytes: max_bytes.max(1024),
             keep_files,
             syncer: Syncer::start()?,
             unsynced: 0,
             zstd,
+            refused: false,
+            written: 0,
+            given_up: 0,
+            repaired_bytes,
         };
         if other_format {
             sink.rotate()?;
@@ -315,6 +402,8 @@ impl FileSink {
         PathBuf::from(s)
     }
 
+    /// Sync the file, move it aside and start a new one. Called with
+    /// nothing pending (a whole file).
     fn rotate(&mut self) -> std::io::Result<()> {
         self.sync()?;
         if self.keep_files == 0 {
@@ -329,82 +418,149 @@ impl FileSink {
             }
             std::fs::rename(&self.path, self.rotated(1))?;
         }
-        let file = OpenOptions::new()
+        self.file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
-        self.file = BufWriter::with_capacity(256 * 1024, file);
         self.size = 0;
         Ok(())
     }
 
-    /// Compress the pending lines into one complete frame and write it;
-    /// rotate if the file has passed its size.
-    fn end_frame(&mut self) -> std::io::Result<()> {
-        let Some(z) = &mut self.zstd else {
-            return Ok(());
-        };
-        if z.pending.is_empty() {
+    /// Hand every pending record to the file: plain lines as they are, or
+    /// compressed into one complete zstd frame (then rotate if the file
+    /// has passed its size). On an error the records that did not reach
+    /// the file stay pending, to be retried.
+    fn hand_off(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            self.refused = false;
             return Ok(());
         }
-        z.frame.clear();
-        z.frame
-            .reserve(zstd::zstd_safe::compress_bound(z.pending.len()));
-        z.compressor.compress_to_buffer(&z.pending, &mut z.frame)?;
-        // Straight to the file (the buffer stays empty for zstd): on an
-        // error, what was written of the frame is cut off again and the
-        // lines stay pending, so the next sync writes them whole or fails.
-        let file = self.file.get_mut();
-        if let Err(e) = file.write_all(&z.frame) {
-            let _ = file.set_len(self.size);
-            if z.pending.len() > MAX_PENDING {
-                // The disk refuses for good: give up these records rather
-                // than memory, and say so at the next sync.
-                z.lost += z.pending.iter().filter(|&&b| b == b'\n').count() as u64;
-                z.pending.clear();
+        let r = match &mut self.zstd {
+            None => self.hand_off_plain(),
+            Some(z) => {
+                z.frame.clear();
+                z.frame
+                    .reserve(zstd::zstd_safe::compress_bound(self.pending.len()));
+                z.compressor
+                    .compress_to_buffer(&self.pending, &mut z.frame)?;
+                match self.file.write_all(&z.frame) {
+                    Ok(()) => {
+                        let bytes = z.frame.len();
+                        self.size += bytes as u64;
+                        self.written += self.pending_records;
+                        self.pending_records = 0;
+                        self.pending.clear();
+                        self.handed(bytes);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // What was written of the frame is cut off again,
+                        // so the file keeps ending in a whole frame.
+                        if self.file.set_len(self.size).is_err() {
+                            // Left in the file: readers report the bytes as
+                            // damage between frames.
+                            self.size = self.file.metadata().map_or(self.size, |m| m.len());
+                        }
+                        Err(e)
+                    }
+                }
             }
-            return Err(e);
-        }
-        z.pending.clear();
-        let written = z.frame.len();
-        self.size += written as u64;
-        self.handed(written);
-        if self.size >= self.max_bytes {
+        };
+        self.refused = r.is_err();
+        if r.is_ok() && self.zstd.is_some() && self.size >= self.max_bytes {
             self.rotate()?;
         }
-        Ok(())
+        r
     }
 
-    /// Count `bytes` handed to the file (or its buffer), and start a
-    /// background sync every [`SYNC_BYTES`].
+    /// Write the pending plain lines, counting the records the file got
+    /// whole even when a write fails part-way (the rest stays pending: a
+    /// retry completes the line).
+    fn hand_off_plain(&mut self) -> std::io::Result<()> {
+        let mut done = 0;
+        let r = loop {
+            match self.file.write(&self.pending[done..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    done += n;
+                    if done == self.pending.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let whole = if r.is_ok() {
+            self.pending_records
+        } else {
+            self.pending[..done].iter().filter(|&&b| b == b'\n').count() as u64
+        };
+        self.written += whole;
+        self.pending_records -= whole;
+        self.size += done as u64;
+        self.pending.drain(..done);
+        if r.is_ok() {
+            self.handed(done);
+        }
+        r
+    }
+
+    /// Count `bytes` handed to the file, and start a background sync every
+    /// [`SYNC_BYTES`].
     fn handed(&mut self, bytes: usize) {
         self.unsynced += bytes as u64;
         if self.unsynced >= SYNC_BYTES {
-            // What is buffered goes to the file first (what was handed is
-            // written either way: a failure here is the next sync's to
-            // report). Started or not (one is running), the next try is
-            // SYNC_BYTES later.
-            if self.file.flush().is_ok() {
-                self.syncer.start_if_idle(self.file.get_ref());
-            }
+            // Started or not (one is running), the next try is SYNC_BYTES
+            // later.
+            self.syncer.start_if_idle(&self.file, self.written);
             self.unsynced = 0;
         }
     }
+}
 
-    /// Everything written so far handed to the file (not yet synced).
-    fn write_out(&mut self) -> std::io::Result<()> {
-        self.end_frame()?;
-        self.file.flush()?;
-        match &mut self.zstd {
-            Some(z) if z.lost > 0 => {
-                let lost = std::mem::take(&mut z.lost);
-                Err(std::io::Error::other(format!(
-                    "{lost} decision-log records were lost: writing them failed until more than {MAX_PENDING} bytes waited"
-                )))
-            }
-            _ => Ok(()),
-        }
+/// A zstd compressor at `level`, checked, with frame checksums.
+fn compressing(level: i32) -> std::io::Result<Compressing> {
+    let range = zstd::compression_level_range();
+    if !range.contains(&level) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "`compression_level` {level} is not a zstd level: use one in {}..={} (1 is the default; higher packs tighter, negative is faster)",
+                range.start(),
+                range.end()
+            ),
+        ));
     }
+    let mut compressor = zstd::bulk::Compressor::new(level)?;
+    // A flipped bit is then a frame reported corrupt, not records silently
+    // changed.
+    compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+    Ok(Compressing {
+        compressor,
+        frame: Vec::new(),
+    })
+}
+
+/// The length of the plain file at `path` (`size` bytes) up to the end of
+/// its last whole line: what follows is a line a crash cut short. Reads the
+/// file backwards from its end, a block at a time.
+fn whole_lines(path: &Path, size: u64) -> std::io::Result<u64> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut file = File::open(path)?;
+    let mut block = vec![0u8; BLOCK as usize];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let bytes = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(bytes)?;
+        if let Some(i) = bytes.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 impl Sink for FileSink {
@@ -415,52 +571,75 @@ impl Sink for FileSink {
     /// The bytes as they are (the file holds bytes; the records the log
     /// writes are UTF-8).
     fn write_bytes(&mut self, record: &[u8]) -> std::io::Result<()> {
-        if let Some(z) = &mut self.zstd {
-            z.pending.extend_from_slice(record);
-            z.pending.push(b'\n');
-            if z.pending.len() >= FRAME_BYTES {
-                self.end_frame()?;
+        if self.pending.len() + record.len() + 1 > MAX_PENDING {
+            self.given_up += 1;
+            return Err(std::io::Error::other(format!(
+                "a decision-log record was given up: writing failed until more than {MAX_PENDING} bytes of records waited"
+            )));
+        }
+        let mut result = Ok(());
+        if self.zstd.is_none() && !self.refused {
+            // A plain file rotates before the record that would take it
+            // past its size, so that it ends in a whole record.
+            let size = self.size + self.pending.len() as u64;
+            if size > 0 && size + record.len() as u64 + 1 > self.max_bytes {
+                result = self.hand_off().and_then(|()| self.rotate());
             }
-            return Ok(());
         }
-        if self.size > 0 && self.size + record.len() as u64 + 1 > self.max_bytes {
-            self.rotate()?;
+        self.pending.extend_from_slice(record);
+        self.pending.push(b'\n');
+        self.pending_records += 1;
+        if result.is_ok() && !self.refused && self.pending.len() >= BUFFER_BYTES {
+            result = self.hand_off();
         }
-        self.file.write_all(record)?;
-        self.file.write_all(b"\n")?;
-        self.size += record.len() as u64 + 1;
-        self.handed(record.len() + 1);
-        Ok(())
+        result
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
-        self.write_out()?;
+        self.hand_off()?;
         self.unsynced = 0;
         // A background sync's failure counts against this sync: the kernel
         // reports a write-back error to one fsync of the file only.
         let earlier = self.syncer.wait();
-        self.file.get_ref().sync_data()?;
+        let r = self.file.sync_data();
+        let ok = r.is_ok() && earlier.is_ok();
+        self.syncer.shared.durability.settle(self.written, ok);
+        r?;
         earlier
     }
 
     fn sync_soon(&mut self) -> std::io::Result<bool> {
-        // Asked again every poll while a sync runs: leave the buffer, the
-        // zstd frame and the bytes toward the next early sync alone until
-        // one can start.
+        // Asked again every poll while a sync runs: leave the pending
+        // records and the bytes toward the next early sync alone until one
+        // can start.
         if self.syncer.busy() {
             return Ok(false);
         }
-        self.write_out()?;
+        self.hand_off()?;
         self.unsynced = 0;
-        self.syncer.sync_soon(self.file.get_ref())
+        self.syncer.sync_soon(&self.file, self.written)
+    }
+
+    fn progress(&self) -> Option<SinkProgress> {
+        let d = &self.syncer.shared.durability;
+        Some(SinkProgress {
+            written: self.written,
+            synced: d.synced.load(Ordering::Relaxed),
+            lost: self.given_up + d.lost.load(Ordering::Relaxed),
+            repaired_bytes: self.repaired_bytes,
+        })
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 }
 
 impl Drop for FileSink {
-    /// Write out what is buffered, as a plain file's buffer is (not synced:
-    /// call [`Sink::sync`] for that).
+    /// Hand what is pending to the file (not synced: call [`Sink::sync`]
+    /// for that).
     fn drop(&mut self) {
-        let _ = self.write_out();
+        let _ = self.hand_off();
     }
 }
 
@@ -520,7 +699,7 @@ mod tests {
         assert!(sink.sync_soon().unwrap(), "nothing is syncing yet");
         let n = 5_000;
         for i in 0..n {
-            sink.write(&format!("{{\"i\":{i}}}")).unwrap();
+            sink.write(&format!("{{\"i\":{i},\"v\":1}}")).unwrap();
             if i % 100 == 0 {
                 sink.sync_soon().unwrap();
             }
@@ -532,7 +711,7 @@ mod tests {
             .iter()
             .map(|p| std::fs::read_to_string(p).unwrap())
             .collect();
-        let expected: String = (0..n).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        let expected: String = (0..n).map(|i| format!("{{\"i\":{i},\"v\":1}}\n")).collect();
         assert_eq!(text, expected);
     }
 
@@ -560,7 +739,7 @@ mod tests {
         let mut out = Vec::new();
         let mut problems = ReadProblems::default();
         for f in &files {
-            parse_log_file(f, &std::fs::read(f).unwrap(), &mut out, &mut problems);
+            parse_log_file(f, &std::fs::read(f).unwrap(), &mut out, &mut problems).unwrap();
         }
         let records = out.iter().map(|l| l.record.to_string()).collect();
         (records, problems, files.len())
@@ -575,7 +754,7 @@ mod tests {
         let path = dir.path().join("log.jsonl.zst");
         let n = 20_000;
         let expected: Vec<String> = (0..n)
-            .map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 97)))
+            .map(|i| format!("{{\"i\":{i},\"pad\":\"{}\",\"v\":1}}", "x".repeat(i % 97)))
             .collect();
         let mut sink = FileSink::open_as(&path, 4096, 100, FileFormat::Zstd(1)).unwrap();
         for (i, r) in expected[..n / 2].iter().enumerate() {
@@ -621,7 +800,7 @@ mod tests {
         // (file size, records) after each sync.
         let mut synced = vec![(0u64, 0usize)];
         for i in 0..400 {
-            let r = format!("{{\"i\":{i}}}");
+            let r = format!("{{\"i\":{i},\"v\":1}}");
             sink.write(&r).unwrap();
             expected.push(r);
             if i % 37 == 0 {
@@ -636,7 +815,7 @@ mod tests {
         for cut in 0..=bytes.len() {
             let mut out = Vec::new();
             let mut problems = ReadProblems::default();
-            parse_log_file(&path, &bytes[..cut], &mut out, &mut problems);
+            parse_log_file(&path, &bytes[..cut], &mut out, &mut problems).unwrap();
             let got: Vec<String> = out.iter().map(|l| l.record.to_string()).collect();
             let floor = synced
                 .iter()
@@ -668,12 +847,12 @@ mod tests {
             .unwrap();
         let mut sink = FileSink::open_as(&path, 1 << 30, 1, FileFormat::Zstd(1)).unwrap();
         for i in 0..10 {
-            sink.write(&format!("{{\"after\":{i}}}")).unwrap();
+            sink.write(&format!("{{\"after\":{i},\"v\":1}}")).unwrap();
         }
         drop(sink);
         let (records, problems, _) = records_of(dir.path());
         assert_eq!(records.len(), synced[1].1 + 10, "{problems:?}");
-        assert_eq!(records[synced[1].1], "{\"after\":0}");
+        assert_eq!(records[synced[1].1], "{\"after\":0,\"v\":1}");
         assert!(problems.partial_last_lines.is_empty(), "{problems:?}");
         assert!(problems.corrupt_lines.is_empty(), "{problems:?}");
         assert_eq!(records_of(dir.path()).2, 1, "appended, not rotated");
@@ -688,11 +867,19 @@ mod tests {
         let path = dir.path().join("log.jsonl.zst");
         for round in 0..3 {
             let mut sink = FileSink::open_as(&path, 1 << 30, 0, FileFormat::Zstd(1)).unwrap();
-            sink.write(&format!("{{\"round\":{round}}}")).unwrap();
+            sink.write(&format!("{{\"round\":{round},\"v\":1}}"))
+                .unwrap();
             sink.sync().unwrap();
         }
         let (records, problems, files) = records_of(dir.path());
-        assert_eq!(records, ["{\"round\":0}", "{\"round\":1}", "{\"round\":2}"]);
+        assert_eq!(
+            records,
+            [
+                "{\"round\":0,\"v\":1}",
+                "{\"round\":1,\"v\":1}",
+                "{\"round\":2,\"v\":1}"
+            ]
+        );
         assert_eq!(files, 1);
         assert!(problems.partial_last_lines.is_empty() && problems.corrupt_lines.is_empty());
     }
@@ -707,7 +894,7 @@ mod tests {
         let mut ends = Vec::new();
         for frame in 0..3 {
             for i in 0..50 {
-                sink.write(&format!("{{\"frame\":{frame},\"i\":{i}}}"))
+                sink.write(&format!("{{\"frame\":{frame},\"i\":{i},\"v\":1}}"))
                     .unwrap();
             }
             sink.sync().unwrap();
@@ -727,7 +914,7 @@ mod tests {
             }
             let mut out = Vec::new();
             let mut problems = ReadProblems::default();
-            parse_log_file(&path, &bytes, &mut out, &mut problems);
+            parse_log_file(&path, &bytes, &mut out, &mut problems).unwrap();
             let frames: Vec<i64> = out
                 .iter()
                 .map(|l| l.record["frame"].as_i64().unwrap())
@@ -755,11 +942,18 @@ mod tests {
         let formats = [FileFormat::Zstd(1), FileFormat::Plain, FileFormat::Zstd(1)];
         for (i, format) in formats.into_iter().enumerate() {
             let mut sink = FileSink::open_as(&path, 1 << 30, 5, format).unwrap();
-            sink.write(&format!("{{\"i\":{i}}}")).unwrap();
+            sink.write(&format!("{{\"i\":{i},\"v\":1}}")).unwrap();
             sink.sync().unwrap();
         }
         let (records, problems, files) = records_of(dir.path());
-        assert_eq!(records, ["{\"i\":0}", "{\"i\":1}", "{\"i\":2}"]);
+        assert_eq!(
+            records,
+            [
+                "{\"i\":0,\"v\":1}",
+                "{\"i\":1,\"v\":1}",
+                "{\"i\":2,\"v\":1}"
+            ]
+        );
         assert_eq!(files, 3);
         assert!(problems.partial_last_lines.is_empty() && problems.corrupt_lines.is_empty());
     }

@@ -34,7 +34,7 @@ pub(crate) mod version;
 
 pub use request::{Mode, ReplayState};
 pub use scratch::Scratch;
-pub(crate) use state_checks::State;
+pub(crate) use state_checks::{release, State};
 
 use crate::base::{Arm, ControlMode, Error, Timestamp};
 use crate::context::Context;

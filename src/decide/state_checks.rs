@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use super::decision::Decision;
 use super::request::ReplayState;
 use super::scoring::Candidates;
 use super::scratch::StateBuffers;
@@ -347,18 +348,17 @@ fn commit_chosen(
     Ok(())
 }
 
-/// Give back what [`commit`] took for a decision that is not returned:
-/// the volume units of its chosen actions and their impressions.
-#[allow(dead_code)] // Called once a log that fails refuses decisions.
-pub(crate) fn release(
-    rs: &RuleSet,
-    channel: u32,
-    bound: &Bound,
-    state: &State<'_>,
-    customer: &str,
-    now: i64,
-    chosen: &[crate::base::Scored],
-) {
+/// Give back what [`commit`] took for `decision`, made for `customer`
+/// and not returned after all (its record could not be logged): the
+/// volume units of its chosen actions and, when the engine records
+/// impressions, their impressions. Caps and contact limits are then as if
+/// the decision had never been made.
+pub(crate) fn release(decision: &Decision, state: &State<'_>, customer: &str) {
+    let (rs, bound) = (
+        decision.version.rules_for(decision.arm),
+        decision.version.bound_for(decision.arm),
+    );
+    let (channel, now, chosen) = (decision.channel, decision.timestamp.0, &decision.chosen);
     let ch = &rs.channels[channel as usize];
     give_back_volumes(rs, ch, bound, now, chosen);
     if state.record_impressions && !chosen.is_empty() {

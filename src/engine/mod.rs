@@ -668,6 +668,12 @@ impl Engine {
             drop(h);
             counts = self.learned.counts(&outcome.action, &outcome.channel);
         }
+        // Logged before it changes any state: an outcome whose record the
+        // log refuses (`on_error = "fail"`) changes none, so that a retry
+        // counts it once.
+        if let Some(log) = &self.log {
+            log.log(crate::audit::outcome_item(outcome, now))?;
+        }
         counts.add(outcome.kind, 1);
         self.interactions.record(
             &outcome.customer_id,
@@ -680,9 +686,6 @@ impl Engine {
             },
         );
         self.outcomes.add(1);
-        if let Some(log) = &self.log {
-            log.log(crate::audit::outcome_item(outcome, now));
-        }
         Ok(())
     }
 
@@ -764,13 +767,22 @@ impl Engine {
         } else {
             full.without_candidates()
         };
-        // The full decision moves to the log (no second copy).
-        if let Some(spent) =
-            log.log_decision(full, &request.customer_id, &request.context, request.limit)
+        // The full decision moves to the log (no second copy). A record the
+        // log refuses (`on_error = "fail"`) fails the decision, and what it
+        // took from engine state goes back.
+        let d = match log.log_decision(full, &request.customer_id, &request.context, request.limit)
         {
-            scratch.recycle(spent);
-        }
-        let d = Ok(user);
+            Ok(spent) => {
+                if let Some(spent) = spent {
+                    scratch.recycle(spent);
+                }
+                Ok(user)
+            }
+            Err(e) => {
+                decide::release(&user, &state, &request.customer_id);
+                Err(e)
+            }
+        };
         self.count(&d);
         d
     }
