@@ -1,9 +1,7 @@
 //! The decision log: masking, concurrency, rotation, durability, replay,
-//! and crashes.
+//! and failures (crashes are in `log_crash.rs`).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use nextbest::audit::reader::read_log;
@@ -496,104 +494,6 @@ fn a_partial_last_line_is_reported_and_other_damage_is_corruption() {
     assert_eq!(problems.corrupt_lines.len(), 1);
 }
 
-/// The child of the crash test (run by it with `--ignored`): decide and
-/// flush forever, printing the number of decisions flushed after each flush.
-#[test]
-#[ignore = "the child process of the SIGKILL test, not a test by itself"]
-fn crash_child() {
-    let Ok(path) = std::env::var("NEXTBEST_CRASH_CHILD_LOG") else {
-        panic!("run by records_flushed_before_a_sigkill_survive_...: NEXTBEST_CRASH_CHILD_LOG is not set");
-    };
-    let mut config = EngineConfig::default();
-    let mut lc = LogConfig::new(path);
-    lc.sync_interval_ms = 5;
-    if std::env::var_os("NEXTBEST_CRASH_CHILD_ZSTD").is_some() {
-        lc.compression = Compression::Zstd;
-    }
-    config.decision_log = Some(lc);
-    let engine =
-        Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config).unwrap();
-    let mut n = 0u64;
-    loop {
-        for _ in 0..97 {
-            engine
-                .decide_json(&format!(r#"{{"customer_id":"C{n}","channel":"call_center","context":{{"age":30,"income":1.5}}}}"#))
-                .unwrap();
-            n += 1;
-        }
-        engine.flush().unwrap();
-        println!("flushed {n}");
-    }
-}
-
-#[test]
-fn records_flushed_before_a_sigkill_survive_and_at_most_the_last_line_is_partial() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..16 {
-        // Odd rounds log zstd frames: a crash may cut the last one.
-        let zstd = round % 2 == 1;
-        let log = dir.path().join(format!("crash{round}.jsonl"));
-        let mut child = Command::new(&exe);
-        if zstd {
-            child.env("NEXTBEST_CRASH_CHILD_ZSTD", "1");
-        }
-        let mut child = child
-            .args([
-                "--exact",
-                "crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("NEXTBEST_CRASH_CHILD_LOG", &log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let flushes = 2 + seed % 40;
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut flushed = 0u64;
-        let mut seen = 0;
-        let mut line = String::new();
-        while seen < flushes {
-            line.clear();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            if let Some(n) = line.trim().strip_prefix("flushed ") {
-                flushed = n.parse().unwrap();
-                seen += 1;
-            }
-        }
-        child.kill().unwrap(); // SIGKILL on Unix
-        child.wait().unwrap();
-        assert!(flushed > 0, "round {round}: the child never flushed");
-        let head = std::fs::read(&log).unwrap();
-        assert_eq!(
-            head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]),
-            zstd,
-            "round {round}"
-        );
-        let (lines, problems) = read_log(std::slice::from_ref(&log)).unwrap();
-        assert!(
-            problems.corrupt_lines.is_empty(),
-            "round {round}: {:?}",
-            problems.corrupt_lines
-        );
-        assert!(problems.partial_last_lines.len() <= 1);
-        assert!(
-            lines.len() as u64 >= flushed,
-            "round {round}: {flushed} decisions were flushed but only {} records survived",
-            lines.len()
-        );
-    }
-}
-
 /// Whether a strategy's wall-clock budget runs out depends on the machine's
 /// load, not on the decision's inputs. The log records which hooks it
 /// stopped, and replay skips exactly those (and runs the others without a
@@ -733,20 +633,6 @@ fn a_sync_interval_of_any_length_logs_and_flushes() {
     }
 }
 
-/// A decision request for the `mini` fixture, for customer `C{n}`.
-fn mini_request(n: u64) -> String {
-    format!(
-        r#"{{"customer_id":"C{n}","channel":"call_center","context":{{"age":30,"income":1.5}}}}"#
-    )
-}
-
-/// An engine on the `mini` fixture logging with `lc`.
-fn mini_engine(lc: LogConfig) -> Result<Engine, nextbest::Error> {
-    let mut config = EngineConfig::default();
-    config.decision_log = Some(lc);
-    Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config)
-}
-
 /// A crash leaves a partial last line; the log, reopened, cuts it off
 /// before appending, so the next record starts a line of its own (issue
 /// 28, item 4: it used to be joined to the partial line, making both
@@ -807,19 +693,4 @@ fn a_record_of_an_unknown_format_version_is_refused_with_its_file_and_line() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("line 2") && err.contains("99"), "{err}");
-}
-
-/// `/dev/full` fails every write with ENOSPC, as a full disk does: once the
-/// writer has met the error, decisions return an error (`on_error = fail`,
-/// the default) instead of succeeding with no record (issue 28, item 5).
-#[test]
-fn decisions_fail_while_the_log_cannot_be_written_to_a_full_device() {
-    let engine = mini_engine(LogConfig::new("/dev/full")).unwrap();
-    for n in 0..3 {
-        engine.decide_json(&mini_request(n)).unwrap();
-    }
-    let err = engine.flush().unwrap_err();
-    assert!(err.to_string().contains("/dev/full"), "{err}");
-    let err = engine.decide_json(&mini_request(3)).unwrap_err();
-    assert!(err.to_string().contains("/dev/full"), "{err}");
 }
