@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::replay::logged_request;
-use crate::audit::reader::{read_log, ReadProblems};
+use crate::audit::reader::{LogLine, LogReader, ReadProblems};
 use crate::base::Error;
 use crate::base::OutcomeKind;
 use crate::engine::Engine;
@@ -70,7 +70,9 @@ pub struct Evaluation {
     pub candidate_hash: String,
     /// The outcome kinds that count as success.
     pub success: Vec<String>,
-    /// Records read.
+    /// The files read, in the order read (rotated files oldest first).
+    pub files: Vec<PathBuf>,
+    /// Records read (in each of the two passes).
     pub records: usize,
     /// Logged decisions.
     pub decisions: usize,
@@ -131,13 +133,19 @@ impl Default for EvaluateOptions {
 }
 
 /// Estimate the success rate `candidate` would have had on the decisions in
-/// the log files `paths` (oldest first).
+/// the log files `paths`: files, directories or patterns of rotated files,
+/// put in order by [`crate::audit::reader::log_files`].
+///
+/// The log is read twice, a record at a time: first its outcomes (keeping
+/// the decision ids and actions of the successes, and the ids outcomes
+/// name), then its decisions. Memory grows with the outcomes, not with
+/// the decisions or the size of the records.
 pub fn evaluate(
     paths: &[PathBuf],
     candidate: &Engine,
     opts: &EvaluateOptions,
 ) -> Result<Evaluation, Error> {
-    let (lines, read) = read_log(paths)?;
+    let files = crate::audit::reader::log_files(paths)?;
     let version = candidate.current();
     let rules = version.rules();
     let schema = candidate.schema();
@@ -149,7 +157,8 @@ pub fn evaluate(
             .iter()
             .map(|k| k.as_str().to_string())
             .collect(),
-        records: lines.len(),
+        files: files.clone(),
+        records: 0,
         decisions: 0,
         used: 0,
         successes: 0,
@@ -165,14 +174,18 @@ pub fn evaluate(
         errors: Vec::new(),
         masked: 0,
         unjoined_outcomes: 0,
-        read,
+        read: ReadProblems::default(),
         warnings: Vec::new(),
     };
 
-    // Successes by (decision id, action).
+    // First pass: the outcomes. Successes by (decision id, action), and
+    // how many outcomes name each decision id (to count those that name
+    // none in the log).
     let mut succeeded: HashSet<(String, String)> = HashSet::new();
-    let mut outcome_ids: Vec<&str> = Vec::new();
-    for l in &lines {
+    let mut outcome_ids: HashMap<String, usize> = HashMap::new();
+    let mut reader = LogReader::of_files(files.clone());
+    for l in reader.by_ref() {
+        let l = l?;
         let r = &l.record;
         if r["kind"] != "outcome" {
             continue;
@@ -185,127 +198,188 @@ pub fn evaluate(
             ev.unjoined_outcomes += 1;
             continue;
         };
-        outcome_ids.push(id);
+        *outcome_ids.entry(id.to_string()).or_default() += 1;
         if opts.success.contains(&kind) {
             succeeded.insert((id.to_string(), action.to_string()));
         }
     }
-    let mut decision_ids: HashSet<&str> = HashSet::new();
 
-    // Per used decision: (weight, reward).
-    let mut samples: Vec<(f64, f64)> = Vec::new();
+    // Second pass: the decisions, each re-decided by the candidate.
+    let mut samples = Samples::default();
     let mut masked_names: HashMap<String, bool> = HashMap::new();
-    for l in &lines {
-        let r = &l.record;
-        if r["kind"] != "decision" {
+    let mut reader = LogReader::of_files(files);
+    for l in reader.by_ref() {
+        let l = l?;
+        if l.record["kind"] != "decision" {
             continue;
         }
         ev.decisions += 1;
-        let Some(id) = r["decision_id"].as_str() else {
+        if let Some(id) = l.record["decision_id"].as_str() {
+            // Joined: its outcomes are no longer unjoined.
+            outcome_ids.remove(id);
+        }
+        let Some((weight, reward)) = weigh(
+            &l,
+            (candidate, rules, &schema),
+            &succeeded,
+            &mut masked_names,
+            &mut ev,
+        ) else {
             continue;
         };
-        decision_ids.insert(id);
-        let Some(first) = r["actions"].get(0).and_then(|a| a.as_str()) else {
-            continue;
-        };
-        let p = match r["selection_probability"].as_f64() {
-            Some(p) if p > 0.0 && p <= 1.0 => p,
-            Some(p) => {
-                if ev.errors.len() < 5 {
-                    ev.errors.push(format!(
-                        "{}:{}: selection_probability {p} is not in (0, 1]",
-                        l.file.display(),
-                        l.line
-                    ));
-                }
-                continue;
-            }
-            // A random choice whose probability was not logged (a Thompson
-            // draw, or an exploring choice a volume constraint replaced):
-            // no weight can be given, so it is left out and counted.
-            None if !r["seed"].is_null() => {
-                ev.unknown_probability += 1;
-                continue;
-            }
-            None => {
-                ev.deterministic += 1;
-                1.0
-            }
-        };
-        let (mut req, mut replaying, masked) = match logged_request(&schema, r) {
-            Ok(x) => x,
-            Err(e) => {
-                if ev.errors.len() < 5 {
-                    ev.errors
-                        .push(format!("{}:{}: {e}", l.file.display(), l.line));
-                }
-                continue;
-            }
-        };
-        // The candidate runs its own hooks in full and draws independently
-        // of the logging policy.
-        replaying.timed_out.clear();
-        // Derived from the logged seed where there is one, so that the same
-        // traffic evaluates the same way whatever its decision ids.
-        replaying.seed = Some(match replaying.seed {
-            Some(s) => xxhash_rust::xxh3::xxh3_64_with_seed(&s.to_le_bytes(), 0x0ff_9011c7),
-            None => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 0x0ff_9011c7),
-        });
-        // Explained: the candidate's survivors give its exact probability
-        // in a random-eligible control arm.
-        req.explain = true;
-        let d = match candidate
-            .decide(&req.mode(crate::decide::Mode::Replay(std::sync::Arc::new(replaying))))
-        {
-            Ok(d) => d,
-            Err(e) => {
-                if ev.errors.len() < 5 {
-                    ev.errors
-                        .push(format!("{}:{}: {e}", l.file.display(), l.line));
-                }
-                continue;
-            }
-        };
-        if masked.iter().any(|m| {
-            *masked_names
-                .entry(m.clone())
-                .or_insert_with(|| rules.reads_attribute(m))
-        }) {
-            ev.masked += 1;
-        }
-        let matched = d.actions().next().is_some_and(|a| a.action() == first);
-        // The probability that the candidate puts the logged action first:
-        // exact for its random-eligible control arm (it would draw again,
-        // uniformly over its survivors), else its (independently seeded)
-        // choice.
-        let target = if d.arm() == crate::decide::decision::Arm::Control {
-            match d.selection_probability() {
-                Some(q) if d.ranked().any(|a| a.action() == first) => q,
-                _ => 0.0,
-            }
-        } else if matched {
-            1.0
-        } else {
-            0.0
-        };
-        if target == 0.0 && p >= 1.0 {
-            ev.unsupported += 1;
-        }
-        let reward = if succeeded.contains(&(id.to_string(), first.to_string())) {
-            1.0
-        } else {
-            0.0
-        };
-        ev.used += 1;
-        ev.successes += usize::from(reward > 0.0);
-        ev.matched += usize::from(matched);
-        samples.push((target / p, reward));
+        samples.add(weight, reward);
     }
-    ev.unjoined_outcomes += outcome_ids
-        .iter()
-        .filter(|id| !decision_ids.contains(*id))
-        .count();
+    ev.records = reader.records();
+    ev.read = reader.into_problems();
+    ev.unjoined_outcomes += outcome_ids.values().sum::<usize>();
+    estimate(&mut ev, &samples);
+    Ok(ev)
+}
 
+/// One logged decision's weight (the probability that the candidate puts
+/// the logged first action first, over the logging policy's) and reward,
+/// or `None` if it cannot be used (counted in `ev`).
+fn weigh(
+    l: &LogLine,
+    (candidate, rules, schema): (
+        &Engine,
+        &crate::ruleset::RuleSet,
+        &std::sync::Arc<crate::context::schema::Schema>,
+    ),
+    succeeded: &HashSet<(String, String)>,
+    masked_names: &mut HashMap<String, bool>,
+    ev: &mut Evaluation,
+) -> Option<(f64, f64)> {
+    let r = &l.record;
+    let id = r["decision_id"].as_str()?;
+    let first = r["actions"].get(0).and_then(|a| a.as_str())?;
+    let p = match r["selection_probability"].as_f64() {
+        Some(p) if p > 0.0 && p <= 1.0 => p,
+        Some(p) => {
+            if ev.errors.len() < 5 {
+                ev.errors.push(format!(
+                    "{}:{}: selection_probability {p} is not in (0, 1]",
+                    l.file.display(),
+                    l.line
+                ));
+            }
+            return None;
+        }
+        // A random choice whose probability was not logged (a Thompson
+        // draw, or an exploring choice a volume constraint replaced): no
+        // weight can be given, so it is left out and counted.
+        None if !r["seed"].is_null() => {
+            ev.unknown_probability += 1;
+            return None;
+        }
+        None => {
+            ev.deterministic += 1;
+            1.0
+        }
+    };
+    let (mut req, mut replaying, masked) = match logged_request(schema, r) {
+        Ok(x) => x,
+        Err(e) => {
+            if ev.errors.len() < 5 {
+                ev.errors
+                    .push(format!("{}:{}: {e}", l.file.display(), l.line));
+            }
+            return None;
+        }
+    };
+    // The candidate runs its own hooks in full and draws independently
+    // of the logging policy.
+    replaying.timed_out.clear();
+    // Derived from the logged seed where there is one, so that the same
+    // traffic evaluates the same way whatever its decision ids.
+    replaying.seed = Some(match replaying.seed {
+        Some(s) => xxhash_rust::xxh3::xxh3_64_with_seed(&s.to_le_bytes(), 0x0ff_9011c7),
+        None => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 0x0ff_9011c7),
+    });
+    // Explained: the candidate's survivors give its exact probability in
+    // a random-eligible control arm.
+    req.explain = true;
+    let d = match candidate
+        .decide(&req.mode(crate::decide::Mode::Replay(std::sync::Arc::new(replaying))))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            if ev.errors.len() < 5 {
+                ev.errors
+                    .push(format!("{}:{}: {e}", l.file.display(), l.line));
+            }
+            return None;
+        }
+    };
+    if masked.iter().any(|m| {
+        *masked_names
+            .entry(m.clone())
+            .or_insert_with(|| rules.reads_attribute(m))
+    }) {
+        ev.masked += 1;
+    }
+    let matched = d.actions().next().is_some_and(|a| a.action() == first);
+    // The probability that the candidate puts the logged action first:
+    // exact for its random-eligible control arm (it would draw again,
+    // uniformly over its survivors), else its (independently seeded)
+    // choice.
+    let target = if d.arm() == crate::decide::decision::Arm::Control {
+        match d.selection_probability() {
+            Some(q) if d.ranked().any(|a| a.action() == first) => q,
+            _ => 0.0,
+        }
+    } else if matched {
+        1.0
+    } else {
+        0.0
+    };
+    if target == 0.0 && p >= 1.0 {
+        ev.unsupported += 1;
+    }
+    let reward = if succeeded.contains(&(id.to_string(), first.to_string())) {
+        1.0
+    } else {
+        0.0
+    };
+    ev.used += 1;
+    ev.successes += usize::from(reward > 0.0);
+    ev.matched += usize::from(matched);
+    Some((target / p, reward))
+}
+
+/// Running sums of the used decisions' weights `w` and rewards `r`: what
+/// the estimates need, whatever the number of decisions.
+#[derive(Debug, Default)]
+struct Samples {
+    n: f64,
+    sum_w: f64,
+    sum_w2: f64,
+    /// Σ w²·r and Σ w²·r², for SNIPS's standard error.
+    sum_w2r: f64,
+    sum_w2r2: f64,
+    /// Mean and sum of squared deviations of `w·r` (Welford), for IPS.
+    mean_wr: f64,
+    m2_wr: f64,
+    max_w: f64,
+}
+
+impl Samples {
+    fn add(&mut self, w: f64, r: f64) {
+        self.n += 1.0;
+        self.sum_w += w;
+        self.sum_w2 += w * w;
+        self.sum_w2r += w * w * r;
+        self.sum_w2r2 += w * w * r * r;
+        let x = w * r;
+        let delta = x - self.mean_wr;
+        self.mean_wr += delta / self.n;
+        self.m2_wr += delta * (x - self.mean_wr);
+        self.max_w = self.max_w.max(w);
+    }
+}
+
+/// The estimates and their warnings from the used decisions.
+fn estimate(ev: &mut Evaluation, samples: &Samples) {
     if ev.unknown_probability > 0 {
         ev.warnings.push(format!(
             "{} random decisions were left out: their selection probability is not in the log \
@@ -313,32 +387,27 @@ pub fn evaluate(
             ev.unknown_probability
         ));
     }
-    let n = samples.len() as f64;
-    if samples.is_empty() {
+    let n = samples.n;
+    if n == 0.0 {
         ev.warnings.push(
             "no logged decision put an action first with a usable selection probability".into(),
         );
-        return Ok(ev);
+        return;
     }
     let mean_r = ev.successes as f64 / n;
     ev.logged = Some(Estimate::new(mean_r, (mean_r * (1.0 - mean_r) / n).sqrt()));
-    let sum_w: f64 = samples.iter().map(|s| s.0).sum();
-    let sum_w2: f64 = samples.iter().map(|s| s.0 * s.0).sum();
-    let wr: Vec<f64> = samples.iter().map(|s| s.0 * s.1).collect();
-    let ips = wr.iter().sum::<f64>() / n;
-    let var = wr.iter().map(|x| (x - ips) * (x - ips)).sum::<f64>() / (n - 1.0).max(1.0);
+    let ips = samples.mean_wr;
+    let var = samples.m2_wr / (n - 1.0).max(1.0);
     ev.ips = Some(Estimate::new(ips, (var / n).sqrt()));
-    ev.max_weight = samples.iter().map(|s| s.0).fold(0.0, f64::max);
-    if sum_w > 0.0 {
-        let snips = wr.iter().sum::<f64>() / sum_w;
-        let se = samples
-            .iter()
-            .map(|(w, r)| w * w * (r - snips) * (r - snips))
-            .sum::<f64>()
-            .sqrt()
-            / sum_w;
+    ev.max_weight = samples.max_w;
+    if samples.sum_w > 0.0 {
+        let snips = ips * n / samples.sum_w;
+        // Σ w²·(r − SNIPS)², expanded.
+        let squares =
+            samples.sum_w2r2 - 2.0 * snips * samples.sum_w2r + snips * snips * samples.sum_w2;
+        let se = squares.max(0.0).sqrt() / samples.sum_w;
         ev.snips = Some(Estimate::new(snips, se));
-        ev.effective_sample_size = sum_w * sum_w / sum_w2;
+        ev.effective_sample_size = samples.sum_w * samples.sum_w / samples.sum_w2;
     } else {
         ev.warnings.push(
             "the candidate never put the logged action first: the log says nothing about it (no support)"
@@ -373,5 +442,4 @@ pub fn evaluate(
             ev.masked
         ));
     }
-    Ok(ev)
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::audit::reader::{read_log, ReadProblems};
+use crate::audit::reader::{LogReader, ReadProblems};
 use crate::base::{Error, Timestamp};
 use crate::decide::decision::Decision;
 use crate::decide::request::{DecisionRequest, RequestJson};
@@ -25,6 +25,8 @@ use crate::ruleset::{RuleSet, RuleSource};
 /// The result of a replay.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplayReport {
+    /// The files read, in the order read (rotated files oldest first).
+    pub files: Vec<PathBuf>,
     /// Records read.
     pub records: usize,
     /// Decision records among them.
@@ -62,12 +64,15 @@ pub struct VersionSources {
     pub archive_dir: Option<PathBuf>,
 }
 
-/// Re-decide every decision in the log and compare.
+/// Re-decide every decision in the log and compare. `paths` are files,
+/// directories or patterns of rotated files ([`crate::audit::reader::log_files`]
+/// says how they are put in order); the records stream through one at a
+/// time, so memory does not grow with the log (only with the number of
+/// rule versions it names and the problems it reports).
 pub fn replay(paths: &[PathBuf], sources: &VersionSources) -> Result<ReplayReport, Error> {
-    let (lines, read) = read_log(paths)?;
+    let mut reader = LogReader::open(paths)?;
     let mut report = ReplayReport {
-        records: lines.len(),
-        read,
+        files: reader.files().to_vec(),
         ..ReplayReport::default()
     };
     let given = match &sources.rules_dir {
@@ -75,8 +80,9 @@ pub fn replay(paths: &[PathBuf], sources: &VersionSources) -> Result<ReplayRepor
         None => None,
     };
     let mut engines: HashMap<String, Option<Arc<Engine>>> = HashMap::new();
-    for l in &lines {
-        let at = format!("{}:{}", l.file.display(), l.line);
+    for l in reader.by_ref() {
+        let l = l?;
+        let at = || format!("{}:{}", l.file.display(), l.line);
         match l.record.get("kind").and_then(|k| k.as_str()) {
             Some("outcome") => {
                 report.outcomes += 1;
@@ -85,20 +91,18 @@ pub fn replay(paths: &[PathBuf], sources: &VersionSources) -> Result<ReplayRepor
             Some("decision") => report.decisions += 1,
             _ => continue,
         }
-        let hash = l.record["ruleset"]["hash"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let engine = engines
-            .entry(hash.clone())
-            .or_insert_with(|| find_version(&hash, given.as_ref(), sources))
-            .clone();
-        let Some(engine) = engine else {
+        let hash = l.record["ruleset"]["hash"].as_str().unwrap_or_default();
+        if !engines.contains_key(hash) {
+            let found = find_version(hash, given.as_ref(), sources);
+            engines.insert(hash.to_string(), found);
+        }
+        let Some(engine) = engines[hash].clone() else {
             let have = given
                 .as_ref()
                 .map(|e| e.current().rules().hash().to_string());
             report.unavailable.push(format!(
-                "{at}: the decision was made by version {hash}, {}; pass the matching rule directory or --archive",
+                "{}: the decision was made by version {hash}, {}; pass the matching rule directory or --archive",
+                at(),
                 match have {
                     Some(h) => format!("but the rule directory given has hash {h}"),
                     None => "which is not in the archive".into(),
@@ -110,16 +114,18 @@ pub fn replay(paths: &[PathBuf], sources: &VersionSources) -> Result<ReplayRepor
             Ok(None) => report.matched += 1,
             Ok(Some((diff, masked))) => {
                 if masked {
-                    report.masked.push(format!("{at}: {diff}"));
+                    report.masked.push(format!("{}: {diff}", at()));
                 } else {
-                    report.mismatches.push(format!("{at}: {diff}"));
+                    report.mismatches.push(format!("{}: {diff}", at()));
                 }
             }
             Err(e) => report
                 .mismatches
-                .push(format!("{at}: cannot re-decide: {e}")),
+                .push(format!("{}: cannot re-decide: {e}", at())),
         }
     }
+    report.records = reader.records();
+    report.read = reader.into_problems();
     Ok(report)
 }
 

@@ -345,6 +345,12 @@ pub fn run_evaluate(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
+        "read {} records from {} files ({})",
+        ev.records,
+        ev.files.len(),
+        crate::files_list(&ev.files)
+    );
+    println!(
         "candidate {} ({}) on {} logged decisions ({} records); success = {}",
         ev.candidate,
         ev.candidate_hash,

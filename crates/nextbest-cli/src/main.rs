@@ -123,7 +123,9 @@ enum CoreCommand {
     /// Re-run every decision in a decision log on its exact rule version
     /// and report every mismatch.
     Replay {
-        /// Log files (rotated files too), oldest first.
+        /// Log files, directories of them, or patterns such as
+        /// 'logs/decisions.jsonl*': the files of a rotated log are read
+        /// oldest first (PATH.N ... PATH.1, PATH) however they are named.
         #[arg(required = true)]
         logs: Vec<PathBuf>,
         /// A rule directory; used for records whose hash matches it.
@@ -141,7 +143,9 @@ enum CoreCommand {
     /// IPS with 95% intervals), from the logged selection probabilities
     /// and the outcomes joined by decision id.
     Evaluate {
-        /// Decision log files (rotated files too), oldest first.
+        /// Decision log files, directories of them, or patterns such as
+        /// 'logs/decisions.jsonl*': the files of a rotated log are read
+        /// oldest first (PATH.N ... PATH.1, PATH) however they are named.
         #[arg(required = true)]
         logs: Vec<PathBuf>,
         /// The candidate rule directory.
@@ -817,6 +821,12 @@ fn run_replay(
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
     } else {
         println!(
+            "read {} records from {} files ({})",
+            r.records,
+            r.files.len(),
+            files_list(&r.files)
+        );
+        println!(
             "{} records: {} decisions, {} outcomes; {} decisions replayed exactly, {} mismatches, {} not reproducible (masked attributes), {} version not found",
             r.records,
             r.decisions,
@@ -846,6 +856,15 @@ fn run_replay(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The files a log reader read, oldest first, for a one-line summary.
+pub(crate) fn files_list(files: &[PathBuf]) -> String {
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    match names.len() {
+        0..=4 => names.join(", "),
+        n => format!("{}, ... {} more ..., {}", names[0], n - 2, names[n - 1]),
+    }
 }
 
 fn parse_now(now: Option<String>) -> Result<Timestamp, Error> {

@@ -189,3 +189,34 @@ fn simulate_logs_zstd_when_the_name_says_so_and_replay_reads_it() {
     assert_eq!(r["decisions"], 3, "{r}");
     assert_eq!(r["matched"], 3, "{r}");
 }
+
+/// `replay` and `evaluate` take the directory of a rotated log, or a
+/// pattern of its files, read them oldest first and say how many records
+/// and files they read.
+#[test]
+fn replay_and_evaluate_read_a_rotated_log_from_its_directory_or_a_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    let log_arg = log.to_str().unwrap();
+    // Two runs, the first moved aside as the log rotates it.
+    for _ in 0..2 {
+        if log.exists() {
+            std::fs::rename(&log, dir.path().join("d.jsonl.1")).unwrap();
+        }
+        let (code, _, err) = nextbest(&["simulate", "tests/fixtures/mini", "--log", log_arg], None);
+        assert_eq!(code, 0, "{err}");
+    }
+    let dir_arg = dir.path().to_str().unwrap();
+    let (code, out, err) = nextbest(&["replay", dir_arg, "--rules", "tests/fixtures/mini"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = format!("read 6 records from 2 files ({dir_arg}/d.jsonl.1, {dir_arg}/d.jsonl)");
+    assert!(out.starts_with(&first), "{out}");
+    assert!(out.contains("6 decisions replayed exactly"), "{out}");
+    let pattern = format!("{dir_arg}/d.jsonl*");
+    let (code, out, err) = nextbest(
+        &["evaluate", &pattern, "--rules", "tests/fixtures/mini"],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with(&first), "{out}");
+}
