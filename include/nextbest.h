@@ -170,8 +170,9 @@ const char *nb_status_str(int32_t status);
 
 /**
  * Open an engine from a JSON configuration
- * `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "..."}}`
- * (only `rules_dir` is required). Loads, validates and compiles the rule
+ * `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "...",
+ * "on_error": "fail"}}` (only `rules_dir` is required; the decision log's
+ * keys are those of docs/OPERATIONS.md). Loads, validates and compiles the rule
  * directory. On success `*out` is the new handle (free it with
  * `nb_engine_free`); on failure `*out` is NULL and `err` says why
  * (`NB_ERR_INVALID_RULES` lists every rule error with its location).
@@ -202,7 +203,10 @@ void nb_engine_free(struct nb_engine *engine);
  * "limit": 2, "explain": false, "now": "2026-01-01T00:00:00Z"}`.
  * On success `out` receives the decision JSON (`decision_id`, `ruleset`,
  * `actions` with `rank`, `action`, `treatment`, `priority` and its factors,
- * ...). Safe to call from many threads at once.
+ * ...). `NB_ERR_IO` when the decision log cannot take the decision's
+ * record and its `on_error` is `"fail"` (the default): the decision is
+ * not made, and what it took from engine state is given back. Safe to
+ * call from many threads at once.
  *
  * # Safety
  * `engine` is a live handle; `request` is valid for reads of
@@ -219,7 +223,9 @@ nb_status nb_decide(const struct nb_engine *engine,
  * Record an outcome JSON `{"customer_id": "C1", "action": "CARD_GOLD",
  * "channel": "call_center", "outcome": "accepted"}` (optional
  * `decision_id`, `timestamp`). The channel must exist in the live version
- * and the action in a kept one. Safe to call from many threads at once.
+ * and the action in a kept one. `NB_ERR_IO` when the decision log cannot
+ * take its record (`on_error = "fail"`): nothing is recorded. Safe to
+ * call from many threads at once.
  *
  * # Safety
  * `engine` is a live handle; `outcome` is valid for reads of

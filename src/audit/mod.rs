@@ -268,9 +268,10 @@ impl Default for LogOptions {
     }
 }
 
-/// Log counters. Every record a decision or outcome handed to the log
-/// (`queued`) is, once the writer is done with it, `written` or `lost`;
-/// the difference is what the queue and the sink's buffer hold.
+/// Log counters (docs/DECISION_LOG.md, "When something fails", says
+/// exactly what each means). `queued − written` is what waits in the queue
+/// and the sink's buffer, plus what was given up; `written − synced` is
+/// what waits for the next sync, plus what a failed sync may have lost.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct LogStats {
     /// Records handed to the writer (accepted into the queue).
@@ -282,13 +283,14 @@ pub struct LogStats {
     /// sinks that do not count their own progress, every `written` record
     /// as of the last successful `flush`.)
     pub synced: u64,
-    /// Records accepted into the queue that will never be written: the
-    /// sink refused them and gave up retrying, or an fsync covering them
-    /// failed (they may be missing from the file).
+    /// Records accepted into the queue that may not be in the file: given
+    /// up unwritten (too many waited for a failing sink), or written but
+    /// an fsync covering them failed.
     pub lost: u64,
-    /// Records not accepted because the queue was full: at once with
-    /// `drop`, after `block_timeout_ms` with `block` and `on_error =
-    /// "degrade"`.
+    /// Records not accepted, whose decision or outcome was returned all
+    /// the same: the queue was full (at once with `drop`; after
+    /// `block_timeout_ms` with `block` and `on_error = "degrade"`), or the
+    /// writer had stopped (`degrade`).
     pub dropped: u64,
     /// Records not accepted, whose decision or outcome returned an error
     /// instead (`on_error = "fail"`): the log was failing, or the queue

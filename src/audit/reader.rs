@@ -114,7 +114,7 @@ pub fn log_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
             (group, std::cmp::Reverse(n), p)
         })
         .collect();
-    keyed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    keyed.sort_by_key(|k| (k.0, k.1));
     Ok(keyed.into_iter().map(|k| k.2).collect())
 }
 

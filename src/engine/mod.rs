@@ -695,7 +695,9 @@ impl Engine {
     }
 
     /// Return once every record logged before this call is written and
-    /// synced to disk. Without a log, there is nothing to do.
+    /// synced to disk: an error if the sync failed, or if records were
+    /// lost since the last flush (see docs/DECISION_LOG.md, "When
+    /// something fails"). Without a log, there is nothing to do.
     pub fn flush(&self) -> Result<(), Error> {
         match &self.log {
             Some(log) => log.flush(),

@@ -533,8 +533,9 @@ pub extern "C" fn nb_status_str(status: i32) -> *const c_char {
 }
 
 /// Open an engine from a JSON configuration
-/// `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "..."}}`
-/// (only `rules_dir` is required). Loads, validates and compiles the rule
+/// `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "...",
+/// "on_error": "fail"}}` (only `rules_dir` is required; the decision log's
+/// keys are those of docs/OPERATIONS.md). Loads, validates and compiles the rule
 /// directory. On success `*out` is the new handle (free it with
 /// `nb_engine_free`); on failure `*out` is NULL and `err` says why
 /// (`NB_ERR_INVALID_RULES` lists every rule error with its location).
@@ -593,7 +594,10 @@ pub unsafe extern "C" fn nb_engine_free(engine: *mut NbEngine) {
 /// "limit": 2, "explain": false, "now": "2026-01-01T00:00:00Z"}`.
 /// On success `out` receives the decision JSON (`decision_id`, `ruleset`,
 /// `actions` with `rank`, `action`, `treatment`, `priority` and its factors,
-/// ...). Safe to call from many threads at once.
+/// ...). `NB_ERR_IO` when the decision log cannot take the decision's
+/// record and its `on_error` is `"fail"` (the default): the decision is
+/// not made, and what it took from engine state is given back. Safe to
+/// call from many threads at once.
 ///
 /// # Safety
 /// `engine` is a live handle; `request` is valid for reads of
@@ -625,7 +629,9 @@ pub unsafe extern "C" fn nb_decide(
 /// Record an outcome JSON `{"customer_id": "C1", "action": "CARD_GOLD",
 /// "channel": "call_center", "outcome": "accepted"}` (optional
 /// `decision_id`, `timestamp`). The channel must exist in the live version
-/// and the action in a kept one. Safe to call from many threads at once.
+/// and the action in a kept one. `NB_ERR_IO` when the decision log cannot
+/// take its record (`on_error = "fail"`): nothing is recorded. Safe to
+/// call from many threads at once.
 ///
 /// # Safety
 /// `engine` is a live handle; `outcome` is valid for reads of
@@ -928,6 +934,75 @@ mod tests {
         let status = unsafe { nb_decide(null(), b"{}".as_ptr(), 2, null_mut(), null_mut()) };
         assert_eq!(status, NbStatus::NB_ERR_NULL_ARGUMENT);
         unsafe { nb_engine_free(engine) };
+    }
+
+    /// Open an engine from `config`, or return the error JSON.
+    fn open_with(config: &str) -> Result<*mut NbEngine, serde_json::Value> {
+        let mut engine = null_mut();
+        let mut err = NbBuf::EMPTY;
+        let status =
+            unsafe { nb_engine_open(config.as_ptr(), config.len(), &mut engine, &mut err) };
+        if status == NbStatus::NB_OK {
+            Ok(engine)
+        } else {
+            Err(error_json(&mut err))
+        }
+    }
+
+    /// Decide for the mini fixture: the status and the error JSON, if any.
+    fn decide_mini(engine: *mut NbEngine) -> (NbStatus, Option<serde_json::Value>) {
+        let req =
+            br#"{"customer_id":"C1","channel":"call_center","context":{"age":42,"income":90000}}"#;
+        let (mut out, mut err) = (NbBuf::EMPTY, NbBuf::EMPTY);
+        let status = unsafe { nb_decide(engine, req.as_ptr(), req.len(), &mut out, &mut err) };
+        unsafe { nb_buf_free(&mut out) };
+        let e = (!err.ptr.is_null()).then(|| error_json(&mut err));
+        (status, e)
+    }
+
+    /// The decision log's failure policy comes from the configuration
+    /// JSON: on a full device (`/dev/full`), `"on_error": "fail"` makes
+    /// `nb_decide` return `NB_ERR_IO` naming the file once the log has
+    /// failed, and the stats count it as refused; `"degrade"` decides on.
+    #[test]
+    fn the_log_failure_policy_comes_from_the_config_json() {
+        let config = |on_error: &str| {
+            format!(
+                r#"{{"rules_dir": "{}", "decision_log": {{"path": "/dev/full", "on_error": "{on_error}", "when_full": "block", "block_timeout_ms": 50}}}}"#,
+                fixture("mini")
+            )
+        };
+        for on_error in ["fail", "degrade"] {
+            let engine = open_with(&config(on_error)).unwrap();
+            assert_eq!(decide_mini(engine).0, NbStatus::NB_OK);
+            let mut err = NbBuf::EMPTY;
+            let status = unsafe { nb_engine_flush(engine, &mut err) };
+            assert_eq!(status, NbStatus::NB_ERR_IO);
+            let e = error_json(&mut err);
+            assert!(e["message"].as_str().unwrap().contains("/dev/full"), "{e}");
+            let (status, e) = decide_mini(engine);
+            let mut buf = NbBuf::EMPTY;
+            assert_eq!(
+                unsafe { nb_engine_stats(engine, &mut buf) },
+                NbStatus::NB_OK
+            );
+            let stats: serde_json::Value = serde_json::from_str(unsafe { buf.as_str() }).unwrap();
+            unsafe { nb_buf_free(&mut buf) };
+            assert_eq!(stats["log"]["failing"], true, "{stats}");
+            if on_error == "fail" {
+                assert_eq!(status, NbStatus::NB_ERR_IO);
+                let e = e.unwrap();
+                assert!(e["message"].as_str().unwrap().contains("/dev/full"), "{e}");
+                assert_eq!(stats["log"]["refused"], 1, "{stats}");
+            } else {
+                assert_eq!(status, NbStatus::NB_OK, "{e:?}");
+                assert_eq!(stats["log"]["refused"], 0, "{stats}");
+            }
+            unsafe { nb_engine_free(engine) };
+        }
+        let e = open_with(&config("ignore")).err().unwrap();
+        assert_eq!(e["status"], "NB_ERR_INVALID_CONFIG", "{e}");
+        assert!(e["message"].as_str().unwrap().contains("ignore"), "{e}");
     }
 
     #[test]
