@@ -149,7 +149,7 @@ fn rotated_files(dir: &Path) -> Vec<PathBuf> {
             (n, p)
         })
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     files.into_iter().map(|f| f.1).collect()
 }
 
