@@ -66,13 +66,14 @@ pub use decide::request::{DecisionRequest, MAX_LIMIT};
 pub use decide::version::Version;
 pub use decide::{Mode, ReplayState, Scratch};
 pub use engine::{
-    ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, VersionInfo, Watcher,
+    ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, GovernanceStats, VersionInfo,
+    Watcher,
 };
 pub use ruleset::strategy::{Diagnostic, Limits as ScriptLimits};
 pub use ruleset::{RuleSet, RuleSource};
-pub use tools::{diff, persona, simulate};
 #[cfg(any(test, feature = "fuzzing"))]
 pub use tools::fuzzing;
+pub use tools::{diff, persona, simulate};
 
 /// docs/DECISIONS.md's examples, compiled as doc tests.
 #[cfg(doctest)]

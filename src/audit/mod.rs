@@ -378,6 +378,11 @@ impl DecisionLog {
         spent
     }
 
+    /// Log an engine event as its own record (`v`, `kind` and its fields).
+    pub(crate) fn log_note(&self, record: serde_json::Value) {
+        self.log(Item::Note(Box::new(record)));
+    }
+
     pub(crate) fn log(&self, item: Item) {
         if self.tx.is_none() {
             return;
