@@ -211,7 +211,7 @@ fn a_tampered_live_revision_is_refused_and_logged_while_the_last_good_one_serves
 
     // An engine opening on a tampered live revision does not open.
     edit(&cards, "income >= 45000.0", "income >= 25000.0");
-    let e = repo.engine(None).err().expect("refused").to_string();
+    let e = repo.engine(None).expect_err("refused").to_string();
     assert!(
         e.starts_with("governance: revision r0002") && e.contains("is tampered"),
         "{e}"
@@ -314,8 +314,7 @@ fn an_engine_does_not_open_a_directory_that_is_not_a_governance_repository() {
     let rules = common::root().join("rules/retail_bank");
     let config = serde_json::json!({ "governance_repo": rules });
     let e = Engine::from_config_json(&config.to_string())
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         e.starts_with("governance: ")
@@ -325,8 +324,7 @@ fn an_engine_does_not_open_a_directory_that_is_not_a_governance_repository() {
     let e = Engine::from_config_json(
         r#"{"governance_repo": "gov/", "rules_dir": "rules/retail_bank"}"#,
     )
-    .err()
-    .expect("refused")
+    .expect_err("refused")
     .to_string();
     assert!(
         e.contains("give `rules_dir` or `governance_repo`, not both"),
