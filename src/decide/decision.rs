@@ -9,7 +9,7 @@ pub(crate) use crate::base::{Blocked, Removed, Scored};
 use crate::base::{EvalError, Level, Stage, Timestamp};
 use crate::ruleset::RuleSet;
 
-/// The answer to a [`DecisionRequest`].
+/// The answer to a [`DecisionRequest`](crate::DecisionRequest).
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub(crate) version: crate::decide::version::VersionRef,
