@@ -171,11 +171,14 @@ const char *nb_status_str(int32_t status);
 /**
  * Open an engine from a JSON configuration
  * `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "...",
- * "on_error": "fail"}}` (only `rules_dir` is required; the decision log's
- * keys are those of docs/OPERATIONS.md). Loads, validates and compiles the rule
- * directory. On success `*out` is the new handle (free it with
- * `nb_engine_free`); on failure `*out` is NULL and `err` says why
- * (`NB_ERR_INVALID_RULES` lists every rule error with its location).
+ * "on_error": "fail"}}` (`rules_dir` or `governance_repo` is required; the
+ * decision log's keys are those of docs/OPERATIONS.md). Loads, validates
+ * and compiles the rule directory, or the live revision of the governance
+ * repository `governance_repo` (refused unless approved and untampered).
+ * On success `*out` is the new handle (free it with `nb_engine_free`); on
+ * failure `*out` is NULL and `err` says why (`NB_ERR_INVALID_RULES` lists
+ * every rule error with its location, or says why a governed revision was
+ * refused).
  *
  * # Safety
  * `config` is valid for reads of `config_len` bytes; `out` is valid for

@@ -66,7 +66,8 @@ pub use decide::request::{DecisionRequest, MAX_LIMIT};
 pub use decide::version::Version;
 pub use decide::{Mode, ReplayState, Scratch};
 pub use engine::{
-    ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, VersionInfo, Watcher,
+    ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, GovernanceStats, VersionInfo,
+    Watcher,
 };
 pub use ruleset::strategy::{Diagnostic, Limits as ScriptLimits};
 pub use ruleset::{RuleSet, RuleSource};

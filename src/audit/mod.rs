@@ -511,6 +511,12 @@ impl DecisionLog {
         Ok(spent)
     }
 
+    /// Log an engine event as its own record (`v`, `kind` and its fields),
+    /// as [`DecisionLog::log`] does.
+    pub(crate) fn log_note(&self, record: serde_json::Value) -> Result<(), Error> {
+        self.log(Item::Note(Box::new(record)))
+    }
+
     /// Log an outcome (as [`DecisionLog::log_decision`]).
     pub(crate) fn log(&self, item: Item) -> Result<(), Error> {
         if self.tx.is_none() {

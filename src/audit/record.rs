@@ -21,6 +21,9 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) enum Item {
     Decision(Box<DecisionItem>),
     Outcome(Box<OutcomeItem>),
+    /// A record written as given (an engine event such as a governance
+    /// refusal): a JSON object with `v` and `kind`.
+    Note(Box<serde_json::Value>),
     Flush(SyncSender<std::io::Result<()>>),
 }
 
@@ -49,6 +52,7 @@ pub(crate) fn write_record<'b>(item: &Item, masking: &Masking, buf: &'b mut Vec<
     let r = match item {
         Item::Decision(d) => write_decision(d, masking, buf),
         Item::Outcome(o) => serde_json::to_writer(&mut *buf, &OutcomeRecord(o)),
+        Item::Note(v) => serde_json::to_writer(&mut *buf, v),
         Item::Flush(_) => Ok(()),
     };
     if let Err(e) = r {

@@ -99,6 +99,11 @@ pub enum Error {
     /// loaded, or the file is damaged.
     #[error("engine state: {0}")]
     State(String),
+    /// A governance repository's live revision may not be served (it is
+    /// unapproved, tampered, or the repository is damaged); nothing was
+    /// published. The message says why and where.
+    #[error("governance: {0}")]
+    Governance(String),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

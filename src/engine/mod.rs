@@ -42,6 +42,9 @@ use crate::state::counters::Counter;
 use crate::state::history::{HistoryConfig, HistoryStore, MemoryHistory};
 use crate::state::learning::Learned;
 
+mod governed;
+pub use governed::GovernanceStats;
+
 /// One lane: the live version as a hold, on a cache line of its own.
 type Lane = crate::base::util::Padded<ArcSwap<Held>>;
 
@@ -93,8 +96,15 @@ impl Default for EngineConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct EngineOptions {
-    /// The rule directory to serve.
-    pub rules_dir: PathBuf,
+    /// The rule directory to serve (this or `governance_repo`).
+    #[serde(default)]
+    pub rules_dir: Option<PathBuf>,
+    /// A governance repository whose live revision to serve, instead of
+    /// `rules_dir` (see docs/GOVERNANCE.md): only approved, untampered
+    /// revisions are served; [`Engine::follow_governance`] and
+    /// [`Engine::watch_governance`] follow its publishes and rollbacks.
+    #[serde(default)]
+    pub governance_repo: Option<PathBuf>,
     /// How many versions to keep for rollback.
     #[serde(default)]
     pub keep_versions: Option<usize>,
@@ -163,6 +173,8 @@ pub struct EngineStats {
     pub log: Option<LogStats>,
     /// The interaction history's size, if its store can say.
     pub history: Option<crate::state::history::HistorySize>,
+    /// The governance repository served, if any.
+    pub governance: Option<GovernanceStats>,
 }
 
 /// Decisions per arm.
@@ -230,6 +242,8 @@ pub struct Engine {
     record_impressions: bool,
     /// The scratch memory of decisions made through [`Engine::decide`].
     scratch: decide::scratch::Pool,
+    /// The governance repository served (`governance_repo`), if any.
+    governed: Option<governed::Governed>,
 }
 /// The saved-state file (see [`Engine::save_state`]).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -330,6 +344,7 @@ impl Engine {
             counters,
             record_impressions: config.record_impressions,
             scratch: decide::scratch::Pool::default(),
+            governed: None,
         }
     }
 
@@ -466,9 +481,27 @@ impl Engine {
         Ok(Engine::new(RuleSet::from_dir(dir)?))
     }
 
-    /// Open an engine from [`EngineOptions`].
+    /// Open an engine from [`EngineOptions`]: its `rules_dir`, or the
+    /// live revision of its `governance_repo` (refused, with the reason,
+    /// unless it is approved and untampered).
     pub fn open(options: &EngineOptions) -> Result<Engine, Error> {
-        let rules = RuleSet::from_dir(&options.rules_dir)?;
+        let (rules, governed) = match (&options.rules_dir, &options.governance_repo) {
+            (Some(dir), None) => (RuleSet::from_dir(dir)?, None),
+            (None, Some(repo)) => {
+                let (g, rules) = governed::Governed::open(repo)?;
+                (rules, Some(g))
+            }
+            (Some(_), Some(_)) => {
+                return Err(Error::InvalidConfig(
+                    "give `rules_dir` or `governance_repo`, not both: a governed engine serves the repository's live revision".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(Error::InvalidConfig(
+                    "`rules_dir` (a rule directory) or `governance_repo` (a governance repository) is required".into(),
+                ))
+            }
+        };
         let mut config = EngineConfig::default();
         if let Some(k) = options.keep_versions {
             config.keep_versions = k;
@@ -480,7 +513,8 @@ impl Engine {
         if let Some(r) = options.record_impressions {
             config.record_impressions = r;
         }
-        let engine = Engine::try_with_config(rules, config)?;
+        let mut engine = Engine::try_with_config(rules, config)?;
+        engine.governed = governed;
         if let Some(state) = options.state_file.as_ref().filter(|p| p.exists()) {
             engine.load_state(state)?;
         }
@@ -629,6 +663,7 @@ impl Engine {
             script_errors: self.script_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
             history: self.interactions.size(),
+            governance: self.governed.as_ref().map(governed::Governed::stats),
         }
     }
 

@@ -282,7 +282,7 @@ impl Failure {
         let bad_syntax =
             || json.is_some_and(|j| serde_json::from_str::<serde::de::IgnoredAny>(j).is_err());
         let status = match &error {
-            Error::Rules(_) => NbStatus::NB_ERR_INVALID_RULES,
+            Error::Rules(_) | Error::Governance(_) => NbStatus::NB_ERR_INVALID_RULES,
             Error::InvalidContext { .. } => NbStatus::NB_ERR_INVALID_CONTEXT,
             Error::InvalidRequest(_) | Error::InvalidConfig(_) if bad_syntax() => {
                 NbStatus::NB_ERR_INVALID_JSON
@@ -534,11 +534,14 @@ pub extern "C" fn nb_status_str(status: i32) -> *const c_char {
 
 /// Open an engine from a JSON configuration
 /// `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "...",
-/// "on_error": "fail"}}` (only `rules_dir` is required; the decision log's
-/// keys are those of docs/OPERATIONS.md). Loads, validates and compiles the rule
-/// directory. On success `*out` is the new handle (free it with
-/// `nb_engine_free`); on failure `*out` is NULL and `err` says why
-/// (`NB_ERR_INVALID_RULES` lists every rule error with its location).
+/// "on_error": "fail"}}` (`rules_dir` or `governance_repo` is required; the
+/// decision log's keys are those of docs/OPERATIONS.md). Loads, validates
+/// and compiles the rule directory, or the live revision of the governance
+/// repository `governance_repo` (refused unless approved and untampered).
+/// On success `*out` is the new handle (free it with `nb_engine_free`); on
+/// failure `*out` is NULL and `err` says why (`NB_ERR_INVALID_RULES` lists
+/// every rule error with its location, or says why a governed revision was
+/// refused).
 ///
 /// # Safety
 /// `config` is valid for reads of `config_len` bytes; `out` is valid for
@@ -1019,6 +1022,25 @@ mod tests {
         assert_eq!(errors.len(), 2);
         assert_eq!(e["location"], errors[0]["location"]);
         assert!(e["location"]["line"].as_u64().is_some_and(|l| l > 0));
+    }
+
+    #[test]
+    fn a_governance_repo_in_the_config_is_opened_as_one() {
+        // A rule directory is not a governance repository: the key is read
+        // (not an unknown key) and the refusal says why.
+        let config = format!(r#"{{"governance_repo": "{}"}}"#, fixture("mini"));
+        let mut engine = null_mut();
+        let mut err = NbBuf::EMPTY;
+        let status =
+            unsafe { nb_engine_open(config.as_ptr(), config.len(), &mut engine, &mut err) };
+        assert_eq!(status, NbStatus::NB_ERR_INVALID_RULES);
+        assert!(engine.is_null());
+        let e = error_json(&mut err);
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains("is not a governance repository (no governance.toml)"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -69,6 +69,19 @@ impl From<nextbest::Error> for CliError {
     }
 }
 
+impl From<nextbest_governance::Error> for CliError {
+    fn from(e: nextbest_governance::Error) -> CliError {
+        match e {
+            nextbest_governance::Error::Io { path, source } => CliError::Io { path, source },
+            nextbest_governance::Error::BadFile { path, message } => {
+                CliError::BadFile { path, message }
+            }
+            nextbest_governance::Error::Refused(m) => CliError::Refused(m),
+            other => CliError::Refused(other.to_string()),
+        }
+    }
+}
+
 /// Read a file to a string, naming it in the error.
 pub fn read_text(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))

@@ -6,31 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{read_text, CliError};
 
-/// The only algorithm there is, named in the files so that another can be
-/// added without guessing.
-const ALGORITHM: &str = "ed25519";
-
-/// A person's public key, as in `NAME.pub` and `governance.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublicKey {
-    /// Who the key belongs to.
-    pub name: String,
-    /// `ed25519`.
-    #[serde(default = "default_algorithm")]
-    pub algorithm: String,
-    /// The 32-byte public key, hex.
-    pub public_key: String,
-}
-
-fn default_algorithm() -> String {
-    ALGORITHM.to_string()
-}
+use nextbest_governance::keys::decode_32;
+pub use nextbest_governance::keys::{PublicKey, ALGORITHM};
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,51 +83,17 @@ impl KeyPair {
     }
 }
 
-impl PublicKey {
-    /// Load a public key file (`NAME.pub`).
-    pub fn load(path: &Path) -> Result<PublicKey, CliError> {
-        let text = read_text(path)?;
-        let k: PublicKey = toml::from_str(&text).map_err(|e| {
-            CliError::bad_file(
-                path,
-                format!("not a nextbest public key file: {}", e.message()),
-            )
-        })?;
-        k.check().map_err(|m| CliError::bad_file(path, m))?;
-        Ok(k)
-    }
-
-    /// Check the algorithm and that the key is a valid ed25519 point.
-    pub fn check(&self) -> Result<(), String> {
-        if self.algorithm != ALGORITHM {
-            return Err(format!("unknown algorithm `{}`", self.algorithm));
-        }
-        verifying_key(&self.public_key).map(|_| ())
-    }
-}
-
-/// Whether `signature` (hex) is the signature of `message` by the public
-/// key `public_hex`.
-pub fn verify(public_hex: &str, message: &[u8], signature: &str) -> bool {
-    let Ok(key) = verifying_key(public_hex) else {
-        return false;
-    };
-    let Some(bytes) = hex::decode(signature)
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-    else {
-        return false;
-    };
-    key.verify(message, &Signature::from_bytes(&bytes)).is_ok()
-}
-
-fn verifying_key(public_hex: &str) -> Result<VerifyingKey, String> {
-    let bytes = decode_32(public_hex).ok_or("public_key is not 64 hex digits")?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| "public_key is not an ed25519 public key".into())
-}
-
-fn decode_32(s: &str) -> Option<[u8; 32]> {
-    hex::decode(s.trim()).ok()?.try_into().ok()
+/// Load a public key file (`NAME.pub`).
+pub fn load_public(path: &Path) -> Result<PublicKey, CliError> {
+    let text = read_text(path)?;
+    let k: PublicKey = toml::from_str(&text).map_err(|e| {
+        CliError::bad_file(
+            path,
+            format!("not a nextbest public key file: {}", e.message()),
+        )
+    })?;
+    k.check().map_err(|m| CliError::bad_file(path, m))?;
+    Ok(k)
 }
 
 /// Whether `name` is usable as a person's name and a file name.
@@ -225,13 +173,14 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nextbest_governance::keys::verify;
 
     #[test]
     fn a_generated_key_signs_and_its_public_file_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let (secret, public, public_path) = keygen("alice", dir.path()).unwrap();
         let pair = KeyPair::load(&secret).unwrap();
-        assert_eq!(PublicKey::load(&public_path).unwrap(), public);
+        assert_eq!(load_public(&public_path).unwrap(), public);
         let sig = pair.sign(b"revision abc");
         assert!(verify(&public.public_key, b"revision abc", &sig));
         assert!(

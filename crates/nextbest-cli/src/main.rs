@@ -63,7 +63,12 @@ enum CoreCommand {
     /// Decide: request JSON lines on stdin, decision JSON lines on stdout.
     Decide {
         /// Rule directory.
-        dir: PathBuf,
+        #[arg(required_unless_present = "repo")]
+        dir: Option<PathBuf>,
+        /// Serve a governance repository's live revision instead, and
+        /// follow its publishes and rollbacks (see docs/GOVERNANCE.md).
+        #[arg(long, conflicts_with = "dir")]
+        repo: Option<PathBuf>,
     },
     /// Decide for a population and report throughput, latency, wins and
     /// the funnel.
@@ -432,7 +437,7 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
     match command {
         CoreCommand::Validate { dirs, json } => validate(&dirs, json),
         CoreCommand::Test { dir, json } => test(&dir, json),
-        CoreCommand::Decide { dir } => decide(&dir),
+        CoreCommand::Decide { dir, repo } => decide(dir.as_deref(), repo.as_deref()),
         CoreCommand::Simulate {
             dir,
             customers,
@@ -708,8 +713,21 @@ fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
     })
 }
 
-fn decide(dir: &Path) -> Result<ExitCode, Error> {
-    let engine = Engine::from_dir(dir)?;
+fn decide(dir: Option<&Path>, repo: Option<&Path>) -> Result<ExitCode, Error> {
+    let engine = std::sync::Arc::new(match (dir, repo) {
+        (_, Some(repo)) => {
+            let config = serde_json::json!({ "governance_repo": repo });
+            Engine::from_config_json(&config.to_string())?
+        }
+        (Some(dir), None) => Engine::from_dir(dir)?,
+        (None, None) => {
+            return Err(Error::InvalidConfig(
+                "give a rule directory or --repo".into(),
+            ))
+        }
+    });
+    // With --repo, publishes and rollbacks are followed while serving.
+    let _following = repo.map(|_| engine.watch_governance(std::time::Duration::from_secs(1)));
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let (mut decided, mut errors) = (0usize, 0usize);

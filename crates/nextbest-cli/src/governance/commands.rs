@@ -12,7 +12,7 @@ use super::revision::{self, Author, ChangeRequest, Manifest, Parent};
 use super::state::{self, Revision, State, Status};
 use super::{now_rfc3339, sha256_hex, short, Governance, Repo, RepoLock};
 use crate::error::{write_atomic, CliError};
-use crate::keys::{KeyPair, PublicKey};
+use crate::keys::KeyPair;
 
 /// A repository opened for one command: locked, its log verified.
 struct Session {
@@ -85,7 +85,7 @@ pub fn init(
     RuleSet::from_dir(from).map_err(|e| in_dir(from, e))?;
     let keys = approvers
         .iter()
-        .map(|p| PublicKey::load(p))
+        .map(|p| crate::keys::load_public(p))
         .collect::<Result<Vec<_>, _>>()?;
     let gov = Governance {
         required,

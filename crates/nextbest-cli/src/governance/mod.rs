@@ -2,6 +2,11 @@
 //! approvals and an append-only, hash-chained change log
 //! (`nextbest revision init|new|submit|approve|reject|publish|rollback|log|show`).
 //!
+//! Reading and verifying a repository is the `nextbest-governance` crate's
+//! (an engine serving a repository uses it too); this module writes one:
+//! it makes revisions, signs and appends change-log entries and moves the
+//! live pointer.
+//!
 //! A repository is a directory:
 //!
 //! ```text
@@ -30,149 +35,12 @@
 pub mod changelog;
 pub mod commands;
 pub mod revision;
-pub mod state;
 
-use std::path::{Path, PathBuf};
+pub use nextbest_governance::{now_rfc3339, sha256_hex, short, state, Governance, Repo};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 
-use crate::error::{read_text, CliError};
-use crate::keys::PublicKey;
-
-/// The settings of a repository (`governance.toml`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Governance {
-    /// Valid approvals a revision needs before it can be published.
-    pub required: usize,
-    /// The people whose approvals count (and who may publish and roll
-    /// back).
-    pub approvers: Vec<PublicKey>,
-}
-
-impl Governance {
-    /// The approver with this public key, if listed.
-    pub fn approver(&self, public_hex: &str) -> Option<&PublicKey> {
-        self.approvers
-            .iter()
-            .find(|a| a.public_key.eq_ignore_ascii_case(public_hex))
-    }
-
-    /// Check the settings make sense.
-    pub fn check(&self) -> Result<(), String> {
-        if self.required == 0 {
-            return Err(
-                "required must be at least 1: a publish without approval is not governed".into(),
-            );
-        }
-        if self.required > self.approvers.len() {
-            return Err(format!(
-                "required = {} but only {} approver(s) are listed: nothing could ever be published",
-                self.required,
-                self.approvers.len()
-            ));
-        }
-        for (i, a) in self.approvers.iter().enumerate() {
-            a.check()
-                .map_err(|m| format!("approver `{}`: {m}", a.name))?;
-            if self.approvers[..i]
-                .iter()
-                .any(|b| b.public_key.eq_ignore_ascii_case(&a.public_key))
-            {
-                return Err(format!(
-                    "approver `{}`: the same key is listed twice",
-                    a.name
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A governance repository on disk.
-pub struct Repo {
-    root: PathBuf,
-    /// Its settings.
-    pub governance: Governance,
-    /// SHA-256 of `governance.toml` as read.
-    pub governance_hash: String,
-}
-
-impl Repo {
-    /// Open the repository at `root` (its `governance.toml` must exist).
-    pub fn open(root: &Path) -> Result<Repo, CliError> {
-        let path = root.join("governance.toml");
-        if !path.is_file() {
-            return Err(CliError::refused(format!(
-                "{} is not a governance repository (no governance.toml); create one with \
-                 `nextbest revision init --repo {} --from RULES_DIR --approver KEY.pub ...`",
-                root.display(),
-                root.display()
-            )));
-        }
-        let text = read_text(&path)?;
-        let governance: Governance = toml::from_str(&text)
-            .map_err(|e| CliError::bad_file(&path, e.message().to_string()))?;
-        governance
-            .check()
-            .map_err(|m| CliError::bad_file(&path, m))?;
-        Ok(Repo {
-            root: root.to_path_buf(),
-            governance,
-            governance_hash: sha256_hex(text.as_bytes()),
-        })
-    }
-
-    /// The repository's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// `revisions/ID`.
-    pub fn revision_dir(&self, id: &str) -> PathBuf {
-        self.root.join("revisions").join(id)
-    }
-
-    /// `changelog.jsonl`.
-    pub fn changelog(&self) -> PathBuf {
-        self.root.join("changelog.jsonl")
-    }
-
-    /// `changelog.head`.
-    pub fn head(&self) -> PathBuf {
-        self.root.join("changelog.head")
-    }
-
-    /// `LIVE`.
-    pub fn live_pointer(&self) -> PathBuf {
-        self.root.join("LIVE")
-    }
-
-    /// `evidence/`.
-    pub fn evidence_dir(&self) -> PathBuf {
-        self.root.join("evidence")
-    }
-}
-
-/// SHA-256 of `bytes`, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// The first 12 characters of a hash, for people (the whole text when it
-/// is shorter or not cut at a character boundary).
-pub fn short(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
-}
-
-/// The current time, RFC 3339 in UTC, whole seconds.
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(0).unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
-}
+use crate::error::CliError;
 
 /// Holds `changelog.lock` while one command reads and appends to a
 /// repository, so two commands never fork the chain; removed on drop.
@@ -183,7 +51,7 @@ pub struct RepoLock {
 impl RepoLock {
     /// Take the lock, waiting up to 10 seconds for another command.
     pub fn take(repo: &Repo) -> Result<RepoLock, CliError> {
-        let path = repo.root.join("changelog.lock");
+        let path = repo.lock_path();
         for _ in 0..100 {
             match std::fs::OpenOptions::new()
                 .write(true)

@@ -3,105 +3,19 @@
 //! JSON, which lists every copied file's SHA-256 and the rule set's content
 //! hash). The hash is what the author's log entry and every approval sign,
 //! so changing any byte of a revision after it was created is detected.
+//!
+//! The manifest and the file check are `nextbest_governance::revision`'s;
+//! here, making revisions and the compile check.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nextbest::{RuleSet, RuleSource};
-use serde::{Deserialize, Serialize};
 
-use super::{sha256_hex, Repo};
-use crate::error::{read_text, CliError};
+pub use nextbest_governance::revision::*;
 
-/// The manifest format written here.
-pub const FORMAT: u32 = 1;
-/// Where a revision keeps its rule set's challenger (what
-/// [`RuleSource::from_archive`] reads).
-const CHALLENGER: &str = "__challenger";
-
-/// What a revision is: who made it, why, from what, and its files' hashes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// The manifest format (1).
-    pub format: u32,
-    /// The revision id (`r0002`).
-    pub id: String,
-    /// The rule set's name.
-    pub ruleset: String,
-    /// The rule set's content hash: what decisions and their log records
-    /// carry, so a logged decision leads to its revision.
-    pub rules_hash: String,
-    /// The revision this one was made against (the live one then).
-    pub parent: Option<Parent>,
-    /// The business request behind the change.
-    pub change_request: ChangeRequest,
-    /// Who built the revision.
-    pub author: Author,
-    /// The author's notes.
-    pub notes: Option<String>,
-    /// When it was created (RFC 3339, UTC).
-    pub created_at: String,
-    /// The directory it was copied from (for the record only).
-    pub source: String,
-    /// Every copied file under `rules/`, by relative path, with its SHA-256.
-    pub files: BTreeMap<String, String>,
-}
-
-/// A revision's parent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Parent {
-    /// The parent's id.
-    pub id: String,
-    /// The parent's revision hash.
-    pub revision_hash: String,
-}
-
-/// A change request: what a business user asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeRequest {
-    /// One line: what changes.
-    pub title: String,
-    /// Why: the business objective.
-    pub objective: Option<String>,
-    /// Who asked for it.
-    pub requested_by: String,
-}
-
-/// The author of a revision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Author {
-    /// The author's name (from the key file).
-    pub name: String,
-    /// The author's public key, hex (none for a repository's first
-    /// revision made without a key).
-    pub public_key: Option<String>,
-}
-
-impl Manifest {
-    /// The revision hash: SHA-256 of the manifest's compact JSON (fields in
-    /// declaration order, files sorted by path).
-    pub fn hash(&self) -> String {
-        sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    /// Read `revisions/ID/manifest.json`.
-    pub fn load(repo: &Repo, id: &str) -> Result<Manifest, CliError> {
-        let path = repo.revision_dir(id).join("manifest.json");
-        if !path.is_file() {
-            return Err(CliError::refused(format!(
-                "no revision `{id}` in {} (see `nextbest revision log --repo {}`)",
-                repo.root().display(),
-                repo.root().display()
-            )));
-        }
-        serde_json::from_str(&read_text(&path)?)
-            .map_err(|e| CliError::bad_file(&path, format!("not a revision manifest: {e}")))
-    }
-}
+use super::Repo;
+use crate::error::CliError;
 
 /// The rule files of `dir` as a revision keeps them: the rule set's files
 /// (what its content hash covers), its challenger's under `__challenger/`,
@@ -132,10 +46,6 @@ pub fn rule_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, CliError> {
         }
     }
     Ok(files)
-}
-
-fn slash(p: &Path) -> String {
-    p.to_string_lossy().replace('\\', "/")
 }
 
 /// Write a new revision directory atomically: the files go to a temporary
@@ -194,60 +104,20 @@ pub fn next_id(repo: &Repo) -> Result<String, CliError> {
 /// listed with its SHA-256 and nothing else is there, and the copy compiles
 /// to the rule set hash the manifest names. Returns the manifest.
 pub fn verify(repo: &Repo, id: &str, expected: &str) -> Result<Manifest, CliError> {
-    let manifest = Manifest::load(repo, id)?;
-    let dir = repo.revision_dir(id);
-    let tampered = |what: String| {
-        CliError::refused(format!(
-            "revision {id} in {} is tampered: {what}; it cannot be approved, published or rolled back to",
-            dir.display()
-        ))
-    };
-    let actual = manifest.hash();
-    if actual != expected {
-        return Err(tampered(format!(
-            "manifest.json hashes to {actual}, but the change log recorded {expected} when it was created"
-        )));
-    }
-    let rules = dir.join("rules");
-    let mut found = BTreeMap::new();
-    walk(&rules, &rules, &mut found)?;
-    for (rel, sha) in &manifest.files {
-        match found.remove(rel) {
-            None => return Err(tampered(format!("rules/{rel} is missing"))),
-            Some(s) if &s != sha => {
-                return Err(tampered(format!(
-                    "rules/{rel} has SHA-256 {s}, the manifest says {sha}"
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(extra) = found.keys().next() {
-        return Err(tampered(format!("rules/{extra} is not in the manifest")));
-    }
+    let manifest = verify_files(repo, id, expected)?;
+    let rules = repo.revision_dir(id).join("rules");
     let compiled = RuleSet::compile(&RuleSource::from_archive(&rules)?)?;
     if compiled.hash() != manifest.rules_hash {
-        return Err(tampered(format!(
-            "the rules compile to hash {}, the manifest says {}",
-            compiled.hash(),
-            manifest.rules_hash
-        )));
+        return Err(tampered(
+            repo,
+            id,
+            &format!(
+                "the rules compile to hash {}, the manifest says {}",
+                compiled.hash(),
+                manifest.rules_hash
+            ),
+        )
+        .into());
     }
     Ok(manifest)
-}
-
-/// Every file under `dir`, by path relative to `root`, with its SHA-256.
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), CliError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?;
-    for entry in entries {
-        let path: PathBuf = entry.map_err(|e| CliError::io(dir, e))?.path();
-        if path.is_dir() {
-            walk(root, &path, out)?;
-        } else {
-            let bytes = std::fs::read(&path).map_err(|e| CliError::io(&path, e))?;
-            let rel = path.strip_prefix(root).map(slash).unwrap_or_default();
-            out.insert(rel, sha256_hex(&bytes));
-        }
-    }
-    Ok(())
 }

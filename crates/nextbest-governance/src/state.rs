@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::changelog::{approval_message, Entry, Event};
-use super::Governance;
+use crate::changelog::{approval_message, Entry, Event};
 use crate::keys;
+use crate::Governance;
 
 /// A revision's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
