@@ -278,6 +278,25 @@ pub(crate) fn control_seed(rules: &RuleSet, customer_id: &str, now: Timestamp) -
     xxhash_rust::xxh3::xxh3_64_with_seed(&buf, seed)
 }
 
+/// Epsilon-greedy exploration, and the probability the first action was
+/// chosen with (1 under posterior-mean learning; `None` when it is not
+/// known).
+pub(crate) fn exploration(
+    rs: &RuleSet,
+    rng: Option<&mut Rng>,
+    limit: usize,
+    out: &mut Candidates,
+) -> Option<f64> {
+    match (rs.learning.as_ref(), rng) {
+        (Some(l), Some(r)) if l.mode == LearnMode::EpsilonGreedy => {
+            let among_chosen = rs.strategy.as_ref().is_some_and(|s| s.has_select);
+            explore(l.epsilon, r, among_chosen, limit, out)
+        }
+        (Some(l), _) if l.mode == LearnMode::Mean && !out.chosen.is_empty() => Some(1.0),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,24 +461,5 @@ mod tests {
                 order(&sorted[..limit.min(sorted.len())])
             );
         }
-    }
-}
-
-/// Epsilon-greedy exploration, and the probability the first action was
-/// chosen with (1 under posterior-mean learning; `None` when it is not
-/// known).
-pub(crate) fn exploration(
-    rs: &RuleSet,
-    rng: Option<&mut Rng>,
-    limit: usize,
-    out: &mut Candidates,
-) -> Option<f64> {
-    match (rs.learning.as_ref(), rng) {
-        (Some(l), Some(r)) if l.mode == LearnMode::EpsilonGreedy => {
-            let among_chosen = rs.strategy.as_ref().is_some_and(|s| s.has_select);
-            explore(l.epsilon, r, among_chosen, limit, out)
-        }
-        (Some(l), _) if l.mode == LearnMode::Mean && !out.chosen.is_empty() => Some(1.0),
-        _ => None,
     }
 }
