@@ -73,7 +73,10 @@ enum CoreCommand {
         /// Population file (JSON lines); default DIR/customers.jsonl.
         #[arg(long)]
         customers: Option<PathBuf>,
-        /// Channel; default: the first inbound channel.
+        /// Decide every line on this channel: it wins over the lines' own
+        /// `channel`. Without it, each line is decided on its own channel
+        /// (lines without one: the first inbound channel), and the report
+        /// splits per channel.
         #[arg(long)]
         channel: Option<String>,
         /// Actions per decision (default: the channel's limit).
@@ -163,7 +166,10 @@ enum CoreCommand {
         /// Population file (JSON lines).
         #[arg(long)]
         customers: PathBuf,
-        /// Channel; default: the first inbound channel of BEFORE.
+        /// Decide every line on this channel (both versions must have it):
+        /// it wins over the lines' own `channel`. Without it, each line is
+        /// decided on its own channel (lines without one: the first inbound
+        /// channel of BEFORE), and the report splits per channel.
         #[arg(long)]
         channel: Option<String>,
         /// How many example customers to show.
@@ -208,6 +214,12 @@ enum GovernedCommand {
         /// Population file (JSON lines).
         #[arg(long)]
         customers: PathBuf,
+        /// Decide every line on this channel: it wins over the lines' own
+        /// `channel`. Without it, each line is decided on its own channel
+        /// (lines without one: the baseline's first inbound channel), with
+        /// a section per channel.
+        #[arg(long)]
+        channel: Option<String>,
         /// Decision logs (oldest first): adds the off-policy estimate and
         /// impact against control.
         #[arg(long)]
@@ -402,6 +414,7 @@ fn run_governed(command: GovernedCommand) -> Result<ExitCode, CliError> {
             candidate,
             baseline,
             customers,
+            channel,
             log,
             output,
             now,
@@ -412,6 +425,7 @@ fn run_governed(command: GovernedCommand) -> Result<ExitCode, CliError> {
                 candidate,
                 baseline,
                 customers,
+                channel,
                 logs: log,
                 now,
                 examples,
@@ -864,18 +878,24 @@ fn run_diff(
 ) -> Result<ExitCode, Error> {
     let (b, a) = (Engine::from_dir(before)?, Engine::from_dir(after)?);
     let customers = load_customers(customers)?;
-    let channel = match channel {
-        Some(c) => c,
-        None => b.current().rules().default_channel().to_string(),
-    };
-    let r = nextbest::diff::diff(&b, &a, &customers, &channel, parse_now(now)?, examples)?;
+    let r = nextbest::diff::diff(
+        &b,
+        &a,
+        &customers,
+        channel.as_deref(),
+        parse_now(now)?,
+        examples,
+    )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     println!("before   {}", r.before);
     println!("after    {}", r.after);
-    println!("channel  {}", r.channel);
+    println!(
+        "channel  {}",
+        channel_rule(r.channel.as_deref(), &r.default_channel)
+    );
     println!(
         "{} of {} decisions change ({:.1}%); the first action changes for {} ({:.1}%)",
         r.changed,
@@ -895,6 +915,19 @@ fn run_diff(
         );
         for e in &r.error_examples {
             println!("  {e}");
+        }
+    }
+    if r.channels.len() > 1 {
+        println!();
+        println!(
+            "{:<16} {:>9} {:>8} {:>12} {:>7}",
+            "channel", "customers", "changed", "first action", "errors"
+        );
+        for c in &r.channels {
+            println!(
+                "{:<16} {:>9} {:>8} {:>12} {:>7}",
+                c.channel, c.customers, c.changed, c.top_changed, c.errors
+            );
         }
     }
     if !r.actions.is_empty() {
@@ -926,17 +959,40 @@ fn run_diff(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A report's channel line: the one given, or each line's own.
+fn channel_rule(given: Option<&str>, default: &str) -> String {
+    match given {
+        Some(c) => format!("{c} (--channel: every line decided on it)"),
+        None => format!("each line's own (lines without one: {default})"),
+    }
+}
+
 fn print_report(r: &nextbest::simulate::SimulationReport) {
     println!(
         "rule set    {} (hash {})",
         r.ruleset,
         &r.hash[..16.min(r.hash.len())]
     );
-    println!("channel     {}", r.channel);
+    println!(
+        "channel     {}",
+        channel_rule(r.channel.as_deref(), &r.default_channel)
+    );
     println!(
         "customers   {}  decisions {}  errors {}",
         r.customers, r.decisions, r.errors
     );
+    if r.channels.len() > 1 {
+        println!(
+            "  {:<14} {:>9} {:>7} {:>8} {:>13} {:>9}",
+            "per channel", "customers", "errors", "chosen", "most in one", "no action"
+        );
+        for c in &r.channels {
+            println!(
+                "  {:<14} {:>9} {:>7} {:>8} {:>13} {:>9}",
+                c.channel, c.customers, c.errors, c.chosen, c.most_chosen, c.no_action
+            );
+        }
+    }
     for e in &r.error_examples {
         println!("  error: {e}");
     }
