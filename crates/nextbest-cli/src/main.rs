@@ -87,9 +87,15 @@ enum CoreCommand {
         now: Option<String>,
         /// Write the decision log (JSON Lines; zstd-compressed when the name
         /// ends in .zst) of the timed pass here (with --learn: of the one
-        /// policy, decisions and outcomes).
+        /// policy, decisions and outcomes). A run starts a new log: an
+        /// existing file of that name, and its rotated files (NAME.1,
+        /// NAME.2, ...), are replaced, unless --append.
         #[arg(long)]
         log: Option<PathBuf>,
+        /// With --log: add this run's records to the existing log instead of
+        /// replacing it.
+        #[arg(long, requires = "log")]
+        append: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -450,6 +456,7 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             limit,
             now,
             log,
+            append,
             json,
             learn,
             rounds,
@@ -474,9 +481,11 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
                     plot,
                     json,
                     log,
+                    append,
                 };
                 run_learn(&dir, args)
             } else {
+                let log = log.map(|path| (path, append));
                 run_simulate(&dir, customers, channel, limit, now, log, json)
             }
         }
@@ -759,25 +768,60 @@ fn decide(dir: &Path) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Remove the log at `path` and its rotated files (`path.1`, `path.2`, ...)
+/// so that a run's log holds that run alone; say so on stderr.
+pub(crate) fn start_new_log(path: &Path) -> Result<(), Error> {
+    let rotated = |n: usize| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    };
+    let mut removed = 0;
+    for file in std::iter::once(path.to_path_buf()).chain((1..).map(rotated)) {
+        match std::fs::remove_file(&file) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && file != path => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    path: file,
+                    source: e,
+                })
+            }
+        }
+    }
+    if removed > 0 {
+        eprintln!(
+            "{}: replaced the log of an earlier run ({removed} file(s); --append adds to it instead)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn run_simulate(
     dir: &Path,
     customers: Option<PathBuf>,
     channel: Option<String>,
     limit: Option<usize>,
     now: Option<String>,
-    log: Option<PathBuf>,
+    log: Option<(PathBuf, bool)>,
     json: bool,
 ) -> Result<ExitCode, Error> {
-    let engine = match log {
-        Some(path) => {
-            let mut config = nextbest::EngineConfig::default();
-            config.decision_log = Some(nextbest::audit::LogConfig::for_file(path));
-            Engine::try_with_config(RuleSet::from_dir(dir)?, config)?
-        }
-        None => Engine::from_dir(dir)?,
-    };
+    let rules = RuleSet::from_dir(dir)?;
     let path = customers.unwrap_or_else(|| dir.join("customers.jsonl"));
     let customers = load_customers(&path)?;
+    let engine = match log {
+        Some((path, append)) => {
+            if !append {
+                start_new_log(&path)?;
+            }
+            let mut config = nextbest::EngineConfig::default();
+            config.decision_log = Some(nextbest::audit::LogConfig::for_file(path));
+            Engine::try_with_config(rules, config)?
+        }
+        None => Engine::new(rules),
+    };
     let opts = SimulateOptions {
         channel,
         limit,

@@ -189,3 +189,36 @@ fn simulate_logs_zstd_when_the_name_says_so_and_replay_reads_it() {
     assert_eq!(r["decisions"], 3, "{r}");
     assert_eq!(r["matched"], 3, "{r}");
 }
+
+/// Decisions in a log, as `replay` counts them.
+fn logged_decisions(log: &str) -> u64 {
+    let (code, out, err) = nextbest(
+        &["replay", log, "--rules", "tests/fixtures/mini", "--json"],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    r["decisions"].as_u64().unwrap()
+}
+
+#[test]
+fn simulate_log_starts_a_new_log_each_run_unless_told_to_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let log_arg = log.to_str().unwrap();
+    // A rotated file of an earlier run goes too: readers take PATH.1 as
+    // older records of the same log.
+    std::fs::write(dir.path().join("decisions.jsonl.1"), "{}\n").unwrap();
+    let simulate = ["simulate", "tests/fixtures/mini", "--log", log_arg];
+    let (code, _, err) = nextbest(&simulate, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!dir.path().join("decisions.jsonl.1").exists());
+    let (code, _, err) = nextbest(&simulate, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("replaced the log of an earlier run"), "{err}");
+    assert_eq!(logged_decisions(log_arg), 3, "the second run alone");
+
+    let (code, _, err) = nextbest(&[&simulate[..], &["--append"]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(logged_decisions(log_arg), 6, "both runs");
+}
