@@ -1,5 +1,8 @@
 //! What a rule change would do: decide for a population on two rule
 //! versions and compare. This is what a team lead reads before approving.
+//!
+//! Each line is decided on the channel [`ChannelRule`] gives it, the same
+//! rule `simulate` follows, and the report splits its counts per channel.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +13,7 @@ use crate::base::Timestamp;
 use crate::decide::decision::Decision;
 use crate::decide::request::{DecisionRequest, RequestJson};
 use crate::engine::Engine;
-use crate::tools::simulate::Customer;
+use crate::tools::simulate::{population_channels, ChannelRule, Customer};
 
 /// The difference between two versions' decisions over a population.
 #[derive(Debug, Clone, Serialize)]
@@ -19,8 +22,15 @@ pub struct DiffReport {
     pub before: String,
     /// Name and hash of the candidate version.
     pub after: String,
-    /// The channel compared.
-    pub channel: String,
+    /// The channel the tool was given, which every line was decided on;
+    /// `None`: each line was decided on its own (see [`ChannelRule`]).
+    pub channel: Option<String>,
+    /// The channel of lines that name none (the live version's first
+    /// inbound channel), when no channel was given.
+    pub default_channel: String,
+    /// Per channel decided on, in the live version's order (other channels
+    /// last): the counts below, split.
+    pub channels: Vec<ChannelDiff>,
     /// Customers compared (both versions decided).
     pub customers: usize,
     /// Customers whose chosen list changed (any action or order).
@@ -39,6 +49,21 @@ pub struct DiffReport {
     /// A few customers whose decision changed, with both lists and why the
     /// old first action lost.
     pub examples: Vec<Example>,
+}
+
+/// One channel's share of a diff.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChannelDiff {
+    /// The channel.
+    pub channel: String,
+    /// Customers compared on it (both versions decided).
+    pub customers: usize,
+    /// Of those, customers whose chosen list changed.
+    pub changed: usize,
+    /// Of those, customers whose first action changed.
+    pub top_changed: usize,
+    /// Population lines on it that one of the versions rejected.
+    pub errors: usize,
 }
 
 /// How an action's wins moved.
@@ -67,23 +92,29 @@ pub struct Example {
     pub why: String,
 }
 
-/// Decide every customer on `before` and `after` (same channel, same
-/// decision time) and compare.
+/// Decide every customer on `before` and `after` (on the same channel, at
+/// the same decision time) and compare. `channel`, if given, is the channel
+/// of every line (both versions must have it); without it each line is
+/// decided on its own, as [`ChannelRule`] says.
 pub fn diff(
     before: &Engine,
     after: &Engine,
     customers: &[Customer],
-    channel: &str,
+    channel: Option<&str>,
     now: Timestamp,
     max_examples: usize,
 ) -> Result<DiffReport, Error> {
     let (vb, va) = (before.current(), after.current());
-    vb.rules().channel(channel)?;
-    va.rules().channel(channel)?;
+    let rule = ChannelRule::new(channel, vb.rules())?;
+    if let Some(c) = channel {
+        va.rules().channel(c)?;
+    }
     let mut report = DiffReport {
         before: format!("{} ({})", vb.rules().name(), &vb.rules().hash()[..12]),
         after: format!("{} ({})", va.rules().name(), &va.rules().hash()[..12]),
-        channel: channel.to_string(),
+        channel: rule.forced().map(str::to_string),
+        default_channel: rule.default_channel().to_string(),
+        channels: Vec::new(),
         customers: 0,
         changed: 0,
         changed_share: 0.0,
@@ -94,7 +125,16 @@ pub fn diff(
         examples: Vec::new(),
     };
     let mut wins: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for c in customers {
+    let (names, tally_of) = population_channels(&rule, vb.rules(), customers);
+    report.channels = names
+        .iter()
+        .map(|n| ChannelDiff {
+            channel: n.to_string(),
+            ..ChannelDiff::default()
+        })
+        .collect();
+    for (c, &tally) in customers.iter().zip(&tally_of) {
+        let channel = rule.channel_of(c);
         let bind = |e: &Engine| -> Result<DecisionRequest, Error> {
             let raw = RequestJson {
                 customer_id: c.customer_id.clone(),
@@ -114,6 +154,7 @@ pub fn diff(
         let (b, a) = match decided {
             Ok(x) => x,
             Err(e) => {
+                report.channels[tally].errors += 1;
                 report.errors += 1;
                 if report.error_examples.len() < 5 {
                     report
@@ -124,6 +165,7 @@ pub fn diff(
             }
         };
         report.customers += 1;
+        report.channels[tally].customers += 1;
         let (lb, la) = (ids(&b), ids(&a));
         for x in &lb {
             wins.entry(x.clone()).or_default().0 += 1;
@@ -133,8 +175,10 @@ pub fn diff(
         }
         if lb != la {
             report.changed += 1;
+            report.channels[tally].changed += 1;
             if lb.first() != la.first() {
                 report.top_changed += 1;
+                report.channels[tally].top_changed += 1;
             }
             if report.examples.len() < max_examples {
                 report.examples.push(Example {

@@ -25,6 +25,8 @@ pub struct LearnArgs {
     pub plot: PathBuf,
     pub json: bool,
     pub log: Option<PathBuf>,
+    /// Add to an existing log instead of starting a new one.
+    pub append: bool,
 }
 
 pub fn run_learn(dir: &Path, args: LearnArgs) -> Result<ExitCode, Error> {
@@ -79,6 +81,9 @@ pub fn run_learn(dir: &Path, args: LearnArgs) -> Result<ExitCode, Error> {
         .customers
         .unwrap_or_else(|| dir.join("customers.jsonl"));
     let customers = load_customers(&path)?;
+    if let (Some(log), false) = (&opts.log, args.append) {
+        super::start_new_log(log)?;
+    }
     let total = (customers.len() * opts.rounds * opts.policies.len()) as u64;
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(total);

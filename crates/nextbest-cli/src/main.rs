@@ -78,7 +78,10 @@ enum CoreCommand {
         /// Population file (JSON lines); default DIR/customers.jsonl.
         #[arg(long)]
         customers: Option<PathBuf>,
-        /// Channel; default: the first inbound channel.
+        /// Decide every line on this channel: it wins over the lines' own
+        /// `channel`. Without it, each line is decided on its own channel
+        /// (lines without one: the first inbound channel), and the report
+        /// splits per channel.
         #[arg(long)]
         channel: Option<String>,
         /// Actions per decision (default: the channel's limit).
@@ -89,9 +92,15 @@ enum CoreCommand {
         now: Option<String>,
         /// Write the decision log (JSON Lines; zstd-compressed when the name
         /// ends in .zst) of the timed pass here (with --learn: of the one
-        /// policy, decisions and outcomes).
+        /// policy, decisions and outcomes). A run starts a new log: an
+        /// existing file of that name, and its rotated files (NAME.1,
+        /// NAME.2, ...), are replaced, unless --append.
         #[arg(long)]
         log: Option<PathBuf>,
+        /// With --log: add this run's records to the existing log instead of
+        /// replacing it.
+        #[arg(long, requires = "log")]
+        append: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -172,7 +181,10 @@ enum CoreCommand {
         /// Population file (JSON lines).
         #[arg(long)]
         customers: PathBuf,
-        /// Channel; default: the first inbound channel of BEFORE.
+        /// Decide every line on this channel (both versions must have it):
+        /// it wins over the lines' own `channel`. Without it, each line is
+        /// decided on its own channel (lines without one: the first inbound
+        /// channel of BEFORE), and the report splits per channel.
         #[arg(long)]
         channel: Option<String>,
         /// How many example customers to show.
@@ -217,6 +229,12 @@ enum GovernedCommand {
         /// Population file (JSON lines).
         #[arg(long)]
         customers: PathBuf,
+        /// Decide every line on this channel: it wins over the lines' own
+        /// `channel`. Without it, each line is decided on its own channel
+        /// (lines without one: the baseline's first inbound channel), with
+        /// a section per channel.
+        #[arg(long)]
+        channel: Option<String>,
         /// Decision logs (oldest first): adds the off-policy estimate and
         /// impact against control.
         #[arg(long)]
@@ -411,6 +429,7 @@ fn run_governed(command: GovernedCommand) -> Result<ExitCode, CliError> {
             candidate,
             baseline,
             customers,
+            channel,
             log,
             output,
             now,
@@ -421,6 +440,7 @@ fn run_governed(command: GovernedCommand) -> Result<ExitCode, CliError> {
                 candidate,
                 baseline,
                 customers,
+                channel,
                 logs: log,
                 now,
                 examples,
@@ -445,6 +465,7 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             limit,
             now,
             log,
+            append,
             json,
             learn,
             rounds,
@@ -469,9 +490,11 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
                     plot,
                     json,
                     log,
+                    append,
                 };
                 run_learn(&dir, args)
             } else {
+                let log = log.map(|path| (path, append));
                 run_simulate(&dir, customers, channel, limit, now, log, json)
             }
         }
@@ -767,25 +790,60 @@ fn decide(dir: Option<&Path>, repo: Option<&Path>) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Remove the log at `path` and its rotated files (`path.1`, `path.2`, ...)
+/// so that a run's log holds that run alone; say so on stderr.
+pub(crate) fn start_new_log(path: &Path) -> Result<(), Error> {
+    let rotated = |n: usize| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    };
+    let mut removed = 0;
+    for file in std::iter::once(path.to_path_buf()).chain((1..).map(rotated)) {
+        match std::fs::remove_file(&file) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && file != path => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    path: file,
+                    source: e,
+                })
+            }
+        }
+    }
+    if removed > 0 {
+        eprintln!(
+            "{}: replaced the log of an earlier run ({removed} file(s); --append adds to it instead)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn run_simulate(
     dir: &Path,
     customers: Option<PathBuf>,
     channel: Option<String>,
     limit: Option<usize>,
     now: Option<String>,
-    log: Option<PathBuf>,
+    log: Option<(PathBuf, bool)>,
     json: bool,
 ) -> Result<ExitCode, Error> {
-    let engine = match log {
-        Some(path) => {
-            let mut config = nextbest::EngineConfig::default();
-            config.decision_log = Some(nextbest::audit::LogConfig::for_file(path));
-            Engine::try_with_config(RuleSet::from_dir(dir)?, config)?
-        }
-        None => Engine::from_dir(dir)?,
-    };
+    let rules = RuleSet::from_dir(dir)?;
     let path = customers.unwrap_or_else(|| dir.join("customers.jsonl"));
     let customers = load_customers(&path)?;
+    let engine = match log {
+        Some((path, append)) => {
+            if !append {
+                start_new_log(&path)?;
+            }
+            let mut config = nextbest::EngineConfig::default();
+            config.decision_log = Some(nextbest::audit::LogConfig::for_file(path));
+            Engine::try_with_config(rules, config)?
+        }
+        None => Engine::new(rules),
+    };
     let opts = SimulateOptions {
         channel,
         limit,
@@ -901,18 +959,24 @@ fn run_diff(
 ) -> Result<ExitCode, Error> {
     let (b, a) = (Engine::from_dir(before)?, Engine::from_dir(after)?);
     let customers = load_customers(customers)?;
-    let channel = match channel {
-        Some(c) => c,
-        None => b.current().rules().default_channel().to_string(),
-    };
-    let r = nextbest::diff::diff(&b, &a, &customers, &channel, parse_now(now)?, examples)?;
+    let r = nextbest::diff::diff(
+        &b,
+        &a,
+        &customers,
+        channel.as_deref(),
+        parse_now(now)?,
+        examples,
+    )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     println!("before   {}", r.before);
     println!("after    {}", r.after);
-    println!("channel  {}", r.channel);
+    println!(
+        "channel  {}",
+        channel_rule(r.channel.as_deref(), &r.default_channel)
+    );
     println!(
         "{} of {} decisions change ({:.1}%); the first action changes for {} ({:.1}%)",
         r.changed,
@@ -932,6 +996,19 @@ fn run_diff(
         );
         for e in &r.error_examples {
             println!("  {e}");
+        }
+    }
+    if r.channels.len() > 1 {
+        println!();
+        println!(
+            "{:<16} {:>9} {:>8} {:>12} {:>7}",
+            "channel", "customers", "changed", "first action", "errors"
+        );
+        for c in &r.channels {
+            println!(
+                "{:<16} {:>9} {:>8} {:>12} {:>7}",
+                c.channel, c.customers, c.changed, c.top_changed, c.errors
+            );
         }
     }
     if !r.actions.is_empty() {
@@ -963,17 +1040,40 @@ fn run_diff(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A report's channel line: the one given, or each line's own.
+fn channel_rule(given: Option<&str>, default: &str) -> String {
+    match given {
+        Some(c) => format!("{c} (--channel: every line decided on it)"),
+        None => format!("each line's own (lines without one: {default})"),
+    }
+}
+
 fn print_report(r: &nextbest::simulate::SimulationReport) {
     println!(
         "rule set    {} (hash {})",
         r.ruleset,
         &r.hash[..16.min(r.hash.len())]
     );
-    println!("channel     {}", r.channel);
+    println!(
+        "channel     {}",
+        channel_rule(r.channel.as_deref(), &r.default_channel)
+    );
     println!(
         "customers   {}  decisions {}  errors {}",
         r.customers, r.decisions, r.errors
     );
+    if r.channels.len() > 1 {
+        println!(
+            "  {:<14} {:>9} {:>7} {:>8} {:>13} {:>9}",
+            "per channel", "customers", "errors", "chosen", "most in one", "no action"
+        );
+        for c in &r.channels {
+            println!(
+                "  {:<14} {:>9} {:>7} {:>8} {:>13} {:>9}",
+                c.channel, c.customers, c.errors, c.chosen, c.most_chosen, c.no_action
+            );
+        }
+    }
     for e in &r.error_examples {
         println!("  error: {e}");
     }

@@ -198,12 +198,17 @@ fn replay_and_evaluate_read_a_rotated_log_from_its_directory_or_a_pattern() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("d.jsonl");
     let log_arg = log.to_str().unwrap();
-    // Two runs, the first moved aside as the log rotates it.
-    for _ in 0..2 {
+    // Two runs, the first moved aside as the log rotates it (the second
+    // appends, so the rotated file of the first is kept).
+    for run in 0..2 {
         if log.exists() {
             std::fs::rename(&log, dir.path().join("d.jsonl.1")).unwrap();
         }
-        let (code, _, err) = nextbest(&["simulate", "tests/fixtures/mini", "--log", log_arg], None);
+        let mut args = vec!["simulate", "tests/fixtures/mini", "--log", log_arg];
+        if run == 1 {
+            args.push("--append");
+        }
+        let (code, _, err) = nextbest(&args, None);
         assert_eq!(code, 0, "{err}");
     }
     let dir_arg = dir.path().to_str().unwrap();
@@ -219,4 +224,37 @@ fn replay_and_evaluate_read_a_rotated_log_from_its_directory_or_a_pattern() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with(&first), "{out}");
+}
+
+/// Decisions in a log, as `replay` counts them.
+fn logged_decisions(log: &str) -> u64 {
+    let (code, out, err) = nextbest(
+        &["replay", log, "--rules", "tests/fixtures/mini", "--json"],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    r["decisions"].as_u64().unwrap()
+}
+
+#[test]
+fn simulate_log_starts_a_new_log_each_run_unless_told_to_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let log_arg = log.to_str().unwrap();
+    // A rotated file of an earlier run goes too: readers take PATH.1 as
+    // older records of the same log.
+    std::fs::write(dir.path().join("decisions.jsonl.1"), "{}\n").unwrap();
+    let simulate = ["simulate", "tests/fixtures/mini", "--log", log_arg];
+    let (code, _, err) = nextbest(&simulate, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!dir.path().join("decisions.jsonl.1").exists());
+    let (code, _, err) = nextbest(&simulate, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("replaced the log of an earlier run"), "{err}");
+    assert_eq!(logged_decisions(log_arg), 3, "the second run alone");
+
+    let (code, _, err) = nextbest(&[&simulate[..], &["--append"]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(logged_decisions(log_arg), 6, "both runs");
 }

@@ -276,8 +276,8 @@ pub struct LearnOptions {
     pub seed: u64,
     /// The policies to compare.
     pub policies: Vec<Policy>,
-    /// The channel; default: each customer's own, then the rule set's first
-    /// inbound channel.
+    /// The channel every customer is decided on; default: each one's own
+    /// (see [`super::ChannelRule`]).
     pub channel: Option<String>,
     /// The first round's time; default: the persona default instant.
     pub start: Option<Timestamp>,
@@ -443,13 +443,7 @@ pub fn simulate_learning(
             c.learning = learning.clone();
         }
         rules.learning = learning;
-        let default_channel = match &opts.channel {
-            Some(c) => {
-                rules.channel(c)?;
-                c.clone()
-            }
-            None => rules.default_channel().to_string(),
-        };
+        let channel_rule = super::ChannelRule::new(opts.channel.as_deref(), &rules)?;
         let report = report.get_or_insert_with(|| LearnReport {
             ruleset: rules.name().to_string(),
             truth: truth.source.clone(),
@@ -465,14 +459,9 @@ pub fn simulate_learning(
         // Bind once; each round only moves the time and the seed.
         let mut requests = Vec::with_capacity(customers.len());
         for c in customers {
-            let channel = opts
-                .channel
-                .clone()
-                .or_else(|| c.channel.clone())
-                .unwrap_or_else(|| default_channel.clone());
             let raw = RequestJson {
                 customer_id: c.customer_id.clone(),
-                channel,
+                channel: channel_rule.channel_of(c).to_string(),
                 context: c.context.clone(),
                 limit: None,
                 explain: true,

@@ -4,6 +4,10 @@
 //! does (no explanations) for throughput and latency, and an explained pass
 //! that counts, for each stage of the funnel, how many candidates it
 //! removed, which actions win, and which customers are left with nothing.
+//!
+//! Each line of a population is decided on the channel [`ChannelRule`]
+//! gives it (the tool's `--channel` if given, else the line's own), and
+//! the report splits its totals per channel.
 
 pub mod learn;
 
@@ -26,9 +30,74 @@ pub struct Customer {
     /// The context, as JSON.
     #[serde(default)]
     pub context: serde_json::Map<String, serde_json::Value>,
-    /// A channel for this customer (overrides the simulation's channel).
+    /// The channel this customer is decided on, unless the tool is given
+    /// one (see [`ChannelRule`]).
     #[serde(default)]
     pub channel: Option<String>,
+}
+
+/// Which channel each line of a population is decided on: one rule for
+/// `simulate`, `diff`, `review` and the learning demo, so that they agree
+/// on the same population.
+///
+/// A channel given to the tool (`--channel`) wins, for every line; without
+/// one, each line is decided on its own `channel`, and a line without one
+/// on the rule set's first inbound channel.
+///
+/// ```
+/// # fn main() -> Result<(), nextbest::Error> {
+/// use nextbest::simulate::{ChannelRule, Customer};
+/// let rules = nextbest::RuleSet::from_dir("tests/fixtures/mini")?;
+/// let line: Customer = serde_json::from_str(
+///     r#"{"customer_id": "M1", "channel": "email", "context": {}}"#).unwrap();
+/// assert_eq!(ChannelRule::new(None, &rules)?.channel_of(&line), "email");
+/// assert_eq!(ChannelRule::new(Some("call_center"), &rules)?.channel_of(&line), "call_center");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChannelRule {
+    forced: Option<String>,
+    default: String,
+}
+
+impl ChannelRule {
+    /// The rule for a tool given `forced` (or not) over `rules`; a forced
+    /// channel `rules` does not have is an error.
+    pub fn new(forced: Option<&str>, rules: &crate::RuleSet) -> Result<ChannelRule, Error> {
+        if let Some(c) = forced {
+            rules.channel(c)?;
+        }
+        Ok(ChannelRule {
+            forced: forced.map(str::to_string),
+            default: rules.default_channel().to_string(),
+        })
+    }
+
+    /// The channel `customer` is decided on.
+    pub fn channel_of<'a>(&'a self, customer: &'a Customer) -> &'a str {
+        self.forced
+            .as_deref()
+            .or(customer.channel.as_deref())
+            .unwrap_or(&self.default)
+    }
+
+    /// The channel given to the tool, which every line is decided on.
+    pub fn forced(&self) -> Option<&str> {
+        self.forced.as_deref()
+    }
+
+    /// The channel of lines that name none (when no channel is forced).
+    pub fn default_channel(&self) -> &str {
+        &self.default
+    }
+
+    /// The rule in words, for a report's header.
+    pub fn describe(&self) -> String {
+        match &self.forced {
+            Some(c) => format!("{c} (given: every line decided on it)"),
+            None => format!("each line's own (lines without one: {})", self.default),
+        }
+    }
 }
 
 /// Read a JSON Lines population file. Errors name the line.
@@ -54,8 +123,14 @@ pub struct SimulationReport {
     pub ruleset: String,
     /// The rule set's content hash.
     pub hash: String,
-    /// The channel decided for (unless customers name their own).
-    pub channel: String,
+    /// The channel the tool was given, which every line was decided on;
+    /// `None`: each line was decided on its own (see [`ChannelRule`]).
+    pub channel: Option<String>,
+    /// The channel of lines that name none, when no channel was given.
+    pub default_channel: String,
+    /// Per channel decided on, in the rule set's order (channels it does
+    /// not have last): the totals below, split.
+    pub channels: Vec<ChannelTally>,
     /// Customers simulated.
     pub customers: usize,
     /// Decisions made in the timed pass.
@@ -78,6 +153,24 @@ pub struct SimulationReport {
     pub no_action: usize,
     /// Example customers who got no action.
     pub no_action_examples: Vec<String>,
+}
+
+/// One channel's share of a simulation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChannelTally {
+    /// The channel.
+    pub channel: String,
+    /// Population lines decided on it.
+    pub customers: usize,
+    /// Of those, requests that failed.
+    pub errors: usize,
+    /// Actions chosen, over its decisions.
+    pub chosen: usize,
+    /// The most actions one of its decisions returned (the channel's
+    /// limit, or `--limit`, caps it).
+    pub most_chosen: usize,
+    /// Its customers who got no action.
+    pub no_action: usize,
 }
 
 /// Latency percentiles in nanoseconds.
@@ -118,7 +211,8 @@ pub struct Funnel {
 /// Options of a simulation.
 #[derive(Debug, Clone, Default)]
 pub struct SimulateOptions {
-    /// The channel; default: the rule set's first inbound channel.
+    /// The channel every line is decided on; default: each line's own
+    /// (see [`ChannelRule`]).
     pub channel: Option<String>,
     /// Limit override.
     pub limit: Option<usize>,
@@ -139,23 +233,30 @@ pub fn simulate(
 ) -> Result<SimulationReport, Error> {
     let version = engine.current();
     let rs = version.rules();
-    let channel = match &opts.channel {
-        Some(c) => {
-            rs.channel(c)?;
-            c.clone()
-        }
-        None => rs.default_channel().to_string(),
-    };
+    let rule = ChannelRule::new(opts.channel.as_deref(), rs)?;
     let now = match opts.now {
         Some(t) => t,
         None => {
             Timestamp::parse(crate::tools::persona::DEFAULT_NOW).map_err(Error::InvalidRequest)?
         }
     };
+    let (names, tally_of) = population_channels(&rule, rs, customers);
+    let mut channels: Vec<ChannelTally> = names
+        .iter()
+        .map(|n| ChannelTally {
+            channel: n.to_string(),
+            ..ChannelTally::default()
+        })
+        .collect();
+    for &t in &tally_of {
+        channels[t].customers += 1;
+    }
     let mut report = SimulationReport {
         ruleset: rs.name().to_string(),
         hash: rs.hash().to_string(),
-        channel: channel.clone(),
+        channel: rule.forced().map(str::to_string),
+        default_channel: rule.default_channel().to_string(),
+        channels,
         customers: customers.len(),
         decisions: 0,
         errors: 0,
@@ -175,11 +276,13 @@ pub fn simulate(
     }
 
     // Bind every request up front: the timed pass measures decide only.
+    // `tallies[i]` is request i's channel in `report.channels`.
     let mut requests = Vec::with_capacity(customers.len());
-    for c in customers {
+    let mut tallies = Vec::with_capacity(customers.len());
+    for (c, &t) in customers.iter().zip(&tally_of) {
         let raw = RequestJson {
             customer_id: c.customer_id.clone(),
-            channel: c.channel.clone().unwrap_or_else(|| channel.clone()),
+            channel: rule.channel_of(c).to_string(),
             context: c.context.clone(),
             limit: opts.limit.map(|l| l as u64),
             explain: false,
@@ -192,8 +295,12 @@ pub fn simulate(
                 // its inputs, not on how loaded the machine is.
                 r.mode = crate::decide::Mode::Simulate;
                 requests.push(r);
+                tallies.push(t);
             }
-            Err(e) => record_error(&mut report, &c.customer_id, &e),
+            Err(e) => {
+                report.channels[t].errors += 1;
+                record_error(&mut report, &c.customer_id, &e);
+            }
         }
     }
 
@@ -204,6 +311,7 @@ pub fn simulate(
         let d = engine.decide(r);
         latencies.push(t.elapsed().as_nanos() as u64);
         if let Err(e) = d {
+            report.channels[tallies[i]].errors += 1;
             record_error(&mut report, &r.customer_id, &e);
         }
         if i % 256 == 0 {
@@ -249,6 +357,10 @@ pub fn simulate(
         }
         f.ranked += d.ranked.len();
         f.chosen += d.actions().len();
+        let tally = &mut report.channels[tallies[i]];
+        tally.chosen += d.actions().len();
+        tally.most_chosen = tally.most_chosen.max(d.actions().len());
+        tally.no_action += usize::from(d.actions().len() == 0);
         for a in d.actions() {
             let w = report.wins.entry(a.action().to_string()).or_default();
             w.chosen += 1;
@@ -267,6 +379,33 @@ pub fn simulate(
         }
     }
     Ok(report)
+}
+
+/// The channels a population is decided on, in the rule set's order
+/// (channels it does not have after, in order of appearance), and each
+/// customer's index into them.
+pub(crate) fn population_channels<'a>(
+    rule: &'a ChannelRule,
+    rs: &crate::RuleSet,
+    customers: &'a [Customer],
+) -> (Vec<&'a str>, Vec<usize>) {
+    let mut names: Vec<&str> = Vec::new();
+    for c in customers {
+        let ch = rule.channel_of(c);
+        if !names.contains(&ch) {
+            names.push(ch);
+        }
+    }
+    let declared: Vec<&str> = rs.channel_names().collect();
+    names.sort_by_key(|n| declared.iter().position(|d| d == n).unwrap_or(usize::MAX));
+    let index = customers
+        .iter()
+        .map(|c| {
+            let ch = rule.channel_of(c);
+            names.iter().position(|n| *n == ch).unwrap_or(0)
+        })
+        .collect();
+    (names, index)
 }
 
 fn record_error(report: &mut SimulationReport, customer: &str, e: &Error) {

@@ -82,7 +82,7 @@ pub fn render(r: &Review) -> String {
     let _ = write!(
         s,
         "<h1>Review of {} <code>{}</code></h1><p class=\"sub\">candidate <code>{}</code> rules {} · baseline <code>{}</code> rules {} · \
-         {} customers of <code>{}</code> decided on every channel at {} by engines built for this review (no live state read or changed)</p>",
+         {} customers of <code>{}</code> decided on {} at {} by engines built for this review (no live state read or changed)</p>",
         esc(&r.candidate.name),
         esc(&r.candidate.dir),
         esc(&r.candidate.dir),
@@ -91,6 +91,7 @@ pub fn render(r: &Review) -> String {
         &r.baseline.hash[..12],
         r.customers,
         esc(&r.customers_file),
+        channel_rule(r),
         esc(&r.now)
     );
     summary(&mut s, r);
@@ -104,15 +105,39 @@ pub fn render(r: &Review) -> String {
     impact(&mut s, r.impact.as_ref());
     let _ = write!(
         s,
-        "<footer>Made by <code>nextbest review {} --baseline {} --customers {}</code> at {}. \
+        "<footer>Made by <code>nextbest review {} --baseline {} --customers {}{}</code> at {}. \
          Approvers sign this file's SHA-256 (the command prints it): <code>nextbest revision approve ID --report FILE</code>.</footer></main></body></html>",
         esc(&r.candidate.dir),
         esc(&r.baseline.dir),
         esc(&r.customers_file),
+        r.channel
+            .as_deref()
+            .map(|c| format!(" --channel {}", esc(c)))
+            .unwrap_or_default(),
         esc(&r.generated_at)
     );
     s.push('\n');
     s
+}
+
+/// Which channel the customers were decided on, in words.
+fn channel_rule(r: &Review) -> String {
+    let per_channel = r
+        .channels
+        .iter()
+        .map(|c| format!("{} {}", esc(&c.channel), c.customers))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match &r.channel {
+        Some(c) => format!(
+            "<code>{}</code> (given with <code>--channel</code>: every line)",
+            esc(c)
+        ),
+        None => format!(
+            "each line's own channel ({per_channel}; lines without one: <code>{}</code>)",
+            esc(&r.default_channel)
+        ),
+    }
 }
 
 fn pct(n: usize, of: usize) -> String {
@@ -443,10 +468,16 @@ fn changed_decisions(s: &mut String, r: &Review) {
     s.push_str("<section id=\"changed-decisions\"><h2>Decisions that change</h2>");
     for c in &r.channels {
         let Some(d) = &c.diff else {
+            let which = match (&c.before, &c.after) {
+                (Some(_), None) => "Only the baseline has this channel",
+                (None, Some(_)) => "Only the candidate has this channel",
+                _ => "Neither version has this channel: every request on it fails",
+            };
             let _ = write!(
                 s,
-                "<h3>{}</h3><p>Only one version has this channel.</p>",
-                esc(&c.channel)
+                "<h3>{}</h3><p>{which} ({} customers of the population are decided on it).</p>",
+                esc(&c.channel),
+                c.customers
             );
             continue;
         };

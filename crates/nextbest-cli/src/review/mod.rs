@@ -6,8 +6,10 @@
 //! Every figure comes from engines built for the review alone (one per
 //! version and channel, with empty interaction history and volume
 //! counters), so a review never reads or consumes live state: each customer
-//! of the population is decided on every channel, by both versions, at the
-//! same decision time.
+//! of the population is decided by both versions, at the same decision
+//! time, on the channel `simulate` and `diff` would decide it on
+//! ([`nextbest::simulate::ChannelRule`]: `--channel` if given, else the
+//! line's own), and the report has a section per channel decided on.
 
 pub mod html;
 pub mod rules_diff;
@@ -19,7 +21,7 @@ use std::process::ExitCode;
 
 use nextbest::diff::DiffReport;
 use nextbest::persona::{load_personas, run_persona};
-use nextbest::simulate::{load_customers, Customer};
+use nextbest::simulate::{load_customers, ChannelRule, Customer};
 use nextbest::tools::evaluate::{evaluate, EvaluateOptions, Evaluation};
 use nextbest::{Context, Decision, DecisionRequest, Engine, RuleSet, RuleSource, Stage, Timestamp};
 use serde::Serialize;
@@ -36,6 +38,8 @@ pub struct ReviewOptions {
     pub baseline: PathBuf,
     /// The population (JSON Lines).
     pub customers: PathBuf,
+    /// The channel every line is decided on; `None`: each line's own.
+    pub channel: Option<String>,
     /// Decision logs for the off-policy estimate and impact, oldest first.
     pub logs: Vec<PathBuf>,
     /// The decision time of the simulations.
@@ -68,6 +72,12 @@ pub struct Review {
     pub customers_file: String,
     /// Customers in it.
     pub customers: usize,
+    /// The channel given, which every line was decided on; `None`: each
+    /// line was decided on its own.
+    pub channel: Option<String>,
+    /// The channel of lines that name none (the baseline's first inbound
+    /// channel), when no channel was given.
+    pub default_channel: String,
     /// The decision time (RFC 3339).
     pub now: String,
     /// When the report was made.
@@ -76,7 +86,8 @@ pub struct Review {
     pub changes: rules_diff::RulesDiff,
     /// The candidate's personas, run on both versions.
     pub personas: Vec<PersonaRow>,
-    /// Per channel.
+    /// Per channel decided on: the baseline's in declared order, then the
+    /// candidate's new ones, then channels neither version has.
     pub channels: Vec<ChannelReview>,
     /// With a log: the off-policy estimates of both versions.
     pub off_policy: Option<OffPolicy>,
@@ -113,7 +124,10 @@ pub struct PersonaOutcome {
 pub struct ChannelReview {
     /// The channel.
     pub channel: String,
-    /// The baseline's decisions (none if it has no such channel).
+    /// Population lines decided on it.
+    pub customers: usize,
+    /// The baseline's decisions (none if it has no such channel and the
+    /// candidate has).
     pub before: Option<ChannelRun>,
     /// The candidate's.
     pub after: Option<ChannelRun>,
@@ -269,9 +283,10 @@ pub fn collect(opts: &ReviewOptions) -> Result<Review, CliError> {
     let (candidate, csrc) = side(&opts.candidate)?;
     let (baseline, bsrc) = side(&opts.baseline)?;
     let customers = load_customers(&opts.customers)?;
+    let rule = channel_rule(opts)?;
     let mut channels = Vec::new();
-    for ch in channel_names(&opts.baseline, &opts.candidate)? {
-        channels.push(review_channel(opts, &ch, &customers)?);
+    for (ch, lines) in by_channel(&rule, &opts.baseline, &opts.candidate, &customers)? {
+        channels.push(review_channel(opts, &ch, &lines)?);
     }
     let (off_policy, impact) = match opts.logs.is_empty() {
         true => (None, None),
@@ -285,6 +300,8 @@ pub fn collect(opts: &ReviewOptions) -> Result<Review, CliError> {
         baseline,
         customers_file: opts.customers.display().to_string(),
         customers: customers.len(),
+        channel: rule.forced().map(str::to_string),
+        default_channel: rule.default_channel().to_string(),
         now: format_time(opts.now),
         generated_at: crate::governance::now_rfc3339(),
         changes: rules_diff::diff(&bsrc, &csrc),
@@ -325,27 +342,64 @@ fn format_time(t: Timestamp) -> String {
         .unwrap_or_else(|| t.unix_seconds().to_string())
 }
 
-/// The baseline's channels in declared order, then the candidate's new ones.
-fn channel_names(baseline: &Path, candidate: &Path) -> Result<Vec<String>, CliError> {
+/// The channel rule of `simulate` and `diff`, over the baseline; a given
+/// channel only the candidate has is accepted too (the candidate adds it).
+fn channel_rule(opts: &ReviewOptions) -> Result<ChannelRule, CliError> {
+    let forced = opts.channel.as_deref();
+    match ChannelRule::new(forced, &RuleSet::from_dir(&opts.baseline)?) {
+        Ok(rule) => Ok(rule),
+        Err(e) => match forced {
+            Some(_) => ChannelRule::new(forced, &RuleSet::from_dir(&opts.candidate)?)
+                .map_err(|_| CliError::Core(e)),
+            None => Err(CliError::Core(e)),
+        },
+    }
+}
+
+/// The population split by the channel each line is decided on: the
+/// baseline's channels in declared order, then the candidate's new ones,
+/// then channels neither has (their lines fail on both, and say so).
+fn by_channel(
+    rule: &ChannelRule,
+    baseline: &Path,
+    candidate: &Path,
+    customers: &[Customer],
+) -> Result<Vec<(String, Vec<Customer>)>, CliError> {
     let (b, c) = (RuleSet::from_dir(baseline)?, RuleSet::from_dir(candidate)?);
-    let mut names: Vec<String> = b.channel_names().map(str::to_string).collect();
-    for n in c.channel_names() {
-        if !names.iter().any(|x| x == n) {
-            names.push(n.to_string());
+    let mut groups: Vec<(String, Vec<Customer>)> = Vec::new();
+    for n in b.channel_names().chain(c.channel_names()) {
+        if !groups.iter().any(|(g, _)| g == n) {
+            groups.push((n.to_string(), Vec::new()));
         }
     }
-    Ok(names)
+    for line in customers {
+        let ch = rule.channel_of(line);
+        match groups.iter_mut().find(|(n, _)| n == ch) {
+            Some((_, lines)) => lines.push(line.clone()),
+            None => groups.push((ch.to_string(), vec![line.clone()])),
+        }
+    }
+    groups.retain(|(_, lines)| !lines.is_empty());
+    Ok(groups)
 }
 
 /// An engine for the review alone: nothing it decides touches live state.
-fn fresh_engine(dir: &Path, channel: &str) -> Result<Option<Engine>, CliError> {
+/// `None` when the version lacks the channel and the other has it; when
+/// neither has it, both decide (and count every line as an error).
+fn fresh_engine(dir: &Path, other: &Path, channel: &str) -> Result<Option<Engine>, CliError> {
     let engine = Engine::from_dir(dir)?;
-    let has = engine
-        .current()
-        .rules()
+    let has = |rs: &RuleSet| rs.channel_names().any(|c| c == channel);
+    if has(engine.current().rules()) || !has(&RuleSet::from_dir(other)?) {
+        return Ok(Some(engine));
+    }
+    Ok(None)
+}
+
+/// Whether the rule directory `dir` has `channel`.
+fn has_channel(dir: &Path, channel: &str) -> Result<bool, CliError> {
+    Ok(RuleSet::from_dir(dir)?
         .channel_names()
-        .any(|c| c == channel);
-    Ok(has.then_some(engine))
+        .any(|c| c == channel))
 }
 
 fn review_channel(
@@ -354,8 +408,8 @@ fn review_channel(
     customers: &[Customer],
 ) -> Result<ChannelReview, CliError> {
     let (eb, ea) = (
-        fresh_engine(&opts.baseline, channel)?,
-        fresh_engine(&opts.candidate, channel)?,
+        fresh_engine(&opts.baseline, &opts.candidate, channel)?,
+        fresh_engine(&opts.candidate, &opts.baseline, channel)?,
     );
     let (mut before, mut after) = (
         eb.as_ref().map(|_| ChannelRun::default()),
@@ -402,20 +456,17 @@ fn review_channel(
             run.blocked = sorted_blocked(tally);
         }
     }
-    let diff = match (
-        before.is_some() && after.is_some(),
-        fresh_engine(&opts.baseline, channel)?,
-        fresh_engine(&opts.candidate, channel)?,
-    ) {
-        (true, Some(b), Some(a)) => Some(nextbest::diff::diff(
-            &b,
-            &a,
+    let both = has_channel(&opts.baseline, channel)? && has_channel(&opts.candidate, channel)?;
+    let diff = match both {
+        true => Some(nextbest::diff::diff(
+            &Engine::from_dir(&opts.baseline)?,
+            &Engine::from_dir(&opts.candidate)?,
             customers,
-            channel,
+            Some(channel),
             opts.now,
             opts.examples,
         )?),
-        _ => None,
+        false => None,
     };
     let examples = examples
         .0
@@ -425,6 +476,7 @@ fn review_channel(
         .collect();
     Ok(ChannelReview {
         channel: channel.to_string(),
+        customers: customers.len(),
         before,
         after,
         lost,
