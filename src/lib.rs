@@ -70,9 +70,9 @@ pub use engine::{
 };
 pub use ruleset::strategy::{Diagnostic, Limits as ScriptLimits};
 pub use ruleset::{RuleSet, RuleSource};
-pub use tools::{diff, persona, simulate};
 #[cfg(any(test, feature = "fuzzing"))]
 pub use tools::fuzzing;
+pub use tools::{diff, persona, simulate};
 
 /// docs/DECISIONS.md's examples, compiled as doc tests.
 #[cfg(doctest)]
