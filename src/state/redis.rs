@@ -120,6 +120,22 @@ impl RedisHistory {
         config: &StateConfig,
         bounds: HistoryConfig,
     ) -> Result<RedisHistory, Error> {
+        let store = RedisHistory::lazy(config, bounds)?;
+        let mut con = store.open("connect")?;
+        // Load the scripts now: the first decisions then run EVALSHA only.
+        for s in [&store.append, &store.remove] {
+            s.prepare_invoke()
+                .load(&mut con)
+                .map_err(|e| store.unavailable("connect", e))?;
+        }
+        store.idle.lock().push(con);
+        Ok(store)
+    }
+
+    /// A store for `config` that connects on its first call, so an engine
+    /// can start while the store is down (its decisions then follow
+    /// `on_unavailable`). Only a malformed URL is an error here.
+    pub fn lazy(config: &StateConfig, bounds: HistoryConfig) -> Result<RedisHistory, Error> {
         config.check()?;
         bounds.check()?;
         let name = without_credentials(&config.url);
@@ -139,14 +155,6 @@ impl RedisHistory {
             remove: Script::new(REMOVE),
             nonce: AtomicU64::new(seed),
         };
-        let mut con = store.open("connect")?;
-        // Load the scripts now: the first decisions then run EVALSHA only.
-        for s in [&store.append, &store.remove] {
-            s.prepare_invoke()
-                .load(&mut con)
-                .map_err(|e| store.unavailable("connect", e))?;
-        }
-        store.idle.lock().push(con);
         Ok(store)
     }
 
