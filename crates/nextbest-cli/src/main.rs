@@ -64,6 +64,11 @@ enum CoreCommand {
     Decide {
         /// Rule directory.
         dir: PathBuf,
+        /// Read interaction history from the fleet's shared store
+        /// (`redis://host:port/db`, key prefix `nb:`, 20 ms deadline,
+        /// on_unavailable closed: see docs/FLEET.md).
+        #[arg(long, value_name = "URL")]
+        state: Option<String>,
     },
     /// Decide for a population and report throughput, latency, wins and
     /// the funnel.
@@ -428,7 +433,7 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
     match command {
         CoreCommand::Validate { dirs, json } => validate(&dirs, json),
         CoreCommand::Test { dir, json } => test(&dir, json),
-        CoreCommand::Decide { dir } => decide(&dir),
+        CoreCommand::Decide { dir, state } => decide(&dir, state.as_deref()),
         CoreCommand::Simulate {
             dir,
             customers,
@@ -704,8 +709,11 @@ fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
     })
 }
 
-fn decide(dir: &Path) -> Result<ExitCode, Error> {
-    let engine = Engine::from_dir(dir)?;
+fn decide(dir: &Path, state: Option<&str>) -> Result<ExitCode, Error> {
+    let mut engine = Engine::from_dir(dir)?;
+    if let Some(url) = state {
+        engine = engine.with_state(&nextbest::state::fleet::StateConfig::new(url))?;
+    }
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let (mut decided, mut errors) = (0usize, 0usize);
