@@ -129,10 +129,15 @@ fn outcomes(catalog: &Catalog, customers: &[PlainCustomer], n: usize, timed: boo
 struct NoMemo(MemoryHistory);
 
 impl HistoryStore for NoMemo {
-    fn record(&self, customer: &str, event: Event) {
+    fn record(&self, customer: &str, event: Event) -> Result<(), nextbest::Error> {
         self.0.record(customer, event)
     }
-    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) {
+    fn recent(
+        &self,
+        customer: &str,
+        since: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), nextbest::Error> {
         self.0.recent(customer, since, out)
     }
 }
@@ -208,7 +213,8 @@ fn record_outcome(c: &mut Criterion) {
         let mut held = Vec::new();
         engine
             .history_store()
-            .recent(&customers[0].id, 0, &mut held);
+            .recent(&customers[0].id, 0, &mut held)
+            .expect("in memory");
         assert_eq!(held.len(), max_events, "the history is at its cap");
         let mut i = 0usize;
         g.bench_function(BenchmarkId::new("at_cap", max_events), |b| {

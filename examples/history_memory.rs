@@ -102,16 +102,18 @@ fn main() -> ExitCode {
         id.clear();
         let _ = write!(id, "C{:0width$}", c + 1);
         let (action, group) = actions[(c + e) % actions.len()];
-        store.record(
-            &id,
-            Event {
-                at: t0 + (e * 3_600) as i64,
-                action,
-                group,
-                channel: channels[(c ^ e) % channels.len()],
-                kind: OutcomeKind::ALL[(c + 3 * e) % OutcomeKind::ALL.len()],
-            },
-        );
+        store
+            .record(
+                &id,
+                Event {
+                    at: t0 + (e * 3_600) as i64,
+                    action,
+                    group,
+                    channel: channels[(c ^ e) % channels.len()],
+                    kind: OutcomeKind::ALL[(c + 3 * e) % OutcomeKind::ALL.len()],
+                },
+            )
+            .expect("the in-memory store does not fail");
     };
     if sequential {
         for c in 0..customers {
@@ -133,7 +135,9 @@ fn main() -> ExitCode {
     assert_eq!(store.customers(), customers, "every customer is held");
     assert_eq!(held, customers * events, "no event was evicted");
     let mut probe = Vec::new();
-    store.recent(&format!("C{:0width$}", customers), 0, &mut probe);
+    store
+        .recent(&format!("C{:0width$}", customers), 0, &mut probe)
+        .expect("the in-memory store does not fail");
     assert_eq!(probe.len(), events);
 
     let total = after.saturating_sub(before);

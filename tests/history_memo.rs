@@ -103,10 +103,15 @@ within = "2d"
 struct NoMemo(MemoryHistory);
 
 impl HistoryStore for NoMemo {
-    fn record(&self, customer: &str, event: Event) {
+    fn record(&self, customer: &str, event: Event) -> Result<(), nextbest::Error> {
         self.0.record(customer, event)
     }
-    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) {
+    fn recent(
+        &self,
+        customer: &str,
+        since: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), nextbest::Error> {
         self.0.recent(customer, since, out)
     }
 }
@@ -116,10 +121,15 @@ impl HistoryStore for NoMemo {
 struct Counting(MemoryHistory, AtomicUsize);
 
 impl HistoryStore for Counting {
-    fn record(&self, customer: &str, event: Event) {
+    fn record(&self, customer: &str, event: Event) -> Result<(), nextbest::Error> {
         self.0.record(customer, event)
     }
-    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) {
+    fn recent(
+        &self,
+        customer: &str,
+        since: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), nextbest::Error> {
         self.0.recent(customer, since, out)
     }
     fn recent_or_memo(
@@ -129,12 +139,12 @@ impl HistoryStore for Counting {
         tag: u64,
         now: i64,
         out: &mut Vec<Event>,
-    ) -> Recent {
-        let r = self.0.recent_or_memo(customer, since, tag, now, out);
+    ) -> Result<Recent, nextbest::Error> {
+        let r = self.0.recent_or_memo(customer, since, tag, now, out)?;
         if matches!(r, Recent::Memo(_)) {
             self.1.fetch_add(1, Ordering::Relaxed);
         }
-        r
+        Ok(r)
     }
     fn keep_memo(&self, customer: &str, stamp: u64, memo: Arc<Memo>) {
         self.0.keep_memo(customer, stamp, memo)

@@ -669,10 +669,20 @@ fn a_history_that_keeps_nothing_is_a_configuration_error() {
 struct External(parking_lot::Mutex<Vec<(String, nextbest::state::history::Event)>>);
 
 impl nextbest::state::history::HistoryStore for External {
-    fn record(&self, customer: &str, event: nextbest::state::history::Event) {
+    fn record(
+        &self,
+        customer: &str,
+        event: nextbest::state::history::Event,
+    ) -> Result<(), nextbest::Error> {
         self.0.lock().push((customer.to_string(), event));
+        Ok(())
     }
-    fn recent(&self, customer: &str, since: i64, out: &mut Vec<nextbest::state::history::Event>) {
+    fn recent(
+        &self,
+        customer: &str,
+        since: i64,
+        out: &mut Vec<nextbest::state::history::Event>,
+    ) -> Result<(), nextbest::Error> {
         out.extend(
             self.0
                 .lock()
@@ -680,6 +690,7 @@ impl nextbest::state::history::HistoryStore for External {
                 .filter(|(c, e)| c == customer && e.at >= since)
                 .map(|(_, e)| *e),
         );
+        Ok(())
     }
 }
 

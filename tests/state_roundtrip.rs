@@ -137,7 +137,7 @@ fn histories(e: &Engine) -> BTreeMap<&'static str, Vec<Event>> {
         .chain([&NOBODY])
         .map(|&c| {
             let mut out = Vec::new();
-            e.history_store().recent(c, 0, &mut out);
+            e.history_store().recent(c, 0, &mut out).unwrap();
             (c, out)
         })
         .collect()

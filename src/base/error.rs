@@ -104,6 +104,19 @@ pub enum Error {
     /// published. The message says why and where.
     #[error("governance: {0}")]
     Governance(String),
+    /// A shared state store (the fleet's Redis, say) did not answer in
+    /// time, refused the connection or dropped it. Nothing was changed by
+    /// the failed call; retrying later is safe. See docs/FLEET.md for what
+    /// a decision does then (`on_unavailable`).
+    #[error("state store `{store}` unavailable during {operation}: {message}")]
+    StoreUnavailable {
+        /// Which store: its kind and address (`redis://127.0.0.1:6379/0`).
+        store: String,
+        /// The call that failed (`recent`, `record_within_limit`...).
+        operation: &'static str,
+        /// What the store's client said.
+        message: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

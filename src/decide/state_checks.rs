@@ -21,10 +21,12 @@ use super::request::ReplayState;
 use super::scoring::Candidates;
 use super::scratch::StateBuffers;
 use super::version::Bound;
+use crate::base::util::Striped;
 use crate::base::{Blocked, Error, OutcomeKind, Removed, Stage};
 use crate::ruleset::{Channel, RuleSet};
 use crate::state::contact;
 use crate::state::counters::Take;
+use crate::state::fleet::OnUnavailable;
 use crate::state::history::{ContactLimitCheck, Event, HistoryStore, Memo, Recent};
 
 /// The engine state a decision reads and changes.
@@ -36,6 +38,22 @@ pub(crate) struct State<'a> {
     /// Keep what the decision derived from the customer's history with it
     /// (pointless when impressions are recorded: they drop it at once).
     pub keep_memo: bool,
+    /// What to do when the history store fails.
+    pub on_unavailable: OnUnavailable,
+    /// Where failures of the history store are counted.
+    pub store_errors: &'a Striped,
+}
+
+impl State<'_> {
+    /// A failed store call: counted, then the error (`closed`) or `None`
+    /// (`open`: go on without what the call would have given).
+    fn failed(&self, e: Error) -> Result<(), Error> {
+        self.store_errors.add(1);
+        match self.on_unavailable {
+            OnUnavailable::Closed => Err(e),
+            OnUnavailable::Open => Ok(()),
+        }
+    }
 }
 
 /// The actions on `ch` that engine state removes now, ascending, into
@@ -73,7 +91,7 @@ pub(crate) fn blocked(
         out.sort_by_key(|b| b.action);
         return Ok(());
     }
-    let (limited, memo) = history(rs, channel, ch, state, customer, now, buffers);
+    let (limited, memo) = history(rs, channel, ch, state, customer, now, buffers)?;
     // Each suppressed action (of any channel) and the first policy that
     // suppresses it, ascending.
     let marked: &[(u32, u32)] = memo
@@ -159,7 +177,8 @@ fn too_old(rs: &RuleSet, vi: u32, now: i64) -> Error {
 
 /// What the customer's history says on `channel` now: whether its contact
 /// limit is reached, and the memo of an earlier decision if it still holds
-/// (else the suppressed actions are in `buffers.marked`).
+/// (else the suppressed actions are in `buffers.marked`). A store that
+/// fails is an error, or with `on_unavailable = "open"` an empty history.
 #[allow(clippy::too_many_arguments)]
 fn history(
     rs: &RuleSet,
@@ -169,7 +188,7 @@ fn history(
     customer: &str,
     now: i64,
     buffers: &mut StateBuffers,
-) -> (bool, Option<Arc<Memo>>) {
+) -> Result<(bool, Option<Arc<Memo>>), Error> {
     let StateBuffers {
         events,
         contact: scratch,
@@ -182,11 +201,19 @@ fn history(
     sup.clear();
     marked.clear();
     if rs.contact_policies.is_empty() && ch.contact_limit.is_none() {
-        return (false, None);
+        return Ok((false, None));
     }
     let since = now.saturating_sub(rs.history_horizon);
     let history = state.history;
-    match history.recent_or_memo(customer, since, rs.memo_tag, now, events) {
+    let recent = match history.recent_or_memo(customer, since, rs.memo_tag, now, events) {
+        Ok(r) => r,
+        Err(e) => {
+            state.failed(e)?;
+            events.clear();
+            return Ok((false, None));
+        }
+    };
+    Ok(match recent {
         // What an earlier decision derived still holds: no event has
         // been recorded since and none has entered or left a window.
         Recent::Memo(m) => (m.limited & (1 << channel) != 0, Some(m)),
@@ -218,7 +245,7 @@ fn history(
             }
             (limited, None)
         }
-    }
+    })
 }
 
 /// What `events` cause at `now`, for decisions until it can next change
@@ -322,9 +349,19 @@ fn commit_chosen(
             },
             &events,
         ),
-        None => {
-            for e in &events {
-                state.history.record(customer, *e);
+        None => events
+            .iter()
+            .try_for_each(|e| state.history.record(customer, *e))
+            .map(|()| true),
+    };
+    let recorded = match recorded {
+        Ok(r) => r,
+        Err(e) => {
+            // Closed: nothing is returned, so the volume units go back.
+            // Open: the decision stands, its impressions unrecorded.
+            if let Err(e) = state.failed(e) {
+                give_back_volumes(rs, ch, bound, now, &out.chosen);
+                return Err(e);
             }
             true
         }
@@ -362,9 +399,14 @@ pub(crate) fn release(decision: &Decision, state: &State<'_>, customer: &str) {
     let ch = &rs.channels[channel as usize];
     give_back_volumes(rs, ch, bound, now, chosen);
     if state.record_impressions && !chosen.is_empty() {
-        state
+        // The decision is refused either way: a store that fails here
+        // keeps the impressions (counted), which errs on contacting less.
+        if let Err(e) = state
             .history
-            .unrecord(customer, &impressions(rs, channel, now, chosen));
+            .unrecord(customer, &impressions(rs, channel, now, chosen))
+        {
+            let _ = state.failed(e);
+        }
     }
 }
 

@@ -39,6 +39,7 @@ use crate::decide::request::DecisionRequest;
 use crate::decide::version::{clock, Held, Version, VersionRef};
 use crate::ruleset::{source_hash, RuleSet, RuleSource};
 use crate::state::counters::Counter;
+use crate::state::fleet::{OnUnavailable, StateConfig};
 use crate::state::history::{HistoryConfig, HistoryStore, MemoryHistory};
 use crate::state::learning::Learned;
 
@@ -122,6 +123,11 @@ pub struct EngineOptions {
     /// by [`Engine::save_state`]) when opening, if it exists.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Keep interaction history in a shared store (Redis) for a fleet of
+    /// engines: `{"url": "redis://127.0.0.1:6379/0", "key_prefix": "nb:",
+    /// "timeout_ms": 20, "on_unavailable": "closed"}`. See docs/FLEET.md.
+    #[serde(default)]
+    pub state: Option<StateConfig>,
 }
 
 /// A summary of a kept version.
@@ -169,6 +175,10 @@ pub struct EngineStats {
     pub outcomes: u64,
     /// Strategy hook failures (each left the decision without that hook).
     pub script_errors: u64,
+    /// Calls to the shared state store that failed (timed out, refused,
+    /// dropped), from decisions and outcomes. With `on_unavailable =
+    /// "closed"` each failed decision is also in `decision_errors`.
+    pub store_errors: u64,
     /// The decision log's counters, if there is a log.
     pub log: Option<LogStats>,
     /// The interaction history's size, if its store can say.
@@ -234,6 +244,8 @@ pub struct Engine {
     errors: Striped,
     outcomes: Striped,
     script_errors: Striped,
+    store_errors: Striped,
+    on_unavailable: OnUnavailable,
     log: Option<DecisionLog>,
     archive_dir: Option<PathBuf>,
     interactions: Arc<dyn HistoryStore>,
@@ -337,6 +349,8 @@ impl Engine {
             errors: Striped::default(),
             outcomes: Striped::default(),
             script_errors: Striped::default(),
+            store_errors: Striped::default(),
+            on_unavailable: OnUnavailable::Closed,
             log,
             archive_dir,
             interactions: Arc::new(MemoryHistory::new(config.history)),
@@ -350,9 +364,50 @@ impl Engine {
 
     /// Use `store` for interaction history instead of the in-memory one
     /// (a shared store, for example). Call before serving.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")] {
+    /// use std::sync::Arc;
+    /// use nextbest::state::{fleet::StateConfig, redis::RedisHistory};
+    /// let store = RedisHistory::connect(&StateConfig::new("redis://127.0.0.1:6379/0"))?;
+    /// let engine = nextbest::Engine::from_dir("tests/fixtures/mini")?
+    ///     .with_history_store(Arc::new(store));
+    /// # }
+    /// # Ok::<(), nextbest::Error>(())
+    /// ```
     pub fn with_history_store(mut self, store: Arc<dyn HistoryStore>) -> Engine {
         self.interactions = store;
         self
+    }
+
+    /// What decisions do when the history store fails (default
+    /// [`OnUnavailable::Closed`]: they return the store's error). Call
+    /// before serving.
+    pub fn with_on_unavailable(mut self, on_unavailable: OnUnavailable) -> Engine {
+        self.on_unavailable = on_unavailable;
+        self
+    }
+
+    /// Use the shared store `config` names for interaction history (see
+    /// docs/FLEET.md), with its failure policy. Connects once to check the
+    /// address; an unreachable store is an error here.
+    pub fn with_state(self, config: &StateConfig) -> Result<Engine, Error> {
+        config.check()?;
+        #[cfg(feature = "redis")]
+        {
+            let store = crate::state::redis::RedisHistory::connect(config)?;
+            Ok(self
+                .with_history_store(Arc::new(store))
+                .with_on_unavailable(config.on_unavailable))
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = self;
+            Err(Error::InvalidConfig(
+                "state: this build of nextbest has no shared store (build with the `redis` feature)"
+                    .into(),
+            ))
+        }
     }
 
     /// The interaction history store.
@@ -515,6 +570,9 @@ impl Engine {
         }
         let mut engine = Engine::try_with_config(rules, config)?;
         engine.governed = governed;
+        if let Some(state) = &options.state {
+            engine = engine.with_state(state)?;
+        }
         if let Some(state) = options.state_file.as_ref().filter(|p| p.exists()) {
             engine.load_state(state)?;
         }
@@ -661,6 +719,7 @@ impl Engine {
             decision_errors: self.errors.sum(),
             outcomes: self.outcomes.sum(),
             script_errors: self.script_errors.sum(),
+            store_errors: self.store_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
             history: self.interactions.size(),
             governance: self.governed.as_ref().map(governed::Governed::stats),
@@ -709,8 +768,10 @@ impl Engine {
         if let Some(log) = &self.log {
             log.log(crate::audit::outcome_item(outcome, now))?;
         }
-        counts.add(outcome.kind, 1);
-        self.interactions.record(
+        // History next: an outcome the store refuses is not counted
+        // either, so a retry does not count it twice (the log keeps what
+        // arrived).
+        let recorded = self.interactions.record(
             &outcome.customer_id,
             crate::state::history::Event {
                 at: at.0,
@@ -720,6 +781,11 @@ impl Engine {
                 kind: outcome.kind,
             },
         );
+        if let Err(e) = recorded {
+            self.store_errors.add(1);
+            return Err(e);
+        }
+        counts.add(outcome.kind, 1);
         self.outcomes.add(1);
         Ok(())
     }
@@ -775,6 +841,8 @@ impl Engine {
             history: &*self.interactions,
             record_impressions: self.record_impressions,
             keep_memo: !self.record_impressions,
+            on_unavailable: self.on_unavailable,
+            store_errors: &self.store_errors,
         };
         let keep = self
             .log

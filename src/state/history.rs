@@ -41,13 +41,18 @@ pub struct Event {
 /// Where interaction history lives. The engine calls [`HistoryStore::recent`]
 /// at most once per decision and [`HistoryStore::record`] once per outcome;
 /// implementations must be safe to call from many threads at once.
+///
+/// The calls that read or change the history return a `Result`: a shared
+/// store (Redis) can be unreachable or late, and says so with
+/// [`Error::StoreUnavailable`]; the in-memory store never fails. A failed
+/// call must change nothing (or nothing a retry would double).
 pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     /// Add one event to a customer's history.
-    fn record(&self, customer: &str, event: Event);
+    fn record(&self, customer: &str, event: Event) -> Result<(), Error>;
 
     /// Append to `out` the customer's events at or after `since` (seconds),
     /// oldest first.
-    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>);
+    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) -> Result<(), Error>;
 
     /// Record `events` (impressions a decision returns on one channel) only
     /// if the customer has fewer than `limit.max` impressions on
@@ -58,33 +63,34 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     ///
     /// The default counts with [`HistoryStore::recent`] and then records,
     /// which is not atomic: a store shared by threads or processes must
-    /// override it (as [`MemoryHistory`] does).
+    /// override it (as [`MemoryHistory`] and the Redis store do).
     fn record_within_limit(
         &self,
         customer: &str,
         limit: ContactLimitCheck,
         events: &[Event],
-    ) -> bool {
+    ) -> Result<bool, Error> {
         let mut recent = Vec::new();
         self.recent(
             customer,
             limit.now.saturating_sub(limit.within),
             &mut recent,
-        );
+        )?;
         if limit.reached(&recent) {
-            return false;
+            return Ok(false);
         }
         for e in events {
-            self.record(customer, *e);
+            self.record(customer, *e)?;
         }
-        true
+        Ok(true)
     }
 
     /// Forget `events` recorded for the customer by a decision that was
     /// not returned after all (its log record could not be written). The
     /// default does nothing.
-    fn unrecord(&self, customer: &str, events: &[Event]) {
+    fn unrecord(&self, customer: &str, events: &[Event]) -> Result<(), Error> {
         let _ = (customer, events);
+        Ok(())
     }
 
     /// What the decision path calls: the [`Memo`] kept with the customer's
@@ -103,10 +109,10 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
         tag: u64,
         now: i64,
         out: &mut Vec<Event>,
-    ) -> Recent {
+    ) -> Result<Recent, Error> {
         let _ = (tag, now);
-        self.recent(customer, since, out);
-        Recent::Events { stamp: None }
+        self.recent(customer, since, out)?;
+        Ok(Recent::Events { stamp: None })
     }
 
     /// Keep `memo` with the customer's events, unless they changed since
@@ -401,7 +407,7 @@ impl HistoryStore for MemoryHistory {
         })
     }
 
-    fn record(&self, customer: &str, event: Event) {
+    fn record(&self, customer: &str, event: Event) -> Result<(), Error> {
         let mut entry = match self.map.get_mut(customer) {
             Some(e) => e,
             None => self.map.entry(customer.into()).or_default(),
@@ -418,6 +424,7 @@ impl HistoryStore for MemoryHistory {
         let at = events.partition_point(|e| e.at <= event.at);
         events.insert(at, event);
         self.evict(events);
+        Ok(())
     }
 
     fn record_within_limit(
@@ -425,7 +432,7 @@ impl HistoryStore for MemoryHistory {
         customer: &str,
         limit: ContactLimitCheck,
         events: &[Event],
-    ) -> bool {
+    ) -> Result<bool, Error> {
         // The entry's shard stays locked from the count to the last event
         // recorded: no other decision for the customer can count between.
         let mut entry = match self.map.get_mut(customer) {
@@ -436,7 +443,7 @@ impl HistoryStore for MemoryHistory {
             .events
             .partition_point(|e| e.at <= limit.now.saturating_sub(limit.within));
         if limit.reached(&entry.events[from..]) {
-            return false;
+            return Ok(false);
         }
         entry.memo = None;
         entry.changes = entry.changes.wrapping_add(1);
@@ -445,10 +452,10 @@ impl HistoryStore for MemoryHistory {
             entry.events.insert(at, *e);
         }
         self.evict(&mut entry.events);
-        true
+        Ok(true)
     }
 
-    fn unrecord(&self, customer: &str, events: &[Event]) {
+    fn unrecord(&self, customer: &str, events: &[Event]) -> Result<(), Error> {
         if let Some(mut entry) = self.map.get_mut(customer) {
             let mut changed = false;
             for e in events {
@@ -462,14 +469,16 @@ impl HistoryStore for MemoryHistory {
                 entry.changes = entry.changes.wrapping_add(1);
             }
         }
+        Ok(())
     }
 
-    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) {
+    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) -> Result<(), Error> {
         if let Some(entry) = self.map.get(customer) {
             let events = &entry.events;
             let from = events.partition_point(|e| e.at < since);
             out.extend_from_slice(&events[from..]);
         }
+        Ok(())
     }
 
     fn recent_or_memo(
@@ -479,20 +488,20 @@ impl HistoryStore for MemoryHistory {
         tag: u64,
         now: i64,
         out: &mut Vec<Event>,
-    ) -> Recent {
+    ) -> Result<Recent, Error> {
         let Some(entry) = self.map.get(customer) else {
             // No history: nothing to derive, and no entry is made for it.
-            return Recent::Events { stamp: None };
+            return Ok(Recent::Events { stamp: None });
         };
         if let Some(m) = entry.memo.as_ref().filter(|m| m.fits(tag, now)) {
-            return Recent::Memo(Arc::clone(m));
+            return Ok(Recent::Memo(Arc::clone(m)));
         }
         let events = &entry.events;
         let from = events.partition_point(|e| e.at < since);
         out.extend_from_slice(&events[from..]);
-        Recent::Events {
+        Ok(Recent::Events {
             stamp: Some(u64::from(entry.changes)),
-        }
+        })
     }
 
     fn keep_memo(&self, customer: &str, stamp: u64, memo: Arc<Memo>) {
@@ -610,7 +619,7 @@ impl HistoryStore for MemoryHistory {
         }
         for (customer, events) in parsed {
             for e in events {
-                self.record(&customer, e);
+                self.record(&customer, e)?;
             }
         }
         Ok(())
@@ -661,17 +670,17 @@ mod tests {
             retention_secs: 100,
             max_events: 8,
         });
-        h.record("old", ev(1_000, OutcomeKind::Accepted));
-        h.record("edge", ev(1_900, OutcomeKind::Rejected));
-        h.record("mixed", ev(1_870, OutcomeKind::Rejected));
-        h.record("mixed", ev(1_950, OutcomeKind::Rejected));
+        h.record("old", ev(1_000, OutcomeKind::Accepted)).unwrap();
+        h.record("edge", ev(1_900, OutcomeKind::Rejected)).unwrap();
+        h.record("mixed", ev(1_870, OutcomeKind::Rejected)).unwrap();
+        h.record("mixed", ev(1_950, OutcomeKind::Rejected)).unwrap();
         assert_eq!(h.purge(2_000), 1, "only `old` is past the window");
         assert_eq!(h.customers(), 2);
         let mut out = Vec::new();
-        h.recent("mixed", 0, &mut out);
+        h.recent("mixed", 0, &mut out).unwrap();
         assert_eq!(out.len(), 2, "a kept customer keeps all its events");
         out.clear();
-        h.recent("old", 0, &mut out);
+        h.recent("old", 0, &mut out).unwrap();
         assert!(out.is_empty());
         assert_eq!(h.purge(2_000), 0, "a second purge finds nothing");
         assert_eq!(h.purge(2_001), 1, "`edge` leaves a second later");
@@ -698,29 +707,29 @@ mod tests {
             retention_secs: 100,
             max_events: 3,
         });
-        h.record("c", ev(50, OutcomeKind::Impression));
-        h.record("c", ev(10, OutcomeKind::Clicked));
+        h.record("c", ev(50, OutcomeKind::Impression)).unwrap();
+        h.record("c", ev(10, OutcomeKind::Clicked)).unwrap();
         let mut out = Vec::new();
-        h.recent("c", 0, &mut out);
+        h.recent("c", 0, &mut out).unwrap();
         assert_eq!(out.iter().map(|e| e.at).collect::<Vec<_>>(), [10, 50]);
         // 10 is more than 100 s before 120: evicted.
-        h.record("c", ev(120, OutcomeKind::Impression));
+        h.record("c", ev(120, OutcomeKind::Impression)).unwrap();
         out.clear();
-        h.recent("c", 0, &mut out);
+        h.recent("c", 0, &mut out).unwrap();
         assert_eq!(out.iter().map(|e| e.at).collect::<Vec<_>>(), [50, 120]);
-        h.record("c", ev(121, OutcomeKind::Impression));
-        h.record("c", ev(122, OutcomeKind::Impression));
+        h.record("c", ev(121, OutcomeKind::Impression)).unwrap();
+        h.record("c", ev(122, OutcomeKind::Impression)).unwrap();
         out.clear();
-        h.recent("c", 0, &mut out);
+        h.recent("c", 0, &mut out).unwrap();
         assert_eq!(
             out.iter().map(|e| e.at).collect::<Vec<_>>(),
             [120, 121, 122]
         );
         out.clear();
-        h.recent("c", 121, &mut out);
+        h.recent("c", 121, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         out.clear();
-        h.recent("nobody", 0, &mut out);
+        h.recent("nobody", 0, &mut out).unwrap();
         assert!(out.is_empty());
     }
 
@@ -740,7 +749,7 @@ mod tests {
     fn a_history_loads_all_or_nothing_and_a_cut_is_detected() {
         let h = MemoryHistory::default();
         for (c, at) in [("b", 10), ("a", 20), ("c", 30), ("a", 40)] {
-            h.record(c, ev(at, OutcomeKind::Impression));
+            h.record(c, ev(at, OutcomeKind::Impression)).unwrap();
         }
         let mut saved = Vec::new();
         h.save(&mut saved).unwrap();

@@ -1,8 +1,12 @@
 //! Engine state that decisions read and change: the customers' interaction
 //! history, volume-constraint counters and learning counts, and what the
-//! history means for contact policies and channel limits.
+//! history means for contact policies and channel limits; and, for a fleet
+//! of engines, the shared store that holds the history (`redis`).
 
 pub(crate) mod contact;
 pub(crate) mod counters;
+pub mod fleet;
 pub mod history;
 pub(crate) mod learning;
+#[cfg(feature = "redis")]
+pub mod redis;

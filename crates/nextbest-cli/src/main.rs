@@ -69,6 +69,11 @@ enum CoreCommand {
         /// follow its publishes and rollbacks (see docs/GOVERNANCE.md).
         #[arg(long, conflicts_with = "dir")]
         repo: Option<PathBuf>,
+        /// Read interaction history from the fleet's shared store
+        /// (`redis://host:port/db`, key prefix `nb:`, 20 ms deadline,
+        /// on_unavailable closed: see docs/FLEET.md).
+        #[arg(long, value_name = "URL")]
+        state: Option<String>,
     },
     /// Decide for a population and report throughput, latency, wins and
     /// the funnel.
@@ -457,7 +462,9 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
     match command {
         CoreCommand::Validate { dirs, json } => validate(&dirs, json),
         CoreCommand::Test { dir, json } => test(&dir, json),
-        CoreCommand::Decide { dir, repo } => decide(dir.as_deref(), repo.as_deref()),
+        CoreCommand::Decide { dir, repo, state } => {
+            decide(dir.as_deref(), repo.as_deref(), state.as_deref())
+        }
         CoreCommand::Simulate {
             dir,
             customers,
@@ -736,8 +743,8 @@ fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
     })
 }
 
-fn decide(dir: Option<&Path>, repo: Option<&Path>) -> Result<ExitCode, Error> {
-    let engine = std::sync::Arc::new(match (dir, repo) {
+fn decide(dir: Option<&Path>, repo: Option<&Path>, state: Option<&str>) -> Result<ExitCode, Error> {
+    let mut engine = match (dir, repo) {
         (_, Some(repo)) => {
             let config = serde_json::json!({ "governance_repo": repo });
             Engine::from_config_json(&config.to_string())?
@@ -748,7 +755,11 @@ fn decide(dir: Option<&Path>, repo: Option<&Path>) -> Result<ExitCode, Error> {
                 "give a rule directory or --repo".into(),
             ))
         }
-    });
+    };
+    if let Some(url) = state {
+        engine = engine.with_state(&nextbest::state::fleet::StateConfig::new(url))?;
+    }
+    let engine = std::sync::Arc::new(engine);
     // With --repo, publishes and rollbacks are followed while serving.
     let _following = repo.map(|_| engine.watch_governance(std::time::Duration::from_secs(1)));
     let stdin = std::io::stdin().lock();

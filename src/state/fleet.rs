@@ -1,0 +1,83 @@
+//! How an engine reaches the fleet's shared state: the `"state"` section of
+//! the engine configuration, and what a decision does when the shared store
+//! cannot answer. See docs/FLEET.md for what is shared and how.
+
+use serde::Deserialize;
+
+use crate::base::Error;
+
+/// What a decision does when the shared state store fails (times out,
+/// refuses or drops the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OnUnavailable {
+    /// The decision returns [`Error::StoreUnavailable`] (the default): no
+    /// action is offered without its contact policies and limits checked,
+    /// and nothing is recorded.
+    #[default]
+    Closed,
+    /// The decision goes on as if the customer had no interaction history
+    /// in reach (contact policies and the channel's contact limit do not
+    /// remove anything) and its impressions are not recorded; the failure
+    /// is counted. For channels where offering something beats offering
+    /// nothing.
+    Open,
+}
+
+/// The shared state store: `{"url": "redis://127.0.0.1:6379/0",
+/// "key_prefix": "nb:", "timeout_ms": 20, "on_unavailable": "closed"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The store's address: `redis://host:port/db` (`rediss://` is not
+    /// supported in this build).
+    pub url: String,
+    /// Prefix of every key the engine writes (default `nb:`), so several
+    /// rule sets or environments can share one server.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// The deadline of each call to the store, connecting included, in
+    /// milliseconds (default 20).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// What a decision does when the store fails (default `closed`).
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+}
+
+fn default_prefix() -> String {
+    "nb:".into()
+}
+
+fn default_timeout() -> u64 {
+    20
+}
+
+impl StateConfig {
+    /// The configuration for `url` with every default.
+    pub fn new(url: impl Into<String>) -> StateConfig {
+        StateConfig {
+            url: url.into(),
+            key_prefix: default_prefix(),
+            timeout_ms: default_timeout(),
+            on_unavailable: OnUnavailable::Closed,
+        }
+    }
+
+    /// An error naming the field when the configuration cannot work.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.timeout_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "state.timeout_ms is 0: give the deadline of a store call in milliseconds (default 20)".into(),
+            ));
+        }
+        if !self.url.starts_with("redis://") {
+            return Err(Error::InvalidConfig(format!(
+                "state.url `{}`: expected redis://host:port/db",
+                self.url
+            )));
+        }
+        Ok(())
+    }
+}

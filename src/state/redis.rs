@@ -1,0 +1,367 @@
+//! The fleet's interaction history on Redis: every engine of a fleet
+//! reads and writes the same customers' events, so a contact limit or a
+//! contact policy holds across processes and machines (docs/FLEET.md).
+//!
+//! Layout: one sorted set per customer, `{prefix}h:{customer}` (the braces
+//! are a Cluster hash tag: everything about one customer lives in one
+//! slot), scored by the event's time in epoch seconds. A member is the
+//! event's 32 bytes packed little-endian (time, action key, group key,
+//! channel key, kind: 29 bytes) and an 8-byte nonce that keeps two equal
+//! events in the same second apart.
+//!
+//! Guarantees:
+//! - [`HistoryStore::recent`] is one round trip (`ZRANGE .. BYSCORE`).
+//! - [`HistoryStore::record_within_limit`] is one Lua script (`EVALSHA`,
+//!   loaded on first use): count the channel's impressions in the window,
+//!   append only if under the limit, trim to the retention and the event
+//!   cap, refresh the key's expiry. Redis runs a script alone, so the
+//!   limit is exact across processes.
+//! - Every socket operation (connect, write, read) has the deadline
+//!   `timeout_ms`; a failed call is [`Error::StoreUnavailable`], drops its
+//!   connection (the next call reconnects) and changes nothing it did not
+//!   finish: a script either ran whole on the server or not at all.
+//!
+//! Only Redis 7.0 commands (`ZRANGE .. BYSCORE`, `ZADD`, `ZREM`,
+//! `ZREMRANGEBYSCORE`, `ZREMRANGEBYRANK`, `EXPIRE`, `EVALSHA`), which
+//! Valkey has too.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::{Client, Connection, Script};
+
+use super::fleet::StateConfig;
+use super::history::{ContactLimitCheck, Event, HistoryConfig, HistoryStore};
+use crate::base::{Error, OutcomeKind};
+
+/// Bytes of a member that describe the event (the rest is the nonce).
+const EVENT_BYTES: usize = 29;
+
+/// Append events (score, member pairs from `ARGV[7]`); when `ARGV[3]` is
+/// not empty, only if the member bytes 25..29 (channel and kind) match it
+/// fewer than `ARGV[4]` times in the window `(ARGV[1], ARGV[2]]`. Then trim
+/// events older than the newest minus `ARGV[5]` seconds and beyond the
+/// newest `ARGV[6]`, and expire the key `ARGV[5]` seconds from now.
+const APPEND: &str = r"
+local key = KEYS[1]
+if ARGV[3] ~= '' then
+  local n = 0
+  for _, m in ipairs(redis.call('ZRANGE', key, '(' .. ARGV[1], ARGV[2], 'BYSCORE')) do
+    if string.sub(m, 25, 29) == ARGV[3] then n = n + 1 end
+  end
+  if n >= tonumber(ARGV[4]) then return 0 end
+end
+for i = 7, #ARGV, 2 do
+  redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
+end
+local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+if newest[2] then
+  local cutoff = tonumber(newest[2]) - tonumber(ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', cutoff))
+end
+redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(ARGV[6]) + 1))
+redis.call('EXPIRE', key, ARGV[5])
+return 1
+";
+
+/// Remove one member per (score, 29-byte event) pair of `ARGV`.
+const REMOVE: &str = r"
+local removed = 0
+for i = 1, #ARGV, 2 do
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[1], ARGV[i], ARGV[i], 'BYSCORE')) do
+    if string.sub(m, 1, 29) == ARGV[i + 1] then
+      redis.call('ZREM', KEYS[1], m)
+      removed = removed + 1
+      break
+    end
+  end
+end
+return removed
+";
+
+/// Interaction history in Redis, shared by every engine pointed at it.
+/// Connections are pooled (one per thread deciding at once, at most);
+/// bounds on what is kept per customer are a [`HistoryConfig`]'s.
+pub struct RedisHistory {
+    client: Client,
+    /// The URL without credentials, for error messages.
+    name: String,
+    prefix: String,
+    timeout: Duration,
+    bounds: HistoryConfig,
+    idle: Mutex<Vec<Connection>>,
+    append: Script,
+    remove: Script,
+    nonce: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHistory")
+            .field("store", &self.name)
+            .field("key_prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl RedisHistory {
+    /// Connect to the store `config` names, with the default bounds
+    /// (90 days, 256 events per customer). One connection is opened and
+    /// kept, so a wrong address is an error here, not at the first
+    /// decision.
+    pub fn connect(config: &StateConfig) -> Result<RedisHistory, Error> {
+        RedisHistory::connect_with(config, HistoryConfig::default())
+    }
+
+    /// [`RedisHistory::connect`] with other bounds on what is kept.
+    pub fn connect_with(
+        config: &StateConfig,
+        bounds: HistoryConfig,
+    ) -> Result<RedisHistory, Error> {
+        let store = RedisHistory::lazy(config, bounds)?;
+        let mut con = store.open("connect")?;
+        // Load the scripts now: the first decisions then run EVALSHA only.
+        for s in [&store.append, &store.remove] {
+            s.prepare_invoke()
+                .load(&mut con)
+                .map_err(|e| store.unavailable("connect", e))?;
+        }
+        store.idle.lock().push(con);
+        Ok(store)
+    }
+
+    /// A store for `config` that connects on its first call, so an engine
+    /// can start while the store is down (its decisions then follow
+    /// `on_unavailable`). Only a malformed URL is an error here.
+    pub fn lazy(config: &StateConfig, bounds: HistoryConfig) -> Result<RedisHistory, Error> {
+        config.check()?;
+        bounds.check()?;
+        let name = without_credentials(&config.url);
+        let client = Client::open(config.url.as_str())
+            .map_err(|e| Error::InvalidConfig(format!("state.url `{name}`: {e}")))?;
+        let seed = xxhash_rust::xxh3::xxh3_64(
+            format!("{}:{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
+        );
+        let store = RedisHistory {
+            client,
+            name,
+            prefix: config.key_prefix.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            bounds,
+            idle: Mutex::new(Vec::new()),
+            append: Script::new(APPEND),
+            remove: Script::new(REMOVE),
+            nonce: AtomicU64::new(seed),
+        };
+        Ok(store)
+    }
+
+    /// The key of a customer's history.
+    pub fn key_of(&self, customer: &str) -> String {
+        format!("{}h:{{{customer}}}", self.prefix)
+    }
+
+    fn unavailable(&self, operation: &'static str, e: redis::RedisError) -> Error {
+        Error::StoreUnavailable {
+            store: self.name.clone(),
+            operation,
+            message: e.to_string(),
+        }
+    }
+
+    fn open(&self, operation: &'static str) -> Result<Connection, Error> {
+        let err = |e| self.unavailable(operation, e);
+        let con = self
+            .client
+            .get_connection_with_timeout(self.timeout)
+            .map_err(err)?;
+        con.set_read_timeout(Some(self.timeout)).map_err(err)?;
+        con.set_write_timeout(Some(self.timeout)).map_err(err)?;
+        Ok(con)
+    }
+
+    /// Run `f` on a pooled connection. A connection whose call failed is
+    /// dropped (its stream may hold a late reply), not returned.
+    fn with<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, Error> {
+        let pooled = self.idle.lock().pop();
+        let mut con = match pooled {
+            Some(c) => c,
+            None => self.open(operation)?,
+        };
+        match f(&mut con) {
+            Ok(v) => {
+                self.idle.lock().push(con);
+                Ok(v)
+            }
+            Err(e) => Err(self.unavailable(operation, e)),
+        }
+    }
+
+    fn member(&self, e: &Event) -> Vec<u8> {
+        let mut m = event_bytes(e);
+        let n = self.nonce.fetch_add(1, Ordering::Relaxed);
+        m.extend_from_slice(&n.to_le_bytes());
+        m
+    }
+
+    fn append(
+        &self,
+        operation: &'static str,
+        customer: &str,
+        limit: Option<ContactLimitCheck>,
+        events: &[Event],
+    ) -> Result<bool, Error> {
+        let key = self.key_of(customer);
+        let mut inv = self.append.key(key);
+        match limit {
+            Some(l) => {
+                let mut tag = l.channel.to_le_bytes().to_vec();
+                tag.push(kind_byte(OutcomeKind::Impression));
+                inv.arg(l.now.saturating_sub(l.within))
+                    .arg(l.now)
+                    .arg(tag)
+                    .arg(l.max);
+            }
+            None => {
+                inv.arg(0).arg(0).arg("").arg(0);
+            }
+        }
+        inv.arg(self.bounds.retention_secs)
+            .arg(self.bounds.max_events);
+        for e in events {
+            inv.arg(e.at).arg(self.member(e));
+        }
+        let done: i64 = self.with(operation, |con| inv.invoke(con))?;
+        Ok(done == 1)
+    }
+}
+
+impl HistoryStore for RedisHistory {
+    fn record(&self, customer: &str, event: Event) -> Result<(), Error> {
+        self.append("record", customer, None, &[event]).map(|_| ())
+    }
+
+    fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) -> Result<(), Error> {
+        let key = self.key_of(customer);
+        let members: Vec<Vec<u8>> = self.with("recent", |con| {
+            redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(since)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .query(con)
+        })?;
+        for m in &members {
+            match parse_event(m) {
+                Some(e) => out.push(e),
+                None => {
+                    return Err(Error::State(format!(
+                        "{}: key `{key}` holds a member that is not a nextbest event ({} bytes)",
+                        self.name,
+                        m.len()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_within_limit(
+        &self,
+        customer: &str,
+        limit: ContactLimitCheck,
+        events: &[Event],
+    ) -> Result<bool, Error> {
+        self.append("record_within_limit", customer, Some(limit), events)
+    }
+
+    fn unrecord(&self, customer: &str, events: &[Event]) -> Result<(), Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.remove.key(self.key_of(customer));
+        for e in events {
+            inv.arg(e.at).arg(event_bytes(e));
+        }
+        let _: i64 = self.with("unrecord", |con| inv.invoke(con))?;
+        Ok(())
+    }
+}
+
+/// The event's 29 bytes, little-endian.
+fn event_bytes(e: &Event) -> Vec<u8> {
+    let mut m = Vec::with_capacity(EVENT_BYTES + 8);
+    m.extend_from_slice(&e.at.to_le_bytes());
+    m.extend_from_slice(&e.action.to_le_bytes());
+    m.extend_from_slice(&e.group.to_le_bytes());
+    m.extend_from_slice(&e.channel.to_le_bytes());
+    m.push(kind_byte(e.kind));
+    m
+}
+
+fn kind_byte(k: OutcomeKind) -> u8 {
+    OutcomeKind::ALL.iter().position(|&x| x == k).unwrap_or(0) as u8
+}
+
+fn parse_event(m: &[u8]) -> Option<Event> {
+    if m.len() != EVENT_BYTES + 8 {
+        return None;
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(m[i..i + 8].try_into().unwrap_or_default());
+    Some(Event {
+        at: u64_at(0) as i64,
+        action: u64_at(8),
+        group: u64_at(16),
+        channel: u32::from_le_bytes(m[24..28].try_into().unwrap_or_default()),
+        kind: *OutcomeKind::ALL.get(usize::from(m[28]))?,
+    })
+}
+
+/// `redis://user:secret@host/0` as `redis://host/0`.
+fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_survives_its_member_encoding() {
+        for kind in OutcomeKind::ALL {
+            let e = Event {
+                at: 1_795_000_000,
+                action: u64::MAX - 3,
+                group: 7,
+                channel: 0xdead_beef,
+                kind,
+            };
+            let mut m = event_bytes(&e);
+            assert_eq!(m.len(), EVENT_BYTES);
+            m.extend_from_slice(&42u64.to_le_bytes());
+            assert_eq!(parse_event(&m), Some(e));
+        }
+        assert_eq!(parse_event(b"short"), None);
+    }
+
+    #[test]
+    fn credentials_never_reach_error_messages() {
+        assert_eq!(
+            without_credentials("redis://u:pw@10.0.0.1:6379/2"),
+            "redis://10.0.0.1:6379/2"
+        );
+        assert_eq!(
+            without_credentials("redis://127.0.0.1/0"),
+            "redis://127.0.0.1/0"
+        );
+    }
+}
