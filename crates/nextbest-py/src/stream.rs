@@ -3,7 +3,8 @@
 //!
 //! In: any object with `__arrow_c_stream__` (the PyCapsule protocol:
 //! polars and pyarrow objects, recent pandas), else one with pyarrow's
-//! `_export_to_c(address)` (a `RecordBatchReader` of older pyarrow).
+//! `_export_to_c(address)` that exports a *stream* (a `RecordBatchReader`
+//! of older pyarrow; the Python side converts everything else first).
 //! Out: [`Batches`], an object with `__arrow_c_stream__`, which
 //! `polars.DataFrame(...)` or `pyarrow.table(...)` import without copying
 //! the numbers.

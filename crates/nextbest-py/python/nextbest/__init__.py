@@ -52,20 +52,31 @@ Time = Union[str, int, Any]  # RFC 3339 text, epoch seconds or a datetime
 
 def _arrow_stream(table: Any) -> Any:
     """An object the native module reads as an Arrow C stream: one with
-    ``__arrow_c_stream__`` (polars, pyarrow, recent pandas) or pyarrow's
-    ``_export_to_c``. Older pandas and polars go through their own
-    columnar conversion to pyarrow (no per-row Python objects either)."""
-    if hasattr(table, "__arrow_c_stream__") or hasattr(table, "_export_to_c"):
+    ``__arrow_c_stream__`` (polars, pyarrow, recent pandas), or a stream
+    exporter with pyarrow's ``_export_to_c(address)`` (the
+    RecordBatchReader of a pyarrow without the protocol). Older pandas and
+    polars go through their own columnar conversion to pyarrow: no row
+    becomes a Python object there either."""
+    if hasattr(table, "__arrow_c_stream__"):
         return table
     module = type(table).__module__.split(".")[0]
     if module == "pandas":
         import pyarrow as pa
 
-        return pa.Table.from_pandas(table, preserve_index=False)
+        return _arrow_stream(pa.Table.from_pandas(table, preserve_index=False))
     if module == "polars":
-        return table.to_arrow()
-    if hasattr(table, "to_reader"):  # a pyarrow Table without the protocol
-        return table.to_reader()
+        return _arrow_stream(table.to_arrow())
+    if module == "pyarrow":
+        import pyarrow as pa
+
+        if isinstance(table, pa.RecordBatchReader):
+            return table
+        if isinstance(table, pa.RecordBatch):
+            return pa.RecordBatchReader.from_batches(table.schema, [table])
+        if isinstance(table, pa.Table):
+            return table.to_reader()
+    elif hasattr(table, "_export_to_c"):
+        return table  # another stream exporter
     raise TypeError(
         "decide_batch takes a polars or pandas DataFrame, a pyarrow Table or "
         f"any object with __arrow_c_stream__, not {type(table).__name__}"
