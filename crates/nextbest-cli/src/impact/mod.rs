@@ -16,7 +16,7 @@ pub mod stats;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use nextbest::audit::replay::{read_log, LogLine, ReadProblems};
+use nextbest::audit::reader::{read_log, LogLine, ReadProblems};
 use serde::Serialize;
 use stats::{Estimate, Moments, SampleSize};
 

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use nextbest::audit::evaluate::Evaluation;
+use nextbest::tools::evaluate::Evaluation;
 
 use super::svg::{self, number};
 use super::{ChannelReview, ChannelRun, OffPolicy, Review};

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use nextbest::audit::evaluate::{evaluate, EvaluateOptions, Evaluation};
 use nextbest::diff::DiffReport;
 use nextbest::persona::{load_personas, run_persona};
 use nextbest::simulate::{load_customers, Customer};
+use nextbest::tools::evaluate::{evaluate, EvaluateOptions, Evaluation};
 use nextbest::{Context, Decision, DecisionRequest, Engine, RuleSet, RuleSource, Stage, Timestamp};
 use serde::Serialize;
 
