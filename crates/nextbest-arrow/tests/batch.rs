@@ -97,16 +97,19 @@ fn actions_json(d: &J) -> Vec<String> {
         .collect()
 }
 
+/// Each customer's chosen actions, as comparable text, in input order.
+type ByCustomer = Vec<(String, Vec<String>)>;
+
 /// Run a batch; every output row as the decision JSON's action object
 /// (fields in the JSON's order), grouped by customer.
 fn run(
     engine: &Engine,
     batch: RecordBatch,
     opts: &BatchOptions,
-) -> Result<(BatchSummary, Vec<(String, Vec<String>)>), BatchError> {
+) -> Result<(BatchSummary, ByCustomer), BatchError> {
     let schema = batch.schema();
     let input = RecordBatchIterator::new([Ok(batch)], schema);
-    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut out: ByCustomer = Vec::new();
     let summary = decide_batches(engine, input, opts, |b| {
         let s = |i: usize| b.column(i).as_string::<i32>().clone();
         let f = |i: usize| b.column(i).as_primitive::<Float64Type>().clone();
@@ -132,7 +135,7 @@ fn run(
 
 /// What the JSON API decides for every customer on `channel` (customers
 /// with no action left out, as the batch leaves them out).
-fn by_json(engine: &Engine, rows: &[J], channel: &str) -> Vec<(String, Vec<String>)> {
+fn by_json(engine: &Engine, rows: &[J], channel: &str) -> ByCustomer {
     rows.iter()
         .filter_map(|r| {
             let request = serde_json::json!({
@@ -394,4 +397,64 @@ fn unknown_columns_and_nulls_are_ignored_as_in_json() {
             .map(|(c, a)| (c.to_string(), a))
             .collect();
     assert_eq!(got, expected);
+}
+
+/// An input that counts the batches read from it.
+struct Counting {
+    batches: std::vec::IntoIter<RecordBatch>,
+    schema: arrow_schema::SchemaRef,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Iterator for Counting {
+    type Item = Result<RecordBatch, arrow_schema::ArrowError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.batches.next()?;
+        self.read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(Ok(b))
+    }
+}
+
+impl arrow_array::RecordBatchReader for Counting {
+    fn schema(&self) -> arrow_schema::SchemaRef {
+        self.schema.clone()
+    }
+}
+
+#[test]
+fn the_input_is_read_as_chunks_are_emitted_not_all_at_once() {
+    use std::sync::atomic::Ordering;
+    let engine = Engine::from_dir(RULES).expect("rules load");
+    let all = table(&engine, &customers());
+    let batches: Vec<RecordBatch> = (0..all.num_rows() / 40)
+        .map(|i| all.slice(i * 40, 40))
+        .collect();
+    let count = batches.len();
+    assert!(count >= 40);
+    for threads in [1, 2, 3] {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let input = Counting {
+            batches: batches.clone().into_iter(),
+            schema: all.schema(),
+            read: read.clone(),
+        };
+        let mut emitted = 0;
+        let mut ahead = Vec::new();
+        let opts = options("call_center", 40, threads);
+        decide_batches(&engine, input, &opts, |_| {
+            emitted += 1;
+            ahead.push(read.load(Ordering::SeqCst) - emitted);
+            Ok(())
+        })
+        .expect("decides");
+        assert_eq!(emitted, count);
+        // Chunks read but not yet emitted: queued, being decided, or
+        // decided and waiting for their turn: two per thread at most, and
+        // the one in hand.
+        let most = ahead.iter().copied().max().unwrap_or(0);
+        assert!(
+            most <= 2 * threads + 1,
+            "{threads} threads: {most} chunks ahead"
+        );
+    }
 }
