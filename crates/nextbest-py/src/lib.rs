@@ -339,7 +339,7 @@ fn evaluate<'py>(
     candidate_dir: PathBuf,
     success: Option<Vec<String>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    use nextbest::audit::evaluate::EvaluateOptions;
+    use nextbest::tools::evaluate::EvaluateOptions;
     let files = paths(log)?;
     let mut opts = EvaluateOptions::default();
     if let Some(kinds) = success.filter(|k| !k.is_empty()) {
@@ -360,7 +360,7 @@ fn evaluate<'py>(
         .detach(move || {
             guard(|| {
                 let engine = nextbest::Engine::from_dir(&dir)?;
-                let ev = nextbest::audit::evaluate::evaluate(&files, &engine, &opts)?;
+                let ev = nextbest::tools::evaluate::evaluate(&files, &engine, &opts)?;
                 serde_json::to_vec(&ev).map_err(|e| {
                     Failure::Engine(nextbest::Error::InvalidRequest(format!("evaluation: {e}")))
                 })
@@ -368,6 +368,44 @@ fn evaluate<'py>(
         })
         .map_err(|f| to_pyerr(py, f, Some(Path::new(&candidate_dir))))?;
     convert::loads(py, &value)
+}
+
+/// Impact against control on the log (see the package's `impact`): the
+/// report `nextbest impact --json` prints, as a dict.
+#[pyfunction]
+#[pyo3(signature = (log, mde=0.1))]
+fn impact<'py>(py: Python<'py>, log: &Bound<'py, PyAny>, mde: f64) -> PyResult<Bound<'py, PyAny>> {
+    if !(mde > 0.0 && mde.is_finite()) {
+        return Err(to_pyerr(
+            py,
+            Failure::Engine(nextbest::Error::InvalidRequest(format!(
+                "mde {mde}: give the relative lift to detect, e.g. 0.1 for 10%"
+            ))),
+            None,
+        ));
+    }
+    let files = paths(log)?;
+    let value = py
+        .detach(move || {
+            guard(|| {
+                let report = nextbest_impact::impact(&files, mde)?;
+                serde_json::to_vec(&report).map_err(|e| {
+                    Failure::Engine(nextbest::Error::InvalidRequest(format!("impact: {e}")))
+                })
+            })
+        })
+        .map_err(|f| to_pyerr(py, f, None))?;
+    convert::loads(py, &value)
+}
+
+/// Panic, with `message`, inside the guard every call into the engine runs
+/// under, with the GIL released as it is there: the tests' proof that a
+/// panic reaches Python as `nextbest.errors.InternalError` (and leaves the
+/// module usable), not as an abort or a `PanicException`.
+#[pyfunction]
+fn _panic_in_guard(py: Python<'_>, message: String) -> PyResult<()> {
+    py.detach(move || guard(|| -> Result<(), Failure> { panic!("{message}") }))
+        .map_err(|f| to_pyerr(py, f, None))
 }
 
 /// The native module.
@@ -380,6 +418,8 @@ fn _nextbest(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_read_outcomes, m)?)?;
     m.add_function(wrap_pyfunction!(_funnel, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(impact, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_in_guard, m)?)?;
     let stages: Vec<&str> = nextbest::Stage::ALL.iter().map(|s| s.as_str()).collect();
     m.add("STAGES", PyTuple::new(m.py(), stages)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

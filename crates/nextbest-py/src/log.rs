@@ -1,5 +1,5 @@
 //! The decision log as Arrow tables, read through the core's reader
-//! (`nextbest::audit::replay::read_log`: plain and zstd files, damaged
+//! (`nextbest::audit::reader::read_log`: plain and zstd files, damaged
 //! lines reported, not fatal).
 //!
 //! Three tables, each a flat set of columns:
@@ -23,7 +23,7 @@ use arrow_array::builder::{
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
-use nextbest::audit::replay::{LogLine, ReadProblems};
+use nextbest::audit::reader::{LogLine, ReadProblems};
 use nextbest::{Stage, Timestamp};
 use serde_json::Value as J;
 
@@ -256,7 +256,7 @@ pub fn read(
     paths: &[PathBuf],
     which: Which,
 ) -> Result<(RecordBatch, ReadProblems), nextbest::Error> {
-    let (lines, problems) = nextbest::audit::replay::read_log(paths)?;
+    let (lines, problems) = nextbest::audit::reader::read_log(paths)?;
     let batch = match which {
         Which::Decisions => decisions(&lines),
         Which::Candidates => candidates(&lines),
@@ -363,7 +363,7 @@ pub struct Funnel {
 }
 
 pub fn funnel(paths: &[PathBuf]) -> Result<(Funnel, ReadProblems), nextbest::Error> {
-    let (lines, problems) = nextbest::audit::replay::read_log(paths)?;
+    let (lines, problems) = nextbest::audit::reader::read_log(paths)?;
     let mut removed: Vec<(String, usize)> = Stage::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), 0))

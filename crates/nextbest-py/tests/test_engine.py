@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from datetime import datetime, timezone
 
-import polars as pl
 import pytest
 
 import nextbest
@@ -178,30 +176,67 @@ def test_threads_decide_at_once_and_agree_with_one_thread(engine, population):
     assert engine.stats()["decisions"]["champion"] == 5 * len(requests)
 
 
-def test_the_gil_is_released_while_the_engine_works(engine, customers):
-    """While one thread is inside decide_batch, another runs Python code.
+# Run in a process of its own: had deciding held the GIL, this would hang,
+# and the parent's timeout turns the hang into a failure.
+BLOCKED_ON_THE_LOG = r"""
+import fcntl, json, os, select, sys, threading
+import polars as pl
+import nextbest
 
-    The main thread notes each 10 ms slot in which it ran; had the call held
-    the GIL, it could have run in none of the slots between the call's start
-    and end (but for the last few ms, when the call had returned)."""
-    table = pl.concat([customers] * 50)  # 100,000 rows, about a second on one thread
-    span = {}
-    finished = threading.Event()
+rules, fifo, how = sys.argv[1:4]
+os.mkfifo(fifo)
+pipe = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the engine's open does not wait
+engine = nextbest.Engine(
+    rules, decision_log={"path": fifo, "queue_capacity": 1, "candidates": "all"}
+)
+customers = pl.read_ndjson(os.path.join(rules, "customers.jsonl")).drop("channel").unnest("context")
 
-    def batch() -> None:
-        span["start"] = time.perf_counter()
-        engine.decide_batch(table, "call_center", now=NOW, threads=1)
-        span["end"] = time.perf_counter()
-        finished.set()
+def decide():
+    if how == "decide_batch":
+        engine.decide_batch(customers, "call_center", now="2026-11-23T10:00:00Z")
+    else:
+        for row in customers.iter_rows(named=True):
+            engine.decide(row.pop("customer_id"), "call_center", row, now="2026-11-23T10:00:00Z")
 
-    t = threading.Thread(target=batch)
-    slots = set()
-    t.start()
-    while not finished.is_set():
-        slots.add(int(time.perf_counter() * 100))
-    t.join()
-    start, end = span["start"], span["end"]
-    inside = {s for s in slots if start * 100 < s < end * 100 - 1}
-    total = int((end - start) * 100) - 2
-    assert total >= 20, f"the call took only {end - start:.3f} s: too short to tell"
-    assert len(inside) >= total // 2, f"Python ran in {len(inside)} of {total} slots"
+deciding = threading.Thread(target=decide)
+deciding.start()
+read = 0
+while deciding.is_alive():
+    if select.select([pipe], [], [], 0.05)[0]:
+        read += len(os.read(pipe, 1 << 16))
+print(json.dumps({"read_while_deciding": read, "pipe": fcntl.fcntl(pipe, 1032)}))  # F_GETPIPE_SZ
+sys.stdout.flush()
+os._exit(0)  # the log writer may still be blocked on the pipe: no teardown
+"""
+
+
+@pytest.mark.parametrize("how", ["decide", "decide_batch"])
+def test_the_gil_is_released_while_deciding(how, tmp_path):
+    """The decision log is a named pipe that only this process's main
+    thread reads, and its queue holds one record: once the pipe and the
+    writer's buffer (256 KiB) are full, deciding blocks inside the engine
+    until the main thread reads. A decision log of megabytes can then only
+    pass if the main thread runs Python while the other thread is inside
+    `decide` or `decide_batch`; had they held the GIL, nothing would be
+    read and the process would hang."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCKED_ON_THE_LOG, str(RETAIL), str(tmp_path / "log.fifo"), how],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    # Far more than the pipe and the writer's buffer hold passed through.
+    assert figures["read_while_deciding"] > 8 * (figures["pipe"] + 256 * 1024)
+
+
+def test_a_panic_is_an_internal_error_not_a_crash(engine):
+    from nextbest import _nextbest
+
+    with pytest.raises(errors.InternalError, match="internal error: on purpose") as caught:
+        _nextbest._panic_in_guard("on purpose")
+    assert isinstance(caught.value, nextbest.NextbestError)
+    # the module and the engine still work
+    assert engine.decide("C1", "call_center", CONTEXT, now=NOW)["actions"]

@@ -1,10 +1,13 @@
 """Reading decision logs: read_log, read_candidates, read_outcomes and
-funnel on logs `nextbest simulate --log` writes (plain and zstd), and
-evaluate giving the figures `nextbest evaluate` gives."""
+funnel on logs `nextbest simulate --log` writes (plain and zstd); evaluate
+and impact giving the figures `nextbest evaluate` and `nextbest impact`
+give."""
 
 from __future__ import annotations
 
 import json
+import random
+import shutil
 
 import polars as pl
 import pytest
@@ -36,7 +39,7 @@ def test_read_log_has_a_row_per_decision_with_flat_columns(simulated, population
     assert log["timestamp"].dt.to_string("%Y-%m-%dT%H:%M:%SZ").unique().to_list() == [NOW]
     assert log["ruleset"].unique().to_list() == ["retail_bank"]
     assert log.schema["actions"] == pl.List(pl.String)
-    assert log["first_action"].to_list() == [a[0] if a else None for a in log["actions"]]
+    assert log["first_action"].to_list() == [a[0] if a else None for a in log["actions"].to_list()]
     # The context, flattened, one column per attribute; sensitive ones masked.
     assert log["context.age"].to_list() == [c["context"].get("age") for c in population]
     assert log.schema["context.products"] == pl.List(pl.String)
@@ -44,7 +47,7 @@ def test_read_log_has_a_row_per_decision_with_flat_columns(simulated, population
     assert log["masked"][0].to_list() == ["email", "phone", "postcode"]
     wins = log.explode("actions")["actions"].value_counts()
     chosen = dict(zip(wins["actions"].to_list(), wins["count"].to_list()))
-    assert chosen == {a: w["chosen"] for a, w in report["wins"].items()}
+    assert chosen == {a: w["chosen"] for a, w in report["wins"].items() if w["chosen"]}
 
 
 def test_a_zstd_log_reads_as_the_plain_one(simulated):
@@ -77,10 +80,13 @@ def test_candidates_list_every_offered_action_once(simulated):
     _, plain, _ = simulated
     log = nextbest.read_log(plain)
     cands = nextbest.read_candidates(plain)
-    per_decision = cands.group_by("decision_id").agg(
+    per_decision = cands.group_by("decision_id", "channel").agg(
         pl.len().alias("n"), pl.col("chosen").sum().alias("chosen")
     )
-    assert per_decision["n"].n_unique() == 1  # every action of the channel, each time
+    # every action of the decision's channel, each time (the population
+    # comes on several channels)
+    per_channel = per_decision.group_by("channel").agg(pl.col("n").n_unique())
+    assert per_channel.height > 1 and (per_channel["n"] == 1).all()
     chosen = log.select("decision_id", pl.col("actions").list.len().alias("k"))
     joined = per_decision.join(chosen, on="decision_id")
     assert joined.height == log.height
@@ -152,3 +158,74 @@ def test_evaluate_gives_the_clis_figures(cli, tmp_path):
         run_cli(cli, "evaluate", log, "--rules", RETAIL, "--success", "accepted,clicked", "--json")
     )
     assert clicks == expected
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """The retail bank running an experiment (champion, a challenger that
+    is a copy of it, a random-eligible control), its population decided
+    with decide_batch into the decision log, and outcomes recorded through
+    the engine: the first action of a decision is accepted with its arm's
+    rate, else rejected. Returns the log and what was recorded per arm."""
+    d = tmp_path_factory.mktemp("experiment")
+    rules = d / "rules"
+    shutil.copytree(RETAIL, rules)
+    shutil.copytree(RETAIL, rules / "challenger")
+    with open(rules / "ruleset.toml", "a") as f:
+        f.write(
+            '\n[experiment]\nname = "python-impact"\nsalt = "py"\nchallenger = "challenger"\n'
+            'challenger_share = 0.3\ncontrol_share = 0.2\ncontrol = "random_eligible"\n'
+        )
+    log = d / "decisions.jsonl"
+    engine = nextbest.Engine(rules, decision_log={"path": log})
+    customers = pl.read_ndjson(RETAIL / "customers.jsonl").drop("channel").unnest("context")
+    engine.decide_batch(customers, "call_center", now=NOW)
+    engine.flush()
+    rates = {"champion": 0.3, "challenger": 0.25, "control": 0.1}
+    draw = random.Random(7)
+    recorded = {arm: {"decisions": 0, "accepted": 0} for arm in rates}
+    for row in nextbest.read_log(log).iter_rows(named=True):
+        arm = recorded[row["arm"]]
+        arm["decisions"] += 1
+        if not row["actions"]:
+            continue
+        kind = "accepted" if draw.random() < rates[row["arm"]] else "rejected"
+        arm["accepted"] += kind == "accepted"
+        engine.record_outcome(
+            row["customer_id"], row["first_action"], "call_center", kind,
+            decision_id=row["decision_id"], timestamp="2026-11-23T11:00:00Z",
+        )
+    engine.flush()
+    return log, recorded
+
+
+def test_impact_gives_the_clis_figures(cli, experiment):
+    log, recorded = experiment
+    got = nextbest.impact(log)
+    assert got == json.loads(run_cli(cli, "impact", log, "--json"))
+    assert got == json.loads(run_cli(cli, "impact", log, "--json", "--mde", "0.1"))
+    assert nextbest.impact([log], mde=0.2) == json.loads(
+        run_cli(cli, "impact", log, "--json", "--mde", "0.2")
+    )
+    # and the figures are the outcomes recorded above, arm by arm
+    assert got["experiments"] == ["python-impact"] and got["unjoined_outcomes"] == 0
+    arms = {a["arm"]: a for a in got["arms"]}
+    assert set(arms) == set(recorded)
+    for name, r in recorded.items():
+        assert arms[name]["decisions"] == r["decisions"]
+        assert arms[name]["outcomes"]["accepted"] == r["accepted"]
+        assert arms[name]["acceptance_rate"]["value"] == pytest.approx(r["accepted"] / r["decisions"])
+    lifts = pl.DataFrame(got["lifts"]).unnest("lift")
+    champion = lifts.filter(
+        (pl.col("test") == "champion") & (pl.col("control") == "control")
+        & (pl.col("metric") == "acceptance_rate")
+    ).row(0, named=True)
+    rate = {n: r["accepted"] / r["decisions"] for n, r in recorded.items()}
+    assert champion["value"] == pytest.approx(rate["champion"] / rate["control"] - 1)
+    assert champion["low"] < champion["value"] < champion["high"]
+
+
+def test_impact_refuses_a_lift_it_cannot_size(experiment):
+    log, _ = experiment
+    with pytest.raises(errors.RequestError, match="mde 0"):
+        nextbest.impact(log, mde=0)

@@ -30,6 +30,7 @@ from ._nextbest import STAGES, __version__
 from ._nextbest import Engine as _NativeEngine
 from ._nextbest import _funnel, _read_candidates, _read_decisions, _read_outcomes
 from ._nextbest import evaluate as _evaluate
+from ._nextbest import impact as _impact
 from .errors import NextbestError
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "read_outcomes",
     "funnel",
     "evaluate",
+    "impact",
     "STAGES",
     "NextbestError",
     "errors",
@@ -279,3 +281,23 @@ def evaluate(
     ``success`` lists the outcome kinds that count (default ``accepted``).
     """
     return _evaluate(log, os.fspath(candidate_dir), list(success) if success else None)
+
+
+def impact(log: Logs, mde: float = 0.1) -> Dict[str, Any]:
+    """Impact against control: the same report as ``nextbest impact LOG
+    --json``, as a dict.
+
+    Per experiment arm (``arms``: ``champion``, ``challenger``,
+    ``control``): ``decisions``, ``offered``, ``outcomes`` (decisions by
+    their outcome), ``acceptance_rate`` and ``value_per_decision``, each an
+    estimate with ``value``, ``std_error``, ``low`` and ``high`` (95%).
+    ``lifts``: each test arm over control (and the challenger over the
+    champion) per metric, ``lift`` = (test - control) / control with its
+    delta-method interval (``None`` when the control's figure is 0), and
+    ``sample_size``: the decisions needed to detect a relative lift of
+    ``mde``. Also ``experiments``, ``unjoined_outcomes``,
+    ``accepted_without_value`` and ``warnings``.
+
+    For frames: ``pl.DataFrame(r["lifts"]).unnest("lift")``.
+    """
+    return _impact(log, mde)
