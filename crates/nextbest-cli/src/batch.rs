@@ -58,8 +58,11 @@ pub fn run_batch(dir: &Path, args: BatchArgs) -> Result<ExitCode, Error> {
         .and_then(|b| b.with_batch_size(opts.chunk_rows).build())
         .map_err(|e| io(&args.input, e))?;
     let out = File::create(&args.output).map_err(|e| io(&args.output, e))?;
+    // Row groups of at most 64 chunks' rows: the writer holds a row group's
+    // encoded pages until it closes, so its size bounds the output's memory.
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_max_row_group_size(64 * opts.chunk_rows)
         .build();
     let mut writer =
         ArrowWriter::try_new(out, output_schema(), Some(props)).map_err(|e| io(&args.output, e))?;
