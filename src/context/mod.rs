@@ -829,6 +829,96 @@ impl ContextBuilder {
         self
     }
 
+    /// Set the attribute in slot `slot` (its index in
+    /// [`Schema::attributes`](crate::Schema::attributes)) to `value`, as
+    /// [`ContextBuilder::set`] does by name. For callers that bind many
+    /// contexts from the same columns (an Arrow table, a CSV file): they
+    /// resolve each column's slot once, not once per row.
+    ///
+    /// ```
+    /// # let engine = nextbest::Engine::from_dir("tests/fixtures/mini").unwrap();
+    /// use nextbest::Context;
+    /// let schema = engine.schema();
+    /// let age = schema.attributes().iter().position(|a| a.name() == "age").unwrap();
+    /// let ctx = Context::builder(&schema).set_slot(age, 42).build().unwrap();
+    /// assert_eq!(ctx.get("age"), Some(nextbest::Value::Int(42)));
+    /// ```
+    pub fn set_slot(mut self, slot: usize, value: impl Into<Value>) -> ContextBuilder {
+        if let Some(slot) = self.slot_for(slot) {
+            if let Err(m) = self.ctx.put(slot, value.into()) {
+                self.fail(slot, m);
+            }
+        }
+        self
+    }
+
+    /// [`ContextBuilder::set_slot`] for a `string` attribute, from a
+    /// borrowed string (the value is copied into the context's own text
+    /// store, with no allocation of its own).
+    pub fn set_slot_str(mut self, slot: usize, value: &str) -> ContextBuilder {
+        if let Some(slot) =
+            self.slot_of_type(slot, AttrType::String, || format!("string {value:?}"))
+        {
+            if let Err(m) = self.ctx.put_str(slot, value) {
+                self.fail(slot, m);
+            }
+        }
+        self
+    }
+
+    /// [`ContextBuilder::set_slot`] for a `string_set` attribute, from
+    /// borrowed strings (duplicates are dropped, as from any other input).
+    pub fn set_slot_strs<S: AsRef<str>>(mut self, slot: usize, items: &[S]) -> ContextBuilder {
+        if let Some(slot) =
+            self.slot_of_type(slot, AttrType::StringSet, || "a list of strings".into())
+        {
+            self.ctx.put_set(slot, items);
+        }
+        self
+    }
+
+    /// `slot` as a slot number, if no error came first and the schema has
+    /// it (else the error is kept for [`ContextBuilder::build`]).
+    fn slot_for(&mut self, slot: usize) -> Option<u16> {
+        if self.error.is_some() {
+            return None;
+        }
+        let n = self.ctx.schema.attrs.len();
+        match u16::try_from(slot).ok().filter(|&s| (s as usize) < n) {
+            Some(s) => Some(s),
+            None => {
+                self.error = Some(Error::InvalidContext {
+                    attribute: format!("#{slot}"),
+                    message: format!("the schema has no slot {slot} (it has {n} attributes)"),
+                });
+                None
+            }
+        }
+    }
+
+    /// [`ContextBuilder::slot_for`], and the attribute must have type `ty`.
+    fn slot_of_type(
+        &mut self,
+        slot: usize,
+        ty: AttrType,
+        got: impl FnOnce() -> String,
+    ) -> Option<u16> {
+        let slot = self.slot_for(slot)?;
+        let want = self.ctx.schema.attrs[slot as usize].ty;
+        if want != ty {
+            self.fail(slot, format!("expected {}, got {}", want.name(), got()));
+            return None;
+        }
+        Some(slot)
+    }
+
+    fn fail(&mut self, slot: u16, message: String) {
+        self.error = Some(Error::InvalidContext {
+            attribute: self.ctx.schema.attrs[slot as usize].name.to_string(),
+            message,
+        });
+    }
+
     /// The context, or the first error met while setting attributes.
     pub fn build(self) -> Result<Context, Error> {
         match self.error {
@@ -1015,4 +1105,73 @@ mod bind_tests {
         ("seed", "1"),
         ("Channel", "ANY"),
     ];
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    fn schema() -> Arc<Schema> {
+        crate::Engine::from_dir("rules/retail_bank")
+            .expect("rules/retail_bank loads")
+            .schema()
+    }
+
+    fn slot(schema: &Schema, name: &str) -> usize {
+        schema.slot(name).expect("attribute exists") as usize
+    }
+
+    #[test]
+    fn setting_by_slot_binds_what_setting_by_name_binds() {
+        let s = schema();
+        let by_name = Context::builder(&s)
+            .set("age", 41)
+            .set("income", 38_000)
+            .set("segment", "affluent")
+            .set("products", ["CURRENT", "ISA", "CURRENT"])
+            .set("bankrupt", false)
+            .build()
+            .unwrap();
+        let by_slot = Context::builder(&s)
+            .set_slot(slot(&s, "age"), 41)
+            .set_slot(slot(&s, "income"), 38_000)
+            .set_slot_str(slot(&s, "segment"), "affluent")
+            .set_slot_strs(slot(&s, "products"), &["CURRENT", "ISA", "CURRENT"])
+            .set_slot(slot(&s, "bankrupt"), false)
+            .build()
+            .unwrap();
+        assert!((0..s.attrs.len() as u16).all(|i| by_name.value(i) == by_slot.value(i)));
+        assert_eq!(by_name.given, by_slot.given);
+        assert_eq!(
+            by_slot.get("products"),
+            Some(Value::StringSet(vec!["CURRENT".into(), "ISA".into()]))
+        );
+    }
+
+    #[test]
+    fn a_wrong_slot_type_or_value_is_an_error_naming_the_attribute() {
+        let s = schema();
+        let err = |b: ContextBuilder| match b.build() {
+            Err(Error::InvalidContext { attribute, message }) => (attribute, message),
+            other => panic!("expected an InvalidContext error, got {other:?}"),
+        };
+        let (a, m) = err(Context::builder(&s).set_slot_str(slot(&s, "age"), "41"));
+        assert_eq!(
+            (a.as_str(), m.as_str()),
+            ("age", "expected int, got string \"41\"")
+        );
+        let (a, m) = err(Context::builder(&s).set_slot_str(slot(&s, "segment"), "gold"));
+        assert_eq!(a, "segment");
+        assert!(m.contains("not one of the allowed values"), "{m}");
+        let (a, _) = err(Context::builder(&s).set_slot_strs(slot(&s, "segment"), &["x"]));
+        assert_eq!(a, "segment");
+        let (a, m) = err(Context::builder(&s).set_slot(9999, 1));
+        assert_eq!(a, "#9999");
+        assert!(m.contains("no slot 9999"), "{m}");
+        // The first error wins.
+        let (a, _) = err(Context::builder(&s)
+            .set_slot(slot(&s, "bankrupt"), 3)
+            .set_slot(9999, 1));
+        assert_eq!(a, "bankrupt");
+    }
 }

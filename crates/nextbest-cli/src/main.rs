@@ -7,6 +7,7 @@ use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod batch;
 mod error;
 mod governance;
 mod impact;
@@ -60,7 +61,8 @@ enum CoreCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Decide: request JSON lines on stdin, decision JSON lines on stdout.
+    /// Decide: request JSON lines on stdin, decision JSON lines on stdout;
+    /// or, with --batch, every customer of a Parquet file to a Parquet file.
     Decide {
         /// Rule directory.
         #[arg(required_unless_present = "repo")]
@@ -74,6 +76,33 @@ enum CoreCommand {
         /// on_unavailable closed: see docs/FLEET.md).
         #[arg(long, value_name = "URL")]
         state: Option<String>,
+        /// Decide every row of this Parquet file (one customer a row,
+        /// columns named like the schema's attributes) on all cores.
+        #[arg(long, requires_all = ["output", "channel"])]
+        batch: Option<PathBuf>,
+        /// --batch: where to write the decisions (Parquet, one row per
+        /// chosen action).
+        #[arg(short, long, requires = "batch")]
+        output: Option<PathBuf>,
+        /// --batch: the channel every row is decided for.
+        #[arg(long, requires = "batch")]
+        channel: Option<String>,
+        /// --batch: the column of customer ids.
+        #[arg(long, default_value = "customer_id", requires = "batch")]
+        customer_id: String,
+        /// --batch: actions per customer (default: the channel's limit).
+        #[arg(long, requires = "batch")]
+        limit: Option<usize>,
+        /// --batch: decision time, RFC 3339 (default: when each row is
+        /// decided).
+        #[arg(long, requires = "batch")]
+        now: Option<String>,
+        /// --batch: deciding threads (default: one per core).
+        #[arg(long, requires = "batch")]
+        threads: Option<usize>,
+        /// --batch: rows per chunk (the unit of work, and of memory).
+        #[arg(long, default_value_t = 4096, requires = "batch")]
+        chunk_rows: usize,
     },
     /// Decide for a population and report throughput, latency, wins and
     /// the funnel.
@@ -462,9 +491,36 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
     match command {
         CoreCommand::Validate { dirs, json } => validate(&dirs, json),
         CoreCommand::Test { dir, json } => test(&dir, json),
-        CoreCommand::Decide { dir, repo, state } => {
-            decide(dir.as_deref(), repo.as_deref(), state.as_deref())
-        }
+        CoreCommand::Decide {
+            dir: Some(dir),
+            batch: Some(input),
+            output: Some(output),
+            channel: Some(channel),
+            customer_id,
+            limit,
+            now,
+            threads,
+            chunk_rows,
+            ..
+        } => batch::run_batch(
+            &dir,
+            batch::BatchArgs {
+                input,
+                output,
+                channel,
+                customer_id,
+                limit,
+                now,
+                threads,
+                chunk_rows,
+            },
+        ),
+        CoreCommand::Decide { batch: Some(_), .. } => Err(Error::InvalidConfig(
+            "--batch decides with a rule directory, not --repo".into(),
+        )),
+        CoreCommand::Decide {
+            dir, repo, state, ..
+        } => decide(dir.as_deref(), repo.as_deref(), state.as_deref()),
         CoreCommand::Simulate {
             dir,
             customers,

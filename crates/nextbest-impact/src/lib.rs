@@ -1,8 +1,11 @@
-//! Impact against control (`nextbest impact LOG`): per experiment arm
-//! (champion, challenger, control), the decisions of a decision log, the
-//! outcomes joined to them, the acceptance rate and value per decision with
-//! 95% intervals, the lift of each test arm over control, and the sample
-//! size needed to detect a given lift.
+//! # nextbest-impact
+//!
+//! Impact against control, shared by `nextbest impact LOG` and the Python
+//! package's `nextbest.impact`, so both give the same figures: per
+//! experiment arm (champion, challenger, control), the decisions of a
+//! decision log, the outcomes joined to them, the acceptance rate and value
+//! per decision with 95% intervals, the lift of each test arm over control,
+//! and the sample size needed to detect a given lift.
 //!
 //! Outcomes join their decision by `decision_id` when the outcome carries
 //! one; otherwise by customer, action and channel, to the latest decision
@@ -19,8 +22,6 @@ use std::path::PathBuf;
 use nextbest::audit::reader::{read_log, LogLine, ReadProblems};
 use serde::Serialize;
 use stats::{Estimate, Moments, SampleSize};
-
-use crate::error::CliError;
 
 /// The arms, in report order.
 pub const ARMS: [&str; 3] = ["champion", "challenger", "control"];
@@ -98,7 +99,7 @@ struct Logged {
 
 /// Read `paths` (oldest first) and measure each arm; `mde` is the
 /// relative lift to size the experiment for.
-pub fn impact(paths: &[PathBuf], mde: f64) -> Result<ImpactReport, CliError> {
+pub fn impact(paths: &[PathBuf], mde: f64) -> Result<ImpactReport, nextbest::Error> {
     let (lines, read) = read_log(paths)?;
     let mut report = ImpactReport {
         records: lines.len(),
@@ -370,85 +371,4 @@ fn warnings(r: &ImpactReport) -> Vec<String> {
         }
     }
     w
-}
-
-/// Print the report for a terminal.
-pub fn print(r: &ImpactReport) {
-    if !r.experiments.is_empty() {
-        println!("experiment(s): {}", r.experiments.join(", "));
-    }
-    println!(
-        "{:<11} {:>9} {:>8} {:>9} {:>9} {:>11} {:>10}  {:<26} {:<26}",
-        "arm",
-        "decisions",
-        "offered",
-        "accepted",
-        "rejected",
-        "no_response",
-        "no outcome",
-        "acceptance rate (95%)",
-        "value/decision (95%)"
-    );
-    for a in &r.arms {
-        let o = |k: &str| a.outcomes.get(k).copied().unwrap_or(0);
-        println!(
-            "{:<11} {:>9} {:>8} {:>9} {:>9} {:>11} {:>10}  {:<26} {:<26}",
-            a.arm,
-            a.decisions,
-            a.offered,
-            o("accepted"),
-            o("rejected"),
-            o("no_response"),
-            o("none"),
-            format!(
-                "{:.4} [{:.4}, {:.4}]",
-                a.acceptance_rate.value, a.acceptance_rate.low, a.acceptance_rate.high
-            ),
-            format!(
-                "{:.3} [{:.3}, {:.3}]",
-                a.value_per_decision.value, a.value_per_decision.low, a.value_per_decision.high
-            ),
-        );
-    }
-    if !r.lifts.is_empty() {
-        println!();
-        println!("lift = (test - control) / control, delta-method 95% interval; sample size for a {:.0}% lift", 100.0 * r.mde);
-    }
-    for l in &r.lifts {
-        let lift = match &l.lift {
-            Some(e) => format!(
-                "{:+.1}% [{:+.1}%, {:+.1}%] (se {:.1}%)",
-                100.0 * e.value,
-                100.0 * e.low,
-                100.0 * e.high,
-                100.0 * e.std_error
-            ),
-            None => format!("undefined ({} is 0)", l.control),
-        };
-        let n = match &l.sample_size {
-            Some(s) => format!("needs {} {} + {} {}", s.control, l.control, s.test, l.test),
-            None => "-".into(),
-        };
-        println!(
-            "  {:<10} vs {:<8} {:<18} {lift:<40} {n}",
-            l.test, l.control, l.metric
-        );
-    }
-    for w in &r.warnings {
-        println!("warning: {w}");
-    }
-    if r.unjoined_outcomes > 0 || r.accepted_without_value > 0 {
-        println!(
-            "{} outcomes unjoined; {} accepted actions without a logged value",
-            r.unjoined_outcomes, r.accepted_without_value
-        );
-    }
-    for p in r
-        .read
-        .partial_last_lines
-        .iter()
-        .chain(&r.read.corrupt_lines)
-    {
-        println!("damaged line: {p}");
-    }
 }
