@@ -645,6 +645,9 @@ impl Engine {
 
     /// Counters and the version history.
     pub fn stats(&self) -> EngineStats {
+        // Before the history's lock: following takes the governance state's
+        // lock, then the history's (to publish), never the other way round.
+        let governance = self.governed.as_ref().map(governed::Governed::stats);
         let mut h = self.history.lock();
         h.sweep();
         EngineStats {
@@ -663,7 +666,7 @@ impl Engine {
             script_errors: self.script_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
             history: self.interactions.size(),
-            governance: self.governed.as_ref().map(governed::Governed::stats),
+            governance,
         }
     }
 
