@@ -183,6 +183,8 @@ impl Engine {
                 g.root.display()
             )));
         }
+        // Lock order: this state, then the history (publish, counters);
+        // `Engine::stats` reads this state before taking the history's.
         let mut s = g.state.lock();
         let outcome = Repo::open(&g.root)
             .and_then(|repo| live::live(&repo))

@@ -703,6 +703,9 @@ impl Engine {
 
     /// Counters and the version history.
     pub fn stats(&self) -> EngineStats {
+        // Before the history's lock: following takes the governance state's
+        // lock, then the history's (to publish), never the other way round.
+        let governance = self.governed.as_ref().map(governed::Governed::stats);
         let mut h = self.history.lock();
         h.sweep();
         EngineStats {
@@ -722,7 +725,7 @@ impl Engine {
             store_errors: self.store_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
             history: self.interactions.size(),
-            governance: self.governed.as_ref().map(governed::Governed::stats),
+            governance,
         }
     }
 

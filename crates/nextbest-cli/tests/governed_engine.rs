@@ -374,3 +374,48 @@ fn nextbest_decide_with_repo_serves_the_live_revision() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert_eq!(gold["condition"], "income >= 45000.0", "{stdout}");
 }
+
+/// Whether `done` holds within ten seconds (checked every 10 ms).
+fn wait_for(done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    done()
+}
+
+#[test]
+fn a_governance_watcher_follows_a_publish_and_reports_a_refusal() {
+    let repo = Repo::new();
+    let engine = std::sync::Arc::new(repo.engine(None).unwrap());
+    let watcher = engine.watch_governance(std::time::Duration::from_millis(10));
+    let serving = |e: &Engine| e.stats().governance.unwrap();
+    repo.approve_and_publish();
+    assert!(
+        wait_for(|| serving(&engine).revision == "r0002"),
+        "the publish was not followed"
+    );
+    assert!(gold_floor_raised(&engine));
+
+    // LIVE moved back to r0001 by hand, without a logged rollback.
+    let live_path = repo.gov.join("LIVE");
+    let mut live: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&live_path).unwrap()).unwrap();
+    let log = std::fs::read_to_string(repo.gov.join("changelog.jsonl")).unwrap();
+    let init: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    live["revision"] = "r0001".into();
+    live["revision_hash"] = init["revision_hash"].clone();
+    std::fs::write(&live_path, live.to_string()).unwrap();
+    assert!(
+        wait_for(|| serving(&engine).refused == 1),
+        "the hand-moved pointer was not refused"
+    );
+    let g = serving(&engine);
+    assert_eq!(g.revision, "r0002", "r0002 keeps serving");
+    assert!(g.last_refusal.unwrap().contains("names r0001"));
+    assert!(gold_floor_raised(&engine));
+    drop(watcher);
+}
