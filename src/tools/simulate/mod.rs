@@ -63,7 +63,10 @@ pub struct ChannelRule {
 impl ChannelRule {
     /// The rule for a tool given `forced` (or not) over `rules`; a forced
     /// channel `rules` does not have is an error.
-    pub fn new(forced: Option<&str>, rules: &crate::RuleSet) -> Result<ChannelRule, Error> {
+    pub fn new(
+        forced: Option<&str>,
+        rules: &crate::ruleset::RuleSet,
+    ) -> Result<ChannelRule, Error> {
         if let Some(c) = forced {
             rules.channel(c)?;
         }
@@ -386,7 +389,7 @@ pub fn simulate(
 /// customer's index into them.
 pub(crate) fn population_channels<'a>(
     rule: &'a ChannelRule,
-    rs: &crate::RuleSet,
+    rs: &crate::ruleset::RuleSet,
     customers: &'a [Customer],
 ) -> (Vec<&'a str>, Vec<usize>) {
     let mut names: Vec<&str> = Vec::new();
