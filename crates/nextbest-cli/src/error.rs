@@ -2,51 +2,33 @@
 //! wrong and where, in words a user can act on.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// An error of a command of this crate.
 #[derive(Debug)]
 pub enum CliError {
     /// An error of the core library (rules, requests, logs).
     Core(nextbest::Error),
-    /// Reading or writing a file failed.
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A file exists but its content is not what it must be.
-    BadFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// The command was refused (a governance rule, a state, an argument).
-    Refused(String),
+    /// A file that cannot be read or written, one whose content is wrong,
+    /// or a refusal with its reason: the governance crate's error, whose
+    /// cases are the ones every command here needs.
+    Governance(nextbest_governance::Error),
 }
 
 impl CliError {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> CliError {
-        CliError::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        CliError::Governance(nextbest_governance::Error::io(path, source))
     }
 
     /// A file whose content is wrong.
     pub fn bad_file(path: impl AsRef<Path>, message: impl Into<String>) -> CliError {
-        CliError::BadFile {
-            path: path.as_ref().to_path_buf(),
-            message: message.into(),
-        }
+        CliError::Governance(nextbest_governance::Error::bad_file(path, message))
     }
 
     /// A refusal, with the reason.
     pub fn refused(message: impl Into<String>) -> CliError {
-        CliError::Refused(message.into())
+        CliError::Governance(nextbest_governance::Error::refused(message))
     }
 }
 
@@ -54,9 +36,7 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Core(e) => write!(f, "{e}"),
-            CliError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            CliError::BadFile { path, message } => write!(f, "{}: {message}", path.display()),
-            CliError::Refused(m) => write!(f, "{m}"),
+            CliError::Governance(e) => write!(f, "{e}"),
         }
     }
 }
@@ -71,14 +51,7 @@ impl From<nextbest::Error> for CliError {
 
 impl From<nextbest_governance::Error> for CliError {
     fn from(e: nextbest_governance::Error) -> CliError {
-        match e {
-            nextbest_governance::Error::Io { path, source } => CliError::Io { path, source },
-            nextbest_governance::Error::BadFile { path, message } => {
-                CliError::BadFile { path, message }
-            }
-            nextbest_governance::Error::Refused(m) => CliError::Refused(m),
-            other => CliError::Refused(other.to_string()),
-        }
+        CliError::Governance(e)
     }
 }
 

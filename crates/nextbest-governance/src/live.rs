@@ -186,31 +186,12 @@ fn check_went_live(repo: &Repo, entries: &[Entry], at: usize) -> Result<Vec<Stri
             e.seq, e.revision
         )));
     };
-    let valid: Vec<String> = r.valid_approvals().map(|a| a.approver.clone()).collect();
-    if valid.len() < gov.required {
-        let invalid: Vec<String> = r
-            .approvals
-            .iter()
-            .filter_map(|a| {
-                a.invalid
-                    .as_ref()
-                    .map(|why| format!("{}'s does not count: {why}", a.approver))
-            })
-            .collect();
-        return Err(Error::refused(format!(
+    r.approvers_if_enough(gov.required).map_err(|no| {
+        Error::refused(format!(
             "{} was published (change-log entry #{}) with {} valid approval(s); governance.toml requires {}{}",
-            e.revision,
-            e.seq,
-            valid.len(),
-            gov.required,
-            if invalid.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", invalid.join("; "))
-            }
-        )));
-    }
-    Ok(valid)
+            e.revision, e.seq, no.valid, gov.required, no.why_not
+        ))
+    })
 }
 
 /// What a follower compares between polls: the bytes of `LIVE` and

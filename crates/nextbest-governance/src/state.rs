@@ -86,6 +86,42 @@ impl Revision {
     pub fn valid_approvals(&self) -> impl Iterator<Item = &Approval> {
         self.approvals.iter().filter(|a| a.invalid.is_none())
     }
+
+    /// The approvers whose approvals count, or, when fewer than
+    /// `required` do, how many count and why the others do not.
+    pub fn approvers_if_enough(&self, required: usize) -> Result<Vec<String>, Shortfall> {
+        let valid: Vec<String> = self.valid_approvals().map(|a| a.approver.clone()).collect();
+        if valid.len() >= required {
+            return Ok(valid);
+        }
+        let invalid: Vec<String> = self
+            .approvals
+            .iter()
+            .filter_map(|a| {
+                a.invalid
+                    .as_ref()
+                    .map(|why| format!("{}'s does not count: {why}", a.approver))
+            })
+            .collect();
+        Err(Shortfall {
+            valid: valid.len(),
+            why_not: if invalid.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", invalid.join("; "))
+            },
+        })
+    }
+}
+
+/// Too few valid approvals: how many count, and " (why the others do
+/// not)" or nothing, for the caller's sentence.
+#[derive(Debug)]
+pub struct Shortfall {
+    /// The approvals that count.
+    pub valid: usize,
+    /// " (alice's does not count: ...)", or empty.
+    pub why_not: String,
 }
 
 /// The repository as the log tells it.

@@ -17,11 +17,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
-    TimestampSecondBuilder, UInt64Builder,
+use arrow_array::builder::{ListBuilder, StringBuilder, TimestampSecondBuilder};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use nextbest::audit::reader::{LogLine, ReadProblems};
 use nextbest::{Stage, Timestamp};
@@ -152,26 +151,10 @@ fn column(name: &str, values: &[J]) -> (Field, ArrayRef) {
         }
     }
     let array: ArrayRef = match kind {
-        Kind::Bool => {
-            let mut b = BooleanBuilder::with_capacity(values.len());
-            b.extend(values.iter().map(J::as_bool));
-            Arc::new(b.finish())
-        }
-        Kind::Int => {
-            let mut b = Int64Builder::with_capacity(values.len());
-            b.extend(values.iter().map(J::as_i64));
-            Arc::new(b.finish())
-        }
-        Kind::UInt => {
-            let mut b = UInt64Builder::with_capacity(values.len());
-            b.extend(values.iter().map(J::as_u64));
-            Arc::new(b.finish())
-        }
-        Kind::Float => {
-            let mut b = Float64Builder::with_capacity(values.len());
-            b.extend(values.iter().map(J::as_f64));
-            Arc::new(b.finish())
-        }
+        Kind::Bool => Arc::new(values.iter().map(J::as_bool).collect::<BooleanArray>()),
+        Kind::Int => Arc::new(values.iter().map(J::as_i64).collect::<Int64Array>()),
+        Kind::UInt => Arc::new(values.iter().map(J::as_u64).collect::<UInt64Array>()),
+        Kind::Float => Arc::new(values.iter().map(J::as_f64).collect::<Float64Array>()),
         Kind::TextList => {
             let mut b = ListBuilder::new(StringBuilder::new());
             for v in values {

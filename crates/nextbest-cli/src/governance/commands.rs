@@ -490,30 +490,12 @@ fn publish_check(s: &Session, r: &Revision, k: &KeyPair) -> Result<Vec<String>, 
             ));
         }
     }
-    let valid: Vec<String> = r.valid_approvals().map(|a| a.approver.clone()).collect();
-    if valid.len() < gov.required {
-        let invalid: Vec<String> = r
-            .approvals
-            .iter()
-            .filter_map(|a| {
-                a.invalid
-                    .as_ref()
-                    .map(|why| format!("{}'s does not count: {why}", a.approver))
-            })
-            .collect();
-        return Err(format!(
+    r.approvers_if_enough(gov.required).map_err(|no| {
+        format!(
             "{} has {} valid approval(s), governance.toml requires {}{}",
-            r.id,
-            valid.len(),
-            gov.required,
-            if invalid.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", invalid.join("; "))
-            }
-        ));
-    }
-    Ok(valid)
+            r.id, no.valid, gov.required, no.why_not
+        )
+    })
 }
 
 /// `revision rollback`: make an earlier live revision live again (by
