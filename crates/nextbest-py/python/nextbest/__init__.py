@@ -10,8 +10,10 @@ polars DataFrames::
     d = engine.decide("C1", "call_center", {"age": 34, "income": 52000.0})
     d["actions"][0]["action"]
 
-    customers = pl.read_ndjson("customers.jsonl")  # one column per attribute
+    customers = pl.read_ndjson("customers.jsonl")  # customer_id + a column per attribute
     decisions = engine.decide_batch(customers, "email")
+
+    log = nextbest.read_log("decisions.jsonl")  # and read_candidates, funnel, impact, evaluate
 
 The engine is the Rust library's: the same rules, the same decisions, the
 same errors (as :mod:`nextbest.errors` exceptions). See docs/PYTHON.md.
