@@ -258,3 +258,48 @@ fn simulate_log_starts_a_new_log_each_run_unless_told_to_append() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(logged_decisions(log_arg), 6, "both runs");
 }
+
+/// A log of decisions and no outcomes measures nothing: `evaluate` and
+/// `impact` say so and give no rate, rather than a bare 0.000%.
+#[test]
+fn estimates_from_a_log_without_outcomes_say_nothing_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let log_arg = log.to_str().unwrap();
+    let (code, _, err) = nextbest(&["simulate", "tests/fixtures/mini", "--log", log_arg], None);
+    assert_eq!(code, 0, "{err}");
+
+    let evaluate = ["evaluate", log_arg, "--rules", "tests/fixtures/mini"];
+    let (code, out, err) = nextbest(&[&evaluate[..], &["--json"]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    let ev: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(ev["used"].as_u64().unwrap() > 0, "{ev}");
+    assert_eq!(ev["joined_outcomes"], 0);
+    for estimate in ["logged", "ips", "snips"] {
+        assert!(ev[estimate].is_null(), "{estimate}: {ev}");
+    }
+    let warning = ev["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.starts_with("no outcome in the log answers any of its 3 decisions"),
+        "{warning}"
+    );
+    let (_, out, _) = nextbest(&evaluate, None);
+    assert!(!out.contains("0.000%"), "{out}");
+    assert!(out.contains("no outcomes: not measured"), "{out}");
+    assert!(out.contains("warning: no outcome in the log"), "{out}");
+
+    let (code, out, err) = nextbest(&["impact", log_arg, "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(r["joined_outcomes"], 0);
+    assert!(r["arms"][0]["acceptance_rate"].is_null(), "{r}");
+    assert!(r["arms"][0]["value_per_decision"].is_null(), "{r}");
+    let warning = r["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.starts_with("no outcome in the log joined any of its 3 decisions"),
+        "{warning}"
+    );
+    let (_, out, _) = nextbest(&["impact", log_arg], None);
+    assert!(!out.contains("0.0000 [0.0000, 0.0000]"), "{out}");
+    assert!(out.contains("no outcomes: not measured"), "{out}");
+}
