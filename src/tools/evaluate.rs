@@ -17,6 +17,9 @@
 //!   less variance; standard error by the delta method,
 //!   `√(Σ w²·(r − SNIPS)²) / Σ w`.
 //!
+//! A log in which no outcome answers a logged decision measures nothing:
+//! its rates are left out (`None`), with a warning, never reported as 0.
+//!
 //! Intervals are normal at 95%. The effective sample size `(Σ w)² / Σ w²`
 //! says how many logged decisions the estimate is really worth. A candidate
 //! that draws (Thompson, epsilon-greedy) is evaluated with draws seeded
@@ -94,6 +97,10 @@ pub struct Evaluation {
     /// one) where the candidate chooses otherwise: the log says nothing
     /// about the candidate's choice there (they weigh 0).
     pub unsupported: usize,
+    /// Outcomes that answer a logged decision (joined by decision id).
+    /// Without any, the log says nothing about acceptance: the three
+    /// estimates are `None`.
+    pub joined_outcomes: usize,
     /// The logging policy's own success rate (on-policy).
     pub logged: Option<Estimate>,
     /// Inverse propensity scoring.
@@ -166,6 +173,7 @@ pub fn evaluate(
         matched: 0,
         unknown_probability: 0,
         unsupported: 0,
+        joined_outcomes: 0,
         logged: None,
         ips: None,
         snips: None,
@@ -216,7 +224,7 @@ pub fn evaluate(
         ev.decisions += 1;
         if let Some(id) = l.record["decision_id"].as_str() {
             // Joined: its outcomes are no longer unjoined.
-            outcome_ids.remove(id);
+            ev.joined_outcomes += outcome_ids.remove(id).unwrap_or(0);
         }
         let Some((weight, reward)) = weigh(
             &l,
@@ -232,6 +240,14 @@ pub fn evaluate(
     ev.records = reader.records();
     ev.read = reader.into_problems();
     ev.unjoined_outcomes += outcome_ids.values().sum::<usize>();
+    if ev.joined_outcomes == 0 {
+        ev.warnings.push(format!(
+            "no outcome in the log answers any of its {} decisions ({} outcome records): \
+             nothing was measured, so no rate is estimated; record outcomes (with the \
+             decision_id they answer) into the log",
+            ev.decisions, ev.unjoined_outcomes
+        ));
+    }
     estimate(&mut ev, &samples);
     Ok(ev)
 }
@@ -441,5 +457,9 @@ fn estimate(ev: &mut Evaluation, samples: &Samples) {
             "{} decisions were logged with masked attributes the candidate reads; it decided them without those attributes",
             ev.masked
         ));
+    }
+    if ev.joined_outcomes == 0 {
+        // Every reward would be 0 for want of evidence, not by measurement.
+        (ev.logged, ev.ips, ev.snips) = (None, None, None);
     }
 }

@@ -31,14 +31,14 @@ pub fn print(r: &ImpactReport) {
             o("rejected"),
             o("no_response"),
             o("none"),
-            format!(
+            a.acceptance_rate.map_or(NO_OUTCOMES.into(), |e| format!(
                 "{:.4} [{:.4}, {:.4}]",
-                a.acceptance_rate.value, a.acceptance_rate.low, a.acceptance_rate.high
-            ),
-            format!(
+                e.value, e.low, e.high
+            )),
+            a.value_per_decision.map_or(NO_OUTCOMES.into(), |e| format!(
                 "{:.3} [{:.3}, {:.3}]",
-                a.value_per_decision.value, a.value_per_decision.low, a.value_per_decision.high
-            ),
+                e.value, e.low, e.high
+            )),
         );
     }
     if !r.lifts.is_empty() {

@@ -387,6 +387,9 @@ pub fn run_evaluate(
                 100.0 * e.high,
                 100.0 * e.std_error
             ),
+            None if ev.joined_outcomes == 0 => {
+                println!("  {name:<28} {:>9}", crate::impact::NO_OUTCOMES)
+            }
             None => println!("  {name:<28} {:>9}", "-"),
         }
     }

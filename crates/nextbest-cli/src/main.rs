@@ -61,8 +61,13 @@ enum CoreCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Decide: request JSON lines on stdin, decision JSON lines on stdout;
-    /// or, with --batch, every customer of a Parquet file to a Parquet file.
+    /// Decide: request JSON lines on stdin, decision JSON lines on stdout,
+    /// each answer written (and flushed) before the next line is read, so
+    /// that a program can use it as a request/response subprocess through
+    /// a pipe. A line that fails is answered with {"error": {"line",
+    /// "message"}}; at the end, if any failed, their count goes to stderr
+    /// and the exit status is 1 (unless --allow-errors). Or, with --batch,
+    /// every customer of a Parquet file to a Parquet file.
     Decide {
         /// Rule directory.
         #[arg(required_unless_present = "repo")]
@@ -76,6 +81,10 @@ enum CoreCommand {
         /// on_unavailable closed: see docs/FLEET.md).
         #[arg(long, value_name = "URL")]
         state: Option<String>,
+        /// Exit 0 even when lines failed (each is still answered with an
+        /// error line and counted on stderr).
+        #[arg(long, conflicts_with = "batch")]
+        allow_errors: bool,
         /// Decide every row of this Parquet file (one customer a row,
         /// columns named like the schema's attributes) on all cores.
         #[arg(long, requires_all = ["output", "channel"])]
@@ -519,8 +528,17 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             "--batch decides with a rule directory, not --repo".into(),
         )),
         CoreCommand::Decide {
-            dir, repo, state, ..
-        } => decide(dir.as_deref(), repo.as_deref(), state.as_deref()),
+            dir,
+            repo,
+            state,
+            allow_errors,
+            ..
+        } => decide(
+            dir.as_deref(),
+            repo.as_deref(),
+            state.as_deref(),
+            allow_errors,
+        ),
         CoreCommand::Simulate {
             dir,
             customers,
@@ -799,7 +817,12 @@ fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
     })
 }
 
-fn decide(dir: Option<&Path>, repo: Option<&Path>, state: Option<&str>) -> Result<ExitCode, Error> {
+fn decide(
+    dir: Option<&Path>,
+    repo: Option<&Path>,
+    state: Option<&str>,
+    allow_errors: bool,
+) -> Result<ExitCode, Error> {
     let mut engine = match (dir, repo) {
         (_, Some(repo)) => {
             let config = serde_json::json!({ "governance_repo": repo });
@@ -818,28 +841,40 @@ fn decide(dir: Option<&Path>, repo: Option<&Path>, state: Option<&str>) -> Resul
     let engine = std::sync::Arc::new(engine);
     // With --repo, publishes and rollbacks are followed while serving.
     let _following = repo.map(|_| engine.watch_governance(std::time::Duration::from_secs(1)));
-    let stdin = std::io::stdin().lock();
+    let mut input = std::io::BufReader::with_capacity(64 * 1024, std::io::stdin().lock());
     let mut out = BufWriter::new(std::io::stdout().lock());
     let (mut decided, mut errors) = (0usize, 0usize);
-    for (i, line) in stdin.lines().enumerate() {
-        let line = line.map_err(|e| Error::Io {
+    let mut line = String::new();
+    for i in 1.. {
+        line.clear();
+        let read = input.read_line(&mut line).map_err(|e| Error::Io {
             path: "<stdin>".into(),
             source: e,
         })?;
+        if read == 0 {
+            break;
+        }
         if line.trim().is_empty() {
             continue;
         }
-        let written = match engine.decide_json(&line) {
+        let answer = match engine.decide_json(&line) {
             Ok(d) => {
                 decided += 1;
-                writeln!(out, "{}", d.to_json())
+                d.to_json()
             }
             Err(e) => {
                 errors += 1;
-                let err = serde_json::json!({"error": {"line": i + 1, "message": e.to_string()}});
-                writeln!(out, "{err}")
+                serde_json::json!({"error": {"line": i, "message": e.to_string()}}).to_string()
             }
         };
+        // Flushed whenever the next request is not already read in full:
+        // a program that writes one request and waits gets its answer,
+        // and a file of requests is still written in large blocks.
+        let pending = input.buffer().contains(&b'\n');
+        let written = writeln!(out, "{answer}").and_then(|()| match pending {
+            true => Ok(()),
+            false => out.flush(),
+        });
         if let Err(e) = written {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 break;
@@ -851,10 +886,18 @@ fn decide(dir: Option<&Path>, repo: Option<&Path>, state: Option<&str>) -> Resul
         }
     }
     let _ = out.flush();
-    if errors > 0 {
-        eprintln!("{decided} decided, {errors} error line(s)");
+    if errors == 0 {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    eprintln!(
+        "{decided} decided, {errors} of {} line(s) failed (answered with an error line)",
+        decided + errors
+    );
+    Ok(if allow_errors {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Remove the log at `path` and its rotated files (`path.1`, `path.2`, ...)

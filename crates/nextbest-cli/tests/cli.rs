@@ -63,8 +63,10 @@ fn test_runs_personas_and_reports_the_count() {
     assert!(out.contains("2 passed, 0 failed"), "{out}");
 }
 
+/// Every line is answered, a bad one with an error line; the run fails
+/// with the count of failed lines unless `--allow-errors`.
 #[test]
-fn decide_answers_each_line_and_keeps_going_after_a_bad_one() {
+fn decide_answers_each_line_and_fails_with_a_count_when_lines_failed() {
     let input = concat!(
         r#"{"customer_id":"C1","channel":"call_center","context":{"age":42,"income":90000,"segment":"gold"},"now":"2026-11-23T10:00:00Z"}"#,
         "\n",
@@ -77,7 +79,7 @@ fn decide_answers_each_line_and_keeps_going_after_a_bad_one() {
         "\n",
     );
     let (code, out, err) = nextbest(&["decide", "tests/fixtures/mini"], Some(input));
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     let lines: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
@@ -98,7 +100,67 @@ fn decide_answers_each_line_and_keeps_going_after_a_bad_one() {
         1,
         "email limit is 1"
     );
-    assert!(err.contains("2 decided, 3 error line(s)"), "{err}");
+    assert!(err.contains("2 decided, 3 of 5 line(s) failed"), "{err}");
+
+    let allowed = ["decide", "tests/fixtures/mini", "--allow-errors"];
+    let (code, again, err) = nextbest(&allowed, Some(input));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again.lines().count(), 5);
+    assert!(err.contains("3 of 5 line(s) failed"), "{err}");
+
+    let good = input.lines().next().unwrap();
+    let (code, _, err) = nextbest(&["decide", "tests/fixtures/mini"], Some(good));
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
+/// A desktop runs `decide` as a subprocess: it writes a request and reads
+/// the answer while its end of the pipe stays open.
+#[test]
+fn decide_answers_each_request_before_its_input_ends() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nextbest"))
+        .current_dir(root)
+        .args(["decide", "tests/fixtures/mini"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nextbest");
+    let mut requests = child.stdin.take().expect("stdin");
+    let answers = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in answers.lines() {
+            if tx.send(line.expect("utf-8 answer")).is_err() {
+                break;
+            }
+        }
+    });
+    // Waits only to fail instead of hanging when no answer ever comes.
+    let mut answer = |request: &str| -> serde_json::Value {
+        writeln!(requests, "{request}").expect("write a request");
+        requests.flush().expect("flush the request");
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(line) => serde_json::from_str(&line).expect("a JSON answer"),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no answer to {request} while stdin is open ({e})");
+            }
+        }
+    };
+    let first = answer(
+        r#"{"customer_id":"C1","channel":"call_center","context":{"age":42,"income":90000,"segment":"gold"}}"#,
+    );
+    assert_eq!(first["actions"][0]["action"], "CARD_BASIC", "{first}");
+    let second = answer(r#"{"customer_id":"C2","channel":"fax","context":{}}"#);
+    assert_eq!(second["error"]["line"], 2, "{second}");
+    drop(requests);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 decided, 1 of 2 line(s) failed"), "{err}");
 }
 
 #[test]
@@ -257,4 +319,49 @@ fn simulate_log_starts_a_new_log_each_run_unless_told_to_append() {
     let (code, _, err) = nextbest(&[&simulate[..], &["--append"]].concat(), None);
     assert_eq!(code, 0, "{err}");
     assert_eq!(logged_decisions(log_arg), 6, "both runs");
+}
+
+/// A log of decisions and no outcomes measures nothing: `evaluate` and
+/// `impact` say so and give no rate, rather than a bare 0.000%.
+#[test]
+fn estimates_from_a_log_without_outcomes_say_nothing_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let log_arg = log.to_str().unwrap();
+    let (code, _, err) = nextbest(&["simulate", "tests/fixtures/mini", "--log", log_arg], None);
+    assert_eq!(code, 0, "{err}");
+
+    let evaluate = ["evaluate", log_arg, "--rules", "tests/fixtures/mini"];
+    let (code, out, err) = nextbest(&[&evaluate[..], &["--json"]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    let ev: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(ev["used"].as_u64().unwrap() > 0, "{ev}");
+    assert_eq!(ev["joined_outcomes"], 0);
+    for estimate in ["logged", "ips", "snips"] {
+        assert!(ev[estimate].is_null(), "{estimate}: {ev}");
+    }
+    let warning = ev["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.starts_with("no outcome in the log answers any of its 3 decisions"),
+        "{warning}"
+    );
+    let (_, out, _) = nextbest(&evaluate, None);
+    assert!(!out.contains("0.000%"), "{out}");
+    assert!(out.contains("no outcomes: not measured"), "{out}");
+    assert!(out.contains("warning: no outcome in the log"), "{out}");
+
+    let (code, out, err) = nextbest(&["impact", log_arg, "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(r["joined_outcomes"], 0);
+    assert!(r["arms"][0]["acceptance_rate"].is_null(), "{r}");
+    assert!(r["arms"][0]["value_per_decision"].is_null(), "{r}");
+    let warning = r["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.starts_with("no outcome in the log joined any of its 3 decisions"),
+        "{warning}"
+    );
+    let (_, out, _) = nextbest(&["impact", log_arg], None);
+    assert!(!out.contains("0.0000 [0.0000, 0.0000]"), "{out}");
+    assert!(out.contains("no outcomes: not measured"), "{out}");
 }

@@ -12,7 +12,9 @@
 //! at or before the outcome that offered that action. A decision counts as
 //! accepted when any of its actions was accepted (else rejected, else
 //! no response, else without outcome); its value is the sum of the logged
-//! values of its accepted actions.
+//! values of its accepted actions. A log in which no outcome joins a
+//! decision measures nothing: its rates and lifts are left out (`null`),
+//! with a warning, rather than reported as 0.
 
 pub mod stats;
 
@@ -41,6 +43,9 @@ pub struct ImpactReport {
     pub lifts: Vec<Lift>,
     /// The relative lift the sample sizes are for.
     pub mde: f64,
+    /// Outcomes joined to a decision of the log; without any, no rate is
+    /// estimated.
+    pub joined_outcomes: usize,
     /// Outcomes that found no decision.
     pub unjoined_outcomes: usize,
     /// Accepted outcomes whose action has no logged value (counted as 0).
@@ -62,10 +67,11 @@ pub struct ArmImpact {
     pub offered: u64,
     /// Decisions by their outcome: accepted, rejected, no_response, none.
     pub outcomes: BTreeMap<String, u64>,
-    /// Decisions with an accepted action, per decision.
-    pub acceptance_rate: Estimate,
-    /// Value of the accepted actions, per decision.
-    pub value_per_decision: Estimate,
+    /// Decisions with an accepted action, per decision; `None` when no
+    /// outcome in the log joined a decision.
+    pub acceptance_rate: Option<Estimate>,
+    /// Value of the accepted actions, per decision; `None` likewise.
+    pub value_per_decision: Option<Estimate>,
     #[serde(skip)]
     value: Moments,
 }
@@ -107,15 +113,22 @@ pub fn impact(paths: &[PathBuf], mde: f64) -> Result<ImpactReport, nextbest::Err
         arms: Vec::new(),
         lifts: Vec::new(),
         mde,
+        joined_outcomes: 0,
         unjoined_outcomes: 0,
         accepted_without_value: 0,
         read,
         warnings: Vec::new(),
     };
     let mut decisions = collect_decisions(&lines, &mut report.experiments);
-    join_outcomes(&lines, &mut decisions, &mut report.unjoined_outcomes);
+    (report.joined_outcomes, report.unjoined_outcomes) = join_outcomes(&lines, &mut decisions);
     report.arms = measure_arms(&decisions.list, &mut report.accepted_without_value);
-    report.lifts = lifts(&report.arms, mde);
+    if report.joined_outcomes == 0 {
+        for a in &mut report.arms {
+            (a.acceptance_rate, a.value_per_decision) = (None, None);
+        }
+    } else {
+        report.lifts = lifts(&report.arms, mde);
+    }
     report.warnings = warnings(&report);
     Ok(report)
 }
@@ -194,7 +207,9 @@ fn str_of(r: &serde_json::Value, key: &str) -> String {
     r[key].as_str().unwrap_or_default().to_string()
 }
 
-fn join_outcomes(lines: &[LogLine], d: &mut Decisions, unjoined: &mut usize) {
+/// Join each outcome to its decision; (joined, unjoined).
+fn join_outcomes(lines: &[LogLine], d: &mut Decisions) -> (usize, usize) {
+    let (mut joined, mut unjoined) = (0, 0);
     for l in lines.iter().filter(|l| l.record["kind"] == "outcome") {
         let r = &l.record;
         let action = str_of(r, "action");
@@ -210,9 +225,10 @@ fn join_outcomes(lines: &[LogLine], d: &mut Decisions, unjoined: &mut usize) {
             }
         };
         let Some(i) = target else {
-            *unjoined += 1;
+            unjoined += 1;
             continue;
         };
+        joined += 1;
         let logged = &mut d.list[i];
         match r["outcome"].as_str() {
             Some("accepted") if !logged.accepted.contains(&action) => logged.accepted.push(action),
@@ -221,6 +237,7 @@ fn join_outcomes(lines: &[LogLine], d: &mut Decisions, unjoined: &mut usize) {
             _ => {}
         }
     }
+    (joined, unjoined)
 }
 
 /// The latest decision at or before `ts` (the last in log order among
@@ -241,8 +258,8 @@ fn measure_arms(list: &[Logged], without_value: &mut usize) -> Vec<ArmImpact> {
                 .iter()
                 .map(|k| (k.to_string(), 0))
                 .collect(),
-            acceptance_rate: Estimate::normal(0.0, 0.0),
-            value_per_decision: Estimate::normal(0.0, 0.0),
+            acceptance_rate: None,
+            value_per_decision: None,
             value: Moments::default(),
         };
         let mut accepted = 0;
@@ -265,8 +282,8 @@ fn measure_arms(list: &[Logged], without_value: &mut usize) -> Vec<ArmImpact> {
         if a.decisions == 0 {
             continue;
         }
-        a.acceptance_rate = stats::proportion(accepted, a.decisions).unwrap_or(a.acceptance_rate);
-        a.value_per_decision = a.value.estimate().unwrap_or(a.value_per_decision);
+        a.acceptance_rate = stats::proportion(accepted, a.decisions);
+        a.value_per_decision = a.value.estimate();
         out.push(a);
     }
     out
@@ -296,19 +313,22 @@ fn lifts(arms: &[ArmImpact], mde: f64) -> Vec<Lift> {
             continue;
         };
         let ratio = t.decisions as f64 / c.decisions as f64;
-        let rate_c = c.acceptance_rate.value;
+        let lift = |t: Option<Estimate>, c: Option<Estimate>| {
+            t.zip(c).and_then(|(t, c)| stats::lift(&t, &c))
+        };
+        let rate_c = c.acceptance_rate.map_or(0.0, |e| e.value);
         out.push(Lift {
             test: t.arm.clone(),
             control: c.arm.clone(),
             metric: "acceptance_rate".into(),
-            lift: stats::lift(&t.acceptance_rate, &c.acceptance_rate),
+            lift: lift(t.acceptance_rate, c.acceptance_rate),
             sample_size: stats::sample_size_rate(rate_c, mde, ratio),
         });
         out.push(Lift {
             test: t.arm.clone(),
             control: c.arm.clone(),
             metric: "value_per_decision".into(),
-            lift: stats::lift(&t.value_per_decision, &c.value_per_decision),
+            lift: lift(t.value_per_decision, c.value_per_decision),
             sample_size: stats::sample_size(
                 c.value.mean(),
                 c.value.variance(),
@@ -338,13 +358,17 @@ fn warnings(r: &ImpactReport) -> Vec<String> {
         )),
         Some(_) => {}
     }
-    let with_outcomes: u64 = r
-        .arms
-        .iter()
-        .map(|a| a.decisions - a.outcomes.get("none").copied().unwrap_or(0))
-        .sum();
-    if !r.arms.is_empty() && with_outcomes == 0 {
-        w.push("no outcome joined any decision: record outcomes to measure acceptance".into());
+    if !r.arms.is_empty() && r.joined_outcomes == 0 {
+        w.insert(
+            0,
+            format!(
+                "no outcome in the log joined any of its {} decisions ({} outcome records): \
+                 nothing was measured, so no acceptance rate, value or lift is given; record \
+                 outcomes (with the decision_id they answer) into the log",
+                r.arms.iter().map(|a| a.decisions).sum::<u64>(),
+                r.unjoined_outcomes
+            ),
+        );
     }
     if r.unjoined_outcomes > 0 {
         w.push(format!(
@@ -372,3 +396,6 @@ fn warnings(r: &ImpactReport) -> Vec<String> {
     }
     w
 }
+
+/// What a rate's place in a table says when the log measured nothing.
+pub const NO_OUTCOMES: &str = "no outcomes: not measured";

@@ -564,11 +564,20 @@ fn impact(s: &mut String, r: Option<&ImpactReport>) {
     s.push_str("<table><tr><th>arm</th><th class=\"n\">decisions</th><th class=\"n\">accepted</th><th class=\"n\">rejected</th><th class=\"n\">no response</th><th class=\"n\">acceptance rate [95%]</th><th class=\"n\">value / decision [95%]</th></tr>");
     for a in &r.arms {
         let o = |k: &str| a.outcomes.get(k).copied().unwrap_or(0);
-        let (ar, v) = (&a.acceptance_rate, &a.value_per_decision);
+        let ar = a
+            .acceptance_rate
+            .map_or(crate::impact::NO_OUTCOMES.into(), |e| {
+                format!("{:.4} [{:.4}, {:.4}]", e.value, e.low, e.high)
+            });
+        let v = a
+            .value_per_decision
+            .map_or(crate::impact::NO_OUTCOMES.into(), |e| {
+                format!("{:.3} [{:.3}, {:.3}]", e.value, e.low, e.high)
+            });
         let _ = write!(
             s,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.4} [{:.4}, {:.4}]</td><td class=\"n\">{:.3} [{:.3}, {:.3}]</td></tr>",
-            a.arm, a.decisions, o("accepted"), o("rejected"), o("no_response"), ar.value, ar.low, ar.high, v.value, v.low, v.high
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{ar}</td><td class=\"n\">{v}</td></tr>",
+            a.arm, a.decisions, o("accepted"), o("rejected"), o("no_response")
         );
     }
     s.push_str("</table>");

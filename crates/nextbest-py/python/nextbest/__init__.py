@@ -279,7 +279,9 @@ def evaluate(
     ``candidate_dir`` would have had on the logged decisions: the same
     figures as ``nextbest evaluate LOG --rules DIR --json`` (``ips``,
     ``snips`` and ``logged``, each with ``value``, ``std_error``, ``low``,
-    ``high``; ``effective_sample_size``; counts and ``warnings``).
+    ``high``, or ``None`` when no outcome in the log answers a logged
+    decision (``joined_outcomes`` is 0, and ``warnings`` says so);
+    ``effective_sample_size``; counts and ``warnings``).
     ``success`` lists the outcome kinds that count (default ``accepted``).
     """
     return _evaluate(log, os.fspath(candidate_dir), list(success) if success else None)
@@ -292,12 +294,14 @@ def impact(log: Logs, mde: float = 0.1) -> Dict[str, Any]:
     Per experiment arm (``arms``: ``champion``, ``challenger``,
     ``control``): ``decisions``, ``offered``, ``outcomes`` (decisions by
     their outcome), ``acceptance_rate`` and ``value_per_decision``, each an
-    estimate with ``value``, ``std_error``, ``low`` and ``high`` (95%).
+    estimate with ``value``, ``std_error``, ``low`` and ``high`` (95%), or
+    ``None`` (and no ``lifts``) when no outcome in the log joined a decision
+    (``joined_outcomes`` is 0; ``warnings`` says so).
     ``lifts``: each test arm over control (and the challenger over the
     champion) per metric, ``lift`` = (test - control) / control with its
     delta-method interval (``None`` when the control's figure is 0), and
     ``sample_size``: the decisions needed to detect a relative lift of
-    ``mde``. Also ``experiments``, ``unjoined_outcomes``,
+    ``mde``. Also ``experiments``, ``joined_outcomes``, ``unjoined_outcomes``,
     ``accepted_without_value`` and ``warnings``.
 
     For frames: ``pl.DataFrame(r["lifts"]).unnest("lift")``.
