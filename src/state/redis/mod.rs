@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::{Client, Connection};
+use redis::{Client, Connection, IntoConnectionInfo};
 
 use super::fleet::StateConfig;
 use crate::base::Error;
@@ -57,8 +57,14 @@ impl Pool {
     pub(crate) fn new(config: &StateConfig) -> Result<Pool, Error> {
         config.check()?;
         let name = without_credentials(&config.url);
-        let client = Client::open(config.url.as_str())
-            .map_err(|e| Error::InvalidConfig(format!("state.url `{name}`: {e}")))?;
+        let bad = |e: redis::RedisError| Error::InvalidConfig(format!("state.url `{name}`: {e}"));
+        let info = config.url.as_str().into_connection_info().map_err(bad)?;
+        // No `CLIENT SETINFO` after connecting: its two replies would each
+        // get the whole deadline from a server that hangs (the client
+        // reads every reply of a pipeline), so a connection could take
+        // two deadlines before its first command.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let client = Client::open(info.set_redis_settings(settings)).map_err(bad)?;
         Ok(Pool {
             client,
             name,

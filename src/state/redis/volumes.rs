@@ -4,13 +4,15 @@
 //!
 //! Layout, per constraint (its name, from the rule set) and period (its
 //! number: whole periods since the epoch, as [`VolumePeriod::number`]):
-//! - `{prefix}vol:{name}:{number}`: the units taken in the period (a
+//! - `{prefix}{vol}:{name}:{number}`: the units taken in the period (a
 //!   string holding an integer);
-//! - `{prefix}vol:{name}:newest`: the newest period counted.
+//! - `{prefix}{vol}:{name}:newest`: the newest period counted.
 //!
-//! The braces are a Cluster hash tag: a constraint's keys share one slot,
-//! so the script that reads and writes two of them is Cluster-safe;
-//! different constraints spread over slots.
+//! `{vol}` is a Cluster hash tag: all the volume keys of a prefix share one
+//! slot, so the take script (two keys) and the read of every cap a
+//! channel can meet (one `MGET`) are each one command on one node. One
+//! command matters for the deadline too: a pipeline of reads against a
+//! server that hangs would wait one deadline per reply.
 //!
 //! Guarantees (besides the deadlines of [`super`]): the same answers as
 //! the in-memory counter ([`crate::state::volumes`]), across processes.
@@ -20,15 +22,15 @@
 //!   its expiry; advance the newest period. Redis runs a script alone, so
 //!   a cap is exact however many engines take at once.
 //! - [`VolumeStore::give_back`] is one script: `DECR` only above zero.
-//! - [`VolumeStore::used`] is one round trip: a pipeline of `GET`s (one
-//!   key each, so a Cluster client could route them), two per period.
+//! - [`VolumeStore::used`] is one command: an `MGET` of each period's
+//!   count and its constraint's newest period.
 //! - Expiry: a count (and the newest period) lives until [`KEPT_PERIODS`]
 //!   periods after its period ends, or, for a back-dated period that has
 //!   already ended, [`KEPT_PERIODS`] periods after it was counted: as long
 //!   as the in-memory counter could still answer for it.
 //!
-//! Commands: `GET`, `SET .. EX`, `INCR`, `DECR`, `EXPIRE` (with `GT`,
-//! Redis 7.0), `EVALSHA`.
+//! Commands: `MGET`, `GET`, `SET .. EX`, `INCR`, `DECR`, `EXPIRE` (with
+//! `GT`, Redis 7.0), `EVALSHA`.
 
 use std::sync::Arc;
 
@@ -118,7 +120,7 @@ impl RedisVolumes {
     /// The key of a constraint's count in one period.
     pub fn key_of(&self, period: &VolumePeriod<'_>) -> String {
         format!(
-            "{}vol:{{{}}}:{}",
+            "{}{{vol}}:{}:{}",
             self.pool.prefix(),
             period.constraint,
             period.number
@@ -127,7 +129,7 @@ impl RedisVolumes {
 
     /// The key of the newest period a constraint has counted.
     fn newest_key(&self, constraint: &str) -> String {
-        format!("{}vol:{{{constraint}}}:newest", self.pool.prefix())
+        format!("{}{{vol}}:{constraint}:newest", self.pool.prefix())
     }
 }
 
@@ -152,12 +154,11 @@ impl VolumeStore for RedisVolumes {
         if periods.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut mget = redis::cmd("MGET");
         for p in periods {
-            pipe.cmd("GET").arg(self.key_of(p));
-            pipe.cmd("GET").arg(self.newest_key(p.constraint));
+            mget.arg(self.key_of(p)).arg(self.newest_key(p.constraint));
         }
-        let got: Vec<Option<i64>> = self.pool.with("volume_used", |con| pipe.query(con))?;
+        let got: Vec<Option<i64>> = self.pool.with("volume_used", |con| mget.query(con))?;
         if got.len() != 2 * periods.len() {
             return Err(Error::State(format!(
                 "{}: {} replies to {} volume reads",
