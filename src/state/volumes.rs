@@ -1,14 +1,16 @@
 //! Where volume-constraint counters live: the [`VolumeStore`] contract,
 //! whose calls can fail, and [`MemoryVolumes`], the engine's own counters
-//! (one [`Counter`] per constraint name, never failing).
+//! (one in-memory counter per constraint name, never failing).
 //!
 //! A volume constraint counts units per static period, keyed by the
 //! period: a decision takes from the period its own `now` falls in. Every
 //! store gives the same answers as the in-memory counter: a take is one
 //! atomic check-and-increment (never more than `max` in a period, however
-//! decisions race, in one process or many), a period more than
-//! [`PERIODS`]` - 1` periods before the newest one counted is
-//! [`Take::TooOld`], and a unit given back never takes a count below zero.
+//! decisions race, in one process or many), a period less than
+//! [`KEPT_PERIODS`] periods before the newest one counted is counted
+//! exactly while one further back may be [`Take::TooOld`] (in memory,
+//! once its slot holds a newer period; in Redis, always), and a unit
+//! given back never takes a count below zero.
 //!
 //! The decision path does not call [`MemoryVolumes`] through the trait: a
 //! rule version resolves its constraints' counters once when it is
@@ -69,7 +71,7 @@ pub trait VolumeStore: Send + Sync + std::fmt::Debug {
     fn give_back(&self, period: VolumePeriod<'_>) -> Result<(), Error>;
 }
 
-/// The engine's own volume counters: one [`Counter`] per constraint name
+/// The engine's own volume counters: one counter per constraint name
 /// (by its [`key`]), kept for the life of the engine, saved and loaded
 /// with [`crate::Engine::save_state`].
 #[derive(Debug, Default)]

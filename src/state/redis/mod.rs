@@ -4,7 +4,7 @@
 //! same customers' events and counts against the same caps
 //! (docs/FLEET.md).
 //!
-//! Both stores go through one [`Pool`] of blocking connections to the
+//! Both stores go through one pool of blocking connections to the
 //! server the `"state"` configuration names. Guarantees they share:
 //! - Every socket operation (connect, write, read) has the deadline
 //!   `timeout_ms`; a failed call is [`Error::StoreUnavailable`], drops its
