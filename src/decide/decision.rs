@@ -41,6 +41,10 @@ pub struct Decision {
     /// deliberate (an epsilon-greedy exploration puts the explored action
     /// first) and is kept.
     pub(crate) ranked_unsorted: bool,
+    /// A chosen action was decided without a volume cap (the shared store
+    /// unavailable, `on_unavailable = "open"`): not all its units were
+    /// taken, so none is given back if the decision is refused.
+    pub(crate) volumes_unmetered: bool,
     /// What an explained or logged decision records besides its lists
     /// (boxed: a plain decision carries and drops one pointer for it).
     pub(crate) recorded: Option<Box<Recorded>>,
@@ -363,6 +367,7 @@ impl Decision {
             evidence: self.evidence.clone(),
             selection_probability: self.selection_probability,
             ranked_unsorted: false,
+            volumes_unmetered: self.volumes_unmetered,
         }
     }
 

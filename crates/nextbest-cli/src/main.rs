@@ -1,5 +1,5 @@
 //! The `nextbest` command-line tool: validate and test rule sets, decide
-//! from JSON lines, simulate a population; govern changes (keys,
+//! from JSON lines and record outcomes, simulate a population; govern changes (keys,
 //! revisions, approvals, the change log, the review report) and measure
 //! impact against control.
 
@@ -76,9 +76,9 @@ enum CoreCommand {
         /// follow its publishes and rollbacks (see docs/GOVERNANCE.md).
         #[arg(long, conflicts_with = "dir")]
         repo: Option<PathBuf>,
-        /// Read interaction history from the fleet's shared store
-        /// (`redis://host:port/db`, key prefix `nb:`, 20 ms deadline,
-        /// on_unavailable closed: see docs/FLEET.md).
+        /// Keep interaction history and volume counters in the fleet's
+        /// shared store (`redis://host:port/db`, key prefix `nb:`, 20 ms
+        /// deadline, on_unavailable closed: see docs/FLEET.md).
         #[arg(long, value_name = "URL")]
         state: Option<String>,
         /// Exit 0 even when lines failed (each is still answered with an
@@ -112,6 +112,36 @@ enum CoreCommand {
         /// --batch: rows per chunk (the unit of work, and of memory).
         #[arg(long, default_value_t = 4096, requires = "batch")]
         chunk_rows: usize,
+    },
+    /// Record outcomes: JSON lines in, one status line out each; with
+    /// --state, into the fleet's shared store.
+    ///
+    /// Outcome JSON lines on stdin ({"customer_id", "action", "channel",
+    /// "outcome", optional "decision_id" and "timestamp"}), one status
+    /// line out per line ({"line", "recorded": true}), each written (and
+    /// flushed) before the next line is read. A
+    /// line that fails is answered with {"error": {"line", "message"}} and
+    /// skipped, and the lines after it are still recorded; at the end, if
+    /// any failed, their count goes to stderr and the exit status is 1
+    /// (unless --allow-errors). With --state the outcomes go to the fleet's
+    /// shared interaction history, where every engine's next decision sees
+    /// them. Without --state they are recorded into this process's own
+    /// engine and gone when it exits: useful only with --log.
+    Outcome {
+        /// Rule directory (outcomes are checked against it: the channel
+        /// and the action must exist).
+        dir: PathBuf,
+        /// Record into the fleet's shared store (`redis://host:port/db`,
+        /// key prefix `nb:`, 20 ms deadline: see docs/FLEET.md).
+        #[arg(long, value_name = "URL")]
+        state: Option<String>,
+        /// Also write each outcome to this decision log (appended to it).
+        #[arg(long, value_name = "PATH")]
+        log: Option<PathBuf>,
+        /// Exit 0 even when lines failed (each is still answered with an
+        /// error line and counted on stderr).
+        #[arg(long)]
+        allow_errors: bool,
     },
     /// Decide for a population and report throughput, latency, wins and
     /// the funnel.
@@ -539,6 +569,12 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             state.as_deref(),
             allow_errors,
         ),
+        CoreCommand::Outcome {
+            dir,
+            state,
+            log,
+            allow_errors,
+        } => outcome(&dir, state.as_deref(), log, allow_errors),
         CoreCommand::Simulate {
             dir,
             customers,
@@ -841,9 +877,44 @@ fn decide(
     let engine = std::sync::Arc::new(engine);
     // With --repo, publishes and rollbacks are followed while serving.
     let _following = repo.map(|_| engine.watch_governance(std::time::Duration::from_secs(1)));
+    let (decided, errors) = serve_lines(|_, line| engine.decide_json(line).map(|d| d.to_json()))?;
+    Ok(summary(decided, "decided", errors, allow_errors))
+}
+
+/// `nextbest outcome`: record each outcome line, into the shared store
+/// with `state`, logged with `log`.
+fn outcome(
+    dir: &Path,
+    state: Option<&str>,
+    log: Option<PathBuf>,
+    allow_errors: bool,
+) -> Result<ExitCode, Error> {
+    let rules = RuleSet::from_dir(dir)?;
+    let mut config = nextbest::EngineConfig::default();
+    config.decision_log = log.map(nextbest::audit::LogConfig::for_file);
+    let mut engine = Engine::try_with_config(rules, config)?;
+    if let Some(url) = state {
+        engine = engine.with_state(&nextbest::state::fleet::StateConfig::new(url))?;
+    }
+    let (recorded, errors) = serve_lines(|i, line| {
+        engine
+            .record_outcome_json(line)
+            .map(|()| format!("{{\"line\":{i},\"recorded\":true}}"))
+    })?;
+    engine.flush()?;
+    Ok(summary(recorded, "recorded", errors, allow_errors))
+}
+
+/// Answer each non-blank line of stdin (`answer` gets its number, from 1,
+/// and its text) with `answer`'s JSON on stdout, or with `{"error":
+/// {"line", "message"}}` when it fails, before the next line is read:
+/// (lines served, lines failed).
+fn serve_lines(
+    mut answer: impl FnMut(usize, &str) -> Result<String, Error>,
+) -> Result<(usize, usize), Error> {
     let mut input = std::io::BufReader::with_capacity(64 * 1024, std::io::stdin().lock());
     let mut out = BufWriter::new(std::io::stdout().lock());
-    let (mut decided, mut errors) = (0usize, 0usize);
+    let (mut served, mut errors) = (0usize, 0usize);
     let mut line = String::new();
     for i in 1.. {
         line.clear();
@@ -857,19 +928,19 @@ fn decide(
         if line.trim().is_empty() {
             continue;
         }
-        let answer = match engine.decide_json(&line) {
-            Ok(d) => {
-                decided += 1;
-                d.to_json()
+        let answer = match answer(i, &line) {
+            Ok(a) => {
+                served += 1;
+                a
             }
             Err(e) => {
                 errors += 1;
                 serde_json::json!({"error": {"line": i, "message": e.to_string()}}).to_string()
             }
         };
-        // Flushed whenever the next request is not already read in full:
-        // a program that writes one request and waits gets its answer,
-        // and a file of requests is still written in large blocks.
+        // Flushed whenever the next line is not already read in full: a
+        // program that writes one line and waits gets its answer, and a
+        // file of lines is still written in large blocks.
         let pending = input.buffer().contains(&b'\n');
         let written = writeln!(out, "{answer}").and_then(|()| match pending {
             true => Ok(()),
@@ -886,18 +957,24 @@ fn decide(
         }
     }
     let _ = out.flush();
+    Ok((served, errors))
+}
+
+/// The exit status of a run that served `served` lines (`what`: decided,
+/// recorded) and failed `errors`, with their count on stderr if any.
+fn summary(served: usize, what: &str, errors: usize, allow_errors: bool) -> ExitCode {
     if errors == 0 {
-        return Ok(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
     eprintln!(
-        "{decided} decided, {errors} of {} line(s) failed (answered with an error line)",
-        decided + errors
+        "{served} {what}, {errors} of {} line(s) failed (answered with an error line)",
+        served + errors
     );
-    Ok(if allow_errors {
+    if allow_errors {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// Remove the log at `path` and its rotated files (`path.1`, `path.2`, ...)
