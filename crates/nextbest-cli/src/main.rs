@@ -7,6 +7,8 @@ use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[macro_use]
+mod out;
 mod batch;
 mod error;
 mod governance;
@@ -455,13 +457,13 @@ fn main() -> ExitCode {
         Command::Governed(c) => run_governed(c),
         Command::Core(c) => run_core(c).map_err(CliError::from),
     };
-    match result {
+    out::finish(match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
+    })
 }
 
 fn run_governed(command: GovernedCommand) -> Result<ExitCode, CliError> {
