@@ -44,6 +44,8 @@ pub struct Decision {
     /// What an explained or logged decision records besides its lists
     /// (boxed: a plain decision carries and drops one pointer for it).
     pub(crate) recorded: Option<Box<Recorded>>,
+    /// The request's warnings (empty and unallocated for a clean request).
+    pub(crate) warnings: Vec<crate::context::RequestWarning>,
 }
 
 /// See [`Decision::recorded`].
@@ -363,6 +365,7 @@ impl Decision {
             evidence: self.evidence.clone(),
             selection_probability: self.selection_probability,
             ranked_unsorted: false,
+            warnings: self.warnings.clone(),
         }
     }
 
@@ -372,6 +375,13 @@ impl Decision {
     /// survivors; `None` for Thompson sampling and without `[learning]`.
     pub fn selection_probability(&self) -> Option<f64> {
         self.selection_probability
+    }
+
+    /// What the request held that this decision did not use (context
+    /// attributes the schema does not declare, with the closest declared
+    /// name): `"warnings"` in the JSON response when there are any.
+    pub fn warnings(&self) -> &[crate::context::RequestWarning] {
+        &self.warnings
     }
 
     /// Problems in the strategy's hooks during this decision (the decision

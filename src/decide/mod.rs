@@ -248,5 +248,7 @@ pub(crate) fn decide(
         blocked,
         evidence,
         selection_probability,
+        // Cloning an empty list allocates nothing.
+        warnings: request.warnings.clone(),
     })
 }

@@ -73,6 +73,11 @@ pub struct EngineConfig {
     /// reports impressions with [`Engine::record_outcome`] when it actually
     /// shows the action).
     pub record_impressions: bool,
+    /// Refuse a request whose context names an attribute the schema does
+    /// not declare (an [`Error::InvalidContext`] naming the closest
+    /// declared attribute), rather than deciding without it and listing
+    /// it in [`Decision::warnings`] (the default).
+    pub strict_requests: bool,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +87,7 @@ impl Default for EngineConfig {
             decision_log: None,
             history: HistoryConfig::default(),
             record_impressions: false,
+            strict_requests: false,
         }
     }
 }
@@ -119,6 +125,11 @@ pub struct EngineOptions {
     /// Record an impression for every action a decision returns.
     #[serde(default)]
     pub record_impressions: Option<bool>,
+    /// Refuse requests whose context names an attribute the schema does
+    /// not declare (default: decide, and list them in the decision's
+    /// `warnings`).
+    #[serde(default)]
+    pub strict_requests: Option<bool>,
     /// Load interaction history and learning state from this file (written
     /// by [`Engine::save_state`]) when opening, if it exists.
     #[serde(default)]
@@ -252,6 +263,7 @@ pub struct Engine {
     learned: Arc<Learned>,
     counters: Arc<DashMap<u64, Arc<Counter>>>,
     record_impressions: bool,
+    strict_requests: bool,
     /// The scratch memory of decisions made through [`Engine::decide`].
     scratch: decide::scratch::Pool,
     /// The governance repository served (`governance_repo`), if any.
@@ -357,6 +369,7 @@ impl Engine {
             learned,
             counters,
             record_impressions: config.record_impressions,
+            strict_requests: config.strict_requests,
             scratch: decide::scratch::Pool::default(),
             governed: None,
         }
@@ -567,6 +580,9 @@ impl Engine {
         }
         if let Some(r) = options.record_impressions {
             config.record_impressions = r;
+        }
+        if let Some(s) = options.strict_requests {
+            config.strict_requests = s;
         }
         let mut engine = Engine::try_with_config(rules, config)?;
         engine.governed = governed;
@@ -839,6 +855,10 @@ impl Engine {
     /// counted. If its record cannot be logged, what it took from engine
     /// state is given back.
     fn decide_on(&self, version: VersionRef, request: &DecisionRequest) -> Result<Decision, Error> {
+        if let Some(w) = request.warnings.first().filter(|_| self.strict_requests) {
+            self.errors.add(1);
+            return Err(w.to_error());
+        }
         let commits = request.mode.commits();
         let state = decide::State {
             history: &*self.interactions,

@@ -87,6 +87,12 @@ enum CoreCommand {
         /// error line and counted on stderr).
         #[arg(long, conflicts_with = "batch")]
         allow_errors: bool,
+        /// Refuse (answer with an error line) a request whose context names
+        /// an attribute the schema does not declare. Without it, such a
+        /// request is decided without that attribute and its decision lists
+        /// it under "warnings", with the closest declared name.
+        #[arg(long, conflicts_with = "batch")]
+        strict: bool,
         /// Decide every row of this Parquet file (one customer a row,
         /// columns named like the schema's attributes) on all cores.
         #[arg(long, requires_all = ["output", "channel"])]
@@ -534,12 +540,14 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             repo,
             state,
             allow_errors,
+            strict,
             ..
         } => decide(
             dir.as_deref(),
             repo.as_deref(),
             state.as_deref(),
             allow_errors,
+            strict,
         ),
         CoreCommand::Simulate {
             dir,
@@ -824,13 +832,17 @@ fn decide(
     repo: Option<&Path>,
     state: Option<&str>,
     allow_errors: bool,
+    strict: bool,
 ) -> Result<ExitCode, Error> {
     let mut engine = match (dir, repo) {
         (_, Some(repo)) => {
-            let config = serde_json::json!({ "governance_repo": repo });
+            let config = serde_json::json!({ "governance_repo": repo, "strict_requests": strict });
             Engine::from_config_json(&config.to_string())?
         }
-        (Some(dir), None) => Engine::from_dir(dir)?,
+        (Some(dir), None) => {
+            let config = serde_json::json!({ "rules_dir": dir, "strict_requests": strict });
+            Engine::from_config_json(&config.to_string())?
+        }
         (None, None) => {
             return Err(Error::InvalidConfig(
                 "give a rule directory or --repo".into(),
@@ -845,7 +857,7 @@ fn decide(
     let _following = repo.map(|_| engine.watch_governance(std::time::Duration::from_secs(1)));
     let mut input = std::io::BufReader::with_capacity(64 * 1024, std::io::stdin().lock());
     let mut out = BufWriter::new(std::io::stdout().lock());
-    let (mut decided, mut errors) = (0usize, 0usize);
+    let (mut decided, mut errors, mut warned) = (0usize, 0usize, 0usize);
     let mut line = String::new();
     for i in 1.. {
         line.clear();
@@ -862,6 +874,7 @@ fn decide(
         let answer = match engine.decide_json(&line) {
             Ok(d) => {
                 decided += 1;
+                warned += usize::from(!d.warnings().is_empty());
                 d.to_json()
             }
             Err(e) => {
@@ -888,6 +901,11 @@ fn decide(
         }
     }
     let _ = out.flush();
+    if warned > 0 {
+        eprintln!(
+            "{warned} decision(s) ignored context attributes the schema does not declare (see their \"warnings\"; --strict refuses them)"
+        );
+    }
     if errors == 0 {
         return Ok(ExitCode::SUCCESS);
     }
@@ -1188,6 +1206,9 @@ fn print_report(r: &nextbest::simulate::SimulationReport) {
     }
     for e in &r.error_examples {
         println!("  error: {e}");
+    }
+    for (warning, lines) in &r.ignored_attributes {
+        println!("  warning: {warning}: {lines} line(s)");
     }
     println!(
         "throughput  {:.0} decisions/s (one thread)",

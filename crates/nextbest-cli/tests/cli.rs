@@ -449,3 +449,57 @@ fn a_report_that_cannot_be_written_fails_the_command_with_the_reason() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn decide_names_a_misspelt_attribute_and_strict_refuses_it() {
+    let input = concat!(
+        r#"{"customer_id":"C1","channel":"call_center","context":{"agee":42,"income":90000}}"#,
+        "\n",
+        r#"{"customer_id":"C2","channel":"call_center","context":{"age":42,"income":90000}}"#,
+        "\n",
+    );
+    let (code, out, err) = nextbest(&["decide", "tests/fixtures/mini"], Some(input));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(
+        lines[0]["warnings"][0],
+        "context attribute `agee` is not in the schema and was ignored (did you mean `age`?)"
+    );
+    assert!(lines[1].get("warnings").is_none(), "{}", lines[1]);
+    assert!(
+        err.contains("1 decision(s) ignored context attributes the schema does not declare"),
+        "{err}"
+    );
+    let (code, out, err) = nextbest(&["decide", "--strict", "tests/fixtures/mini"], Some(input));
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(
+        lines[0]["error"]["message"],
+        "context attribute `agee`: not in the schema (did you mean `age`?)"
+    );
+    assert!(lines[1]["actions"].is_array(), "{}", lines[1]);
+    // simulate counts the lines that named it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let population = dir.path().join("typo.jsonl");
+    std::fs::write(&population, input).expect("population");
+    let (code, out, err) = nextbest(
+        &[
+            "simulate",
+            "tests/fixtures/mini",
+            "--customers",
+            population.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("warning: context attribute `agee` is not in the schema and was ignored (did you mean `age`?): 1 line(s)"),
+        "{out}"
+    );
+}
