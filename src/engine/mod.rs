@@ -470,10 +470,13 @@ impl Engine {
         })
     }
 
-    /// Load a file written by [`Engine::save_state`]: its outcome counts
-    /// and history events are added to the engine's, its volume counters
-    /// replace the engine's. All or nothing: a damaged or truncated file is
-    /// an error that names the line, and changes nothing.
+    /// Load a file written by [`Engine::save_state`]: its history events,
+    /// outcome counts and volume counters replace the engine's (what the
+    /// file does not have is forgotten), so loading a file twice, or into
+    /// an engine that has already served, never counts anything twice.
+    /// All or nothing: a damaged or truncated file is an error that names
+    /// the line, and changes nothing. Meant for startup: decisions made
+    /// while it runs may see part of the old state and part of the new.
     pub fn load_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         use std::io::{BufRead, Read};
         let path = path.as_ref();
@@ -521,6 +524,13 @@ impl Engine {
         let mut volumes: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
         for (k, word) in header.volumes {
             volumes.entry(k).or_default().push(word);
+        }
+        // Counters the file does not have start again from zero (in place:
+        // versions hold them).
+        for c in self.counters.iter() {
+            if !volumes.contains_key(c.key()) {
+                c.value().replace_words(&[]);
+            }
         }
         for (k, words) in volumes {
             match self.counters.get(&k) {

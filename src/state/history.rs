@@ -131,9 +131,10 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
         ))
     }
 
-    /// Add the events of a file written by [`HistoryStore::save`], all or
-    /// nothing: a damaged or truncated input is an error and changes
-    /// nothing. `first_line` is the input's first line number in its file,
+    /// Replace the history with the events of a file written by
+    /// [`HistoryStore::save`], all or nothing: a damaged or truncated input
+    /// is an error and changes nothing; customers the file does not have
+    /// are forgotten. `first_line` is the input's first line number in its file,
     /// for error messages.
     fn load(&self, _input: &mut dyn BufRead, _first_line: usize) -> Result<(), Error> {
         Err(Error::State(
@@ -617,6 +618,9 @@ impl HistoryStore for MemoryHistory {
                 first_line + n - 1
             )));
         }
+        // Replaced, never added to: loading the same file twice (or into an
+        // engine that has served) must not count its events twice.
+        self.map.clear();
         for (customer, events) in parsed {
             for e in events {
                 self.record(&customer, e)?;
