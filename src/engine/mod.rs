@@ -184,6 +184,9 @@ pub struct EngineStats {
     pub decision_errors: u64,
     /// Outcomes recorded.
     pub outcomes: u64,
+    /// Outcomes not counted because the same one (decision id, action and
+    /// outcome) had been recorded already (see [`Engine::record_outcome`]).
+    pub duplicate_outcomes: u64,
     /// Strategy hook failures (each left the decision without that hook).
     pub script_errors: u64,
     /// Calls to the shared state store that failed (timed out, refused,
@@ -254,6 +257,7 @@ pub struct Engine {
     arms: [Striped; 3],
     errors: Striped,
     outcomes: Striped,
+    duplicate_outcomes: Striped,
     script_errors: Striped,
     store_errors: Striped,
     on_unavailable: OnUnavailable,
@@ -360,6 +364,7 @@ impl Engine {
             arms: Default::default(),
             errors: Striped::default(),
             outcomes: Striped::default(),
+            duplicate_outcomes: Striped::default(),
             script_errors: Striped::default(),
             store_errors: Striped::default(),
             on_unavailable: OnUnavailable::Closed,
@@ -747,6 +752,7 @@ impl Engine {
             },
             decision_errors: self.errors.sum(),
             outcomes: self.outcomes.sum(),
+            duplicate_outcomes: self.duplicate_outcomes.sum(),
             script_errors: self.script_errors.sum(),
             store_errors: self.store_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
@@ -758,6 +764,14 @@ impl Engine {
     /// Record what a customer did with an action: validated against the
     /// live version (the channel must exist; the action must exist in a
     /// kept version) and logged.
+    ///
+    /// An outcome that carries the `decision_id` it answers is counted
+    /// once: the same (decision, action, outcome) again returns `Ok` and
+    /// changes nothing (counted in [`EngineStats::duplicate_outcomes`]),
+    /// for as long as the history store keeps the customer's events (the
+    /// in-memory store: its retention and event bound, in this process;
+    /// the fleet store: across instances). Outcomes without one cannot be
+    /// told apart and are each counted.
     pub fn record_outcome(&self, outcome: &Outcome) -> Result<(), Error> {
         let live = self.current.load();
         let ci = live.rules.channel(&outcome.channel)? as usize;
@@ -791,11 +805,49 @@ impl Engine {
             drop(h);
             counts = self.learned.counts(&outcome.action, &outcome.channel);
         }
+        // An outcome that names its decision is counted once: a repeat of
+        // the same (decision, action, outcome) changes nothing and is
+        // counted as a duplicate (not logged: readers join outcomes by
+        // decision id and would count it again).
+        let once = match outcome.decision_id {
+            Some(id) => {
+                let key = crate::base::key(&format!(
+                    "{id}/{}/{}",
+                    outcome.action,
+                    outcome.kind.as_str()
+                ));
+                match self
+                    .interactions
+                    .first_outcome(&outcome.customer_id, key, at.0)
+                {
+                    Ok(true) => Some(key),
+                    Ok(false) => {
+                        self.duplicate_outcomes.add(1);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.store_errors.add(1);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        // What it remembered is forgotten if the outcome is not recorded
+        // after all, so that a retry counts.
+        let forget = || {
+            if let Some(key) = once {
+                let _ = self.interactions.forget_outcome(&outcome.customer_id, key);
+            }
+        };
         // Logged before it changes any state: an outcome whose record the
         // log refuses (`on_error = "fail"`) changes none, so that a retry
         // counts it once.
         if let Some(log) = &self.log {
-            log.log(crate::audit::outcome_item(outcome, now))?;
+            if let Err(e) = log.log(crate::audit::outcome_item(outcome, now)) {
+                forget();
+                return Err(e);
+            }
         }
         // History next: an outcome the store refuses is not counted
         // either, so a retry does not count it twice (the log keeps what
@@ -812,6 +864,7 @@ impl Engine {
         );
         if let Err(e) = recorded {
             self.store_errors.add(1);
+            forget();
             return Err(e);
         }
         counts.add(outcome.kind, 1);
