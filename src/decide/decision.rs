@@ -44,8 +44,9 @@ pub struct Decision {
     /// What an explained or logged decision records besides its lists
     /// (boxed: a plain decision carries and drops one pointer for it).
     pub(crate) recorded: Option<Box<Recorded>>,
-    /// The request's warnings (empty and unallocated for a clean request).
-    pub(crate) warnings: Vec<crate::context::RequestWarning>,
+    /// The request's warnings (`None` for a clean request: one word that
+    /// a decision copies, and an `Arc` it shares with its request).
+    pub(crate) warnings: Option<Arc<[crate::context::RequestWarning]>>,
 }
 
 /// See [`Decision::recorded`].
@@ -381,7 +382,7 @@ impl Decision {
     /// attributes the schema does not declare, with the closest declared
     /// name): `"warnings"` in the JSON response when there are any.
     pub fn warnings(&self) -> &[crate::context::RequestWarning] {
-        &self.warnings
+        self.warnings.as_deref().unwrap_or(&[])
     }
 
     /// Problems in the strategy's hooks during this decision (the decision

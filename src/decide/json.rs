@@ -122,10 +122,10 @@ impl Decision {
             }
             w.buf.push(b']');
         }
-        if !self.warnings.is_empty() {
+        if let Some(warnings) = &self.warnings {
             w.key("warnings");
             w.buf.push(b'[');
-            for (i, warning) in self.warnings.iter().enumerate() {
+            for (i, warning) in warnings.iter().enumerate() {
                 if i > 0 {
                     w.buf.push(b',');
                 }

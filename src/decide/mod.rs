@@ -248,7 +248,7 @@ pub(crate) fn decide(
         blocked,
         evidence,
         selection_probability,
-        // Cloning an empty list allocates nothing.
+        // Shared with the request (nothing to copy for a clean one).
         warnings: request.warnings.clone(),
     })
 }

@@ -116,7 +116,7 @@ pub struct DecisionRequest {
     pub mode: Mode,
     /// What the request held that the decision will not use (see
     /// [`DecisionRequest::warnings`]).
-    pub(crate) warnings: Vec<RequestWarning>,
+    pub(crate) warnings: Option<Arc<[RequestWarning]>>,
 }
 
 impl DecisionRequest {
@@ -135,7 +135,7 @@ impl DecisionRequest {
             now: None,
             seed: None,
             mode: Mode::Live,
-            warnings: Vec::new(),
+            warnings: None,
         }
     }
 
@@ -175,14 +175,16 @@ impl DecisionRequest {
     /// carries them ([`crate::Decision::warnings`]); an engine with
     /// `strict_requests` refuses the request instead.
     pub fn warnings(&self) -> &[RequestWarning] {
-        &self.warnings
+        self.warnings.as_deref().unwrap_or(&[])
     }
 
     /// Add a warning (a request built from another input than JSON that
     /// found, say, an attribute its schema does not declare: see
     /// [`RequestWarning::unknown_attribute`]).
     pub fn warn(mut self, warning: RequestWarning) -> DecisionRequest {
-        self.warnings.push(warning);
+        let mut all = self.warnings().to_vec();
+        all.push(warning);
+        self.warnings = Some(all.into());
         self
     }
 
@@ -214,7 +216,7 @@ impl DecisionRequest {
         }
         let mut request = raw.finish(context.unwrap_or_else(|| Context::empty(schema)))?;
         if !unknown.is_empty() {
-            request.warnings = RequestWarning::unknown_attributes(schema, unknown);
+            request.warnings = Some(RequestWarning::unknown_attributes(schema, unknown).into());
         }
         Ok(request)
     }
@@ -334,7 +336,7 @@ impl RequestJson {
             .collect();
         let mut request = self.finish(context)?;
         if !unknown.is_empty() {
-            request.warnings = RequestWarning::unknown_attributes(schema, unknown);
+            request.warnings = Some(RequestWarning::unknown_attributes(schema, unknown).into());
         }
         Ok(request)
     }
@@ -376,7 +378,7 @@ impl RequestJson {
             now,
             seed: None,
             mode: Mode::Live,
-            warnings: Vec::new(),
+            warnings: None,
         })
     }
 }

@@ -918,9 +918,11 @@ impl Engine {
     /// counted. If its record cannot be logged, what it took from engine
     /// state is given back.
     fn decide_on(&self, version: VersionRef, request: &DecisionRequest) -> Result<Decision, Error> {
-        if let Some(w) = request.warnings.first().filter(|_| self.strict_requests) {
-            self.errors.add(1);
-            return Err(w.to_error());
+        if self.strict_requests {
+            if let Some(w) = request.warnings().first() {
+                self.errors.add(1);
+                return Err(w.to_error());
+            }
         }
         let commits = request.mode.commits();
         let state = decide::State {

@@ -342,8 +342,9 @@ struct Entry {
     memo: Option<Arc<Memo>>,
     changes: u32,
     /// The outcomes recorded with a decision id ([`HistoryStore::first_outcome`]):
-    /// their keys and times, as many and as old as the events kept.
-    outcomes: Vec<(u64, i64)>,
+    /// their keys and times, as many and as old as the events kept (boxed:
+    /// one word in every customer's entry until an outcome names one).
+    outcomes: Option<Box<Vec<(u64, i64)>>>,
 }
 
 impl Default for MemoryHistory {
@@ -488,7 +489,7 @@ impl HistoryStore for MemoryHistory {
             Some(e) => e,
             None => self.map.entry(customer.into()).or_default(),
         };
-        let seen = &mut entry.outcomes;
+        let seen = entry.outcomes.get_or_insert_with(Default::default);
         if seen.iter().any(|&(k, _)| k == key) {
             return Ok(false);
         }
@@ -507,8 +508,13 @@ impl HistoryStore for MemoryHistory {
     }
 
     fn forget_outcome(&self, customer: &str, key: u64) -> Result<(), Error> {
-        if let Some(mut entry) = self.map.get_mut(customer) {
-            entry.outcomes.retain(|&(k, _)| k != key);
+        if let Some(seen) = self
+            .map
+            .get_mut(customer)
+            .as_mut()
+            .and_then(|e| e.outcomes.as_mut())
+        {
+            seen.retain(|&(k, _)| k != key);
         }
         Ok(())
     }
