@@ -284,3 +284,28 @@ fn a_store_that_is_down_fails_decisions_closed_and_counts_them() {
     let s = open.stats();
     assert_eq!((s.store_errors, s.decision_errors), (1, 0));
 }
+
+/// An outcome delivered to two instances of the fleet (a retried request
+/// landing on another desktop) counts once: the second sees it recorded.
+#[test]
+fn an_outcome_delivered_to_two_engines_counts_once() {
+    let Some(url) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_rules(dir.path());
+    let prefix = unique_prefix("dedup");
+    let a = engine(dir.path(), &url, &prefix, false);
+    let b = engine(dir.path(), &url, &prefix, false);
+    let d = a.decide(&request(&a, "x", "web")).unwrap();
+    let mut o = outcome("x", OutcomeKind::Rejected);
+    o.decision_id = Some(d.id());
+    a.record_outcome(&o).unwrap();
+    b.record_outcome(&o).unwrap();
+    b.record_outcome(&o).unwrap();
+    assert_eq!((a.stats().outcomes, a.stats().duplicate_outcomes), (1, 0));
+    assert_eq!((b.stats().outcomes, b.stats().duplicate_outcomes), (0, 2));
+    // Another outcome of the same decision is not a duplicate.
+    o.kind = OutcomeKind::Clicked;
+    b.record_outcome(&o).unwrap();
+    assert_eq!(b.stats().outcomes, 1);
+    assert_eq!(a.stats().store_errors + b.stats().store_errors, 0);
+}

@@ -252,5 +252,7 @@ pub(crate) fn decide(
         evidence,
         selection_probability,
         volumes_unmetered,
+        // Shared with the request (nothing to copy for a clean one).
+        warnings: request.warnings.clone(),
     })
 }

@@ -71,6 +71,11 @@ pub struct EngineConfig {
     /// reports impressions with [`Engine::record_outcome`] when it actually
     /// shows the action).
     pub record_impressions: bool,
+    /// Refuse a request whose context names an attribute the schema does
+    /// not declare (an [`Error::InvalidContext`] naming the closest
+    /// declared attribute), rather than deciding without it and listing
+    /// it in [`Decision::warnings`] (the default).
+    pub strict_requests: bool,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +85,7 @@ impl Default for EngineConfig {
             decision_log: None,
             history: HistoryConfig::default(),
             record_impressions: false,
+            strict_requests: false,
         }
     }
 }
@@ -117,6 +123,11 @@ pub struct EngineOptions {
     /// Record an impression for every action a decision returns.
     #[serde(default)]
     pub record_impressions: Option<bool>,
+    /// Refuse requests whose context names an attribute the schema does
+    /// not declare (default: decide, and list them in the decision's
+    /// `warnings`).
+    #[serde(default)]
+    pub strict_requests: Option<bool>,
     /// Load interaction history and learning state from this file (written
     /// by [`Engine::save_state`]) when opening, if it exists.
     #[serde(default)]
@@ -172,6 +183,9 @@ pub struct EngineStats {
     pub decision_errors: u64,
     /// Outcomes recorded.
     pub outcomes: u64,
+    /// Outcomes not counted because the same one (decision id, action and
+    /// outcome) had been recorded already (see [`Engine::record_outcome`]).
+    pub duplicate_outcomes: u64,
     /// Strategy hook failures (each left the decision without that hook).
     pub script_errors: u64,
     /// Calls to the shared state store that failed (timed out, refused,
@@ -245,6 +259,7 @@ pub struct Engine {
     arms: [Striped; 3],
     errors: Striped,
     outcomes: Striped,
+    duplicate_outcomes: Striped,
     script_errors: Striped,
     store_errors: Striped,
     on_unavailable: OnUnavailable,
@@ -257,6 +272,7 @@ pub struct Engine {
     /// A shared volume store that replaces them, if any.
     volume_store: Option<Arc<dyn VolumeStore>>,
     record_impressions: bool,
+    strict_requests: bool,
     /// The scratch memory of decisions made through [`Engine::decide`].
     scratch: decide::scratch::Pool,
     /// The governance repository served (`governance_repo`), if any.
@@ -357,6 +373,7 @@ impl Engine {
             arms: Default::default(),
             errors: Striped::default(),
             outcomes: Striped::default(),
+            duplicate_outcomes: Striped::default(),
             script_errors: Striped::default(),
             store_errors: Striped::default(),
             on_unavailable: OnUnavailable::Closed,
@@ -367,6 +384,7 @@ impl Engine {
             counters,
             volume_store: None,
             record_impressions: config.record_impressions,
+            strict_requests: config.strict_requests,
             scratch: decide::scratch::Pool::default(),
             governed: None,
         }
@@ -488,12 +506,16 @@ impl Engine {
         })
     }
 
-    /// Load a file written by [`Engine::save_state`]: its outcome counts
-    /// and history events are added to the engine's, its volume counters
-    /// replace the engine's. All or nothing: a damaged or truncated file is
-    /// an error that names the line, and changes nothing. So is a file
-    /// with events or volume counts for an engine whose history or volume
-    /// counters live in a shared store (which keeps its own).
+    /// Load a file written by [`Engine::save_state`]: its history events,
+    /// outcome counts and volume counters replace the engine's (what the
+    /// file does not have is forgotten), so loading a file twice, or into
+    /// an engine that has already served, never counts anything twice.
+    /// All or nothing: a damaged or truncated file is an error that names
+    /// the line, and changes nothing. So is a file with events or volume
+    /// counts for an engine whose history or volume counters live in a
+    /// shared store (which keeps its own). Meant for startup: decisions
+    /// made while it runs may see part of the old state and part of the
+    /// new.
     pub fn load_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         use std::io::{BufRead, Read};
         let path = path.as_ref();
@@ -595,6 +617,9 @@ impl Engine {
         }
         if let Some(r) = options.record_impressions {
             config.record_impressions = r;
+        }
+        if let Some(s) = options.strict_requests {
+            config.strict_requests = s;
         }
         let mut engine = Engine::try_with_config(rules, config)?;
         engine.governed = governed;
@@ -749,6 +774,7 @@ impl Engine {
             },
             decision_errors: self.errors.sum(),
             outcomes: self.outcomes.sum(),
+            duplicate_outcomes: self.duplicate_outcomes.sum(),
             script_errors: self.script_errors.sum(),
             store_errors: self.store_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
@@ -760,6 +786,14 @@ impl Engine {
     /// Record what a customer did with an action: validated against the
     /// live version (the channel must exist; the action must exist in a
     /// kept version) and logged.
+    ///
+    /// An outcome that carries the `decision_id` it answers is counted
+    /// once: the same (decision, action, outcome) again returns `Ok` and
+    /// changes nothing (counted in [`EngineStats::duplicate_outcomes`]),
+    /// for as long as the history store keeps the customer's events (the
+    /// in-memory store: its retention and event bound, in this process;
+    /// the fleet store: across instances). Outcomes without one cannot be
+    /// told apart and are each counted.
     pub fn record_outcome(&self, outcome: &Outcome) -> Result<(), Error> {
         let live = self.current.load();
         let ci = live.rules.channel(&outcome.channel)? as usize;
@@ -793,11 +827,49 @@ impl Engine {
             drop(h);
             counts = self.learned.counts(&outcome.action, &outcome.channel);
         }
+        // An outcome that names its decision is counted once: a repeat of
+        // the same (decision, action, outcome) changes nothing and is
+        // counted as a duplicate (not logged: readers join outcomes by
+        // decision id and would count it again).
+        let once = match outcome.decision_id {
+            Some(id) => {
+                let key = crate::base::key(&format!(
+                    "{id}/{}/{}",
+                    outcome.action,
+                    outcome.kind.as_str()
+                ));
+                match self
+                    .interactions
+                    .first_outcome(&outcome.customer_id, key, at.0)
+                {
+                    Ok(true) => Some(key),
+                    Ok(false) => {
+                        self.duplicate_outcomes.add(1);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.store_errors.add(1);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        // What it remembered is forgotten if the outcome is not recorded
+        // after all, so that a retry counts.
+        let forget = || {
+            if let Some(key) = once {
+                let _ = self.interactions.forget_outcome(&outcome.customer_id, key);
+            }
+        };
         // Logged before it changes any state: an outcome whose record the
         // log refuses (`on_error = "fail"`) changes none, so that a retry
         // counts it once.
         if let Some(log) = &self.log {
-            log.log(crate::audit::outcome_item(outcome, now))?;
+            if let Err(e) = log.log(crate::audit::outcome_item(outcome, now)) {
+                forget();
+                return Err(e);
+            }
         }
         // History next: an outcome the store refuses is not counted
         // either, so a retry does not count it twice (the log keeps what
@@ -814,6 +886,7 @@ impl Engine {
         );
         if let Err(e) = recorded {
             self.store_errors.add(1);
+            forget();
             return Err(e);
         }
         counts.add(outcome.kind, 1);
@@ -867,6 +940,12 @@ impl Engine {
     /// counted. If its record cannot be logged, what it took from engine
     /// state is given back.
     fn decide_on(&self, version: VersionRef, request: &DecisionRequest) -> Result<Decision, Error> {
+        if self.strict_requests {
+            if let Some(w) = request.warnings().first() {
+                self.errors.add(1);
+                return Err(w.to_error());
+            }
+        }
         let commits = request.mode.commits();
         let state = decide::State {
             history: &*self.interactions,

@@ -101,12 +101,20 @@ impl MemoryVolumes {
         v
     }
 
-    /// Replace the counts of every constraint in `saved` (as
-    /// [`MemoryVolumes::save`] gives them); other constraints keep theirs.
+    /// Replace the counts with those of `saved` (as
+    /// [`MemoryVolumes::save`] gives them): constraints it does not have
+    /// start again from zero.
     pub(crate) fn load(&self, saved: Vec<(u64, u64)>) {
         let mut by_key: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
         for (k, word) in saved {
             by_key.entry(k).or_default().push(word);
+        }
+        // Counters the file does not have start again from zero (in place:
+        // versions hold them), so a load replaces, never adds.
+        for c in self.map.iter() {
+            if !by_key.contains_key(c.key()) {
+                c.value().replace_words(&[]);
+            }
         }
         for (k, words) in by_key {
             match self.map.get(&k) {

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[macro_use]
+mod out;
 mod batch;
 mod error;
 mod governance;
@@ -85,6 +87,12 @@ enum CoreCommand {
         /// error line and counted on stderr).
         #[arg(long, conflicts_with = "batch")]
         allow_errors: bool,
+        /// Refuse (answer with an error line) a request whose context names
+        /// an attribute the schema does not declare. Without it, such a
+        /// request is decided without that attribute and its decision lists
+        /// it under "warnings", with the closest declared name.
+        #[arg(long, conflicts_with = "batch")]
+        strict: bool,
         /// Decide every row of this Parquet file (one customer a row,
         /// columns named like the schema's attributes) on all cores.
         #[arg(long, requires_all = ["output", "channel"])]
@@ -485,13 +493,13 @@ fn main() -> ExitCode {
         Command::Governed(c) => run_governed(c),
         Command::Core(c) => run_core(c).map_err(CliError::from),
     };
-    match result {
+    out::finish(match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
+    })
 }
 
 fn run_governed(command: GovernedCommand) -> Result<ExitCode, CliError> {
@@ -562,12 +570,14 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             repo,
             state,
             allow_errors,
+            strict,
             ..
         } => decide(
             dir.as_deref(),
             repo.as_deref(),
             state.as_deref(),
             allow_errors,
+            strict,
         ),
         CoreCommand::Outcome {
             dir,
@@ -858,13 +868,17 @@ fn decide(
     repo: Option<&Path>,
     state: Option<&str>,
     allow_errors: bool,
+    strict: bool,
 ) -> Result<ExitCode, Error> {
     let mut engine = match (dir, repo) {
         (_, Some(repo)) => {
-            let config = serde_json::json!({ "governance_repo": repo });
+            let config = serde_json::json!({ "governance_repo": repo, "strict_requests": strict });
             Engine::from_config_json(&config.to_string())?
         }
-        (Some(dir), None) => Engine::from_dir(dir)?,
+        (Some(dir), None) => {
+            let config = serde_json::json!({ "rules_dir": dir, "strict_requests": strict });
+            Engine::from_config_json(&config.to_string())?
+        }
         (None, None) => {
             return Err(Error::InvalidConfig(
                 "give a rule directory or --repo".into(),
@@ -877,7 +891,18 @@ fn decide(
     let engine = std::sync::Arc::new(engine);
     // With --repo, publishes and rollbacks are followed while serving.
     let _following = repo.map(|_| engine.watch_governance(std::time::Duration::from_secs(1)));
-    let (decided, errors) = serve_lines(|_, line| engine.decide_json(line).map(|d| d.to_json()))?;
+    let mut warned = 0usize;
+    let (decided, errors) = serve_lines(|_, line| {
+        engine.decide_json(line).map(|d| {
+            warned += usize::from(!d.warnings().is_empty());
+            d.to_json()
+        })
+    })?;
+    if warned > 0 {
+        eprintln!(
+            "{warned} decision(s) ignored context attributes the schema does not declare (see their \"warnings\"; --strict refuses them)"
+        );
+    }
     Ok(summary(decided, "decided", errors, allow_errors))
 }
 
@@ -1263,6 +1288,9 @@ fn print_report(r: &nextbest::simulate::SimulationReport) {
     }
     for e in &r.error_examples {
         println!("  error: {e}");
+    }
+    for (warning, lines) in &r.ignored_attributes {
+        println!("  warning: {warning}: {lines} line(s)");
     }
     println!(
         "throughput  {:.0} decisions/s (one thread)",

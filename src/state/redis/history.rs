@@ -190,6 +190,32 @@ impl HistoryStore for RedisHistory {
         self.append("record", customer, None, &[event]).map(|_| ())
     }
 
+    /// `SET NX` of the outcome's key (beside the customer's history, in
+    /// its hash slot) with the history's retention as its expiry: the first
+    /// instance of the fleet to record the outcome sets it.
+    fn first_outcome(&self, customer: &str, key: u64, _at: i64) -> Result<bool, Error> {
+        let seen = format!("{}o:{{{customer}}}:{key:016x}", self.pool.prefix());
+        let set: Option<String> = self.pool.with("first_outcome", |con| {
+            redis::cmd("SET")
+                .arg(&seen)
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(self.bounds.retention_secs.max(1))
+                .query(con)
+        })?;
+        Ok(set.is_some())
+    }
+
+    fn forget_outcome(&self, customer: &str, key: u64) -> Result<(), Error> {
+        let seen = format!("{}o:{{{customer}}}:{key:016x}", self.pool.prefix());
+        self.pool
+            .with("forget_outcome", |con| {
+                redis::cmd("DEL").arg(&seen).query::<i64>(con)
+            })
+            .map(|_| ())
+    }
+
     fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) -> Result<(), Error> {
         let key = self.key_of(customer);
         let members: Vec<Vec<u8>> = self.pool.with("recent", |con| {
