@@ -18,32 +18,14 @@ use nextbest::state::history::{HistoryConfig, HistoryStore};
 use nextbest::state::redis::RedisHistory;
 use nextbest::{Context, DecisionRequest, Engine, Error, Outcome, OutcomeKind, Timestamp};
 
+#[path = "support/redis.rs"]
+mod support;
+use support::*;
+
 const T0: i64 = 1_795_392_000; // 2026-11-23T00:00:00Z
 const CUSTOMERS: usize = 50;
 const PROCESSES: usize = 4;
 const THREADS: usize = 2;
-
-/// The server to test against, or `None` (skip) outside CI.
-fn redis_url() -> Option<String> {
-    match std::env::var("NEXTBEST_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but NEXTBEST_TEST_REDIS_URL is not: .ci/run must start redis-server")
-        }
-        _ => {
-            eprintln!("skipped: set NEXTBEST_TEST_REDIS_URL=redis://127.0.0.1:PORT/0 to run the Redis fleet tests");
-            None
-        }
-    }
-}
-
-/// A key prefix no other test run uses.
-fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("nbtest:{test}:{}:{nanos}:", std::process::id())
-}
 
 /// A rule set whose email channel allows one contact a week, and whose
 /// policy suppresses an action a customer rejected in the last 30 days.

@@ -25,6 +25,10 @@ use nextbest::state::volumes::{MemoryVolumes, Take, VolumePeriod, VolumeStore, K
 use nextbest::{Context, DecisionRequest, Engine, Stage, Timestamp};
 use rand::{Rng, SeedableRng};
 
+#[path = "support/redis.rs"]
+mod support;
+use support::*;
+
 const DAY: i64 = 86_400;
 const T0: i64 = 1_795_428_000; // Monday 2026-11-23T10:00:00Z
 const PROCESSES: usize = 4;
@@ -32,28 +36,6 @@ const THREADS: usize = 4;
 /// Decisions per thread: demand far above the cap on both days.
 const DEMAND: usize = 40;
 const CAP: u32 = 25;
-
-/// The server to test against, or `None` (skip) outside CI.
-fn redis_url() -> Option<String> {
-    match std::env::var("NEXTBEST_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but NEXTBEST_TEST_REDIS_URL is not: .ci/run must start redis-server")
-        }
-        _ => {
-            eprintln!("skipped: set NEXTBEST_TEST_REDIS_URL=redis://127.0.0.1:PORT/0 to run the Redis fleet tests");
-            None
-        }
-    }
-}
-
-/// A key prefix no other test run uses.
-fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("nbtest:{test}:{}:{nanos}:", std::process::id())
-}
 
 /// A rule set whose best action, GOLD, is capped at `cap` a day (and by
 /// `more` other daily caps too large to bind); PLAIN, worth less, has no

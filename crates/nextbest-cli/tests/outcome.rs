@@ -10,6 +10,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+#[path = "../../../tests/support/redis.rs"]
+mod support;
+use support::*;
+
 /// Run `nextbest args` from the repository root with `stdin`: (exit code,
 /// stdout, stderr).
 fn nextbest(args: &[&str], stdin: &str) -> (i32, String, String) {
@@ -38,20 +42,6 @@ fn json_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
-}
-
-/// The server to test against, or `None` (skip) outside CI.
-fn redis_url() -> Option<String> {
-    match std::env::var("NEXTBEST_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but NEXTBEST_TEST_REDIS_URL is not: .ci/run must start redis-server")
-        }
-        _ => {
-            eprintln!("skipped: set NEXTBEST_TEST_REDIS_URL=redis://127.0.0.1:PORT/0 to run the Redis fleet tests");
-            None
-        }
-    }
 }
 
 /// Every line is answered in order, a bad one with an error line naming
