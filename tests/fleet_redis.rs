@@ -174,6 +174,7 @@ fn a_contact_limit_holds_across_processes() {
     // And the store holds exactly that one impression per customer.
     let store = RedisHistory::connect(&StateConfig {
         key_prefix: prefix.clone(),
+        timeout_ms: 2_000,
         ..StateConfig::new(url.clone())
     })
     .unwrap();

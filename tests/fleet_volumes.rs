@@ -109,10 +109,12 @@ fn day_of(prefix_free: &str, at: i64) -> VolumePeriod<'_> {
     }
 }
 
-/// The store of `url` with `prefix`.
+/// The store of `url` with `prefix`, with a deadline (2 s) that a busy
+/// test machine meets: the tests using it check answers, not deadlines.
 fn volumes(url: &str, prefix: &str) -> RedisVolumes {
     RedisVolumes::connect(&StateConfig {
         key_prefix: prefix.into(),
+        timeout_ms: 2_000,
         ..StateConfig::new(url)
     })
     .unwrap()
@@ -624,10 +626,13 @@ fn a_store_that_stops_or_dies_is_met_with_on_unavailable_within_the_deadline() {
         assert!(e.stats().store_errors - errors <= 3);
     }
     let mut used = Vec::new();
-    RedisVolumes::connect(&StateConfig::new(server.url()))
-        .unwrap()
-        .used(&[day_of("gold_daily", T0)], &mut used)
-        .unwrap();
+    RedisVolumes::connect(&StateConfig {
+        timeout_ms: 2_000,
+        ..StateConfig::new(server.url())
+    })
+    .unwrap()
+    .used(&[day_of("gold_daily", T0)], &mut used)
+    .unwrap();
     assert_eq!(
         used,
         [Some(2)],

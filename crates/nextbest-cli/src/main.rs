@@ -83,6 +83,10 @@ enum CoreCommand {
         /// deadline, on_unavailable closed: see docs/FLEET.md).
         #[arg(long, value_name = "URL")]
         state: Option<String>,
+        /// With --state: the deadline of each call to the store, in
+        /// milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 20, requires = "state")]
+        state_timeout_ms: u64,
         /// Exit 0 even when lines failed (each is still answered with an
         /// error line and counted on stderr).
         #[arg(long, conflicts_with = "batch")]
@@ -143,6 +147,10 @@ enum CoreCommand {
         /// key prefix `nb:`, 20 ms deadline: see docs/FLEET.md).
         #[arg(long, value_name = "URL")]
         state: Option<String>,
+        /// With --state: the deadline of each call to the store, in
+        /// milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 20, requires = "state")]
+        state_timeout_ms: u64,
         /// Also write each outcome to this decision log (appended to it).
         #[arg(long, value_name = "PATH")]
         log: Option<PathBuf>,
@@ -569,22 +577,24 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             dir,
             repo,
             state,
+            state_timeout_ms,
             allow_errors,
             strict,
             ..
         } => decide(
             dir.as_deref(),
             repo.as_deref(),
-            state.as_deref(),
+            fleet(state, state_timeout_ms),
             allow_errors,
             strict,
         ),
         CoreCommand::Outcome {
             dir,
             state,
+            state_timeout_ms,
             log,
             allow_errors,
-        } => outcome(&dir, state.as_deref(), log, allow_errors),
+        } => outcome(&dir, fleet(state, state_timeout_ms), log, allow_errors),
         CoreCommand::Simulate {
             dir,
             customers,
@@ -866,7 +876,7 @@ fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
 fn decide(
     dir: Option<&Path>,
     repo: Option<&Path>,
-    state: Option<&str>,
+    state: Option<nextbest::state::fleet::StateConfig>,
     allow_errors: bool,
     strict: bool,
 ) -> Result<ExitCode, Error> {
@@ -886,7 +896,7 @@ fn decide(
         }
     };
     if let Some(url) = state {
-        engine = engine.with_state(&nextbest::state::fleet::StateConfig::new(url))?;
+        engine = engine.with_state(&url)?;
     }
     let engine = std::sync::Arc::new(engine);
     // With --repo, publishes and rollbacks are followed while serving.
@@ -908,9 +918,17 @@ fn decide(
 
 /// `nextbest outcome`: record each outcome line, into the shared store
 /// with `state`, logged with `log`.
+/// The shared store of `--state URL` with `--state-timeout-ms`.
+fn fleet(url: Option<String>, timeout_ms: u64) -> Option<nextbest::state::fleet::StateConfig> {
+    url.map(|url| nextbest::state::fleet::StateConfig {
+        timeout_ms,
+        ..nextbest::state::fleet::StateConfig::new(url)
+    })
+}
+
 fn outcome(
     dir: &Path,
-    state: Option<&str>,
+    state: Option<nextbest::state::fleet::StateConfig>,
     log: Option<PathBuf>,
     allow_errors: bool,
 ) -> Result<ExitCode, Error> {
@@ -919,7 +937,7 @@ fn outcome(
     config.decision_log = log.map(nextbest::audit::LogConfig::for_file);
     let mut engine = Engine::try_with_config(rules, config)?;
     if let Some(url) = state {
-        engine = engine.with_state(&nextbest::state::fleet::StateConfig::new(url))?;
+        engine = engine.with_state(&url)?;
     }
     let (recorded, errors) = serve_lines(|i, line| {
         engine

@@ -119,7 +119,17 @@ fn outcome_with_a_store_that_is_down_fails_at_once_naming_it() {
     let url = format!("redis://127.0.0.1:{port}/0");
     let line =
         r#"{"customer_id":"C1","action":"CARD_GOLD","channel":"email","outcome":"accepted"}"#;
-    let (code, out, err) = nextbest(&["outcome", "tests/fixtures/mini", "--state", &url], line);
+    let (code, out, err) = nextbest(
+        &[
+            "outcome",
+            "tests/fixtures/mini",
+            "--state",
+            &url,
+            "--state-timeout-ms",
+            "2000",
+        ],
+        line,
+    );
     assert_eq!(code, 1);
     assert_eq!(out, "");
     assert!(
@@ -173,7 +183,10 @@ fn decide(dir: &str, url: &str, customers: &[&str]) -> Vec<String> {
             )
         })
         .collect();
-    let (code, out, err) = nextbest(&["decide", dir, "--state", url], &input);
+    let (code, out, err) = nextbest(
+        &["decide", dir, "--state", url, "--state-timeout-ms", "2000"],
+        &input,
+    );
     assert_eq!(code, 0, "{err}");
     json_lines(&out)
         .iter()
@@ -201,7 +214,17 @@ fn an_outcome_recorded_through_the_cli_suppresses_the_action_in_another_process(
     let input = format!(
         "{{oops\n{{\"customer_id\":\"{x}\",\"action\":\"CARD_A\",\"channel\":\"web\",\"outcome\":\"rejected\",\"timestamp\":\"2026-11-23T09:00:00Z\"}}\n"
     );
-    let (code, out, err) = nextbest(&["outcome", rules, "--state", &url], &input);
+    let (code, out, err) = nextbest(
+        &[
+            "outcome",
+            rules,
+            "--state",
+            &url,
+            "--state-timeout-ms",
+            "2000",
+        ],
+        &input,
+    );
     assert_eq!(code, 1, "{err}");
     let lines = json_lines(&out);
     assert_eq!(lines[0]["error"]["line"], 1);

@@ -127,15 +127,34 @@ impl Pool {
     /// Load `scripts` on the server (one connection, kept in the pool), so
     /// that the first decisions run `EVALSHA` only; an unreachable server
     /// is an error here.
+    ///
+    /// This runs when an engine opens, not on a decision's path: the first
+    /// connection and the script loads wait up to [`STARTUP_TIMEOUT`] (or
+    /// `timeout_ms` if longer), since a busy host can take longer than a
+    /// call's deadline to accept a connection and load scripts; the
+    /// connection then gets `timeout_ms` like every other.
     pub(crate) fn load(&self, scripts: &[&redis::Script]) -> Result<(), Error> {
-        self.with("connect", |con| {
-            for s in scripts {
-                s.prepare_invoke().load(con)?;
-            }
-            Ok(())
-        })
+        let startup = self.timeout.max(STARTUP_TIMEOUT);
+        let err = |e| self.unavailable("connect", e);
+        let mut con = self
+            .client
+            .get_connection_with_timeout(startup)
+            .map_err(err)?;
+        con.set_read_timeout(Some(startup)).map_err(err)?;
+        con.set_write_timeout(Some(startup)).map_err(err)?;
+        for s in scripts {
+            s.prepare_invoke().load(&mut con).map_err(err)?;
+        }
+        con.set_read_timeout(Some(self.timeout)).map_err(err)?;
+        con.set_write_timeout(Some(self.timeout)).map_err(err)?;
+        self.idle.lock().push(con);
+        Ok(())
     }
 }
+
+/// The longest an engine's opening waits for the store (see
+/// [`Pool::load`]).
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `redis://user:secret@host/0` as `redis://host/0`.
 fn without_credentials(url: &str) -> String {
