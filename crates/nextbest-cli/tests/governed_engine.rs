@@ -408,7 +408,13 @@ fn a_governance_watcher_follows_a_publish_and_reports_a_refusal() {
     let init: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     live["revision"] = "r0001".into();
     live["revision_hash"] = init["revision_hash"].clone();
-    std::fs::write(&live_path, live.to_string()).unwrap();
+    // Replaced whole, as the tools (and editors that save by renaming) do:
+    // a file written in place can be polled half-written on a busy
+    // machine, and that state is (rightly) refused first, as a refusal of
+    // its own.
+    let edited = repo.gov.join("LIVE.edited");
+    std::fs::write(&edited, live.to_string()).unwrap();
+    std::fs::rename(&edited, &live_path).unwrap();
     assert!(
         wait_for(|| serving(&engine).refused == 1),
         "the hand-moved pointer was not refused"
