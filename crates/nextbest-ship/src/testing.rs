@@ -40,16 +40,11 @@ impl Consumed {
     }
 }
 
-/// Every message of `topic` on `brokers`, read from the start of each of
-/// its partitions until `at_least` messages arrived and no more came for
-/// half a second, or `timeout` passed. In partition order, then offset
-/// order.
-pub fn read_topic(
-    brokers: &str,
-    topic: &str,
-    at_least: usize,
-    timeout: Duration,
-) -> Result<Vec<Consumed>, String> {
+/// Every message of `topic` on `brokers`: each of its partitions read
+/// from its start to its high watermark as it was when the call began
+/// (so every message acknowledged before the call is in the result),
+/// within `timeout`. In partition order, then offset order.
+pub fn read_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<Consumed>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "nextbest-ship-test")
@@ -61,18 +56,43 @@ pub fn read_topic(
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| format!("metadata of {topic}: {e}"))?;
     let mut assignment = TopicPartitionList::new();
+    // The offset each partition must be read up to.
+    let mut ends: HashMap<i32, i64> = HashMap::new();
     for t in metadata.topics() {
         for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .map_err(|e| format!("watermarks of {topic}/{}: {e}", p.id()))?;
+            if low > 0 {
+                // librdkafka's mock cluster keeps 5 MiB per partition and
+                // drops the oldest messages past that.
+                return Err(format!(
+                    "{topic}/{}: messages before offset {low} were dropped by the broker's retention (the mock cluster keeps 5 MiB per partition): use more partitions or fewer records",
+                    p.id()
+                ));
+            }
+            ends.insert(p.id(), high);
             assignment
                 .add_partition_offset(topic, p.id(), Offset::Beginning)
                 .map_err(|e| e.to_string())?;
         }
     }
+    if ends.is_empty() {
+        return Err(format!("{topic}: no partitions"));
+    }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
     let start = Instant::now();
-    let mut last = Instant::now();
+    let mut next: HashMap<i32, i64> = HashMap::new();
     let mut out = Vec::new();
-    while start.elapsed() < timeout {
+    while ends
+        .iter()
+        .any(|(p, end)| next.get(p).copied().unwrap_or(0) < *end)
+    {
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "{topic}: not read to its end within {timeout:?}: read {next:?}, ends {ends:?}"
+            ));
+        }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let headers = m
@@ -89,6 +109,7 @@ pub fn read_topic(
                             .collect()
                     })
                     .unwrap_or_default();
+                next.insert(m.partition(), m.offset() + 1);
                 out.push(Consumed {
                     topic: m.topic().to_string(),
                     partition: m.partition(),
@@ -97,14 +118,9 @@ pub fn read_topic(
                     value: m.payload().unwrap_or_default().to_vec(),
                     headers,
                 });
-                last = Instant::now();
             }
             Some(Err(e)) => return Err(format!("consuming {topic}: {e}")),
-            None => {
-                if out.len() >= at_least && last.elapsed() > Duration::from_millis(500) {
-                    break;
-                }
-            }
+            None => {}
         }
     }
     out.sort_by_key(|m| (m.partition, m.offset));
