@@ -14,6 +14,7 @@ mod impact;
 mod keys;
 mod learn;
 mod review;
+mod ship;
 
 use clap::{Parser, Subcommand};
 use error::CliError;
@@ -39,6 +40,9 @@ enum Command {
     Core(CoreCommand),
     #[command(flatten)]
     Governed(GovernedCommand),
+    /// Ship a decision log's records to Kafka, at least once, resuming
+    /// from the position the last run stored (docs/SHIPPING.md).
+    Ship(ship::ShipArgs),
 }
 
 /// The commands that use the core library alone.
@@ -454,6 +458,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Governed(c) => run_governed(c),
         Command::Core(c) => run_core(c).map_err(CliError::from),
+        Command::Ship(args) => ship::run(args),
     };
     match result {
         Ok(code) => code,
