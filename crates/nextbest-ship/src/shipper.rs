@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
 };
@@ -195,7 +195,21 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        let error = match result {
+            Err((e, _)) => Some(e.to_string()),
+            // An acknowledgement without an offset is one librdkafka's
+            // idempotent producer inferred for a retried batch from the
+            // broker accepting a later one; a broker that does not check
+            // sequences (librdkafka's own mock cluster, for one) accepts
+            // the later batch without the earlier, and the inferred one
+            // would be a loss. Not proof that the record is in the log:
+            // it goes again.
+            Ok(m) if m.offset() < 0 => Some(format!(
+                "partition {}: acknowledged without an offset (inferred for a retried batch, not confirmed by the broker)",
+                m.partition()
+            )),
+            Ok(_) => None,
+        };
         if let Ok(mut d) = self.delivered.lock() {
             d.push((seq, error));
         }
@@ -204,12 +218,14 @@ impl ProducerContext for Reports {
 
 /// Producer properties the shipper's guarantees rest on: not settable
 /// through [`ShipConfig::kafka`].
-const FIXED: [&str; 5] = [
+const FIXED: [&str; 7] = [
     "enable.idempotence",
     "acks",
     "request.required.acks",
     "bootstrap.servers",
     "message.timeout.ms",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
 ];
 
 /// Ships one log. See the module documentation for what it guarantees.
@@ -360,9 +376,20 @@ impl Shipper {
     /// in-flight limit is reached; `true` when caught up (nothing whole
     /// left to read in the newest file).
     fn read_and_send(&mut self) -> Result<bool, ShipError> {
-        let listing = spool::list(&self.config.log)?;
-        if self.reader.is_none() && !self.open_first(&listing)? {
-            return Ok(true);
+        let mut listing = spool::list(&self.config.log)?;
+        let mut races = 0;
+        while self.reader.is_none() {
+            match self.open_first(&listing)? {
+                Open::Opened => {}
+                Open::NoFile => return Ok(true),
+                Open::Raced => {
+                    races += 1;
+                    if races > 100 {
+                        return Ok(false);
+                    }
+                    listing = spool::list(&self.config.log)?;
+                }
+            }
         }
         let mut read = 0usize;
         loop {
@@ -386,12 +413,16 @@ impl Shipper {
             }
             let seq = self.first_seq + self.pending.len();
             let sent = match reader.next_item()? {
-                None => {
-                    if self.next_file(&listing)? {
+                None => match self.next_file(&listing)? {
+                    Open::Opened => continue,
+                    Open::NoFile => return Ok(true),
+                    Open::Raced => {
+                        // Renamed since the listing (the log rotated
+                        // again): look again.
+                        listing = spool::list(&self.config.log)?;
                         continue;
                     }
-                    return Ok(true);
-                }
+                },
                 Some(Item::Damage { what, after }) => Err((what, after)),
                 Some(Item::Record { bytes, line, after }) => {
                     match send(&self.producer, &self.config, seq, bytes) {
@@ -439,27 +470,24 @@ impl Shipper {
     }
 
     /// Open the file reading starts in: the position's, or the oldest.
-    /// `false` when the log has no file yet.
-    fn open_first(&mut self, listing: &[Listed]) -> Result<bool, ShipError> {
-        if let Some(resume) = self.resume.take() {
+    fn open_first(&mut self, listing: &[Listed]) -> Result<Open, ShipError> {
+        if let Some(resume) = self.resume.clone() {
             for listed in listing {
                 if listed.dev != resume.file.dev || listed.ino != resume.file.ino {
                     continue;
                 }
-                let file = std::fs::File::open(&listed.path)
-                    .map_err(|e| ShipError::io(&listed.path, e))?;
-                let mut probe = FileReader::from_file(
-                    file.try_clone()
-                        .map_err(|e| ShipError::io(&listed.path, e))?,
-                    &listed.path,
-                    Place::default(),
-                )?;
+                let Some(mut probe) = open_if_same(listed, Place::default())? else {
+                    return Ok(Open::Raced);
+                };
                 if probe.id()? == Some(resume.file) {
-                    drop(probe);
+                    let file = probe.file()?;
                     let reader = FileReader::from_file(file, &listed.path, resume.place)?;
-                    return self.set_reader(reader).map(|()| true);
+                    self.resume = None;
+                    self.set_reader(reader)?;
+                    return Ok(Open::Opened);
                 }
             }
+            self.resume = None;
             self.stats.files_gone += 1;
             (self.report)(&format!(
                 "the position's file ({}, inode {}) is gone: records after byte {} of it are lost unless they had been shipped; shipping from the oldest file of the log",
@@ -468,26 +496,16 @@ impl Shipper {
                 resume.place.offset
             ));
         }
-        match listing.first() {
-            Some(oldest) => self.open_listed(oldest),
-            None => Ok(false),
-        }
-    }
-
-    /// Open a listed file from its start, if it is still that file.
-    fn open_listed(&mut self, listed: &Listed) -> Result<bool, ShipError> {
-        let file = match std::fs::File::open(&listed.path) {
-            Ok(f) => f,
-            // Renamed or deleted since the listing: the next one sees.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(ShipError::io(&listed.path, e)),
+        let Some(oldest) = listing.first() else {
+            return Ok(Open::NoFile);
         };
-        let reader = FileReader::from_file(file, &listed.path, Place::default())?;
-        if !reader.is(listed) {
-            return Ok(false);
+        match open_if_same(oldest, Place::default())? {
+            Some(reader) => {
+                self.set_reader(reader)?;
+                Ok(Open::Opened)
+            }
+            None => Ok(Open::Raced),
         }
-        self.set_reader(reader)?;
-        Ok(true)
     }
 
     fn set_reader(&mut self, mut reader: FileReader) -> Result<(), ShipError> {
@@ -506,36 +524,38 @@ impl Shipper {
     }
 
     /// The current file has nothing whole left: move to the next one if
-    /// the log has moved past it (it is no longer the newest file, or it
-    /// is gone). `false` when it is the newest (caught up) or the next
-    /// file was renamed since the listing (the next listing finds it).
-    fn next_file(&mut self, listing: &[Listed]) -> Result<bool, ShipError> {
+    /// the log had moved past it when `listing` was taken (before the
+    /// file was read to its end): it was no longer the newest file, or it
+    /// was gone. [`Open::NoFile`] when it is the newest (caught up).
+    fn next_file(&mut self, listing: &[Listed]) -> Result<Open, ShipError> {
         let Some((source, reader)) = &mut self.reader else {
-            return Ok(false);
+            return Ok(Open::NoFile);
         };
         let next = match listing.iter().position(|l| reader.is(l)) {
-            Some(i) if i + 1 == listing.len() => return Ok(false),
+            Some(i) if i + 1 == listing.len() => return Ok(Open::NoFile),
             Some(i) => &listing[i + 1],
             // Deleted by the log (rotation that keeps no files, or
             // retention): every listed file is newer.
             None => match listing.first() {
                 Some(l) => l,
-                None => return Ok(false),
+                None => return Ok(Open::NoFile),
             },
         };
-        // The listing was taken before this file was read to its end, and
-        // it was no longer the newest then: nothing more comes to it.
         let tail = reader.tail_bytes()?;
+        let name = source.name.clone();
+        let Some(next) = open_if_same(next, Place::default())? else {
+            return Ok(Open::Raced);
+        };
         if tail > 0 {
+            // Nothing more comes to a file the log has moved past.
             self.stats.partial_tails += 1;
-            let what = format!(
+            (self.report)(&format!(
                 "{}: {tail} bytes after its last whole record, not shipped (a crash while writing?)",
-                source.name.display()
-            );
-            (self.report)(&what);
+                name.display()
+            ));
         }
-        let next = next.clone();
-        self.open_listed(&next)
+        self.set_reader(next)?;
+        Ok(Open::Opened)
     }
 
     /// Poll the producer for up to `wait`, apply delivery reports, store
@@ -728,6 +748,38 @@ impl Shipper {
     }
 }
 
+/// Whether a file could be opened.
+enum Open {
+    /// It is the reader now.
+    Opened,
+    /// There is none (yet): the log has no file, or the current one is
+    /// the newest.
+    NoFile,
+    /// The listed file was renamed or deleted since the listing: list
+    /// again.
+    Raced,
+}
+
+/// Open a listed file at `place`, if its path still names that file.
+fn open_if_same(listed: &Listed, place: Place) -> Result<Option<FileReader>, ShipError> {
+    let file = match std::fs::File::open(&listed.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ShipError::io(&listed.path, e)),
+    };
+    let same = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file
+            .metadata()
+            .map_err(|e| ShipError::io(&listed.path, e))?;
+        meta.dev() == listed.dev && meta.ino() == listed.ino
+    };
+    if !same {
+        return Ok(None);
+    }
+    FileReader::from_file(file, &listed.path, place).map(Some)
+}
+
 enum SendError {
     /// Not a record: skipped.
     Corrupt(String),
@@ -804,6 +856,12 @@ fn make_producer(config: &ShipConfig) -> Result<BaseProducer<Reports>, ShipError
                 .clamp(1, i32::MAX as u128)
                 .to_string(),
         )
+        // One request in flight per broker: a partition's batches reach
+        // the broker strictly in order, even on a broker that does not
+        // check the idempotent producer's sequence numbers (one that does
+        // would refuse a batch sent past a failed one; one that does not
+        // would store it first, and the failed one after it).
+        .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "5")
         .set(
             "queue.buffering.max.messages",

@@ -375,7 +375,17 @@ fn brokers_down_mid_run_and_back_lose_nothing() {
     let mut shipper = Shipper::new(c).unwrap().with_reporter(report);
     let position_file = shipper.position_file().to_path_buf();
     let s = stop.clone();
-    let thread = std::thread::spawn(move || shipper.run(&s));
+    let said_by_thread = said.clone();
+    let thread = std::thread::spawn(move || {
+        let r = shipper.run(&s);
+        if let Err(e) = &r {
+            said_by_thread
+                .lock()
+                .unwrap()
+                .push(format!("run failed: {e}"));
+        }
+        r
+    });
     let shipped = || {
         nextbest_ship::position::load(&position_file)
             .unwrap()
@@ -385,7 +395,12 @@ fn brokers_down_mid_run_and_back_lose_nothing() {
         let start = Instant::now();
         while shipped() < n {
             assert!(
-                start.elapsed() < Duration::from_secs(60),
+                !thread.is_finished(),
+                "the shipper stopped: {:?}",
+                said.lock().unwrap().last()
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
                 "shipped {} of {n}",
                 shipped()
             );
@@ -427,6 +442,38 @@ fn brokers_down_mid_run_and_back_lose_nothing() {
 
     let consumed = read_topic(&brokers, "decisions", Duration::from_secs(60)).unwrap();
     let d = check_delivery(&records, &consumed);
+    if d.missing_total > 0 {
+        // Where the missing records should be: their customers' partitions.
+        let mut partition_of = std::collections::HashMap::new();
+        for m in &consumed {
+            partition_of.insert(m.key.clone(), m.partition);
+        }
+        let have: std::collections::HashSet<&[u8]> =
+            consumed.iter().map(|m| m.value.as_slice()).collect();
+        for r in records
+            .iter()
+            .filter(|r| !have.contains(r.as_slice()))
+            .take(20)
+        {
+            let v: serde_json::Value = serde_json::from_slice(r).unwrap();
+            let key = v["customer_id"].as_str().map(|s| s.as_bytes().to_vec());
+            eprintln!(
+                "missing {} {} of {:?}: partition {:?}",
+                v["kind"],
+                v["decision_id"],
+                v["customer_id"],
+                partition_of.get(&key)
+            );
+        }
+        let again = read_topic(&brokers, "decisions", Duration::from_secs(60)).unwrap();
+        eprintln!(
+            "read again: {} messages (first read {}), still missing {}",
+            again.len(),
+            consumed.len(),
+            check_delivery(&records, &again).missing_total
+        );
+        eprintln!("{said}");
+    }
     assert_eq!(d.missing_total, 0, "missing: {:?}", d.missing);
     assert_eq!(d.unknown, 0);
     assert_eq!(d.wrong_keys, 0);
