@@ -406,11 +406,6 @@ impl Shipper {
                 return Ok(true);
             };
             let source = source.clone();
-            if source.id.get().is_none() {
-                if let Some(id) = reader.id()? {
-                    let _ = source.id.set(id);
-                }
-            }
             let seq = self.first_seq + self.pending.len();
             let sent = match reader.next_item()? {
                 None => match self.next_file(&listing)? {
@@ -440,6 +435,16 @@ impl Shipper {
                     }
                 }
             };
+            if source.id.get().is_none() {
+                // A record was read from the file, so its first one is
+                // whole: the file has its identity now, before the record
+                // can be acknowledged and the position moved after it.
+                if let Some((_, reader)) = &mut self.reader {
+                    if let Some(id) = reader.id()? {
+                        let _ = source.id.set(id);
+                    }
+                }
+            }
             match sent {
                 Ok(after) => {
                     if self.pending.is_empty() && self.restarts_in_a_row == 0 {
