@@ -27,7 +27,9 @@ pub struct ShipArgs {
     #[arg(long, value_name = "FILE")]
     position: Option<PathBuf>,
     /// Keep shipping what the log appends, and the files it rotates to,
-    /// until killed (the position is stored every second).
+    /// until SIGINT or SIGTERM (then what was sent is waited for, at most
+    /// --timeout, the position stored and the summary printed) or a kill
+    /// (the position is stored every second).
     #[arg(long)]
     follow: bool,
     /// Give up (exit 1) when records wait and the broker acknowledged
@@ -77,8 +79,10 @@ pub fn run(args: ShipArgs) -> Result<ExitCode, CliError> {
             .push((k.trim().to_string(), v.trim().to_string()));
     }
     let mut shipper = Shipper::new(config).map_err(CliError::from)?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let summary = shipper.run(&stop).map_err(CliError::from)?;
+    if args.follow {
+        stop_on_signals();
+    }
+    let summary = shipper.run(&STOP).map_err(CliError::from)?;
     let s = &summary.stats;
     if args.json {
         let json =
@@ -119,4 +123,26 @@ pub fn run(args: ShipArgs) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Set by SIGINT or SIGTERM: a following shipper stops reading, waits for
+/// what it sent and stores its position.
+#[cfg(feature = "kafka")]
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(feature = "kafka")]
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(feature = "kafka")]
+fn stop_on_signals() {
+    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe; `signal` itself has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
 }

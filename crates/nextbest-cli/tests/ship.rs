@@ -244,3 +244,69 @@ fn ship_names_a_missing_log() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("nope.jsonl: no such log"), "{stderr}");
 }
+
+#[test]
+fn sigterm_stops_a_following_shipper_with_its_position_stored() {
+    let cluster = MockCluster::new(3).unwrap();
+    cluster.create_topic("decisions", 16, 3).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    let position = dir.path().join("position.json");
+    let customers: Vec<String> =
+        std::fs::read_to_string(common::root().join("rules/retail_bank/customers.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+    let engine = engine(&log);
+    decide(&engine, &customers, 0, 200);
+    let child = ship(&log, &brokers, &position, true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log grows while the shipper follows it; SIGTERM once it has
+    // stored a position (so its handler is long installed).
+    let stopped = std::thread::scope(|s| {
+        let writer = s.spawn(|| decide(&engine, &customers, 200, 1500));
+        let start = Instant::now();
+        while !position.exists() {
+            assert!(start.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    });
+    let stdout = String::from_utf8_lossy(&stopped.stdout);
+    assert!(
+        stopped.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let p = nextbest_ship::position::load(&position).unwrap().unwrap();
+    // The summary is printed, and its count is what the position says.
+    assert!(
+        stdout.starts_with(&format!("shipped {} records", p.shipped)),
+        "{stdout} vs {p:?}"
+    );
+    let records = log_records(&log);
+    let consumed = read_topic(&brokers, "decisions", Duration::from_secs(30)).unwrap();
+    let have: HashSet<&[u8]> = consumed.iter().map(|m| m.value.as_slice()).collect();
+    let prefix = &records[..p.shipped as usize];
+    assert!(prefix.iter().all(|r| have.contains(r.as_slice())));
+    // The next run ships the rest.
+    drop(engine);
+    let out = ship(&log, &brokers, &position, false).output().unwrap();
+    assert!(out.status.success());
+    let records = log_records(&log);
+    let consumed = read_topic(&brokers, "decisions", Duration::from_secs(30)).unwrap();
+    let d = check_delivery(&records, &consumed);
+    assert_eq!((d.missing_total, d.unknown), (0, 0));
+}
