@@ -60,7 +60,7 @@ pub use base::{
     Outcome, OutcomeKind, RuleError, RuleErrors, Stage, Timestamp, Value,
 };
 pub use context::schema::{Attribute, Schema};
-pub use context::{Context, ContextBuilder};
+pub use context::{Context, ContextBuilder, RequestWarning};
 pub use decide::decision::{Decision, FilteredAction, RankedAction};
 pub use decide::request::{DecisionRequest, MAX_LIMIT};
 pub use decide::version::Version;

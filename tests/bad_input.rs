@@ -777,3 +777,69 @@ fn big_string_sets_bind_in_linear_time() {
         t.elapsed()
     );
 }
+
+#[test]
+fn a_misspelt_context_attribute_is_reported_in_the_decision_never_passed_over_silently() {
+    use nextbest::RequestWarning;
+    let e = engine();
+    // Decided without it (the eligibility that needs `age` cannot hold),
+    // and named in the decision with the closest declared attribute.
+    let d = e
+        .decide_json(&request(
+            r#"{"agee": 40, "income": 1.0, "zzz_unrelated": 1}"#,
+        ))
+        .unwrap();
+    assert_eq!(
+        d.warnings(),
+        &[
+            RequestWarning::UnknownAttribute {
+                attribute: "agee".into(),
+                suggestion: Some("age".into()),
+            },
+            RequestWarning::UnknownAttribute {
+                attribute: "zzz_unrelated".into(),
+                suggestion: None,
+            },
+        ]
+    );
+    let json: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+    assert_eq!(
+        json["warnings"],
+        serde_json::json!([
+            "context attribute `agee` is not in the schema and was ignored (did you mean `age`?)",
+            "context attribute `zzz_unrelated` is not in the schema and was ignored",
+        ])
+    );
+    // The parsed request carries them too, through both JSON paths.
+    let parsed = DecisionRequest::from_json(&e.schema(), &request(r#"{"agee": 40}"#)).unwrap();
+    assert_eq!(parsed.warnings().len(), 1);
+    // A clean request has none, and no "warnings" key.
+    let clean = e.decide_json(&request(r#"{"age": 40}"#)).unwrap();
+    assert!(clean.warnings().is_empty());
+    assert!(!clean.to_json().contains("warnings"));
+}
+
+#[test]
+fn a_strict_engine_refuses_a_request_with_an_undeclared_attribute() {
+    let src = RuleSource::new()
+        .file("ruleset.toml", RULESET)
+        .file("actions/a.toml", ACTIONS);
+    let mut config = nextbest::EngineConfig::default();
+    config.strict_requests = true;
+    let e = Engine::try_with_config(RuleSet::compile(&src).unwrap(), config).unwrap();
+    let (attribute, message) = invalid_context(&e, r#"{"agee": 40}"#);
+    assert_eq!(attribute, "agee");
+    assert_eq!(message, "not in the schema (did you mean `age`?)");
+    assert_eq!(e.stats().decision_errors, 1);
+    // The same through the engine configuration the C ABI passes.
+    let e = Engine::from_config_json(
+        r#"{"rules_dir": "tests/fixtures/mini", "strict_requests": true}"#,
+    )
+    .unwrap();
+    let r =
+        e.decide_json(r#"{"customer_id": "C1", "channel": "call_center", "context": {"agee": 1}}"#);
+    assert!(matches!(r, Err(Error::InvalidContext { .. })), "{r:?}");
+    // Clean requests are served as before.
+    e.decide_json(r#"{"customer_id": "C1", "channel": "call_center", "context": {}}"#)
+        .unwrap();
+}

@@ -76,6 +76,15 @@ fn reference(d: &'static nextbest::Decision) -> String {
             .map(|x| x.to_string())
             .collect::<Vec<_>>())
     };
+    let warnings = if d.warnings().is_empty() {
+        Value::Null
+    } else {
+        json!(d
+            .warnings()
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>())
+    };
     text(&obj(&[
         ("decision_id", json!(d.id().to_string())),
         ("timestamp", json!(d.timestamp().to_string())),
@@ -96,6 +105,7 @@ fn reference(d: &'static nextbest::Decision) -> String {
         ("filtered", Value::Array(filtered)),
         ("ranked", ranked_all),
         ("diagnostics", diagnostics),
+        ("warnings", warnings),
         ("elapsed_ns", json!(d.elapsed_ns())),
     ]))
 }
@@ -233,4 +243,13 @@ fn select(customer, ranked) {
         assert!(d.to_json().contains(r#"Say \"hello\"\n\u0001"#));
         check(d);
     }
+    // Warnings: unknown context attributes, one of them with characters
+    // that need escaping.
+    let json = r#"{"customer_id": "C2", "channel": "web", "now": 1800000000,
+        "context": {"age": 30, "agee": 1, "n\"o\ttè": "x"}}"#;
+    let d = engine
+        .decide(&DecisionRequest::from_json(&engine.schema(), json).unwrap())
+        .unwrap();
+    assert_eq!(d.warnings().len(), 2);
+    check(d);
 }

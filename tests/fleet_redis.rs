@@ -18,32 +18,14 @@ use nextbest::state::history::{HistoryConfig, HistoryStore};
 use nextbest::state::redis::RedisHistory;
 use nextbest::{Context, DecisionRequest, Engine, Error, Outcome, OutcomeKind, Timestamp};
 
+#[path = "support/redis.rs"]
+mod support;
+use support::*;
+
 const T0: i64 = 1_795_392_000; // 2026-11-23T00:00:00Z
 const CUSTOMERS: usize = 50;
 const PROCESSES: usize = 4;
 const THREADS: usize = 2;
-
-/// The server to test against, or `None` (skip) outside CI.
-fn redis_url() -> Option<String> {
-    match std::env::var("NEXTBEST_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but NEXTBEST_TEST_REDIS_URL is not: .ci/run must start redis-server")
-        }
-        _ => {
-            eprintln!("skipped: set NEXTBEST_TEST_REDIS_URL=redis://127.0.0.1:PORT/0 to run the Redis fleet tests");
-            None
-        }
-    }
-}
-
-/// A key prefix no other test run uses.
-fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("nbtest:{test}:{}:{nanos}:", std::process::id())
-}
 
 /// A rule set whose email channel allows one contact a week, and whose
 /// policy suppresses an action a customer rejected in the last 30 days.
@@ -192,6 +174,7 @@ fn a_contact_limit_holds_across_processes() {
     // And the store holds exactly that one impression per customer.
     let store = RedisHistory::connect(&StateConfig {
         key_prefix: prefix.clone(),
+        timeout_ms: 2_000,
         ..StateConfig::new(url.clone())
     })
     .unwrap();
@@ -283,4 +266,29 @@ fn a_store_that_is_down_fails_decisions_closed_and_counts_them() {
     assert_eq!(d.action_ids(), ["CARD_A"]);
     let s = open.stats();
     assert_eq!((s.store_errors, s.decision_errors), (1, 0));
+}
+
+/// An outcome delivered to two instances of the fleet (a retried request
+/// landing on another desktop) counts once: the second sees it recorded.
+#[test]
+fn an_outcome_delivered_to_two_engines_counts_once() {
+    let Some(url) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_rules(dir.path());
+    let prefix = unique_prefix("dedup");
+    let a = engine(dir.path(), &url, &prefix, false);
+    let b = engine(dir.path(), &url, &prefix, false);
+    let d = a.decide(&request(&a, "x", "web")).unwrap();
+    let mut o = outcome("x", OutcomeKind::Rejected);
+    o.decision_id = Some(d.id());
+    a.record_outcome(&o).unwrap();
+    b.record_outcome(&o).unwrap();
+    b.record_outcome(&o).unwrap();
+    assert_eq!((a.stats().outcomes, a.stats().duplicate_outcomes), (1, 0));
+    assert_eq!((b.stats().outcomes, b.stats().duplicate_outcomes), (0, 2));
+    // Another outcome of the same decision is not a duplicate.
+    o.kind = OutcomeKind::Clicked;
+    b.record_outcome(&o).unwrap();
+    assert_eq!(b.stats().outcomes, 1);
+    assert_eq!(a.stats().store_errors + b.stats().store_errors, 0);
 }

@@ -719,3 +719,48 @@ fn state_with_a_store_that_persists_itself_saves_learning_and_volumes() {
     // The file loads into an engine with the in-memory store too.
     Engine::new(rules(&rules_text)).load_state(&path).unwrap();
 }
+
+/// An outcome delivered twice (a retry, a replayed queue) that names its
+/// decision counts once: in the learning counts, the history and the
+/// stats. A different outcome of the same decision still counts, and so
+/// does every outcome that names no decision (nothing tells them apart).
+#[test]
+fn an_outcome_delivered_twice_for_the_same_decision_is_counted_once() {
+    let e = Engine::new(rules(
+        "[learning]\nmode = \"posterior_mean\"\nprior_strength = 10\n",
+    ));
+    let d = e.decide(&request(&e, "u1", "web", T0)).unwrap();
+    let with_id = |kind| Outcome {
+        decision_id: Some(d.id()),
+        ..outcome("u1", "LOAN_A", "web", kind, T0 + 60)
+    };
+    for _ in 0..3 {
+        e.record_outcome(&with_id(OutcomeKind::Accepted)).unwrap();
+    }
+    e.record_outcome(&with_id(OutcomeKind::Clicked)).unwrap();
+    // The JSON form, as a desktop retries it.
+    let json = format!(
+        r#"{{"decision_id": "{}", "customer_id": "u1", "action": "LOAN_A", "channel": "web", "outcome": "accepted"}}"#,
+        d.id()
+    );
+    e.record_outcome_json(&json).unwrap();
+    let stats = e.stats();
+    assert_eq!(stats.outcomes, 2, "accepted once, clicked once");
+    assert_eq!(stats.duplicate_outcomes, 3);
+    // The posterior saw one acceptance: (1 + 10 * 0.05) / (1 + 10).
+    let p = e
+        .decide(&request(&e, "z", "web", T0 + 120))
+        .unwrap()
+        .actions()
+        .find(|a| a.action() == "LOAN_A")
+        .unwrap()
+        .propensity();
+    assert!((p - (1.0 + 10.0 * 0.05) / 11.0).abs() < 1e-12, "{p}");
+    // Without a decision id, each is counted.
+    for _ in 0..2 {
+        e.record_outcome(&outcome("u2", "LOAN_A", "web", OutcomeKind::Accepted, T0))
+            .unwrap();
+    }
+    assert_eq!(e.stats().outcomes, 4);
+    assert_eq!(e.stats().duplicate_outcomes, 3);
+}

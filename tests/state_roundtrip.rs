@@ -548,3 +548,33 @@ fn a_file_cut_at_a_line_boundary_is_an_error() {
     let target = engine();
     assert!(target.load_state(&bad).is_err(), "loaded without an error");
 }
+
+/// A state file loaded twice, or into an engine that has already recorded
+/// outcomes of its own, leaves exactly the file's state: history, learning
+/// counts and what decisions see. Never the sum.
+#[test]
+fn loading_twice_or_into_an_engine_that_has_served_replaces_never_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.jsonl");
+    let probe = dir.path().join("probe.jsonl");
+    let origin = recorded(&some_outcomes(80, 7));
+    origin.save_state(&saved).unwrap();
+    let want = observe(&origin, &probe);
+
+    let twice = engine();
+    twice.load_state(&saved).unwrap();
+    twice.load_state(&saved).unwrap();
+    assert_unchanged(&want, &observe(&twice, &probe), "loaded twice");
+
+    let served = recorded(&some_outcomes(40, 11));
+    assert!(
+        observe(&served, &probe).history != want.history,
+        "the served engine starts with state of its own"
+    );
+    served.load_state(&saved).unwrap();
+    assert_unchanged(
+        &want,
+        &observe(&served, &probe),
+        "loaded into a served engine",
+    );
+}

@@ -98,3 +98,18 @@ pub(crate) struct Blocked {
     /// and touches no reference counts.
     pub policy: u32,
 }
+
+impl Blocked {
+    /// Set in [`Blocked::policy`] when the action is removed because the
+    /// shared state store could not answer for the policy (`on_unavailable
+    /// = "closed"`), not because the policy says so: the other bits still
+    /// index the policy, so the log names it and a replay blocks the same
+    /// action.
+    pub(crate) const UNAVAILABLE: u32 = 1 << 31;
+
+    /// The index of the policy, channel or constraint, without the
+    /// [`Blocked::UNAVAILABLE`] flag.
+    pub(crate) fn index(&self) -> usize {
+        (self.policy & !Blocked::UNAVAILABLE) as usize
+    }
+}

@@ -175,7 +175,9 @@ impl Context {
     }
 
     /// Bind a JSON object (`{"age": 42, ...}`) to `schema`. Attributes the
-    /// schema does not declare are ignored; `null` means missing.
+    /// schema does not declare are ignored (a request parsed with
+    /// [`crate::DecisionRequest::from_json`] lists them as warnings);
+    /// `null` means missing.
     pub fn from_json(
         schema: &Arc<Schema>,
         json: &serde_json::Map<String, Json>,
@@ -450,6 +452,77 @@ fn describe_value(v: &Value) -> String {
     }
 }
 
+/// Something in a request that the decision did not use, so that a typo
+/// never passes silently. A decision carries its request's warnings
+/// ([`crate::Decision::warnings`], `"warnings"` in its JSON); an engine
+/// with `strict_requests` refuses such a request instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestWarning {
+    /// A context attribute the schema does not declare: it was ignored.
+    UnknownAttribute {
+        /// The attribute name as given.
+        attribute: String,
+        /// The closest declared name, if one is close.
+        suggestion: Option<String>,
+    },
+}
+
+impl RequestWarning {
+    /// The warning for a context attribute `name` that `schema` does not
+    /// declare, with the closest declared name (for requests built from
+    /// other inputs than JSON: see [`crate::DecisionRequest::warn`]).
+    pub fn unknown_attribute(schema: &Schema, name: &str) -> RequestWarning {
+        RequestWarning::UnknownAttribute {
+            attribute: name.to_string(),
+            suggestion: schema.suggest(name).map(str::to_string),
+        }
+    }
+
+    /// Warnings for the context attributes `names`, which `schema` does
+    /// not declare.
+    pub(crate) fn unknown_attributes(schema: &Schema, names: Vec<String>) -> Vec<RequestWarning> {
+        names
+            .into_iter()
+            .map(|attribute| RequestWarning::UnknownAttribute {
+                suggestion: schema.suggest(&attribute).map(str::to_string),
+                attribute,
+            })
+            .collect()
+    }
+
+    /// The error a strict engine returns instead of this warning.
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            RequestWarning::UnknownAttribute {
+                attribute,
+                suggestion,
+            } => Error::InvalidContext {
+                attribute: attribute.clone(),
+                message: format!(
+                    "not in the schema{}",
+                    crate::base::util::did_you_mean(suggestion.as_deref())
+                ),
+            },
+        }
+    }
+}
+
+impl fmt::Display for RequestWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestWarning::UnknownAttribute {
+                attribute,
+                suggestion,
+            } => write!(
+                f,
+                "context attribute `{attribute}` is not in the schema and was ignored{}",
+                crate::base::util::did_you_mean(suggestion.as_deref())
+            ),
+        }
+    }
+}
+
 /// Convert a JSON value to a context value of type `ty`.
 /// Bind a JSON object (text) straight into a context for `schema`, as
 /// [`Context::from_json`] does from a parsed map, without building the map
@@ -463,6 +536,7 @@ pub(crate) fn bind_json_str(schema: &Arc<Schema>, json: &str) -> Result<Context,
     let result = ContextSeed {
         schema,
         failed: &mut failed,
+        unknown: &mut Vec::new(),
     }
     .deserialize(&mut de);
     match (result, failed) {
@@ -612,6 +686,9 @@ pub(crate) struct ContextSeed<'s> {
     pub schema: &'s Arc<Schema>,
     /// A context error, carried out of serde's error type.
     pub failed: &'s mut Option<Error>,
+    /// The names the schema does not declare, in the order given (nothing
+    /// is allocated while there are none).
+    pub unknown: &'s mut Vec<String>,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for ContextSeed<'_> {
@@ -663,6 +740,7 @@ impl<'de> serde::de::Visitor<'de> for ContextSeed<'_> {
                 // reject (1e400, nesting past serde_json's depth limit) is
                 // rejected here too.
                 map.next_value::<Json>()?;
+                self.unknown.push(name.into_owned());
                 continue;
             };
             let v: Raw<'de> = map.next_value()?;

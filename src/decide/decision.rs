@@ -41,9 +41,16 @@ pub struct Decision {
     /// deliberate (an epsilon-greedy exploration puts the explored action
     /// first) and is kept.
     pub(crate) ranked_unsorted: bool,
+    /// A chosen action was decided without a volume cap (the shared store
+    /// unavailable, `on_unavailable = "open"`): not all its units were
+    /// taken, so none is given back if the decision is refused.
+    pub(crate) volumes_unmetered: bool,
     /// What an explained or logged decision records besides its lists
     /// (boxed: a plain decision carries and drops one pointer for it).
     pub(crate) recorded: Option<Box<Recorded>>,
+    /// The request's warnings (`None` for a clean request: one word that
+    /// a decision copies, and an `Arc` it shares with its request).
+    pub(crate) warnings: Option<Arc<[crate::context::RequestWarning]>>,
 }
 
 /// See [`Decision::recorded`].
@@ -363,6 +370,8 @@ impl Decision {
             evidence: self.evidence.clone(),
             selection_probability: self.selection_probability,
             ranked_unsorted: false,
+            volumes_unmetered: self.volumes_unmetered,
+            warnings: self.warnings.clone(),
         }
     }
 
@@ -372,6 +381,13 @@ impl Decision {
     /// survivors; `None` for Thompson sampling and without `[learning]`.
     pub fn selection_probability(&self) -> Option<f64> {
         self.selection_probability
+    }
+
+    /// What the request held that this decision did not use (context
+    /// attributes the schema does not declare, with the closest declared
+    /// name): `"warnings"` in the JSON response when there are any.
+    pub fn warnings(&self) -> &[crate::context::RequestWarning] {
+        self.warnings.as_deref().unwrap_or(&[])
     }
 
     /// Problems in the strategy's hooks during this decision (the decision

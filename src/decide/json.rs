@@ -122,6 +122,17 @@ impl Decision {
             }
             w.buf.push(b']');
         }
+        if let Some(warnings) = &self.warnings {
+            w.key("warnings");
+            w.buf.push(b'[');
+            for (i, warning) in warnings.iter().enumerate() {
+                if i > 0 {
+                    w.buf.push(b',');
+                }
+                w.display(warning);
+            }
+            w.buf.push(b']');
+        }
         w.key("elapsed_ns");
         w.num(&self.elapsed_ns);
         w.close();

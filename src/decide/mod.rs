@@ -31,6 +31,7 @@ pub(crate) mod selection;
 mod state_checks;
 mod strategy;
 pub(crate) mod version;
+mod volumes;
 
 pub use request::{Mode, ReplayState};
 pub use scratch::Scratch;
@@ -205,9 +206,10 @@ pub(crate) fn decide(
         selection_probability = selection::control(mode, s, &mut out);
         seed = (mode == ControlMode::RandomEligible).then_some(s);
     }
+    let mut volumes_unmetered = false;
     if request.mode.commits() {
         let (taken, probability) = (&mut blocked, &mut selection_probability);
-        state_checks::commit(
+        volumes_unmetered = state_checks::commit(
             rs,
             channel,
             bound,
@@ -218,6 +220,7 @@ pub(crate) fn decide(
             taken,
             record.removed,
             probability,
+            &mut buffers.volumes_down,
         )?;
     }
     if let Some(c) = derived {
@@ -248,5 +251,8 @@ pub(crate) fn decide(
         blocked,
         evidence,
         selection_probability,
+        volumes_unmetered,
+        // Shared with the request (nothing to copy for a clean one).
+        warnings: request.warnings.clone(),
     })
 }

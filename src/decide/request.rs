@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::base::{Error, Stage, Timestamp};
-use crate::context::Context;
+use crate::context::{Context, RequestWarning};
 
 /// How a decision treats the engine's state, the wall clock and the log.
 ///
@@ -114,6 +114,9 @@ pub struct DecisionRequest {
     /// How the decision treats engine state, the wall clock and the log
     /// (default: [`Mode::Live`]).
     pub mode: Mode,
+    /// What the request held that the decision will not use (see
+    /// [`DecisionRequest::warnings`]).
+    pub(crate) warnings: Option<Arc<[RequestWarning]>>,
 }
 
 impl DecisionRequest {
@@ -132,6 +135,7 @@ impl DecisionRequest {
             now: None,
             seed: None,
             mode: Mode::Live,
+            warnings: None,
         }
     }
 
@@ -165,20 +169,43 @@ impl DecisionRequest {
         self
     }
 
+    /// What the request held that the decision will not use: context
+    /// attributes the schema does not declare (each with the closest
+    /// declared name), found when it was parsed from JSON. The decision
+    /// carries them ([`crate::Decision::warnings`]); an engine with
+    /// `strict_requests` refuses the request instead.
+    pub fn warnings(&self) -> &[RequestWarning] {
+        self.warnings.as_deref().unwrap_or(&[])
+    }
+
+    /// Add a warning (a request built from another input than JSON that
+    /// found, say, an attribute its schema does not declare: see
+    /// [`RequestWarning::unknown_attribute`]).
+    pub fn warn(mut self, warning: RequestWarning) -> DecisionRequest {
+        let mut all = self.warnings().to_vec();
+        all.push(warning);
+        self.warnings = Some(all.into());
+        self
+    }
+
     /// Parse a JSON request (the shape in the README) against `schema`.
     ///
     /// The context is bound straight into the schema's slots as it is
-    /// parsed: no intermediate map of names to JSON values.
+    /// parsed: no intermediate map of names to JSON values. Context
+    /// attributes the schema does not declare are ignored and listed in
+    /// [`DecisionRequest::warnings`].
     pub fn from_json(
         schema: &Arc<crate::context::schema::Schema>,
         json: &str,
     ) -> Result<DecisionRequest, Error> {
         use serde::de::DeserializeSeed;
         let mut failed = None;
+        let mut unknown = Vec::new();
         let mut de = serde_json::Deserializer::from_str(json);
         let parsed = RequestSeed {
             schema,
             failed: &mut failed,
+            unknown: &mut unknown,
         }
         .deserialize(&mut de)
         .and_then(|r| de.end().map(|()| r));
@@ -187,7 +214,11 @@ impl DecisionRequest {
         if let Some(e) = failed {
             return Err(e);
         }
-        raw.finish(context.unwrap_or_else(|| Context::empty(schema)))
+        let mut request = raw.finish(context.unwrap_or_else(|| Context::empty(schema)))?;
+        if !unknown.is_empty() {
+            request.warnings = Some(RequestWarning::unknown_attributes(schema, unknown).into());
+        }
+        Ok(request)
     }
 }
 
@@ -211,6 +242,7 @@ const REQUEST_FIELDS: &[&str] = &[
 struct RequestSeed<'s> {
     schema: &'s Arc<crate::context::schema::Schema>,
     failed: &'s mut Option<Error>,
+    unknown: &'s mut Vec<String>,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for RequestSeed<'_> {
@@ -246,6 +278,7 @@ impl<'de> serde::de::Visitor<'de> for RequestSeed<'_> {
                     context = Some(map.next_value_seed(crate::context::ContextSeed {
                         schema: self.schema,
                         failed: &mut *self.failed,
+                        unknown: &mut *self.unknown,
                     })?)
                 }
                 "limit" if limit.is_some() => return Err(A::Error::duplicate_field("limit")),
@@ -295,7 +328,17 @@ impl RequestJson {
         schema: &Arc<crate::context::schema::Schema>,
     ) -> Result<DecisionRequest, Error> {
         let context = Context::from_json(schema, &self.context)?;
-        self.finish(context)
+        let unknown: Vec<String> = self
+            .context
+            .keys()
+            .filter(|k| schema.slot(k).is_none())
+            .cloned()
+            .collect();
+        let mut request = self.finish(context)?;
+        if !unknown.is_empty() {
+            request.warnings = Some(RequestWarning::unknown_attributes(schema, unknown).into());
+        }
+        Ok(request)
     }
 
     /// The request with `context` (already bound) and the other fields
@@ -335,6 +378,7 @@ impl RequestJson {
             now,
             seed: None,
             mode: Mode::Live,
+            warnings: None,
         })
     }
 }

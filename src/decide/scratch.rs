@@ -80,7 +80,8 @@ impl std::fmt::Debug for Scratch {
 
 /// The buffers of the engine-state checks: the customer's events, the
 /// contact policies' own scratch, the suppressions found, their marks by
-/// action and by group, and the suppressed actions.
+/// action and by group, the suppressed actions, and what a shared volume
+/// store said.
 #[derive(Default)]
 pub(crate) struct StateBuffers {
     pub events: Vec<Event>,
@@ -89,6 +90,12 @@ pub(crate) struct StateBuffers {
     pub by_action: Vec<u32>,
     pub by_group: Vec<u32>,
     pub marked: Vec<(u32, u32)>,
+    /// Per volume constraint, the units taken in the decision's period as
+    /// a shared store read them (`None`: too old).
+    pub volume_counts: Vec<Option<u32>>,
+    /// Whether the shared volume store failed in this decision (it is
+    /// then not called again by it).
+    pub volumes_down: bool,
 }
 
 /// Lists that end up in a decision, kept from recycled decisions.

@@ -12,7 +12,8 @@
 //! recorded only if the channel's contact limit still allows them, in one
 //! atomic step per customer. Both are exact under any interleaving of
 //! threads and clocks; [`release`] gives them back if the decision is not
-//! returned after all.
+//! returned after all. The volume-constraint part, in memory or in a
+//! shared store, is in [`super::volumes`].
 
 use std::sync::Arc;
 
@@ -21,33 +22,36 @@ use super::request::ReplayState;
 use super::scoring::Candidates;
 use super::scratch::StateBuffers;
 use super::version::Bound;
+use super::volumes;
 use crate::base::util::Striped;
 use crate::base::{Blocked, Error, OutcomeKind, Removed, Stage};
 use crate::ruleset::{Channel, RuleSet};
 use crate::state::contact;
-use crate::state::counters::Take;
 use crate::state::fleet::OnUnavailable;
 use crate::state::history::{ContactLimitCheck, Event, HistoryStore, Memo, Recent};
+use crate::state::volumes::VolumeStore;
 
 /// The engine state a decision reads and changes.
 #[derive(Clone, Copy)]
 pub(crate) struct State<'a> {
     pub history: &'a dyn HistoryStore,
+    /// The shared volume store; `None`: the version's in-memory counters.
+    pub volumes: Option<&'a dyn VolumeStore>,
     /// Record an impression of each action a committing decision returns.
     pub record_impressions: bool,
     /// Keep what the decision derived from the customer's history with it
     /// (pointless when impressions are recorded: they drop it at once).
     pub keep_memo: bool,
-    /// What to do when the history store fails.
+    /// What to do when a shared store fails.
     pub on_unavailable: OnUnavailable,
-    /// Where failures of the history store are counted.
+    /// Where failures of the shared stores are counted.
     pub store_errors: &'a Striped,
 }
 
 impl State<'_> {
-    /// A failed store call: counted, then the error (`closed`) or `None`
+    /// A failed store call: counted, then the error (`closed`) or `Ok`
     /// (`open`: go on without what the call would have given).
-    fn failed(&self, e: Error) -> Result<(), Error> {
+    pub(crate) fn failed(&self, e: Error) -> Result<(), Error> {
         self.store_errors.add(1);
         match self.on_unavailable {
             OnUnavailable::Closed => Err(e),
@@ -71,6 +75,7 @@ pub(crate) fn blocked(
     out: &mut Vec<Blocked>,
 ) -> Result<(), Error> {
     let ch = &rs.channels[channel as usize];
+    buffers.volumes_down = false;
     if rs.contact_policies.is_empty() && ch.contact_limit.is_none() && rs.volumes.is_empty() {
         return Ok(());
     }
@@ -119,6 +124,14 @@ pub(crate) fn blocked(
         );
         return Ok(());
     }
+    let StateBuffers {
+        marked: from_history,
+        volume_counts: counts,
+        volumes_down: down,
+        ..
+    } = buffers;
+    let marked: &[(u32, u32)] = memo.as_deref().map_or(from_history, |m| &m.suppressed);
+    let read = volumes::read(rs, ch, state, now, counts, down);
     let mut next = 0;
     for &ai in ch.actions.iter() {
         while next < marked.len() && marked[next].0 < ai {
@@ -127,7 +140,8 @@ pub(crate) fn blocked(
         let block = if next < marked.len() && marked[next].0 == ai {
             Some((Stage::ContactPolicy, marked[next].1))
         } else {
-            volume_block(rs, ch, bound, ai, now)?.map(|vi| (Stage::VolumeConstraint, vi))
+            volumes::block(rs, ch, bound, read, counts, ai, now)?
+                .map(|vi| (Stage::VolumeConstraint, vi))
         };
         if let Some((stage, policy)) = block {
             out.push(Blocked {
@@ -138,41 +152,6 @@ pub(crate) fn blocked(
         }
     }
     Ok(())
-}
-
-/// The first volume constraint of action `ai` on `ch` whose cap is reached
-/// in the period of `now`.
-fn volume_block(
-    rs: &RuleSet,
-    ch: &Channel,
-    bound: &Bound,
-    ai: u32,
-    now: i64,
-) -> Result<Option<u32>, Error> {
-    let a = &rs.actions[ai as usize];
-    for &vi in a.volumes.iter().chain(ch.volumes.iter()) {
-        let v = &rs.volumes[vi as usize];
-        match bound.counters[vi as usize].used(v.period.window(now)) {
-            Some(n) if n < v.max => {}
-            Some(_) => return Ok(Some(vi)),
-            None => return Err(too_old(rs, vi, now)),
-        }
-    }
-    Ok(None)
-}
-
-/// The error of a decision whose period a volume constraint no longer
-/// counts.
-fn too_old(rs: &RuleSet, vi: u32, now: i64) -> Error {
-    let v = &rs.volumes[vi as usize];
-    Error::InvalidRequest(format!(
-        "now ({}) is more than {} {}s before the newest period volume constraint `{}` has counted: \
-         its cap can no longer be checked exactly for that time",
-        crate::base::Timestamp(now),
-        crate::state::counters::PERIODS - 1,
-        v.period.name(),
-        v.name
-    ))
 }
 
 /// What the customer's history says on `channel` now: whether its contact
@@ -196,6 +175,7 @@ fn history(
         by_action,
         by_group,
         marked,
+        ..
     } = buffers;
     events.clear();
     sup.clear();
@@ -280,7 +260,10 @@ fn memo_of(rs: &RuleSet, events: &[Event], now: i64, suppressed: &[(u32, u32)]) 
 /// survivor takes its place), then, when the engine records impressions,
 /// their impressions within the channel's contact limit (if the limit was
 /// reached meanwhile, nothing is returned on the channel). `blocked` and,
-/// with `record_removed`, `out.removed` get what this blocked.
+/// with `record_removed`, `out.removed` get what this blocked. `down`:
+/// whether the shared volume store failed in this decision (set by
+/// [`blocked`]). Returns whether a chosen action was decided without a
+/// cap (the shared store unavailable, `open`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn commit(
     rs: &RuleSet,
@@ -293,9 +276,10 @@ pub(crate) fn commit(
     blocked: &mut Vec<Blocked>,
     record_removed: bool,
     selection_probability: &mut Option<f64>,
-) -> Result<(), Error> {
+    down: &mut bool,
+) -> Result<bool, Error> {
     let first = out.chosen.first().map(|c| c.action);
-    commit_chosen(
+    let unmetered = commit_chosen(
         rs,
         channel,
         bound,
@@ -305,6 +289,7 @@ pub(crate) fn commit(
         out,
         blocked,
         record_removed,
+        down,
     )?;
     // A first action replaced by the commit was not chosen with the
     // probability computed: log none rather than a wrong one.
@@ -313,7 +298,7 @@ pub(crate) fn commit(
     {
         *selection_probability = None;
     }
-    Ok(())
+    Ok(unmetered)
 }
 
 /// Take what the chosen actions use out of engine state (see
@@ -329,13 +314,26 @@ fn commit_chosen(
     out: &mut Candidates,
     blocked: &mut Vec<Blocked>,
     record_removed: bool,
-) -> Result<(), Error> {
+    down: &mut bool,
+) -> Result<bool, Error> {
     let ch = &rs.channels[channel as usize];
-    if !rs.volumes.is_empty() {
-        take_volumes(rs, ch, bound, now, out, blocked, record_removed)?;
-    }
+    let unmetered = if rs.volumes.is_empty() {
+        Vec::new()
+    } else {
+        volumes::take(
+            rs,
+            ch,
+            bound,
+            state,
+            down,
+            now,
+            out,
+            blocked,
+            record_removed,
+        )?
+    };
     if !state.record_impressions || out.chosen.is_empty() {
-        return Ok(());
+        return Ok(!unmetered.is_empty());
     }
     let events = impressions(rs, channel, now, &out.chosen);
     let recorded = match ch.contact_limit {
@@ -360,7 +358,7 @@ fn commit_chosen(
             // Closed: nothing is returned, so the volume units go back.
             // Open: the decision stands, its impressions unrecorded.
             if let Err(e) = state.failed(e) {
-                give_back_volumes(rs, ch, bound, now, &out.chosen);
+                volumes::give_back(rs, ch, bound, state, down, now, &out.chosen, &unmetered);
                 return Err(e);
             }
             true
@@ -369,7 +367,7 @@ fn commit_chosen(
     if !recorded {
         // Another decision for the customer reached the limit first:
         // give back what this one took, and return nothing on the channel.
-        give_back_volumes(rs, ch, bound, now, &out.chosen);
+        volumes::give_back(rs, ch, bound, state, down, now, &out.chosen, &unmetered);
         for c in out.chosen.drain(..) {
             let block = Blocked {
                 action: c.action,
@@ -382,7 +380,7 @@ fn commit_chosen(
             }
         }
     }
-    Ok(())
+    Ok(!unmetered.is_empty())
 }
 
 /// Give back what [`commit`] took for `decision`, made for `customer`
@@ -391,13 +389,9 @@ fn commit_chosen(
 /// impressions, their impressions. Caps and contact limits are then as if
 /// the decision had never been made.
 pub(crate) fn release(decision: &Decision, state: &State<'_>, customer: &str) {
-    let (rs, bound) = (
-        decision.version.rules_for(decision.arm),
-        decision.version.bound_for(decision.arm),
-    );
+    let rs = decision.version.rules_for(decision.arm);
     let (channel, now, chosen) = (decision.channel, decision.timestamp.0, &decision.chosen);
-    let ch = &rs.channels[channel as usize];
-    give_back_volumes(rs, ch, bound, now, chosen);
+    volumes::release(decision, state);
     if state.record_impressions && !chosen.is_empty() {
         // The decision is refused either way: a store that fails here
         // keeps the impressions (counted), which errs on contacting less.
@@ -426,88 +420,4 @@ fn impressions(rs: &RuleSet, channel: u32, now: i64, chosen: &[crate::base::Scor
             }
         })
         .collect()
-}
-
-fn give_back_volumes(
-    rs: &RuleSet,
-    ch: &Channel,
-    bound: &Bound,
-    now: i64,
-    chosen: &[crate::base::Scored],
-) {
-    for c in chosen {
-        for &vi in rs.actions[c.action as usize]
-            .volumes
-            .iter()
-            .chain(ch.volumes.iter())
-        {
-            let v = &rs.volumes[vi as usize];
-            bound.counters[vi as usize].give_back(v.period.window(now));
-        }
-    }
-}
-
-/// Take a unit of every volume constraint of each chosen action, in order
-/// (see [`commit`]).
-fn take_volumes(
-    rs: &RuleSet,
-    ch: &Channel,
-    bound: &Bound,
-    now: i64,
-    out: &mut Candidates,
-    blocked: &mut Vec<Blocked>,
-    record_removed: bool,
-) -> Result<(), Error> {
-    let mut i = 0;
-    let mut taken: Vec<(u32, u32)> = Vec::new();
-    while i < out.chosen.len() {
-        let ai = out.chosen[i].action;
-        let a = &rs.actions[ai as usize];
-        taken.clear();
-        let mut refused = None;
-        for &vi in a.volumes.iter().chain(ch.volumes.iter()) {
-            let v = &rs.volumes[vi as usize];
-            let w = v.period.window(now);
-            match bound.counters[vi as usize].try_take(w, v.max) {
-                Take::Taken => taken.push((vi, w)),
-                Take::Full => {
-                    refused = Some(vi);
-                    break;
-                }
-                Take::TooOld => {
-                    for &(t, w) in &taken {
-                        bound.counters[t as usize].give_back(w);
-                    }
-                    give_back_volumes(rs, ch, bound, now, &out.chosen[..i]);
-                    return Err(too_old(rs, vi, now));
-                }
-            }
-        }
-        let Some(vi) = refused else {
-            i += 1;
-            continue;
-        };
-        for &(t, w) in &taken {
-            bound.counters[t as usize].give_back(w);
-        }
-        out.chosen.remove(i);
-        let block = Blocked {
-            action: ai,
-            stage: Stage::VolumeConstraint,
-            policy: vi,
-        };
-        blocked.push(block);
-        if record_removed {
-            out.removed.push(Removed::by_state(block));
-        }
-        out.ranked.retain(|c| c.action != ai);
-        let next = out.ranked.iter().find(|c| {
-            !out.chosen.iter().any(|x| x.action == c.action)
-                && !blocked.iter().any(|b| b.action == c.action)
-        });
-        if let Some(next) = next.copied() {
-            out.chosen.push(next);
-        }
-    }
-    Ok(())
 }

@@ -6,13 +6,11 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
-
 use crate::base::{Arm, ControlMode, Error, Timestamp};
 use crate::decide::request::MAX_LIMIT;
 use crate::ruleset::RuleSet;
-use crate::state::counters::Counter;
 use crate::state::learning::Learned;
+use crate::state::volumes::MemoryVolumes;
 
 /// A published rule version: a compiled rule set and its number.
 #[derive(Debug)]
@@ -50,7 +48,8 @@ pub(crate) struct Bound {
     /// Outcome counts per (action, channel): index `action * channels +
     /// channel`; `None` where the action is not offered on the channel.
     pub counts: Box<[Option<Arc<crate::state::learning::Counts>>]>,
-    /// One counter per volume constraint of the rule set.
+    /// One in-memory counter per volume constraint of the rule set (what
+    /// decisions count with unless the engine has a shared volume store).
     pub counters: Box<[Arc<crate::state::counters::Counter>]>,
 }
 
@@ -59,7 +58,7 @@ impl Version {
         number: u64,
         rules: RuleSet,
         learned: &Learned,
-        counters: &DashMap<u64, Arc<Counter>>,
+        counters: &MemoryVolumes,
     ) -> Version {
         let bound = bind(&rules, learned, counters);
         let challenger_bound = rules
@@ -113,7 +112,7 @@ impl Version {
 
 /// Resolve a rule set's handles on the engine's learning counts and volume
 /// counters (creating them when new).
-fn bind(rs: &RuleSet, learned: &Learned, counters: &DashMap<u64, Arc<Counter>>) -> Bound {
+fn bind(rs: &RuleSet, learned: &Learned, counters: &MemoryVolumes) -> Bound {
     let nch = rs.channels.len();
     let mut counts = vec![None; rs.actions.len() * nch];
     for (ci, ch) in rs.channels.iter().enumerate() {
@@ -125,12 +124,7 @@ fn bind(rs: &RuleSet, learned: &Learned, counters: &DashMap<u64, Arc<Counter>>) 
     let counters = rs
         .volumes
         .iter()
-        .map(|v| {
-            counters
-                .entry(crate::base::key(&v.name))
-                .or_default()
-                .clone()
-        })
+        .map(|v| counters.counter(&v.name))
         .collect();
     Bound {
         counts: counts.into(),

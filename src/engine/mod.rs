@@ -27,8 +27,6 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use dashmap::DashMap;
-
 use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, Sink};
 use crate::base::util::Striped;
 use crate::base::{Arm, Error, Outcome, Timestamp};
@@ -38,10 +36,10 @@ use crate::decide::decision::Decision;
 use crate::decide::request::DecisionRequest;
 use crate::decide::version::{clock, Held, Version, VersionRef};
 use crate::ruleset::{source_hash, RuleSet, RuleSource};
-use crate::state::counters::Counter;
 use crate::state::fleet::{OnUnavailable, StateConfig};
 use crate::state::history::{HistoryConfig, HistoryStore, MemoryHistory};
 use crate::state::learning::Learned;
+use crate::state::volumes::{MemoryVolumes, VolumeStore};
 
 mod governed;
 pub use governed::GovernanceStats;
@@ -73,6 +71,11 @@ pub struct EngineConfig {
     /// reports impressions with [`Engine::record_outcome`] when it actually
     /// shows the action).
     pub record_impressions: bool,
+    /// Refuse a request whose context names an attribute the schema does
+    /// not declare (an [`Error::InvalidContext`] naming the closest
+    /// declared attribute), rather than deciding without it and listing
+    /// it in [`Decision::warnings`] (the default).
+    pub strict_requests: bool,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +85,7 @@ impl Default for EngineConfig {
             decision_log: None,
             history: HistoryConfig::default(),
             record_impressions: false,
+            strict_requests: false,
         }
     }
 }
@@ -119,13 +123,19 @@ pub struct EngineOptions {
     /// Record an impression for every action a decision returns.
     #[serde(default)]
     pub record_impressions: Option<bool>,
+    /// Refuse requests whose context names an attribute the schema does
+    /// not declare (default: decide, and list them in the decision's
+    /// `warnings`).
+    #[serde(default)]
+    pub strict_requests: Option<bool>,
     /// Load interaction history and learning state from this file (written
     /// by [`Engine::save_state`]) when opening, if it exists.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
-    /// Keep interaction history in a shared store (Redis) for a fleet of
-    /// engines: `{"url": "redis://127.0.0.1:6379/0", "key_prefix": "nb:",
-    /// "timeout_ms": 20, "on_unavailable": "closed"}`. See docs/FLEET.md.
+    /// Keep interaction history and volume counters in a shared store
+    /// (Redis) for a fleet of engines: `{"url": "redis://127.0.0.1:6379/0",
+    /// "key_prefix": "nb:", "timeout_ms": 20, "on_unavailable": "closed"}`.
+    /// See docs/FLEET.md.
     #[serde(default)]
     pub state: Option<StateConfig>,
 }
@@ -173,11 +183,17 @@ pub struct EngineStats {
     pub decision_errors: u64,
     /// Outcomes recorded.
     pub outcomes: u64,
+    /// Outcomes not counted because the same one (decision id, action and
+    /// outcome) had been recorded already (see [`Engine::record_outcome`]).
+    pub duplicate_outcomes: u64,
     /// Strategy hook failures (each left the decision without that hook).
     pub script_errors: u64,
     /// Calls to the shared state store that failed (timed out, refused,
-    /// dropped), from decisions and outcomes. With `on_unavailable =
-    /// "closed"` each failed decision is also in `decision_errors`.
+    /// dropped), from decisions and outcomes, plus volume units a decision
+    /// could not give back because the store had failed in it. With
+    /// `on_unavailable = "closed"` a decision failed by the history store
+    /// is also in `decision_errors` (the volume counters' failures remove
+    /// actions instead of failing decisions).
     pub store_errors: u64,
     /// The decision log's counters, if there is a log.
     pub log: Option<LogStats>,
@@ -243,6 +259,7 @@ pub struct Engine {
     arms: [Striped; 3],
     errors: Striped,
     outcomes: Striped,
+    duplicate_outcomes: Striped,
     script_errors: Striped,
     store_errors: Striped,
     on_unavailable: OnUnavailable,
@@ -250,8 +267,12 @@ pub struct Engine {
     archive_dir: Option<PathBuf>,
     interactions: Arc<dyn HistoryStore>,
     learned: Arc<Learned>,
-    counters: Arc<DashMap<u64, Arc<Counter>>>,
+    /// The engine's own volume counters, bound by each version at publish.
+    counters: Arc<MemoryVolumes>,
+    /// A shared volume store that replaces them, if any.
+    volume_store: Option<Arc<dyn VolumeStore>>,
     record_impressions: bool,
+    strict_requests: bool,
     /// The scratch memory of decisions made through [`Engine::decide`].
     scratch: decide::scratch::Pool,
     /// The governance repository served (`governance_repo`), if any.
@@ -267,6 +288,10 @@ struct SavedState {
     /// Volume counters by constraint-name key: (window << 32) | count, one
     /// entry per period counted.
     volumes: Vec<(u64, u64)>,
+    /// Saved from an engine whose volume counters live in a shared store
+    /// (which persists them): `volumes` is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    external_volumes: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -329,7 +354,7 @@ impl Engine {
         // millisecond, once per process): here, not in the first decision.
         let _ = clock();
         let learned = Arc::new(Learned::default());
-        let counters = Arc::new(DashMap::new());
+        let counters = Arc::new(MemoryVolumes::default());
         let first = Arc::new(Version::new(1, rules, &learned, &counters));
         Engine {
             current: ArcSwap::new(first.clone()),
@@ -348,6 +373,7 @@ impl Engine {
             arms: Default::default(),
             errors: Striped::default(),
             outcomes: Striped::default(),
+            duplicate_outcomes: Striped::default(),
             script_errors: Striped::default(),
             store_errors: Striped::default(),
             on_unavailable: OnUnavailable::Closed,
@@ -356,7 +382,9 @@ impl Engine {
             interactions: Arc::new(MemoryHistory::new(config.history)),
             learned,
             counters,
+            volume_store: None,
             record_impressions: config.record_impressions,
+            strict_requests: config.strict_requests,
             scratch: decide::scratch::Pool::default(),
             governed: None,
         }
@@ -380,24 +408,46 @@ impl Engine {
         self
     }
 
-    /// What decisions do when the history store fails (default
-    /// [`OnUnavailable::Closed`]: they return the store's error). Call
-    /// before serving.
+    /// Count volume-constraint units in `store` (a shared store, for
+    /// example) instead of the engine's own counters. Call before
+    /// serving: units taken before stay in the engine's counters.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")] {
+    /// use std::sync::Arc;
+    /// use nextbest::state::{fleet::StateConfig, redis::RedisVolumes};
+    /// let store = RedisVolumes::connect(&StateConfig::new("redis://127.0.0.1:6379/0"))?;
+    /// let engine = nextbest::Engine::from_dir("tests/fixtures/mini")?
+    ///     .with_volume_store(Arc::new(store));
+    /// # }
+    /// # Ok::<(), nextbest::Error>(())
+    /// ```
+    pub fn with_volume_store(mut self, store: Arc<dyn VolumeStore>) -> Engine {
+        self.volume_store = Some(store);
+        self
+    }
+
+    /// What decisions do when a shared store fails (default
+    /// [`OnUnavailable::Closed`]). Call before serving. See
+    /// [`OnUnavailable`] and docs/FLEET.md.
     pub fn with_on_unavailable(mut self, on_unavailable: OnUnavailable) -> Engine {
         self.on_unavailable = on_unavailable;
         self
     }
 
-    /// Use the shared store `config` names for interaction history (see
-    /// docs/FLEET.md), with its failure policy. Connects once to check the
-    /// address; an unreachable store is an error here.
+    /// Use the shared store `config` names for interaction history and
+    /// volume counters (see docs/FLEET.md), with its failure policy: both
+    /// share its connections. Connects once to check the address and load
+    /// the scripts; an unreachable store is an error here.
     pub fn with_state(self, config: &StateConfig) -> Result<Engine, Error> {
         config.check()?;
         #[cfg(feature = "redis")]
         {
-            let store = crate::state::redis::RedisHistory::connect(config)?;
+            let history = crate::state::redis::RedisHistory::connect(config)?;
+            let volumes = history.volumes()?;
             Ok(self
-                .with_history_store(Arc::new(store))
+                .with_history_store(Arc::new(history))
+                .with_volume_store(Arc::new(volumes))
                 .with_on_unavailable(config.on_unavailable))
         }
         #[cfg(not(feature = "redis"))]
@@ -425,24 +475,23 @@ impl Engine {
     /// sorted by id (see [`MemoryHistory`]) and `{"kind":"end","customers":N}`,
     /// so a truncated file is an error. Equal state saves to equal bytes,
     /// but for the header's `saved` time.
+    ///
+    /// A shared store persists itself: with a shared history store the
+    /// history section is empty and marked `"external": true`; with a
+    /// shared volume store `volumes` is empty and the header says
+    /// `"external_volumes": true`.
     pub fn save_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let header = SavedState {
             v: 1,
             kind: "nextbest-state".into(),
             saved: Timestamp::now().to_string(),
             learning: self.learned.save(),
-            volumes: {
-                let mut v: Vec<(u64, u64)> = self
-                    .counters
-                    .iter()
-                    .flat_map(|e| {
-                        let key = *e.key();
-                        e.value().words().into_iter().map(move |w| (key, w))
-                    })
-                    .collect();
-                v.sort_unstable();
-                v
+            // A shared volume store persists itself: no counts here.
+            volumes: match self.volume_store {
+                Some(_) => Vec::new(),
+                None => self.counters.save(),
             },
+            external_volumes: self.volume_store.is_some(),
         };
         crate::state::history::write_atomically(path.as_ref(), |w| {
             serde_json::to_writer(&mut *w, &header).map_err(|e| Error::State(e.to_string()))?;
@@ -457,10 +506,16 @@ impl Engine {
         })
     }
 
-    /// Load a file written by [`Engine::save_state`]: its outcome counts
-    /// and history events are added to the engine's, its volume counters
-    /// replace the engine's. All or nothing: a damaged or truncated file is
-    /// an error that names the line, and changes nothing.
+    /// Load a file written by [`Engine::save_state`]: its history events,
+    /// outcome counts and volume counters replace the engine's (what the
+    /// file does not have is forgotten), so loading a file twice, or into
+    /// an engine that has already served, never counts anything twice.
+    /// All or nothing: a damaged or truncated file is an error that names
+    /// the line, and changes nothing. So is a file with events or volume
+    /// counts for an engine whose history or volume counters live in a
+    /// shared store (which keeps its own). Meant for startup: decisions
+    /// made while it runs may see part of the old state and part of the
+    /// new.
     pub fn load_state(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         use std::io::{BufRead, Read};
         let path = path.as_ref();
@@ -476,6 +531,13 @@ impl Engine {
                 path.display(),
                 header.v,
                 header.kind
+            )));
+        }
+        if self.volume_store.is_some() && !header.volumes.is_empty() {
+            return Err(Error::State(format!(
+                "{}: the file holds volume counters, but this engine counts volumes in its shared \
+                 store (which keeps them itself): load it into an engine without one",
+                path.display()
             )));
         }
         // The history loads all or nothing; learning and volumes cannot
@@ -505,19 +567,7 @@ impl Engine {
                 })?;
         }
         self.learned.load(&header.learning);
-        let mut volumes: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-        for (k, word) in header.volumes {
-            volumes.entry(k).or_default().push(word);
-        }
-        for (k, words) in volumes {
-            match self.counters.get(&k) {
-                Some(c) => c.replace_words(&words),
-                None => {
-                    self.counters
-                        .insert(k, Arc::new(Counter::from_words(&words)));
-                }
-            }
-        }
+        self.counters.load(header.volumes);
         Ok(())
     }
 
@@ -567,6 +617,9 @@ impl Engine {
         }
         if let Some(r) = options.record_impressions {
             config.record_impressions = r;
+        }
+        if let Some(s) = options.strict_requests {
+            config.strict_requests = s;
         }
         let mut engine = Engine::try_with_config(rules, config)?;
         engine.governed = governed;
@@ -721,6 +774,7 @@ impl Engine {
             },
             decision_errors: self.errors.sum(),
             outcomes: self.outcomes.sum(),
+            duplicate_outcomes: self.duplicate_outcomes.sum(),
             script_errors: self.script_errors.sum(),
             store_errors: self.store_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
@@ -732,6 +786,14 @@ impl Engine {
     /// Record what a customer did with an action: validated against the
     /// live version (the channel must exist; the action must exist in a
     /// kept version) and logged.
+    ///
+    /// An outcome that carries the `decision_id` it answers is counted
+    /// once: the same (decision, action, outcome) again returns `Ok` and
+    /// changes nothing (counted in [`EngineStats::duplicate_outcomes`]),
+    /// for as long as the history store keeps the customer's events (the
+    /// in-memory store: its retention and event bound, in this process;
+    /// the fleet store: across instances). Outcomes without one cannot be
+    /// told apart and are each counted.
     pub fn record_outcome(&self, outcome: &Outcome) -> Result<(), Error> {
         let live = self.current.load();
         let ci = live.rules.channel(&outcome.channel)? as usize;
@@ -765,11 +827,49 @@ impl Engine {
             drop(h);
             counts = self.learned.counts(&outcome.action, &outcome.channel);
         }
+        // An outcome that names its decision is counted once: a repeat of
+        // the same (decision, action, outcome) changes nothing and is
+        // counted as a duplicate (not logged: readers join outcomes by
+        // decision id and would count it again).
+        let once = match outcome.decision_id {
+            Some(id) => {
+                let key = crate::base::key(&format!(
+                    "{id}/{}/{}",
+                    outcome.action,
+                    outcome.kind.as_str()
+                ));
+                match self
+                    .interactions
+                    .first_outcome(&outcome.customer_id, key, at.0)
+                {
+                    Ok(true) => Some(key),
+                    Ok(false) => {
+                        self.duplicate_outcomes.add(1);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.store_errors.add(1);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        // What it remembered is forgotten if the outcome is not recorded
+        // after all, so that a retry counts.
+        let forget = || {
+            if let Some(key) = once {
+                let _ = self.interactions.forget_outcome(&outcome.customer_id, key);
+            }
+        };
         // Logged before it changes any state: an outcome whose record the
         // log refuses (`on_error = "fail"`) changes none, so that a retry
         // counts it once.
         if let Some(log) = &self.log {
-            log.log(crate::audit::outcome_item(outcome, now))?;
+            if let Err(e) = log.log(crate::audit::outcome_item(outcome, now)) {
+                forget();
+                return Err(e);
+            }
         }
         // History next: an outcome the store refuses is not counted
         // either, so a retry does not count it twice (the log keeps what
@@ -786,6 +886,7 @@ impl Engine {
         );
         if let Err(e) = recorded {
             self.store_errors.add(1);
+            forget();
             return Err(e);
         }
         counts.add(outcome.kind, 1);
@@ -839,9 +940,16 @@ impl Engine {
     /// counted. If its record cannot be logged, what it took from engine
     /// state is given back.
     fn decide_on(&self, version: VersionRef, request: &DecisionRequest) -> Result<Decision, Error> {
+        if self.strict_requests {
+            if let Some(w) = request.warnings().first() {
+                self.errors.add(1);
+                return Err(w.to_error());
+            }
+        }
         let commits = request.mode.commits();
         let state = decide::State {
             history: &*self.interactions,
+            volumes: self.volume_store.as_deref(),
             record_impressions: self.record_impressions,
             keep_memo: !self.record_impressions,
             on_unavailable: self.on_unavailable,

@@ -66,6 +66,24 @@ impl Period {
         };
         w as u32
     }
+
+    /// The period's length, seconds.
+    pub(crate) fn seconds(self) -> i64 {
+        match self {
+            Period::Hour => 3600,
+            Period::Day => 86_400,
+            Period::Week => 7 * 86_400,
+        }
+    }
+
+    /// When window `w` (as [`Period::window`] numbers it) ends, seconds.
+    pub(crate) fn end(self, w: u32) -> i64 {
+        let offset = match self {
+            Period::Week => 4 * 86_400,
+            Period::Hour | Period::Day => 0,
+        };
+        (i64::from(w) + 1) * self.seconds() + offset
+    }
 }
 
 /// What a volume constraint counts.
@@ -140,6 +158,30 @@ mod tests {
         assert_eq!(
             Period::Week.window(monday - 1) + 1,
             Period::Week.window(monday)
+        );
+    }
+
+    #[test]
+    fn a_period_ends_where_the_next_one_starts() {
+        let monday = 1_795_392_000;
+        for p in [Period::Hour, Period::Day, Period::Week] {
+            for t in [
+                monday,
+                monday + 3599,
+                monday + 86_399,
+                monday - 1,
+                10 * 86_400,
+            ] {
+                let w = p.window(t);
+                let end = p.end(w);
+                assert!(end > t && end - t <= p.seconds(), "{p:?} {t}");
+                assert_eq!(p.window(end - 1), w, "{p:?} {t}");
+                assert_eq!(p.window(end), w + 1, "{p:?} {t}");
+            }
+        }
+        assert_eq!(
+            Period::Week.end(Period::Week.window(monday)),
+            monday + 7 * 86_400
         );
     }
 }

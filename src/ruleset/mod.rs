@@ -289,6 +289,10 @@ impl RuleSet {
     }
 }
 
+/// The reason of a removal by a policy that the shared state store could
+/// not answer for ([`Blocked::UNAVAILABLE`]).
+pub(crate) const STATE_UNAVAILABLE: &str = "state unavailable";
+
 /// The names behind a decision's removals: the policy, channel or volume
 /// constraint that engine state blocked an action by, and the strategy's
 /// reasons.
@@ -302,6 +306,11 @@ impl RuleSet {
         match r.stage {
             _ if r.note == Removed::NO_NOTE => None,
             Stage::Strategy => notes.get(r.note as usize).map(|n| &**n),
+            Stage::ContactPolicy | Stage::ChannelLimit | Stage::VolumeConstraint
+                if r.note & Blocked::UNAVAILABLE != 0 =>
+            {
+                Some(STATE_UNAVAILABLE)
+            }
             Stage::ContactPolicy | Stage::ChannelLimit | Stage::VolumeConstraint => {
                 Some(self.blocker_name(&Blocked {
                     action: r.action,
@@ -313,9 +322,10 @@ impl RuleSet {
         }
     }
 
-    /// The name of the policy, channel or constraint that blocked `b`.
+    /// The name of the policy, channel or constraint that blocked `b`
+    /// (or could not be checked, when the state store was unavailable).
     pub(crate) fn blocker_name(&self, b: &Blocked) -> &Arc<str> {
-        let i = b.policy as usize;
+        let i = b.index();
         match b.stage {
             Stage::ChannelLimit => &self.channels[i].name,
             Stage::VolumeConstraint => &self.volumes[i].name,

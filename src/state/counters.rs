@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Periods a counter keeps (the current one and the seven before it).
 pub(crate) const PERIODS: usize = 8;
 
-/// The outcome of asking a counter for a unit.
+/// The outcome of asking a volume counter for a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Take {
+pub enum Take {
     /// The unit is taken.
     Taken,
     /// The period's cap is reached.

@@ -12,16 +12,19 @@ use crate::base::Error;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum OnUnavailable {
-    /// The decision returns [`Error::StoreUnavailable`] (the default): no
-    /// action is offered without its contact policies and limits checked,
-    /// and nothing is recorded.
+    /// No action is offered unchecked (the default). When the history
+    /// fails, the decision returns [`Error::StoreUnavailable`] and records
+    /// nothing; when the volume counters fail, each action with a volume
+    /// constraint is removed at that stage with the reason "state
+    /// unavailable", and the others still decide.
     #[default]
     Closed,
-    /// The decision goes on as if the customer had no interaction history
-    /// in reach (contact policies and the channel's contact limit do not
-    /// remove anything) and its impressions are not recorded; the failure
-    /// is counted. For channels where offering something beats offering
-    /// nothing.
+    /// The decision goes on without what the store would have said: as if
+    /// the customer had no interaction history in reach (contact policies
+    /// and the channel's contact limit remove nothing; impressions are not
+    /// recorded), and without the volume caps (no unit counted). The
+    /// failure is counted. For channels where offering something beats
+    /// offering nothing.
     Open,
 }
 

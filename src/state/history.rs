@@ -85,6 +85,30 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
         Ok(true)
     }
 
+    /// Whether the outcome `key` (a hash of the decision id, action and
+    /// outcome kind it reports) is new for `customer`: `true` the first
+    /// time, remembered as at `at` (epoch seconds), and `false` for every
+    /// repeat while the store keeps the customer's history, so that an
+    /// outcome delivered twice is counted once. As one atomic step per
+    /// customer. [`HistoryStore::forget_outcome`] undoes it when the
+    /// outcome could not be recorded after all.
+    ///
+    /// The default remembers nothing (every outcome is new): a store that
+    /// should deduplicate overrides it, as [`MemoryHistory`] and the Redis
+    /// store do.
+    fn first_outcome(&self, customer: &str, key: u64, at: i64) -> Result<bool, Error> {
+        let _ = (customer, key, at);
+        Ok(true)
+    }
+
+    /// Forget the outcome `key` that [`HistoryStore::first_outcome`]
+    /// remembered for `customer` (it could not be logged or recorded), so
+    /// that a retry counts. The default does nothing.
+    fn forget_outcome(&self, customer: &str, key: u64) -> Result<(), Error> {
+        let _ = (customer, key);
+        Ok(())
+    }
+
     /// Forget `events` recorded for the customer by a decision that was
     /// not returned after all (its log record could not be written). The
     /// default does nothing.
@@ -131,9 +155,10 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
         ))
     }
 
-    /// Add the events of a file written by [`HistoryStore::save`], all or
-    /// nothing: a damaged or truncated input is an error and changes
-    /// nothing. `first_line` is the input's first line number in its file,
+    /// Replace the history with the events of a file written by
+    /// [`HistoryStore::save`], all or nothing: a damaged or truncated input
+    /// is an error and changes nothing; customers the file does not have
+    /// are forgotten. `first_line` is the input's first line number in its file,
     /// for error messages.
     fn load(&self, _input: &mut dyn BufRead, _first_line: usize) -> Result<(), Error> {
         Err(Error::State(
@@ -316,6 +341,11 @@ struct Entry {
     events: Vec<Event>,
     memo: Option<Arc<Memo>>,
     changes: u32,
+    /// The outcomes recorded with a decision id ([`HistoryStore::first_outcome`]):
+    /// their keys and times, as many and as old as the events kept (boxed:
+    /// one word in every customer's entry until an outcome names one).
+    #[allow(clippy::box_collection)] // one word, not a Vec's three
+    outcomes: Option<Box<Vec<(u64, i64)>>>,
 }
 
 impl Default for MemoryHistory {
@@ -453,6 +483,41 @@ impl HistoryStore for MemoryHistory {
         }
         self.evict(&mut entry.events);
         Ok(true)
+    }
+
+    fn first_outcome(&self, customer: &str, key: u64, at: i64) -> Result<bool, Error> {
+        let mut entry = match self.map.get_mut(customer) {
+            Some(e) => e,
+            None => self.map.entry(customer.into()).or_default(),
+        };
+        let seen = entry.outcomes.get_or_insert_with(Default::default);
+        if seen.iter().any(|&(k, _)| k == key) {
+            return Ok(false);
+        }
+        // Bounded as the events are: by the retention before the newest,
+        // and by count (the oldest go first).
+        let newest = seen.iter().map(|&(_, t)| t).max().unwrap_or(at).max(at);
+        let cutoff = newest.saturating_sub(self.config.retention_secs);
+        seen.retain(|&(_, t)| t >= cutoff);
+        if seen.len() >= self.config.max_events {
+            if let Some(oldest) = (0..seen.len()).min_by_key(|&i| seen[i].1) {
+                seen.swap_remove(oldest);
+            }
+        }
+        seen.push((key, at));
+        Ok(true)
+    }
+
+    fn forget_outcome(&self, customer: &str, key: u64) -> Result<(), Error> {
+        if let Some(seen) = self
+            .map
+            .get_mut(customer)
+            .as_mut()
+            .and_then(|e| e.outcomes.as_mut())
+        {
+            seen.retain(|&(k, _)| k != key);
+        }
+        Ok(())
     }
 
     fn unrecord(&self, customer: &str, events: &[Event]) -> Result<(), Error> {
@@ -617,6 +682,9 @@ impl HistoryStore for MemoryHistory {
                 first_line + n - 1
             )));
         }
+        // Replaced, never added to: loading the same file twice (or into an
+        // engine that has served) must not count its events twice.
+        self.map.clear();
         for (customer, events) in parsed {
             for e in events {
                 self.record(&customer, e)?;

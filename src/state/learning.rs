@@ -85,15 +85,19 @@ impl Learned {
         out
     }
 
-    /// Add saved counts to the live ones.
+    /// Replace the live counts with saved ones: counts the file does not
+    /// have become zero. The counts are set in place, so the versions
+    /// that resolved them see the new values.
     pub(crate) fn load(&self, saved: &[SavedCounts]) {
+        for e in self.map.iter() {
+            for k in &e.value().kinds {
+                k.store(0, Ordering::Relaxed);
+            }
+        }
         for s in saved {
             let c = self.counts(&s.action, &s.channel);
-            for (i, n) in s.counts.iter().enumerate() {
-                // Saturating, as Counts::add: a count never wraps to zero.
-                let _ = c.kinds[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
-                    Some(x.saturating_add(*n))
-                });
+            for (k, n) in c.kinds.iter().zip(s.counts) {
+                k.store(n, Ordering::Relaxed);
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Engine state that decisions read and change: the customers' interaction
 //! history, volume-constraint counters and learning counts, and what the
 //! history means for contact policies and channel limits; and, for a fleet
-//! of engines, the shared store that holds the history (`redis`).
+//! of engines, the shared store that holds the history and the volume
+//! counters (`redis`).
 
 pub(crate) mod contact;
 pub(crate) mod counters;
@@ -10,3 +11,4 @@ pub mod history;
 pub(crate) mod learning;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod volumes;

@@ -1,5 +1,5 @@
 //! The `nextbest` command-line tool: validate and test rule sets, decide
-//! from JSON lines, simulate a population; govern changes (keys,
+//! from JSON lines and record outcomes, simulate a population; govern changes (keys,
 //! revisions, approvals, the change log, the review report) and measure
 //! impact against control.
 
@@ -7,6 +7,8 @@ use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[macro_use]
+mod out;
 mod batch;
 mod error;
 mod governance;
@@ -80,15 +82,25 @@ enum CoreCommand {
         /// follow its publishes and rollbacks (see docs/GOVERNANCE.md).
         #[arg(long, conflicts_with = "dir")]
         repo: Option<PathBuf>,
-        /// Read interaction history from the fleet's shared store
-        /// (`redis://host:port/db`, key prefix `nb:`, 20 ms deadline,
-        /// on_unavailable closed: see docs/FLEET.md).
+        /// Keep interaction history and volume counters in the fleet's
+        /// shared store (`redis://host:port/db`, key prefix `nb:`, 20 ms
+        /// deadline, on_unavailable closed: see docs/FLEET.md).
         #[arg(long, value_name = "URL")]
         state: Option<String>,
+        /// With --state: the deadline of each call to the store, in
+        /// milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 20, requires = "state")]
+        state_timeout_ms: u64,
         /// Exit 0 even when lines failed (each is still answered with an
         /// error line and counted on stderr).
         #[arg(long, conflicts_with = "batch")]
         allow_errors: bool,
+        /// Refuse (answer with an error line) a request whose context names
+        /// an attribute the schema does not declare. Without it, such a
+        /// request is decided without that attribute and its decision lists
+        /// it under "warnings", with the closest declared name.
+        #[arg(long, conflicts_with = "batch")]
+        strict: bool,
         /// Decide every row of this Parquet file (one customer a row,
         /// columns named like the schema's attributes) on all cores.
         #[arg(long, requires_all = ["output", "channel"])]
@@ -116,6 +128,40 @@ enum CoreCommand {
         /// --batch: rows per chunk (the unit of work, and of memory).
         #[arg(long, default_value_t = 4096, requires = "batch")]
         chunk_rows: usize,
+    },
+    /// Record outcomes: JSON lines in, one status line out each; with
+    /// --state, into the fleet's shared store.
+    ///
+    /// Outcome JSON lines on stdin ({"customer_id", "action", "channel",
+    /// "outcome", optional "decision_id" and "timestamp"}), one status
+    /// line out per line ({"line", "recorded": true}), each written (and
+    /// flushed) before the next line is read. A
+    /// line that fails is answered with {"error": {"line", "message"}} and
+    /// skipped, and the lines after it are still recorded; at the end, if
+    /// any failed, their count goes to stderr and the exit status is 1
+    /// (unless --allow-errors). With --state the outcomes go to the fleet's
+    /// shared interaction history, where every engine's next decision sees
+    /// them. Without --state they are recorded into this process's own
+    /// engine and gone when it exits: useful only with --log.
+    Outcome {
+        /// Rule directory (outcomes are checked against it: the channel
+        /// and the action must exist).
+        dir: PathBuf,
+        /// Record into the fleet's shared store (`redis://host:port/db`,
+        /// key prefix `nb:`, 20 ms deadline: see docs/FLEET.md).
+        #[arg(long, value_name = "URL")]
+        state: Option<String>,
+        /// With --state: the deadline of each call to the store, in
+        /// milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 20, requires = "state")]
+        state_timeout_ms: u64,
+        /// Also write each outcome to this decision log (appended to it).
+        #[arg(long, value_name = "PATH")]
+        log: Option<PathBuf>,
+        /// Exit 0 even when lines failed (each is still answered with an
+        /// error line and counted on stderr).
+        #[arg(long)]
+        allow_errors: bool,
     },
     /// Decide for a population and report throughput, latency, wins and
     /// the funnel.
@@ -460,13 +506,13 @@ fn main() -> ExitCode {
         Command::Core(c) => run_core(c).map_err(CliError::from),
         Command::Ship(args) => ship::run(args),
     };
-    match result {
+    out::finish(match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
+    })
 }
 
 fn run_governed(command: GovernedCommand) -> Result<ExitCode, CliError> {
@@ -536,14 +582,24 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             dir,
             repo,
             state,
+            state_timeout_ms,
             allow_errors,
+            strict,
             ..
         } => decide(
             dir.as_deref(),
             repo.as_deref(),
-            state.as_deref(),
+            fleet(state, state_timeout_ms),
             allow_errors,
+            strict,
         ),
+        CoreCommand::Outcome {
+            dir,
+            state,
+            state_timeout_ms,
+            log,
+            allow_errors,
+        } => outcome(&dir, fleet(state, state_timeout_ms), log, allow_errors),
         CoreCommand::Simulate {
             dir,
             customers,
@@ -825,15 +881,19 @@ fn test(dir: &Path, json: bool) -> Result<ExitCode, Error> {
 fn decide(
     dir: Option<&Path>,
     repo: Option<&Path>,
-    state: Option<&str>,
+    state: Option<nextbest::state::fleet::StateConfig>,
     allow_errors: bool,
+    strict: bool,
 ) -> Result<ExitCode, Error> {
     let mut engine = match (dir, repo) {
         (_, Some(repo)) => {
-            let config = serde_json::json!({ "governance_repo": repo });
+            let config = serde_json::json!({ "governance_repo": repo, "strict_requests": strict });
             Engine::from_config_json(&config.to_string())?
         }
-        (Some(dir), None) => Engine::from_dir(dir)?,
+        (Some(dir), None) => {
+            let config = serde_json::json!({ "rules_dir": dir, "strict_requests": strict });
+            Engine::from_config_json(&config.to_string())?
+        }
         (None, None) => {
             return Err(Error::InvalidConfig(
                 "give a rule directory or --repo".into(),
@@ -841,14 +901,68 @@ fn decide(
         }
     };
     if let Some(url) = state {
-        engine = engine.with_state(&nextbest::state::fleet::StateConfig::new(url))?;
+        engine = engine.with_state(&url)?;
     }
     let engine = std::sync::Arc::new(engine);
     // With --repo, publishes and rollbacks are followed while serving.
     let _following = repo.map(|_| engine.watch_governance(std::time::Duration::from_secs(1)));
+    let mut warned = 0usize;
+    let (decided, errors) = serve_lines(|_, line| {
+        engine.decide_json(line).map(|d| {
+            warned += usize::from(!d.warnings().is_empty());
+            d.to_json()
+        })
+    })?;
+    if warned > 0 {
+        eprintln!(
+            "{warned} decision(s) ignored context attributes the schema does not declare (see their \"warnings\"; --strict refuses them)"
+        );
+    }
+    Ok(summary(decided, "decided", errors, allow_errors))
+}
+
+/// `nextbest outcome`: record each outcome line, into the shared store
+/// with `state`, logged with `log`.
+/// The shared store of `--state URL` with `--state-timeout-ms`.
+fn fleet(url: Option<String>, timeout_ms: u64) -> Option<nextbest::state::fleet::StateConfig> {
+    url.map(|url| nextbest::state::fleet::StateConfig {
+        timeout_ms,
+        ..nextbest::state::fleet::StateConfig::new(url)
+    })
+}
+
+fn outcome(
+    dir: &Path,
+    state: Option<nextbest::state::fleet::StateConfig>,
+    log: Option<PathBuf>,
+    allow_errors: bool,
+) -> Result<ExitCode, Error> {
+    let rules = RuleSet::from_dir(dir)?;
+    let mut config = nextbest::EngineConfig::default();
+    config.decision_log = log.map(nextbest::audit::LogConfig::for_file);
+    let mut engine = Engine::try_with_config(rules, config)?;
+    if let Some(url) = state {
+        engine = engine.with_state(&url)?;
+    }
+    let (recorded, errors) = serve_lines(|i, line| {
+        engine
+            .record_outcome_json(line)
+            .map(|()| format!("{{\"line\":{i},\"recorded\":true}}"))
+    })?;
+    engine.flush()?;
+    Ok(summary(recorded, "recorded", errors, allow_errors))
+}
+
+/// Answer each non-blank line of stdin (`answer` gets its number, from 1,
+/// and its text) with `answer`'s JSON on stdout, or with `{"error":
+/// {"line", "message"}}` when it fails, before the next line is read:
+/// (lines served, lines failed).
+fn serve_lines(
+    mut answer: impl FnMut(usize, &str) -> Result<String, Error>,
+) -> Result<(usize, usize), Error> {
     let mut input = std::io::BufReader::with_capacity(64 * 1024, std::io::stdin().lock());
     let mut out = BufWriter::new(std::io::stdout().lock());
-    let (mut decided, mut errors) = (0usize, 0usize);
+    let (mut served, mut errors) = (0usize, 0usize);
     let mut line = String::new();
     for i in 1.. {
         line.clear();
@@ -862,19 +976,19 @@ fn decide(
         if line.trim().is_empty() {
             continue;
         }
-        let answer = match engine.decide_json(&line) {
-            Ok(d) => {
-                decided += 1;
-                d.to_json()
+        let answer = match answer(i, &line) {
+            Ok(a) => {
+                served += 1;
+                a
             }
             Err(e) => {
                 errors += 1;
                 serde_json::json!({"error": {"line": i, "message": e.to_string()}}).to_string()
             }
         };
-        // Flushed whenever the next request is not already read in full:
-        // a program that writes one request and waits gets its answer,
-        // and a file of requests is still written in large blocks.
+        // Flushed whenever the next line is not already read in full: a
+        // program that writes one line and waits gets its answer, and a
+        // file of lines is still written in large blocks.
         let pending = input.buffer().contains(&b'\n');
         let written = writeln!(out, "{answer}").and_then(|()| match pending {
             true => Ok(()),
@@ -891,18 +1005,24 @@ fn decide(
         }
     }
     let _ = out.flush();
+    Ok((served, errors))
+}
+
+/// The exit status of a run that served `served` lines (`what`: decided,
+/// recorded) and failed `errors`, with their count on stderr if any.
+fn summary(served: usize, what: &str, errors: usize, allow_errors: bool) -> ExitCode {
     if errors == 0 {
-        return Ok(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
     eprintln!(
-        "{decided} decided, {errors} of {} line(s) failed (answered with an error line)",
-        decided + errors
+        "{served} {what}, {errors} of {} line(s) failed (answered with an error line)",
+        served + errors
     );
-    Ok(if allow_errors {
+    if allow_errors {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// Remove the log at `path` and its rotated files (`path.1`, `path.2`, ...)
@@ -1191,6 +1311,9 @@ fn print_report(r: &nextbest::simulate::SimulationReport) {
     }
     for e in &r.error_examples {
         println!("  error: {e}");
+    }
+    for (warning, lines) in &r.ignored_attributes {
+        println!("  warning: {warning}: {lines} line(s)");
     }
     println!(
         "throughput  {:.0} decisions/s (one thread)",

@@ -365,3 +365,141 @@ fn estimates_from_a_log_without_outcomes_say_nothing_was_measured() {
     assert!(!out.contains("0.0000 [0.0000, 0.0000]"), "{out}");
     assert!(out.contains("no outcomes: not measured"), "{out}");
 }
+
+/// Run `nextbest args` with its standard output closed after the first
+/// line, as `nextbest ... | head -1` does; the exit code and stderr.
+fn nextbest_into_head(args: &[&str]) -> (i32, String) {
+    use std::io::{BufRead, Read};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nextbest"))
+        .current_dir(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nextbest");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read the first line");
+    // The reader is dropped here: the pipe is closed, as after `head -1`.
+    assert!(!first.is_empty(), "{args:?} printed nothing");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    let status = child.wait().expect("wait");
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_every_command_quietly_and_the_log_is_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("decisions.jsonl");
+    let log = log.to_str().expect("utf-8 path");
+    // simulate prints its report after deciding: the reader is gone by
+    // then, and the log it wrote must still be complete.
+    let (code, err) = nextbest_into_head(&["simulate", "rules/retail_bank", "--log", log]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let customers = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../rules/retail_bank/customers.jsonl"),
+    )
+    .expect("population");
+    let records = std::fs::read_to_string(log).expect("log");
+    assert_eq!(records.lines().count(), customers.lines().count());
+    for args in [
+        &["validate", "rules/retail_bank", "rules/telco_care"][..],
+        &["test", "rules/retail_bank"],
+        &["replay", log, "--rules", "rules/retail_bank", "--json"],
+        &["evaluate", log, "--rules", "rules/retail_bank"],
+        &[
+            "diff",
+            "rules/retail_bank",
+            "rules/retail_bank",
+            "--customers",
+            "rules/retail_bank/customers.jsonl",
+        ],
+    ] {
+        let (code, err) = nextbest_into_head(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_report_that_cannot_be_written_fails_the_command_with_the_reason() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_nextbest"))
+        .current_dir(root)
+        .args(["validate", "rules/retail_bank"])
+        .stdout(std::fs::File::create("/dev/full").expect("/dev/full"))
+        .output()
+        .expect("run nextbest");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: writing to standard output: No space left on device"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn decide_names_a_misspelt_attribute_and_strict_refuses_it() {
+    let input = concat!(
+        r#"{"customer_id":"C1","channel":"call_center","context":{"agee":42,"income":90000}}"#,
+        "\n",
+        r#"{"customer_id":"C2","channel":"call_center","context":{"age":42,"income":90000}}"#,
+        "\n",
+    );
+    let (code, out, err) = nextbest(&["decide", "tests/fixtures/mini"], Some(input));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(
+        lines[0]["warnings"][0],
+        "context attribute `agee` is not in the schema and was ignored (did you mean `age`?)"
+    );
+    assert!(lines[1].get("warnings").is_none(), "{}", lines[1]);
+    assert!(
+        err.contains("1 decision(s) ignored context attributes the schema does not declare"),
+        "{err}"
+    );
+    let (code, out, err) = nextbest(&["decide", "--strict", "tests/fixtures/mini"], Some(input));
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(
+        lines[0]["error"]["message"],
+        "context attribute `agee`: not in the schema (did you mean `age`?)"
+    );
+    assert!(lines[1]["actions"].is_array(), "{}", lines[1]);
+    // simulate counts the lines that named it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let population = dir.path().join("typo.jsonl");
+    std::fs::write(&population, input).expect("population");
+    let (code, out, err) = nextbest(
+        &[
+            "simulate",
+            "tests/fixtures/mini",
+            "--customers",
+            population.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("warning: context attribute `agee` is not in the schema and was ignored (did you mean `age`?): 1 line(s)"),
+        "{out}"
+    );
+}

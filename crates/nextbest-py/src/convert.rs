@@ -29,7 +29,11 @@ fn type_name(v: &Bound<'_, PyAny>) -> String {
 }
 
 /// Bind a Python mapping of attribute names to values to `schema`.
-pub fn context(schema: &Arc<Schema>, dict: Option<&Bound<'_, PyDict>>) -> Result<Context, Failure> {
+pub fn context(
+    schema: &Arc<Schema>,
+    dict: Option<&Bound<'_, PyDict>>,
+    unknown: &mut Vec<String>,
+) -> Result<Context, Failure> {
     let mut b = Context::builder(schema);
     let Some(dict) = dict else {
         return Ok(b.build()?);
@@ -44,7 +48,10 @@ pub fn context(schema: &Arc<Schema>, dict: Option<&Bound<'_, PyDict>>) -> Result
         let name = name.to_cow()?;
         let name: &str = &name;
         let Some(attr) = schema.attribute(name) else {
-            continue; // as in a JSON context: not an attribute of this schema
+            // As in a JSON context: decided without it, and named in the
+            // decision's warnings.
+            unknown.push(name.to_string());
+            continue;
         };
         if v.is_none() {
             continue;

@@ -116,8 +116,12 @@ impl PyEngine {
         now: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let schema = self.engine.schema();
-        let ctx = convert::context(&schema, context).map_err(|f| self.err(py, f))?;
+        let mut unknown = Vec::new();
+        let ctx = convert::context(&schema, context, &mut unknown).map_err(|f| self.err(py, f))?;
         let mut request = DecisionRequest::new(customer_id, channel, ctx).explain(explain);
+        for name in &unknown {
+            request = request.warn(nextbest::RequestWarning::unknown_attribute(&schema, name));
+        }
         request.limit = limit;
         request.now = when(now)?;
         let engine = self.engine.clone();

@@ -43,6 +43,18 @@ def test_decide_gives_the_decision_json_the_cli_gives(engine, cli):
     assert d["timestamp"] == NOW and d["channel"] == "call_center"
 
 
+def test_a_misspelt_context_key_is_named_in_the_warnings_as_the_cli_names_it(engine, cli):
+    context = {**CONTEXT, "agee": 40}
+    d = engine.decide("C1", "call_center", context, now=NOW)
+    assert d["warnings"] == [
+        "context attribute `agee` is not in the schema and was ignored (did you mean `age`?)"
+    ]
+    request = {"customer_id": "C1", "channel": "call_center", "context": context, "now": NOW}
+    expected = json.loads(run_cli(cli, "decide", RETAIL, stdin=json.dumps(request) + "\n"))
+    assert d["warnings"] == expected["warnings"]
+    assert "warnings" not in engine.decide("C1", "call_center", CONTEXT, now=NOW)
+
+
 def test_explain_lists_what_removed_each_action(engine):
     plain = engine.decide("C1", "call_center", CONTEXT, now=NOW)
     explained = engine.decide("C1", "call_center", CONTEXT, explain=True, limit=1, now=NOW)

@@ -143,6 +143,10 @@ pub struct SimulationReport {
     pub errors: usize,
     /// Up to five error messages.
     pub error_examples: Vec<String>,
+    /// Context attributes the population names but the schema does not
+    /// declare (decided without them): each warning, with the number of
+    /// lines it was given for.
+    pub ignored_attributes: BTreeMap<String, usize>,
     /// Decisions per second in the timed pass (one thread).
     pub decisions_per_sec: f64,
     /// Latency percentiles of `Engine::decide`, nanoseconds.
@@ -264,6 +268,7 @@ pub fn simulate(
         decisions: 0,
         errors: 0,
         error_examples: Vec::new(),
+        ignored_attributes: BTreeMap::new(),
         decisions_per_sec: 0.0,
         latency_ns: Latency::default(),
         wins: rs
@@ -293,6 +298,9 @@ pub fn simulate(
         };
         match raw.bind(rs.schema()) {
             Ok(mut r) => {
+                for w in r.warnings() {
+                    *report.ignored_attributes.entry(w.to_string()).or_default() += 1;
+                }
                 r.now = Some(now);
                 // Without the hooks' wall-clock budget: a report depends on
                 // its inputs, not on how loaded the machine is.

@@ -112,8 +112,9 @@ class Engine(_NativeEngine):
     ) -> Dict[str, Any]:
         """Decide the next best actions for one customer on ``channel``.
 
-        ``context`` maps schema attributes to values (keys the schema does
-        not declare are ignored; ``None`` means missing); timestamps may be
+        ``context`` maps schema attributes to values (``None`` means
+        missing; a key the schema does not declare is ignored and named,
+        with the closest declared name, in the decision's ``warnings``); timestamps may be
         RFC 3339 strings, epoch seconds or datetimes (naive means UTC).
         Returns the decision JSON as a dict: ``decision_id``, ``timestamp``,
         ``ruleset``, ``channel``, ``arm``, ``actions`` (each with ``rank``,

@@ -9,31 +9,26 @@
 //! channel key, kind: 29 bytes) and an 8-byte nonce that keeps two equal
 //! events in the same second apart.
 //!
-//! Guarantees:
+//! Guarantees (besides the deadlines of [`super`]):
 //! - [`HistoryStore::recent`] is one round trip (`ZRANGE .. BYSCORE`).
 //! - [`HistoryStore::record_within_limit`] is one Lua script (`EVALSHA`,
-//!   loaded on first use): count the channel's impressions in the window,
+//!   loaded at connect): count the channel's impressions in the window,
 //!   append only if under the limit, trim to the retention and the event
 //!   cap, refresh the key's expiry. Redis runs a script alone, so the
 //!   limit is exact across processes.
-//! - Every socket operation (connect, write, read) has the deadline
-//!   `timeout_ms`; a failed call is [`Error::StoreUnavailable`], drops its
-//!   connection (the next call reconnects) and changes nothing it did not
-//!   finish: a script either ran whole on the server or not at all.
 //!
-//! Only Redis 7.0 commands (`ZRANGE .. BYSCORE`, `ZADD`, `ZREM`,
-//! `ZREMRANGEBYSCORE`, `ZREMRANGEBYRANK`, `EXPIRE`, `EVALSHA`), which
-//! Valkey has too.
+//! Commands: `ZRANGE .. BYSCORE`, `ZADD`, `ZREM`, `ZREMRANGEBYSCORE`,
+//! `ZREMRANGEBYRANK`, `EXPIRE`, `EVALSHA`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
 
-use parking_lot::Mutex;
-use redis::{Client, Connection, Script};
+use redis::Script;
 
-use super::fleet::StateConfig;
-use super::history::{ContactLimitCheck, Event, HistoryConfig, HistoryStore};
+use super::{Pool, RedisVolumes};
 use crate::base::{Error, OutcomeKind};
+use crate::state::fleet::StateConfig;
+use crate::state::history::{ContactLimitCheck, Event, HistoryConfig, HistoryStore};
 
 /// Bytes of a member that describe the event (the rest is the nonce).
 const EVENT_BYTES: usize = 29;
@@ -84,13 +79,8 @@ return removed
 /// Connections are pooled (one per thread deciding at once, at most);
 /// bounds on what is kept per customer are a [`HistoryConfig`]'s.
 pub struct RedisHistory {
-    client: Client,
-    /// The URL without credentials, for error messages.
-    name: String,
-    prefix: String,
-    timeout: Duration,
+    pool: Arc<Pool>,
     bounds: HistoryConfig,
-    idle: Mutex<Vec<Connection>>,
     append: Script,
     remove: Script,
     nonce: AtomicU64,
@@ -99,9 +89,7 @@ pub struct RedisHistory {
 impl std::fmt::Debug for RedisHistory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisHistory")
-            .field("store", &self.name)
-            .field("key_prefix", &self.prefix)
-            .field("timeout", &self.timeout)
+            .field("pool", &self.pool)
             .finish()
     }
 }
@@ -121,14 +109,7 @@ impl RedisHistory {
         bounds: HistoryConfig,
     ) -> Result<RedisHistory, Error> {
         let store = RedisHistory::lazy(config, bounds)?;
-        let mut con = store.open("connect")?;
-        // Load the scripts now: the first decisions then run EVALSHA only.
-        for s in [&store.append, &store.remove] {
-            s.prepare_invoke()
-                .load(&mut con)
-                .map_err(|e| store.unavailable("connect", e))?;
-        }
-        store.idle.lock().push(con);
+        store.pool.load(&[&store.append, &store.remove])?;
         Ok(store)
     }
 
@@ -136,21 +117,14 @@ impl RedisHistory {
     /// can start while the store is down (its decisions then follow
     /// `on_unavailable`). Only a malformed URL is an error here.
     pub fn lazy(config: &StateConfig, bounds: HistoryConfig) -> Result<RedisHistory, Error> {
-        config.check()?;
         bounds.check()?;
-        let name = without_credentials(&config.url);
-        let client = Client::open(config.url.as_str())
-            .map_err(|e| Error::InvalidConfig(format!("state.url `{name}`: {e}")))?;
+        let pool = Arc::new(Pool::new(config)?);
         let seed = xxhash_rust::xxh3::xxh3_64(
             format!("{}:{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
         );
         let store = RedisHistory {
-            client,
-            name,
-            prefix: config.key_prefix.clone(),
-            timeout: Duration::from_millis(config.timeout_ms),
+            pool,
             bounds,
-            idle: Mutex::new(Vec::new()),
             append: Script::new(APPEND),
             remove: Script::new(REMOVE),
             nonce: AtomicU64::new(seed),
@@ -160,47 +134,16 @@ impl RedisHistory {
 
     /// The key of a customer's history.
     pub fn key_of(&self, customer: &str) -> String {
-        format!("{}h:{{{customer}}}", self.prefix)
+        format!("{}h:{{{customer}}}", self.pool.prefix())
     }
 
-    fn unavailable(&self, operation: &'static str, e: redis::RedisError) -> Error {
-        Error::StoreUnavailable {
-            store: self.name.clone(),
-            operation,
-            message: e.to_string(),
-        }
-    }
-
-    fn open(&self, operation: &'static str) -> Result<Connection, Error> {
-        let err = |e| self.unavailable(operation, e);
-        let con = self
-            .client
-            .get_connection_with_timeout(self.timeout)
-            .map_err(err)?;
-        con.set_read_timeout(Some(self.timeout)).map_err(err)?;
-        con.set_write_timeout(Some(self.timeout)).map_err(err)?;
-        Ok(con)
-    }
-
-    /// Run `f` on a pooled connection. A connection whose call failed is
-    /// dropped (its stream may hold a late reply), not returned.
-    fn with<T>(
-        &self,
-        operation: &'static str,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, Error> {
-        let pooled = self.idle.lock().pop();
-        let mut con = match pooled {
-            Some(c) => c,
-            None => self.open(operation)?,
-        };
-        match f(&mut con) {
-            Ok(v) => {
-                self.idle.lock().push(con);
-                Ok(v)
-            }
-            Err(e) => Err(self.unavailable(operation, e)),
-        }
+    /// The volume counters of the same server and key prefix, on the same
+    /// connections (what an engine's `"state"` configuration uses). Loads
+    /// their scripts now; an unreachable store is an error here.
+    pub fn volumes(&self) -> Result<RedisVolumes, Error> {
+        let volumes = RedisVolumes::on(self.pool.clone());
+        volumes.load_scripts()?;
+        Ok(volumes)
     }
 
     fn member(&self, e: &Event) -> Vec<u8> {
@@ -237,7 +180,7 @@ impl RedisHistory {
         for e in events {
             inv.arg(e.at).arg(self.member(e));
         }
-        let done: i64 = self.with(operation, |con| inv.invoke(con))?;
+        let done: i64 = self.pool.with(operation, |con| inv.invoke(con))?;
         Ok(done == 1)
     }
 }
@@ -247,9 +190,35 @@ impl HistoryStore for RedisHistory {
         self.append("record", customer, None, &[event]).map(|_| ())
     }
 
+    /// `SET NX` of the outcome's key (beside the customer's history, in
+    /// its hash slot) with the history's retention as its expiry: the first
+    /// instance of the fleet to record the outcome sets it.
+    fn first_outcome(&self, customer: &str, key: u64, _at: i64) -> Result<bool, Error> {
+        let seen = format!("{}o:{{{customer}}}:{key:016x}", self.pool.prefix());
+        let set: Option<String> = self.pool.with("first_outcome", |con| {
+            redis::cmd("SET")
+                .arg(&seen)
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(self.bounds.retention_secs.max(1))
+                .query(con)
+        })?;
+        Ok(set.is_some())
+    }
+
+    fn forget_outcome(&self, customer: &str, key: u64) -> Result<(), Error> {
+        let seen = format!("{}o:{{{customer}}}:{key:016x}", self.pool.prefix());
+        self.pool
+            .with("forget_outcome", |con| {
+                redis::cmd("DEL").arg(&seen).query::<i64>(con)
+            })
+            .map(|_| ())
+    }
+
     fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) -> Result<(), Error> {
         let key = self.key_of(customer);
-        let members: Vec<Vec<u8>> = self.with("recent", |con| {
+        let members: Vec<Vec<u8>> = self.pool.with("recent", |con| {
             redis::cmd("ZRANGE")
                 .arg(&key)
                 .arg(since)
@@ -263,7 +232,7 @@ impl HistoryStore for RedisHistory {
                 None => {
                     return Err(Error::State(format!(
                         "{}: key `{key}` holds a member that is not a nextbest event ({} bytes)",
-                        self.name,
+                        self.pool.name(),
                         m.len()
                     )))
                 }
@@ -289,7 +258,7 @@ impl HistoryStore for RedisHistory {
         for e in events {
             inv.arg(e.at).arg(event_bytes(e));
         }
-        let _: i64 = self.with("unrecord", |con| inv.invoke(con))?;
+        let _: i64 = self.pool.with("unrecord", |con| inv.invoke(con))?;
         Ok(())
     }
 }
@@ -323,14 +292,6 @@ fn parse_event(m: &[u8]) -> Option<Event> {
     })
 }
 
-/// `redis://user:secret@host/0` as `redis://host/0`.
-fn without_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,17 +312,5 @@ mod tests {
             assert_eq!(parse_event(&m), Some(e));
         }
         assert_eq!(parse_event(b"short"), None);
-    }
-
-    #[test]
-    fn credentials_never_reach_error_messages() {
-        assert_eq!(
-            without_credentials("redis://u:pw@10.0.0.1:6379/2"),
-            "redis://10.0.0.1:6379/2"
-        );
-        assert_eq!(
-            without_credentials("redis://127.0.0.1/0"),
-            "redis://127.0.0.1/0"
-        );
     }
 }

@@ -1,0 +1,222 @@
+//! The fleet's volume-constraint counters on Redis: every engine of a
+//! fleet takes units from the same count per constraint and period, so a
+//! cap holds across processes and machines (docs/FLEET.md).
+//!
+//! Layout, per constraint (its name, from the rule set) and period (its
+//! number: whole periods since the epoch, as [`VolumePeriod::number`]):
+//! - `{prefix}{vol}:{name}:{number}`: the units taken in the period (a
+//!   string holding an integer);
+//! - `{prefix}{vol}:{name}:newest`: the newest period counted.
+//!
+//! `{vol}` is a Cluster hash tag: all the volume keys of a prefix share one
+//! slot, so the take script (two keys) and the read of every cap a
+//! channel can meet (one `MGET`) are each one command on one node. One
+//! command matters for the deadline too: a pipeline of reads against a
+//! server that hangs would wait one deadline per reply.
+//!
+//! Guarantees (besides the deadlines of [`super`]): the same answers as
+//! the in-memory counter ([`crate::state::volumes`]), across processes.
+//! - [`VolumeStore::take`] is one Lua script (`EVALSHA`, loaded at
+//!   connect): refuse a period [`KEPT_PERIODS`] or more before the newest
+//!   one counted, refuse at `max`, else `INCR`; on a count's creation set
+//!   its expiry; advance the newest period. Redis runs a script alone, so
+//!   a cap is exact however many engines take at once.
+//! - [`VolumeStore::give_back`] is one script: `DECR` only above zero.
+//! - [`VolumeStore::used`] is one command: an `MGET` of each period's
+//!   count and its constraint's newest period.
+//! - Expiry: a count (and the newest period) lives until [`KEPT_PERIODS`]
+//!   periods after its period ends, or, for a back-dated period that has
+//!   already ended, [`KEPT_PERIODS`] periods after it was counted: as long
+//!   as the in-memory counter could still answer for it.
+//!
+//! Commands: `MGET`, `GET`, `SET .. EX`, `INCR`, `DECR`, `EXPIRE` (with
+//! `GT`, Redis 7.0), `EVALSHA`.
+
+use std::sync::Arc;
+
+use redis::Script;
+
+use super::Pool;
+use crate::base::Error;
+use crate::state::fleet::StateConfig;
+use crate::state::volumes::{Take, VolumePeriod, VolumeStore, KEPT_PERIODS};
+
+/// Take a unit. KEYS: the period's count, the newest period counted.
+/// ARGV: the period's number, the cap, the expiry (seconds), the periods
+/// kept. Returns 1 (taken), 0 (full) or -1 (too old).
+const TAKE: &str = r"
+local period = tonumber(ARGV[1])
+local newest = tonumber(redis.call('GET', KEYS[2]) or '-1')
+if newest >= period + tonumber(ARGV[4]) then return -1 end
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[2]) then return 0 end
+if redis.call('INCR', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+if period > newest then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+else
+  redis.call('EXPIRE', KEYS[2], ARGV[3], 'GT')
+end
+return 1
+";
+
+/// Give back a unit. KEYS: the period's count. Returns 1 (given back) or
+/// 0 (nothing to give back: the count is zero or gone).
+const GIVE_BACK: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then
+  redis.call('DECR', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// Volume-constraint counters in Redis, shared by every engine pointed at
+/// it (see the module's documentation for the keys and guarantees).
+pub struct RedisVolumes {
+    pool: Arc<Pool>,
+    take: Script,
+    give_back: Script,
+}
+
+impl std::fmt::Debug for RedisVolumes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisVolumes")
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl RedisVolumes {
+    /// Connect to the store `config` names and load the scripts, so a
+    /// wrong address is an error here, not at the first decision.
+    pub fn connect(config: &StateConfig) -> Result<RedisVolumes, Error> {
+        let store = RedisVolumes::lazy(config)?;
+        store.load_scripts()?;
+        Ok(store)
+    }
+
+    /// A store for `config` that connects on its first call, so an engine
+    /// can start while the store is down (its decisions then follow
+    /// `on_unavailable`). Only a malformed URL is an error here.
+    pub fn lazy(config: &StateConfig) -> Result<RedisVolumes, Error> {
+        Ok(RedisVolumes::on(Arc::new(Pool::new(config)?)))
+    }
+
+    /// The counters on `pool`'s server and connections.
+    pub(crate) fn on(pool: Arc<Pool>) -> RedisVolumes {
+        RedisVolumes {
+            pool,
+            take: Script::new(TAKE),
+            give_back: Script::new(GIVE_BACK),
+        }
+    }
+
+    pub(crate) fn load_scripts(&self) -> Result<(), Error> {
+        self.pool.load(&[&self.take, &self.give_back])
+    }
+
+    /// The key of a constraint's count in one period.
+    pub fn key_of(&self, period: &VolumePeriod<'_>) -> String {
+        format!(
+            "{}{{vol}}:{}:{}",
+            self.pool.prefix(),
+            period.constraint,
+            period.number
+        )
+    }
+
+    /// The key of the newest period a constraint has counted.
+    fn newest_key(&self, constraint: &str) -> String {
+        format!("{}{{vol}}:{constraint}:newest", self.pool.prefix())
+    }
+}
+
+/// Seconds a count of `period` is kept, from `now` (epoch seconds): until
+/// [`KEPT_PERIODS`] periods after the period ends, and at least that many
+/// periods from now (a back-dated period). Clocks that disagree by less
+/// than a period change nothing a cap depends on.
+fn expiry(period: &VolumePeriod<'_>, now: i64) -> i64 {
+    let kept = i64::from(KEPT_PERIODS).saturating_mul(period.length.max(1));
+    period.ends.saturating_sub(now).max(0).saturating_add(kept)
+}
+
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl VolumeStore for RedisVolumes {
+    fn used(&self, periods: &[VolumePeriod<'_>], out: &mut Vec<Option<u32>>) -> Result<(), Error> {
+        out.clear();
+        if periods.is_empty() {
+            return Ok(());
+        }
+        let mut mget = redis::cmd("MGET");
+        for p in periods {
+            mget.arg(self.key_of(p)).arg(self.newest_key(p.constraint));
+        }
+        let got: Vec<Option<i64>> = self.pool.with("volume_used", |con| mget.query(con))?;
+        if got.len() != 2 * periods.len() {
+            return Err(Error::State(format!(
+                "{}: {} replies to {} volume reads",
+                self.pool.name(),
+                got.len(),
+                2 * periods.len()
+            )));
+        }
+        for (p, pair) in periods.iter().zip(got.chunks_exact(2)) {
+            let newest = pair[1].unwrap_or(-1);
+            out.push(if newest >= i64::from(p.number) + i64::from(KEPT_PERIODS) {
+                None
+            } else {
+                Some(u32::try_from(pair[0].unwrap_or(0).max(0)).unwrap_or(u32::MAX))
+            });
+        }
+        Ok(())
+    }
+
+    fn take(&self, period: VolumePeriod<'_>, max: u32) -> Result<Take, Error> {
+        let mut inv = self.take.key(self.key_of(&period));
+        inv.key(self.newest_key(period.constraint))
+            .arg(period.number)
+            .arg(max)
+            .arg(expiry(&period, wall_clock()))
+            .arg(KEPT_PERIODS);
+        let took: i64 = self.pool.with("volume_take", |con| inv.invoke(con))?;
+        Ok(match took {
+            1 => Take::Taken,
+            0 => Take::Full,
+            _ => Take::TooOld,
+        })
+    }
+
+    fn give_back(&self, period: VolumePeriod<'_>) -> Result<(), Error> {
+        let inv = self.give_back.key(self.key_of(&period));
+        let _: i64 = self.pool.with("volume_give_back", |con| inv.invoke(con))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_outlives_its_period_by_the_periods_kept() {
+        let day = |number: u32| VolumePeriod {
+            constraint: "c",
+            number,
+            ends: (i64::from(number) + 1) * 86_400,
+            length: 86_400,
+        };
+        let kept = i64::from(KEPT_PERIODS) * 86_400;
+        // Today, ten hours in: the rest of the day, then the periods kept.
+        let now = 20_000 * 86_400 + 36_000;
+        assert_eq!(expiry(&day(20_000), now), 86_400 - 36_000 + kept);
+        // Long ago: kept that long from now, not expired at once.
+        assert_eq!(expiry(&day(19_000), now), kept);
+    }
+}
