@@ -310,3 +310,48 @@ fn sigterm_stops_a_following_shipper_with_its_position_stored() {
     let d = check_delivery(&records, &consumed);
     assert_eq!((d.missing_total, d.unknown), (0, 0));
 }
+
+/// `simulate --log L --ship-kafka B --ship-topic T`: the engine ships its
+/// own log as it writes it, and the command ends once every record is
+/// acknowledged.
+#[test]
+fn simulate_ships_its_log_from_inside_the_engine() {
+    let cluster = MockCluster::new(3).unwrap();
+    cluster.create_topic("decisions", 8, 3).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_nextbest"))
+        .arg("simulate")
+        .arg(common::root().join("rules/retail_bank"))
+        .arg("--log")
+        .arg(&log)
+        .args(["--ship-kafka", &brokers, "--ship-topic", "decisions"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let records = log_records(&log);
+    assert!(records.len() >= 300, "{} records", records.len());
+    let consumed = read_topic(&brokers, "decisions", Duration::from_secs(30)).unwrap();
+    let d = check_delivery(&records, &consumed);
+    assert_eq!(d.missing_total, 0, "{d:?}");
+    assert!(d.out_of_order.is_empty(), "{d:?}");
+    // Its position file is where `nextbest ship` would look for it.
+    assert!(dir.path().join(".d.jsonl.ship-position").exists());
+
+    // --ship-kafka needs --log and --ship-topic.
+    let out = Command::new(env!("CARGO_BIN_EXE_nextbest"))
+        .arg("simulate")
+        .arg(common::root().join("rules/retail_bank"))
+        .args(["--ship-kafka", &brokers])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--log") && stderr.contains("--ship-topic"),
+        "{stderr}"
+    );
+}

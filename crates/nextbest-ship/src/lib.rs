@@ -41,7 +41,7 @@ mod shipper;
 pub mod testing;
 
 #[cfg(feature = "kafka")]
-pub use shipper::{ShipConfig, ShipStats, ShipSummary, Shipper};
+pub use shipper::{Progress, ShipConfig, ShipStats, ShipSummary, Shipper};
 
 /// rdkafka, as the shipper uses it (for tests against its mock cluster).
 #[cfg(feature = "kafka")]

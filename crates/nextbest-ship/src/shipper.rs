@@ -257,6 +257,34 @@ pub struct Shipper {
     last_progress: Instant,
     last_report: Instant,
     report: Box<dyn FnMut(&str) + Send>,
+    /// Told what is left to ship (see [`Shipper::with_progress`]).
+    progress: Option<ProgressFn>,
+    last_published: Option<Instant>,
+    /// Set: ship what the log holds, then stop (see [`Shipper::with_finish`]).
+    finish: Option<Arc<AtomicBool>>,
+}
+
+/// Told what is left to ship.
+type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
+/// How often a shipper with a progress callback tells it what is left.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What is left to ship, for a log that keeps its files until they are
+/// shipped ([`Shipper::with_progress`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Progress {
+    /// The oldest file a restart would read from (device, inode): the
+    /// stored position's file, or, before a position was stored (or when
+    /// its file is gone), the oldest file of the log. Older files are
+    /// shipped for good. `None`: the log has no file.
+    pub oldest_needed: Option<(u64, u64)>,
+    /// Bytes of the log's files after the last acknowledged record
+    /// (compressed bytes for zstd files).
+    pub unshipped_bytes: u64,
+    /// The counts so far.
+    pub stats: ShipStats,
 }
 
 impl Shipper {
@@ -303,12 +331,31 @@ impl Shipper {
             last_progress: now,
             last_report: now,
             report: Box::new(|line| eprintln!("nextbest ship: {line}")),
+            progress: None,
+            last_published: None,
+            finish: None,
         })
     }
 
     /// Send reports (one line each) to `report` instead of standard error.
     pub fn with_reporter(mut self, report: impl FnMut(&str) + Send + 'static) -> Shipper {
         self.report = Box::new(report);
+        self
+    }
+
+    /// Tell `progress` what is left to ship: at the start, every 0.1 s
+    /// while running and at the end (an engine shipping its own log keeps
+    /// the files a restart needs, and bounds the spool, by it).
+    pub fn with_progress(mut self, progress: impl FnMut(&Progress) + Send + 'static) -> Shipper {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+
+    /// A following shipper stops once `finish` is set and it has shipped
+    /// everything whole in the log (within `stall_timeout` of the last
+    /// acknowledgement), where `stop` stops it without reading more.
+    pub fn with_finish(mut self, finish: Arc<AtomicBool>) -> Shipper {
+        self.finish = Some(finish);
         self
     }
 
@@ -341,18 +388,24 @@ impl Shipper {
         }
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            let finishing = stopping
+                || self
+                    .finish
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed));
             let caught_up = stopping || self.read_and_send()?;
-            self.serve(Duration::ZERO, stopping)?;
+            self.serve(Duration::ZERO, finishing)?;
+            self.publish(false)?;
             if self.failed.is_some() {
-                self.restart(stopping)?;
+                self.restart(finishing)?;
                 continue;
             }
-            if caught_up && (stopping || !self.config.follow) {
+            if caught_up && (finishing || !self.config.follow) {
                 while !self.pending.is_empty() && self.failed.is_none() {
                     self.serve(Duration::from_millis(20), true)?;
                 }
                 if self.failed.is_some() {
-                    self.restart(stopping)?;
+                    self.restart(finishing)?;
                     continue;
                 }
                 break;
@@ -364,6 +417,7 @@ impl Shipper {
             }
         }
         self.commit()?;
+        self.publish(true)?;
         Ok(ShipSummary {
             stats: self.stats.clone(),
             position: self.stored.clone(),
@@ -678,6 +732,47 @@ impl Shipper {
                 self.last_error().unwrap_or_else(|| "none".into())
             );
             (self.report)(&line);
+        }
+        Ok(())
+    }
+
+    /// Tell the progress callback what is left to ship: when `now`, or
+    /// once `PROGRESS_INTERVAL` has passed since the last time.
+    fn publish(&mut self, now: bool) -> Result<(), ShipError> {
+        if self.progress.is_none()
+            || !now
+                && self
+                    .last_published
+                    .is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.last_published = Some(Instant::now());
+        let listing = spool::list(&self.config.log)?;
+        let at = |p: &Option<Position>| {
+            let p = p.as_ref()?;
+            let i = listing
+                .iter()
+                .position(|l| l.dev == p.file.dev && l.ino == p.file.ino)?;
+            Some((i, p.place.offset))
+        };
+        let needed = at(&self.stored).map_or(0, |(i, _)| i);
+        let (from, offset) = at(&self.acked).unwrap_or((needed, 0));
+        let size = |l: &Listed| std::fs::metadata(&l.path).map_or(0, |m| m.len());
+        let unshipped_bytes = listing
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .map(size)
+            .sum::<u64>()
+            .saturating_sub(offset);
+        let progress = Progress {
+            oldest_needed: listing.get(needed).map(|l| (l.dev, l.ino)),
+            unshipped_bytes,
+            stats: self.stats.clone(),
+        };
+        if let Some(f) = self.progress.as_mut() {
+            f(&progress);
         }
         Ok(())
     }
