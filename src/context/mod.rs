@@ -253,6 +253,16 @@ impl Context {
         })
     }
 
+    /// This context as `schema` reads it: itself when it is bound to
+    /// `schema` already, else [`Context::rebind`]'s copy.
+    pub(crate) fn bound_to(&self, schema: &Arc<Schema>) -> std::borrow::Cow<'_, Context> {
+        if self.schema.fingerprint == schema.fingerprint {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            std::borrow::Cow::Owned(self.rebind(schema))
+        }
+    }
+
     /// The same context bound to another schema, by attribute name; values
     /// whose attribute is gone or changed type are dropped.
     pub(crate) fn rebind(&self, schema: &Arc<Schema>) -> Context {

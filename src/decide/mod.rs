@@ -1,21 +1,16 @@
 //! The path of one decision, on the one version its caller loaded.
 //!
 //! [`decide`] reads top-down and names each stage; each stage is a module:
-//! 1. **who and where**: the experiment arm ([`version`]), the channel,
-//!    the limit, and the context bound to the arm's schema;
-//! 2. **strategy, `derive`** ([`strategy`]): derived attributes, before the
-//!    policies that may read them;
-//! 3. **state checks** ([`state_checks`]): the actions that the customer's
-//!    history (contact policies, the channel's contact limit) and the
-//!    volume constraints block;
+//! 1. **who and where**: the arm ([`version`]), channel, limit, context;
+//! 2. **strategy, `derive`** ([`strategy`]): derived attributes;
+//! 3. **state checks** ([`state_checks`]): what contact policies, the
+//!    channel's contact limit and volume constraints block;
 //! 4. **engagement** ([`engagement`]): eligibility, applicability and
-//!    suitability of every action on the channel, then **scoring**
-//!    ([`scoring`]): `P × C × V × L` for every action that passed and is
-//!    not blocked, offered to the top N as it is scored;
+//!    suitability, then **scoring** ([`scoring`]): `P × C × V × L`;
 //! 5. **strategy, `adjust` and `select`** ([`strategy`]);
 //! 6. **selection** ([`selection`]): the top N, exploration, the control
-//!    group; then, when the decision commits, the state checks take what it
-//!    returns out of engine state ([`state_checks::commit`]).
+//!    group; a committing decision then takes what it returns out of
+//!    engine state ([`state_checks::commit`]).
 //!
 //! How a decision treats engine state, the wall clock and the log is its
 //! request's [`Mode`]; every buffer it reuses is in the caller's
@@ -34,6 +29,7 @@ pub(crate) mod version;
 mod volumes;
 
 pub use request::{Mode, ReplayState};
+pub(crate) use scoring::Keep;
 pub use scratch::Scratch;
 pub(crate) use state_checks::{release, State};
 
@@ -44,17 +40,8 @@ use crate::ruleset::strategy::HookEnv;
 use decision::Decision;
 use request::DecisionRequest;
 use scoring::{Learn, Record, Survivors};
+use state_checks::Subject;
 use version::{assign_arm, check_limit, control_mode, since, VersionRef};
-
-/// What the decision log wants a decision to keep besides its chosen
-/// actions, whatever the request's `explain`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Keep {
-    /// Every removed candidate and the stage that removed it.
-    pub removed: bool,
-    /// Every ranked candidate with its scores.
-    pub ranked: bool,
-}
 
 /// Decide `request` on `version` (loaded once by the caller), reading and,
 /// if the request's mode commits, changing `state`; `keep`: what the
@@ -75,13 +62,8 @@ pub(crate) fn decide(
     let limit = check_limit(request.limit.or(ch.limit).unwrap_or(rs.default_limit))?;
     let now = request.now.unwrap_or_else(Timestamp::now);
     let replay = request.mode.replaying();
-    let rebound;
-    let mut ctx: &Context = if request.context.schema.fingerprint == rs.schema.fingerprint {
-        &request.context
-    } else {
-        rebound = request.context.rebind(&rs.schema);
-        &rebound
-    };
+    let bound_ctx = request.context.bound_to(&rs.schema);
+    let mut ctx: &Context = &bound_ctx;
     let id = scratch.next_id();
     let bound = version.bound_for(arm);
     let control = (arm == Arm::Control).then(|| control_mode(&version.rules));
@@ -116,17 +98,15 @@ pub(crate) fn decide(
     // volume constraints.
     let mut blocked = Vec::new();
     let customer = &request.customer_id;
-    state_checks::blocked(
+    let subject = Subject {
         rs,
         channel,
         bound,
         state,
-        replay,
         customer,
-        now.0,
-        buffers,
-        &mut blocked,
-    )?;
+        now: now.0,
+    };
+    state_checks::blocked(subject, replay, buffers, &mut blocked)?;
 
     // 4. Engagement policies, then scoring. Learning draws with a seed the
     // log keeps, from the engine's evidence or, replaying, the logged one.
@@ -209,19 +189,9 @@ pub(crate) fn decide(
     let mut volumes_unmetered = false;
     if request.mode.commits() {
         let (taken, probability) = (&mut blocked, &mut selection_probability);
-        volumes_unmetered = state_checks::commit(
-            rs,
-            channel,
-            bound,
-            state,
-            customer,
-            now.0,
-            &mut out,
-            taken,
-            record.removed,
-            probability,
-            &mut buffers.volumes_down,
-        )?;
+        let down = &mut buffers.volumes_down;
+        volumes_unmetered =
+            state_checks::commit(subject, &mut out, taken, record.removed, probability, down)?;
     }
     if let Some(c) = derived {
         scratch::keep_context(context, c);

@@ -287,6 +287,16 @@ fn value(action: &Action, memo: &Memo<'_>) -> Option<f64> {
     }
 }
 
+/// What the decision log wants a decision to keep besides its chosen
+/// actions, whatever the request's `explain`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Keep {
+    /// Every removed candidate and the stage that removed it.
+    pub removed: bool,
+    /// Every ranked candidate with its scores.
+    pub ranked: bool,
+}
+
 impl Record {
     /// What a decision records, for `explain` and what the log keeps.
     /// Every survivor is sorted when the strategy ranks, the random control
@@ -297,7 +307,7 @@ impl Record {
         strategy_ranks: bool,
         control: Option<ControlMode>,
         explain: bool,
-        keep: super::Keep,
+        keep: Keep,
     ) -> Record {
         let learning = rs.learning.as_ref();
         let sorted_here = strategy_ranks

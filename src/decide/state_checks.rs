@@ -60,20 +60,35 @@ impl State<'_> {
     }
 }
 
-/// The actions on `ch` that engine state removes now, ascending, into
-/// `out`: from the log when replaying, else from the engine's state.
-#[allow(clippy::too_many_arguments)]
+/// Whose state the checks read and change: a customer on a channel of a
+/// version (its rules and its bound state), at `now`.
+#[derive(Clone, Copy)]
+pub(crate) struct Subject<'a, 's> {
+    pub rs: &'a RuleSet,
+    pub channel: u32,
+    pub bound: &'a Bound,
+    pub state: &'a State<'s>,
+    pub customer: &'a str,
+    pub now: i64,
+}
+
+/// The actions on the subject's channel that engine state removes now,
+/// ascending, into `out`: from the log when replaying, else from the
+/// engine's state.
 pub(crate) fn blocked(
-    rs: &RuleSet,
-    channel: u32,
-    bound: &Bound,
-    state: &State<'_>,
+    subject: Subject<'_, '_>,
     replay: Option<&ReplayState>,
-    customer: &str,
-    now: i64,
     buffers: &mut StateBuffers,
     out: &mut Vec<Blocked>,
 ) -> Result<(), Error> {
+    let Subject {
+        rs,
+        channel,
+        bound,
+        state,
+        customer,
+        now,
+    } = subject;
     let ch = &rs.channels[channel as usize];
     buffers.volumes_down = false;
     if rs.contact_policies.is_empty() && ch.contact_limit.is_none() && rs.volumes.is_empty() {
@@ -264,20 +279,22 @@ fn memo_of(rs: &RuleSet, events: &[Event], now: i64, suppressed: &[(u32, u32)]) 
 /// whether the shared volume store failed in this decision (set by
 /// [`blocked`]). Returns whether a chosen action was decided without a
 /// cap (the shared store unavailable, `open`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn commit(
-    rs: &RuleSet,
-    channel: u32,
-    bound: &Bound,
-    state: &State<'_>,
-    customer: &str,
-    now: i64,
+    subject: Subject<'_, '_>,
     out: &mut Candidates,
     blocked: &mut Vec<Blocked>,
     record_removed: bool,
     selection_probability: &mut Option<f64>,
     down: &mut bool,
 ) -> Result<bool, Error> {
+    let Subject {
+        rs,
+        channel,
+        bound,
+        state,
+        customer,
+        now,
+    } = subject;
     let first = out.chosen.first().map(|c| c.action);
     let unmetered = commit_chosen(
         rs,
