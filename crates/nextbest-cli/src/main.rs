@@ -629,6 +629,11 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             segment,
             plot,
         } => {
+            if learn && ship.ship_kafka.is_some() {
+                return Err(Error::InvalidConfig(
+                    "--ship-kafka ships the log of a timed pass, not of --learn".into(),
+                ));
+            }
             if learn {
                 let args = LearnArgs {
                     customers,
@@ -950,7 +955,7 @@ struct ShipTo {
     /// servers (host:port[,...]) as they are written, at least once; the
     /// command ends once they are acknowledged (at most 5 s after its
     /// work; what is left goes with the next run on the same log).
-    #[arg(long = "ship-kafka", value_name = "BROKERS", requires_all = ["log", "ship_topic"], conflicts_with = "learn")]
+    #[arg(long = "ship-kafka", value_name = "BROKERS", requires_all = ["log", "ship_topic"])]
     ship_kafka: Option<String>,
     /// With --ship-kafka: the topic.
     #[arg(long = "ship-topic", value_name = "TOPIC", requires = "ship_kafka")]
