@@ -71,24 +71,41 @@ pub struct Listed {
 /// logs) are not the log's.
 pub fn list(log: &Path) -> Result<Vec<Listed>, ShipError> {
     let (dir, base) = log_base(log)?;
-    let mut found: Vec<(u64, Listed)> = Vec::new();
+    // The highest rotation number there is. readdir alone is not the
+    // listing: an entry renamed while it runs (every rotation renames
+    // each kept file) may be missed, and a file missed between two others
+    // would be skipped by a shipper moving to the next one.
+    let mut max = None;
     let entries = std::fs::read_dir(&dir).map_err(|e| ShipError::io(&dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| ShipError::io(&dir, e))?;
-        let name = entry.file_name();
-        let Some(n) = rotation_number(&name.to_string_lossy(), &base) else {
-            continue;
+        if let Some(n) = rotation_number(&entry.file_name().to_string_lossy(), &base) {
+            max = max.max(Some(n));
+        }
+    }
+    let Some(max) = max else {
+        return Ok(Vec::new());
+    };
+    // Then every name by path, from the newest up: a rotation renames
+    // PATH.N to PATH.N+1 from the oldest down, so a file it moves is seen
+    // before or after its move, at least once (twice: once, below). Two
+    // names past the highest: rotations during the sweep.
+    let mut found: Vec<(u64, Listed)> = Vec::new();
+    for n in 0..=max + 2 {
+        let path = if n == 0 {
+            dir.join(&base)
+        } else {
+            dir.join(format!("{base}.{n}"))
         };
-        // A file renamed or deleted between the listing and this call is
-        // left out: the next listing finds it under its new name.
-        let Ok(meta) = std::fs::metadata(entry.path()) else {
+        // A name nothing has now is left out: a rotation in progress.
+        let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
         if meta.is_file() {
             found.push((
                 n,
                 Listed {
-                    path: entry.path(),
+                    path,
                     dev: meta.dev(),
                     ino: meta.ino(),
                 },
