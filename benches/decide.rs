@@ -9,7 +9,10 @@
 //!   its hooks lowered; `decide/strategy_rhai/100`: the same hooks run by
 //!   rhai's interpreter (`[strategy] lower = false`).
 //! - `decide/log_file/100`: with the JSON Lines decision log (default
-//!   settings, rotated so the disk does not fill; block when full).
+//!   settings, rotated so the disk does not fill; block when full);
+//!   `decide/log_ship/100` (the `kafka` feature): the same log shipped to
+//!   Kafka from inside the engine, to librdkafka's mock cluster in this
+//!   process (the deciding thread's cost of shipping).
 //! - `decide/rules/NAME`: every rule set under `rules/` that has a
 //!   `customers.jsonl`, with its population (skipped when there is none);
 //!   for a rule set with a strategy, also `decide/rules_rhai/NAME` (its
@@ -207,13 +210,26 @@ fn decide(c: &mut Criterion) {
             &requests,
         );
     }
-    {
+    // The log, and (with the `kafka` feature) the log shipped to Kafka from
+    // inside the engine: librdkafka's mock cluster in this process.
+    let shipped: &[bool] = if cfg!(feature = "kafka") {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &ship in shipped {
         let f = fixture(100);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = LogConfig::new(dir.path().join("decisions.jsonl"));
         // Rotate early and keep one old file: a long run must not fill the disk.
         log.max_bytes = 32 << 20;
         log.keep_files = 1;
+        if ship {
+            let mut to = nextbest::audit::ShipOptions::new("127.0.0.1:9", "decisions");
+            to.properties
+                .insert("test.mock.num.brokers".into(), "3".into());
+            log.ship = Some(to);
+        }
         let mut config = EngineConfig::default();
         config.decision_log = Some(log);
         let engine = Engine::try_with_config(
@@ -221,12 +237,8 @@ fn decide(c: &mut Criterion) {
             config,
         )
         .expect("the log opens");
-        bench_requests(
-            &mut g,
-            BenchmarkId::new("log_file", 100),
-            &engine,
-            &f.requests,
-        );
+        let name = if ship { "log_ship" } else { "log_file" };
+        bench_requests(&mut g, BenchmarkId::new(name, 100), &engine, &f.requests);
         engine.flush().expect("flush");
     }
     for (name, dir) in rule_dirs() {

@@ -60,6 +60,11 @@ enum Kind {
     Strategy,
     /// With a decision log (callback sink; the writer thread is not counted).
     Log,
+    /// With a decision log to a file (the writer thread is not counted);
+    /// `true`: shipped to Kafka from inside the engine (librdkafka's mock
+    /// cluster in this process; the shipper's threads are not counted):
+    /// what shipping adds on the deciding thread.
+    LogFile(bool),
     /// The decision log's writer: `.ci/icount` counts the instructions in
     /// the writer thread's record formatting (`write_record`, masking
     /// included) instead of the deciding thread's, per record, at a
@@ -98,6 +103,9 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("explain_read/1000", Kind::ExplainRead, 1000),
     ("strategy/100", Kind::Strategy, 100),
     ("log/100", Kind::Log, 100),
+    ("log_file/100", Kind::LogFile(false), 100),
+    #[cfg(feature = "kafka")]
+    ("log_ship/100", Kind::LogFile(true), 100),
     ("writer/100", Kind::Writer(None, LogDetail::All), 100),
     (
         "writer/retail_bank",
@@ -236,6 +244,24 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
         Kind::Log => {
             let rules = RuleSet::compile(&catalog.to_source()).expect("the catalog compiles");
             let engine = discarding_log(rules, LogDetail::default());
+            let reqs = requests(&engine, &catalog, &customers, false);
+            let n = decide_loop(&engine, &reqs, decisions);
+            engine.flush().expect("flush");
+            n
+        }
+        Kind::LogFile(ship) => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let mut log = nextbest::audit::LogConfig::new(dir.path().join("d.jsonl"));
+            if ship {
+                let mut to = nextbest::audit::ShipOptions::new("127.0.0.1:9", "decisions");
+                to.properties
+                    .insert("test.mock.num.brokers".into(), "3".into());
+                log.ship = Some(to);
+            }
+            let mut config = EngineConfig::default();
+            config.decision_log = Some(log);
+            let rules = RuleSet::compile(&catalog.to_source()).expect("the catalog compiles");
+            let engine = Engine::try_with_config(rules, config).expect("the log opens");
             let reqs = requests(&engine, &catalog, &customers, false);
             let n = decide_loop(&engine, &reqs, decisions);
             engine.flush().expect("flush");

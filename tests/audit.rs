@@ -165,6 +165,77 @@ fn files_rotate_by_size_and_only_keep_files_are_retained() {
     assert!(lines.len() < 600, "older files were removed");
 }
 
+/// `keep_for`: at the next rotation, rotated files last written longer ago
+/// than it are deleted, whatever `keep_files` allows.
+#[test]
+fn rotated_files_older_than_keep_for_go_at_the_next_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let open = |keep_for: &str| {
+        let mut lc = LogConfig::new(&path);
+        lc.max_bytes = 16 * 1024;
+        lc.keep_files = 100;
+        lc.keep_for = Some(keep_for.into());
+        let mut config = EngineConfig::default();
+        config.decision_log = Some(lc);
+        Engine::try_with_config(RuleSet::from_dir("tests/fixtures/mini").unwrap(), config)
+    };
+    let decide = |engine: &Engine, from: usize, n: usize| {
+        for i in from..from + n {
+            engine
+                .decide_json(&format!(
+                    r#"{{"customer_id":"C{i}","channel":"call_center","context":{{"age":30}}}}"#
+                ))
+                .unwrap();
+        }
+        engine.flush().unwrap();
+    };
+    let rotated = || {
+        (1..)
+            .map(|n| dir.path().join(format!("d.jsonl.{n}")))
+            .take_while(|p| p.exists())
+            .collect::<Vec<_>>()
+    };
+    let err = open("a week").unwrap_err().to_string();
+    assert!(
+        err.contains("decision_log.keep_for") && err.contains("`a week`"),
+        "{err}"
+    );
+
+    let engine = open("1h").unwrap();
+    decide(&engine, 0, 600);
+    let before = rotated();
+    assert!(before.len() >= 4, "{} rotated files", before.len());
+    // All but the newest rotated file were last written two hours ago.
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for p in &before[1..] {
+        std::fs::File::options()
+            .append(true)
+            .open(p)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+    }
+    // One more rotation: `d.jsonl.1` is another file.
+    let inode = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    };
+    let newest = inode(&before[0]);
+    let mut i = 600;
+    while inode(&before[0]) == newest {
+        decide(&engine, i, 20);
+        i += 20;
+        assert!(i < 2000, "the log rotates");
+    }
+    let after = rotated();
+    assert_eq!(
+        after.len(),
+        2,
+        "the newest file rotated and the one before it are kept: {after:?}"
+    );
+}
+
 #[test]
 fn the_drop_policy_never_blocks_and_counts_what_it_drops() {
     struct Slow;

@@ -19,6 +19,7 @@
 pub mod reader;
 mod record;
 mod sink;
+mod spool;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +30,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use sink::{CallbackSink, FileFormat, FileSink, MemorySink, Sink, SinkProgress};
+pub(crate) use spool::Spool;
+pub use spool::{OnFull, ShipOptions, SpoolStats};
 
 use crate::base::util::{Padded, Striped};
 use crate::base::Error;
@@ -122,6 +125,11 @@ pub struct LogConfig {
     /// Rotated files to keep (default 10).
     #[serde(default = "default_keep_files")]
     pub keep_files: usize,
+    /// Keep rotated files for at most this long as well (`30d`, `12h`;
+    /// by the time of their last write, checked when the log rotates).
+    /// Files the shipper has not shipped are kept whatever their age.
+    #[serde(default)]
+    pub keep_for: Option<String>,
     /// Records the queue holds (default 65,536).
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
@@ -158,6 +166,11 @@ pub struct LogConfig {
     /// the writer's time; negative levels are faster still.
     #[serde(default = "default_level")]
     pub compression_level: i32,
+    /// Ship the log's records to Kafka from inside the engine, at least
+    /// once (the `kafka` feature; docs/SHIPPING.md). Rotated files are
+    /// then kept until shipped.
+    #[serde(default)]
+    pub ship: Option<ShipOptions>,
 }
 
 fn default_max_bytes() -> u64 {
@@ -196,7 +209,21 @@ impl LogConfig {
             candidates: LogDetail::Stages,
             compression: Compression::None,
             compression_level: default_level(),
+            keep_for: None,
+            ship: None,
         }
+    }
+
+    /// `keep_for` in seconds (an error naming it when it is no duration).
+    pub(crate) fn keep_for(&self) -> Result<Option<Duration>, Error> {
+        self.keep_for
+            .as_deref()
+            .map(|k| {
+                crate::ruleset::contact::parse_duration(k)
+                    .map(|s| Duration::from_secs(s as u64))
+                    .map_err(|e| Error::InvalidConfig(format!("decision_log.keep_for: {e}")))
+            })
+            .transpose()
     }
 
     /// [`LogConfig::new`], compressed with zstd when `path` ends in `.zst`
@@ -306,6 +333,8 @@ pub struct LogStats {
     /// Bytes cut off the end of the file when the log opened it: a torn
     /// last line (or zstd frame) that a crash left.
     pub repaired_bytes: u64,
+    /// The shipper's counters and the spool, when the log is shipped.
+    pub ship: Option<SpoolStats>,
 }
 
 /// The log's counters. Deciding threads add to their own stripes and the
@@ -367,6 +396,7 @@ enum Refusal {
     Failing,
     Timeout,
     Stopped,
+    SpoolFull,
 }
 
 /// A running decision log: the queue's sending end and the writer thread.
@@ -386,6 +416,11 @@ pub(crate) struct DecisionLog {
     /// arena lock while it is allocating the next decision, and the
     /// contention (futex calls on both sides) cost more than the decision.
     spent: Arc<parking_lot::Mutex<Receiver<Item>>>,
+    /// The shipper's spool, when the log is shipped.
+    spool: Option<Arc<Spool>>,
+    /// The shipper's thread: stopped after the writer.
+    #[cfg(feature = "kafka")]
+    shipping: Option<spool::Shipping>,
 }
 
 /// Spent records the writer may hold for the deciding threads to reuse or
@@ -440,7 +475,33 @@ impl DecisionLog {
             counters,
             writer: Some(writer),
             spent,
+            spool: None,
+            #[cfg(feature = "kafka")]
+            shipping: None,
         })
+    }
+
+    /// Ship the log's files (`log`, the sink's path) with `options`: its
+    /// records obey `spool`'s limit from now on.
+    pub(crate) fn ship(
+        &mut self,
+        options: &ShipOptions,
+        log: &std::path::Path,
+        spool: Arc<Spool>,
+    ) -> Result<(), Error> {
+        #[cfg(feature = "kafka")]
+        {
+            self.shipping = Some(spool::Shipping::start(options, log, spool.clone())?);
+            self.spool = Some(spool);
+            Ok(())
+        }
+        #[cfg(not(feature = "kafka"))]
+        {
+            let _ = (options, log, spool);
+            Err(Error::InvalidConfig(
+                "decision_log.ship: this build of nextbest has no Kafka shipper: build it with the `kafka` feature (the command-line tool has it; `nextbest ship` ships a log from outside)".into(),
+            ))
+        }
     }
 
     /// Take back a decision record the writer is done with, to be reused
@@ -532,6 +593,11 @@ impl DecisionLog {
         if self.on_error == OnError::Fail && self.counters.failing.0.load(Ordering::Relaxed) {
             return self.refuse(item, Refusal::Failing);
         }
+        if let Some(spool) = &self.spool {
+            if spool.is_full() {
+                return self.spool_full(spool, tx, item);
+            }
+        }
         match tx.try_send(item) {
             Ok(()) => {
                 self.counters.queued.add(1);
@@ -547,6 +613,43 @@ impl DecisionLog {
             Err(TrySendError::Disconnected(item)) => {
                 self.counters.errors.add(1);
                 self.refuse(item, Refusal::Stopped)
+            }
+        }
+    }
+
+    /// The shipping spool is full: what `on_full` says.
+    #[cold]
+    #[inline(never)]
+    fn spool_full(&self, spool: &Spool, tx: &SyncSender<Item>, item: Item) -> Result<(), Error> {
+        match spool.on_full {
+            OnFull::Drop => {
+                spool.count_dropped();
+                Ok(())
+            }
+            OnFull::Fail => {
+                spool.count_refused();
+                Err(self.refusal_error(Refusal::SpoolFull))
+            }
+            OnFull::Block if spool.wait_for_room() => match tx.try_send(item) {
+                Ok(()) => {
+                    self.counters.queued.add(1);
+                    Ok(())
+                }
+                Err(TrySendError::Full(item)) => self.send_waiting(tx, item),
+                Err(TrySendError::Disconnected(item)) => self.refuse(item, Refusal::Stopped),
+            },
+            OnFull::Block => {
+                drop(item);
+                match self.on_error {
+                    OnError::Fail => {
+                        spool.count_refused();
+                        Err(self.refusal_error(Refusal::SpoolFull))
+                    }
+                    OnError::Degrade => {
+                        spool.count_dropped();
+                        Ok(())
+                    }
+                }
             }
         }
     }
@@ -630,6 +733,12 @@ impl DecisionLog {
                 std::io::ErrorKind::BrokenPipe,
                 "the decision log's writer has stopped: the record could not be logged".to_string(),
             ),
+            Refusal::SpoolFull => (
+                std::io::ErrorKind::StorageFull,
+                self.spool
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.refusal()),
+            ),
         };
         Error::io(&self.path, std::io::Error::new(kind, what))
     }
@@ -669,6 +778,7 @@ impl DecisionLog {
             errors: c.errors.sum(),
             failing: c.failing.0.load(Ordering::Relaxed),
             repaired_bytes: w.repaired_bytes.load(Ordering::Relaxed),
+            ship: self.spool.as_ref().map(|s| s.stats()),
         }
     }
 }
@@ -681,6 +791,9 @@ impl Drop for DecisionLog {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        // Then the shipper ships what the writer wrote, and stops.
+        #[cfg(feature = "kafka")]
+        self.shipping.take();
     }
 }
 

@@ -298,6 +298,10 @@ pub struct FileSink {
     size: u64,
     max_bytes: u64,
     keep_files: usize,
+    /// Rotated files older than this are deleted too.
+    keep_for: Option<std::time::Duration>,
+    /// A shipper's spool: rotated files it still needs are kept.
+    spool: Option<Arc<super::Spool>>,
     syncer: Syncer,
     /// Bytes handed to the file since the last sync started.
     unsynced: u64,
@@ -382,6 +386,8 @@ impl FileSink {
             size,
             max_bytes: max_bytes.max(1024),
             keep_files,
+            keep_for: None,
+            spool: None,
             syncer: Syncer::start()?,
             unsynced: 0,
             zstd,
@@ -396,6 +402,60 @@ impl FileSink {
         Ok(sink)
     }
 
+    /// Delete rotated files older than `keep_for` (by their last write)
+    /// when the log rotates, besides those past `keep_files`.
+    pub fn keep_for(mut self, keep_for: Option<std::time::Duration>) -> FileSink {
+        self.keep_for = keep_for;
+        self
+    }
+
+    /// Keep every file `spool`'s shipper still needs, whatever
+    /// `keep_files` and `keep_for` say.
+    pub(crate) fn keep_unshipped(&mut self, spool: Arc<super::Spool>) {
+        self.spool = Some(spool);
+    }
+
+    /// How many rotated files to keep after the rotation about to happen
+    /// (the current file becomes `PATH.1`), of the `m` there are
+    /// (`PATH.1` ..= `PATH.m`).
+    fn keep_after_rotation(&self, m: usize) -> usize {
+        let mut keep = self.keep_files;
+        if let Some(age) = self.keep_for {
+            // Oldest last: the current file (new number 1) and the young
+            // rotated files before the first old one.
+            let young = (1..=m)
+                .take_while(|&n| {
+                    std::fs::metadata(self.rotated(n))
+                        .and_then(|meta| meta.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|e| e <= age)
+                })
+                .count();
+            keep = keep.min(young + 1);
+        }
+        if let Some(spool) = &self.spool {
+            // The needed file and everything newer stay; a shipper that has
+            // not said yet, or whose file is not here, needs them all.
+            let id = |p: &Path| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+            };
+            let needed = spool.oldest_needed().and_then(|want| {
+                (0..=m).find(|&n| {
+                    let p = if n == 0 {
+                        self.path.clone()
+                    } else {
+                        self.rotated(n)
+                    };
+                    id(&p) == Some(want)
+                })
+            });
+            keep = keep.max(needed.map_or(m + 1, |n| n + 1));
+        }
+        keep
+    }
+
     fn rotated(&self, n: usize) -> PathBuf {
         let mut s = self.path.clone().into_os_string();
         s.push(format!(".{n}"));
@@ -406,15 +466,17 @@ impl FileSink {
     /// nothing pending (a whole file).
     fn rotate(&mut self) -> std::io::Result<()> {
         self.sync()?;
-        if self.keep_files == 0 {
+        let m = (1..).take_while(|&n| self.rotated(n).exists()).count();
+        let keep = self.keep_after_rotation(m);
+        // Files that would be numbered past `keep` go, oldest first.
+        for n in (keep.max(1)..=m).rev() {
+            let _ = std::fs::remove_file(self.rotated(n));
+        }
+        if keep == 0 {
             std::fs::remove_file(&self.path)?;
         } else {
-            let _ = std::fs::remove_file(self.rotated(self.keep_files));
-            for n in (1..self.keep_files).rev() {
-                let from = self.rotated(n);
-                if from.exists() {
-                    std::fs::rename(&from, self.rotated(n + 1))?;
-                }
+            for n in (1..keep.min(m + 1)).rev() {
+                std::fs::rename(self.rotated(n), self.rotated(n + 1))?;
             }
             std::fs::rename(&self.path, self.rotated(1))?;
         }

@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, Sink};
+use crate::audit::{DecisionLog, FileSink, LogConfig, LogOptions, LogStats, OnFull, Sink};
 use crate::base::util::Striped;
 use crate::base::{Arm, Error, Outcome, Timestamp};
 use crate::context::schema::Schema;
@@ -316,13 +316,22 @@ impl Engine {
         config.history.check()?;
         let (log, archive) = match &config.decision_log {
             Some(lc) => {
-                let sink =
+                let mut sink =
                     FileSink::open_as(&lc.path, lc.max_bytes, lc.keep_files, lc.file_format())
-                        .map_err(|e| Error::io(&lc.path, e))?;
-                (
-                    Some(DecisionLog::start(Box::new(sink), lc.options())?),
-                    lc.archive_dir.clone(),
-                )
+                        .map_err(|e| Error::io(&lc.path, e))?
+                        .keep_for(lc.keep_for()?);
+                let spool = lc
+                    .ship
+                    .as_ref()
+                    .map(|s| Arc::new(crate::audit::Spool::new(s)));
+                if let Some(spool) = spool.as_ref().filter(|s| s.on_full != OnFull::Drop) {
+                    sink.keep_unshipped(spool.clone());
+                }
+                let mut log = DecisionLog::start(Box::new(sink), lc.options())?;
+                if let (Some(options), Some(spool)) = (&lc.ship, spool) {
+                    log.ship(options, &lc.path, spool)?;
+                }
+                (Some(log), lc.archive_dir.clone())
             }
             None => (None, None),
         };

@@ -13,6 +13,9 @@ pub enum CliError {
     /// or a refusal with its reason: the governance crate's error, whose
     /// cases are the ones every command here needs.
     Governance(nextbest_governance::Error),
+    /// An error of the Kafka shipper (`nextbest ship`).
+    #[cfg(feature = "kafka")]
+    Ship(nextbest_ship::ShipError),
 }
 
 impl CliError {
@@ -37,6 +40,8 @@ impl fmt::Display for CliError {
         match self {
             CliError::Core(e) => write!(f, "{e}"),
             CliError::Governance(e) => write!(f, "{e}"),
+            #[cfg(feature = "kafka")]
+            CliError::Ship(e) => write!(f, "ship: {e}"),
         }
     }
 }
@@ -46,6 +51,13 @@ impl std::error::Error for CliError {}
 impl From<nextbest::Error> for CliError {
     fn from(e: nextbest::Error) -> CliError {
         CliError::Core(e)
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl From<nextbest_ship::ShipError> for CliError {
+    fn from(e: nextbest_ship::ShipError) -> CliError {
+        CliError::Ship(e)
     }
 }
 

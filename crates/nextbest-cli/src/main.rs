@@ -16,6 +16,7 @@ mod impact;
 mod keys;
 mod learn;
 mod review;
+mod ship;
 
 use clap::{Parser, Subcommand};
 use error::CliError;
@@ -41,6 +42,9 @@ enum Command {
     Core(CoreCommand),
     #[command(flatten)]
     Governed(GovernedCommand),
+    /// Ship a decision log's records to Kafka, at least once, resuming
+    /// from the position the last run stored (docs/SHIPPING.md).
+    Ship(ship::ShipArgs),
 }
 
 /// The commands that use the core library alone.
@@ -154,6 +158,8 @@ enum CoreCommand {
         /// Also write each outcome to this decision log (appended to it).
         #[arg(long, value_name = "PATH")]
         log: Option<PathBuf>,
+        #[command(flatten)]
+        ship: ShipTo,
         /// Exit 0 even when lines failed (each is still answered with an
         /// error line and counted on stderr).
         #[arg(long)]
@@ -190,6 +196,8 @@ enum CoreCommand {
         /// replacing it.
         #[arg(long, requires = "log")]
         append: bool,
+        #[command(flatten)]
+        ship: ShipTo,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -500,6 +508,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Governed(c) => run_governed(c),
         Command::Core(c) => run_core(c).map_err(CliError::from),
+        Command::Ship(args) => ship::run(args),
     };
     out::finish(match result {
         Ok(code) => code,
@@ -593,8 +602,14 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             state,
             state_timeout_ms,
             log,
+            ship,
             allow_errors,
-        } => outcome(&dir, fleet(state, state_timeout_ms), log, allow_errors),
+        } => outcome(
+            &dir,
+            fleet(state, state_timeout_ms),
+            log.map(|path| ship.log_config(path)),
+            allow_errors,
+        ),
         CoreCommand::Simulate {
             dir,
             customers,
@@ -603,6 +618,7 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             now,
             log,
             append,
+            ship,
             json,
             learn,
             rounds,
@@ -613,6 +629,11 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             segment,
             plot,
         } => {
+            if learn && ship.ship_kafka.is_some() {
+                return Err(Error::InvalidConfig(
+                    "--ship-kafka ships the log of a timed pass, not of --learn".into(),
+                ));
+            }
             if learn {
                 let args = LearnArgs {
                     customers,
@@ -631,7 +652,7 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
                 };
                 run_learn(&dir, args)
             } else {
-                let log = log.map(|path| (path, append));
+                let log = log.map(|path| (ship.log_config(path), append));
                 run_simulate(&dir, customers, channel, limit, now, log, json)
             }
         }
@@ -926,15 +947,41 @@ fn fleet(url: Option<String>, timeout_ms: u64) -> Option<nextbest::state::fleet:
     })
 }
 
+/// `--ship-kafka` and `--ship-topic`: ship the `--log` to Kafka from
+/// inside the engine (docs/SHIPPING.md).
+#[derive(clap::Args)]
+struct ShipTo {
+    /// With --log: ship the log's records to these Kafka bootstrap
+    /// servers (host:port[,...]) as they are written, at least once; the
+    /// command ends once they are acknowledged (at most 5 s after its
+    /// work; what is left goes with the next run on the same log).
+    #[arg(long = "ship-kafka", value_name = "BROKERS", requires_all = ["log", "ship_topic"])]
+    ship_kafka: Option<String>,
+    /// With --ship-kafka: the topic.
+    #[arg(long = "ship-topic", value_name = "TOPIC", requires = "ship_kafka")]
+    ship_topic: Option<String>,
+}
+
+impl ShipTo {
+    /// The decision log at `path`, shipped if asked.
+    fn log_config(&self, path: PathBuf) -> nextbest::audit::LogConfig {
+        let mut config = nextbest::audit::LogConfig::for_file(path);
+        if let (Some(kafka), Some(topic)) = (&self.ship_kafka, &self.ship_topic) {
+            config.ship = Some(nextbest::audit::ShipOptions::new(kafka, topic));
+        }
+        config
+    }
+}
+
 fn outcome(
     dir: &Path,
     state: Option<nextbest::state::fleet::StateConfig>,
-    log: Option<PathBuf>,
+    log: Option<nextbest::audit::LogConfig>,
     allow_errors: bool,
 ) -> Result<ExitCode, Error> {
     let rules = RuleSet::from_dir(dir)?;
     let mut config = nextbest::EngineConfig::default();
-    config.decision_log = log.map(nextbest::audit::LogConfig::for_file);
+    config.decision_log = log;
     let mut engine = Engine::try_with_config(rules, config)?;
     if let Some(url) = state {
         engine = engine.with_state(&url)?;
@@ -1042,6 +1089,17 @@ pub(crate) fn start_new_log(path: &Path) -> Result<(), Error> {
             }
         }
     }
+    // A shipper's position in the files just removed means nothing now
+    // (docs/SHIPPING.md: `.NAME.ship-position` beside the log).
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let position = dir.join(format!(".{}.ship-position", name.to_string_lossy()));
+        if position.exists() {
+            std::fs::remove_file(&position).map_err(|source| Error::Io {
+                path: position.clone(),
+                source,
+            })?;
+        }
+    }
     if removed > 0 {
         eprintln!(
             "{}: replaced the log of an earlier run ({removed} file(s); --append adds to it instead)",
@@ -1057,19 +1115,19 @@ fn run_simulate(
     channel: Option<String>,
     limit: Option<usize>,
     now: Option<String>,
-    log: Option<(PathBuf, bool)>,
+    log: Option<(nextbest::audit::LogConfig, bool)>,
     json: bool,
 ) -> Result<ExitCode, Error> {
     let rules = RuleSet::from_dir(dir)?;
     let path = customers.unwrap_or_else(|| dir.join("customers.jsonl"));
     let customers = load_customers(&path)?;
     let engine = match log {
-        Some((path, append)) => {
+        Some((log, append)) => {
             if !append {
-                start_new_log(&path)?;
+                start_new_log(&log.path)?;
             }
             let mut config = nextbest::EngineConfig::default();
-            config.decision_log = Some(nextbest::audit::LogConfig::for_file(path));
+            config.decision_log = Some(log);
             Engine::try_with_config(rules, config)?
         }
         None => Engine::new(rules),
