@@ -1,3 +1,5 @@
+#![cfg_attr(not(feature = "kafka"), allow(dead_code))]
+
 //! The decision log's files as a spool: a shipper inside the engine
 //! forwards them to Kafka (with the `kafka` feature, through the
 //! `nextbest-ship` crate), and the log keeps every file the shipper still
