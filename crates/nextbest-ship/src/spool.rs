@@ -337,14 +337,15 @@ impl FileReader {
         Ok(())
     }
 
+    /// The file's length now.
+    fn len(&self) -> Result<u64, ShipError> {
+        let meta = self.file.get_ref().metadata();
+        Ok(meta.map_err(|e| ShipError::io(&self.path, e))?.len())
+    }
+
     /// Go to `place` (from a position file).
     fn seek(&mut self, place: Place) -> Result<(), ShipError> {
-        let len = self
-            .file
-            .get_ref()
-            .metadata()
-            .map_err(|e| ShipError::io(&self.path, e))?
-            .len();
+        let len = self.len()?;
         if place.offset > len {
             return Err(ShipError::Position(format!(
                 "{}: the position is at byte {} but the file has {len} bytes: it was cut or replaced; ship it again from the start by removing the position file",
@@ -598,12 +599,7 @@ impl FileReader {
     /// Bytes after the last whole record: a tail still being written, or
     /// torn by a crash.
     pub fn tail_bytes(&mut self) -> Result<u64, ShipError> {
-        let len = self
-            .file
-            .get_ref()
-            .metadata()
-            .map_err(|e| ShipError::io(&self.path, e))?
-            .len();
+        let len = self.len()?;
         Ok(len.saturating_sub(self.place.offset))
     }
 }
