@@ -250,7 +250,7 @@ fn a_store_that_is_down_fails_decisions_closed_and_counts_them() {
     assert!(matches!(
         engine.record_outcome(&o),
         Err(Error::StoreUnavailable {
-            operation: "record",
+            operation: "record_outcome",
             ..
         })
     ));

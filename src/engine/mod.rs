@@ -36,9 +36,12 @@ use crate::decide::decision::Decision;
 use crate::decide::request::DecisionRequest;
 use crate::decide::version::{clock, Held, Version, VersionRef};
 use crate::ruleset::{source_hash, RuleSet, RuleSource};
+use crate::state::exchange::{Buffered, Exchange, FleetStats};
 use crate::state::fleet::{OnUnavailable, StateConfig};
-use crate::state::history::{HistoryConfig, HistoryStore, MemoryHistory};
+use crate::state::history::{HistoryConfig, HistoryStore, MemoryHistory, Recorded};
 use crate::state::learning::Learned;
+#[cfg(feature = "redis")]
+use crate::state::learning::LearningStore;
 use crate::state::volumes::{MemoryVolumes, VolumeStore};
 
 mod governed;
@@ -201,6 +204,9 @@ pub struct EngineStats {
     pub history: Option<crate::state::history::HistorySize>,
     /// The governance repository served, if any.
     pub governance: Option<GovernanceStats>,
+    /// The exchange with the fleet's shared store (buffered outcomes,
+    /// learning counts), if the engine has one.
+    pub fleet: Option<FleetStats>,
 }
 
 /// Decisions per arm.
@@ -277,6 +283,10 @@ pub struct Engine {
     scratch: decide::scratch::Pool,
     /// The governance repository served (`governance_repo`), if any.
     governed: Option<governed::Governed>,
+    /// Buffered outcomes and shared learning counts, with a shared store.
+    exchange: Option<Exchange>,
+    /// Whether the learning counts are a shared store's.
+    shared_learning: bool,
 }
 /// The saved-state file (see [`Engine::save_state`]).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -292,6 +302,10 @@ struct SavedState {
     /// (which persists them): `volumes` is empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     external_volumes: bool,
+    /// Saved from an engine whose learning counts live in a shared store:
+    /// `learning` is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    external_learning: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -396,6 +410,8 @@ impl Engine {
             strict_requests: config.strict_requests,
             scratch: decide::scratch::Pool::default(),
             governed: None,
+            exchange: None,
+            shared_learning: false,
         }
     }
 
@@ -454,10 +470,28 @@ impl Engine {
         {
             let history = crate::state::redis::RedisHistory::connect(config)?;
             let volumes = history.volumes()?;
-            Ok(self
+            let learning: Option<Arc<dyn LearningStore>> = match config.share_learning {
+                true => Some(Arc::new(history.learning()?)),
+                false => None,
+            };
+            let mut engine = self
                 .with_history_store(Arc::new(history))
                 .with_volume_store(Arc::new(volumes))
-                .with_on_unavailable(config.on_unavailable))
+                .with_on_unavailable(config.on_unavailable);
+            engine.shared_learning = learning.is_some();
+            let exchange = Exchange::start(
+                engine.interactions.clone(),
+                learning,
+                engine.learned.clone(),
+                Duration::from_millis(config.exchange_ms),
+                config.outcome_buffer,
+            );
+            // The fleet's counts from the start (the store answered above).
+            if let Err(e) = exchange.round() {
+                tracing::warn!(error = %e, "the first exchange with the state store failed");
+            }
+            engine.exchange = Some(exchange);
+            Ok(engine)
         }
         #[cfg(not(feature = "redis"))]
         {
@@ -494,7 +528,11 @@ impl Engine {
             v: 1,
             kind: "nextbest-state".into(),
             saved: Timestamp::now().to_string(),
-            learning: self.learned.save(),
+            learning: match self.shared_learning {
+                true => Vec::new(),
+                false => self.learned.save(),
+            },
+            external_learning: self.shared_learning,
             // A shared volume store persists itself: no counts here.
             volumes: match self.volume_store {
                 Some(_) => Vec::new(),
@@ -546,6 +584,14 @@ impl Engine {
             return Err(Error::State(format!(
                 "{}: the file holds volume counters, but this engine counts volumes in its shared \
                  store (which keeps them itself): load it into an engine without one",
+                path.display()
+            )));
+        }
+        if self.shared_learning && !header.learning.is_empty() {
+            return Err(Error::State(format!(
+                "{}: the file holds learning counts, but this engine's learning counts are its \
+                 shared store's (which keeps them itself): load it into an engine without one, \
+                 or with `share_learning: false`",
                 path.display()
             )));
         }
@@ -782,13 +828,15 @@ impl Engine {
                 control: self.arms[2].sum(),
             },
             decision_errors: self.errors.sum(),
-            outcomes: self.outcomes.sum(),
-            duplicate_outcomes: self.duplicate_outcomes.sum(),
+            outcomes: self.outcomes.sum() + self.exchange.as_ref().map_or(0, Exchange::delivered),
+            duplicate_outcomes: self.duplicate_outcomes.sum()
+                + self.exchange.as_ref().map_or(0, Exchange::duplicates),
             script_errors: self.script_errors.sum(),
             store_errors: self.store_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
             history: self.interactions.size(),
             governance,
+            fleet: self.exchange.as_ref().map(Exchange::stats),
         }
     }
 
@@ -840,67 +888,94 @@ impl Engine {
         // the same (decision, action, outcome) changes nothing and is
         // counted as a duplicate (not logged: readers join outcomes by
         // decision id and would count it again).
-        let once = match outcome.decision_id {
-            Some(id) => {
-                let key = crate::base::key(&format!(
-                    "{id}/{}/{}",
-                    outcome.action,
-                    outcome.kind.as_str()
-                ));
-                match self
-                    .interactions
-                    .first_outcome(&outcome.customer_id, key, at.0)
-                {
-                    Ok(true) => Some(key),
-                    Ok(false) => {
-                        self.duplicate_outcomes.add(1);
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        self.store_errors.add(1);
-                        return Err(e);
-                    }
-                }
-            }
-            None => None,
+        let once = outcome.decision_id.map(|id| {
+            crate::base::key(&format!(
+                "{id}/{}/{}",
+                outcome.action,
+                outcome.kind.as_str()
+            ))
+        });
+        let event = crate::state::history::Event {
+            at: at.0,
+            action: crate::base::key(&outcome.action),
+            group,
+            channel: crate::base::channel_key(&outcome.channel),
+            kind: outcome.kind,
         };
-        // What it remembered is forgotten if the outcome is not recorded
-        // after all, so that a retry counts.
-        let forget = || {
-            if let Some(key) = once {
-                let _ = self.interactions.forget_outcome(&outcome.customer_id, key);
+        let delivery = self.exchange.as_ref().map_or(0, Exchange::delivery);
+        // Recorded in the history (once) first, then logged, then counted:
+        // an outcome the log refuses (`on_error = "fail"`) is taken out of
+        // the history again, so that a retry counts it once.
+        match self
+            .interactions
+            .record_outcome(&outcome.customer_id, once, event, delivery)
+        {
+            Ok(Recorded::New) => {}
+            Ok(Recorded::Duplicate) => {
+                self.duplicate_outcomes.add(1);
+                return Ok(());
             }
-        };
-        // Logged before it changes any state: an outcome whose record the
-        // log refuses (`on_error = "fail"`) changes none, so that a retry
-        // counts it once.
-        if let Some(log) = &self.log {
-            if let Err(e) = log.log(crate::audit::outcome_item(outcome, now)) {
-                forget();
-                return Err(e);
+            Err(e) => {
+                self.store_errors.add(1);
+                return self.buffer_outcome(outcome, now, once, event, delivery, counts, e);
             }
         }
-        // History next: an outcome the store refuses is not counted
-        // either, so a retry does not count it twice (the log keeps what
-        // arrived).
-        let recorded = self.interactions.record(
-            &outcome.customer_id,
-            crate::state::history::Event {
-                at: at.0,
-                action: crate::base::key(&outcome.action),
-                group,
-                channel: crate::base::channel_key(&outcome.channel),
-                kind: outcome.kind,
-            },
-        );
-        if let Err(e) = recorded {
-            self.store_errors.add(1);
-            forget();
-            return Err(e);
+        if let Some(log) = &self.log {
+            if let Err(e) = log.log(crate::audit::outcome_item(outcome, now)) {
+                let undone = self
+                    .interactions
+                    .unrecord(&outcome.customer_id, &[event])
+                    .and_then(|()| match once {
+                        Some(key) => self.interactions.forget_outcome(&outcome.customer_id, key),
+                        None => Ok(()),
+                    });
+                if undone.is_err() {
+                    self.store_errors.add(1);
+                }
+                return Err(e);
+            }
         }
         counts.add(outcome.kind, 1);
         self.outcomes.add(1);
         Ok(())
+    }
+
+    /// An outcome the shared store could not take (`failed`): logged now
+    /// and kept for the exchange to deliver when the store answers again,
+    /// or, without an exchange or with its buffer full, `failed` returned.
+    #[allow(clippy::too_many_arguments)]
+    fn buffer_outcome(
+        &self,
+        outcome: &Outcome,
+        now: Timestamp,
+        once: Option<u64>,
+        event: crate::state::history::Event,
+        delivery: u64,
+        counts: Arc<crate::state::learning::Counts>,
+        failed: Error,
+    ) -> Result<(), Error> {
+        let Some(exchange) = &self.exchange else {
+            return Err(failed);
+        };
+        if !matches!(failed, Error::StoreUnavailable { .. }) || !exchange.has_room() {
+            return Err(failed);
+        }
+        // Logged when it arrives, so the log has it even if this process
+        // ends before the store returns.
+        if let Some(log) = &self.log {
+            log.log(crate::audit::outcome_item(outcome, now))?;
+        }
+        let kept = exchange.buffer(Buffered {
+            customer: outcome.customer_id.clone(),
+            once,
+            event,
+            delivery,
+            counts,
+        });
+        match kept {
+            true => Ok(()),
+            false => Err(failed),
+        }
     }
 
     /// [`Engine::record_outcome`] from the outcome JSON in the README.
@@ -912,11 +987,18 @@ impl Engine {
     /// synced to disk: an error if the sync failed, or if records were
     /// lost since the last flush (see docs/DECISION_LOG.md, "When
     /// something fails"). Without a log, there is nothing to do.
+    ///
+    /// With a shared store, it first delivers the outcomes buffered while
+    /// the store was down and exchanges the learning counts (as the
+    /// exchange thread does every `exchange_ms`): an error if the store
+    /// failed (what failed is kept and tried again).
     pub fn flush(&self) -> Result<(), Error> {
-        match &self.log {
+        let exchanged = self.exchange.as_ref().map_or(Ok(()), Exchange::round);
+        let flushed = match &self.log {
             Some(log) => log.flush(),
             None => Ok(()),
-        }
+        };
+        flushed.and(exchanged)
     }
 
     /// The live version's context schema, to build contexts with

@@ -47,6 +47,31 @@ pub struct StateConfig {
     /// What a decision does when the store fails (default `closed`).
     #[serde(default)]
     pub on_unavailable: OnUnavailable,
+    /// Whether the learning counts are the fleet's (default `true`): each
+    /// engine adds the outcomes it records to the store's counts and reads
+    /// the fleet's totals back every `exchange_ms`.
+    #[serde(default = "yes")]
+    pub share_learning: bool,
+    /// How often the engine delivers buffered outcomes and exchanges
+    /// learning counts with the store, in milliseconds (default 1000).
+    #[serde(default = "default_exchange")]
+    pub exchange_ms: u64,
+    /// How many outcomes wait for the store while it is down (default
+    /// 100000); one more is refused to its caller and counted.
+    #[serde(default = "default_outcome_buffer")]
+    pub outcome_buffer: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_exchange() -> u64 {
+    1000
+}
+
+fn default_outcome_buffer() -> usize {
+    100_000
 }
 
 fn default_prefix() -> String {
@@ -65,6 +90,9 @@ impl StateConfig {
             key_prefix: default_prefix(),
             timeout_ms: default_timeout(),
             on_unavailable: OnUnavailable::Closed,
+            share_learning: true,
+            exchange_ms: default_exchange(),
+            outcome_buffer: default_outcome_buffer(),
         }
     }
 
@@ -73,6 +101,11 @@ impl StateConfig {
         if self.timeout_ms == 0 {
             return Err(Error::InvalidConfig(
                 "state.timeout_ms is 0: give the deadline of a store call in milliseconds (default 20)".into(),
+            ));
+        }
+        if self.exchange_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "state.exchange_ms is 0: give how often to exchange with the store in milliseconds (default 1000)".into(),
             ));
         }
         if !self.url.starts_with("redis://") {

@@ -38,6 +38,16 @@ pub struct Event {
     pub kind: OutcomeKind,
 }
 
+/// What [`HistoryStore::record_outcome`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The outcome is recorded (now, or by an earlier try of the same
+    /// delivery).
+    New,
+    /// The same outcome was recorded before; nothing changed.
+    Duplicate,
+}
+
 /// Where interaction history lives. The engine calls [`HistoryStore::recent`]
 /// at most once per decision and [`HistoryStore::record`] once per outcome;
 /// implementations must be safe to call from many threads at once.
@@ -107,6 +117,39 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     fn forget_outcome(&self, customer: &str, key: u64) -> Result<(), Error> {
         let _ = (customer, key);
         Ok(())
+    }
+
+    /// Record an outcome's `event` for `customer`, once: when `once` (the
+    /// outcome's key, as [`HistoryStore::first_outcome`] takes it) was
+    /// recorded before, record nothing and return
+    /// [`Recorded::Duplicate`]. `delivery` names this delivery of the
+    /// outcome: calling again with the same `delivery` after a failure
+    /// (a lost reply) records it at most once and answers
+    /// [`Recorded::New`] again, so buffered outcomes can be retried.
+    ///
+    /// The default calls [`HistoryStore::first_outcome`] and then
+    /// [`HistoryStore::record`] (forgetting the key if that fails); the
+    /// Redis store does both in one script.
+    fn record_outcome(
+        &self,
+        customer: &str,
+        once: Option<u64>,
+        event: Event,
+        delivery: u64,
+    ) -> Result<Recorded, Error> {
+        let _ = delivery;
+        if let Some(key) = once {
+            if !self.first_outcome(customer, key, event.at)? {
+                return Ok(Recorded::Duplicate);
+            }
+        }
+        if let Err(e) = self.record(customer, event) {
+            if let Some(key) = once {
+                let _ = self.forget_outcome(customer, key);
+            }
+            return Err(e);
+        }
+        Ok(Recorded::New)
     }
 
     /// Forget `events` recorded for the customer by a decision that was

@@ -6,6 +6,7 @@
 
 pub(crate) mod contact;
 pub(crate) mod counters;
+pub mod exchange;
 pub mod fleet;
 pub mod history;
 pub(crate) mod learning;

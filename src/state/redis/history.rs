@@ -28,7 +28,7 @@ use redis::Script;
 use super::{Pool, RedisVolumes};
 use crate::base::{Error, OutcomeKind};
 use crate::state::fleet::StateConfig;
-use crate::state::history::{ContactLimitCheck, Event, HistoryConfig, HistoryStore};
+use crate::state::history::{ContactLimitCheck, Event, HistoryConfig, HistoryStore, Recorded};
 
 /// Bytes of a member that describe the event (the rest is the nonce).
 const EVENT_BYTES: usize = 29;
@@ -60,6 +60,28 @@ redis.call('EXPIRE', key, ARGV[5])
 return 1
 ";
 
+/// Record an outcome once. KEYS: the customer's history, and (when the
+/// outcome has a key) its marker. ARGV: the delivery's token, the
+/// retention (seconds), the event's score and member, the event cap.
+/// Returns 1 (recorded, now or by an earlier try of this delivery) or 0
+/// (a duplicate: another delivery recorded it).
+const OUTCOME: &str = r"
+if KEYS[2] then
+  local old = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'GET', 'EX', ARGV[2])
+  if old and old ~= ARGV[1] then return 0 end
+end
+local key = KEYS[1]
+redis.call('ZADD', key, ARGV[3], ARGV[4])
+local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+if newest[2] then
+  local cutoff = tonumber(newest[2]) - tonumber(ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', cutoff))
+end
+redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(ARGV[5]) + 1))
+redis.call('EXPIRE', key, ARGV[2])
+return 1
+";
+
 /// Remove one member per (score, 29-byte event) pair of `ARGV`.
 const REMOVE: &str = r"
 local removed = 0
@@ -83,6 +105,7 @@ pub struct RedisHistory {
     bounds: HistoryConfig,
     append: Script,
     remove: Script,
+    outcome: Script,
     nonce: AtomicU64,
 }
 
@@ -109,7 +132,9 @@ impl RedisHistory {
         bounds: HistoryConfig,
     ) -> Result<RedisHistory, Error> {
         let store = RedisHistory::lazy(config, bounds)?;
-        store.pool.load(&[&store.append, &store.remove])?;
+        store
+            .pool
+            .load(&[&store.append, &store.remove, &store.outcome])?;
         Ok(store)
     }
 
@@ -127,6 +152,7 @@ impl RedisHistory {
             bounds,
             append: Script::new(APPEND),
             remove: Script::new(REMOVE),
+            outcome: Script::new(OUTCOME),
             nonce: AtomicU64::new(seed),
         };
         Ok(store)
@@ -144,6 +170,15 @@ impl RedisHistory {
         let volumes = RedisVolumes::on(self.pool.clone());
         volumes.load_scripts()?;
         Ok(volumes)
+    }
+
+    /// The learning counts of the same server and key prefix, on the same
+    /// connections. Loads their script now; an unreachable store is an
+    /// error here.
+    pub fn learning(&self) -> Result<super::RedisLearning, Error> {
+        let learning = super::RedisLearning::on(self.pool.clone());
+        learning.load_scripts()?;
+        Ok(learning)
     }
 
     fn member(&self, e: &Event) -> Vec<u8> {
@@ -205,6 +240,37 @@ impl HistoryStore for RedisHistory {
                 .query(con)
         })?;
         Ok(set.is_some())
+    }
+
+    /// One script: `SET NX GET` of the outcome's marker (its value the
+    /// delivery's token, so a retry of the same delivery is not taken for
+    /// a duplicate), then `ZADD` of the event with the delivery as its
+    /// nonce (so a retry adds the same member again, which changes
+    /// nothing), the trim and the expiry, as [`HistoryStore::record`].
+    fn record_outcome(
+        &self,
+        customer: &str,
+        once: Option<u64>,
+        event: Event,
+        delivery: u64,
+    ) -> Result<Recorded, Error> {
+        let mut inv = self.outcome.key(self.key_of(customer));
+        if let Some(key) = once {
+            inv.key(format!("{}o:{{{customer}}}:{key:016x}", self.pool.prefix()));
+        }
+        let mut member = event_bytes(&event);
+        member.extend_from_slice(&delivery.to_le_bytes());
+        inv.arg(delivery)
+            .arg(self.bounds.retention_secs.max(1))
+            .arg(event.at)
+            .arg(member)
+            .arg(self.bounds.max_events);
+        let done: i64 = self.pool.with("record_outcome", |con| inv.invoke(con))?;
+        Ok(if done == 1 {
+            Recorded::New
+        } else {
+            Recorded::Duplicate
+        })
     }
 
     fn forget_outcome(&self, customer: &str, key: u64) -> Result<(), Error> {

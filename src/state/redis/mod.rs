@@ -15,7 +15,8 @@
 //!   touching the keys of one Cluster slot.
 //! - Only Redis 7.0 commands, which Valkey has too.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::{Client, Connection, IntoConnectionInfo};
@@ -24,9 +25,11 @@ use super::fleet::StateConfig;
 use crate::base::Error;
 
 mod history;
+mod learning;
 mod volumes;
 
 pub use history::RedisHistory;
+pub use learning::RedisLearning;
 pub use volumes::RedisVolumes;
 
 /// Connections to one server, and what every call to it needs: the key
@@ -39,7 +42,22 @@ pub(crate) struct Pool {
     prefix: String,
     timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// Calls in a row that failed to reach the server.
+    failures: AtomicU32,
+    /// While the server is failing: no call before this (milliseconds
+    /// since `born`).
+    retry_at: AtomicU64,
+    born: Instant,
 }
+
+/// The first pause after [`BACKOFF_AFTER`] failures in a row; it doubles
+/// with each further failure, up to [`BACKOFF_MAX`].
+pub(crate) const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// The longest pause between tries while the server is failing.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Failures in a row before calls pause (one failure only drops its
+/// connection: a late reply under load is not an outage).
+pub(crate) const BACKOFF_AFTER: u32 = 2;
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,7 +89,72 @@ impl Pool {
             prefix: config.key_prefix.clone(),
             timeout: Duration::from_millis(config.timeout_ms),
             idle: Mutex::new(Vec::new()),
+            failures: AtomicU32::new(0),
+            retry_at: AtomicU64::new(0),
+            born: Instant::now(),
         })
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The error of a call not made because the server is failing and
+    /// the pause before the next try has not passed.
+    fn backing_off(&self, operation: &'static str) -> Option<Error> {
+        let failures = self.failures.load(Ordering::Relaxed);
+        if failures < BACKOFF_AFTER {
+            return None;
+        }
+        let wait = self
+            .retry_at
+            .load(Ordering::Relaxed)
+            .checked_sub(self.elapsed_ms())
+            .filter(|&w| w > 0)?;
+        Some(Error::StoreUnavailable {
+            store: self.name.clone(),
+            operation,
+            message: format!(
+                "not tried: the last {failures} calls failed; the next try is in {wait} ms"
+            ),
+        })
+    }
+
+    /// Count a call that could not reach the server and, from
+    /// [`BACKOFF_AFTER`] in a row, pause calls: 10 ms, doubling, up to
+    /// 1 s. The first call after the pause tries the server again.
+    fn failed(&self, operation: &'static str, e: &redis::RedisError) {
+        if !(e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal())
+        {
+            return;
+        }
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if n >= BACKOFF_AFTER {
+            let pause = BACKOFF_FIRST
+                .saturating_mul(1 << (n - BACKOFF_AFTER).min(10))
+                .min(BACKOFF_MAX);
+            let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+            self.retry_at
+                .store(self.elapsed_ms().saturating_add(ms), Ordering::Relaxed);
+            if n == BACKOFF_AFTER {
+                tracing::warn!(store = %self.name, operation, error = %e, "state store unreachable: pausing calls, then retrying with backoff");
+            }
+        }
+    }
+
+    fn reached(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            let n = self.failures.swap(0, Ordering::Relaxed);
+            if n >= BACKOFF_AFTER {
+                tracing::info!(store = %self.name, failures = n, "state store reachable again");
+            }
+        }
     }
 
     /// The prefix of every key.
@@ -92,14 +175,10 @@ impl Pool {
         }
     }
 
-    fn open(&self, operation: &'static str) -> Result<Connection, Error> {
-        let err = |e| self.unavailable(operation, e);
-        let con = self
-            .client
-            .get_connection_with_timeout(self.timeout)
-            .map_err(err)?;
-        con.set_read_timeout(Some(self.timeout)).map_err(err)?;
-        con.set_write_timeout(Some(self.timeout)).map_err(err)?;
+    fn open_raw(&self) -> redis::RedisResult<Connection> {
+        let con = self.client.get_connection_with_timeout(self.timeout)?;
+        con.set_read_timeout(Some(self.timeout))?;
+        con.set_write_timeout(Some(self.timeout))?;
         Ok(con)
     }
 
@@ -110,17 +189,31 @@ impl Pool {
         operation: &'static str,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, Error> {
+        if let Some(e) = self.backing_off(operation) {
+            return Err(e);
+        }
+        let started = Instant::now();
         let pooled = self.idle.lock().pop();
-        let mut con = match pooled {
-            Some(c) => c,
-            None => self.open(operation)?,
-        };
-        match f(&mut con) {
-            Ok(v) => {
+        let result = match pooled {
+            Some(c) => Ok(c),
+            None => self.open_raw(),
+        }
+        .and_then(|mut con| f(&mut con).map(|v| (v, con)));
+        metrics::histogram!("nextbest_store_seconds", "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok((v, con)) => {
+                self.reached();
                 self.idle.lock().push(con);
                 Ok(v)
             }
-            Err(e) => Err(self.unavailable(operation, e)),
+            Err(e) => {
+                self.failed(operation, &e);
+                metrics::counter!("nextbest_store_errors_total", "operation" => operation)
+                    .increment(1);
+                tracing::debug!(store = %self.name, operation, error = %e, "state store call failed");
+                Err(self.unavailable(operation, e))
+            }
         }
     }
 
