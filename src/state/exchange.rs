@@ -257,34 +257,42 @@ impl Shared {
         }
     }
 
-    /// Send this engine's new learning counts (or the batch that failed
-    /// last time) and take the fleet's totals.
+    /// Send this engine's new learning counts (after the batch that failed
+    /// last time, if any, sent again the same) and take the fleet's totals.
     fn exchange(&self) -> Result<(), Error> {
         let Some(store) = &self.learning else {
             return Ok(());
         };
         let mut inflight = self.inflight.lock();
-        let (batch, deltas) = match inflight.take() {
-            Some(b) => b,
-            None => (
-                self.ids.fetch_add(1, Ordering::Relaxed),
-                self.learned.take_pending(),
-            ),
-        };
-        match store.exchange(batch, &deltas) {
-            Ok(totals) => {
-                self.learned.set_totals(&totals);
-                self.exchanges.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                // The batch's amounts are still in the engine's counts
-                // (they were added when recorded); only the store lacks
-                // them. The same batch goes again next round.
-                *inflight = Some((batch, deltas));
-                self.learning_errors.fetch_add(1, Ordering::Relaxed);
-                self.failed(&e);
-                Err(e)
+        loop {
+            let retry = inflight.is_some();
+            let (batch, deltas) = match inflight.take() {
+                Some(b) => b,
+                None => (
+                    self.ids.fetch_add(1, Ordering::Relaxed),
+                    self.learned.take_pending(),
+                ),
+            };
+            match store.exchange(batch, &deltas) {
+                Ok(totals) => {
+                    self.learned.set_totals(&totals);
+                    self.exchanges.fetch_add(1, Ordering::Relaxed);
+                    if !retry {
+                        return Ok(());
+                    }
+                    // The old batch is in: now what was recorded since.
+                }
+                Err(e) => {
+                    // The batch's amounts are in the engine's counts (added
+                    // when recorded); only the store lacks them. The same
+                    // batch goes again next round.
+                    if !deltas.is_empty() {
+                        *inflight = Some((batch, deltas));
+                    }
+                    self.learning_errors.fetch_add(1, Ordering::Relaxed);
+                    self.failed(&e);
+                    return Err(e);
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ pub(crate) mod counters;
 pub mod exchange;
 pub mod fleet;
 pub mod history;
-pub(crate) mod learning;
+pub mod learning;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod volumes;
