@@ -45,6 +45,7 @@ use crate::state::learning::LearningStore;
 use crate::state::volumes::{MemoryVolumes, VolumeStore};
 
 mod governed;
+mod metrics;
 pub use governed::GovernanceStats;
 
 /// One lane: the live version as a hold, on a cache line of its own.
@@ -718,6 +719,7 @@ impl Engine {
         }
         h.loads_succeeded += 1;
         h.sweep();
+        tracing::info!(version = number, hash = %self.current.load().rules.hash, "rule version published");
         number
     }
 
@@ -738,6 +740,7 @@ impl Engine {
             Ok(None) => Ok(self.current.load().number),
             Ok(Some(rules)) => Ok(self.publish(rules)),
             Err(e) => {
+                tracing::warn!(dir = %dir.as_ref().display(), error = %e, "rule load refused: the live version keeps serving");
                 let mut h = self.history.lock();
                 h.loads_failed += 1;
                 h.last_load_error = Some(e.to_string());
@@ -763,6 +766,7 @@ impl Engine {
         };
         self.current.store(prev.clone());
         self.set_lanes(&prev);
+        tracing::info!(from = gone.number, to = prev.number, "rolled back");
         h.graveyard.push(gone);
         h.sweep();
         Ok(prev.number)

@@ -209,7 +209,7 @@ impl Pool {
             }
             Err(e) => {
                 self.failed(operation, &e);
-                metrics::counter!("nextbest_store_errors_total", "operation" => operation)
+                metrics::counter!("nextbest_store_call_errors_total", "operation" => operation)
                     .increment(1);
                 tracing::debug!(store = %self.name, operation, error = %e, "state store call failed");
                 Err(self.unavailable(operation, e))
