@@ -16,7 +16,7 @@ use std::sync::Arc;
 use nextbest::state::fleet::{OnUnavailable, StateConfig};
 use nextbest::state::history::{HistoryConfig, HistoryStore};
 use nextbest::state::redis::RedisHistory;
-use nextbest::{Context, DecisionRequest, Engine, Error, Outcome, OutcomeKind, Timestamp};
+use nextbest::{Context, DecisionRequest, Engine, Error, Outcome, OutcomeKind, Stage, Timestamp};
 
 #[path = "support/redis.rs"]
 mod support;
@@ -225,8 +225,16 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// The actions a decision removed for want of state, with their stage.
+fn unavailable(d: &nextbest::Decision) -> Vec<(String, Stage)> {
+    d.filtered()
+        .filter(|f| f.reason().as_deref() == Some("state unavailable"))
+        .map(|f| (f.action().to_string(), f.stage()))
+        .collect()
+}
+
 #[test]
-fn a_store_that_is_down_fails_decisions_closed_and_counts_them() {
+fn a_store_that_is_down_removes_what_needs_it_closed_and_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     write_rules(dir.path());
     let config = StateConfig::new(format!("redis://127.0.0.1:{}/0", closed_port()));
@@ -240,11 +248,29 @@ fn a_store_that_is_down_fails_decisions_closed_and_counts_them() {
     let engine = Engine::from_dir(dir.path())
         .unwrap()
         .with_history_store(store.clone());
-    for i in 0..3 {
-        match engine.decide(&request(&engine, "x", "email")) {
-            Err(Error::StoreUnavailable { operation, .. }) => assert_eq!(operation, "recent"),
-            other => panic!("decision {i}: expected the store's error, got {other:?}"),
-        }
+    // Closed: on email (a contact limit) every action is removed at the
+    // channel-limit stage; on web, every action a contact policy covers
+    // (here all) at the contact-policy stage. The decisions stand.
+    let all = |stage| {
+        ["CARD_A", "CARD_B", "CARD_C"]
+            .map(|a| (a.to_string(), stage))
+            .to_vec()
+    };
+    for (i, (channel, stage)) in [
+        ("email", Stage::ChannelLimit),
+        ("web", Stage::ContactPolicy),
+        ("email", Stage::ChannelLimit),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = request(&engine, "x", channel);
+        r.explain = true;
+        let d = engine
+            .decide(&r)
+            .unwrap_or_else(|e| panic!("decision {i}: {e}"));
+        assert!(d.action_ids().is_empty(), "decision {i}");
+        assert_eq!(unavailable(&d), all(stage), "decision {i}");
     }
     let o = outcome("x", OutcomeKind::Accepted);
     assert!(matches!(
@@ -255,7 +281,7 @@ fn a_store_that_is_down_fails_decisions_closed_and_counts_them() {
         })
     ));
     let s = engine.stats();
-    assert_eq!((s.store_errors, s.decision_errors, s.outcomes), (4, 3, 0));
+    assert_eq!((s.store_errors, s.decision_errors, s.outcomes), (4, 0, 0));
 
     // Open: the decision goes on without the history, counted.
     let open = Engine::from_dir(dir.path())
@@ -291,4 +317,61 @@ fn an_outcome_delivered_to_two_engines_counts_once() {
     b.record_outcome(&o).unwrap();
     assert_eq!(b.stats().outcomes, 1);
     assert_eq!(a.stats().store_errors + b.stats().store_errors, 0);
+}
+
+/// With the history unreadable and `closed`, only the actions a contact
+/// policy covers are removed: an action of another group is still offered.
+#[test]
+fn a_store_that_is_down_removes_only_the_actions_a_policy_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("actions")).unwrap();
+    std::fs::write(
+        dir.path().join("ruleset.toml"),
+        r#"
+name = "scoped"
+default_limit = 1
+[schema]
+age = "int"
+[channels]
+web = { direction = "inbound", limit = 1 }
+[issues.growth]
+[groups.cards]
+issue = "growth"
+[groups.info]
+issue = "growth"
+
+[[contact_policies]]
+name = "cards_rejected"
+outcomes = ["rejected"]
+count = 1
+within = "30d"
+group = "cards"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("actions/a.toml"),
+        "[[actions]]\nid = \"CARD_A\"\ngroup = \"cards\"\nchannels = [\"web\"]\nvalue = 30\nstarting_propensity = 0.1\ntreatment = \"A\"\n\n\
+         [[actions]]\nid = \"INFO\"\ngroup = \"info\"\nchannels = [\"web\"]\nvalue = 5\nstarting_propensity = 0.1\ntreatment = \"I\"\n",
+    )
+    .unwrap();
+    let config = StateConfig::new(format!("redis://127.0.0.1:{}/0", closed_port()));
+    let store = Arc::new(RedisHistory::lazy(&config, HistoryConfig::default()).unwrap());
+    let engine = Engine::from_dir(dir.path())
+        .unwrap()
+        .with_history_store(store);
+    let mut r = request(&engine, "x", "web");
+    r.explain = true;
+    let d = engine.decide(&r).unwrap();
+    assert_eq!(d.action_ids(), ["INFO"]);
+    assert_eq!(
+        unavailable(&d),
+        [("CARD_A".to_string(), Stage::ContactPolicy)]
+    );
+    let json: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+    assert_eq!(
+        json["filtered"][0],
+        serde_json::json!({"action": "CARD_A", "stage": "contact_policy", "level": "action", "reason": "state unavailable"})
+    );
+    assert_eq!(engine.stats().store_errors, 1);
 }

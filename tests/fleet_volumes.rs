@@ -619,3 +619,45 @@ fn saved_state_leaves_shared_volume_counts_in_the_store() {
         .unwrap();
     assert_eq!(used, [Some(1)]);
 }
+
+/// The reads a decision makes before scoring (the customer's history for
+/// the contact policies, and every cap its channel can meet) are one round
+/// trip to the store; a committing decision then takes one unit per cap
+/// of the action it returns, and records its impression.
+#[test]
+fn a_decision_reads_history_and_caps_in_one_round_trip() {
+    let Some(url) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    write_rules_with(&rules, 1_000_000, 2);
+    let mut text = std::fs::read_to_string(rules.join("ruleset.toml")).unwrap();
+    text.push_str(
+        "\n[[contact_policies]]\nname = \"rejected_lately\"\noutcomes = [\"rejected\"]\ncount = 1\nwithin = \"30d\"\n",
+    );
+    std::fs::write(rules.join("ruleset.toml"), text).unwrap();
+    let config = serde_json::json!({
+        "rules_dir": rules,
+        "record_impressions": true,
+        "state": {"url": url, "key_prefix": unique_prefix("trips"), "timeout_ms": 2_000, "exchange_ms": 600_000},
+    });
+    let e = Engine::from_config_json(&config.to_string()).unwrap();
+    let calls = || e.stats().fleet.unwrap().store_calls;
+    let before = calls();
+    for i in 0..20 {
+        let mut r = request(&e, &format!("c{i}"), T0);
+        r.mode = nextbest::Mode::Preview;
+        assert_eq!(e.decide(&r).unwrap().action_ids(), ["GOLD"]);
+    }
+    assert_eq!(calls() - before, 20, "one round trip per decision's reads");
+    let before = calls();
+    assert_eq!(
+        e.decide(&request(&e, "live", T0)).unwrap().action_ids(),
+        ["GOLD"]
+    );
+    assert_eq!(
+        calls() - before,
+        1 + 3 + 1,
+        "the reads, a take per cap of GOLD, the impression"
+    );
+    assert_eq!(e.stats().store_errors, 0);
+}

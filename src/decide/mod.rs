@@ -189,9 +189,17 @@ pub(crate) fn decide(
     let mut volumes_unmetered = false;
     if request.mode.commits() {
         let (taken, probability) = (&mut blocked, &mut selection_probability);
+        let history_down = buffers.history_down;
         let down = &mut buffers.volumes_down;
-        volumes_unmetered =
-            state_checks::commit(subject, &mut out, taken, record.removed, probability, down)?;
+        volumes_unmetered = state_checks::commit(
+            subject,
+            &mut out,
+            taken,
+            record.removed,
+            probability,
+            down,
+            history_down,
+        )?;
     }
     if let Some(c) = derived {
         scratch::keep_context(context, c);

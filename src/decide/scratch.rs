@@ -96,6 +96,9 @@ pub(crate) struct StateBuffers {
     /// Whether the shared volume store failed in this decision (it is
     /// then not called again by it).
     pub volumes_down: bool,
+    /// Whether the history store failed in this decision (it is then not
+    /// called again by it: the decision's impressions are not recorded).
+    pub history_down: bool,
 }
 
 /// Lists that end up in a decision, kept from recycled decisions.

@@ -29,7 +29,7 @@ use crate::ruleset::{Channel, RuleSet};
 use crate::state::contact;
 use crate::state::fleet::OnUnavailable;
 use crate::state::history::{ContactLimitCheck, Event, HistoryStore, Memo, Recent};
-use crate::state::volumes::VolumeStore;
+use crate::state::volumes::{StateReads, VolumeStore};
 
 /// The engine state a decision reads and changes.
 #[derive(Clone, Copy)]
@@ -37,6 +37,9 @@ pub(crate) struct State<'a> {
     pub history: &'a dyn HistoryStore,
     /// The shared volume store; `None`: the version's in-memory counters.
     pub volumes: Option<&'a dyn VolumeStore>,
+    /// Both reads in one round trip, when the history and the volume
+    /// counters are one shared store's.
+    pub reads: Option<&'a dyn StateReads>,
     /// Record an impression of each action a committing decision returns.
     pub record_impressions: bool,
     /// Keep what the decision derived from the customer's history with it
@@ -91,7 +94,9 @@ pub(crate) fn blocked(
     } = subject;
     let ch = &rs.channels[channel as usize];
     buffers.volumes_down = false;
-    if rs.contact_policies.is_empty() && ch.contact_limit.is_none() && rs.volumes.is_empty() {
+    buffers.history_down = false;
+    let needs_history = !(rs.contact_policies.is_empty() && ch.contact_limit.is_none());
+    if !needs_history && rs.volumes.is_empty() {
         return Ok(());
     }
     if let Some(r) = replay {
@@ -111,7 +116,51 @@ pub(crate) fn blocked(
         out.sort_by_key(|b| b.action);
         return Ok(());
     }
-    let (limited, memo) = history(rs, channel, ch, state, customer, now, buffers)?;
+    // The history and the caps in one round trip, when one shared store
+    // keeps both.
+    let mut volumes_read: volumes::Prefetched = None;
+    let mut history_read = None;
+    if let (Some(reads), Some(_), true, false) = (
+        state.reads,
+        state.volumes,
+        needs_history,
+        rs.volumes.is_empty(),
+    ) {
+        let (_, periods) = volumes::periods(rs, ch, now);
+        if !periods.is_empty() {
+            let since = now.saturating_sub(rs.history_horizon);
+            buffers.events.clear();
+            let mut used = Vec::with_capacity(periods.len());
+            match reads.recent_and_used(customer, since, &mut buffers.events, &periods, &mut used) {
+                Ok(()) => {
+                    volumes_read = Some(Ok(used));
+                    history_read = Some(Ok(()));
+                }
+                Err(e) => {
+                    volumes_read = Some(Err(()));
+                    history_read = Some(Err(e));
+                }
+            }
+        }
+    }
+    let (limited, memo) = match history(subject, buffers, history_read)? {
+        Some(h) => h,
+        None => {
+            // The history could not be read (`closed`): every action a
+            // contact policy or the channel's contact limit could remove
+            // is removed, for want of state; the others go on.
+            unavailable_history(rs, ch, &mut buffers.marked);
+            if ch.contact_limit.is_some() {
+                out.extend(ch.actions.iter().map(|&ai| Blocked {
+                    action: ai,
+                    stage: Stage::ChannelLimit,
+                    policy: channel | Blocked::UNAVAILABLE,
+                }));
+                return Ok(());
+            }
+            (false, None)
+        }
+    };
     // Each suppressed action (of any channel) and the first policy that
     // suppresses it, ascending.
     let marked: &[(u32, u32)] = memo
@@ -146,7 +195,7 @@ pub(crate) fn blocked(
         ..
     } = buffers;
     let marked: &[(u32, u32)] = memo.as_deref().map_or(from_history, |m| &m.suppressed);
-    let read = volumes::read(rs, ch, state, now, counts, down);
+    let read = volumes::read(rs, ch, state, now, counts, down, volumes_read);
     let mut next = 0;
     for &ai in ch.actions.iter() {
         while next < marked.len() && marked[next].0 < ai {
@@ -169,20 +218,47 @@ pub(crate) fn blocked(
     Ok(())
 }
 
-/// What the customer's history says on `channel` now: whether its contact
-/// limit is reached, and the memo of an earlier decision if it still holds
-/// (else the suppressed actions are in `buffers.marked`). A store that
-/// fails is an error, or with `on_unavailable = "open"` an empty history.
-#[allow(clippy::too_many_arguments)]
+/// When the history could not be read: each action of the channel in the
+/// scope of a contact policy (of the policy's group, or of any group) and
+/// the first such policy, flagged [`Blocked::UNAVAILABLE`], ascending.
+fn unavailable_history(rs: &RuleSet, ch: &Channel, marked: &mut Vec<(u32, u32)>) {
+    marked.clear();
+    for &ai in ch.actions.iter() {
+        let group = rs.groups[rs.actions[ai as usize].group as usize].key;
+        let policy = rs
+            .contact_policies
+            .iter()
+            .position(|p| p.group.is_none_or(|g| g == group));
+        if let Some(pi) = policy {
+            marked.push((ai, pi as u32 | Blocked::UNAVAILABLE));
+        }
+    }
+}
+
+/// What the history said: whether the channel's contact limit is reached,
+/// and an earlier decision's memo if it still holds.
+type Heard = (bool, Option<Arc<Memo>>);
+
+/// What the customer's history says on the subject's channel now:
+/// whether its contact limit is reached, and the memo of an earlier
+/// decision if it still holds (else the suppressed actions are in
+/// `buffers.marked`); `None` when the store failed and `on_unavailable`
+/// is `closed` (with `open`: an empty history). `read` is the outcome of
+/// a read already made into `buffers.events`, if any.
 fn history(
-    rs: &RuleSet,
-    channel: u32,
-    ch: &Channel,
-    state: &State<'_>,
-    customer: &str,
-    now: i64,
+    subject: Subject<'_, '_>,
     buffers: &mut StateBuffers,
-) -> Result<(bool, Option<Arc<Memo>>), Error> {
+    read: Option<Result<(), Error>>,
+) -> Result<Option<Heard>, Error> {
+    let Subject {
+        rs,
+        channel,
+        state,
+        customer,
+        now,
+        ..
+    } = subject;
+    let ch = &rs.channels[channel as usize];
     let StateBuffers {
         events,
         contact: scratch,
@@ -190,25 +266,38 @@ fn history(
         by_action,
         by_group,
         marked,
+        history_down,
         ..
     } = buffers;
-    events.clear();
     sup.clear();
     marked.clear();
     if rs.contact_policies.is_empty() && ch.contact_limit.is_none() {
-        return Ok((false, None));
+        events.clear();
+        return Ok(Some((false, None)));
     }
     let since = now.saturating_sub(rs.history_horizon);
     let history = state.history;
-    let recent = match history.recent_or_memo(customer, since, rs.memo_tag, now, events) {
-        Ok(r) => r,
-        Err(e) => {
-            state.failed(e)?;
+    let recent = match read {
+        Some(r) => r.map(|()| Recent::Events { stamp: None }),
+        None => {
             events.clear();
-            return Ok((false, None));
+            history.recent_or_memo(customer, since, rs.memo_tag, now, events)
         }
     };
-    Ok(match recent {
+    let recent = match recent {
+        Ok(r) => r,
+        Err(e) => {
+            // Not called again by this decision (its impressions are not
+            // recorded).
+            *history_down = true;
+            events.clear();
+            return match state.failed(e) {
+                Ok(()) => Ok(Some((false, None))),
+                Err(_) => Ok(None),
+            };
+        }
+    };
+    Ok(Some(match recent {
         // What an earlier decision derived still holds: no event has
         // been recorded since and none has entered or left a window.
         Recent::Memo(m) => (m.limited & (1 << channel) != 0, Some(m)),
@@ -240,7 +329,7 @@ fn history(
             }
             (limited, None)
         }
-    })
+    }))
 }
 
 /// What `events` cause at `now`, for decisions until it can next change
@@ -286,6 +375,7 @@ pub(crate) fn commit(
     record_removed: bool,
     selection_probability: &mut Option<f64>,
     down: &mut bool,
+    history_down: bool,
 ) -> Result<bool, Error> {
     let Subject {
         rs,
@@ -307,6 +397,7 @@ pub(crate) fn commit(
         blocked,
         record_removed,
         down,
+        history_down,
     )?;
     // A first action replaced by the commit was not chosen with the
     // probability computed: log none rather than a wrong one.
@@ -332,6 +423,7 @@ fn commit_chosen(
     blocked: &mut Vec<Blocked>,
     record_removed: bool,
     down: &mut bool,
+    history_down: bool,
 ) -> Result<bool, Error> {
     let ch = &rs.channels[channel as usize];
     let unmetered = if rs.volumes.is_empty() {
@@ -349,7 +441,7 @@ fn commit_chosen(
             record_removed,
         )?
     };
-    if !state.record_impressions || out.chosen.is_empty() {
+    if !state.record_impressions || out.chosen.is_empty() || history_down {
         return Ok(!unmetered.is_empty());
     }
     let events = impressions(rs, channel, now, &out.chosen);

@@ -78,21 +78,13 @@ pub(crate) enum Read {
     Open,
 }
 
-/// Read the caps `ch`'s actions can hit: nothing to do for in-memory
-/// counters; from a shared store, every constraint's count in the period
-/// of `now`, in one call, into `counts` (by constraint index; `None`: too
-/// old). A failed read is counted and sets `down`.
-pub(crate) fn read(
-    rs: &RuleSet,
+/// The caps `ch`'s actions can hit, for a shared store: each
+/// constraint's index and its period of `now`.
+pub(crate) fn periods<'r>(
+    rs: &'r RuleSet,
     ch: &Channel,
-    state: &State<'_>,
     now: i64,
-    counts: &mut Vec<Option<u32>>,
-    down: &mut bool,
-) -> Read {
-    let Some(store) = state.volumes else {
-        return Read::Memory;
-    };
+) -> (Vec<usize>, Vec<VolumePeriod<'r>>) {
     let mut wanted = vec![false; rs.volumes.len()];
     for &ai in ch.actions.iter() {
         for vi in constraints(rs, ch, ai) {
@@ -100,24 +92,63 @@ pub(crate) fn read(
         }
     }
     let indices: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i]).collect();
-    counts.clear();
-    counts.resize(rs.volumes.len(), Some(0));
-    if indices.is_empty() {
-        return Read::Shared;
-    }
-    let periods: Vec<VolumePeriod<'_>> = indices
+    let periods = indices
         .iter()
         .map(|&i| period(&rs.volumes[i], now))
         .collect();
-    let mut got = Vec::with_capacity(periods.len());
-    match store.used(&periods, &mut got) {
-        Ok(()) if got.len() == periods.len() => {
+    (indices, periods)
+}
+
+/// What a decision read of the caps gave (`Some` when it was read
+/// together with the history, see [`crate::state::volumes::StateReads`]).
+pub(crate) type Prefetched = Option<Result<Vec<Option<u32>>, ()>>;
+
+/// Read the caps `ch`'s actions can hit: nothing to do for in-memory
+/// counters; from a shared store, every constraint's count in the period
+/// of `now`, in one call (or as `prefetched`), into `counts` (by
+/// constraint index; `None`: too old). A failed read is counted and sets
+/// `down`.
+pub(crate) fn read(
+    rs: &RuleSet,
+    ch: &Channel,
+    state: &State<'_>,
+    now: i64,
+    counts: &mut Vec<Option<u32>>,
+    down: &mut bool,
+    prefetched: Prefetched,
+) -> Read {
+    let Some(store) = state.volumes else {
+        return Read::Memory;
+    };
+    counts.clear();
+    counts.resize(rs.volumes.len(), Some(0));
+    let (indices, periods) = periods(rs, ch, now);
+    if indices.is_empty() {
+        return Read::Shared;
+    }
+    let got = match prefetched {
+        Some(Ok(got)) => Ok(got),
+        // Counted where it failed.
+        Some(Err(())) => {
+            *down = true;
+            return match state.on_unavailable {
+                OnUnavailable::Closed => Read::Closed,
+                OnUnavailable::Open => Read::Open,
+            };
+        }
+        None => {
+            let mut got = Vec::with_capacity(periods.len());
+            store.used(&periods, &mut got).map(|()| got)
+        }
+    };
+    match got {
+        Ok(got) if got.len() == periods.len() => {
             for (&i, n) in indices.iter().zip(got) {
                 counts[i] = n;
             }
             Read::Shared
         }
-        Ok(()) => unavailable(
+        Ok(got) => unavailable(
             state,
             down,
             Error::State(format!(

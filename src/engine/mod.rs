@@ -42,7 +42,7 @@ use crate::state::history::{HistoryConfig, HistoryStore, MemoryHistory, Recorded
 use crate::state::learning::Learned;
 #[cfg(feature = "redis")]
 use crate::state::learning::LearningStore;
-use crate::state::volumes::{MemoryVolumes, VolumeStore};
+use crate::state::volumes::{MemoryVolumes, StateReads, VolumeStore};
 
 mod governed;
 mod metrics;
@@ -278,6 +278,9 @@ pub struct Engine {
     counters: Arc<MemoryVolumes>,
     /// A shared volume store that replaces them, if any.
     volume_store: Option<Arc<dyn VolumeStore>>,
+    /// The history and volume reads in one round trip, when one shared
+    /// store keeps both.
+    reads: Option<Arc<dyn StateReads>>,
     record_impressions: bool,
     strict_requests: bool,
     /// The scratch memory of decisions made through [`Engine::decide`].
@@ -407,6 +410,7 @@ impl Engine {
             learned,
             counters,
             volume_store: None,
+            reads: None,
             record_impressions: config.record_impressions,
             strict_requests: config.strict_requests,
             scratch: decide::scratch::Pool::default(),
@@ -431,6 +435,7 @@ impl Engine {
     /// ```
     pub fn with_history_store(mut self, store: Arc<dyn HistoryStore>) -> Engine {
         self.interactions = store;
+        self.reads = None;
         self
     }
 
@@ -450,6 +455,7 @@ impl Engine {
     /// ```
     pub fn with_volume_store(mut self, store: Arc<dyn VolumeStore>) -> Engine {
         self.volume_store = Some(store);
+        self.reads = None;
         self
     }
 
@@ -475,15 +481,19 @@ impl Engine {
                 true => Some(Arc::new(history.learning()?)),
                 false => None,
             };
+            let history = Arc::new(history);
+            let calls = history.calls();
             let mut engine = self
-                .with_history_store(Arc::new(history))
+                .with_history_store(history.clone())
                 .with_volume_store(Arc::new(volumes))
                 .with_on_unavailable(config.on_unavailable);
+            engine.reads = Some(history);
             engine.shared_learning = learning.is_some();
             let exchange = Exchange::start(
                 engine.interactions.clone(),
                 learning,
                 engine.learned.clone(),
+                Some(calls),
                 Duration::from_millis(config.exchange_ms),
                 config.outcome_buffer,
             );
@@ -1045,6 +1055,7 @@ impl Engine {
         let state = decide::State {
             history: &*self.interactions,
             volumes: self.volume_store.as_deref(),
+            reads: self.reads.as_deref(),
             record_impressions: self.record_impressions,
             keep_memo: !self.record_impressions,
             on_unavailable: self.on_unavailable,

@@ -56,18 +56,25 @@ pub struct FleetStats {
     pub learning_errors: u64,
     /// Store calls of the exchange that failed.
     pub store_errors: u64,
+    /// Calls (round trips) to the shared store, from decisions, outcomes
+    /// and the exchange: a decision's reads are one.
+    pub store_calls: u64,
     /// The last failure, if any.
     pub last_error: Option<String>,
 }
+
+/// A learning batch: its id and its deltas (field, amount).
+type Batch = (u64, Vec<(String, u64)>);
 
 struct Shared {
     history: Arc<dyn HistoryStore>,
     learning: Option<Arc<dyn LearningStore>>,
     learned: Arc<Learned>,
+    calls: Option<Arc<AtomicU64>>,
     capacity: usize,
     buffer: Mutex<VecDeque<Buffered>>,
     /// The learning batch sent and not yet answered.
-    inflight: Mutex<Option<(u64, Vec<(String, u64)>)>>,
+    inflight: Mutex<Option<Batch>>,
     /// Rounds never overlap (the thread's and [`Exchange::round`]'s).
     round: Mutex<()>,
     ids: AtomicU64,
@@ -103,6 +110,7 @@ impl Exchange {
         history: Arc<dyn HistoryStore>,
         learning: Option<Arc<dyn LearningStore>>,
         learned: Arc<Learned>,
+        calls: Option<Arc<AtomicU64>>,
         interval: Duration,
         capacity: usize,
     ) -> Exchange {
@@ -119,6 +127,7 @@ impl Exchange {
             history,
             learning,
             learned,
+            calls,
             capacity,
             buffer: Mutex::new(VecDeque::new()),
             inflight: Mutex::new(None),
@@ -213,6 +222,7 @@ impl Exchange {
             learning_exchanges: s.exchanges.load(Ordering::Relaxed),
             learning_errors: s.learning_errors.load(Ordering::Relaxed),
             store_errors: s.store_errors.load(Ordering::Relaxed),
+            store_calls: s.calls.as_ref().map_or(0, |c| c.load(Ordering::Relaxed)),
             last_error: s.last_error.lock().clone(),
         }
     }

@@ -71,6 +71,23 @@ pub trait VolumeStore: Send + Sync + std::fmt::Debug {
     fn give_back(&self, period: VolumePeriod<'_>) -> Result<(), Error>;
 }
 
+/// A shared store that answers both reads a decision makes before
+/// scoring (the customer's history and the volume counts of the caps its
+/// channel can meet) in one round trip.
+pub trait StateReads: Send + Sync + std::fmt::Debug {
+    /// [`HistoryStore::recent`](crate::state::history::HistoryStore::recent)
+    /// into `events` and [`VolumeStore::used`] into `used`, together: both
+    /// answered, or an error and neither.
+    fn recent_and_used(
+        &self,
+        customer: &str,
+        since: i64,
+        events: &mut Vec<crate::state::history::Event>,
+        periods: &[VolumePeriod<'_>],
+        used: &mut Vec<Option<u32>>,
+    ) -> Result<(), Error>;
+}
+
 /// The engine's own volume counters: one counter per constraint name
 /// (by its [`key`]), kept for the life of the engine, saved and loaded
 /// with [`crate::Engine::save_state`].

@@ -29,6 +29,7 @@ use super::{Pool, RedisVolumes};
 use crate::base::{Error, OutcomeKind};
 use crate::state::fleet::StateConfig;
 use crate::state::history::{ContactLimitCheck, Event, HistoryConfig, HistoryStore, Recorded};
+use crate::state::volumes::{StateReads, VolumePeriod};
 
 /// Bytes of a member that describe the event (the rest is the nonce).
 const EVENT_BYTES: usize = 29;
@@ -158,6 +159,13 @@ impl RedisHistory {
         Ok(store)
     }
 
+    /// The count of calls (round trips) made to the server through this
+    /// store's connections, the volume counters' and learning's on them
+    /// included.
+    pub fn calls(&self) -> Arc<AtomicU64> {
+        self.pool.calls()
+    }
+
     /// The key of a customer's history.
     pub fn key_of(&self, customer: &str) -> String {
         format!("{}h:{{{customer}}}", self.pool.prefix())
@@ -179,6 +187,28 @@ impl RedisHistory {
         let learning = super::RedisLearning::on(self.pool.clone());
         learning.load_scripts()?;
         Ok(learning)
+    }
+
+    /// The events of the members read from `key`, into `out`.
+    fn parse_events(
+        &self,
+        key: &str,
+        members: &[Vec<u8>],
+        out: &mut Vec<Event>,
+    ) -> Result<(), Error> {
+        for m in members {
+            match parse_event(m) {
+                Some(e) => out.push(e),
+                None => {
+                    return Err(Error::State(format!(
+                        "{}: key `{key}` holds a member that is not a nextbest event ({} bytes)",
+                        self.pool.name(),
+                        m.len()
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn member(&self, e: &Event) -> Vec<u8> {
@@ -284,27 +314,10 @@ impl HistoryStore for RedisHistory {
 
     fn recent(&self, customer: &str, since: i64, out: &mut Vec<Event>) -> Result<(), Error> {
         let key = self.key_of(customer);
-        let members: Vec<Vec<u8>> = self.pool.with("recent", |con| {
-            redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(since)
-                .arg("+inf")
-                .arg("BYSCORE")
-                .query(con)
-        })?;
-        for m in &members {
-            match parse_event(m) {
-                Some(e) => out.push(e),
-                None => {
-                    return Err(Error::State(format!(
-                        "{}: key `{key}` holds a member that is not a nextbest event ({} bytes)",
-                        self.pool.name(),
-                        m.len()
-                    )))
-                }
-            }
-        }
-        Ok(())
+        let members: Vec<Vec<u8>> = self
+            .pool
+            .with("recent", |con| zrange(&key, since).query(con))?;
+        self.parse_events(&key, &members, out)
     }
 
     fn record_within_limit(
@@ -326,6 +339,38 @@ impl HistoryStore for RedisHistory {
         }
         let _: i64 = self.pool.with("unrecord", |con| inv.invoke(con))?;
         Ok(())
+    }
+}
+
+/// The read of a customer's events at or after `since`.
+fn zrange(key: &str, since: i64) -> redis::Cmd {
+    let mut c = redis::cmd("ZRANGE");
+    c.arg(key).arg(since).arg("+inf").arg("BYSCORE");
+    c
+}
+
+/// One round trip: the history's `ZRANGE` and the caps' `MGET`,
+/// pipelined on one connection. (In a Redis Cluster the two live in
+/// different slots, so this is for one server.) Against a server that
+/// hangs, the client reads both replies, each with the deadline: it
+/// returns within two deadlines.
+impl StateReads for RedisHistory {
+    fn recent_and_used(
+        &self,
+        customer: &str,
+        since: i64,
+        events: &mut Vec<Event>,
+        periods: &[VolumePeriod<'_>],
+        used: &mut Vec<Option<u32>>,
+    ) -> Result<(), Error> {
+        let key = self.key_of(customer);
+        let mut pipe = redis::pipe();
+        pipe.add_command(zrange(&key, since))
+            .add_command(super::volumes::mget(self.pool.prefix(), periods));
+        let (members, got): (Vec<Vec<u8>>, Vec<Option<i64>>) =
+            self.pool.with("recent_and_used", |con| pipe.query(con))?;
+        super::volumes::read_used(self.pool.name(), periods, &got, used)?;
+        self.parse_events(&key, &members, events)
     }
 }
 

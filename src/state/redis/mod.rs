@@ -16,6 +16,7 @@
 //! - Only Redis 7.0 commands, which Valkey has too.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -42,6 +43,8 @@ pub(crate) struct Pool {
     prefix: String,
     timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// Calls made (round trips: a pipeline is one).
+    calls: Arc<AtomicU64>,
     /// Calls in a row that failed to reach the server.
     failures: AtomicU32,
     /// While the server is failing: no call before this (milliseconds
@@ -89,6 +92,7 @@ impl Pool {
             prefix: config.key_prefix.clone(),
             timeout: Duration::from_millis(config.timeout_ms),
             idle: Mutex::new(Vec::new()),
+            calls: Arc::new(AtomicU64::new(0)),
             failures: AtomicU32::new(0),
             retry_at: AtomicU64::new(0),
             born: Instant::now(),
@@ -157,6 +161,11 @@ impl Pool {
         }
     }
 
+    /// The count of calls made through the pool (round trips).
+    pub(crate) fn calls(&self) -> Arc<AtomicU64> {
+        self.calls.clone()
+    }
+
     /// The prefix of every key.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
@@ -193,6 +202,7 @@ impl Pool {
             return Err(e);
         }
         let started = Instant::now();
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let pooled = self.idle.lock().pop();
         let result = match pooled {
             Some(c) => Ok(c),

@@ -119,18 +119,58 @@ impl RedisVolumes {
 
     /// The key of a constraint's count in one period.
     pub fn key_of(&self, period: &VolumePeriod<'_>) -> String {
-        format!(
-            "{}{{vol}}:{}:{}",
-            self.pool.prefix(),
-            period.constraint,
-            period.number
-        )
+        count_key(self.pool.prefix(), period)
     }
 
     /// The key of the newest period a constraint has counted.
     fn newest_key(&self, constraint: &str) -> String {
-        format!("{}{{vol}}:{constraint}:newest", self.pool.prefix())
+        newest_key(self.pool.prefix(), constraint)
     }
+}
+
+fn count_key(prefix: &str, period: &VolumePeriod<'_>) -> String {
+    format!("{prefix}{{vol}}:{}:{}", period.constraint, period.number)
+}
+
+fn newest_key(prefix: &str, constraint: &str) -> String {
+    format!("{prefix}{{vol}}:{constraint}:newest")
+}
+
+/// The one command that reads `periods`: an `MGET` of each period's count
+/// and its constraint's newest period.
+pub(super) fn mget(prefix: &str, periods: &[VolumePeriod<'_>]) -> redis::Cmd {
+    let mut mget = redis::cmd("MGET");
+    for p in periods {
+        mget.arg(count_key(prefix, p))
+            .arg(newest_key(prefix, p.constraint));
+    }
+    mget
+}
+
+/// The counts of `periods` from the replies of [`mget`], into `out`.
+pub(super) fn read_used(
+    store: &str,
+    periods: &[VolumePeriod<'_>],
+    got: &[Option<i64>],
+    out: &mut Vec<Option<u32>>,
+) -> Result<(), Error> {
+    out.clear();
+    if got.len() != 2 * periods.len() {
+        return Err(Error::State(format!(
+            "{store}: {} replies to {} volume reads",
+            got.len(),
+            2 * periods.len()
+        )));
+    }
+    for (p, pair) in periods.iter().zip(got.chunks_exact(2)) {
+        let newest = pair[1].unwrap_or(-1);
+        out.push(if newest >= i64::from(p.number) + i64::from(KEPT_PERIODS) {
+            None
+        } else {
+            Some(u32::try_from(pair[0].unwrap_or(0).max(0)).unwrap_or(u32::MAX))
+        });
+    }
+    Ok(())
 }
 
 /// Seconds a count of `period` is kept, from `now` (epoch seconds): until
@@ -154,28 +194,9 @@ impl VolumeStore for RedisVolumes {
         if periods.is_empty() {
             return Ok(());
         }
-        let mut mget = redis::cmd("MGET");
-        for p in periods {
-            mget.arg(self.key_of(p)).arg(self.newest_key(p.constraint));
-        }
+        let mget = mget(self.pool.prefix(), periods);
         let got: Vec<Option<i64>> = self.pool.with("volume_used", |con| mget.query(con))?;
-        if got.len() != 2 * periods.len() {
-            return Err(Error::State(format!(
-                "{}: {} replies to {} volume reads",
-                self.pool.name(),
-                got.len(),
-                2 * periods.len()
-            )));
-        }
-        for (p, pair) in periods.iter().zip(got.chunks_exact(2)) {
-            let newest = pair[1].unwrap_or(-1);
-            out.push(if newest >= i64::from(p.number) + i64::from(KEPT_PERIODS) {
-                None
-            } else {
-                Some(u32::try_from(pair[0].unwrap_or(0).max(0)).unwrap_or(u32::MAX))
-            });
-        }
-        Ok(())
+        read_used(self.pool.name(), periods, &got, out)
     }
 
     fn take(&self, period: VolumePeriod<'_>, max: u32) -> Result<Take, Error> {
