@@ -26,7 +26,7 @@ use crate::base::{Blocked, Error, Removed, Scored, Stage};
 use crate::ruleset::contact::VolumeConstraint;
 use crate::ruleset::{Channel, RuleSet};
 use crate::state::fleet::OnUnavailable;
-use crate::state::volumes::{Take, VolumePeriod, VolumeStore};
+use crate::state::volumes::{Take, TakeEach, VolumePeriod, VolumeStore};
 
 /// Where a decision counts volume units.
 #[derive(Clone, Copy)]
@@ -213,63 +213,11 @@ fn too_old(rs: &RuleSet, vi: u32, now: i64) -> Error {
     ))
 }
 
-/// What taking one unit gave.
-enum Took {
-    Taken,
-    /// Refused by the constraint (its index, flagged when the store was
-    /// unavailable).
-    Refused(u32),
-    /// Decided without the cap (`open`, the store unavailable).
-    Unmetered,
-    TooOld,
-}
-
-/// Take one unit of constraint `vi` in the period of `now`.
-fn take_one(
-    rs: &RuleSet,
-    counters: Counters<'_>,
-    state: &State<'_>,
-    down: &mut bool,
-    vi: u32,
-    now: i64,
-) -> Took {
+/// Take one unit of the in-memory counter of constraint `vi` in the
+/// period of `now`.
+fn take_one(rs: &RuleSet, bound: &Bound, vi: u32, now: i64) -> Take {
     let v = &rs.volumes[vi as usize];
-    let took = match counters {
-        Counters::Memory(bound) => {
-            bound.counters[vi as usize].try_take(v.period.window(now), v.max)
-        }
-        Counters::Shared(store) => {
-            let result = if *down {
-                // Failed once in this decision: not called again.
-                Err(None)
-            } else {
-                store.take(period(v, now), v.max).map_err(Some)
-            };
-            match result {
-                Ok(t) => t,
-                Err(e) => {
-                    let policy = match e {
-                        Some(e) => {
-                            *down = true;
-                            state
-                                .failed(e)
-                                .map_or(OnUnavailable::Closed, |()| OnUnavailable::Open)
-                        }
-                        None => state.on_unavailable,
-                    };
-                    return match policy {
-                        OnUnavailable::Closed => Took::Refused(vi | Blocked::UNAVAILABLE),
-                        OnUnavailable::Open => Took::Unmetered,
-                    };
-                }
-            }
-        }
-    };
-    match took {
-        Take::Taken => Took::Taken,
-        Take::Full => Took::Refused(vi),
-        Take::TooOld => Took::TooOld,
-    }
+    bound.counters[vi as usize].try_take(v.period.window(now), v.max)
 }
 
 /// Give back one unit of constraint `vi` in the period of `now`. A shared
@@ -317,27 +265,30 @@ pub(crate) fn take(
     record_removed: bool,
 ) -> Result<Vec<(u32, u32)>, Error> {
     let counters = counters(state, bound);
+    if let Counters::Shared(store) = counters {
+        let d = Decided { rs, ch, state, now };
+        return take_shared(d, store, down, out, blocked, record_removed);
+    }
+    // The engine's own counters: one unit at a time, each an atomic step.
     let mut i = 0;
     let mut taken: Vec<u32> = Vec::new();
-    let mut unmetered: Vec<(u32, u32)> = Vec::new();
     while i < out.chosen.len() {
         let ai = out.chosen[i].action;
         taken.clear();
         let mut refused = None;
         for vi in constraints(rs, ch, ai) {
-            match take_one(rs, counters, state, down, vi, now) {
-                Took::Taken => taken.push(vi),
-                Took::Unmetered => unmetered.push((ai, vi)),
-                Took::Refused(policy) => {
-                    refused = Some(policy);
+            match take_one(rs, bound, vi, now) {
+                Take::Taken => taken.push(vi),
+                Take::Full => {
+                    refused = Some(vi);
                     break;
                 }
-                Took::TooOld => {
+                Take::TooOld => {
                     for &t in &taken {
                         give_back_one(rs, counters, state, down, t, now);
                     }
                     let before = &out.chosen[..i];
-                    give_back_all(rs, ch, counters, state, down, now, before, &unmetered);
+                    give_back_all(rs, ch, counters, state, down, now, before, &[]);
                     return Err(too_old(rs, vi, now));
                 }
             }
@@ -349,7 +300,6 @@ pub(crate) fn take(
         for &t in &taken {
             give_back_one(rs, counters, state, down, t, now);
         }
-        unmetered.retain(|&(a, _)| a != ai);
         out.chosen.remove(i);
         let block = Blocked {
             action: ai,
@@ -369,7 +319,163 @@ pub(crate) fn take(
             out.chosen.push(next);
         }
     }
+    // In memory, every unit is counted.
+    Ok(Vec::new())
+}
+
+/// The decision whose units a shared store takes.
+#[derive(Clone, Copy)]
+struct Decided<'a, 's> {
+    rs: &'a RuleSet,
+    ch: &'a Channel,
+    state: &'a State<'s>,
+    now: i64,
+}
+
+/// What one action's units came to, from a shared store.
+enum Verdict {
+    Taken,
+    /// Decided without its caps (`open`, the store unavailable).
+    Unmetered,
+    /// Removed by the constraint (its index, flagged when the store was
+    /// unavailable).
+    Refused(u32),
+    TooOld(u32),
+}
+
+/// [`take`] from a shared store: every chosen action's units in one call
+/// ([`VolumeStore::take_each`]); then, for the survivors that replace the
+/// actions a cap refused, one more call, and so on (only when caps are
+/// reached). After a failed call, the store is not called again.
+fn take_shared(
+    d: Decided<'_, '_>,
+    store: &dyn VolumeStore,
+    down: &mut bool,
+    out: &mut Candidates,
+    blocked: &mut Vec<Blocked>,
+    record_removed: bool,
+) -> Result<Vec<(u32, u32)>, Error> {
+    let Decided { rs, ch, state, now } = d;
+    let mut unmetered: Vec<(u32, u32)> = Vec::new();
+    let mut start = 0;
+    let mut results = Vec::new();
+    while start < out.chosen.len() {
+        let pending: Vec<(u32, Vec<u32>)> = out.chosen[start..]
+            .iter()
+            .map(|c| (c.action, constraints(rs, ch, c.action).collect()))
+            .collect();
+        let verdicts = shared_verdicts(d, store, down, &pending, &mut results);
+        let mut refused = Vec::new();
+        for ((ai, vis), verdict) in pending.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Taken => {}
+                Verdict::Unmetered => unmetered.extend(vis.iter().map(|&vi| (*ai, vi))),
+                Verdict::Refused(policy) => refused.push((*ai, policy)),
+                Verdict::TooOld(vi) => {
+                    // Give back what this decision took: the actions
+                    // before this one (the store stopped at it).
+                    let at = out.chosen.iter().position(|c| c.action == *ai).unwrap_or(0);
+                    let counters = Counters::Shared(store);
+                    let before = &out.chosen[..at];
+                    give_back_all(rs, ch, counters, state, down, now, before, &unmetered);
+                    return Err(too_old(rs, vi, now));
+                }
+            }
+        }
+        out.chosen
+            .retain(|c| !refused.iter().any(|&(a, _)| a == c.action));
+        start = out.chosen.len();
+        for (ai, policy) in refused {
+            let block = Blocked {
+                action: ai,
+                stage: Stage::VolumeConstraint,
+                policy,
+            };
+            blocked.push(block);
+            if record_removed {
+                out.removed.push(Removed::by_state(block));
+            }
+            out.ranked.retain(|c| c.action != ai);
+            let next = out.ranked.iter().find(|c| {
+                !out.chosen.iter().any(|x| x.action == c.action)
+                    && !blocked.iter().any(|b| b.action == c.action)
+            });
+            if let Some(next) = next.copied() {
+                out.chosen.push(next);
+            }
+        }
+    }
     Ok(unmetered)
+}
+
+/// The verdict on each of `pending` (an action and its constraints), from
+/// one call to the store (none when it failed in this decision).
+fn shared_verdicts(
+    d: Decided<'_, '_>,
+    store: &dyn VolumeStore,
+    down: &mut bool,
+    pending: &[(u32, Vec<u32>)],
+    results: &mut Vec<TakeEach>,
+) -> Vec<Verdict> {
+    let Decided { rs, state, now, .. } = d;
+    let lists: Vec<Vec<(VolumePeriod<'_>, u32)>> = pending
+        .iter()
+        .map(|(_, vis)| {
+            vis.iter()
+                .map(|&vi| {
+                    let v = &rs.volumes[vi as usize];
+                    (period(v, now), v.max)
+                })
+                .collect()
+        })
+        .collect();
+    // Only the actions with caps go to the store.
+    let asked: Vec<&[(VolumePeriod<'_>, u32)]> = lists
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(Vec::as_slice)
+        .collect();
+    let failed = if asked.is_empty() || *down {
+        // Nothing to ask, or failed once in this decision: not called
+        // again.
+        None
+    } else {
+        match store.take_each(&asked, results) {
+            Ok(()) => None,
+            Err(e) => {
+                *down = true;
+                Some(
+                    state
+                        .failed(e)
+                        .map_or(OnUnavailable::Closed, |()| OnUnavailable::Open),
+                )
+            }
+        }
+    };
+    let policy = failed.or(down.then_some(state.on_unavailable));
+    let mut answers = results.iter();
+    pending
+        .iter()
+        .map(|(_, vis)| {
+            if vis.is_empty() {
+                return Verdict::Taken;
+            }
+            if let Some(policy) = policy {
+                return match policy {
+                    OnUnavailable::Closed => Verdict::Refused(vis[0] | Blocked::UNAVAILABLE),
+                    OnUnavailable::Open => Verdict::Unmetered,
+                };
+            }
+            match answers.next() {
+                Some(TakeEach::Taken) => Verdict::Taken,
+                Some(TakeEach::Full(j)) => Verdict::Refused(vis[*j]),
+                Some(TakeEach::TooOld(j)) => Verdict::TooOld(vis[*j]),
+                // After a too-old period the store stopped: the decision
+                // fails at that one, so these are never looked at.
+                None => Verdict::Taken,
+            }
+        })
+        .collect()
 }
 
 /// Give back the units of every volume constraint of `chosen` but those

@@ -69,6 +69,52 @@ pub trait VolumeStore: Send + Sync + std::fmt::Debug {
     /// Give back a unit taken from `period` by a decision that was not
     /// returned after all. A count never goes below zero.
     fn give_back(&self, period: VolumePeriod<'_>) -> Result<(), Error>;
+
+    /// For each action in order, take one unit of every period of its
+    /// list (period, cap) if all have room, else none: into `out`, one
+    /// [`TakeEach`] per action, stopping after the first
+    /// [`TakeEach::TooOld`]. A shared store does it in one round trip and
+    /// one atomic step (Redis: one script).
+    ///
+    /// The default takes one unit at a time with [`VolumeStore::take`],
+    /// giving back an action's units when one of its periods refuses.
+    fn take_each(
+        &self,
+        actions: &[&[(VolumePeriod<'_>, u32)]],
+        out: &mut Vec<TakeEach>,
+    ) -> Result<(), Error> {
+        out.clear();
+        for list in actions {
+            let mut verdict = TakeEach::Taken;
+            for (j, (p, max)) in list.iter().enumerate() {
+                match self.take(*p, *max)? {
+                    Take::Taken => continue,
+                    Take::Full => verdict = TakeEach::Full(j),
+                    Take::TooOld => verdict = TakeEach::TooOld(j),
+                }
+                for (p, _) in &list[..j] {
+                    self.give_back(*p)?;
+                }
+                break;
+            }
+            out.push(verdict);
+            if matches!(verdict, TakeEach::TooOld(_)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one action's units came to in [`VolumeStore::take_each`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeEach {
+    /// A unit of each of its periods is taken.
+    Taken,
+    /// None taken: the period at this index of its list is full.
+    Full(usize),
+    /// None taken: the period at this index is no longer counted.
+    TooOld(usize),
 }
 
 /// A shared store that answers both reads a decision makes before

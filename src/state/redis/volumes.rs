@@ -39,7 +39,7 @@ use redis::Script;
 use super::Pool;
 use crate::base::Error;
 use crate::state::fleet::StateConfig;
-use crate::state::volumes::{Take, VolumePeriod, VolumeStore, KEPT_PERIODS};
+use crate::state::volumes::{Take, TakeEach, VolumePeriod, VolumeStore, KEPT_PERIODS};
 
 /// Take a unit. KEYS: the period's count, the newest period counted.
 /// ARGV: the period's number, the cap, the expiry (seconds), the periods
@@ -61,6 +61,44 @@ end
 return 1
 ";
 
+/// Take a unit of each period of each action, all of an action's or none.
+/// KEYS: per period, its count and its constraint's newest period. ARGV:
+/// the periods kept, the number of actions, then per action its number of
+/// periods and per period its number, cap and expiry (seconds). Returns
+/// per action 0 (taken), j (the j-th period is full) or -j (too old),
+/// stopping after a -j.
+const TAKE_EACH: &str = r"
+local kept = tonumber(ARGV[1])
+local a, k = 3, 1
+local out = {}
+for i = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a]); a = a + 1
+  local verdict = 0
+  for j = 1, n do
+    local p, q = a + 3 * (j - 1), k + 2 * (j - 1)
+    local newest = tonumber(redis.call('GET', KEYS[q + 1]) or '-1')
+    if newest >= tonumber(ARGV[p]) + kept then verdict = -j break end
+    if tonumber(redis.call('GET', KEYS[q]) or '0') >= tonumber(ARGV[p + 1]) then verdict = j break end
+  end
+  if verdict == 0 then
+    for j = 1, n do
+      local p, q = a + 3 * (j - 1), k + 2 * (j - 1)
+      if redis.call('INCR', KEYS[q]) == 1 then redis.call('EXPIRE', KEYS[q], ARGV[p + 2]) end
+      if tonumber(ARGV[p]) > tonumber(redis.call('GET', KEYS[q + 1]) or '-1') then
+        redis.call('SET', KEYS[q + 1], ARGV[p], 'EX', ARGV[p + 2])
+      else
+        redis.call('EXPIRE', KEYS[q + 1], ARGV[p + 2], 'GT')
+      end
+    end
+  end
+  out[i] = verdict
+  a = a + 3 * n
+  k = k + 2 * n
+  if verdict < 0 then break end
+end
+return out
+";
+
 /// Give back a unit. KEYS: the period's count. Returns 1 (given back) or
 /// 0 (nothing to give back: the count is zero or gone).
 const GIVE_BACK: &str = r"
@@ -77,6 +115,7 @@ return 0
 pub struct RedisVolumes {
     pool: Arc<Pool>,
     take: Script,
+    take_each: Script,
     give_back: Script,
 }
 
@@ -109,12 +148,14 @@ impl RedisVolumes {
         RedisVolumes {
             pool,
             take: Script::new(TAKE),
+            take_each: Script::new(TAKE_EACH),
             give_back: Script::new(GIVE_BACK),
         }
     }
 
     pub(crate) fn load_scripts(&self) -> Result<(), Error> {
-        self.pool.load(&[&self.take, &self.give_back])
+        self.pool
+            .load(&[&self.take, &self.take_each, &self.give_back])
     }
 
     /// The key of a constraint's count in one period.
@@ -212,6 +253,52 @@ impl VolumeStore for RedisVolumes {
             0 => Take::Full,
             _ => Take::TooOld,
         })
+    }
+
+    /// One script (see [`TAKE_EACH`]): every action's units in one round
+    /// trip and one atomic step.
+    fn take_each(
+        &self,
+        actions: &[&[(VolumePeriod<'_>, u32)]],
+        out: &mut Vec<TakeEach>,
+    ) -> Result<(), Error> {
+        out.clear();
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.take_each.prepare_invoke();
+        inv.arg(KEPT_PERIODS).arg(actions.len());
+        let now = wall_clock();
+        for list in actions {
+            inv.arg(list.len());
+            for (p, max) in list.iter() {
+                inv.key(self.key_of(p)).key(self.newest_key(p.constraint));
+                inv.arg(p.number).arg(*max).arg(expiry(p, now));
+            }
+        }
+        let got: Vec<i64> = self.pool.with("volume_take_each", |con| inv.invoke(con))?;
+        let bad = || {
+            Error::State(format!(
+                "{}: {} verdicts for {} actions",
+                self.pool.name(),
+                got.len(),
+                actions.len()
+            ))
+        };
+        for (i, v) in got.iter().enumerate() {
+            let index = |v: i64| usize::try_from(v.unsigned_abs() - 1).unwrap_or(usize::MAX);
+            out.push(match *v {
+                0 => TakeEach::Taken,
+                v if v > 0 && index(v) < actions[i].len() => TakeEach::Full(index(v)),
+                v if v < 0 && index(v) < actions[i].len() => TakeEach::TooOld(index(v)),
+                _ => return Err(bad()),
+            });
+        }
+        let stopped = matches!(out.last(), Some(TakeEach::TooOld(_)));
+        if got.len() > actions.len() || (got.len() < actions.len() && !stopped) {
+            return Err(bad());
+        }
+        Ok(())
     }
 
     fn give_back(&self, period: VolumePeriod<'_>) -> Result<(), Error> {
