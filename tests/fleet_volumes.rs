@@ -654,8 +654,13 @@ fn saved_state_leaves_shared_volume_counts_in_the_store() {
 /// cap of the actions it returns in one more, and records its impression.
 #[test]
 fn a_decision_reads_history_and_caps_in_one_round_trip() {
-    let Some(url) = redis_url() else { return };
+    if redis_url().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
+    let Some(server) = OwnServer::start(dir.path()) else {
+        return;
+    };
     let rules = dir.path().join("rules");
     write_rules_with(&rules, 1_000_000, 2);
     let mut text = std::fs::read_to_string(rules.join("ruleset.toml")).unwrap();
@@ -666,15 +671,30 @@ fn a_decision_reads_history_and_caps_in_one_round_trip() {
     let config = serde_json::json!({
         "rules_dir": rules,
         "record_impressions": true,
-        "state": {"url": url, "key_prefix": unique_prefix("trips"), "timeout_ms": 2_000, "exchange_ms": 600_000},
+        "state": {"url": server.url(), "timeout_ms": 500, "exchange_ms": 600_000},
     });
     let e = Engine::from_config_json(&config.to_string()).unwrap();
+    e.record_outcome(&nextbest::Outcome {
+        decision_id: None,
+        customer_id: "c0".into(),
+        action: "GOLD".into(),
+        channel: "web".into(),
+        kind: nextbest::OutcomeKind::Rejected,
+        timestamp: Some(Timestamp(T0 - DAY)),
+    })
+    .unwrap();
+    let preview = |c: &str| {
+        let mut r = request(&e, c, T0);
+        r.mode = nextbest::Mode::Preview;
+        r.explain = true;
+        e.decide(&r).unwrap()
+    };
     let calls = || e.stats().fleet.unwrap().store_calls;
     let before = calls();
     for i in 0..20 {
-        let mut r = request(&e, &format!("c{i}"), T0);
-        r.mode = nextbest::Mode::Preview;
-        assert_eq!(e.decide(&r).unwrap().action_ids(), ["GOLD"]);
+        // c0 rejected GOLD yesterday: the history read with the caps says so.
+        let want = if i == 0 { ["PLAIN"] } else { ["GOLD"] };
+        assert_eq!(preview(&format!("c{i}")).action_ids(), want, "c{i}");
     }
     assert_eq!(calls() - before, 20, "one round trip per decision's reads");
     let before = calls();
@@ -688,4 +708,17 @@ fn a_decision_reads_history_and_caps_in_one_round_trip() {
         "the reads, GOLD's three caps taken together, the impression"
     );
     assert_eq!(e.stats().store_errors, 0);
+
+    // Stopped: the reads are one command, so a decision waits for one
+    // deadline (500 ms), not one per reply, and removes for want of state.
+    server.signal("-STOP");
+    let started = Instant::now();
+    let d = preview("c1");
+    let took = started.elapsed();
+    server.signal("-CONT");
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    assert!(d.action_ids().is_empty());
+    assert!(d
+        .filtered()
+        .all(|f| f.reason().as_deref() == Some("state unavailable")));
 }

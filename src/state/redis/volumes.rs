@@ -177,13 +177,22 @@ fn newest_key(prefix: &str, constraint: &str) -> String {
     format!("{prefix}{{vol}}:{constraint}:newest")
 }
 
-/// The one command that reads `periods`: an `MGET` of each period's count
-/// and its constraint's newest period.
+/// The keys that tell `periods`' counts: each period's count and its
+/// constraint's newest period.
+pub(super) fn keys<'a>(
+    prefix: &'a str,
+    periods: &'a [VolumePeriod<'_>],
+) -> impl Iterator<Item = String> + 'a {
+    periods
+        .iter()
+        .flat_map(move |p| [count_key(prefix, p), newest_key(prefix, p.constraint)])
+}
+
+/// The one command that reads `periods`: an `MGET` of [`keys`].
 pub(super) fn mget(prefix: &str, periods: &[VolumePeriod<'_>]) -> redis::Cmd {
     let mut mget = redis::cmd("MGET");
-    for p in periods {
-        mget.arg(count_key(prefix, p))
-            .arg(newest_key(prefix, p.constraint));
+    for k in keys(prefix, periods) {
+        mget.arg(k);
     }
     mget
 }
