@@ -47,6 +47,25 @@ pub struct StateConfig {
     /// What a decision does when the store fails (default `closed`).
     #[serde(default)]
     pub on_unavailable: OnUnavailable,
+    /// Follow the fleet's rule rollout: serve the version `nextbest
+    /// publish` made live (under the fleet's number), and write a
+    /// heartbeat (default `false`). Started by
+    /// [`Engine::follow_fleet`](crate::Engine::follow_fleet), and by the
+    /// command line's `--follow`; see docs/FLEET.md.
+    #[serde(default)]
+    pub follow: bool,
+    /// This instance's id in `nextbest fleet` (default: `HOST-PID`).
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// How often a following instance writes its heartbeat and polls the
+    /// live version, in milliseconds (default 1000); a heartbeat lives
+    /// for three of these.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    1000
 }
 
 fn default_prefix() -> String {
@@ -65,6 +84,9 @@ impl StateConfig {
             key_prefix: default_prefix(),
             timeout_ms: default_timeout(),
             on_unavailable: OnUnavailable::Closed,
+            follow: false,
+            instance_id: None,
+            heartbeat_ms: default_heartbeat(),
         }
     }
 
@@ -73,6 +95,11 @@ impl StateConfig {
         if self.timeout_ms == 0 {
             return Err(Error::InvalidConfig(
                 "state.timeout_ms is 0: give the deadline of a store call in milliseconds (default 20)".into(),
+            ));
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "state.heartbeat_ms is 0: give the heartbeat interval in milliseconds (default 1000)".into(),
             ));
         }
         if !self.url.starts_with("redis://") {

@@ -24,9 +24,11 @@ use super::fleet::StateConfig;
 use crate::base::Error;
 
 mod history;
+mod rollout;
 mod volumes;
 
 pub use history::RedisHistory;
+pub use rollout::{FleetEvent, FleetRollout, FleetVersion, InstanceStatus};
 pub use volumes::RedisVolumes;
 
 /// Connections to one server, and what every call to it needs: the key
@@ -92,7 +94,7 @@ impl Pool {
         }
     }
 
-    fn open(&self, operation: &'static str) -> Result<Connection, Error> {
+    pub(crate) fn open(&self, operation: &'static str) -> Result<Connection, Error> {
         let err = |e| self.unavailable(operation, e);
         let con = self
             .client
