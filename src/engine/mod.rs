@@ -41,7 +41,11 @@ use crate::state::history::{HistoryConfig, HistoryStore, MemoryHistory};
 use crate::state::learning::Learned;
 use crate::state::volumes::{MemoryVolumes, VolumeStore};
 
+#[cfg(feature = "redis")]
+mod fleet;
 mod governed;
+#[cfg(feature = "redis")]
+pub use fleet::{FleetFollower, FollowStatus};
 pub use governed::GovernanceStats;
 
 /// One lane: the live version as a hold, on a cache line of its own.
@@ -651,6 +655,19 @@ impl Engine {
     /// Publish a compiled version atomically; decisions in flight finish on
     /// the version they started with. Returns the new version's number.
     pub fn publish(&self, rules: RuleSet) -> u64 {
+        self.publish_as(rules, None)
+    }
+
+    /// Publish a compiled version atomically under `number`, a number
+    /// given elsewhere (the fleet's, see [`Engine::follow_fleet`]) rather
+    /// than the engine's next: decisions and their log records carry it.
+    /// A kept version with the same number leaves the history; the
+    /// engine's own next number stays above every number it served.
+    pub fn publish_numbered(&self, rules: RuleSet, number: u64) -> u64 {
+        self.publish_as(rules, Some(number))
+    }
+
+    fn publish_as(&self, rules: RuleSet, number: Option<u64>) -> u64 {
         let archived = self
             .archive_dir
             .as_ref()
@@ -659,8 +676,25 @@ impl Engine {
         if let Some(Err(e)) = archived {
             h.last_load_error = Some(format!("archiving the version failed: {e}"));
         }
-        let number = h.next_number;
-        h.next_number += 1;
+        let number = match number {
+            Some(n) => {
+                h.next_number = h.next_number.max(n.saturating_add(1));
+                if let Some(old) = h
+                    .versions
+                    .iter()
+                    .position(|v| v.number == n)
+                    .and_then(|i| h.versions.remove(i))
+                {
+                    h.graveyard.push(old);
+                }
+                n
+            }
+            None => {
+                let n = h.next_number;
+                h.next_number += 1;
+                n
+            }
+        };
         let v = Arc::new(Version::new(number, rules, &self.learned, &self.counters));
         self.current.store(v.clone());
         self.set_lanes(&v);
@@ -698,6 +732,27 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Serve the kept version `number` again if its content hash is
+    /// `hash` (a fleet's rollback to a version this engine still keeps):
+    /// it becomes the live one, last in the history. False if no kept
+    /// version matches.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn serve_kept(&self, number: u64, hash: &str) -> bool {
+        let mut h = self.history.lock();
+        let Some(v) = h
+            .versions
+            .iter()
+            .position(|v| v.number == number && v.rules.hash == hash)
+            .and_then(|i| h.versions.remove(i))
+        else {
+            return false;
+        };
+        self.current.store(v.clone());
+        self.set_lanes(&v);
+        h.versions.push_back(v);
+        true
     }
 
     /// Serve the previous kept version again, at once. The version rolled
