@@ -243,15 +243,15 @@ impl Follower {
             }
             let now = Instant::now();
             let poll = notified || now >= self.next_poll;
-            let beat = now >= self.next_beat;
-            if poll || beat {
+            if poll || now >= self.next_beat {
                 let Some(engine) = engine.upgrade() else {
                     return Exit::Stop;
                 };
                 if poll {
                     self.poll(&engine);
                 }
-                if beat {
+                // (A version that went live or was refused is reported at once.)
+                if Instant::now() >= self.next_beat {
                     self.beat(&engine);
                 }
             }
@@ -335,6 +335,7 @@ impl Follower {
 
     fn followed(&mut self, engine: &Engine, v: &FleetVersion) {
         self.refused_number = None;
+        self.next_beat = Instant::now();
         let previous = {
             let mut s = self.status.lock();
             s.followed += 1;
@@ -348,6 +349,7 @@ impl Follower {
 
     fn refuse(&mut self, engine: &Engine, number: u64, why: &str) {
         self.refused_number = Some(number);
+        self.next_beat = Instant::now();
         {
             let mut s = self.status.lock();
             s.refused += 1;
