@@ -358,3 +358,33 @@ fn a_store_that_stops_answering_leaves_the_engine_serving() {
     drop(follower);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
+
+#[test]
+fn an_engine_configured_to_follow_needs_no_rule_directory() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("rollout_config");
+    let store = FleetRollout::connect(&config(&url, &prefix)).expect("connect");
+    let config_json = serde_json::json!({
+        "state": {"url": url, "key_prefix": prefix, "follow": true, "heartbeat_ms": 100},
+    })
+    .to_string();
+    // Nothing published yet: refused, saying what to do.
+    let err = Engine::from_config_json(&config_json).expect_err("nothing to follow");
+    assert!(err.to_string().contains("nextbest publish"), "{err}");
+
+    store
+        .publish(&rules("tests/fixtures/mini"), "alice")
+        .expect("publish");
+    store
+        .publish(&rules("tests/fixtures/mini_v2"), "alice")
+        .expect("publish");
+    let engine = Arc::new(Engine::from_config_json(&config_json).expect("open"));
+    assert_eq!(
+        engine.current().rules().hash(),
+        rules("tests/fixtures/mini_v2").hash()
+    );
+    let options: nextbest::EngineOptions = serde_json::from_str(&config_json).expect("options");
+    let state = options.state.expect("state");
+    let _follower = engine.follow_fleet(&state).expect("follow");
+    assert_eq!(decided(&engine), 2);
+}

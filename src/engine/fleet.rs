@@ -145,6 +145,20 @@ impl Engine {
     }
 }
 
+/// The fleet's live version, compiled: what an engine that follows the
+/// fleet without a rule directory of its own opens with (it is then
+/// renumbered by [`Engine::follow_fleet`]).
+pub(super) fn live_rules(config: &StateConfig) -> Result<crate::ruleset::RuleSet, Error> {
+    let store = FleetRollout::connect(config)?;
+    match store.live_version()? {
+        Some(v) => v.compile(),
+        None => Err(Error::InvalidConfig(format!(
+            "no `rules_dir`, and nothing has been published to the fleet in {} to follow (nextbest publish DIR --state URL)",
+            store.store()
+        ))),
+    }
+}
+
 /// This machine's name.
 fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

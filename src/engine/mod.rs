@@ -105,7 +105,8 @@ impl Default for EngineConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct EngineOptions {
-    /// The rule directory to serve (this or `governance_repo`).
+    /// The rule directory to serve (this or `governance_repo`; or
+    /// neither, with `state.follow`: the fleet's live version).
     #[serde(default)]
     pub rules_dir: Option<PathBuf>,
     /// A governance repository whose live revision to serve, instead of
@@ -138,8 +139,10 @@ pub struct EngineOptions {
     pub state_file: Option<PathBuf>,
     /// Keep interaction history and volume counters in a shared store
     /// (Redis) for a fleet of engines: `{"url": "redis://127.0.0.1:6379/0",
-    /// "key_prefix": "nb:", "timeout_ms": 20, "on_unavailable": "closed"}`.
-    /// See docs/FLEET.md.
+    /// "key_prefix": "nb:", "timeout_ms": 20, "on_unavailable": "closed"}`;
+    /// with `"follow": true`, [`Engine::follow_fleet`] (which the C ABI's
+    /// `nb_engine_open` and the command line's `--follow` start) serves
+    /// the fleet's rule rollout. See docs/FLEET.md.
     #[serde(default)]
     pub state: Option<StateConfig>,
 }
@@ -614,11 +617,13 @@ impl Engine {
                     "give `rules_dir` or `governance_repo`, not both: a governed engine serves the repository's live revision".into(),
                 ))
             }
-            (None, None) => {
-                return Err(Error::InvalidConfig(
-                    "`rules_dir` (a rule directory) or `governance_repo` (a governance repository) is required".into(),
-                ))
-            }
+            (None, None) => match options.state.as_ref().filter(|s| s.follow) {
+                #[cfg(feature = "redis")]
+                Some(state) => (fleet::live_rules(state)?, None),
+                _ => return Err(Error::InvalidConfig(
+                    "`rules_dir` (a rule directory), `governance_repo` (a governance repository) or `state` with `\"follow\": true` (the fleet's live version) is required".into(),
+                )),
+            },
         };
         let mut config = EngineConfig::default();
         if let Some(k) = options.keep_versions {

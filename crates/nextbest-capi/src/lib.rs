@@ -175,6 +175,9 @@ impl NbStatus {
 /// `nb_engine_free`; safe to share between threads.
 #[derive(Debug)]
 pub struct NbEngine {
+    /// Following the fleet's rule rollout (`"state": {"follow": true}`):
+    /// stopped first when the handle is freed.
+    _fleet: Option<nextbest::FleetFollower>,
     engine: Arc<Engine>,
 }
 
@@ -534,8 +537,10 @@ pub extern "C" fn nb_status_str(status: i32) -> *const c_char {
 
 /// Open an engine from a JSON configuration
 /// `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "...",
-/// "on_error": "fail"}}` (`rules_dir` or `governance_repo` is required; the
-/// decision log's keys are those of docs/OPERATIONS.md). Loads, validates
+/// "on_error": "fail"}}` (`rules_dir` or `governance_repo` is required, or
+/// `"state": {"url": ..., "follow": true}` to serve the fleet's live rule
+/// version and follow its rollout, docs/FLEET.md; the decision log's keys
+/// are those of docs/OPERATIONS.md). Loads, validates
 /// and compiles the rule directory, or the live revision of the governance
 /// repository `governance_repo` (refused unless approved and untampered).
 /// On success `*out` is the new handle (free it with `nb_engine_free`); on
@@ -563,8 +568,23 @@ pub unsafe extern "C" fn nb_engine_open(
             let config = text(config, config_len, "config")?;
             let engine = Engine::from_config_json(config)
                 .map_err(|e| Failure::from_error(e, Some(config)))?;
+            let engine = Arc::new(engine);
+            // (The configuration parsed above, so this parses too.)
+            let follow = serde_json::from_str::<nextbest::EngineOptions>(config)
+                .ok()
+                .and_then(|o| o.state)
+                .filter(|s| s.follow);
+            let fleet = match follow {
+                Some(state) => Some(
+                    engine
+                        .follow_fleet(&state)
+                        .map_err(|e| Failure::from_error(e, Some(config)))?,
+                ),
+                None => None,
+            };
             let handle = Box::new(NbEngine {
-                engine: Arc::new(engine),
+                _fleet: fleet,
+                engine,
             });
             out.write(Box::into_raw(handle));
             Ok(())

@@ -959,11 +959,7 @@ fn decide(
 /// rule directory starts from.
 fn fleet_live(state: &nextbest::state::fleet::StateConfig) -> Result<RuleSet, Error> {
     let store = nextbest::state::redis::FleetRollout::connect(state)?;
-    let version = match store.live()? {
-        Some(n) => store.fetch(n)?,
-        None => None,
-    };
-    match version {
+    match store.live_version()? {
         Some(v) => v.compile(),
         None => Err(Error::InvalidConfig(format!(
             "--follow without a rule directory: nothing has been published to {} (nextbest publish DIR --state URL)",

@@ -298,6 +298,14 @@ impl FleetRollout {
             .with("fleet live", |c| redis::cmd("GET").arg(&key).query(c))
     }
 
+    /// The live version, or `None` if nothing was published.
+    pub fn live_version(&self) -> Result<Option<FleetVersion>, Error> {
+        match self.live()? {
+            Some(n) => self.fetch(n),
+            None => Ok(None),
+        }
+    }
+
     /// Version `number`, or `None` if the store does not hold it.
     pub fn fetch(&self, number: u64) -> Result<Option<FleetVersion>, Error> {
         let key = self.key("versions");
@@ -329,7 +337,7 @@ impl FleetRollout {
         }))
     }
 
-    /// The change log, oldest first (the last [`LOG_ENTRIES`] entries).
+    /// The change log, oldest first (its last 1,000 entries).
     pub fn history(&self) -> Result<Vec<FleetEvent>, Error> {
         let key = self.key("log");
         let entries: Vec<String> = self.pool.with("fleet history", |c| {
