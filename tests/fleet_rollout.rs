@@ -212,7 +212,7 @@ fn a_version_an_instance_cannot_serve_keeps_the_last_good() {
     plant(&url, &prefix, 8, files.into(), "beef");
     eventually("the second refusal", || follower.status().refused == 2);
     let why = follower.status().last_refusal.expect("the reason");
-    assert!(why.contains("compiles here to hash"), "{why}");
+    assert!(why.contains("compile here to hash"), "{why}");
     assert_eq!(decided(&engine), 1);
 
     // The next real publish is served.

@@ -124,9 +124,9 @@ impl FleetVersion {
     pub fn compile(&self) -> Result<RuleSet, Error> {
         let rules = RuleSet::compile(&self.source)?;
         if rules.hash() != self.hash {
-            return Err(Error::InvalidConfig(format!(
-                "fleet version {} compiles here to hash {}, its publisher stored {}",
-                self.number,
+            return Err(Error::State(format!(
+                "its rules compile here to hash {}, its publisher stored {} (another build of \
+                 nextbest, or a changed record)",
                 short(rules.hash()),
                 short(&self.hash)
             )));
