@@ -144,6 +144,33 @@ fn listed(url: &str, prefix: &str, n: usize, version: u64) -> serde_json::Value 
     }
 }
 
+/// Make version `number` live with rules that do not compile, as no
+/// `nextbest publish` would, and announce it.
+fn plant_broken(url: &str, prefix: &str, number: u64) {
+    let record = serde_json::json!({
+        "name": "mini", "hash": "0".repeat(64), "by": "mallory",
+        "published": "2026-12-01T00:00:00Z",
+        "files": {"ruleset.toml": "name = \"mini\"\n[schema]\nage = \"integer\"\n"},
+    });
+    let key = |k: &str| format!("{prefix}{{fleet}}:{k}");
+    let mut con = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("a connection");
+    redis::pipe()
+        .cmd("HSET")
+        .arg(key("versions"))
+        .arg(number)
+        .arg(record.to_string())
+        .cmd("SET")
+        .arg(key("live"))
+        .arg(number)
+        .cmd("PUBLISH")
+        .arg(key("notify"))
+        .arg(number)
+        .query::<()>(&mut con)
+        .expect("plant a version");
+}
+
 /// The mini rule set without its personas, and its second version.
 fn rule_dirs(tmp: &Path) -> (PathBuf, PathBuf) {
     let mut dirs = Vec::new();
@@ -212,6 +239,42 @@ fn a_publish_reaches_every_instance_a_broken_one_none_and_a_rollback_all() {
         assert_eq!(inst.version(), 2);
     }
 
+    // A version that `publish` would have refused, planted in the store
+    // by hand (as another build, or a bad hand, could): every instance
+    // refuses it, keeps serving version 2, and says so in `nextbest fleet`.
+    plant_broken(&url, &prefix, 9);
+    let start = Instant::now();
+    loop {
+        let f = fleet(&url, &prefix);
+        let instances = f["instances"].as_array().cloned().unwrap_or_default();
+        let refused = |i: &serde_json::Value| {
+            i["refused"] == 1
+                && i["version"] == 2
+                && i["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("fleet version 9"))
+        };
+        if instances.len() == INSTANCES && instances.iter().all(refused) {
+            break;
+        }
+        assert!(start.elapsed() < WITHIN, "not refused everywhere: {f}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for inst in &mut instances {
+        assert_eq!(inst.version(), 2);
+    }
+    // The fleet recovers with the next publish (version 3 here: the
+    // planted 9 took no number from the counter), served everywhere.
+    let (code, out, err) = publish(&v1_dir);
+    assert_eq!(code, 0, "{err}");
+    let third: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(third["version"], 3);
+    all_serve(&mut instances, 3);
+    // Back to 2 for what follows.
+    let (code, _, err) = nextbest(&["rollback", "--state", &url, "--key-prefix", &prefix]);
+    assert_eq!(code, 0, "{err}");
+    all_serve(&mut instances, 2);
+
     // `nextbest fleet` lists every instance with the version it serves.
     let f = listed(&url, &prefix, INSTANCES, 2);
     let ids: Vec<&str> = f["instances"]
@@ -227,7 +290,8 @@ fn a_publish_reaches_every_instance_a_broken_one_none_and_a_rollback_all() {
         assert!(i["heartbeat"].as_str().is_some(), "{i}");
     }
 
-    // Rollback: every instance serves version 1 again.
+    // Rollback: every instance serves version 1 again (the live stack is
+    // 1, 2: 3 was rolled back, 9 was never published).
     let (code, out, err) = nextbest(&[
         "rollback",
         "--state",
@@ -274,6 +338,8 @@ fn a_publish_reaches_every_instance_a_broken_one_none_and_a_rollback_all() {
     ]);
     assert_eq!(code, 0);
     assert!(out.contains("publish 1 by alice"), "{out}");
+    assert!(out.contains("publish 3 by alice"), "{out}");
+    assert!(out.contains("rollback 2 from 3"), "{out}");
     assert!(out.contains("rollback 1 from 2"), "{out}");
     assert!(out.contains("rollback 2 from 1"), "{out}");
 
