@@ -871,6 +871,53 @@ mod tests {
         }
     }
 
+    /// An engine opened with `"state": {"follow": true}` and no rule
+    /// directory serves the fleet's live version under its number, and
+    /// follows a publish; freeing the handle stops the follower. Needs
+    /// `NEXTBEST_TEST_REDIS_URL` (skipped without it, failed under CI).
+    #[test]
+    fn an_engine_opened_to_follow_the_fleet_follows_it() {
+        use nextbest::state::{fleet::StateConfig, redis::FleetRollout};
+        let Some(url) = std::env::var("NEXTBEST_TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs NEXTBEST_TEST_REDIS_URL"
+            );
+            eprintln!("skipped: set NEXTBEST_TEST_REDIS_URL to run the fleet test");
+            return;
+        };
+        let prefix = format!("nbtest:capi_follow:{}:", std::process::id());
+        let store = FleetRollout::connect(&StateConfig {
+            key_prefix: prefix.clone(),
+            ..StateConfig::new(url.clone())
+        })
+        .expect("connect");
+        let rules = |d: &str| nextbest::RuleSet::from_dir(fixture(d)).expect("rules");
+        let first = store.publish(&rules("mini"), "test").expect("publish");
+        let config = serde_json::json!({"state": {"url": url, "key_prefix": prefix,
+            "timeout_ms": 500, "follow": true, "heartbeat_ms": 100}})
+        .to_string();
+        let mut engine = null_mut();
+        let mut err = NbBuf::EMPTY;
+        let status =
+            unsafe { nb_engine_open(config.as_ptr(), config.len(), &mut engine, &mut err) };
+        assert_eq!(status, NbStatus::NB_OK, "{}", unsafe { err.as_str() });
+        let serving = || unsafe { (*engine).engine.current().number() };
+        assert_eq!(serving(), first);
+        let second = store.publish(&rules("mini_v2"), "test").expect("publish");
+        let start = std::time::Instant::now();
+        while serving() != second {
+            assert!(start.elapsed().as_secs() < 5, "not followed within 5 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(store.instances().expect("instances").len(), 1);
+        unsafe { nb_engine_free(engine) };
+        assert!(store.instances().expect("instances").is_empty());
+    }
+
     #[test]
     fn version_is_the_crate_version() {
         assert_eq!(nb_abi_version(), 1);
