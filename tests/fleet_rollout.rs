@@ -235,7 +235,9 @@ fn the_follower_stops_when_the_engine_is_dropped() {
         .expect("publish");
     let engine = Arc::new(Engine::new(rules("tests/fixtures/mini")));
     let follower = engine.follow_fleet(&config(&url, &prefix)).expect("follow");
-    assert_eq!(store.instances().expect("instances").len(), 1);
+    eventually("the instance is listed", || {
+        store.instances().expect("instances").len() == 1
+    });
     drop(engine);
     eventually("the instance leaves", || {
         store.instances().expect("instances").is_empty()

@@ -38,6 +38,8 @@ use crate::state::redis::{FleetRollout, FleetVersion, InstanceStatus};
 
 /// The longest the notice connection waits per read.
 const SLICE: Duration = Duration::from_millis(200);
+/// The shortest life of a heartbeat.
+const MIN_TTL: Duration = Duration::from_secs(1);
 /// The first and the longest wait before retrying a failed store.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -104,6 +106,11 @@ impl Engine {
     /// fails is retried and counted while the engine keeps serving.
     pub fn follow_fleet(self: &Arc<Self>, config: &StateConfig) -> Result<FleetFollower, Error> {
         config.check()?;
+        if self.governed.is_some() {
+            return Err(Error::InvalidConfig(
+                "this engine serves a governance repository (`governance_repo`): it follows that, not the fleet's rollout".into(),
+            ));
+        }
         let store = FleetRollout::connect(config)?;
         let id = config
             .instance_id
@@ -404,7 +411,10 @@ impl Follower {
             store_errors,
             last_error: last_refusal.or(stats.last_load_error),
         };
-        let ttl = u64::try_from(self.interval.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
+        // Three intervals, and at least the longest pause a busy host may
+        // take between two heartbeats.
+        let ttl = self.interval.saturating_mul(3).max(MIN_TTL);
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         match self.store.heartbeat(&status, ttl) {
             Ok(()) => self.status.lock().heartbeats += 1,
             Err(e) => self.failed(&e),

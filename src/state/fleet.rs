@@ -59,7 +59,7 @@ pub struct StateConfig {
     pub instance_id: Option<String>,
     /// How often a following instance writes its heartbeat and polls the
     /// live version, in milliseconds (default 1000); a heartbeat lives
-    /// for three of these.
+    /// for three of these (at least 1 s).
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
 }
