@@ -390,26 +390,28 @@ impl Follower {
     /// one).
     fn beat(&mut self, engine: &Engine) {
         self.next_beat = Instant::now() + self.interval;
-        let stats = engine.stats();
+        // Not `Engine::stats`: it sizes the in-memory history too, work a
+        // heartbeat does not need.
         let (refused, store_errors, last_refusal) = {
             let s = self.status.lock();
             (s.refused, s.store_errors, s.last_refusal.clone())
         };
-        let d = stats.decisions;
+        let last_load_error = engine.history.lock().last_load_error.clone();
+        let live = engine.current.load_full();
         let status = InstanceStatus {
             id: self.id.clone(),
             host: self.host.clone(),
             pid: std::process::id(),
-            ruleset: stats.current.name,
-            version: stats.current.version,
-            hash: stats.current.hash,
+            ruleset: live.rules.name().to_string(),
+            version: live.number,
+            hash: live.rules.hash().to_string(),
             heartbeat: Timestamp::now().to_string(),
             started: self.started.clone(),
-            decisions: d.champion + d.challenger + d.control,
-            decision_errors: stats.decision_errors,
+            decisions: engine.arms.iter().map(|a| a.sum()).sum(),
+            decision_errors: engine.errors.sum(),
             refused,
             store_errors,
-            last_error: last_refusal.or(stats.last_load_error),
+            last_error: last_refusal.or(last_load_error),
         };
         // Three intervals, and at least the longest pause a busy host may
         // take between two heartbeats.
