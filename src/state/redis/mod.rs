@@ -1,8 +1,8 @@
 //! The fleet's shared state on Redis: the interaction history
 //! ([`RedisHistory`]) and the volume-constraint counters
 //! ([`RedisVolumes`]), so that every engine pointed at one server sees the
-//! same customers' events and counts against the same caps
-//! (docs/FLEET.md).
+//! same customers' events and counts against the same caps, and the rule
+//! rollout ([`FleetRollout`]) (docs/FLEET.md).
 //!
 //! Both stores go through one pool of blocking connections to the
 //! server the `"state"` configuration names. Guarantees they share:
