@@ -21,7 +21,8 @@ pub enum FleetCommand {
     /// Publish a rule directory to the fleet: validated and compiled here
     /// (a broken one is refused, and nothing is written), stored in the
     /// fleet's store under the next fleet-wide version number, made live,
-    /// and announced to the instances following it.
+    /// and announced to the instances following it. (A governance
+    /// repository's revisions go live with `nextbest revision publish`.)
     Publish {
         /// The rule directory.
         dir: PathBuf,
