@@ -104,6 +104,22 @@ impl Engine {
     ///
     /// An unreachable store is an error here; after that, a store that
     /// fails is retried and counted while the engine keeps serving.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use nextbest::state::fleet::StateConfig;
+    /// let engine = Arc::new(nextbest::Engine::from_dir("tests/fixtures/mini")?);
+    /// let config = StateConfig {
+    ///     follow: true,
+    ///     instance_id: Some("web-1".into()),
+    ///     ..StateConfig::new("redis://127.0.0.1:6379/0")
+    /// };
+    /// let follower = engine.follow_fleet(&config)?;
+    /// // Serving the fleet's live version now, under the fleet's number.
+    /// println!("{}: {:?}", engine.current().number(), follower.status());
+    /// // Dropping `follower` (or the engine) stops following.
+    /// # Ok::<(), nextbest::Error>(())
+    /// ```
     pub fn follow_fleet(self: &Arc<Self>, config: &StateConfig) -> Result<FleetFollower, Error> {
         config.check()?;
         if self.governed.is_some() {

@@ -236,6 +236,17 @@ impl FleetRollout {
 
     /// Store `rules` (compiled, so validated) as the fleet's next version,
     /// make it live and notify the instances; returns its number.
+    ///
+    /// ```no_run
+    /// use nextbest::state::{fleet::StateConfig, redis::FleetRollout};
+    /// let fleet = FleetRollout::connect(&StateConfig::new("redis://127.0.0.1:6379/0"))?;
+    /// let rules = nextbest::RuleSet::from_dir("rules/retail_bank")?;
+    /// let number = fleet.publish(&rules, "alice")?;
+    /// for i in fleet.instances()? {
+    ///     println!("{} serves {} (published {number})", i.id, i.version);
+    /// }
+    /// # Ok::<(), nextbest::Error>(())
+    /// ```
     pub fn publish(&self, rules: &RuleSet, by: &str) -> Result<u64, Error> {
         let files = |s: &RuleSource| -> BTreeMap<String, String> {
             s.files()
