@@ -258,15 +258,11 @@ impl OwnServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let pid_file = dir.join(format!("redis-{port}.pid"));
-        let started = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
-            .arg("--pidfile")
-            .arg(&pid_file)
-            .stdout(Stdio::null())
-            .status();
-        if !started.is_ok_and(|s| s.success()) {
+        let s = OwnServer {
+            port,
+            pid_file: dir.join(format!("redis-{port}.pid")),
+        };
+        if !s.launch() {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "CI is set but redis-server cannot be started"
@@ -274,12 +270,36 @@ impl OwnServer {
             eprintln!("skipped: no redis-server on the PATH");
             return None;
         }
-        let s = OwnServer { port, pid_file };
-        let config = StateConfig::new(s.url());
-        eventually("the server answers", || {
-            FleetRollout::connect(&config).is_ok() && s.pid().is_some()
-        });
         Some(s)
+    }
+
+    /// Start the server (again) on its port, empty; whether it started.
+    fn launch(&self) -> bool {
+        let started = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .arg("--pidfile")
+            .arg(&self.pid_file)
+            .stdout(Stdio::null())
+            .status();
+        if !started.is_ok_and(|s| s.success()) {
+            return false;
+        }
+        let config = StateConfig::new(self.url());
+        eventually("the server answers", || {
+            FleetRollout::connect(&config).is_ok() && self.pid().is_some()
+        });
+        true
+    }
+
+    /// Kill it and wait until it is gone.
+    fn kill(&self) {
+        let pid = self.pid().expect("the server's pid");
+        self.signal("-KILL");
+        eventually("the server is gone", || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        });
+        let _ = std::fs::remove_file(&self.pid_file);
     }
 
     fn url(&self) -> String {
@@ -352,6 +372,30 @@ fn a_store_that_stops_answering_leaves_the_engine_serving() {
         .publish(&rules("tests/fixtures/mini_v2"), "alice")
         .expect("publish");
     eventually("the follower catches up", || decided(&engine) == 2);
+
+    // Killed: the notice connection breaks; the engine serves on. Back,
+    // empty, with a new version 1 (the old one's content, kept here):
+    // the follower reconnects and serves it.
+    let before = follower.status().store_errors;
+    server.kill();
+    eventually("the broken connection is counted", || {
+        follower.status().store_errors > before
+    });
+    assert_eq!(decided(&engine), 2);
+    assert!(server.launch(), "redis-server restarts");
+    let store = FleetRollout::connect(&config(&url, &prefix)).expect("connect");
+    assert_eq!(
+        store
+            .publish(&rules("tests/fixtures/mini"), "alice")
+            .expect("publish"),
+        1
+    );
+    eventually("the follower follows the new store", || {
+        decided(&engine) == 1
+    });
+    eventually("and is listed there", || {
+        store.instances().expect("instances").len() == 1
+    });
 
     // Stopping never hangs on a store that does not answer.
     server.signal("-STOP");
