@@ -156,6 +156,9 @@ fn plant(url: &str, prefix: &str, number: u64, files: serde_json::Value, hash: &
         .cmd("SET")
         .arg(key("live"))
         .arg(number)
+        .cmd("SET")
+        .arg(key("live_hash"))
+        .arg(hash)
         .cmd("PUBLISH")
         .arg(key("notify"))
         .arg(number)
@@ -223,6 +226,59 @@ fn a_version_an_instance_cannot_serve_keeps_the_last_good() {
         2
     );
     eventually("version 2 serves", || decided(&engine) == 2);
+}
+
+/// The mini rule set with a comment added: the same rules, another hash.
+fn mini_again() -> RuleSet {
+    let src = nextbest::RuleSource::from_dir("tests/fixtures/mini").expect("mini");
+    let toml = src
+        .files()
+        .find(|(p, _)| p.as_os_str() == "ruleset.toml")
+        .map(|(_, t)| format!("{t}\n# again\n"))
+        .expect("ruleset.toml");
+    RuleSet::compile(&src.file("ruleset.toml", toml)).expect("compiles")
+}
+
+#[test]
+fn a_store_that_lost_its_data_and_reused_the_number_served_is_followed() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("rollout_reset");
+    let store = FleetRollout::connect(&config(&url, &prefix)).expect("connect");
+    store
+        .publish(&rules("tests/fixtures/mini"), "alice")
+        .expect("publish");
+    store
+        .publish(&rules("tests/fixtures/mini_v2"), "alice")
+        .expect("publish");
+    let engine = Arc::new(Engine::new(rules("tests/fixtures/mini")));
+    let _follower = engine.follow_fleet(&config(&url, &prefix)).expect("follow");
+    assert_eq!(engine.current().number(), 2);
+
+    // The store forgets everything (a restart without persistence), and
+    // its counter comes back at 1 (a version 1 published meanwhile, say):
+    // the next publish is a version 2 of other content, the only change
+    // the follower sees.
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut con = client.get_connection().expect("connection");
+    let key = |k: &str| format!("{prefix}{{fleet}}:{k}");
+    let keys: Vec<String> = ["live", "live_hash", "stack", "versions", "hashes", "log"]
+        .iter()
+        .map(|k| key(k))
+        .collect();
+    redis::pipe()
+        .cmd("DEL")
+        .arg(&keys)
+        .cmd("SET")
+        .arg(key("next"))
+        .arg(1)
+        .query::<()>(&mut con)
+        .expect("forget");
+    let again = mini_again();
+    assert_eq!(store.publish(&again, "bob").expect("publish"), 2);
+    eventually("the new version 2 serves", || {
+        engine.current().rules().hash() == again.hash()
+    });
+    assert_eq!(engine.current().number(), 2);
 }
 
 #[test]

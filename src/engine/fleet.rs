@@ -144,7 +144,8 @@ impl Engine {
             started: Timestamp::now().to_string(),
             interval,
             status: status.clone(),
-            refused_number: None,
+            serving: None,
+            refused: None,
             failures: 0,
             next_poll: Instant::now(),
             next_beat: Instant::now(),
@@ -204,9 +205,10 @@ struct Follower {
     started: String,
     interval: Duration,
     status: Arc<Mutex<FollowStatus>>,
-    /// The fleet version refused last, so that polling it again counts
-    /// and logs it once.
-    refused_number: Option<u64>,
+    /// The live pointer (number, hash) served, and the one refused last
+    /// (so that polling it again counts and logs it once).
+    serving: Option<(u64, String)>,
+    refused: Option<(u64, String)>,
     /// Store failures in a row (the backoff's exponent).
     failures: u32,
     next_poll: Instant,
@@ -328,50 +330,48 @@ impl Follower {
     /// Serve the fleet's live version. Only a store failure is an error:
     /// a version that cannot be served is refused (counted, logged).
     fn sync(&mut self, engine: &Engine) -> Result<(), Error> {
-        let live = self.store.live()?;
-        let serving = {
-            let mut s = self.status.lock();
-            s.fleet_version = live;
-            s.serving
-        };
-        let Some(live) = live else {
+        let pointer = self.store.live_pointer()?;
+        self.status.lock().fleet_version = pointer.as_ref().map(|p| p.0);
+        let Some(pointer) = pointer else {
             return Ok(());
         };
-        if serving == Some(live) || self.refused_number == Some(live) {
+        if self.serving.as_ref() == Some(&pointer) || self.refused.as_ref() == Some(&pointer) {
             return Ok(());
         }
+        let live = pointer.0;
         let version = match self.store.fetch(live) {
             Ok(Some(v)) => v,
             Ok(None) => {
                 let why =
                     format!("the live pointer names version {live}, which the store does not hold");
-                self.refuse(engine, live, &why);
+                self.refuse(engine, pointer, &why);
                 return Ok(());
             }
             Err(e @ Error::StoreUnavailable { .. }) => return Err(e),
             Err(e) => {
-                self.refuse(engine, live, &e.to_string());
+                self.refuse(engine, pointer, &e.to_string());
                 return Ok(());
             }
         };
         let current = engine.current();
         let same = current.number == live && current.rules.hash == version.hash;
         if same || engine.serve_kept(live, &version.hash) {
-            self.followed(engine, &version);
+            self.followed(engine, &version, pointer);
             return Ok(());
         }
         match version.compile() {
             Ok(rules) => {
                 engine.publish_numbered(rules, live);
-                self.followed(engine, &version);
+                self.followed(engine, &version, pointer);
             }
-            Err(e) => self.refuse(engine, live, &format!("fleet version {live}: {e}")),
+            Err(e) => self.refuse(engine, pointer, &format!("fleet version {live}: {e}")),
         }
         Ok(())
     }
 
-    fn followed(&mut self, engine: &Engine, v: &FleetVersion) {
-        self.refused_number = None;
+    fn followed(&mut self, engine: &Engine, v: &FleetVersion, pointer: (u64, String)) {
+        self.serving = Some(pointer);
+        self.refused = None;
         self.next_beat = Instant::now();
         let previous = {
             let mut s = self.status.lock();
@@ -384,8 +384,9 @@ impl Follower {
         note(engine, "followed", &self.id, v.number, detail);
     }
 
-    fn refuse(&mut self, engine: &Engine, number: u64, why: &str) {
-        self.refused_number = Some(number);
+    fn refuse(&mut self, engine: &Engine, pointer: (u64, String), why: &str) {
+        let number = pointer.0;
+        self.refused = Some(pointer);
         self.next_beat = Instant::now();
         {
             let mut s = self.status.lock();

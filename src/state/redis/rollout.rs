@@ -32,9 +32,9 @@ use crate::state::fleet::StateConfig;
 /// How many change-log entries (publishes and rollbacks) are kept.
 const LOG_ENTRIES: usize = 1000;
 
-/// Publish: KEYS = counter, live pointer, live stack, versions, log;
-/// ARGV = the version's record, the log entry after its number, the
-/// channel, the log's length.
+/// Publish: KEYS = counter, live pointer, live stack, versions, log,
+/// version hashes, live hash; ARGV = the version's record, the log entry
+/// after its number, the channel, the log's length, the version's hash.
 const PUBLISH: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[4], n, ARGV[1])
@@ -43,13 +43,16 @@ redis.call('RPUSH', KEYS[3], n)
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
 redis.call('RPUSH', KEYS[5], '{\"event\":\"publish\",\"version\":' .. n .. ',' .. ARGV[2])
 redis.call('LTRIM', KEYS[5], -tonumber(ARGV[4]), -1)
+redis.call('HSET', KEYS[6], n, ARGV[5])
+redis.call('SET', KEYS[7], ARGV[5])
 redis.call('PUBLISH', ARGV[3], n)
 return n
 "#;
 
-/// Rollback: KEYS = live pointer, live stack, versions, log; ARGV = the
-/// version to go to (empty: the one live before), the log entry's tail,
-/// the channel, the log's length. Returns {1, number} or {0, reason}.
+/// Rollback: KEYS = live pointer, live stack, versions, log, version
+/// hashes, live hash; ARGV = the version to go to (empty: the one live
+/// before), the log entry's tail, the channel, the log's length. Returns
+/// {1, number} or {0, reason}.
 const ROLLBACK: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {0, 'nothing has been published to this fleet'} end
@@ -70,6 +73,7 @@ else
   redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
 end
 redis.call('SET', KEYS[1], target)
+redis.call('SET', KEYS[6], redis.call('HGET', KEYS[5], target) or '')
 redis.call('RPUSH', KEYS[4], '{\"event\":\"rollback\",\"version\":' .. target .. ',\"from\":' .. cur .. ',' .. ARGV[2])
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1)
 redis.call('PUBLISH', ARGV[3], target)
@@ -270,10 +274,13 @@ impl FleetRollout {
             .key(self.key("stack"))
             .key(self.key("versions"))
             .key(self.key("log"))
+            .key(self.key("hashes"))
+            .key(self.key("live_hash"))
             .arg(record)
             .arg(tail)
             .arg(self.channel())
-            .arg(LOG_ENTRIES);
+            .arg(LOG_ENTRIES)
+            .arg(rules.hash());
         self.pool.with("fleet publish", |c| call.invoke(c))
     }
 
@@ -287,6 +294,8 @@ impl FleetRollout {
             .key(self.key("stack"))
             .key(self.key("versions"))
             .key(self.key("log"))
+            .key(self.key("hashes"))
+            .key(self.key("live_hash"))
             .arg(to.map(|n| n.to_string()).unwrap_or_default())
             .arg(tail(&[("by", by), ("at", &at)]))
             .arg(self.channel())
@@ -304,9 +313,19 @@ impl FleetRollout {
 
     /// The live version's number, or `None` if nothing was published.
     pub fn live(&self) -> Result<Option<u64>, Error> {
-        let key = self.key("live");
-        self.pool
-            .with("fleet live", |c| redis::cmd("GET").arg(&key).query(c))
+        Ok(self.live_pointer()?.map(|(n, _)| n))
+    }
+
+    /// The live version's number and content hash (one `MGET`), or `None`
+    /// if nothing was published. Both together, so that a follower tells
+    /// a new version from the one it serves even when a store that lost
+    /// its data numbers from 1 again.
+    pub fn live_pointer(&self) -> Result<Option<(u64, String)>, Error> {
+        let keys = [self.key("live"), self.key("live_hash")];
+        let (number, hash): (Option<u64>, Option<String>) = self
+            .pool
+            .with("fleet live", |c| redis::cmd("MGET").arg(&keys).query(c))?;
+        Ok(number.map(|n| (n, hash.unwrap_or_default())))
     }
 
     /// The live version, or `None` if nothing was published.
