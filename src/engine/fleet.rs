@@ -245,8 +245,18 @@ impl Follower {
             };
             // A notice may have been missed while not subscribed.
             self.next_poll = Instant::now();
+            let subscribed = notices.is_some();
             if let Exit::Stop = self.serve(engine, stop, notices.as_mut(), until) {
                 break;
+            }
+            if subscribed {
+                // The notice connection broke: wait the backoff before the
+                // next, so a server that drops every connection is not
+                // hammered (a stop unparks this thread).
+                std::thread::park_timeout(self.backoff());
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
             }
         }
         let _ = self.store.leave(&self.id);
