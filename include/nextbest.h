@@ -171,8 +171,10 @@ const char *nb_status_str(int32_t status);
 /**
  * Open an engine from a JSON configuration
  * `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "...",
- * "on_error": "fail"}}` (`rules_dir` or `governance_repo` is required; the
- * decision log's keys are those of docs/OPERATIONS.md). Loads, validates
+ * "on_error": "fail"}}` (`rules_dir` or `governance_repo` is required, or
+ * `"state": {"url": ..., "follow": true}` to serve the fleet's live rule
+ * version and follow its rollout, docs/FLEET.md; the decision log's keys
+ * are those of docs/OPERATIONS.md). Loads, validates
  * and compiles the rule directory, or the live revision of the governance
  * repository `governance_repo` (refused unless approved and untampered).
  * On success `*out` is the new handle (free it with `nb_engine_free`); on

@@ -69,6 +69,8 @@ pub use engine::{
     ArmCounts, Engine, EngineConfig, EngineOptions, EngineStats, GovernanceStats, VersionInfo,
     Watcher,
 };
+#[cfg(feature = "redis")]
+pub use engine::{FleetFollower, FollowStatus};
 pub use ruleset::strategy::{Diagnostic, Limits as ScriptLimits};
 pub use ruleset::{RuleSet, RuleSource};
 #[cfg(any(test, feature = "fuzzing"))]

@@ -179,6 +179,31 @@ fn rollback_serves_the_previous_version_at_once_and_stops_at_the_oldest() {
 }
 
 #[test]
+fn a_version_published_under_a_given_number_serves_under_it() {
+    // As a fleet follower does: the fleet's numbers, not the engine's.
+    let engine = Engine::new(version(1));
+    assert_eq!(engine.publish_numbered(version(2), 17), 17);
+    let d = engine.decide(&request(&engine, "C")).unwrap();
+    assert_eq!(d.action_ids(), vec!["TOP_2"]);
+    assert!(d.to_json().contains(r#""version":17"#), "{}", d.to_json());
+    // Rolled back in the fleet to 12, a version this engine never had.
+    assert_eq!(engine.publish_numbered(version(1), 12), 12);
+    let kept: Vec<u64> = engine.versions().iter().map(|v| v.version).collect();
+    assert_eq!(kept, vec![1, 17, 12]);
+    // The same number again replaces the kept one.
+    assert_eq!(engine.publish_numbered(version(3), 17), 17);
+    let kept: Vec<u64> = engine.versions().iter().map(|v| v.version).collect();
+    assert_eq!(kept, vec![1, 12, 17]);
+    // The engine's own numbers continue above every number it served.
+    assert_eq!(engine.publish(version(4)), 18);
+    assert_eq!(engine.rollback().unwrap(), 17);
+    assert_eq!(
+        engine.decide(&request(&engine, "C")).unwrap().action_ids(),
+        vec!["TOP_3"]
+    );
+}
+
+#[test]
 fn the_engine_keeps_the_last_k_versions() {
     let mut config = EngineConfig::default();
     config.keep_versions = 3;

@@ -44,8 +44,12 @@ use crate::state::learning::Learned;
 use crate::state::learning::LearningStore;
 use crate::state::volumes::{MemoryVolumes, StateReads, VolumeStore};
 
+#[cfg(feature = "redis")]
+mod fleet;
 mod governed;
 mod metrics;
+#[cfg(feature = "redis")]
+pub use fleet::{FleetFollower, FollowStatus};
 pub use governed::GovernanceStats;
 
 /// One lane: the live version as a hold, on a cache line of its own.
@@ -105,7 +109,8 @@ impl Default for EngineConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct EngineOptions {
-    /// The rule directory to serve (this or `governance_repo`).
+    /// The rule directory to serve (this or `governance_repo`; or
+    /// neither, with `state.follow`: the fleet's live version).
     #[serde(default)]
     pub rules_dir: Option<PathBuf>,
     /// A governance repository whose live revision to serve, instead of
@@ -138,8 +143,10 @@ pub struct EngineOptions {
     pub state_file: Option<PathBuf>,
     /// Keep interaction history and volume counters in a shared store
     /// (Redis) for a fleet of engines: `{"url": "redis://127.0.0.1:6379/0",
-    /// "key_prefix": "nb:", "timeout_ms": 20, "on_unavailable": "closed"}`.
-    /// See docs/FLEET.md.
+    /// "key_prefix": "nb:", "timeout_ms": 20, "on_unavailable": "closed"}`;
+    /// with `"follow": true`, [`Engine::follow_fleet`] (which the C ABI's
+    /// `nb_engine_open` and the command line's `--follow` start) serves
+    /// the fleet's rule rollout. See docs/FLEET.md.
     #[serde(default)]
     pub state: Option<StateConfig>,
 }
@@ -667,11 +674,13 @@ impl Engine {
                     "give `rules_dir` or `governance_repo`, not both: a governed engine serves the repository's live revision".into(),
                 ))
             }
-            (None, None) => {
-                return Err(Error::InvalidConfig(
-                    "`rules_dir` (a rule directory) or `governance_repo` (a governance repository) is required".into(),
-                ))
-            }
+            (None, None) => match options.state.as_ref().filter(|s| s.follow) {
+                #[cfg(feature = "redis")]
+                Some(state) => (fleet::live_rules(state)?, None),
+                _ => return Err(Error::InvalidConfig(
+                    "`rules_dir` (a rule directory), `governance_repo` (a governance repository) or `state` with `\"follow\": true` (the fleet's live version) is required".into(),
+                )),
+            },
         };
         let mut config = EngineConfig::default();
         if let Some(k) = options.keep_versions {
@@ -708,6 +717,19 @@ impl Engine {
     /// Publish a compiled version atomically; decisions in flight finish on
     /// the version they started with. Returns the new version's number.
     pub fn publish(&self, rules: RuleSet) -> u64 {
+        self.publish_as(rules, None)
+    }
+
+    /// Publish a compiled version atomically under `number`, a number
+    /// given elsewhere (the fleet's, see [`Engine::follow_fleet`]) rather
+    /// than the engine's next: decisions and their log records carry it.
+    /// A kept version with the same number leaves the history; the
+    /// engine's own next number stays above every number it served.
+    pub fn publish_numbered(&self, rules: RuleSet, number: u64) -> u64 {
+        self.publish_as(rules, Some(number))
+    }
+
+    fn publish_as(&self, rules: RuleSet, number: Option<u64>) -> u64 {
         let archived = self
             .archive_dir
             .as_ref()
@@ -716,8 +738,25 @@ impl Engine {
         if let Some(Err(e)) = archived {
             h.last_load_error = Some(format!("archiving the version failed: {e}"));
         }
-        let number = h.next_number;
-        h.next_number += 1;
+        let number = match number {
+            Some(n) => {
+                h.next_number = h.next_number.max(n.saturating_add(1));
+                if let Some(old) = h
+                    .versions
+                    .iter()
+                    .position(|v| v.number == n)
+                    .and_then(|i| h.versions.remove(i))
+                {
+                    h.graveyard.push(old);
+                }
+                n
+            }
+            None => {
+                let n = h.next_number;
+                h.next_number += 1;
+                n
+            }
+        };
         let v = Arc::new(Version::new(number, rules, &self.learned, &self.counters));
         self.current.store(v.clone());
         self.set_lanes(&v);
@@ -757,6 +796,27 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Serve the kept version `number` again if its content hash is
+    /// `hash` (a fleet's rollback to a version this engine still keeps):
+    /// it becomes the live one, last in the history. False if no kept
+    /// version matches.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn serve_kept(&self, number: u64, hash: &str) -> bool {
+        let mut h = self.history.lock();
+        let Some(v) = h
+            .versions
+            .iter()
+            .position(|v| v.number == number && v.rules.hash == hash)
+            .and_then(|i| h.versions.remove(i))
+        else {
+            return false;
+        };
+        self.current.store(v.clone());
+        self.set_lanes(&v);
+        h.versions.push_back(v);
+        true
     }
 
     /// Serve the previous kept version again, at once. The version rolled

@@ -60,6 +60,21 @@ pub struct StateConfig {
     /// 100000); one more is refused to its caller and counted.
     #[serde(default = "default_outcome_buffer")]
     pub outcome_buffer: usize,
+    /// Follow the fleet's rule rollout: serve the version `nextbest
+    /// publish` made live (under the fleet's number), and write a
+    /// heartbeat (default `false`). Started by
+    /// [`Engine::follow_fleet`](crate::Engine::follow_fleet), and by the
+    /// command line's `--follow`; see docs/FLEET.md.
+    #[serde(default)]
+    pub follow: bool,
+    /// This instance's id in `nextbest fleet` (default: `HOST-PID`).
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// How often a following instance writes its heartbeat and polls the
+    /// live version, in milliseconds (default 1000); a heartbeat lives
+    /// for three of these (at least 1 s).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
 }
 
 fn yes() -> bool {
@@ -72,6 +87,10 @@ fn default_exchange() -> u64 {
 
 fn default_outcome_buffer() -> usize {
     100_000
+}
+
+fn default_heartbeat() -> u64 {
+    1000
 }
 
 fn default_prefix() -> String {
@@ -93,6 +112,9 @@ impl StateConfig {
             share_learning: true,
             exchange_ms: default_exchange(),
             outcome_buffer: default_outcome_buffer(),
+            follow: false,
+            instance_id: None,
+            heartbeat_ms: default_heartbeat(),
         }
     }
 
@@ -106,6 +128,11 @@ impl StateConfig {
         if self.exchange_ms == 0 {
             return Err(Error::InvalidConfig(
                 "state.exchange_ms is 0: give how often to exchange with the store in milliseconds (default 1000)".into(),
+            ));
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "state.heartbeat_ms is 0: give the heartbeat interval in milliseconds (default 1000)".into(),
             ));
         }
         if !self.url.starts_with("redis://") {

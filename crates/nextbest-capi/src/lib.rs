@@ -175,6 +175,9 @@ impl NbStatus {
 /// `nb_engine_free`; safe to share between threads.
 #[derive(Debug)]
 pub struct NbEngine {
+    /// Following the fleet's rule rollout (`"state": {"follow": true}`):
+    /// stopped first when the handle is freed.
+    _fleet: Option<nextbest::FleetFollower>,
     engine: Arc<Engine>,
 }
 
@@ -534,8 +537,10 @@ pub extern "C" fn nb_status_str(status: i32) -> *const c_char {
 
 /// Open an engine from a JSON configuration
 /// `{"rules_dir": "...", "keep_versions": 10, "decision_log": {"path": "...",
-/// "on_error": "fail"}}` (`rules_dir` or `governance_repo` is required; the
-/// decision log's keys are those of docs/OPERATIONS.md). Loads, validates
+/// "on_error": "fail"}}` (`rules_dir` or `governance_repo` is required, or
+/// `"state": {"url": ..., "follow": true}` to serve the fleet's live rule
+/// version and follow its rollout, docs/FLEET.md; the decision log's keys
+/// are those of docs/OPERATIONS.md). Loads, validates
 /// and compiles the rule directory, or the live revision of the governance
 /// repository `governance_repo` (refused unless approved and untampered).
 /// On success `*out` is the new handle (free it with `nb_engine_free`); on
@@ -563,8 +568,23 @@ pub unsafe extern "C" fn nb_engine_open(
             let config = text(config, config_len, "config")?;
             let engine = Engine::from_config_json(config)
                 .map_err(|e| Failure::from_error(e, Some(config)))?;
+            let engine = Arc::new(engine);
+            // (The configuration parsed above, so this parses too.)
+            let follow = serde_json::from_str::<nextbest::EngineOptions>(config)
+                .ok()
+                .and_then(|o| o.state)
+                .filter(|s| s.follow);
+            let fleet = match follow {
+                Some(state) => Some(
+                    engine
+                        .follow_fleet(&state)
+                        .map_err(|e| Failure::from_error(e, Some(config)))?,
+                ),
+                None => None,
+            };
             let handle = Box::new(NbEngine {
-                engine: Arc::new(engine),
+                _fleet: fleet,
+                engine,
             });
             out.write(Box::into_raw(handle));
             Ok(())
@@ -849,6 +869,53 @@ mod tests {
                 c"unknown status"
             );
         }
+    }
+
+    /// An engine opened with `"state": {"follow": true}` and no rule
+    /// directory serves the fleet's live version under its number, and
+    /// follows a publish; freeing the handle stops the follower. Needs
+    /// `NEXTBEST_TEST_REDIS_URL` (skipped without it, failed under CI).
+    #[test]
+    fn an_engine_opened_to_follow_the_fleet_follows_it() {
+        use nextbest::state::{fleet::StateConfig, redis::FleetRollout};
+        let Some(url) = std::env::var("NEXTBEST_TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs NEXTBEST_TEST_REDIS_URL"
+            );
+            eprintln!("skipped: set NEXTBEST_TEST_REDIS_URL to run the fleet test");
+            return;
+        };
+        let prefix = format!("nbtest:capi_follow:{}:", std::process::id());
+        let store = FleetRollout::connect(&StateConfig {
+            key_prefix: prefix.clone(),
+            ..StateConfig::new(url.clone())
+        })
+        .expect("connect");
+        let rules = |d: &str| nextbest::RuleSet::from_dir(fixture(d)).expect("rules");
+        let first = store.publish(&rules("mini"), "test").expect("publish");
+        let config = serde_json::json!({"state": {"url": url, "key_prefix": prefix,
+            "timeout_ms": 500, "follow": true, "heartbeat_ms": 100}})
+        .to_string();
+        let mut engine = null_mut();
+        let mut err = NbBuf::EMPTY;
+        let status =
+            unsafe { nb_engine_open(config.as_ptr(), config.len(), &mut engine, &mut err) };
+        assert_eq!(status, NbStatus::NB_OK, "{}", unsafe { err.as_str() });
+        let serving = || unsafe { (*engine).engine.current().number() };
+        assert_eq!(serving(), first);
+        let second = store.publish(&rules("mini_v2"), "test").expect("publish");
+        let start = std::time::Instant::now();
+        while serving() != second {
+            assert!(start.elapsed().as_secs() < 5, "not followed within 5 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(store.instances().expect("instances").len(), 1);
+        unsafe { nb_engine_free(engine) };
+        assert!(store.instances().expect("instances").is_empty());
     }
 
     #[test]

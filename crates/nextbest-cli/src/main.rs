@@ -16,6 +16,7 @@ mod impact;
 mod keys;
 mod learn;
 mod review;
+mod rollout;
 mod ship;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ enum Command {
     Core(CoreCommand),
     #[command(flatten)]
     Governed(GovernedCommand),
+    #[command(flatten)]
+    Fleet(rollout::FleetCommand),
     /// Ship a decision log's records to Kafka, at least once, resuming
     /// from the position the last run stored (docs/SHIPPING.md).
     Ship(ship::ShipArgs),
@@ -76,7 +79,7 @@ enum CoreCommand {
     /// every customer of a Parquet file to a Parquet file.
     Decide {
         /// Rule directory.
-        #[arg(required_unless_present = "repo")]
+        #[arg(required_unless_present_any = ["repo", "follow"])]
         dir: Option<PathBuf>,
         /// Serve a governance repository's live revision instead, and
         /// follow its publishes and rollbacks (see docs/GOVERNANCE.md).
@@ -91,6 +94,8 @@ enum CoreCommand {
         /// milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 20, requires = "state")]
         state_timeout_ms: u64,
+        #[command(flatten)]
+        follow: FollowArgs,
         /// Exit 0 even when lines failed (each is still answered with an
         /// error line and counted on stderr).
         #[arg(long, conflicts_with = "batch")]
@@ -509,6 +514,7 @@ fn main() -> ExitCode {
         Command::Governed(c) => run_governed(c),
         Command::Core(c) => run_core(c).map_err(CliError::from),
         Command::Ship(args) => ship::run(args),
+        Command::Fleet(c) => rollout::run(c).map_err(CliError::from),
     };
     out::finish(match result {
         Ok(code) => code,
@@ -587,13 +593,14 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             repo,
             state,
             state_timeout_ms,
+            follow,
             allow_errors,
             strict,
             ..
         } => decide(
             dir.as_deref(),
             repo.as_deref(),
-            fleet(state, state_timeout_ms),
+            fleet(state, state_timeout_ms).map(|s| follow.apply(s)),
             allow_errors,
             strict,
         ),
@@ -902,6 +909,12 @@ fn decide(
     strict: bool,
 ) -> Result<ExitCode, Error> {
     let mut engine = match (dir, repo) {
+        (None, None) if state.as_ref().is_some_and(|s| s.follow) => {
+            let state = state.as_ref().map(fleet_live).transpose()?;
+            Engine::new(state.ok_or_else(|| {
+                Error::InvalidConfig("--follow without a rule directory needs --state".into())
+            })?)
+        }
         (_, Some(repo)) => {
             let config = serde_json::json!({ "governance_repo": repo, "strict_requests": strict });
             Engine::from_config_json(&config.to_string())?
@@ -916,12 +929,17 @@ fn decide(
             ))
         }
     };
-    if let Some(url) = state {
-        engine = engine.with_state(&url)?;
+    if let Some(url) = &state {
+        engine = engine.with_state(url)?;
     }
     let engine = std::sync::Arc::new(engine);
     // With --repo, publishes and rollbacks are followed while serving.
     let _following = repo.map(|_| engine.watch_governance(std::time::Duration::from_secs(1)));
+    // With --follow, the fleet's.
+    let _fleet = match state.as_ref().filter(|s| s.follow) {
+        Some(s) => Some(engine.follow_fleet(s)?),
+        None => None,
+    };
     let mut warned = 0usize;
     let (decided, errors) = serve_lines(|_, line| {
         engine.decide_json(line).map(|d| {
@@ -937,6 +955,19 @@ fn decide(
     Ok(summary(decided, "decided", errors, allow_errors))
 }
 
+/// The fleet's live version, compiled: what `decide --follow` without a
+/// rule directory starts from.
+fn fleet_live(state: &nextbest::state::fleet::StateConfig) -> Result<RuleSet, Error> {
+    let store = nextbest::state::redis::FleetRollout::connect(state)?;
+    match store.live_version()? {
+        Some(v) => v.compile(),
+        None => Err(Error::InvalidConfig(format!(
+            "--follow without a rule directory: nothing has been published to {} (nextbest publish DIR --state URL)",
+            store.store()
+        ))),
+    }
+}
+
 /// `nextbest outcome`: record each outcome line, into the shared store
 /// with `state`, logged with `log`.
 /// The shared store of `--state URL` with `--state-timeout-ms`.
@@ -945,6 +976,44 @@ fn fleet(url: Option<String>, timeout_ms: u64) -> Option<nextbest::state::fleet:
         timeout_ms,
         ..nextbest::state::fleet::StateConfig::new(url)
     })
+}
+
+/// `decide --follow`: follow the fleet's rule rollout.
+#[derive(clap::Args)]
+struct FollowArgs {
+    /// With --state: serve the fleet's live rule version (published by
+    /// `nextbest publish DIR --state URL`) under the fleet's number, follow
+    /// its publishes and rollbacks, and write a heartbeat that `nextbest
+    /// fleet` lists. The rule directory is then optional: without it the
+    /// fleet's live version is served from the start.
+    #[arg(long, requires = "state", conflicts_with_all = ["repo", "batch"])]
+    follow: bool,
+    /// With --follow: this instance's id in `nextbest fleet` (default:
+    /// HOST-PID).
+    #[arg(long, value_name = "ID", requires = "follow")]
+    instance_id: Option<String>,
+    /// With --follow: how often to write the heartbeat and poll the live
+    /// version, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "follow")]
+    heartbeat_ms: u64,
+    /// With --state: the key prefix the fleet's engines use.
+    #[arg(long, value_name = "PREFIX", default_value = "nb:", requires = "state")]
+    key_prefix: String,
+}
+
+impl FollowArgs {
+    fn apply(
+        self,
+        state: nextbest::state::fleet::StateConfig,
+    ) -> nextbest::state::fleet::StateConfig {
+        nextbest::state::fleet::StateConfig {
+            follow: self.follow,
+            instance_id: self.instance_id,
+            heartbeat_ms: self.heartbeat_ms,
+            key_prefix: self.key_prefix,
+            ..state
+        }
+    }
 }
 
 /// `--ship-kafka` and `--ship-topic`: ship the `--log` to Kafka from

@@ -1,8 +1,8 @@
 //! The fleet's shared state on Redis: the interaction history
 //! ([`RedisHistory`]) and the volume-constraint counters
 //! ([`RedisVolumes`]), so that every engine pointed at one server sees the
-//! same customers' events and counts against the same caps
-//! (docs/FLEET.md).
+//! same customers' events and counts against the same caps, and the rule
+//! rollout ([`FleetRollout`]) (docs/FLEET.md).
 //!
 //! Both stores go through one pool of blocking connections to the
 //! server the `"state"` configuration names. Guarantees they share:
@@ -27,10 +27,12 @@ use crate::base::Error;
 
 mod history;
 mod learning;
+mod rollout;
 mod volumes;
 
 pub use history::RedisHistory;
 pub use learning::RedisLearning;
+pub use rollout::{FleetEvent, FleetRollout, FleetVersion, InstanceStatus};
 pub use volumes::RedisVolumes;
 
 /// Connections to one server, and what every call to it needs: the key
@@ -189,6 +191,12 @@ impl Pool {
         con.set_read_timeout(Some(self.timeout))?;
         con.set_write_timeout(Some(self.timeout))?;
         Ok(con)
+    }
+
+    /// A new connection outside the pool (the rollout's notice channel),
+    /// with the deadline.
+    pub(crate) fn open(&self, operation: &'static str) -> Result<Connection, Error> {
+        self.open_raw().map_err(|e| self.unavailable(operation, e))
     }
 
     /// Run `f` on a pooled connection. A connection whose call failed is
