@@ -203,6 +203,15 @@ enum CoreCommand {
         append: bool,
         #[command(flatten)]
         ship: ShipTo,
+        /// Decide against the fleet's shared store (`redis://host:port/db`:
+        /// its customers' history, volume caps and learning counts, as a
+        /// fleet instance would; see docs/FLEET.md). Not with --learn.
+        #[arg(long, value_name = "URL", conflicts_with = "learn")]
+        state: Option<String>,
+        /// With --state: the deadline of each call to the store, in
+        /// milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 20, requires = "state")]
+        state_timeout_ms: u64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -626,6 +635,8 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
             log,
             append,
             ship,
+            state,
+            state_timeout_ms,
             json,
             learn,
             rounds,
@@ -660,7 +671,8 @@ fn run_core(command: CoreCommand) -> Result<ExitCode, Error> {
                 run_learn(&dir, args)
             } else {
                 let log = log.map(|path| (ship.log_config(path), append));
-                run_simulate(&dir, customers, channel, limit, now, log, json)
+                let state = fleet(state, state_timeout_ms);
+                run_simulate(&dir, customers, channel, limit, now, log, state, json)
             }
         }
         CoreCommand::Replay {
@@ -1178,6 +1190,7 @@ pub(crate) fn start_new_log(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_simulate(
     dir: &Path,
     customers: Option<PathBuf>,
@@ -1185,6 +1198,7 @@ fn run_simulate(
     limit: Option<usize>,
     now: Option<String>,
     log: Option<(nextbest::audit::LogConfig, bool)>,
+    state: Option<nextbest::state::fleet::StateConfig>,
     json: bool,
 ) -> Result<ExitCode, Error> {
     let rules = RuleSet::from_dir(dir)?;
@@ -1200,6 +1214,10 @@ fn run_simulate(
             Engine::try_with_config(rules, config)?
         }
         None => Engine::new(rules),
+    };
+    let engine = match state {
+        Some(state) => engine.with_state(&state)?,
+        None => engine,
     };
     let opts = SimulateOptions {
         channel,

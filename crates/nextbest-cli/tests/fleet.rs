@@ -396,3 +396,25 @@ fn follow_without_a_rule_directory_needs_a_published_version() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing has been published"), "{err}");
 }
+
+/// `simulate --state URL` decides against the fleet's store (its history
+/// and caps are read, its learning counts exchanged), and a store that
+/// cannot be reached is an error naming it, before any decision.
+#[test]
+fn simulate_decides_against_the_fleet_store() {
+    let Some(url) = redis_url() else { return };
+    let (code, out, err) = nextbest(&["simulate", "rules/retail_bank", "--state", &url, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(report.to_string().contains("decisions"), "{report}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = format!("redis://127.0.0.1:{port}/0");
+    let (code, _, err) = nextbest(&["simulate", "rules/retail_bank", "--state", &down]);
+    assert_ne!(code, 0);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
