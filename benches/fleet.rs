@@ -54,8 +54,8 @@ fn main() {
         .iter()
         .map(|c| c.request(&catalog, &schema, false))
         .collect();
-    println!("| rule set | store | threads | p50 µs | p99 µs | decisions/s |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("| rule set | store | threads | p50 µs | p99 µs | decisions/s | round trips |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     compare("catalog/100", &source, &requests, &url, per_thread);
 
     let retail = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/retail_bank");
@@ -106,26 +106,39 @@ fn compare(name: &str, source: &RuleSource, requests: &[DecisionRequest], url: &
             }
         }
     }
+    let previews = Arc::new(
+        requests
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.mode = nextbest::Mode::Preview;
+                r
+            })
+            .collect::<Vec<_>>(),
+    );
     let mut p99 = [0.0; 2];
     for threads in [1usize, 8] {
+        // The reads alone (previews: nothing taken, nothing logged), then
+        // whole decisions.
+        let r = run(&fleet, &previews, threads, n);
+        println!(
+            "| {name} | redis, reads only | {threads} | {:.1} | {:.1} | {:.0} | {:.2} |",
+            r.p50, r.p99, r.per_second, r.round_trips
+        );
         for (store, engine) in [("memory", &memory), ("redis", &fleet)] {
             let r = run(engine, &requests, threads, n);
             if threads == 1 {
                 p99[usize::from(store == "redis")] = r.p99;
             }
             println!(
-                "| {name} | {store} | {threads} | {:.1} | {:.1} | {:.0} |",
-                r.p50, r.p99, r.per_second
+                "| {name} | {store} | {threads} | {:.1} | {:.1} | {:.0} | {:.2} |",
+                r.p50, r.p99, r.per_second, r.round_trips
             );
         }
     }
     let s = fleet.stats();
     assert_eq!(s.store_errors, 0, "the store failed during the run");
-    let decided = s.decisions.champion + s.decisions.challenger + s.decisions.control;
-    println!(
-        "{name}: {:.2} store round trips per decision",
-        s.fleet.map_or(0, |f| f.store_calls) as f64 / decided as f64
-    );
+
     println!(
         "{name}: the fleet store adds {:.1} µs at p99 on one thread",
         p99[1] - p99[0]
@@ -136,6 +149,8 @@ struct Run {
     p50: f64,
     p99: f64,
     per_second: f64,
+    /// Store round trips per timed decision.
+    round_trips: f64,
 }
 
 fn run(
@@ -148,6 +163,8 @@ fn run(
     for r in requests.iter().take(200) {
         std::hint::black_box(engine.decide(r).expect("decide"));
     }
+    let calls = || engine.stats().fleet.map_or(0, |f| f.store_calls);
+    let calls_before = calls();
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -170,6 +187,7 @@ fn run(
         .flat_map(|h| h.join().expect("a decider panicked"))
         .collect();
     let elapsed = started.elapsed();
+    let round_trips = (calls() - calls_before) as f64 / all.len() as f64;
     all.sort_unstable();
     let pct = |p: f64| {
         let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
@@ -179,6 +197,7 @@ fn run(
         p50: pct(0.50),
         p99: pct(0.99),
         per_second: all.len() as f64 / elapsed.as_secs_f64(),
+        round_trips,
     }
 }
 
