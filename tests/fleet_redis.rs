@@ -375,3 +375,39 @@ group = "cards"
     );
     assert_eq!(engine.stats().store_errors, 1);
 }
+
+/// Engines given the store piece by piece (no exchange) still tell two
+/// deliveries apart: the same outcome from two engines counts once, and
+/// two equal outcomes without a decision id in the same second are both
+/// kept.
+#[test]
+fn engines_given_the_store_directly_keep_outcomes_apart() {
+    let Some(url) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_rules(dir.path());
+    let config = StateConfig {
+        key_prefix: unique_prefix("direct"),
+        timeout_ms: 2_000,
+        ..StateConfig::new(url)
+    };
+    let store = Arc::new(RedisHistory::connect(&config).unwrap());
+    let a = Engine::from_dir(dir.path())
+        .unwrap()
+        .with_history_store(store.clone());
+    let b = Engine::from_dir(dir.path())
+        .unwrap()
+        .with_history_store(store.clone());
+    let d = a.decide(&request(&a, "x", "web")).unwrap();
+    let mut o = outcome("x", OutcomeKind::Clicked);
+    o.timestamp = Some(Timestamp(T0));
+    o.decision_id = Some(d.id());
+    a.record_outcome(&o).unwrap();
+    b.record_outcome(&o).unwrap();
+    assert_eq!((a.stats().outcomes, b.stats().duplicate_outcomes), (1, 1));
+    o.decision_id = None;
+    a.record_outcome(&o).unwrap();
+    b.record_outcome(&o).unwrap();
+    let mut events = Vec::new();
+    store.recent("x", 0, &mut events).unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+}

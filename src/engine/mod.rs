@@ -298,6 +298,8 @@ pub struct Engine {
     exchange: Option<Exchange>,
     /// Whether the learning counts are a shared store's.
     shared_learning: bool,
+    /// The next outcome delivery's id (seeded per engine and run).
+    deliveries: std::sync::atomic::AtomicU64,
 }
 /// The saved-state file (see [`Engine::save_state`]).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -424,6 +426,7 @@ impl Engine {
             governed: None,
             exchange: None,
             shared_learning: false,
+            deliveries: std::sync::atomic::AtomicU64::new(delivery_seed()),
         }
     }
 
@@ -976,7 +979,9 @@ impl Engine {
             channel: crate::base::channel_key(&outcome.channel),
             kind: outcome.kind,
         };
-        let delivery = self.exchange.as_ref().map_or(0, Exchange::delivery);
+        // Unique to this delivery (engine and run), whatever the store:
+        // two outcomes never share a member or a marker's token.
+        let delivery = self.deliveries.fetch_add(1, Ordering::Relaxed);
         // Recorded in the history (once) first, then logged, then counted:
         // an outcome the log refuses (`on_error = "fail"`) is taken out of
         // the history again, so that a retry counts it once.
@@ -1205,6 +1210,21 @@ impl Engine {
             .ok();
         Watcher { stop, handle }
     }
+}
+
+/// A random start for an engine's outcome delivery ids: the process, the
+/// time and the engine's number in the process, hashed.
+fn delivery_seed() -> u64 {
+    static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = ENGINES.fetch_add(1, Ordering::Relaxed);
+    xxhash_rust::xxh3::xxh3_64(
+        format!(
+            "deliveries:{}:{:?}:{n}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        )
+        .as_bytes(),
+    )
 }
 
 fn watch_loop(engine: Weak<Engine>, dir: PathBuf, interval: Duration, stop: Arc<AtomicBool>) {

@@ -163,11 +163,6 @@ impl Exchange {
         Exchange { shared, handle }
     }
 
-    /// A fresh delivery id (unique to this engine's run).
-    pub(crate) fn delivery(&self) -> u64 {
-        self.shared.ids.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// Whether one more outcome can wait; if not, it is counted as
     /// dropped (its caller gets the store's error).
     pub(crate) fn has_room(&self) -> bool {
