@@ -1,5 +1,5 @@
 //! Learning state: outcome counts per (action, channel), the evidence the
-//! posteriors of [`crate::ruleset::learning`] are computed from; and, for a
+//! adaptive propensities' posteriors are computed from; and, for a
 //! fleet, the [`LearningStore`] the counts of every engine are summed in.
 //!
 //! Counts are commutative: an engine adds what it records to its own

@@ -264,7 +264,7 @@ impl VolumeStore for RedisVolumes {
         })
     }
 
-    /// One script (see [`TAKE_EACH`]): every action's units in one round
+    /// One script (`TAKE_EACH`): every action's units in one round
     /// trip and one atomic step.
     fn take_each(
         &self,
