@@ -16,6 +16,9 @@
 //! - A round waits at most one store deadline per call, and calls stop
 //!   at the first failure of a round; rounds never overlap.
 
+// Without a shared store (the `redis` feature) nothing starts an exchange.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -176,7 +176,10 @@ impl NbStatus {
 #[derive(Debug)]
 pub struct NbEngine {
     /// Following the fleet's rule rollout (`"state": {"follow": true}`):
-    /// stopped first when the handle is freed.
+    /// stopped first when the handle is freed. (Not in builds without the
+    /// shared store, such as the fuzz targets', whose engines refuse a
+    /// `state` section.)
+    #[cfg(feature = "redis")]
     _fleet: Option<nextbest::FleetFollower>,
     engine: Arc<Engine>,
 }
@@ -570,10 +573,12 @@ pub unsafe extern "C" fn nb_engine_open(
                 .map_err(|e| Failure::from_error(e, Some(config)))?;
             let engine = Arc::new(engine);
             // (The configuration parsed above, so this parses too.)
+            #[cfg(feature = "redis")]
             let follow = serde_json::from_str::<nextbest::EngineOptions>(config)
                 .ok()
                 .and_then(|o| o.state)
                 .filter(|s| s.follow);
+            #[cfg(feature = "redis")]
             let fleet = match follow {
                 Some(state) => Some(
                     engine
@@ -583,6 +588,7 @@ pub unsafe extern "C" fn nb_engine_open(
                 None => None,
             };
             let handle = Box::new(NbEngine {
+                #[cfg(feature = "redis")]
                 _fleet: fleet,
                 engine,
             });
@@ -875,6 +881,7 @@ mod tests {
     /// directory serves the fleet's live version under its number, and
     /// follows a publish; freeing the handle stops the follower. Needs
     /// `NEXTBEST_TEST_REDIS_URL` (skipped without it, failed under CI).
+    #[cfg(feature = "redis")]
     #[test]
     fn an_engine_opened_to_follow_the_fleet_follows_it() {
         use nextbest::state::{fleet::StateConfig, redis::FleetRollout};
