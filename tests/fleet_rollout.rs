@@ -12,8 +12,6 @@
 //! set), where a missing server is a failure.
 #![cfg(feature = "redis")]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -301,98 +299,11 @@ fn the_follower_stops_when_the_engine_is_dropped() {
     drop(follower);
 }
 
-/// A `redis-server` of this test's own on a free loopback port (so it
-/// can be stopped), killed when dropped.
-struct OwnServer {
-    port: u16,
-    pid_file: PathBuf,
-}
-
-impl OwnServer {
-    fn start(dir: &Path) -> Option<OwnServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let s = OwnServer {
-            port,
-            pid_file: dir.join(format!("redis-{port}.pid")),
-        };
-        if !s.launch() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but redis-server cannot be started"
-            );
-            eprintln!("skipped: no redis-server on the PATH");
-            return None;
-        }
-        Some(s)
-    }
-
-    /// Start the server (again) on its port, empty; whether it started.
-    fn launch(&self) -> bool {
-        let started = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
-            .arg("--pidfile")
-            .arg(&self.pid_file)
-            .stdout(Stdio::null())
-            .status();
-        if !started.is_ok_and(|s| s.success()) {
-            return false;
-        }
-        let config = StateConfig::new(self.url());
-        eventually("the server answers", || {
-            FleetRollout::connect(&config).is_ok() && self.pid().is_some()
-        });
-        true
-    }
-
-    /// Kill it and wait until it is gone.
-    fn kill(&self) {
-        let pid = self.pid().expect("the server's pid");
-        self.signal("-KILL");
-        eventually("the server is gone", || {
-            !Path::new(&format!("/proc/{pid}")).exists()
-        });
-        let _ = std::fs::remove_file(&self.pid_file);
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn pid(&self) -> Option<String> {
-        std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.pid().expect("the server's pid");
-        let ok = Command::new("kill").args([signal, &pid]).status();
-        assert!(ok.is_ok_and(|s| s.success()), "kill {signal} {pid}");
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").args(["-CONT", &pid]).status();
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        }
-    }
-}
-
 #[test]
 fn a_store_that_stops_answering_leaves_the_engine_serving() {
     // Needs redis-server on the PATH, like the shared server does.
-    if redis_url().is_none() {
-        return;
-    }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let Some(server) = OwnServer::start(tmp.path()) else {
+    let Some(server) = own_server(tmp.path()) else {
         return;
     };
     let url = server.url();

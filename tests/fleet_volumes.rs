@@ -435,11 +435,8 @@ fn removed_for_want_of_state(d: &nextbest::Decision) -> bool {
 
 #[test]
 fn a_store_that_stops_or_dies_is_met_with_on_unavailable_within_the_deadline() {
-    if redis_url().is_none() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = OwnServer::start(dir.path()) else {
+    let Some(server) = own_server(dir.path()) else {
         return;
     };
     let rules = dir.path().join("rules");
@@ -654,11 +651,8 @@ fn saved_state_leaves_shared_volume_counts_in_the_store() {
 /// cap of the actions it returns in one more, and records its impression.
 #[test]
 fn a_decision_reads_history_and_caps_in_one_round_trip() {
-    if redis_url().is_none() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = OwnServer::start(dir.path()) else {
+    let Some(server) = own_server(dir.path()) else {
         return;
     };
     let rules = dir.path().join("rules");

@@ -126,14 +126,14 @@ pub(crate) fn blocked(
         needs_history,
         rs.volumes.is_empty(),
     ) {
-        let (_, periods) = volumes::periods(rs, ch, now);
+        let (indices, periods) = volumes::periods(rs, ch, now);
         if !periods.is_empty() {
             let since = now.saturating_sub(rs.history_horizon);
             buffers.events.clear();
             let mut used = Vec::with_capacity(periods.len());
             match reads.recent_and_used(customer, since, &mut buffers.events, &periods, &mut used) {
                 Ok(()) => {
-                    volumes_read = Some(Ok(used));
+                    volumes_read = Some(Ok((indices, used)));
                     history_read = Some(Ok(()));
                 }
                 Err(e) => {

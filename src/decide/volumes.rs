@@ -100,8 +100,9 @@ pub(crate) fn periods<'r>(
 }
 
 /// What a decision read of the caps gave (`Some` when it was read
-/// together with the history, see [`crate::state::volumes::StateReads`]).
-pub(crate) type Prefetched = Option<Result<Vec<Option<u32>>, ()>>;
+/// together with the history, see [`crate::state::volumes::StateReads`]):
+/// the constraints' indices (as [`periods`] gives them) and their counts.
+pub(crate) type Prefetched = Option<Result<(Vec<usize>, Vec<Option<u32>>), ()>>;
 
 /// Read the caps `ch`'s actions can hit: nothing to do for in-memory
 /// counters; from a shared store, every constraint's count in the period
@@ -122,12 +123,11 @@ pub(crate) fn read(
     };
     counts.clear();
     counts.resize(rs.volumes.len(), Some(0));
-    let (indices, periods) = periods(rs, ch, now);
-    if indices.is_empty() {
-        return Read::Shared;
-    }
-    let got = match prefetched {
-        Some(Ok(got)) => Ok(got),
+    let (indices, got, asked) = match prefetched {
+        Some(Ok((indices, got))) => {
+            let asked = indices.len();
+            (indices, Ok(got), asked)
+        }
         // Counted where it failed.
         Some(Err(())) => {
             *down = true;
@@ -137,12 +137,17 @@ pub(crate) fn read(
             };
         }
         None => {
+            let (indices, periods) = periods(rs, ch, now);
+            if indices.is_empty() {
+                return Read::Shared;
+            }
             let mut got = Vec::with_capacity(periods.len());
-            store.used(&periods, &mut got).map(|()| got)
+            let got = store.used(&periods, &mut got).map(|()| got);
+            (indices, got, periods.len())
         }
     };
     match got {
-        Ok(got) if got.len() == periods.len() => {
+        Ok(got) if got.len() == asked => {
             for (&i, n) in indices.iter().zip(got) {
                 counts[i] = n;
             }
@@ -154,7 +159,7 @@ pub(crate) fn read(
             Error::State(format!(
                 "the volume store answered {} counts for {} periods",
                 got.len(),
-                periods.len()
+                asked
             )),
         ),
         Err(e) => unavailable(state, down, e),
@@ -301,26 +306,39 @@ pub(crate) fn take(
             give_back_one(rs, counters, state, down, t, now);
         }
         out.chosen.remove(i);
-        let block = Blocked {
-            action: ai,
-            stage: Stage::VolumeConstraint,
-            policy,
-        };
-        blocked.push(block);
-        if record_removed {
-            out.removed.push(Removed::by_state(block));
-        }
-        out.ranked.retain(|c| c.action != ai);
-        let next = out.ranked.iter().find(|c| {
-            !out.chosen.iter().any(|x| x.action == c.action)
-                && !blocked.iter().any(|b| b.action == c.action)
-        });
-        if let Some(next) = next.copied() {
-            out.chosen.push(next);
-        }
+        refuse(out, blocked, record_removed, ai, policy);
     }
     // In memory, every unit is counted.
     Ok(Vec::new())
+}
+
+/// Action `ai`, taken out of the chosen, is removed at the volume-constraint
+/// stage by `policy` (a constraint, flagged when the store was
+/// unavailable), and the best remaining survivor takes its place.
+fn refuse(
+    out: &mut Candidates,
+    blocked: &mut Vec<Blocked>,
+    record_removed: bool,
+    ai: u32,
+    policy: u32,
+) {
+    let block = Blocked {
+        action: ai,
+        stage: Stage::VolumeConstraint,
+        policy,
+    };
+    blocked.push(block);
+    if record_removed {
+        out.removed.push(Removed::by_state(block));
+    }
+    out.ranked.retain(|c| c.action != ai);
+    let next = out.ranked.iter().find(|c| {
+        !out.chosen.iter().any(|x| x.action == c.action)
+            && !blocked.iter().any(|b| b.action == c.action)
+    });
+    if let Some(next) = next.copied() {
+        out.chosen.push(next);
+    }
 }
 
 /// The decision whose units a shared store takes.
@@ -386,23 +404,7 @@ fn take_shared(
             .retain(|c| !refused.iter().any(|&(a, _)| a == c.action));
         start = out.chosen.len();
         for (ai, policy) in refused {
-            let block = Blocked {
-                action: ai,
-                stage: Stage::VolumeConstraint,
-                policy,
-            };
-            blocked.push(block);
-            if record_removed {
-                out.removed.push(Removed::by_state(block));
-            }
-            out.ranked.retain(|c| c.action != ai);
-            let next = out.ranked.iter().find(|c| {
-                !out.chosen.iter().any(|x| x.action == c.action)
-                    && !blocked.iter().any(|b| b.action == c.action)
-            });
-            if let Some(next) = next.copied() {
-                out.chosen.push(next);
-            }
+            refuse(out, blocked, record_removed, ai, policy);
         }
     }
     Ok(unmetered)

@@ -24,6 +24,15 @@ pub fn redis_url() -> Option<String> {
     }
 }
 
+/// A `redis-server` of the test's own in `dir` (for tests that stop, kill
+/// or restart it), or `None` (skip) as [`redis_url`] and
+/// [`OwnServer::start`] say.
+#[allow(dead_code)] // not every includer needs it
+pub fn own_server(dir: &Path) -> Option<OwnServer> {
+    redis_url()?;
+    OwnServer::start(dir)
+}
+
 /// A key prefix no other test run uses.
 #[allow(dead_code)] // not every includer needs it
 pub fn unique_prefix(test: &str) -> String {

@@ -34,12 +34,33 @@ use crate::state::volumes::{StateReads, VolumePeriod};
 /// Bytes of a member that describe the event (the rest is the nonce).
 const EVENT_BYTES: usize = 29;
 
+/// The Lua function both appending scripts end with: keep a customer's
+/// events within `retention` seconds of the newest and at most `cap` of
+/// them, and expire the key `retention` seconds from now.
+macro_rules! trim_fn {
+    () => {
+        r"
+local function trim(key, retention, cap)
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if newest[2] then
+    local cutoff = tonumber(newest[2]) - tonumber(retention)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', cutoff))
+  end
+  redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(cap) + 1))
+  redis.call('EXPIRE', key, retention)
+end
+"
+    };
+}
+
 /// Append events (score, member pairs from `ARGV[7]`); when `ARGV[3]` is
 /// not empty, only if the member bytes 25..29 (channel and kind) match it
 /// fewer than `ARGV[4]` times in the window `(ARGV[1], ARGV[2]]`. Then trim
 /// events older than the newest minus `ARGV[5]` seconds and beyond the
 /// newest `ARGV[6]`, and expire the key `ARGV[5]` seconds from now.
-const APPEND: &str = r"
+const APPEND: &str = concat!(
+    trim_fn!(),
+    r"
 local key = KEYS[1]
 if ARGV[3] ~= '' then
   local n = 0
@@ -51,37 +72,29 @@ end
 for i = 7, #ARGV, 2 do
   redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
 end
-local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-if newest[2] then
-  local cutoff = tonumber(newest[2]) - tonumber(ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', cutoff))
-end
-redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(ARGV[6]) + 1))
-redis.call('EXPIRE', key, ARGV[5])
+trim(key, ARGV[5], ARGV[6])
 return 1
-";
+"
+);
 
 /// Record an outcome once. KEYS: the customer's history, and (when the
 /// outcome has a key) its marker. ARGV: the delivery's token, the
 /// retention (seconds), the event's score and member, the event cap.
 /// Returns 1 (recorded, now or by an earlier try of this delivery) or 0
 /// (a duplicate: another delivery recorded it).
-const OUTCOME: &str = r"
+const OUTCOME: &str = concat!(
+    trim_fn!(),
+    r"
 if KEYS[2] then
   local old = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'GET', 'EX', ARGV[2])
   if old and old ~= ARGV[1] then return 0 end
 end
 local key = KEYS[1]
 redis.call('ZADD', key, ARGV[3], ARGV[4])
-local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-if newest[2] then
-  local cutoff = tonumber(newest[2]) - tonumber(ARGV[2])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', cutoff))
-end
-redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(ARGV[5]) + 1))
-redis.call('EXPIRE', key, ARGV[2])
+trim(key, ARGV[2], ARGV[5])
 return 1
-";
+"
+);
 
 /// A decision's reads. KEYS: the customer's history, then the caps' keys.
 /// ARGV: the earliest time. Returns the events at or after it and the
