@@ -196,6 +196,13 @@ fn write_decision(
         }
         buf.push(b']');
     }
+    if let Some(m) = &d.model {
+        buf.extend_from_slice(b",\"model\":{\"id\":\"");
+        buf.extend_from_slice(format!("{:016x}", m.id).as_bytes());
+        buf.extend_from_slice(b"\",\"snapshot\":");
+        int_json(buf, m.snapshot);
+        buf.push(b'}');
+    }
     if !d.evidence.is_empty() {
         buf.extend_from_slice(b",\"evidence\":[");
         for (i, &(a, s, f)) in d.evidence.iter().enumerate() {
@@ -208,6 +215,15 @@ fn write_decision(
             int_json(buf, s);
             buf.push(b',');
             int_json(buf, f);
+            // The contextual model's: the customer's z (an f32, written
+            // as the f64 it widens to: read back and narrowed, the same
+            // f32) and the model's positives.
+            if let Some(&(z, positives)) = d.model_evidence.get(i) {
+                buf.push(b',');
+                f64_json(buf, f64::from(z));
+                buf.push(b',');
+                int_json(buf, positives);
+            }
             buf.push(b']');
         }
         buf.push(b']');
@@ -880,11 +896,24 @@ impl Serialize for DecisionRecord<'_> {
                 .collect();
             m.serialize_entry("blocked", &blocked)?;
         }
+        if let Some(model) = &d.model {
+            m.serialize_entry(
+                "model",
+                &serde_json::json!({"id": format!("{:016x}", model.id), "snapshot": model.snapshot}),
+            )?;
+        }
         if all && !d.evidence.is_empty() {
-            let evidence: Vec<(&str, u32, u32)> = d
+            let evidence: Vec<serde_json::Value> = d
                 .evidence
                 .iter()
-                .map(|&(a, s, f)| (&*rules.actions[a as usize].id, s, f))
+                .enumerate()
+                .map(|(i, &(a, s, f))| {
+                    let id = &*rules.actions[a as usize].id;
+                    match d.model_evidence.get(i) {
+                        Some(&(z, p)) => serde_json::json!([id, s, f, f64::from(z), p]),
+                        None => serde_json::json!([id, s, f]),
+                    }
+                })
                 .collect();
             m.serialize_entry("evidence", &evidence)?;
         }

@@ -31,6 +31,11 @@ pub struct Decision {
     /// The learning evidence used, per survivor: (action, successes,
     /// failures); empty without `[learning]`.
     pub(crate) evidence: Vec<(u32, u32, u32)>,
+    /// The contextual model and snapshot used, if any.
+    pub(crate) model: Option<ModelUse>,
+    /// The contextual evidence used, per survivor in `evidence`'s order:
+    /// (the customer's log-likelihood ratio z, the model's positives).
+    pub(crate) model_evidence: Vec<(f32, u32)>,
     /// The probability that the first action was chosen first, when the
     /// learning mode makes it exact (posterior mean: 1; epsilon-greedy).
     pub(crate) selection_probability: Option<f64>,
@@ -51,6 +56,14 @@ pub struct Decision {
     /// The request's warnings (`None` for a clean request: one word that
     /// a decision copies, and an `Arc` it shares with its request).
     pub(crate) warnings: Option<Arc<[crate::context::RequestWarning]>>,
+}
+
+/// The contextual model a decision used: its id (a hash of its predictors
+/// and bins) and the engine's snapshot of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ModelUse {
+    pub id: u64,
+    pub snapshot: u64,
 }
 
 /// See [`Decision::recorded`].
@@ -368,6 +381,8 @@ impl Decision {
             elapsed_ns: self.elapsed_ns,
             blocked: self.blocked.clone(),
             evidence: self.evidence.clone(),
+            model: self.model,
+            model_evidence: self.model_evidence.clone(),
             selection_probability: self.selection_probability,
             ranked_unsorted: false,
             volumes_unmetered: self.volumes_unmetered,

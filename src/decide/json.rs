@@ -83,6 +83,15 @@ impl Decision {
             w.key("selection_probability");
             w.num(&p);
         }
+        if let Some(m) = &self.model {
+            w.key("model");
+            w.open();
+            w.key("id");
+            w.str(&format!("{:016x}", m.id));
+            w.key("snapshot");
+            w.num(&m.snapshot);
+            w.close();
+        }
         w.key("filtered");
         w.buf.push(b'[');
         for (i, f) in self.filtered().enumerate() {

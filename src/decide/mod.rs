@@ -75,6 +75,7 @@ pub(crate) fn decide(
         state: buffers,
         context,
         hooks,
+        bins,
         ..
     } = scratch;
 
@@ -120,7 +121,43 @@ pub(crate) fn decide(
         Some(_) => lists.evidence(ch.actions.len()),
         None => Vec::new(),
     };
-    let learn = learning.map(|l| Learn::of(l, replayed.as_deref(), bound, rs, channel));
+    // The contextual model: this customer's bins, once for every action,
+    // and the snapshot they are read in (or, replaying, what was logged).
+    let contextual = learning.and_then(|l| l.contextual.as_deref());
+    let snapshot = contextual
+        .and(bound.models.as_ref())
+        .filter(|_| replay.is_none())
+        .map(|m| m.snapshot.load_full());
+    let replayed_model = replay
+        .filter(|_| contextual.is_some())
+        .map(|r| scoring::replayed_model_evidence(rs, r));
+    let mut model_evidence = Vec::new();
+    let model_evidence_of = match (contextual, &snapshot, &replayed_model) {
+        (Some(model), Some(snapshot), _) => {
+            model.bins_of(ctx, bins);
+            model_evidence.reserve(ch.actions.len());
+            Some(scoring::ModelEvidence::Live {
+                model,
+                snapshot,
+                bins,
+            })
+        }
+        (Some(model), None, Some(v)) => {
+            model_evidence.reserve(ch.actions.len());
+            Some(scoring::ModelEvidence::Replayed(model, v))
+        }
+        _ => None,
+    };
+    let learn = learning.map(|l| {
+        Learn::of(
+            l,
+            replayed.as_deref(),
+            bound,
+            rs,
+            channel,
+            model_evidence_of,
+        )
+    });
     let keep = keep.unwrap_or_default();
     let strategy_ranks = hooks
         .as_ref()
@@ -134,7 +171,9 @@ pub(crate) fn decide(
     };
     let mut out = {
         let engaged = engagement::evaluate(rs, ch, env, &mut words_in_use);
-        let learn_state = learn.as_ref().map(|l| (l, rng.as_mut(), &mut evidence));
+        let learn_state = learn
+            .as_ref()
+            .map(|l| (l, rng.as_mut(), &mut evidence, &mut model_evidence));
         let mut out = scoring::score_all(
             rs,
             ch,
@@ -211,6 +250,20 @@ pub(crate) fn decide(
     }
     let ranked_unsorted = record.survivors == Survivors::Unsorted && out.ranked.len() > 1;
     let recorded = (ranked_unsorted || out.policy.recorded()).then(|| lists.recorded(out.policy));
+    let model_use = contextual.map(|m| crate::decide::decision::ModelUse {
+        id: m.id,
+        snapshot: match (&snapshot, replay) {
+            (Some(s), _) => s.version,
+            (None, Some(r)) => r.model_snapshot.unwrap_or(0),
+            (None, None) => 0,
+        },
+    });
+    // What the outcomes of a served decision will teach the model.
+    if let (Some(m), Some(_), Some(responses)) = (contextual, &snapshot, state.responses) {
+        if request.mode.commits() && !out.chosen.is_empty() {
+            responses.remember(id.0, m.id, bins);
+        }
+    }
     Ok(Decision {
         id,
         timestamp: now,
@@ -228,6 +281,8 @@ pub(crate) fn decide(
         version,
         blocked,
         evidence,
+        model: model_use,
+        model_evidence,
         selection_probability,
         volumes_unmetered,
         // Shared with the request (nothing to copy for a clean one).

@@ -66,6 +66,11 @@ pub struct ReplayState {
     pub blocked: Vec<(String, Stage, String)>,
     /// Learning evidence: (action, successes, failures).
     pub evidence: Vec<(String, u32, u32)>,
+    /// Contextual-model evidence: (action, the customer's log-likelihood
+    /// ratio z, the model's positives).
+    pub model_evidence: Vec<(String, f32, u32)>,
+    /// The contextual-model snapshot the decision used.
+    pub model_snapshot: Option<u64>,
     /// The seed of the decision's draws.
     pub seed: Option<u64>,
 }

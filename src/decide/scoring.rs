@@ -68,6 +68,23 @@ pub(crate) struct Learn<'a> {
     pub learning: &'a Learning,
     pub evidence: Evidence<'a>,
     pub thompson: bool,
+    /// The contextual model's evidence, when `[learning]` has one.
+    pub contextual: Option<ModelEvidence<'a>>,
+}
+
+/// Where a decision's contextual evidence comes from.
+pub(crate) enum ModelEvidence<'a> {
+    /// The version's snapshot and this customer's bins.
+    Live {
+        model: &'a crate::ruleset::learning::Contextual,
+        snapshot: &'a crate::state::learning::Snapshot,
+        bins: &'a [u32],
+    },
+    /// The logged (z, positives) per action index.
+    Replayed(
+        &'a crate::ruleset::learning::Contextual,
+        &'a [Option<(f32, u32)>],
+    ),
 }
 
 /// Where a decision's learning evidence comes from.
@@ -87,6 +104,7 @@ impl Learn<'_> {
         p0: f64,
         rng: Option<&mut Rng>,
         used: &mut Vec<(u32, u32, u32)>,
+        used_model: &mut Vec<(f32, u32)>,
     ) -> f64 {
         let (s, f) = match &self.evidence {
             Evidence::Live(counts, nch, ci) => counts[ai as usize * nch + ci]
@@ -95,6 +113,35 @@ impl Learn<'_> {
             Evidence::Replayed(v) => v[ai as usize].unwrap_or((0, 0)),
         };
         used.push((ai, s, f));
+        if let Some(m) = &self.contextual {
+            let (model, z, positives) = match m {
+                ModelEvidence::Live {
+                    model,
+                    snapshot,
+                    bins,
+                } => {
+                    let Evidence::Live(_, nch, ci) = &self.evidence else {
+                        unreachable!("live model evidence comes with live counts")
+                    };
+                    let row = ai as usize * nch + ci;
+                    let nb = model.bins as usize;
+                    let ratios = &snapshot.ratios[row * nb..(row + 1) * nb];
+                    let z: f32 = bins.iter().map(|&b| ratios[b as usize]).sum();
+                    (*model, z, snapshot.positives[row])
+                }
+                ModelEvidence::Replayed(model, v) => {
+                    let (z, positives) = v[ai as usize].unwrap_or((0.0, 0));
+                    (*model, z, positives)
+                }
+            };
+            used_model.push((z, positives));
+            let p_beta = self.learning.mean(p0, (s, f));
+            let p = Learning::contextual_mean(p_beta, f64::from(z), model.weight(positives));
+            return match rng {
+                Some(r) if self.thompson => self.learning.contextual_draw(p, (s, f), r),
+                _ => p,
+            };
+        }
         match rng {
             Some(r) if self.thompson => self.learning.draw(p0, (s, f), r),
             _ => self.learning.mean(p0, (s, f)),
@@ -113,11 +160,25 @@ pub(crate) fn replayed_evidence(rs: &RuleSet, r: &ReplayState) -> Vec<Option<(u3
     v
 }
 
-/// A decision's learning: the model, its draws, and the evidence used.
+/// The logged contextual evidence of a replayed decision, per action
+/// index of `rs`.
+pub(crate) fn replayed_model_evidence(rs: &RuleSet, r: &ReplayState) -> Vec<Option<(f32, u32)>> {
+    let mut v = vec![None; rs.actions.len()];
+    for (action, z, positives) in &r.model_evidence {
+        if let Some(ai) = rs.action_index(action) {
+            v[ai as usize] = Some((*z, *positives));
+        }
+    }
+    v
+}
+
+/// A decision's learning: the model, its draws, and the evidence used
+/// (the Beta model's, and the contextual model's).
 pub(crate) type LearnState<'a, 'b> = (
     &'a Learn<'b>,
     Option<&'a mut Rng>,
     &'a mut Vec<(u32, u32, u32)>,
+    &'a mut Vec<(f32, u32)>,
 );
 
 /// Score every action of `ch` that passed (`engaged`) and is not in
@@ -213,9 +274,13 @@ pub(crate) fn score<const STATEFUL: bool, const RECORD: bool>(
                 continue;
             };
             let propensity = match &mut learn {
-                Some((l, rng, used)) if STATEFUL => {
-                    l.propensity(ai, action.starting_propensity, rng.as_deref_mut(), used)
-                }
+                Some((l, rng, used, used_model)) if STATEFUL => l.propensity(
+                    ai,
+                    action.starting_propensity,
+                    rng.as_deref_mut(),
+                    used,
+                    used_model,
+                ),
                 _ => starting_propensity(action),
             };
             let context_weight = context_weight(rs, action, memo);
@@ -390,12 +455,15 @@ impl Candidates {
 impl<'a> Learn<'a> {
     /// Learning's view of the evidence: the replayed decision's when
     /// there is one, else the engine's counts for `channel`.
+    /// With a contextual model, `model` is its live snapshot and this
+    /// customer's bins, or the replayed decision's logged evidence.
     pub(crate) fn of(
         learning: &'a Learning,
         replayed: Option<&'a [Option<(u32, u32)>]>,
         bound: &'a crate::decide::version::Bound,
         rs: &RuleSet,
         channel: u32,
+        contextual: Option<ModelEvidence<'a>>,
     ) -> Learn<'a> {
         Learn {
             learning,
@@ -404,6 +472,7 @@ impl<'a> Learn<'a> {
                 None => Evidence::Live(&bound.counts, rs.channels.len(), channel as usize),
             },
             thompson: learning.mode == LearnMode::Thompson,
+            contextual,
         }
     }
 }

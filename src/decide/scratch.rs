@@ -65,6 +65,8 @@ pub struct Scratch {
     pub(crate) hooks: HookScratch,
     /// This scratch's block of decision ids: (next, end).
     ids: (u64, u64),
+    /// The customer's bins of the contextual model.
+    pub(crate) bins: Vec<u32>,
 }
 
 impl std::fmt::Debug for Scratch {

@@ -49,6 +49,9 @@ pub(crate) struct State<'a> {
     pub on_unavailable: OnUnavailable,
     /// Where failures of the shared stores are counted.
     pub store_errors: &'a Striped,
+    /// Where a committing decision leaves its customer's predictor bins
+    /// for the contextual model to learn its outcomes from.
+    pub responses: Option<&'a crate::state::responses::Responses>,
 }
 
 impl State<'_> {

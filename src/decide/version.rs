@@ -51,6 +51,9 @@ pub(crate) struct Bound {
     /// One in-memory counter per volume constraint of the rule set (what
     /// decisions count with unless the engine has a shared volume store).
     pub counters: Box<[Arc<crate::state::counters::Counter>]>,
+    /// The contextual model's counts and snapshot, when `[learning]` has
+    /// one.
+    pub models: Option<Arc<crate::state::learning::Models>>,
 }
 
 impl Version {
@@ -126,9 +129,41 @@ fn bind(rs: &RuleSet, learned: &Learned, counters: &MemoryVolumes) -> Bound {
         .iter()
         .map(|v| counters.counter(&v.name))
         .collect();
+    let models = rs
+        .learning
+        .as_ref()
+        .and_then(|l| l.contextual.as_deref())
+        .map(|model| {
+            let np = model.predictors.len();
+            let mut pc = vec![None; rs.actions.len() * nch * np];
+            for (ci, ch) in rs.channels.iter().enumerate() {
+                for &ai in ch.actions.iter() {
+                    let row = ai as usize * nch + ci;
+                    for (p, pred) in model.predictors.iter().enumerate() {
+                        pc[row * np + p] = Some(learned.pred_counts(
+                            &rs.actions[ai as usize].id,
+                            &ch.name,
+                            &pred.name,
+                            pred.spec,
+                            pred.len as usize,
+                        ));
+                    }
+                }
+            }
+            learned.models(
+                Arc::clone(
+                    rs.learning
+                        .as_ref()
+                        .and_then(|l| l.contextual.as_ref())
+                        .expect("a contextual model"),
+                ),
+                pc,
+            )
+        });
     Bound {
         counts: counts.into(),
         counters,
+        models,
     }
 }
 

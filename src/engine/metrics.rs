@@ -28,6 +28,10 @@ impl Engine {
         counter("nextbest_decision_errors_total", s.decision_errors);
         counter("nextbest_outcomes_total", s.outcomes);
         counter("nextbest_duplicate_outcomes_total", s.duplicate_outcomes);
+        counter(
+            "nextbest_outcomes_without_context_total",
+            s.outcomes_without_context,
+        );
         counter("nextbest_script_errors_total", s.script_errors);
         counter("nextbest_store_errors_total", s.store_errors);
         counter("nextbest_loads_succeeded_total", s.loads_succeeded);

@@ -84,6 +84,10 @@ pub struct EngineConfig {
     /// declared attribute), rather than deciding without it and listing
     /// it in [`Decision::warnings`] (the default).
     pub strict_requests: bool,
+    /// How many recent decisions the engine remembers the predictor bins
+    /// of, for a contextual model to learn their outcomes from (see
+    /// docs/LEARNING.md, "Contextual models"); default 100,000.
+    pub response_memory: usize,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +98,7 @@ impl Default for EngineConfig {
             history: HistoryConfig::default(),
             record_impressions: false,
             strict_requests: false,
+            response_memory: 100_000,
         }
     }
 }
@@ -137,6 +142,10 @@ pub struct EngineOptions {
     /// `warnings`).
     #[serde(default)]
     pub strict_requests: Option<bool>,
+    /// How many recent decisions' predictor bins to remember for a
+    /// contextual model (default 100,000).
+    #[serde(default)]
+    pub response_memory: Option<usize>,
     /// Load interaction history and learning state from this file (written
     /// by [`Engine::save_state`]) when opening, if it exists.
     #[serde(default)]
@@ -197,6 +206,11 @@ pub struct EngineStats {
     /// Outcomes not counted because the same one (decision id, action and
     /// outcome) had been recorded already (see [`Engine::record_outcome`]).
     pub duplicate_outcomes: u64,
+    /// Outcomes a contextual model could not learn from: they named no
+    /// decision, or one the engine no longer remembers (older than its
+    /// `response_memory` last decisions, made by another instance or
+    /// before a restart). The per-action counts learned them.
+    pub outcomes_without_context: u64,
     /// Strategy hook failures (each left the decision without that hook).
     pub script_errors: u64,
     /// Calls to the shared state store that failed (timed out, refused,
@@ -300,6 +314,11 @@ pub struct Engine {
     shared_learning: bool,
     /// The next outcome delivery's id (seeded per engine and run).
     deliveries: std::sync::atomic::AtomicU64,
+    /// Recent decisions' predictor bins (contextual models).
+    responses: crate::state::responses::Responses,
+    /// Outcomes a contextual model could not learn from: their decision
+    /// was not in `responses`.
+    outcomes_without_context: Striped,
 }
 /// The saved-state file (see [`Engine::save_state`]).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -319,6 +338,9 @@ struct SavedState {
     /// `learning` is empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     external_learning: bool,
+    /// Contextual models' counts (none with a shared learning store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    contextual: Vec<crate::state::learning::SavedBins>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -427,6 +449,8 @@ impl Engine {
             exchange: None,
             shared_learning: false,
             deliveries: std::sync::atomic::AtomicU64::new(delivery_seed()),
+            responses: crate::state::responses::Responses::new(config.response_memory),
+            outcomes_without_context: Striped::default(),
         }
     }
 
@@ -554,6 +578,10 @@ impl Engine {
                 false => self.learned.save(),
             },
             external_learning: self.shared_learning,
+            contextual: match self.shared_learning {
+                true => Vec::new(),
+                false => self.learned.save_bins(),
+            },
             // A shared volume store persists itself: no counts here.
             volumes: match self.volume_store {
                 Some(_) => Vec::new(),
@@ -642,7 +670,14 @@ impl Engine {
                     other => other,
                 })?;
         }
+        self.learned
+            .load_bins(&header.contextual)
+            .map_err(|e| match e {
+                Error::State(m) => Error::State(format!("{}: {m}", path.display())),
+                other => other,
+            })?;
         self.learned.load(&header.learning);
+        self.learned.snapshot_models();
         self.counters.load(header.volumes);
         Ok(())
     }
@@ -686,6 +721,9 @@ impl Engine {
             },
         };
         let mut config = EngineConfig::default();
+        if let Some(n) = options.response_memory {
+            config.response_memory = n;
+        }
         if let Some(k) = options.keep_versions {
             config.keep_versions = k;
         }
@@ -908,6 +946,7 @@ impl Engine {
             outcomes: self.outcomes.sum() + self.exchange.as_ref().map_or(0, Exchange::delivered),
             duplicate_outcomes: self.duplicate_outcomes.sum()
                 + self.exchange.as_ref().map_or(0, Exchange::duplicates),
+            outcomes_without_context: self.outcomes_without_context.sum(),
             script_errors: self.script_errors.sum(),
             store_errors: self.store_errors.sum(),
             log: self.log.as_ref().map(DecisionLog::stats),
@@ -996,7 +1035,13 @@ impl Engine {
             }
             Err(e) => {
                 self.store_errors.add(1);
-                return self.buffer_outcome(outcome, now, once, event, delivery, counts, e);
+                let buffered = self.buffer_outcome(outcome, now, once, event, delivery, counts, e);
+                // Taken: the contextual model learns it now (its counts
+                // are not in the history store).
+                if buffered.is_ok() {
+                    self.learn_contextual(&live, outcome, ci);
+                }
+                return buffered;
             }
         }
         if let Some(log) = &self.log {
@@ -1015,8 +1060,68 @@ impl Engine {
             }
         }
         counts.add(outcome.kind, 1);
+        self.learn_contextual(&live, outcome, ci);
         self.outcomes.add(1);
         Ok(())
+    }
+
+    /// Teach the live version's contextual models (the champion's, and
+    /// the challenger's when it has its own) an outcome, from the bins of
+    /// the decision it names; a model takes a new snapshot every
+    /// `snapshot_every` outcomes it learns.
+    fn learn_contextual(&self, live: &Version, outcome: &Outcome, ci: usize) {
+        use crate::base::outcome::kind_bit;
+        let challenger = live
+            .rules
+            .experiment
+            .as_ref()
+            .and_then(|e| e.challenger.as_deref())
+            .zip(live.challenger_bound.as_ref());
+        let mut missed = false;
+        let mut learned = false;
+        for (rs, bound) in std::iter::once((&live.rules, &live.bound)).chain(challenger) {
+            let (Some(l), Some(models)) = (rs.learning.as_ref(), bound.models.as_ref()) else {
+                continue;
+            };
+            let Some(model) = l.contextual.as_deref() else {
+                continue;
+            };
+            let bit = kind_bit(outcome.kind);
+            let success = l.success & bit != 0;
+            if !success && l.failure & bit == 0 {
+                continue;
+            }
+            let bins = outcome
+                .decision_id
+                .and_then(|id| self.responses.recall(id.0, model.id));
+            let (Some(bins), Some(ai)) = (bins, rs.action_index(&outcome.action)) else {
+                missed = true;
+                continue;
+            };
+            let row = ai as usize * rs.channels.len() + ci;
+            let np = models.predictors;
+            for ((p, pred), bin) in model.predictors.iter().enumerate().zip(bins.iter()) {
+                if let Some(c) = &models.counts[row * np + p] {
+                    c.add((bin - pred.offset) as usize, success);
+                }
+            }
+            learned = true;
+            let n = models.since.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= model.snapshot_every {
+                models.snapshot(self.learned.next_snapshot());
+            }
+        }
+        if missed && !learned {
+            self.outcomes_without_context.add(1);
+        }
+    }
+
+    /// Take a new snapshot of the live version's contextual models now
+    /// (they take one every `snapshot_every` outcomes on their own, and
+    /// on [`Engine::flush`]), so the next decisions read every outcome
+    /// recorded so far.
+    pub fn snapshot_models(&self) {
+        self.learned.snapshot_models();
     }
 
     /// An outcome the shared store could not take (`failed`): logged now
@@ -1073,6 +1178,7 @@ impl Engine {
     /// failed (what failed is kept and tried again).
     pub fn flush(&self) -> Result<(), Error> {
         let exchanged = self.exchange.as_ref().map_or(Ok(()), Exchange::round);
+        self.snapshot_models();
         let flushed = match &self.log {
             Some(log) => log.flush(),
             None => Ok(()),
@@ -1125,6 +1231,7 @@ impl Engine {
             keep_memo: !self.record_impressions,
             on_unavailable: self.on_unavailable,
             store_errors: &self.store_errors,
+            responses: Some(&self.responses),
         };
         let keep = self
             .log

@@ -60,6 +60,8 @@ pub(crate) struct Learning {
     /// Outcomes (successes + failures) before an action's learned
     /// propensity replaces its starting propensity (the maturity ramp).
     pub min_evidence: u32,
+    /// The contextual model (`model = "contextual"`), if any.
+    pub contextual: Option<std::sync::Arc<Contextual>>,
 }
 
 impl Default for Learning {
@@ -71,6 +73,7 @@ impl Default for Learning {
             success: kind_bit(OutcomeKind::Accepted),
             failure: kind_bit(OutcomeKind::Rejected) | kind_bit(OutcomeKind::NoResponse),
             min_evidence: 0,
+            contextual: None,
         }
     }
 }
@@ -115,6 +118,181 @@ impl Learning {
         match rand_distr::Beta::new(f64::from(s) + a, f64::from(f) + b) {
             Ok(beta) => beta.sample(rng),
             Err(_) => self.mean(p0, (s, f)),
+        }
+    }
+}
+
+/// A contextual adaptive model: per action and channel, naive Bayes over
+/// binned customer predictors (as the adaptive decision manager does).
+///
+/// Its state is, per action, channel, predictor and bin, the successes
+/// and failures of the outcomes whose decision had the predictor in that
+/// bin: sums, so engines merge them by adding (see
+/// [`crate::state::learning`]). For a customer whose predictors fall in
+/// bins `b_1..b_m`, with `S`, `F` the action's contextual successes and
+/// failures, `s_pb`, `f_pb` those of bin `b` of predictor `p`, `B_p` its
+/// bin count and `α` the smoothing:
+///
+/// ```text
+/// z     = Σ_p  ln((s_pb + α) / (S + α·B_p)) − ln((f_pb + α) / (F + α·B_p))
+/// P_nb  = σ(logit(P_beta) + z)
+/// w     = min(1, S / mature_positives)
+/// P     = (1 − w)·P_beta + w·P_nb
+/// ```
+///
+/// where `P_beta` is the action's Beta posterior mean (the non-contextual
+/// propensity, itself blended with the starting propensity), so a new
+/// model starts where the Beta model is and moves to the customer's own
+/// propensity as positive evidence matures. Thompson sampling draws from
+/// Beta(P·n, (1 − P)·n) with `n` the action's outcomes plus the prior
+/// strength: the non-contextual posterior's spread around this customer's
+/// mean.
+#[derive(Debug, Clone)]
+pub(crate) struct Contextual {
+    /// Predictors in declaration order; string sets expanded to one
+    /// membership predictor per declared value.
+    pub predictors: Vec<Predictor>,
+    /// Bins of every predictor: predictor `p`'s bins are
+    /// `offset..offset + len`.
+    pub bins: u32,
+    pub mature_positives: u32,
+    pub smoothing: f64,
+    /// Outcomes between two snapshots of the model.
+    pub snapshot_every: u32,
+    /// A hash of the predictors and their bins: the model's id.
+    pub id: u64,
+}
+
+/// One predictor of a contextual model.
+#[derive(Debug, Clone)]
+pub(crate) struct Predictor {
+    /// The attribute's name; `attribute:value` for a set's membership.
+    pub name: Box<str>,
+    pub slot: u16,
+    pub kind: PredictorKind,
+    /// Its first bin among the model's.
+    pub offset: u32,
+    /// Its bin count (the last bin is "missing").
+    pub len: u32,
+    /// A hash of its name, kind and bins: counts carry over to a new
+    /// version whose predictor has the same spec.
+    pub spec: u64,
+}
+
+/// How a predictor's value picks its bin.
+#[derive(Debug, Clone)]
+pub(crate) enum PredictorKind {
+    /// `int` or `float`: bin `i` holds values in `[edges[i-1], edges[i])`.
+    Numeric(Box<[f64]>),
+    /// `string`: a bin per listed value (by symbol), then "other".
+    Symbol(Box<[u32]>),
+    /// `bool`: false, true.
+    Bool,
+    /// Membership of one value in a `string_set`: out, in.
+    Member(crate::base::Sym),
+}
+
+impl Predictor {
+    /// The bin of this predictor in `ctx`, within `0..len`.
+    #[inline]
+    pub(crate) fn bin(&self, ctx: &crate::context::Context) -> u32 {
+        use crate::context::Slot;
+        let missing = self.len - 1;
+        match (&self.kind, &ctx.slots[self.slot as usize]) {
+            (PredictorKind::Numeric(edges), Slot::Int(v)) => numeric_bin(edges, *v as f64, missing),
+            (PredictorKind::Numeric(edges), Slot::Float(v)) => numeric_bin(edges, *v, missing),
+            (PredictorKind::Symbol(syms), Slot::Str(sym, _)) => {
+                match syms.iter().position(|s| s == sym) {
+                    Some(i) => i as u32,
+                    None => syms.len() as u32,
+                }
+            }
+            (PredictorKind::Bool, Slot::Bool(b)) => u32::from(*b),
+            (PredictorKind::Member(sym), _) => match ctx.set_has_sym(self.slot, *sym) {
+                Some(b) => u32::from(b),
+                None => missing,
+            },
+            _ => missing,
+        }
+    }
+}
+
+#[inline]
+fn numeric_bin(edges: &[f64], v: f64, missing: u32) -> u32 {
+    if v.is_nan() {
+        return missing;
+    }
+    edges.partition_point(|e| *e <= v) as u32
+}
+
+impl Contextual {
+    /// The bins of every predictor in `ctx` (model-wide indices), once per
+    /// decision.
+    pub(crate) fn bins_of(&self, ctx: &crate::context::Context, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend(self.predictors.iter().map(|p| p.offset + p.bin(ctx)));
+    }
+
+    /// The log-likelihood ratio of every bin from one action's counts:
+    /// `s[b]`, `f[b]` per model bin. Also returns (S, F).
+    pub(crate) fn ratios(&self, s: &[u32], f: &[u32], out: &mut [f32]) -> (u32, u32) {
+        let Some(first) = self.predictors.first() else {
+            return (0, 0);
+        };
+        let range = first.offset as usize..(first.offset + first.len) as usize;
+        let total_s: u64 = s[range.clone()].iter().map(|&x| u64::from(x)).sum();
+        let total_f: u64 = f[range].iter().map(|&x| u64::from(x)).sum();
+        let a = self.smoothing;
+        for p in &self.predictors {
+            let b = f64::from(p.len);
+            let ds = (total_s as f64 + a * b).ln();
+            let df = (total_f as f64 + a * b).ln();
+            for i in p.offset as usize..(p.offset + p.len) as usize {
+                out[i] =
+                    (((f64::from(s[i]) + a).ln() - ds) - ((f64::from(f[i]) + a).ln() - df)) as f32;
+            }
+        }
+        (
+            u32::try_from(total_s).unwrap_or(u32::MAX),
+            u32::try_from(total_f).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// The maturity weight of a model with `positives` contextual
+    /// successes.
+    #[inline]
+    pub(crate) fn weight(&self, positives: u32) -> f64 {
+        if self.mature_positives == 0 {
+            return 1.0;
+        }
+        (f64::from(positives) / f64::from(self.mature_positives)).min(1.0)
+    }
+}
+
+impl Learning {
+    /// The contextual mean: `p_beta` moved by the customer's evidence `z`
+    /// with maturity `w` (see [`Contextual`]).
+    #[inline]
+    pub(crate) fn contextual_mean(p_beta: f64, z: f64, w: f64) -> f64 {
+        if w <= 0.0 {
+            return p_beta;
+        }
+        let p = p_beta.clamp(1e-9, 1.0 - 1e-9);
+        let nb = 1.0 / (1.0 + (-((p / (1.0 - p)).ln() + z)).exp());
+        (1.0 - w) * p_beta + w * nb
+    }
+
+    /// A draw around the contextual mean `p` with the spread of the
+    /// action's posterior (`n` outcomes).
+    pub(crate) fn contextual_draw(&self, p: f64, (s, f): (u32, u32), rng: &mut Rng) -> f64 {
+        if s.saturating_add(f) < self.min_evidence {
+            return p;
+        }
+        let n = f64::from(s) + f64::from(f) + self.prior_strength;
+        let p = p.clamp(1e-6, 1.0 - 1e-6);
+        match rand_distr::Beta::new(p * n, (1.0 - p) * n) {
+            Ok(beta) => beta.sample(rng),
+            Err(_) => p,
         }
     }
 }

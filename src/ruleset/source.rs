@@ -502,6 +502,16 @@ pub(crate) struct LearningSrc {
     pub success: Option<Spanned<Vec<Spanned<String>>>>,
     pub failure: Option<Spanned<Vec<Spanned<String>>>>,
     pub min_evidence: Option<Spanned<i64>>,
+    /// `"beta"` (the default: one Beta per action and channel) or
+    /// `"contextual"` (naive Bayes over `predictors`).
+    pub model: Option<Spanned<String>>,
+    pub predictors: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Per predictor: numeric bin edges, or the values of a string or
+    /// string-set attribute that get bins of their own.
+    pub bins: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
+    pub mature_positives: Option<Spanned<i64>>,
+    pub smoothing: Option<Spanned<f64>>,
+    pub snapshot_every: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -58,6 +58,156 @@ impl Counts {
     }
 }
 
+/// The counts of one predictor of a contextual model for one action on one
+/// channel: successes and failures per bin (see
+/// [`Contextual`](crate::ruleset::learning::Contextual)).
+#[derive(Debug)]
+pub(crate) struct PredCounts {
+    pub action: Box<str>,
+    pub channel: Box<str>,
+    pub predictor: Box<str>,
+    pub spec: u64,
+    s: Box<[AtomicU32]>,
+    f: Box<[AtomicU32]>,
+    /// Added here and not yet sent to the shared store.
+    pending_s: Box<[AtomicU32]>,
+    pending_f: Box<[AtomicU32]>,
+}
+
+fn zeros(n: usize) -> Box<[AtomicU32]> {
+    (0..n).map(|_| AtomicU32::new(0)).collect()
+}
+
+fn bump(a: &AtomicU32, n: u32) {
+    let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_add(n))
+    });
+}
+
+impl PredCounts {
+    fn new(action: &str, channel: &str, predictor: &str, spec: u64, bins: usize) -> PredCounts {
+        PredCounts {
+            action: action.into(),
+            channel: channel.into(),
+            predictor: predictor.into(),
+            spec,
+            s: zeros(bins),
+            f: zeros(bins),
+            pending_s: zeros(bins),
+            pending_f: zeros(bins),
+        }
+    }
+
+    /// Count one outcome of a decision whose predictor was in `bin`.
+    pub(crate) fn add(&self, bin: usize, success: bool) {
+        let Some((c, p)) = (match success {
+            true => self.s.get(bin).zip(self.pending_s.get(bin)),
+            false => self.f.get(bin).zip(self.pending_f.get(bin)),
+        }) else {
+            return;
+        };
+        bump(p, 1);
+        bump(c, 1);
+    }
+
+    /// Successes and failures per bin, into `s` and `f` (this predictor's
+    /// part of the model's bins).
+    pub(crate) fn read(&self, s: &mut [u32], f: &mut [u32]) {
+        for (o, c) in s.iter_mut().zip(self.s.iter()) {
+            *o = c.load(Ordering::Relaxed);
+        }
+        for (o, c) in f.iter_mut().zip(self.f.iter()) {
+            *o = c.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// A version's contextual model: the counts it learns into and the
+/// snapshot decisions read (see
+/// [`Contextual`](crate::ruleset::learning::Contextual)).
+#[derive(Debug)]
+pub(crate) struct Models {
+    pub model: Arc<crate::ruleset::learning::Contextual>,
+    /// Per (action, channel) row (`action * channels + channel`), the
+    /// counts of each predictor: index `row * predictors + p`.
+    pub counts: Box<[Option<Arc<PredCounts>>]>,
+    pub predictors: usize,
+    /// What decisions read: replaced whole, every `snapshot_every`
+    /// outcomes.
+    pub snapshot: arc_swap::ArcSwap<Snapshot>,
+    /// Outcomes counted since the snapshot was taken.
+    pub since: std::sync::atomic::AtomicU32,
+}
+
+/// The contextual model as of one moment: each bin's log-likelihood ratio
+/// and each row's positives, computed once for every decision until the
+/// next snapshot.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// The engine's snapshot number (logged with each decision).
+    pub version: u64,
+    /// Index `row * bins + bin`.
+    pub ratios: Box<[f32]>,
+    /// Contextual successes per row.
+    pub positives: Box<[u32]>,
+}
+
+impl Models {
+    /// Take a new snapshot of the counts, numbered `version`.
+    pub(crate) fn snapshot(&self, version: u64) {
+        self.since.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.snapshot.store(Arc::new(take_snapshot(
+            &self.counts,
+            self.predictors,
+            &self.model,
+            version,
+        )));
+    }
+}
+
+fn take_snapshot(
+    counts: &[Option<Arc<PredCounts>>],
+    predictors: usize,
+    model: &crate::ruleset::learning::Contextual,
+    version: u64,
+) -> Snapshot {
+    let bins = model.bins as usize;
+    let rows = counts.len() / predictors.max(1);
+    let mut ratios = vec![0f32; rows * bins];
+    let mut positives = vec![0u32; rows];
+    let mut s = vec![0u32; bins];
+    let mut f = vec![0u32; bins];
+    for row in 0..rows {
+        let preds = &counts[row * predictors..(row + 1) * predictors];
+        if preds.iter().any(Option::is_none) {
+            continue;
+        }
+        for (p, c) in model.predictors.iter().zip(preds.iter().flatten()) {
+            let r = p.offset as usize..(p.offset + p.len) as usize;
+            c.read(&mut s[r.clone()], &mut f[r]);
+        }
+        let (pos, _) = model.ratios(&s, &f, &mut ratios[row * bins..(row + 1) * bins]);
+        positives[row] = pos;
+    }
+    Snapshot {
+        version,
+        ratios: ratios.into(),
+        positives: positives.into(),
+    }
+}
+
+/// One contextual predictor's counts in a saved state file.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone)]
+pub(crate) struct SavedBins {
+    pub action: String,
+    pub channel: String,
+    pub predictor: String,
+    /// The predictor's spec (its bins) as 16 hex digits.
+    pub spec: String,
+    pub successes: Vec<u32>,
+    pub failures: Vec<u32>,
+}
+
 /// The engine's learning state: outcome counts per (action, channel),
 /// keyed by names so that they carry over from one rule version to the
 /// next. Each version resolves its (action, channel) pairs once, when it is
@@ -65,6 +215,13 @@ impl Counts {
 #[derive(Debug, Default)]
 pub(crate) struct Learned {
     map: DashMap<(u64, u64), Arc<Counts>, rustc_hash::FxBuildHasher>,
+    /// Contextual models' counts by (action, channel, predictor spec).
+    preds: DashMap<(u64, u64, u64), Arc<PredCounts>, rustc_hash::FxBuildHasher>,
+    /// The last contextual-model snapshot's number.
+    snapshots: std::sync::atomic::AtomicU64,
+    /// Every version's contextual models, to snapshot when the fleet's
+    /// totals arrive (dropped versions' are skipped and pruned).
+    models: parking_lot::Mutex<Vec<std::sync::Weak<Models>>>,
 }
 
 /// One (action, channel) in a saved state file.
@@ -91,10 +248,82 @@ impl Learned {
         )
     }
 
+    /// A version's contextual model over `counts` (per row, each
+    /// predictor's), with its first snapshot.
+    pub(crate) fn models(
+        &self,
+        model: Arc<crate::ruleset::learning::Contextual>,
+        counts: Vec<Option<Arc<PredCounts>>>,
+    ) -> Arc<Models> {
+        let np = model.predictors.len();
+        let snapshot = take_snapshot(&counts, np, &model, self.next_snapshot());
+        let m = Arc::new(Models {
+            model,
+            counts: counts.into(),
+            predictors: np,
+            snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
+            since: Default::default(),
+        });
+        let mut all = self.models.lock();
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&m));
+        m
+    }
+
+    /// A new snapshot of every live version's contextual models.
+    pub(crate) fn snapshot_models(&self) {
+        let all: Vec<Arc<Models>> = self
+            .models
+            .lock()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .collect();
+        for m in all {
+            m.snapshot(self.next_snapshot());
+        }
+    }
+
+    /// The next contextual-model snapshot's number (1, 2, ... per engine).
+    pub(crate) fn next_snapshot(&self) -> u64 {
+        self.snapshots.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The counts of one contextual predictor (`spec`, `bins` bins) of
+    /// `action` on `channel`, created empty if new.
+    pub(crate) fn pred_counts(
+        &self,
+        action: &str,
+        channel: &str,
+        predictor: &str,
+        spec: u64,
+        bins: usize,
+    ) -> Arc<PredCounts> {
+        let k = (crate::base::key(action), crate::base::key(channel), spec);
+        if let Some(c) = self.preds.get(&k) {
+            return Arc::clone(&c);
+        }
+        Arc::clone(
+            &self.preds.entry(k).or_insert_with(|| {
+                Arc::new(PredCounts::new(action, channel, predictor, spec, bins))
+            }),
+        )
+    }
+
     /// Take every pending amount (leaving zero), as shared-store deltas
-    /// (`action/channel/kind`, amount).
+    /// (`action/channel/kind`, amount; `ctx/action/channel/predictor/spec/bin/s|f`
+    /// for contextual counts).
     pub(crate) fn take_pending(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
+        for e in self.preds.iter() {
+            for (sf, pending) in [("s", &e.pending_s), ("f", &e.pending_f)] {
+                for (bin, p) in pending.iter().enumerate() {
+                    let n = p.swap(0, Ordering::Relaxed);
+                    if n > 0 {
+                        out.push((pred_field(&e, bin, sf), u64::from(n)));
+                    }
+                }
+            }
+        }
         for e in self.map.iter() {
             for (kind, p) in OutcomeKind::ALL.iter().zip(&e.pending) {
                 let n = p.swap(0, Ordering::Relaxed);
@@ -112,7 +341,28 @@ impl Learned {
     /// shape are skipped (other models may share the store).
     pub(crate) fn set_totals(&self, totals: &[(String, u64)]) {
         let mut seen = rustc_hash::FxHashSet::default();
+        let mut seen_bins = rustc_hash::FxHashSet::default();
         for (f, total) in totals {
+            let total32 = u32::try_from(*total).unwrap_or(u32::MAX);
+            if let Some((action, channel, spec, bin, success)) = parse_pred_field(f) {
+                // Only predictors this engine models: it learns of the
+                // others' bins when a version declares them.
+                let k = (crate::base::key(action), crate::base::key(channel), spec);
+                if let Some(c) = self.preds.get(&k) {
+                    let (counts, pending) = match success {
+                        true => (&c.s, &c.pending_s),
+                        false => (&c.f, &c.pending_f),
+                    };
+                    if let (Some(n), Some(p)) = (counts.get(bin), pending.get(bin)) {
+                        n.store(
+                            total32.saturating_add(p.load(Ordering::Relaxed)),
+                            Ordering::Relaxed,
+                        );
+                        seen_bins.insert((k, bin, success));
+                    }
+                }
+                continue;
+            }
             let Some((action, channel, kind)) = parse_field(f) else {
                 continue;
             };
@@ -133,6 +383,95 @@ impl Learned {
                 }
             }
         }
+        for e in self.preds.iter() {
+            let k = *e.key();
+            for (success, counts, pending) in
+                [(true, &e.s, &e.pending_s), (false, &e.f, &e.pending_f)]
+            {
+                for (bin, (n, p)) in counts.iter().zip(pending.iter()).enumerate() {
+                    if !seen_bins.contains(&(k, bin, success)) {
+                        n.store(p.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        // Decisions read the fleet's counts from the next snapshot on.
+        self.snapshot_models();
+    }
+
+    /// The contextual counts, for a state file.
+    pub(crate) fn save_bins(&self) -> Vec<SavedBins> {
+        let read = |v: &[AtomicU32]| v.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let mut out: Vec<SavedBins> = self
+            .preds
+            .iter()
+            .map(|e| SavedBins {
+                action: e.action.to_string(),
+                channel: e.channel.to_string(),
+                predictor: e.predictor.to_string(),
+                spec: format!("{:016x}", e.spec),
+                successes: read(&e.s),
+                failures: read(&e.f),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.action, &a.channel, &a.predictor, &a.spec).cmp(&(
+                &b.action,
+                &b.channel,
+                &b.predictor,
+                &b.spec,
+            ))
+        });
+        out
+    }
+
+    /// Replace the contextual counts with saved ones (as [`Learned::load`]
+    /// does the per-action counts). An entry whose spec is not 16 hex
+    /// digits is an error.
+    pub(crate) fn load_bins(&self, saved: &[SavedBins]) -> Result<(), Error> {
+        let mut parsed = Vec::with_capacity(saved.len());
+        for b in saved {
+            let spec = u64::from_str_radix(&b.spec, 16)
+                .ok()
+                .filter(|_| b.spec.len() == 16)
+                .ok_or_else(|| {
+                    Error::State(format!(
+                        "contextual counts of `{}` on `{}`: spec `{}` is not 16 hex digits",
+                        b.action, b.channel, b.spec
+                    ))
+                })?;
+            if b.successes.len() != b.failures.len() {
+                return Err(Error::State(format!(
+                    "contextual counts of `{}` on `{}`, predictor `{}`: {} successes but {} failures bins",
+                    b.action,
+                    b.channel,
+                    b.predictor,
+                    b.successes.len(),
+                    b.failures.len()
+                )));
+            }
+            parsed.push((b, spec));
+        }
+        for e in self.preds.iter() {
+            for c in
+                e.s.iter()
+                    .chain(e.f.iter())
+                    .chain(e.pending_s.iter())
+                    .chain(e.pending_f.iter())
+            {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+        for (b, spec) in parsed {
+            let c = self.pred_counts(&b.action, &b.channel, &b.predictor, spec, b.successes.len());
+            for (n, v) in c.s.iter().zip(&b.successes) {
+                n.store(*v, Ordering::Relaxed);
+            }
+            for (n, v) in c.f.iter().zip(&b.failures) {
+                n.store(*v, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn save(&self) -> Vec<SavedCounts> {
@@ -171,6 +510,44 @@ impl Learned {
 /// channel names cannot hold a `/`).
 pub(crate) fn field(action: &str, channel: &str, kind: OutcomeKind) -> String {
     format!("{action}/{channel}/{}", kind.as_str())
+}
+
+fn pred_field(c: &PredCounts, bin: usize, sf: &str) -> String {
+    format!(
+        "ctx/{}/{}/{}/{:016x}/{bin}/{sf}",
+        c.action, c.channel, c.predictor, c.spec
+    )
+}
+
+/// A contextual count's field: (action, channel, spec, bin, success).
+fn parse_pred_field(f: &str) -> Option<(&str, &str, u64, usize, bool)> {
+    let mut parts = f.split('/');
+    if parts.next()? != "ctx" {
+        return None;
+    }
+    let (a, c, _p, spec, bin, sf) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if parts.next().is_some() || spec.len() != 16 {
+        return None;
+    }
+    let success = match sf {
+        "s" => true,
+        "f" => false,
+        _ => return None,
+    };
+    Some((
+        a,
+        c,
+        u64::from_str_radix(spec, 16).ok()?,
+        bin.parse().ok()?,
+        success,
+    ))
 }
 
 fn parse_field(f: &str) -> Option<(&str, &str, OutcomeKind)> {

@@ -12,4 +12,5 @@ pub mod history;
 pub mod learning;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub(crate) mod responses;
 pub mod volumes;

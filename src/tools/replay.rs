@@ -208,6 +208,22 @@ pub(crate) fn logged_request(
                 ))
             })
             .collect(),
+        model_evidence: rec["evidence"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.as_array().is_some_and(|a| a.len() == 5))
+            .filter_map(|e| {
+                Some((
+                    e[0].as_str()?.to_string(),
+                    // An f32 written as the f64 it widens to: narrowed
+                    // again, the same number.
+                    e[3].as_f64()? as f32,
+                    u32::try_from(e[4].as_u64()?).ok()?,
+                ))
+            })
+            .collect(),
+        model_snapshot: rec["model"]["snapshot"].as_u64(),
         seed: rec["seed"].as_u64(),
     };
     Ok((req, replaying, masked))

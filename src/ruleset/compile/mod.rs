@@ -179,7 +179,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     let learning = main
         .learning
         .as_ref()
-        .map(|l| strategy::learning(d, &main_path, l.get_ref()));
+        .map(|l| strategy::learning(d, &main_path, l.get_ref(), &attrs, &mut symbols));
     let history_horizon = contact_policies
         .iter()
         .map(|p| p.within + p.suppress_for.unwrap_or(0))

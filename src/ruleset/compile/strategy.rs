@@ -6,6 +6,8 @@ pub(super) fn learning(
     d: &mut Diag<'_>,
     file: &Path,
     l: &crate::ruleset::source::LearningSrc,
+    attrs: &[crate::context::schema::Attribute],
+    symbols: &mut Symbols,
 ) -> crate::ruleset::learning::Learning {
     use crate::ruleset::learning::{Learning, Mode};
     let mut out = Learning::default();
@@ -67,7 +69,304 @@ pub(super) fn learning(
             ),
         }
     }
+    match l
+        .model
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span().start))
+    {
+        None | Some(("beta", _)) => {
+            if let Some(p) = &l.predictors {
+                d.at(
+                    file,
+                    p.span().start,
+                    "`predictors` need `model = \"contextual\"`",
+                );
+            }
+        }
+        Some(("contextual", at)) => {
+            out.contextual = contextual(d, file, l, at, attrs, symbols).map(std::sync::Arc::new);
+        }
+        Some((other, at)) => d.at(
+            file,
+            at,
+            format!("learning model `{other}` is not `beta` or `contextual`"),
+        ),
+    }
     out
+}
+
+/// `model = "contextual"`: its predictors, their bins and its settings.
+fn contextual(
+    d: &mut Diag<'_>,
+    file: &Path,
+    l: &crate::ruleset::source::LearningSrc,
+    model_at: usize,
+    attrs: &[crate::context::schema::Attribute],
+    symbols: &mut Symbols,
+) -> Option<crate::ruleset::learning::Contextual> {
+    use crate::base::AttrType;
+    use crate::ruleset::learning::{Contextual, Predictor, PredictorKind};
+    use std::hash::{Hash, Hasher};
+    let Some(names) = &l.predictors else {
+        d.at(
+            file,
+            model_at,
+            "a contextual model needs `predictors = [\"attribute\", ...]`",
+        );
+        return None;
+    };
+    let bins = l.bins.as_ref().map(|b| b.get_ref());
+    if let Some(bins) = bins {
+        for key in bins.keys() {
+            if !names.get_ref().iter().any(|n| n.get_ref() == key.get_ref()) {
+                d.at(
+                    file,
+                    key.span().start,
+                    format!(
+                        "bins for `{}`, which is not one of the `predictors`",
+                        key.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    let mut predictors = Vec::new();
+    let mut offset = 0u32;
+    let mut seen = std::collections::HashSet::new();
+    for name in names.get_ref() {
+        let at = name.span().start;
+        if !seen.insert(name.get_ref().as_str()) {
+            d.at(
+                file,
+                at,
+                format!("predictor `{}` is listed twice", name.get_ref()),
+            );
+            continue;
+        }
+        let Some((slot, attr)) = attrs
+            .iter()
+            .enumerate()
+            .find(|(_, a)| &*a.name == name.get_ref().as_str())
+        else {
+            d.at(
+                file,
+                at,
+                format!(
+                    "predictor `{}` is not an attribute of the schema",
+                    name.get_ref()
+                ),
+            );
+            continue;
+        };
+        let slot = slot as u16;
+        let declared = bins.and_then(|b| {
+            b.iter()
+                .find(|(k, _)| k.get_ref() == name.get_ref())
+                .map(|(_, v)| v)
+        });
+        let bins_at = declared.map_or(at, |v| v.span().start);
+        let strings = |d: &mut Diag<'_>| -> Option<Vec<String>> {
+            let v = declared?;
+            match v.get_ref().as_array().map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+            }) {
+                Some(Some(list)) if !list.is_empty() => Some(list),
+                _ => {
+                    d.at(
+                        file,
+                        bins_at,
+                        format!(
+                            "the bins of `{}` must be a non-empty list of its values",
+                            name.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let mut push = |kind: PredictorKind, pname: String, labels: Vec<String>| {
+            let len = labels.len() as u32;
+            let mut h = rustc_hash::FxHasher::default();
+            pname.hash(&mut h);
+            labels.hash(&mut h);
+            predictors.push(Predictor {
+                name: pname.into(),
+                slot,
+                kind,
+                offset,
+                len,
+                spec: h.finish(),
+            });
+            offset += len;
+        };
+        match attr.ty {
+            AttrType::Int | AttrType::Float => {
+                let edges: Option<Vec<f64>> = declared.and_then(|v| {
+                    v.get_ref().as_array().and_then(|a| {
+                        a.iter()
+                            .map(|x| x.as_float().or_else(|| x.as_integer().map(|i| i as f64)))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                });
+                let Some(edges) = edges.filter(|e| {
+                    !e.is_empty()
+                        && e.iter().all(|x| x.is_finite())
+                        && e.windows(2).all(|w| w[0] < w[1])
+                }) else {
+                    d.at(
+                        file,
+                        bins_at,
+                        format!(
+                            "numeric predictor `{}` needs its bin edges, ascending: `[learning.bins] {} = [10, 20, 50]`",
+                            name.get_ref(),
+                            name.get_ref()
+                        ),
+                    );
+                    continue;
+                };
+                let mut labels = Vec::with_capacity(edges.len() + 2);
+                labels.push(format!("< {}", edges[0]));
+                for w in edges.windows(2) {
+                    labels.push(format!("[{}, {})", w[0], w[1]));
+                }
+                labels.push(format!(">= {}", edges[edges.len() - 1]));
+                labels.push("missing".into());
+                push(PredictorKind::Numeric(edges.into()), name.get_ref().clone(), labels);
+            }
+            AttrType::Bool => {
+                if declared.is_some() {
+                    d.at(file, bins_at, format!("bool predictor `{}` takes no bins", name.get_ref()));
+                }
+                push(
+                    PredictorKind::Bool,
+                    name.get_ref().clone(),
+                    vec!["false".into(), "true".into(), "missing".into()],
+                );
+            }
+            AttrType::String => {
+                let values = match (strings(d), &attr.values) {
+                    (Some(v), Some(allowed)) => {
+                        if let Some(bad) = v.iter().find(|x| !allowed.contains(x)) {
+                            d.at(
+                                file,
+                                bins_at,
+                                format!("`{bad}` is not a value of `{}` ({})", name.get_ref(), allowed.join(", ")),
+                            );
+                            continue;
+                        }
+                        v
+                    }
+                    (Some(v), None) => v,
+                    (None, Some(allowed)) if declared.is_none() => allowed.clone(),
+                    (None, _) => {
+                        if declared.is_none() {
+                            d.at(
+                                file,
+                                at,
+                                format!(
+                                    "string predictor `{}` has no declared values: list the ones that get bins, `[learning.bins] {} = [\"a\", \"b\"]`",
+                                    name.get_ref(),
+                                    name.get_ref()
+                                ),
+                            );
+                        }
+                        continue;
+                    }
+                };
+                let syms: Vec<u32> = values.iter().map(|v| symbols.intern(v)).collect();
+                let mut labels = values;
+                labels.push("other".into());
+                labels.push("missing".into());
+                push(PredictorKind::Symbol(syms.into()), name.get_ref().clone(), labels);
+            }
+            AttrType::StringSet => {
+                let Some(values) = strings(d) else {
+                    if declared.is_none() {
+                        d.at(
+                            file,
+                            at,
+                            format!(
+                                "string-set predictor `{}` needs the values whose membership counts: `[learning.bins] {} = [\"a\", \"b\"]`",
+                                name.get_ref(),
+                                name.get_ref()
+                            ),
+                        );
+                    }
+                    continue;
+                };
+                for v in values {
+                    let sym = symbols.intern(&v);
+                    push(
+                        PredictorKind::Member(sym),
+                        format!("{}:{v}", name.get_ref()),
+                        vec!["out".into(), "in".into(), "missing".into()],
+                    );
+                }
+            }
+            AttrType::Timestamp => d.at(
+                file,
+                at,
+                format!(
+                    "timestamp `{}` cannot be a predictor: derive a number from it (e.g. days since) and use that",
+                    name.get_ref()
+                ),
+            ),
+        }
+    }
+    let whole = |d: &mut Diag<'_>, v: &Option<Spanned<i64>>, what: &str, default: u32| match v {
+        None => default,
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) => n,
+            Err(_) => {
+                d.at(
+                    file,
+                    v.span().start,
+                    format!("`{what}` must be a whole number >= 0"),
+                );
+                default
+            }
+        },
+    };
+    let mature_positives = whole(d, &l.mature_positives, "mature_positives", 20);
+    let snapshot_every = whole(d, &l.snapshot_every, "snapshot_every", 100).max(1);
+    let smoothing = match &l.smoothing {
+        None => 1.0,
+        Some(a) if a.get_ref().is_finite() && (0.001..=1000.0).contains(a.get_ref()) => {
+            *a.get_ref()
+        }
+        Some(a) => {
+            d.at(
+                file,
+                a.span().start,
+                "`smoothing` must be between 0.001 and 1000",
+            );
+            1.0
+        }
+    };
+    if predictors.is_empty() {
+        if !names.get_ref().is_empty() || seen.is_empty() {
+            d.at(
+                file,
+                names.span().start,
+                "a contextual model needs at least one predictor",
+            );
+        }
+        return None;
+    }
+    let mut h = rustc_hash::FxHasher::default();
+    for p in &predictors {
+        p.spec.hash(&mut h);
+    }
+    Some(Contextual {
+        id: h.finish(),
+        bins: offset,
+        predictors,
+        mature_positives,
+        smoothing,
+        snapshot_every,
+    })
 }
 
 pub(super) fn strategy(
