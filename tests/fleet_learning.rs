@@ -412,3 +412,98 @@ fn outcomes_recorded_while_the_store_is_down_wait_and_arrive_once() {
     assert_eq!(events.len(), 1);
     assert_eq!(e.stats().outcomes, 4);
 }
+
+/// The propensities of every ranked action for a customer of the
+/// contextual fixture, as `action=P` pairs.
+fn contextual_propensities(e: &Engine, segment: &str, age: i64, vip: bool) -> String {
+    let ctx = Context::builder(&e.schema())
+        .set("segment", segment)
+        .set("age", age)
+        .set("vip", vip)
+        .build()
+        .unwrap();
+    let mut r = DecisionRequest::new("probe", "web", ctx);
+    r.now = Some(Timestamp(T0 + 100_000));
+    r.explain = true;
+    let d = e.decide(&r).unwrap();
+    let mut out: Vec<String> = d
+        .ranked()
+        .map(|a| format!("{}={:.12}", a.action(), a.propensity()))
+        .collect();
+    out.sort();
+    out.join(",")
+}
+
+#[test]
+fn contextual_counts_split_across_two_engines_merge_into_what_one_engine_learns() {
+    let Some(url) = redis_url() else { return };
+    let rules = Path::new("tests/fixtures/contextual");
+    let prefix = unique_prefix("ctx");
+    let fleet = [
+        engine(rules, state(&url, &prefix, serde_json::json!({}))),
+        engine(rules, state(&url, &prefix, serde_json::json!({}))),
+    ];
+    let alone = Engine::from_dir(rules).unwrap();
+    let segments = ["mass", "affluent", "private"];
+    let actions = ["CARD_GOLD", "CARD_CASHBACK", "LOAN_CAR"];
+    let kinds = [
+        OutcomeKind::Accepted,
+        OutcomeKind::Rejected,
+        OutcomeKind::NoResponse,
+    ];
+    for i in 0..240usize {
+        let (segment, age, vip) = (segments[i % 3], 20 + (i as i64 * 7) % 50, i % 5 == 0);
+        // Affluent and private customers accept the gold card more.
+        let action = actions[(i / 3) % 3];
+        let kind = if segment != "mass" && action == "CARD_GOLD" && i % 2 == 0 {
+            OutcomeKind::Accepted
+        } else {
+            kinds[(i * 7) % 3]
+        };
+        for e in [&fleet[i % 2], &alone] {
+            let ctx = Context::builder(&e.schema())
+                .set("segment", segment)
+                .set("age", age)
+                .set("vip", vip)
+                .build()
+                .unwrap();
+            let mut r = DecisionRequest::new(format!("c{i}"), "web", ctx);
+            r.now = Some(Timestamp(T0 + i as i64));
+            let d = e.decide(&r).unwrap();
+            assert!(d.action_ids().contains(&action));
+            e.record_outcome(&Outcome {
+                decision_id: Some(d.id()),
+                ..outcome(&format!("c{i}"), action, kind)
+            })
+            .unwrap();
+        }
+    }
+    // Each engine sends what it learned and takes the fleet's totals; the
+    // first goes again to take the second's.
+    for e in [&fleet[0], &fleet[1], &fleet[0]] {
+        e.flush().unwrap();
+    }
+    for e in &fleet {
+        assert_eq!(e.stats().outcomes_without_context, 0);
+    }
+    let mut differs = 0;
+    for (segment, age, vip) in [
+        ("mass", 22, false),
+        ("affluent", 45, true),
+        ("private", 61, false),
+    ] {
+        let want = contextual_propensities(&alone, segment, age, vip);
+        for e in &fleet {
+            assert_eq!(
+                contextual_propensities(e, segment, age, vip),
+                want,
+                "{segment}"
+            );
+        }
+        if want != contextual_propensities(&alone, "mass", 22, false) {
+            differs += 1;
+        }
+    }
+    // The model learned something: customers in other bins differ.
+    assert!(differs > 0);
+}

@@ -128,25 +128,31 @@ impl Learning {
 /// Its state is, per action, channel, predictor and bin, the successes
 /// and failures of the outcomes whose decision had the predictor in that
 /// bin: sums, so engines merge them by adding (see
-/// [`crate::state::learning`]). For a customer whose predictors fall in
-/// bins `b_1..b_m`, with `S`, `F` the action's contextual successes and
-/// failures, `s_pb`, `f_pb` those of bin `b` of predictor `p`, `B_p` its
-/// bin count and `α` the smoothing:
+/// [`crate::state::learning`]). With `S`, `F` the action's contextual
+/// successes and failures, `q = (S + ½) / (S + F + 1)` its rate, `s_b`,
+/// `f_b` those of the customer's bin `b` of predictor `p` and `m` the
+/// smoothing (pseudo-outcomes per bin at the rate `q`):
 ///
 /// ```text
-/// z     = Σ_p  ln((s_pb + α) / (S + α·B_p)) − ln((f_pb + α) / (F + α·B_p))
+/// r_pb  = ln((s_b + m·q) / (f_b + m·(1 − q))) − ln(q / (1 − q))
+/// z     = Σ over active predictors p of r_pb
 /// P_nb  = σ(logit(P_beta) + z)
 /// w     = min(1, S / mature_positives)
 /// P     = (1 − w)·P_beta + w·P_nb
 /// ```
 ///
-/// where `P_beta` is the action's Beta posterior mean (the non-contextual
-/// propensity, itself blended with the starting propensity), so a new
-/// model starts where the Beta model is and moves to the customer's own
-/// propensity as positive evidence matures. Thompson sampling draws from
-/// Beta(P·n, (1 − P)·n) with `n` the action's outcomes plus the prior
-/// strength: the non-contextual posterior's spread around this customer's
-/// mean.
+/// `r_pb` is naive Bayes's log-likelihood ratio of the bin, each bin's
+/// odds shrunk towards the action's by `m` pseudo-outcomes (a bin with
+/// little evidence moves nothing). A predictor is *active* (as in the
+/// adaptive decision manager) while its bins tell successes from failures
+/// (a G-test of independence at the 5% level); inactive ones add nothing,
+/// so predictors that carry no signal add no noise. `P_beta` is the
+/// action's Beta posterior mean (the non-contextual propensity, itself
+/// blended with the starting propensity), so a new model starts where the
+/// Beta model is and moves to the customer's own propensity as positive
+/// evidence matures. Thompson sampling draws from Beta(P·n, (1 − P)·n)
+/// with `n` the action's outcomes plus the prior strength: the
+/// non-contextual posterior's spread around this customer's mean.
 #[derive(Debug, Clone)]
 pub(crate) struct Contextual {
     /// Predictors in declaration order; string sets expanded to one
@@ -217,6 +223,34 @@ impl Predictor {
     }
 }
 
+/// Whether a predictor's bins tell successes from failures: the G-test of
+/// independence of bin and outcome, at the 5% level (the chi-squared
+/// quantile by Wilson and Hilferty's approximation).
+fn significant(s: &[u32], f: &[u32], big_s: f64, big_f: f64) -> bool {
+    let n = big_s + big_f;
+    if big_s == 0.0 || big_f == 0.0 {
+        return false;
+    }
+    let mut g = 0.0;
+    let mut used = 0u32;
+    let term = |o: f64, e: f64| if o > 0.0 { o * (o / e).ln() } else { 0.0 };
+    for (&sb, &fb) in s.iter().zip(f) {
+        let nb = f64::from(sb) + f64::from(fb);
+        if nb == 0.0 {
+            continue;
+        }
+        used += 1;
+        g += term(f64::from(sb), nb * big_s / n) + term(f64::from(fb), nb * big_f / n);
+    }
+    if used < 2 {
+        return false;
+    }
+    let df = f64::from(used - 1);
+    let c = 2.0 / (9.0 * df);
+    let critical = df * (1.0 - c + 1.644_853_626_951_472_2 * c.sqrt()).powi(3);
+    2.0 * g > critical
+}
+
 #[inline]
 fn numeric_bin(edges: &[f64], v: f64, missing: u32) -> u32 {
     if v.is_nan() {
@@ -234,7 +268,8 @@ impl Contextual {
     }
 
     /// The log-likelihood ratio of every bin from one action's counts:
-    /// `s[b]`, `f[b]` per model bin. Also returns (S, F).
+    /// `s[b]`, `f[b]` per model bin (see [`Contextual`]). Returns the
+    /// action's contextual (successes, failures).
     pub(crate) fn ratios(&self, s: &[u32], f: &[u32], out: &mut [f32]) -> (u32, u32) {
         let Some(first) = self.predictors.first() else {
             return (0, 0);
@@ -242,14 +277,20 @@ impl Contextual {
         let range = first.offset as usize..(first.offset + first.len) as usize;
         let total_s: u64 = s[range.clone()].iter().map(|&x| u64::from(x)).sum();
         let total_f: u64 = f[range].iter().map(|&x| u64::from(x)).sum();
-        let a = self.smoothing;
+        let (big_s, big_f) = (total_s as f64, total_f as f64);
+        let q = (big_s + 0.5) / (big_s + big_f + 1.0);
+        let base = (q / (1.0 - q)).ln();
+        let m = self.smoothing;
         for p in &self.predictors {
-            let b = f64::from(p.len);
-            let ds = (total_s as f64 + a * b).ln();
-            let df = (total_f as f64 + a * b).ln();
-            for i in p.offset as usize..(p.offset + p.len) as usize {
-                out[i] =
-                    (((f64::from(s[i]) + a).ln() - ds) - ((f64::from(f[i]) + a).ln() - df)) as f32;
+            let bins = p.offset as usize..(p.offset + p.len) as usize;
+            let active = significant(&s[bins.clone()], &f[bins.clone()], big_s, big_f);
+            for i in bins {
+                out[i] = if active {
+                    (((f64::from(s[i]) + m * q) / (f64::from(f[i]) + m * (1.0 - q))).ln() - base)
+                        as f32
+                } else {
+                    0.0
+                };
             }
         }
         (

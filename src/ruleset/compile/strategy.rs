@@ -332,7 +332,7 @@ fn contextual(
     let mature_positives = whole(d, &l.mature_positives, "mature_positives", 20);
     let snapshot_every = whole(d, &l.snapshot_every, "snapshot_every", 100).max(1);
     let smoothing = match &l.smoothing {
-        None => 1.0,
+        None => 10.0,
         Some(a) if a.get_ref().is_finite() && (0.001..=1000.0).contains(a.get_ref()) => {
             *a.get_ref()
         }

@@ -46,16 +46,28 @@ pub enum Policy {
     Thompson,
     /// Learning, posterior mean with epsilon-greedy exploration.
     EpsilonGreedy,
+    /// The rule set's contextual model, ranking by its mean.
+    Contextual,
+    /// The rule set's contextual model, ranking by a seeded draw.
+    ContextualThompson,
 }
 
 impl Policy {
     /// Every policy, in report order.
-    pub const ALL: [Policy; 4] = [
+    pub const ALL: [Policy; 6] = [
         Policy::Static,
         Policy::PosteriorMean,
         Policy::Thompson,
         Policy::EpsilonGreedy,
+        Policy::Contextual,
+        Policy::ContextualThompson,
     ];
+
+    /// Whether the policy is the rule set's contextual model (run only on
+    /// rule sets that declare one).
+    pub fn contextual(self) -> bool {
+        matches!(self, Policy::Contextual | Policy::ContextualThompson)
+    }
 
     /// The policy's name (`static`, or the `[learning]` mode's name).
     pub fn as_str(self) -> &'static str {
@@ -64,6 +76,8 @@ impl Policy {
             Policy::PosteriorMean => "posterior_mean",
             Policy::Thompson => "thompson",
             Policy::EpsilonGreedy => "epsilon_greedy",
+            Policy::Contextual => "contextual",
+            Policy::ContextualThompson => "contextual_thompson",
         }
     }
 
@@ -112,11 +126,46 @@ struct ActionTruth {
     by_segment: HashMap<String, f64>,
 }
 
+impl ActionTruth {
+    /// The rate of a segment key: the key itself, else (several
+    /// attributes) the first key with `*` for some of its parts that
+    /// matches, fewest `*` first.
+    fn segment_rate(&self, segment: &str) -> Option<f64> {
+        if let Some(r) = self.by_segment.get(segment) {
+            return Some(*r);
+        }
+        let parts: Vec<&str> = segment.split('/').collect();
+        if parts.len() < 2 {
+            return None;
+        }
+        let n = parts.len();
+        let mut masks: Vec<u32> = (1..(1u32 << n)).collect();
+        masks.sort_by_key(|m| (m.count_ones(), *m));
+        masks.into_iter().find_map(|m| {
+            let key: Vec<&str> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| if m & (1 << i) != 0 { "*" } else { p })
+                .collect();
+            self.by_segment.get(&key.join("/")).copied()
+        })
+    }
+}
+
+/// `segment = "attribute"` or `segment = ["a", "b"]` (rates keyed by
+/// `"value_a/value_b"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SegmentSrc {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TruthFile {
     #[serde(default)]
-    segment: Option<String>,
+    segment: Option<SegmentSrc>,
     #[serde(default)]
     scale: Option<toml::Spanned<f64>>,
     #[serde(default)]
@@ -140,9 +189,15 @@ impl Truth {
                 e.message().trim().to_string(),
             )
         })?;
-        // A closed string segment attribute: its values are the only keys.
-        let mut closed: Option<&[String]> = None;
-        if let Some(seg) = &raw.segment {
+        // The segment attributes; a closed string one's values are the
+        // only keys it takes.
+        let segment_attrs: Vec<String> = match raw.segment {
+            None => Vec::new(),
+            Some(SegmentSrc::One(a)) => vec![a],
+            Some(SegmentSrc::Many(v)) => v,
+        };
+        let mut closed: Vec<Option<&[String]>> = Vec::new();
+        for seg in &segment_attrs {
             let schema = rules.schema();
             let Some(&slot) = schema.by_name.get(seg.as_str()) else {
                 return Err(Error::InvalidConfig(format!(
@@ -151,7 +206,7 @@ impl Truth {
                     rules.name()
                 )));
             };
-            closed = schema.attrs[slot as usize].values.as_deref();
+            closed.push(schema.attrs[slot as usize].values.as_deref());
         }
         let scale = match raw.scale {
             Some(s) if !(s.get_ref().is_finite() && *s.get_ref() >= 0.0) => {
@@ -188,7 +243,7 @@ impl Truth {
                     "scale" => t.scale = Some(x),
                     "default" => t.default = Some(x),
                     seg => {
-                        if raw.segment.is_none() {
+                        if segment_attrs.is_empty() {
                             return Err(at(
                                 key.span().start,
                                 format!(
@@ -196,14 +251,32 @@ impl Truth {
                                 ),
                             ));
                         }
-                        if let Some(values) = closed.filter(|v| !v.iter().any(|x| x == seg)) {
+                        let parts: Vec<&str> = seg.split('/').collect();
+                        if parts.len() != segment_attrs.len() {
                             return Err(at(
                                 key.span().start,
                                 format!(
-                                    "`{seg}` is not a value of the segment attribute ({}), `default` or `scale`",
-                                    values.join(", ")
+                                    "`{seg}` has {} part(s), but the segment is {} attribute(s) ({}): write `{}`",
+                                    parts.len(),
+                                    segment_attrs.len(),
+                                    segment_attrs.join(", "),
+                                    segment_attrs.iter().map(|a| a.to_uppercase()).collect::<Vec<_>>().join("/")
                                 ),
                             ));
+                        }
+                        for (part, values) in parts.iter().zip(&closed) {
+                            if *part == "*" && parts.len() > 1 {
+                                continue;
+                            }
+                            if let Some(values) = values.filter(|v| !v.iter().any(|x| x == part)) {
+                                return Err(at(
+                                    key.span().start,
+                                    format!(
+                                        "`{part}` is not a value of the segment attribute ({}), `default` or `scale`",
+                                        values.join(", ")
+                                    ),
+                                ));
+                            }
                         }
                         t.by_segment.insert(seg.to_string(), x);
                     }
@@ -213,7 +286,7 @@ impl Truth {
         }
         Ok(Truth {
             source: path.display().to_string(),
-            segment: raw.segment,
+            segment: (!segment_attrs.is_empty()).then(|| segment_attrs.join("/")),
             scale,
             actions,
             perturb_seed: None,
@@ -251,8 +324,8 @@ impl Truth {
             return (p0 * 3f64.powf(2.0 * u - 1.0)).clamp(0.0, 1.0);
         }
         let r = match self.actions.get(action) {
-            Some(t) => match (t.by_segment.get(segment), t.default, t.scale) {
-                (Some(r), _, _) => *r,
+            Some(t) => match (t.segment_rate(segment), t.default, t.scale) {
+                (Some(r), _, _) => r,
                 (None, Some(r), _) => r,
                 (None, None, Some(s)) => p0 * s,
                 (None, None, None) => p0 * self.scale,
@@ -414,24 +487,48 @@ pub fn simulate_learning(
     for &policy in &opts.policies {
         let mut rules = RuleSet::from_dir(dir)?;
         let base = rules.learning.clone().unwrap_or_default();
+        if policy.contextual() && base.contextual.is_none() {
+            // The default list runs what the rule set has.
+            if opts.policies == Policy::ALL {
+                continue;
+            }
+            return Err(Error::InvalidConfig(format!(
+                "policy `{}` needs a contextual model: rule set `{}` has no `[learning] model = \"contextual\"` (docs/LEARNING.md)",
+                policy.as_str(),
+                rules.name()
+            )));
+        }
+        // The non-contextual policies learn one Beta per action and channel.
+        let beta = Learning {
+            contextual: None,
+            ..base.clone()
+        };
         let learning = match policy {
             Policy::Static => None,
             Policy::PosteriorMean => Some(Learning {
                 mode: Mode::Mean,
-                ..base
+                ..beta
             }),
             Policy::Thompson => Some(Learning {
+                mode: Mode::Thompson,
+                ..beta
+            }),
+            Policy::Contextual => Some(Learning {
+                mode: Mode::Mean,
+                ..base
+            }),
+            Policy::ContextualThompson => Some(Learning {
                 mode: Mode::Thompson,
                 ..base
             }),
             Policy::EpsilonGreedy => Some(Learning {
                 mode: Mode::EpsilonGreedy,
-                epsilon: if base.epsilon > 0.0 {
-                    base.epsilon
+                epsilon: if beta.epsilon > 0.0 {
+                    beta.epsilon
                 } else {
                     0.1
                 },
-                ..base
+                ..beta
             }),
         };
         // Every arm runs the policy (a challenger keeps its own rules).
@@ -469,13 +566,21 @@ pub fn simulate_learning(
             };
             match raw.bind(rules.schema()) {
                 Ok(r) => {
+                    // The customer's segment key: each segment attribute's
+                    // value, joined by `/` (missing: empty).
                     let segment = truth
                         .segment
-                        .as_ref()
-                        .and_then(|s| c.context.get(s))
-                        .map(|v| match v {
-                            serde_json::Value::String(s) => s.clone(),
-                            other => other.to_string(),
+                        .as_deref()
+                        .map(|names| {
+                            names
+                                .split('/')
+                                .map(|n| match c.context.get(n) {
+                                    Some(serde_json::Value::String(s)) => s.clone(),
+                                    Some(other) => other.to_string(),
+                                    None => String::new(),
+                                })
+                                .collect::<Vec<_>>()
+                                .join("/")
                         })
                         .unwrap_or_default();
                     requests.push((r, segment));
