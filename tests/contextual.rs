@@ -1,6 +1,7 @@
 //! Contextual adaptive models (`[learning] model = "contextual"`): the
 //! engine's propensities against a plain reference implementation of the
-//! naive Bayes estimator over random outcome streams; outcomes learned
+//! estimator (docs/DECISIONS.md, "Contextual models": naive Bayes with
+//! shrunk bins and G-tested predictors) over random outcome streams; outcomes learned
 //! from the bins their decision saw; replay exact; state files; load
 //! errors with their location.
 
@@ -121,7 +122,7 @@ fn bins(c: &Customer) -> Vec<usize> {
 
 impl Reference {
     fn propensity(&self, action: &str, p0: f64, c: &Customer) -> f64 {
-        let (k, alpha, mature) = (10.0, 1.0, 5.0);
+        let (k, m, mature) = (10.0, 10.0, 5.0);
         let s = self
             .beta
             .iter()
@@ -148,14 +149,39 @@ impl Reference {
         if w == 0.0 {
             return p_beta;
         }
+        let q = (big_s + 0.5) / (big_s + big_f + 1.0);
         let x = bins(c);
         let mut z = 0.0;
-        for (p, &b) in BINS.iter().enumerate() {
-            let sb = mine.iter().filter(|m| m.2 && m.1[p] == x[p]).count() as f64;
-            let fb = mine.iter().filter(|m| !m.2 && m.1[p] == x[p]).count() as f64;
-            let b = b as f64;
-            z += ((sb + alpha) / (big_s + alpha * b)).ln()
-                - ((fb + alpha) / (big_f + alpha * b)).ln();
+        for (p, &nbins) in BINS.iter().enumerate() {
+            let count = |bin: usize, ok: bool| {
+                mine.iter().filter(|m| m.2 == ok && m.1[p] == bin).count() as f64
+            };
+            // Active: the G-test of bin against outcome at 5%.
+            let (mut g, mut used) = (0.0, 0);
+            for bin in 0..nbins {
+                let (sb, fb) = (count(bin, true), count(bin, false));
+                if sb + fb == 0.0 {
+                    continue;
+                }
+                used += 1;
+                let n = big_s + big_f;
+                for (o, e) in [(sb, (sb + fb) * big_s / n), (fb, (sb + fb) * big_f / n)] {
+                    if o > 0.0 {
+                        g += o * (o / e).ln();
+                    }
+                }
+            }
+            if big_s == 0.0 || big_f == 0.0 || used < 2 {
+                continue;
+            }
+            let df = (used - 1) as f64;
+            let cc = 2.0 / (9.0 * df);
+            let critical = df * (1.0 - cc + 1.644_853_626_951_472_2 * cc.sqrt()).powi(3);
+            if 2.0 * g <= critical {
+                continue;
+            }
+            let (sb, fb) = (count(x[p], true), count(x[p], false));
+            z += ((sb + m * q) / (fb + m * (1.0 - q))).ln() - (q / (1.0 - q)).ln();
         }
         let pb = p_beta.clamp(1e-9, 1.0 - 1e-9);
         let nb = 1.0 / (1.0 + (-((pb / (1.0 - pb)).ln() + z)).exp());

@@ -215,12 +215,11 @@ fn write_decision(
             int_json(buf, s);
             buf.push(b',');
             int_json(buf, f);
-            // The contextual model's: the customer's z (an f32, written
-            // as the f64 it widens to: read back and narrowed, the same
-            // f32) and the model's positives.
-            if let Some(&(z, positives)) = d.model_evidence.get(i) {
+            // The contextual model's: the customer's likelihood ratio
+            // and the model's positives.
+            if let Some(&(lr, positives)) = d.model_evidence.get(i) {
                 buf.push(b',');
-                f64_json(buf, f64::from(z));
+                f64_json(buf, lr);
                 buf.push(b',');
                 int_json(buf, positives);
             }
@@ -896,7 +895,7 @@ impl Serialize for DecisionRecord<'_> {
                 .collect();
             m.serialize_entry("blocked", &blocked)?;
         }
-        if let Some(model) = &d.model {
+        if let Some(model) = d.model.as_ref().filter(|_| all) {
             m.serialize_entry(
                 "model",
                 &serde_json::json!({"id": format!("{:016x}", model.id), "snapshot": model.snapshot}),
@@ -910,7 +909,7 @@ impl Serialize for DecisionRecord<'_> {
                 .map(|(i, &(a, s, f))| {
                     let id = &*rules.actions[a as usize].id;
                     match d.model_evidence.get(i) {
-                        Some(&(z, p)) => serde_json::json!([id, s, f, f64::from(z), p]),
+                        Some(&(lr, p)) => serde_json::json!([id, s, f, lr, p]),
                         None => serde_json::json!([id, s, f]),
                     }
                 })

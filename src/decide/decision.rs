@@ -34,8 +34,8 @@ pub struct Decision {
     /// The contextual model and snapshot used, if any.
     pub(crate) model: Option<ModelUse>,
     /// The contextual evidence used, per survivor in `evidence`'s order:
-    /// (the customer's log-likelihood ratio z, the model's positives).
-    pub(crate) model_evidence: Vec<(f32, u32)>,
+    /// (the customer's likelihood ratio `exp(z)`, the model's positives).
+    pub(crate) model_evidence: Vec<(f64, u32)>,
     /// The probability that the first action was chosen first, when the
     /// learning mode makes it exact (posterior mean: 1; epsilon-greedy).
     pub(crate) selection_probability: Option<f64>,

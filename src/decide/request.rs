@@ -66,9 +66,9 @@ pub struct ReplayState {
     pub blocked: Vec<(String, Stage, String)>,
     /// Learning evidence: (action, successes, failures).
     pub evidence: Vec<(String, u32, u32)>,
-    /// Contextual-model evidence: (action, the customer's log-likelihood
-    /// ratio z, the model's positives).
-    pub model_evidence: Vec<(String, f32, u32)>,
+    /// Contextual-model evidence: (action, the customer's likelihood
+    /// ratio `exp(z)`, the model's positives).
+    pub model_evidence: Vec<(String, f64, u32)>,
     /// The contextual-model snapshot the decision used.
     pub model_snapshot: Option<u64>,
     /// The seed of the decision's draws.

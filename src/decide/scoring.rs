@@ -80,10 +80,10 @@ pub(crate) enum ModelEvidence<'a> {
         snapshot: &'a crate::state::learning::Snapshot,
         bins: &'a [u32],
     },
-    /// The logged (z, positives) per action index.
+    /// The logged (likelihood ratio, positives) per action index.
     Replayed(
         &'a crate::ruleset::learning::Contextual,
-        &'a [Option<(f32, u32)>],
+        &'a [Option<(f64, u32)>],
     ),
 }
 
@@ -104,7 +104,7 @@ impl Learn<'_> {
         p0: f64,
         rng: Option<&mut Rng>,
         used: &mut Vec<(u32, u32, u32)>,
-        used_model: &mut Vec<(f32, u32)>,
+        used_model: &mut Vec<(f64, u32)>,
     ) -> f64 {
         let (s, f) = match &self.evidence {
             Evidence::Live(counts, nch, ci) => counts[ai as usize * nch + ci]
@@ -126,7 +126,7 @@ impl Learn<'_> {
                     let row = ai as usize * nch + ci;
                     let nb = model.bins as usize;
                     let ratios = &snapshot.ratios[row * nb..(row + 1) * nb];
-                    let z: f32 = bins.iter().map(|&b| ratios[b as usize]).sum();
+                    let z = likelihood(ratios, bins);
                     (*model, z, snapshot.positives[row])
                 }
                 ModelEvidence::Replayed(model, v) => {
@@ -136,7 +136,7 @@ impl Learn<'_> {
             };
             used_model.push((z, positives));
             let p_beta = self.learning.mean(p0, (s, f));
-            let p = Learning::contextual_mean(p_beta, f64::from(z), model.weight(positives));
+            let p = Learning::contextual_mean(p_beta, z, model.weight(positives));
             return match rng {
                 Some(r) if self.thompson => self.learning.contextual_draw(p, (s, f), r),
                 _ => p,
@@ -147,6 +147,26 @@ impl Learn<'_> {
             _ => self.learning.mean(p0, (s, f)),
         }
     }
+}
+
+/// The product of the customer's bins' likelihood ratios, in four
+/// independent products: one running product is a chain of dependent
+/// multiplications (20 predictors × 100 actions of them cost 6 µs a
+/// decision when the product lived on the stack of the decision's frame).
+#[inline(never)]
+fn likelihood(ratios: &[f32], bins: &[u32]) -> f64 {
+    let mut acc = [1f64; 4];
+    let mut chunks = bins.chunks_exact(4);
+    for c in chunks.by_ref() {
+        for (a, &b) in acc.iter_mut().zip(c) {
+            *a *= f64::from(ratios[b as usize]);
+        }
+    }
+    let mut p = (acc[0] * acc[1]) * (acc[2] * acc[3]);
+    for &b in chunks.remainder() {
+        p *= f64::from(ratios[b as usize]);
+    }
+    p
 }
 
 /// The logged evidence of a replayed decision, per action index of `rs`.
@@ -162,7 +182,7 @@ pub(crate) fn replayed_evidence(rs: &RuleSet, r: &ReplayState) -> Vec<Option<(u3
 
 /// The logged contextual evidence of a replayed decision, per action
 /// index of `rs`.
-pub(crate) fn replayed_model_evidence(rs: &RuleSet, r: &ReplayState) -> Vec<Option<(f32, u32)>> {
+pub(crate) fn replayed_model_evidence(rs: &RuleSet, r: &ReplayState) -> Vec<Option<(f64, u32)>> {
     let mut v = vec![None; rs.actions.len()];
     for (action, z, positives) in &r.model_evidence {
         if let Some(ai) = rs.action_index(action) {
@@ -178,7 +198,7 @@ pub(crate) type LearnState<'a, 'b> = (
     &'a Learn<'b>,
     Option<&'a mut Rng>,
     &'a mut Vec<(u32, u32, u32)>,
-    &'a mut Vec<(f32, u32)>,
+    &'a mut Vec<(f64, u32)>,
 );
 
 /// Score every action of `ch` that passed (`engaged`) and is not in

@@ -267,9 +267,11 @@ impl Contextual {
         out.extend(self.predictors.iter().map(|p| p.offset + p.bin(ctx)));
     }
 
-    /// The log-likelihood ratio of every bin from one action's counts:
-    /// `s[b]`, `f[b]` per model bin (see [`Contextual`]). Returns the
-    /// action's contextual (successes, failures).
+    /// The likelihood ratio `exp(r_pb)` of every bin from one action's
+    /// counts: `s[b]`, `f[b]` per model bin (see [`Contextual`]); a
+    /// decision multiplies its customer's, so it needs no logarithm or
+    /// exponential per action. Returns the action's contextual
+    /// (successes, failures).
     pub(crate) fn ratios(&self, s: &[u32], f: &[u32], out: &mut [f32]) -> (u32, u32) {
         let Some(first) = self.predictors.first() else {
             return (0, 0);
@@ -287,9 +289,9 @@ impl Contextual {
             for i in bins {
                 out[i] = if active {
                     (((f64::from(s[i]) + m * q) / (f64::from(f[i]) + m * (1.0 - q))).ln() - base)
-                        as f32
+                        .exp() as f32
                 } else {
-                    0.0
+                    1.0
                 };
             }
         }
@@ -311,15 +313,17 @@ impl Contextual {
 }
 
 impl Learning {
-    /// The contextual mean: `p_beta` moved by the customer's evidence `z`
-    /// with maturity `w` (see [`Contextual`]).
+    /// The contextual mean: `p_beta` moved by the customer's likelihood
+    /// ratio `lr = exp(z)` with maturity `w` (see [`Contextual`]):
+    /// `σ(logit(p) + z)` is `odds·lr / (1 + odds·lr)`.
     #[inline]
-    pub(crate) fn contextual_mean(p_beta: f64, z: f64, w: f64) -> f64 {
+    pub(crate) fn contextual_mean(p_beta: f64, lr: f64, w: f64) -> f64 {
         if w <= 0.0 {
             return p_beta;
         }
         let p = p_beta.clamp(1e-9, 1.0 - 1e-9);
-        let nb = 1.0 / (1.0 + (-((p / (1.0 - p)).ln() + z)).exp());
+        let x = p / (1.0 - p) * lr;
+        let nb = if x.is_finite() { x / (1.0 + x) } else { 1.0 };
         (1.0 - w) * p_beta + w * nb
     }
 

@@ -146,7 +146,7 @@ pub(crate) struct Models {
 pub(crate) struct Snapshot {
     /// The engine's snapshot number (logged with each decision).
     pub version: u64,
-    /// Index `row * bins + bin`.
+    /// Each bin's likelihood ratio `exp(r_pb)`: index `row * bins + bin`.
     pub ratios: Box<[f32]>,
     /// Contextual successes per row.
     pub positives: Box<[u32]>,

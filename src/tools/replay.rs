@@ -216,9 +216,8 @@ pub(crate) fn logged_request(
             .filter_map(|e| {
                 Some((
                     e[0].as_str()?.to_string(),
-                    // An f32 written as the f64 it widens to: narrowed
-                    // again, the same number.
-                    e[3].as_f64()? as f32,
+                    // Written as the f64's shortest text: the same f64.
+                    e[3].as_f64()?,
                     u32::try_from(e[4].as_u64()?).ok()?,
                 ))
             })
