@@ -1389,6 +1389,57 @@ mod tests {
         );
     }
 
+    /// Records of a version with predictive models (tests/fixtures/churn,
+    /// plus a second model whose attribute is sensitive): `models` lists
+    /// each with its version and score (null when missing; left out when
+    /// sensitive), as the reference writes it.
+    #[test]
+    fn hand_written_records_equal_the_serialized_ones_with_models() {
+        let source = crate::RuleSource::from_dir("tests/fixtures/churn").unwrap();
+        let main = std::fs::read_to_string("tests/fixtures/churn/ruleset.toml").unwrap();
+        let source = source
+            .file(
+                "ruleset.toml",
+                main.replace(
+                    "[channels]",
+                    "secret = { type = \"float\", model = \"models/secret.toml\", sensitive = true }\n[channels]",
+                ),
+            )
+            .file(
+                "models/secret.toml",
+                "link = \"identity\"\nintercept = 1.5\n[inputs.monthly_bill]\ncoefficient = 2.0\n",
+            );
+        let (engine, sink) = logging(RuleSet::compile(&source).unwrap(), LogOptions::default());
+        for i in 0..40 {
+            let tenure = if i % 4 == 0 {
+                "null".to_string()
+            } else {
+                i.to_string()
+            };
+            let req = format!(
+                r#"{{"customer_id":"C{i}","channel":"web","context":{{"tenure_months":{tenure},"monthly_bill":{}.25,"contract":"monthly","region":"north","has_tv":true,"complaints":{}}}}}"#,
+                i * 3,
+                i % 5
+            );
+            engine.decide_json(&req).unwrap();
+        }
+        engine.flush().unwrap();
+        let got = sink.records();
+        assert_eq!(got.len(), 40);
+        for r in &got {
+            assert!(!r.contains(r#""kind":"error""#), "{r}");
+            let record: serde_json::Value = serde_json::from_str(r).unwrap();
+            let secret = &record["models"][1];
+            assert_eq!(secret["name"], "secret", "{r}");
+            assert!(
+                secret["hash"].is_string() && secret.get("score").is_none(),
+                "{r}"
+            );
+        }
+        assert!(got.iter().any(|r| r.contains(r#""score":null}"#)));
+        assert!(got.iter().any(|r| r.contains(r#""score":0."#)));
+    }
+
     /// A decision whose strategy failed (its operations budget cut to
     /// nothing) has diagnostics, learning evidence and selection
     /// probabilities in one record, each once, as the reference writes it.
