@@ -359,6 +359,9 @@ fn errors(src: &RuleSource) -> Vec<String> {
     }
 }
 
+/// A change to a file's text.
+type Edit = dyn Fn(&str) -> String;
+
 fn same(s: &str) -> String {
     s.to_string()
 }
@@ -408,7 +411,7 @@ fn an_input_of_the_wrong_type_is_rejected_at_its_line_and_column() {
 
 #[test]
 fn model_files_are_checked_against_the_schema() {
-    let cases: [(&dyn Fn(&str) -> String, &dyn Fn(&str) -> String, &str); 8] = [
+    let cases: [(&Edit, &Edit, &str); 9] = [
         (
             &|m| m.replace("annual = -0.3", "anual = -0.3"),
             &same,
@@ -448,6 +451,11 @@ fn model_files_are_checked_against_the_schema() {
             &same,
             &|r| r.replace("models/churn.toml", "models/chrun.toml"),
             "ruleset.toml:11:9: model file `models/chrun.toml` not found: model files live in models/*.toml",
+        ),
+        (
+            &same,
+            &|r| r.replace("models/churn.toml", "actions/keep.toml"),
+            "ruleset.toml:11:9: model file `actions/keep.toml` not found: model files live in models/*.toml",
         ),
     ];
     for (model, ruleset, expected) in cases {

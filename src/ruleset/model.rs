@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use crate::base::{Sym, Value};
+use crate::base::Sym;
 use crate::context::{Context, Slot};
 
 /// How the linear score becomes the model's output.
@@ -125,10 +125,7 @@ impl Model {
     #[inline]
     pub(crate) fn score_into(&self, ctx: &mut Context) {
         match self.score(ctx) {
-            Some(s) => {
-                // A float attribute (checked at load) takes any float.
-                let _ = ctx.put(self.slot, Value::Float(s));
-            }
+            Some(s) => ctx.put_float(self.slot, s),
             None => ctx.unset(self.slot),
         }
     }

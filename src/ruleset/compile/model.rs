@@ -69,7 +69,8 @@ pub(super) fn models(
             .find(|(k, _)| k.get_ref().as_str() == &*attr.name)
             .map_or(0, |(_, v)| v.span().start);
         let path = PathBuf::from(&**file);
-        let Some(text) = d.src.files.get(&path) else {
+        let in_models = path.starts_with("models") && path.extension().is_some_and(|e| e == "toml");
+        let Some(text) = d.src.files.get(&path).filter(|_| in_models) else {
             d.at(
                 main_path,
                 at,
