@@ -492,3 +492,37 @@ fn a_models_inputs_are_attributes_the_request_gives() {
         ["models/unused.toml:1:1: model file `models/unused.toml` is not the `model` of any schema attribute"]
     );
 }
+
+#[test]
+fn a_float_that_is_not_a_number_counts_as_missing() {
+    let engine = Engine::from_dir(FIXTURE).unwrap();
+    let c = Customer {
+        tenure_months: Some(30),
+        monthly_bill: None,
+        contract: Some("annual"),
+        region: Some("south"),
+        has_tv: Some(true),
+        products: vec!["MOBILE"],
+        complaints: Some(4),
+    };
+    let ctx = Context::builder(&engine.schema())
+        .set("tenure_months", 30)
+        .set("monthly_bill", f64::NAN)
+        .set("contract", "annual")
+        .set("region", "south")
+        .set("has_tv", true)
+        .set("products", ["MOBILE"])
+        .set("complaints", 4)
+        .build()
+        .unwrap();
+    let d = engine
+        .decide(&DecisionRequest::new("C1", "web", ctx).explain(true))
+        .unwrap();
+    let score = d
+        .actions()
+        .find(|a| a.action() == "SCORE")
+        .map(|a| a.value());
+    // The bill's `missing` points, as for a bill left out.
+    assert_eq!(score, reference(&c));
+    assert!(score.is_some());
+}
