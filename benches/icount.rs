@@ -58,6 +58,10 @@ enum Kind {
     ExplainRead,
     /// With the scripted strategy (derive, adjust, select).
     Strategy,
+    /// With a logistic model of 20 inputs (`support::MODEL`) that no rule
+    /// reads, without (`false`) or with (`true`) the scripted strategy:
+    /// against `decide/N` and `strategy/N`, what a model costs.
+    Model(bool),
     /// With a decision log (callback sink; the writer thread is not counted).
     Log,
     /// With a decision log to a file (the writer thread is not counted);
@@ -102,6 +106,8 @@ const WORKLOADS: &[(&str, Kind, usize)] = &[
     ("explain_read/100", Kind::ExplainRead, 100),
     ("explain_read/1000", Kind::ExplainRead, 1000),
     ("strategy/100", Kind::Strategy, 100),
+    ("model/100", Kind::Model(false), 100),
+    ("strategy_model/100", Kind::Model(true), 100),
     ("log/100", Kind::Log, 100),
     ("log_file/100", Kind::LogFile(false), 100),
     #[cfg(feature = "kafka")]
@@ -239,6 +245,19 @@ fn run(kind: Kind, actions: usize, decisions: usize) -> usize {
                 "the strategy failed: {:?}",
                 d.diagnostics()
             );
+            decide_loop(&engine, &reqs, decisions)
+        }
+        Kind::Model(scripted) => {
+            let source = if scripted {
+                catalog.to_source_with_strategy()
+            } else {
+                catalog.to_source()
+            };
+            let rules = RuleSet::compile(&support::with_model(source))
+                .unwrap_or_else(|e| panic!("the catalog with a model does not compile:\n{e}"));
+            assert_eq!(rules.model_versions().count(), 1);
+            let engine = Engine::new(rules);
+            let reqs = requests(&engine, &catalog, &customers, false);
             decide_loop(&engine, &reqs, decisions)
         }
         Kind::Log => {

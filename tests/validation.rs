@@ -480,7 +480,7 @@ fn unknown_key_in_a_schema_attribute() {
     let text = RULESET.replace("age = \"int\"", "age = { type = \"int\", defualt = 0 }");
     one_error(
         &source(&text, ACTION),
-        "ruleset.toml:3:7: unknown key `defualt` in attribute `age`; expected type, values, sensitive, default, derived or description"
+        "ruleset.toml:3:7: unknown key `defualt` in attribute `age`; expected type, values, sensitive, default, derived, model or description"
             .into(),
     );
 }

@@ -932,6 +932,77 @@ impl Catalog {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Predictive models
+
+/// The 20-input model: every attribute of the generated schema but the
+/// product set, in the kinds a scorecard uses.
+#[allow(dead_code)] // benches/models.rs and icount.rs use it
+pub const MODEL: &str = r#"description = "Benchmark: a logistic model of 20 inputs"
+link = "logistic"
+intercept = -2.0
+
+[inputs.age]
+coefficient = 0.01
+[inputs.tenure_months]
+coefficient = -0.02
+[inputs.credit_score]
+bins = [{ below = 580, points = 0.8 }, { below = 670, points = 0.3 }, { below = 740, points = 0.0 }, { points = -0.4 }]
+[inputs.arrears_days]
+coefficient = 0.03
+[inputs.dependents]
+coefficient = 0.05
+[inputs.days_since_login]
+bins = [{ below = 7, points = -0.5 }, { below = 30, points = 0.0 }, { points = 0.6 }]
+[inputs.complaints_12m]
+coefficient = 0.4
+[inputs.income]
+coefficient = -0.000004
+[inputs.balance]
+coefficient = -0.00001
+[inputs.monthly_spend]
+coefficient = 0.0005
+[inputs.churn_score]
+coefficient = 1.5
+[inputs.clv]
+coefficient = -0.0001
+[inputs.vip]
+points = { true = -0.6, false = 0.0 }
+[inputs.has_mortgage]
+points = { true = -0.3, false = 0.1 }
+[inputs.digital_active]
+points = { true = -0.2, false = 0.2 }
+[inputs.marketing_opt_in]
+points = { true = -0.1, false = 0.05 }
+[inputs.segment]
+points = { mass = 0.2, affluent = -0.1, gold = -0.2, platinum = -0.3 }
+[inputs.region]
+points = { north = 0.1, south = -0.1 }
+[inputs.call_reason]
+points = { cancellation = 1.2, complaint = 0.6 }
+other = 0.0
+[inputs.employment]
+points = { student = 0.3, retired = -0.2 }
+"#;
+
+/// `source` with the model as attribute `nba_churn`.
+#[allow(dead_code)] // benches/models.rs and icount.rs use it
+pub fn with_model(source: RuleSource) -> RuleSource {
+    let main = source
+        .files()
+        .find(|(p, _)| *p == std::path::Path::new("ruleset.toml"))
+        .map(|(_, t)| t.to_string())
+        .expect("a ruleset.toml");
+    let main = main.replacen(
+        "\n[channels]",
+        "nba_churn = { type = \"float\", model = \"models/churn.toml\" }\n\n[channels]",
+        1,
+    );
+    source
+        .file("ruleset.toml", main)
+        .file("models/churn.toml", MODEL)
+}
+
 /// The strategy of [`Catalog::to_source_with_strategy`]: `derive` scores
 /// churn risk from the context, `adjust` raises the context weight of
 /// retention offers by it, and `select` keeps at most one action per group.

@@ -1,5 +1,6 @@
-//! A whole rule set from arbitrary text: `ruleset.toml`, an actions file and
-//! a strategy script, separated by lines holding `%%`. Loading must return a
+//! A whole rule set from arbitrary text: `ruleset.toml`, an actions file,
+//! a strategy script and a predictive model (`models/m.toml`, when there is
+//! a fourth part), separated by lines holding `%%`. Loading must return a
 //! rule set or located errors, never panic; a rule set that loads must
 //! decide on an empty context without panicking.
 #![no_main]
@@ -13,10 +14,13 @@ fuzz_target!(|data: &[u8]| {
     let ruleset = parts.next().unwrap_or_default();
     let actions = parts.next().unwrap_or_default();
     let script = parts.next().unwrap_or_default();
-    let src = RuleSource::new()
+    let mut src = RuleSource::new()
         .file("ruleset.toml", ruleset)
         .file("actions/a.toml", actions)
         .file("strategies/s.rhai", script);
+    if let Some(model) = parts.next() {
+        src = src.file("models/m.toml", model);
+    }
     match RuleSet::compile(&src) {
         Ok(rs) => {
             let channels: Vec<String> = rs.channel_names().map(str::to_string).collect();

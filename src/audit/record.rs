@@ -149,7 +149,29 @@ fn write_decision(
         first = false;
         str_json(buf, &a.name);
     }
-    buf.extend_from_slice(b"],\"detail\":");
+    buf.push(b']');
+    if !rules.models.is_empty() {
+        buf.extend_from_slice(b",\"models\":[");
+        for (i, (m, score)) in model_scores(item).enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(b"{\"name\":");
+            str_json(buf, &m.name);
+            buf.extend_from_slice(b",\"hash\":");
+            str_json(buf, &m.hash);
+            if let Some(score) = score {
+                buf.extend_from_slice(b",\"score\":");
+                match score {
+                    Some(s) => f64_json(buf, s),
+                    None => buf.extend_from_slice(b"null"),
+                }
+            }
+            buf.push(b'}');
+        }
+        buf.push(b']');
+    }
+    buf.extend_from_slice(b",\"detail\":");
     buf.extend_from_slice(match item.detail {
         super::LogDetail::Stages => b"\"stages\"",
         super::LogDetail::All => b"\"all\"",
@@ -245,6 +267,50 @@ fn write_decision(
     int_json(buf, d.elapsed_ns);
     buf.push(b'}');
     Ok(())
+}
+
+/// Each predictive model of the decision's version with its score: `None`
+/// when its attribute is sensitive (not logged), `Some(None)` when the
+/// score was missing. The writer works the score out again from the
+/// logged context, as the decision did (the same inputs and code give
+/// the same bits), so that a decision pays nothing to log it.
+fn model_scores(
+    item: &DecisionItem,
+) -> impl Iterator<Item = (&crate::ruleset::model::Model, Option<Option<f64>>)> {
+    let rules = item.decision.ruleset();
+    let schema = &rules.schema;
+    let ctx = (!rules.models.is_empty()).then(|| item.context.bound_to(schema));
+    rules.models.iter().map(move |m| {
+        let sensitive = schema.attrs[m.slot as usize].sensitive;
+        let score = ctx.as_ref().and_then(|c| m.score(c));
+        (m, (!sensitive).then_some(score))
+    })
+}
+
+/// A decision record's `models`.
+struct ModelsJson<'a>(&'a DecisionItem);
+
+impl Serialize for ModelsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for (m, score) in model_scores(self.0) {
+            seq.serialize_element(&ModelJson {
+                name: &m.name,
+                hash: &m.hash,
+                score,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// One model of a record's `models`: its score left out when `None`.
+#[derive(Serialize)]
+struct ModelJson<'a> {
+    name: &'a str,
+    hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<Option<f64>>,
 }
 
 /// The context as [`ContextJson`] serialises it. `keys` are its
@@ -863,6 +929,9 @@ impl Serialize for DecisionRecord<'_> {
                 },
             )?;
             m.serialize_entry("masked", &MaskedNames(&it.context))?;
+            if !rules.models.is_empty() {
+                m.serialize_entry("models", &ModelsJson(it))?;
+            }
             m.serialize_entry("detail", &it.detail)?;
         }
         if all {
@@ -1346,6 +1415,57 @@ mod tests {
             got.iter().any(|r| !r.contains("selection_probability")),
             "no record without the rare fields"
         );
+    }
+
+    /// Records of a version with predictive models (tests/fixtures/churn,
+    /// plus a second model whose attribute is sensitive): `models` lists
+    /// each with its version and score (null when missing; left out when
+    /// sensitive), as the reference writes it.
+    #[test]
+    fn hand_written_records_equal_the_serialized_ones_with_models() {
+        let source = crate::RuleSource::from_dir("tests/fixtures/churn").unwrap();
+        let main = std::fs::read_to_string("tests/fixtures/churn/ruleset.toml").unwrap();
+        let source = source
+            .file(
+                "ruleset.toml",
+                main.replace(
+                    "[channels]",
+                    "secret = { type = \"float\", model = \"models/secret.toml\", sensitive = true }\n[channels]",
+                ),
+            )
+            .file(
+                "models/secret.toml",
+                "link = \"identity\"\nintercept = 1.5\n[inputs.monthly_bill]\ncoefficient = 2.0\n",
+            );
+        let (engine, sink) = logging(RuleSet::compile(&source).unwrap(), LogOptions::default());
+        for i in 0..40 {
+            let tenure = if i % 4 == 0 {
+                "null".to_string()
+            } else {
+                i.to_string()
+            };
+            let req = format!(
+                r#"{{"customer_id":"C{i}","channel":"web","context":{{"tenure_months":{tenure},"monthly_bill":{}.25,"contract":"monthly","region":"north","has_tv":true,"complaints":{}}}}}"#,
+                i * 3,
+                i % 5
+            );
+            engine.decide_json(&req).unwrap();
+        }
+        engine.flush().unwrap();
+        let got = sink.records();
+        assert_eq!(got.len(), 40);
+        for r in &got {
+            assert!(!r.contains(r#""kind":"error""#), "{r}");
+            let record: serde_json::Value = serde_json::from_str(r).unwrap();
+            let secret = &record["models"][1];
+            assert_eq!(secret["name"], "secret", "{r}");
+            assert!(
+                secret["hash"].is_string() && secret.get("score").is_none(),
+                "{r}"
+            );
+        }
+        assert!(got.iter().any(|r| r.contains(r#""score":null}"#)));
+        assert!(got.iter().any(|r| r.contains(r#""score":0."#)));
     }
 
     /// A decision whose strategy failed (its operations budget cut to

@@ -72,8 +72,10 @@ fn sym_bit(sym: Sym) -> u32 {
 }
 
 /// One typed slot. Strings and set members point into the context's text
-/// storage; their symbols are precomputed.
-#[derive(Debug, Clone, PartialEq)]
+/// storage; their symbols are precomputed. `Copy`, so that copying a
+/// context's slots (as a decision does for derived attributes and
+/// predictive models) is one `memcpy`.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Slot {
     Missing,
     Int(i64),
@@ -331,6 +333,15 @@ impl Context {
     pub(crate) fn unset(&mut self, slot: u16) {
         self.slots[slot as usize] = Slot::Missing;
         self.given[slot as usize] = false;
+    }
+
+    /// Set the float attribute in `slot` (a predictive model's score; the
+    /// slot's type was checked when the rule set loaded).
+    #[inline]
+    pub(crate) fn put_float(&mut self, slot: u16, v: f64) {
+        debug_assert_eq!(self.schema.attrs[slot as usize].ty, AttrType::Float);
+        self.slots[slot as usize] = Slot::Float(v);
+        self.given[slot as usize] = true;
     }
 
     pub(crate) fn put(&mut self, slot: u16, value: Value) -> Result<(), String> {

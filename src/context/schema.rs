@@ -20,6 +20,9 @@ pub struct Attribute {
     pub(crate) default_value: Option<Value>,
     /// Set by the strategy's `derive` hook.
     pub(crate) derived: bool,
+    /// Computed by the predictive model in this file (relative to the rule
+    /// directory), before `derive`.
+    pub(crate) model: Option<Arc<str>>,
 }
 
 impl Attribute {
@@ -38,6 +41,11 @@ impl Attribute {
     /// Whether the strategy's `derive` hook computes it.
     pub fn is_derived(&self) -> bool {
         self.derived
+    }
+    /// The file of the predictive model that computes it, if one does
+    /// (`model = "models/churn.toml"` in the schema).
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
     /// The allowed values of a closed string attribute.
     pub fn allowed_values(&self) -> Option<&[String]> {

@@ -2,7 +2,8 @@
 //!
 //! [`decide`] reads top-down and names each stage; each stage is a module:
 //! 1. **who and where**: the arm ([`version`]), channel, limit, context;
-//! 2. **strategy, `derive`** ([`strategy`]): derived attributes;
+//! 2. **predictive models**, then **strategy, `derive`** ([`strategy`]):
+//!    derived attributes;
 //! 3. **state checks** ([`state_checks`]): what contact policies, the
 //!    channel's contact limit and volume constraints block;
 //! 4. **engagement** ([`engagement`]): eligibility, applicability and
@@ -79,18 +80,29 @@ pub(crate) fn decide(
         ..
     } = scratch;
 
-    // 2. The strategy's `derive` hook.
+    // 2. Predictive models, then the strategy's `derive` hook: both write
+    // into a copy of the context (in an earlier decision's buffers).
     let mut hooks = rs
         .strategy
         .as_ref()
         .map(|s| (s, s.begin(now.0, request.mode.wall_clock(), hooks)));
-    let derived = match &mut hooks {
-        Some((s, run)) if s.has_derive => {
-            let copy = context.take();
-            strategy::derive(rs, s, run, ctx, now, replay, copy, &mut diagnostics)
+    let derives = hooks.as_ref().is_some_and(|(s, _)| s.has_derive);
+    let derived = (derives || !rs.models.is_empty()).then(|| {
+        let mut with = match context.take() {
+            Some(mut c) => {
+                c.clone_from(ctx);
+                c
+            }
+            None => ctx.clone(),
+        };
+        for m in rs.models.iter() {
+            m.score_into(&mut with);
         }
-        _ => None,
-    };
+        if let Some((s, run)) = hooks.as_mut().filter(|_| derives) {
+            strategy::derive(rs, s, run, &mut with, now, replay, &mut diagnostics);
+        }
+        with
+    });
     if let Some(d) = &derived {
         ctx = d;
     }

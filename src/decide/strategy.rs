@@ -35,52 +35,41 @@ fn diagnose(diagnostics: &mut Vec<Diagnostic>, d: Diagnostic) {
     }
 }
 
-/// Run `derive` and return the context with its attributes: a copy of
-/// `ctx` made in `copy`'s buffers (an earlier decision's), or `None` when
-/// the hook failed open (the context is used as bound).
-#[allow(clippy::too_many_arguments)]
+/// Run `derive` and put its attributes into `with`, a copy of the bound
+/// context (with the predictive models' scores). When the hook fails
+/// open, `with` stays that copy.
 pub(crate) fn derive(
     rs: &RuleSet,
     s: &Strategy,
     run: &mut HookRun<'_>,
-    ctx: &Context,
+    with: &mut Context,
     now: Timestamp,
     replay: Option<&ReplayState>,
-    copy: Option<Context>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Context> {
+) {
     let result = if replay.is_some_and(|r| r.timed_out("derive")) {
         Err(run.replayed_timeout("derive"))
     } else {
         run.derive(&HookEnv {
             rules: rs,
-            ctx,
+            ctx: with,
             now: now.0,
         })
     };
-    let mut with = match copy {
-        Some(mut c) => {
-            c.clone_from(ctx);
-            c
-        }
-        None => ctx.clone(),
-    };
     match result {
-        Ok(map) => apply_derived(&mut with, map, s, diagnostics),
+        Ok(map) => apply_derived(with, map, s, diagnostics),
         Err(d) => {
             diagnose(diagnostics, d);
-            if s.on_error.derive_open {
-                return None;
-            }
-            for (slot, attr) in (0u16..).zip(ctx.schema.attrs.iter()) {
-                if attr.derived {
-                    with.unset(slot);
+            if !s.on_error.derive_open {
+                for slot in 0..with.schema.attrs.len() as u16 {
+                    if with.schema.attrs[slot as usize].derived {
+                        with.unset(slot);
+                    }
                 }
             }
         }
     }
     run.context_changed();
-    Some(with)
 }
 
 /// Put `derive`'s map into the context; unknown or mistyped keys are

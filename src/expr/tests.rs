@@ -37,6 +37,7 @@ fn attr(name: &str, ty: AttrType) -> Attribute {
         values: None,
         default_value: None,
         derived: false,
+        model: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod compile;
 pub(crate) mod contact;
 pub(crate) mod json;
 pub(crate) mod learning;
+pub(crate) mod model;
 pub(crate) mod policy;
 pub(crate) mod source;
 pub(crate) mod strategy;
@@ -143,6 +144,9 @@ pub struct RuleSet {
     pub(crate) contact_policies: Vec<crate::ruleset::contact::ContactPolicy>,
     pub(crate) volumes: Vec<crate::ruleset::contact::VolumeConstraint>,
     pub(crate) learning: Option<crate::ruleset::learning::Learning>,
+    /// The predictive models, in schema order of their attributes (each
+    /// decision evaluates them in this order, before `derive`).
+    pub(crate) models: Box<[crate::ruleset::model::Model]>,
     /// How far back contact policies and channel limits look (seconds).
     pub(crate) history_horizon: i64,
     /// Each channel with a contact limit: its key and window.
@@ -239,8 +243,9 @@ impl RuleSet {
             .map_or("", |c| &c.name)
     }
 
-    /// Whether any condition, value expression or context weight of this
-    /// version (or its challenger) reads attribute `name`.
+    /// Whether any condition, value expression, context weight or
+    /// predictive model of this version (or its challenger) reads
+    /// attribute `name`.
     pub fn reads_attribute(&self, name: &str) -> bool {
         use crate::expr::Reads;
         let Some(slot) = self.schema.slot(name) else {
@@ -255,12 +260,26 @@ impl RuleSet {
                 ir.reads(&mut slots);
             }
         }
+        // A model reads every input (whether or not a condition reads its
+        // score).
+        slots.extend(
+            self.models
+                .iter()
+                .flat_map(|m| m.inputs.iter().map(|i| i.slot)),
+        );
         slots.contains(&slot)
             || self
                 .experiment
                 .as_ref()
                 .and_then(|e| e.challenger.as_ref())
                 .is_some_and(|c| c.reads_attribute(name))
+    }
+
+    /// The predictive models: each one's attribute (its name) and version
+    /// (the SHA-256 of its file, hex), in the order decisions evaluate
+    /// them. These are what every decision record lists under `models`.
+    pub fn model_versions(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.models.iter().map(|m| (&*m.name, &*m.hash))
     }
 
     /// Number of distinct compiled conditions (after sharing).

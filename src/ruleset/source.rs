@@ -14,8 +14,9 @@ use toml::Spanned;
 
 use crate::base::{Error, Location};
 
-/// A rule set's files, in memory: `ruleset.toml`, `actions/*.toml` and
-/// `strategies/*.rhai`, keyed by their path relative to the rule directory.
+/// A rule set's files, in memory: `ruleset.toml`, `actions/*.toml`,
+/// `strategies/*.rhai` and `models/*.toml`, keyed by their path relative
+/// to the rule directory.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSource {
     pub(crate) files: BTreeMap<PathBuf, String>,
@@ -44,8 +45,8 @@ impl RuleSource {
         self
     }
 
-    /// Read a rule directory: `ruleset.toml`, `actions/*.toml` and
-    /// `strategies/*.rhai`, and the challenger directory its
+    /// Read a rule directory: `ruleset.toml`, `actions/*.toml`,
+    /// `strategies/*.rhai` and `models/*.toml`, and the challenger directory its
     /// `[experiment]` names, if any. Personas and customers are not part of
     /// a rule version and are not read.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<RuleSource, Error> {
@@ -98,7 +99,11 @@ impl RuleSource {
         let main = dir.join("ruleset.toml");
         let text = std::fs::read_to_string(&main).map_err(|e| Error::io(&main, e))?;
         src.files.insert("ruleset.toml".into(), text);
-        for (sub, ext) in [("actions", "toml"), ("strategies", "rhai")] {
+        for (sub, ext) in [
+            ("actions", "toml"),
+            ("strategies", "rhai"),
+            ("models", "toml"),
+        ] {
             let d = dir.join(sub);
             if !d.is_dir() {
                 continue;

@@ -58,6 +58,7 @@ pub fn eval_condition(text: &str, values: &[(&str, Value)], now: i64) -> CondRes
             values: None,
             default_value: None,
             derived: false,
+            model: None,
         })
         .collect();
     let lookup = Schema::new(attrs.clone(), Symbols::new());

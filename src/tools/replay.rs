@@ -232,11 +232,48 @@ pub(crate) fn logged_request(
 /// the decision read a masked attribute.
 fn replay_one(engine: &Engine, rec: &serde_json::Value) -> Result<Option<(String, bool)>, Error> {
     let (req, replaying, masked) = logged_request(&engine.schema(), rec)?;
-    let d = engine.decide(&req.mode(Mode::Replay(Arc::new(replaying))))?;
-    let diff = compare(rec, &d);
+    let req = req.mode(Mode::Replay(Arc::new(replaying)));
+    let d = engine.decide(&req)?;
+    let diff = compare(rec, &d).or_else(|| compare_models(rec, &d, &req));
     let rules = engine.current();
     let reads_masked = masked.iter().any(|m| rules.rules().reads_attribute(m));
     Ok(diff.map(|what| (what, reads_masked)))
+}
+
+/// The logged predictive models against the replayed decision's: the
+/// same names and versions, and the same scores, bit for bit.
+fn compare_models(rec: &serde_json::Value, d: &Decision, req: &DecisionRequest) -> Option<String> {
+    let rules = d.ruleset();
+    let logged = rec["models"].as_array().map_or(&[][..], Vec::as_slice);
+    let versions: Vec<(&str, &str)> = rules.model_versions().collect();
+    let logged_versions: Vec<(&str, &str)> = logged
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default(),
+                m["hash"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    if logged_versions != versions {
+        return Some(format!(
+            "models {logged_versions:?} were logged, the version has {versions:?}"
+        ));
+    }
+    let ctx = req.context.bound_to(&rules.schema);
+    for (m, l) in rules.models.iter().zip(logged) {
+        let Some(score) = l.get("score") else {
+            continue;
+        };
+        let replayed = m.score(&ctx);
+        if score.as_f64() != replayed {
+            return Some(format!(
+                "model {}: score {score} was logged, replay scored {replayed:?}",
+                m.name
+            ));
+        }
+    }
+    None
 }
 
 fn compare(rec: &serde_json::Value, d: &Decision) -> Option<String> {

@@ -796,6 +796,9 @@ fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
                             "strategy_hooks": rs.strategy_hooks().into_iter()
                                 .map(|(h, why)| (h.to_string(), serde_json::Value::from(why.map_or_else(|| "lowered".to_string(), |w| format!("rhai: {w}")))))
                                 .collect::<serde_json::Map<_, _>>(),
+                            "models": rs.model_versions()
+                                .map(|(name, hash)| serde_json::json!({"name": name, "hash": hash}))
+                                .collect::<Vec<_>>(),
                         })
                     );
                 } else {
@@ -809,6 +812,14 @@ fn validate(dirs: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
                         rs.condition_count(),
                         &rs.hash()[..16]
                     );
+                    for (name, hash) in rs.model_versions() {
+                        let file = rs.schema().attribute(name).and_then(|a| a.model());
+                        println!(
+                            "  predictive model {name}: {}, version {}",
+                            file.unwrap_or_default(),
+                            &hash[..16]
+                        );
+                    }
                     for (hook, why) in rs.strategy_hooks() {
                         match why {
                             None => {

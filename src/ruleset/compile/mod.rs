@@ -8,11 +8,13 @@
 //! channels, issues, groups and actions with their engagement policies
 //! and context weights ([`catalog`]), the experiment ([`experiment`]),
 //! the strategy and learning ([`strategy`]), contact policies and volume
-//! constraints ([`contact`]).
+//! constraints ([`contact`]). Predictive models ([`model`]) are compiled
+//! right after the schema, whose attributes they read and write.
 
 mod catalog;
 mod contact;
 mod experiment;
+mod model;
 mod schema;
 mod strategy;
 
@@ -121,6 +123,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
     let mut symbols = Symbols::new();
     let attrs = schema::schema_attrs(d, &main_path, &main.schema, &mut symbols);
     let lookup = Schema::new(attrs.clone(), Symbols::new());
+    let models = model::models(d, &main_path, &main.schema, &lookup, &mut symbols);
     let mut conds = CondTable::default();
     let catalog::Catalog {
         mut channels,
@@ -220,6 +223,7 @@ pub(super) fn compile(src: &RuleSource) -> Result<RuleSet, RuleErrors> {
         contact_policies,
         volumes,
         learning,
+        models: models.into(),
         history_horizon,
         contact_limits,
         memo_tag,

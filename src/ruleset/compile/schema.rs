@@ -67,6 +67,7 @@ pub(super) fn schema_attrs(
             values: None,
             default_value: None,
             derived: false,
+            model: None,
         };
         if let Some(t) = table {
             for (k, v) in t {
@@ -98,10 +99,14 @@ pub(super) fn schema_attrs(
                         Some(b) => attr.derived = b,
                         None => d.at(file, at, "`derived` must be true or false"),
                     },
+                    "model" => match v.as_str() {
+                        Some(m) => attr.model = Some(m.into()),
+                        None => d.at(file, at, "`model` is the path of a model file, e.g. \"models/churn.toml\""),
+                    },
                     other => d.at(
                         file,
                         at,
-                        format!("unknown key `{other}` in attribute `{}`; expected type, values, sensitive, default, derived or description", name.get_ref()),
+                        format!("unknown key `{other}` in attribute `{}`; expected type, values, sensitive, default, derived, model or description", name.get_ref()),
                     ),
                 }
             }
@@ -124,9 +129,53 @@ pub(super) fn schema_attrs(
                 }
             }
         }
+        if attr.model.is_some() {
+            model_attr(d, file, at, &attr, table);
+        }
         attrs.push(attr);
     }
     attrs
+}
+
+/// What an attribute computed by a predictive model may not be.
+fn model_attr(
+    d: &mut Diag<'_>,
+    file: &Path,
+    at: usize,
+    attr: &Attribute,
+    table: Option<&toml::Table>,
+) {
+    if attr.ty != AttrType::Float {
+        d.at(
+            file,
+            at,
+            format!(
+                "attribute `{}` is a model's score: its type is float, not {}",
+                attr.name,
+                attr.ty.name()
+            ),
+        );
+    }
+    if attr.derived {
+        d.at(
+            file,
+            at,
+            format!(
+                "attribute `{}` is computed by its model: it cannot be `derived` too",
+                attr.name
+            ),
+        );
+    }
+    if table.is_some_and(|t| t.contains_key("default")) {
+        d.at(
+            file,
+            at,
+            format!(
+                "attribute `{}` is computed by its model: it has no default (give the model's inputs `missing` points instead)",
+                attr.name
+            ),
+        );
+    }
 }
 
 fn default_value(ty: AttrType, v: &toml::Value) -> Result<Value, String> {

@@ -69,7 +69,7 @@ pub fn s(p: &Path) -> &str {
 
 /// Copy a rule directory's rule files, personas and population to `to`.
 pub fn copy_rules(from: &Path, to: &Path) {
-    for sub in ["actions", "strategies", "personas"] {
+    for sub in ["actions", "strategies", "models", "personas"] {
         let d = from.join(sub);
         if !d.is_dir() {
             continue;
