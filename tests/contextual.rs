@@ -77,7 +77,7 @@ fn request(engine: &Engine, id: &str, c: &Customer, at: i64) -> DecisionRequest 
 }
 
 /// The reference: the fixture's predictors binned by hand, counted per
-/// action, and the formula of docs/LEARNING.md in f64.
+/// action, and the formula of docs/DECISIONS.md in f64.
 #[derive(Default)]
 struct Reference {
     /// (action, success) of every outcome counted by the Beta model.
@@ -427,9 +427,9 @@ fn decisions_made_with_a_learned_model_replay_exactly_and_name_its_snapshot() {
         .collect();
     let decisions: Vec<_> = records.iter().filter(|r| r["kind"] == "decision").collect();
     assert_eq!(decisions.len(), 150);
-    let snapshots: std::collections::BTreeSet<u64> = decisions
+    let snapshots: std::collections::BTreeSet<&str> = decisions
         .iter()
-        .map(|r| r["model"]["snapshot"].as_u64().unwrap())
+        .map(|r| r["model"]["snapshot"].as_str().unwrap())
         .collect();
     assert!(
         snapshots.len() > 50,
@@ -564,4 +564,62 @@ fn the_fixture_validates_and_its_model_is_reported_in_the_decision() {
     let d = engine.decide(&request(&engine, "c", &c, T0)).unwrap();
     let j = serde_json::to_value(&d).unwrap();
     assert_eq!(j["model"]["id"].as_str().map(str::len), Some(16), "{j}");
+}
+
+/// Copy the fixture to `dir`, with `extra` appended to its ruleset.toml.
+fn copy_fixture(dir: &Path, extra: &str) {
+    std::fs::create_dir_all(dir.join("actions")).unwrap();
+    let main = std::fs::read_to_string(Path::new(FIXTURE).join("ruleset.toml")).unwrap();
+    // Before the `[learning]` tables, after the top-level keys.
+    let main = main.replacen("[learning]", &format!("{extra}\n\n[learning]"), 1);
+    std::fs::write(dir.join("ruleset.toml"), main).unwrap();
+    std::fs::copy(
+        Path::new(FIXTURE).join("actions/actions.toml"),
+        dir.join("actions/actions.toml"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_challenger_with_the_champions_model_learns_each_outcome_once() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(&dir.path().join("challenger"), "");
+    copy_fixture(
+        &dir.path().join("champion"),
+        "[experiment]\nname = \"ctx\"\nsalt = \"s\"\ncontrol = \"no_action\"\nchallenger = \"../challenger\"\nchallenger_share = 0.5\ncontrol_share = 0.0",
+    );
+    let both = Engine::new(RuleSet::from_dir(dir.path().join("champion")).unwrap());
+    let alone = fixture_engine();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let steps: Vec<Step> = (0..150)
+        .map(|_| {
+            let mut s = step().new_tree(&mut runner).unwrap().current();
+            s.named = true;
+            s
+        })
+        .collect();
+    run(&both, &steps);
+    run(&alone, &steps);
+    assert!(both.stats().decisions.challenger > 20);
+    for s in steps.iter().take(10) {
+        assert_eq!(
+            propensities(&both, &s.customer),
+            propensities(&alone, &s.customer)
+        );
+    }
+}
+
+#[test]
+fn bin_values_with_a_slash_or_twice_are_refused() {
+    for bins in [
+        "city = [\"a/b\"]",
+        "city = [\"paris\", \"paris\"]",
+        "city = [\"\"]",
+    ] {
+        let err = compile(&format!(
+            "model = \"contextual\"\npredictors = [\"city\"]\n[learning.bins]\n{bins}"
+        ))
+        .expect_err(bins);
+        assert!(err.contains("each once, none empty or with a `/`"), "{err}");
+    }
 }

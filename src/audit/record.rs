@@ -221,9 +221,9 @@ fn write_decision(
     if let Some(m) = &d.model {
         buf.extend_from_slice(b",\"model\":{\"id\":\"");
         buf.extend_from_slice(format!("{:016x}", m.id).as_bytes());
-        buf.extend_from_slice(b"\",\"snapshot\":");
-        int_json(buf, m.snapshot);
-        buf.push(b'}');
+        buf.extend_from_slice(b"\",\"snapshot\":\"");
+        buf.extend_from_slice(format!("{:016x}", m.snapshot).as_bytes());
+        buf.extend_from_slice(b"\"}");
     }
     if !d.evidence.is_empty() {
         buf.extend_from_slice(b",\"evidence\":[");
@@ -967,7 +967,7 @@ impl Serialize for DecisionRecord<'_> {
         if let Some(model) = d.model.as_ref().filter(|_| all) {
             m.serialize_entry(
                 "model",
-                &serde_json::json!({"id": format!("{:016x}", model.id), "snapshot": model.snapshot}),
+                &serde_json::json!({"id": format!("{:016x}", model.id), "snapshot": format!("{:016x}", model.snapshot)}),
             )?;
         }
         if all && !d.evidence.is_empty() {

@@ -63,6 +63,7 @@ pub struct Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ModelUse {
     pub id: u64,
+    /// A hash of the counts the snapshot was taken from.
     pub snapshot: u64,
 }
 

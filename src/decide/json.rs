@@ -89,7 +89,7 @@ impl Decision {
             w.key("id");
             w.str(&format!("{:016x}", m.id));
             w.key("snapshot");
-            w.num(&m.snapshot);
+            w.str(&format!("{:016x}", m.snapshot));
             w.close();
         }
         w.key("filtered");

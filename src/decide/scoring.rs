@@ -130,7 +130,7 @@ impl Learn<'_> {
                     (*model, z, snapshot.positives[row])
                 }
                 ModelEvidence::Replayed(model, v) => {
-                    let (z, positives) = v[ai as usize].unwrap_or((0.0, 0));
+                    let (z, positives) = v[ai as usize].unwrap_or((1.0, 0));
                     (*model, z, positives)
                 }
             };
@@ -166,7 +166,12 @@ fn likelihood(ratios: &[f32], bins: &[u32]) -> f64 {
     for &b in chunks.remainder() {
         p *= f64::from(ratios[b as usize]);
     }
-    p
+    // Finite, so that the log (and a replay) has it.
+    if p.is_nan() {
+        1.0
+    } else {
+        p.clamp(1e-300, 1e300)
+    }
 }
 
 /// The logged evidence of a replayed decision, per action index of `rs`.

@@ -86,7 +86,7 @@ pub struct EngineConfig {
     pub strict_requests: bool,
     /// How many recent decisions the engine remembers the predictor bins
     /// of, for a contextual model to learn their outcomes from (see
-    /// docs/LEARNING.md, "Contextual models"); default 100,000.
+    /// docs/DECISIONS.md, "Contextual models"); default 100,000.
     pub response_memory: usize,
 }
 
@@ -644,8 +644,19 @@ impl Engine {
                 path.display()
             )));
         }
+        if self.shared_learning && !header.contextual.is_empty() {
+            return Err(Error::State(format!(
+                "{}: the file holds contextual-model counts, but this engine's learning counts \
+                 are its shared store's: load it into an engine without one, or with \
+                 `share_learning: false`",
+                path.display()
+            )));
+        }
+        crate::state::learning::check_bins(&header.contextual)
+            .map_err(|m| Error::State(format!("{}: {m}", path.display())))?;
         // The history loads all or nothing; learning and volumes cannot
-        // fail after the header parsed, so a damaged file changes nothing.
+        // fail after the header parsed (the contextual counts are checked
+        // above), so a damaged file changes nothing.
         let mut second = String::new();
         r.read_line(&mut second).map_err(|e| Error::io(path, e))?;
         let (external_header, external_end) = EXTERNAL_HISTORY
@@ -1039,7 +1050,7 @@ impl Engine {
                 // Taken: the contextual model learns it now (its counts
                 // are not in the history store).
                 if buffered.is_ok() {
-                    self.learn_contextual(&live, outcome, ci);
+                    self.learn_contextual(&live, outcome);
                 }
                 return buffered;
             }
@@ -1060,7 +1071,7 @@ impl Engine {
             }
         }
         counts.add(outcome.kind, 1);
-        self.learn_contextual(&live, outcome, ci);
+        self.learn_contextual(&live, outcome);
         self.outcomes.add(1);
         Ok(())
     }
@@ -1069,7 +1080,7 @@ impl Engine {
     /// the challenger's when it has its own) an outcome, from the bins of
     /// the decision it names; a model takes a new snapshot every
     /// `snapshot_every` outcomes it learns.
-    fn learn_contextual(&self, live: &Version, outcome: &Outcome, ci: usize) {
+    fn learn_contextual(&self, live: &Version, outcome: &Outcome) {
         use crate::base::outcome::kind_bit;
         let challenger = live
             .rules
@@ -1079,6 +1090,9 @@ impl Engine {
             .zip(live.challenger_bound.as_ref());
         let mut missed = false;
         let mut learned = false;
+        // A challenger with the champion's model shares its counts: added
+        // once.
+        let mut added: Vec<*const crate::state::learning::PredCounts> = Vec::new();
         for (rs, bound) in std::iter::once((&live.rules, &live.bound)).chain(challenger) {
             let (Some(l), Some(models)) = (rs.learning.as_ref(), bound.models.as_ref()) else {
                 continue;
@@ -1094,21 +1108,31 @@ impl Engine {
             let bins = outcome
                 .decision_id
                 .and_then(|id| self.responses.recall(id.0, model.id));
-            let (Some(bins), Some(ai)) = (bins, rs.action_index(&outcome.action)) else {
+            let (Some(bins), Some(ai), Ok(ci)) = (
+                bins,
+                rs.action_index(&outcome.action),
+                rs.channel(&outcome.channel),
+            ) else {
                 missed = true;
                 continue;
             };
-            let row = ai as usize * rs.channels.len() + ci;
+            let row = ai as usize * rs.channels.len() + ci as usize;
             let np = models.predictors;
-            for ((p, pred), bin) in model.predictors.iter().enumerate().zip(bins.iter()) {
-                if let Some(c) = &models.counts[row * np + p] {
-                    c.add((bin - pred.offset) as usize, success);
+            let first = models.counts[row * np]
+                .as_ref()
+                .map_or(std::ptr::null(), Arc::as_ptr);
+            if !added.contains(&first) {
+                added.push(first);
+                for ((p, pred), bin) in model.predictors.iter().enumerate().zip(bins.iter()) {
+                    if let Some(c) = &models.counts[row * np + p] {
+                        c.add((bin - pred.offset) as usize, success);
+                    }
                 }
             }
             learned = true;
             let n = models.since.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= model.snapshot_every {
-                models.snapshot(self.learned.next_snapshot());
+                models.snapshot();
             }
         }
         if missed && !learned {

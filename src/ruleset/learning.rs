@@ -129,7 +129,7 @@ impl Learning {
 /// and failures of the outcomes whose decision had the predictor in that
 /// bin: sums, so engines merge them by adding (see
 /// [`crate::state::learning`]). With `S`, `F` the action's contextual
-/// successes and failures, `q = (S + ½) / (S + F + 1)` its rate, `s_b`,
+/// successes and failures (as the predictor's own bins sum them), `q = (S + ½) / (S + F + 1)` its rate, `s_b`,
 /// `f_b` those of the customer's bin `b` of predictor `p` and `m` the
 /// smoothing (pseudo-outcomes per bin at the rate `q`):
 ///
@@ -271,20 +271,24 @@ impl Contextual {
     /// counts: `s[b]`, `f[b]` per model bin (see [`Contextual`]); a
     /// decision multiplies its customer's, so it needs no logarithm or
     /// exponential per action. Returns the action's contextual
-    /// (successes, failures).
+    /// (successes, failures): those of its predictor with the most
+    /// outcomes (all predictors have the same unless counts carried over
+    /// from a version with other predictors).
     pub(crate) fn ratios(&self, s: &[u32], f: &[u32], out: &mut [f32]) -> (u32, u32) {
-        let Some(first) = self.predictors.first() else {
-            return (0, 0);
-        };
-        let range = first.offset as usize..(first.offset + first.len) as usize;
-        let total_s: u64 = s[range.clone()].iter().map(|&x| u64::from(x)).sum();
-        let total_f: u64 = f[range].iter().map(|&x| u64::from(x)).sum();
-        let (big_s, big_f) = (total_s as f64, total_f as f64);
-        let q = (big_s + 0.5) / (big_s + big_f + 1.0);
-        let base = (q / (1.0 - q)).ln();
         let m = self.smoothing;
+        // Each predictor's own sums: they differ when counts carried over
+        // from a version whose predictors were not all the same.
+        let mut most = (0u64, 0u64);
         for p in &self.predictors {
             let bins = p.offset as usize..(p.offset + p.len) as usize;
+            let total_s: u64 = s[bins.clone()].iter().map(|&x| u64::from(x)).sum();
+            let total_f: u64 = f[bins.clone()].iter().map(|&x| u64::from(x)).sum();
+            if total_s + total_f > most.0 + most.1 {
+                most = (total_s, total_f);
+            }
+            let (big_s, big_f) = (total_s as f64, total_f as f64);
+            let q = (big_s + 0.5) / (big_s + big_f + 1.0);
+            let base = (q / (1.0 - q)).ln();
             let active = significant(&s[bins.clone()], &f[bins.clone()], big_s, big_f);
             for i in bins {
                 out[i] = if active {
@@ -296,8 +300,8 @@ impl Contextual {
             }
         }
         (
-            u32::try_from(total_s).unwrap_or(u32::MAX),
-            u32::try_from(total_f).unwrap_or(u32::MAX),
+            u32::try_from(most.0).unwrap_or(u32::MAX),
+            u32::try_from(most.1).unwrap_or(u32::MAX),
         )
     }
 

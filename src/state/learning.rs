@@ -144,7 +144,9 @@ pub(crate) struct Models {
 /// next snapshot.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
-    /// The engine's snapshot number (logged with each decision).
+    /// A hash of the counts it was taken from (logged with each
+    /// decision): the same counts give the same snapshot in every engine
+    /// of a fleet, after a restart and in a replay.
     pub version: u64,
     /// Each bin's likelihood ratio `exp(r_pb)`: index `row * bins + bin`.
     pub ratios: Box<[f32]>,
@@ -153,14 +155,13 @@ pub(crate) struct Snapshot {
 }
 
 impl Models {
-    /// Take a new snapshot of the counts, numbered `version`.
-    pub(crate) fn snapshot(&self, version: u64) {
+    /// Take a new snapshot of the counts.
+    pub(crate) fn snapshot(&self) {
         self.since.store(0, std::sync::atomic::Ordering::Relaxed);
         self.snapshot.store(Arc::new(take_snapshot(
             &self.counts,
             self.predictors,
             &self.model,
-            version,
         )));
     }
 }
@@ -169,7 +170,6 @@ fn take_snapshot(
     counts: &[Option<Arc<PredCounts>>],
     predictors: usize,
     model: &crate::ruleset::learning::Contextual,
-    version: u64,
 ) -> Snapshot {
     let bins = model.bins as usize;
     let rows = counts.len() / predictors.max(1);
@@ -177,20 +177,28 @@ fn take_snapshot(
     let mut positives = vec![0u32; rows];
     let mut s = vec![0u32; bins];
     let mut f = vec![0u32; bins];
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    hash.update(&model.id.to_le_bytes());
     for row in 0..rows {
         let preds = &counts[row * predictors..(row + 1) * predictors];
         if preds.iter().any(Option::is_none) {
             continue;
         }
+        s.fill(0);
+        f.fill(0);
         for (p, c) in model.predictors.iter().zip(preds.iter().flatten()) {
             let r = p.offset as usize..(p.offset + p.len) as usize;
             c.read(&mut s[r.clone()], &mut f[r]);
         }
         let (pos, _) = model.ratios(&s, &f, &mut ratios[row * bins..(row + 1) * bins]);
         positives[row] = pos;
+        hash.update(&(row as u64).to_le_bytes());
+        for x in s.iter().chain(f.iter()) {
+            hash.update(&x.to_le_bytes());
+        }
     }
     Snapshot {
-        version,
+        version: hash.digest(),
         ratios: ratios.into(),
         positives: positives.into(),
     }
@@ -217,8 +225,6 @@ pub(crate) struct Learned {
     map: DashMap<(u64, u64), Arc<Counts>, rustc_hash::FxBuildHasher>,
     /// Contextual models' counts by (action, channel, predictor spec).
     preds: DashMap<(u64, u64, u64), Arc<PredCounts>, rustc_hash::FxBuildHasher>,
-    /// The last contextual-model snapshot's number.
-    snapshots: std::sync::atomic::AtomicU64,
     /// Every version's contextual models, to snapshot when the fleet's
     /// totals arrive (dropped versions' are skipped and pruned).
     models: parking_lot::Mutex<Vec<std::sync::Weak<Models>>>,
@@ -256,7 +262,7 @@ impl Learned {
         counts: Vec<Option<Arc<PredCounts>>>,
     ) -> Arc<Models> {
         let np = model.predictors.len();
-        let snapshot = take_snapshot(&counts, np, &model, self.next_snapshot());
+        let snapshot = take_snapshot(&counts, np, &model);
         let m = Arc::new(Models {
             model,
             counts: counts.into(),
@@ -279,13 +285,8 @@ impl Learned {
             .filter_map(|w| w.upgrade())
             .collect();
         for m in all {
-            m.snapshot(self.next_snapshot());
+            m.snapshot();
         }
-    }
-
-    /// The next contextual-model snapshot's number (1, 2, ... per engine).
-    pub(crate) fn next_snapshot(&self) -> u64 {
-        self.snapshots.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The counts of one contextual predictor (`spec`, `bins` bins) of
@@ -426,9 +427,10 @@ impl Learned {
     }
 
     /// Replace the contextual counts with saved ones (as [`Learned::load`]
-    /// does the per-action counts). An entry whose spec is not 16 hex
-    /// digits is an error.
+    /// does the per-action counts). An entry [`check_bins`] refuses is an
+    /// error, and changes nothing.
     pub(crate) fn load_bins(&self, saved: &[SavedBins]) -> Result<(), Error> {
+        check_bins(saved).map_err(Error::State)?;
         let mut parsed = Vec::with_capacity(saved.len());
         for b in saved {
             let spec = u64::from_str_radix(&b.spec, 16)
@@ -510,6 +512,30 @@ impl Learned {
 /// channel names cannot hold a `/`).
 pub(crate) fn field(action: &str, channel: &str, kind: OutcomeKind) -> String {
     format!("{action}/{channel}/{}", kind.as_str())
+}
+
+/// Whether saved contextual counts are well formed: each spec 16 hex
+/// digits, as many failure bins as success bins.
+pub(crate) fn check_bins(saved: &[SavedBins]) -> Result<(), String> {
+    for b in saved {
+        if b.spec.len() != 16 || u64::from_str_radix(&b.spec, 16).is_err() {
+            return Err(format!(
+                "contextual counts of `{}` on `{}`: spec `{}` is not 16 hex digits",
+                b.action, b.channel, b.spec
+            ));
+        }
+        if b.successes.len() != b.failures.len() {
+            return Err(format!(
+                "contextual counts of `{}` on `{}`, predictor `{}`: {} success bins but {} failure bins",
+                b.action,
+                b.channel,
+                b.predictor,
+                b.successes.len(),
+                b.failures.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn pred_field(c: &PredCounts, bin: usize, sf: &str) -> String {

@@ -222,7 +222,9 @@ pub(crate) fn logged_request(
                 ))
             })
             .collect(),
-        model_snapshot: rec["model"]["snapshot"].as_u64(),
+        model_snapshot: rec["model"]["snapshot"]
+            .as_str()
+            .and_then(|s| u64::from_str_radix(s, 16).ok()),
         seed: rec["seed"].as_u64(),
     };
     Ok((req, replaying, masked))

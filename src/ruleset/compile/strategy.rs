@@ -106,7 +106,6 @@ fn contextual(
 ) -> Option<crate::ruleset::learning::Contextual> {
     use crate::base::AttrType;
     use crate::ruleset::learning::{Contextual, Predictor, PredictorKind};
-    use std::hash::{Hash, Hasher};
     let Some(names) = &l.predictors else {
         d.at(
             file,
@@ -172,13 +171,20 @@ fn contextual(
                     .map(|x| x.as_str().map(str::to_string))
                     .collect::<Option<Vec<_>>>()
             }) {
-                Some(Some(list)) if !list.is_empty() => Some(list),
+                Some(Some(list))
+                    if !list.is_empty()
+                        && list.iter().all(|v| !v.is_empty() && !v.contains('/'))
+                        && list.iter().collect::<std::collections::HashSet<_>>().len()
+                            == list.len() =>
+                {
+                    Some(list)
+                }
                 _ => {
                     d.at(
                         file,
                         bins_at,
                         format!(
-                            "the bins of `{}` must be a non-empty list of its values",
+                            "the bins of `{}` must be a non-empty list of its values, each once, none empty or with a `/`",
                             name.get_ref()
                         ),
                     );
@@ -188,16 +194,18 @@ fn contextual(
         };
         let mut push = |kind: PredictorKind, pname: String, labels: Vec<String>| {
             let len = labels.len() as u32;
-            let mut h = rustc_hash::FxHasher::default();
-            pname.hash(&mut h);
-            labels.hash(&mut h);
+            // A specified hash: specs name counts in state files and in a
+            // fleet's store, across builds and machines.
+            let spec = xxhash_rust::xxh3::xxh3_64(
+                format!("{pname}\u{1f}{}", labels.join("\u{1f}")).as_bytes(),
+            );
             predictors.push(Predictor {
                 name: pname.into(),
                 slot,
                 kind,
                 offset,
                 len,
-                spec: h.finish(),
+                spec,
             });
             offset += len;
         };
@@ -355,12 +363,12 @@ fn contextual(
         }
         return None;
     }
-    let mut h = rustc_hash::FxHasher::default();
-    for p in &predictors {
-        p.spec.hash(&mut h);
-    }
+    let specs: Vec<u8> = predictors
+        .iter()
+        .flat_map(|p| p.spec.to_le_bytes())
+        .collect();
     Some(Contextual {
-        id: h.finish(),
+        id: xxhash_rust::xxh3::xxh3_64(&specs),
         bins: offset,
         predictors,
         mature_positives,

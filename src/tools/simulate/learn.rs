@@ -493,7 +493,7 @@ pub fn simulate_learning(
                 continue;
             }
             return Err(Error::InvalidConfig(format!(
-                "policy `{}` needs a contextual model: rule set `{}` has no `[learning] model = \"contextual\"` (docs/LEARNING.md)",
+                "policy `{}` needs a contextual model: rule set `{}` has no `[learning] model = \"contextual\"` (docs/DECISIONS.md, \"Contextual models\")",
                 policy.as_str(),
                 rules.name()
             )));
@@ -537,7 +537,13 @@ pub fn simulate_learning(
             .as_mut()
             .and_then(|e| e.challenger.as_mut())
         {
-            c.learning = learning.clone();
+            // Its own model (its predictors are slots of its own schema),
+            // or none for the Beta policies.
+            let own = c.learning.as_ref().and_then(|l| l.contextual.clone());
+            c.learning = learning.clone().map(|mut l| {
+                l.contextual = if policy.contextual() { own } else { None };
+                l
+            });
         }
         rules.learning = learning;
         let channel_rule = super::ChannelRule::new(opts.channel.as_deref(), &rules)?;
