@@ -61,7 +61,7 @@ pub use base::{
 };
 pub use context::schema::{Attribute, Schema};
 pub use context::{Context, ContextBuilder, RequestWarning};
-pub use decide::decision::{Decision, FilteredAction, RankedAction};
+pub use decide::decision::{Decision, FilteredAction, ModelUse, RankedAction};
 pub use decide::request::{DecisionRequest, MAX_LIMIT};
 pub use decide::version::Version;
 pub use decide::{Mode, ReplayState, Scratch};

@@ -102,6 +102,16 @@ fn reference(d: &'static nextbest::Decision) -> String {
         ("seed", json!(d.seed())),
         ("actions", ranked(d.actions())),
         ("selection_probability", json!(d.selection_probability())),
+        (
+            "model",
+            match d.model() {
+                Some(m) => obj(&[
+                    ("id", json!(format!("{:016x}", m.id))),
+                    ("snapshot", json!(format!("{:016x}", m.snapshot))),
+                ]),
+                None => Value::Null,
+            },
+        ),
         ("filtered", Value::Array(filtered)),
         ("ranked", ranked_all),
         ("diagnostics", diagnostics),

@@ -58,10 +58,12 @@ pub struct Decision {
     pub(crate) warnings: Option<Arc<[crate::context::RequestWarning]>>,
 }
 
-/// The contextual model a decision used: its id (a hash of its predictors
-/// and bins) and the engine's snapshot of it.
+/// The contextual adaptive model a decision used (see docs/DECISIONS.md,
+/// "Contextual models"): its id (a hash of its predictors and bins) and
+/// the snapshot of it the decision read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ModelUse {
+pub struct ModelUse {
+    /// A hash of the model's predictors and their bins.
     pub id: u64,
     /// A hash of the counts the snapshot was taken from.
     pub snapshot: u64,
@@ -362,6 +364,12 @@ impl Decision {
             decision: self,
             removed,
         })
+    }
+
+    /// The contextual adaptive model the decision used, if its rule set
+    /// has one.
+    pub fn model(&self) -> Option<ModelUse> {
+        self.model
     }
 
     /// The same decision without its explanation lists.
