@@ -53,8 +53,8 @@ use nextbest::{DecisionRequest, Engine, EngineConfig, RuleSet, RuleSource};
 
 mod support;
 use support::{
-    check_floor, check_rhai, floor_decide, population, read_explanation, Catalog, PlainCustomer,
-    RhaiNaive,
+    check_floor, check_rhai, floor_decide, median, population, read_explanation, Catalog,
+    PlainCustomer, RhaiNaive,
 };
 
 const CATALOG_SEED: u64 = 2026;
@@ -537,31 +537,6 @@ fn cpu_scaling() -> String {
         ),
         _ => "per on-CPU second: unknown (no /proc/thread-self/schedstat)".into(),
     }
-}
-
-/// Where criterion keeps its estimates (as criterion itself decides).
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("criterion")
-}
-
-/// The median (ns) of a benchmark, if it was measured in this run.
-fn median(id: &str, since: SystemTime) -> Option<f64> {
-    let path = criterion_dir().join(id).join("new").join("estimates.json");
-    let fresh = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= since);
-    if !fresh {
-        return None;
-    }
-    let text = std::fs::read_to_string(&path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["median"]["point_estimate"].as_f64()
 }
 
 /// Ratios of the medians measured in this run (nothing with `--test`).

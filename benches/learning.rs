@@ -22,6 +22,9 @@ use nextbest::{
 };
 use rand::{Rng, SeedableRng};
 
+#[allow(dead_code)] // the median helpers only
+mod support;
+
 const ACTIONS: usize = 100;
 const CUSTOMERS: usize = 256;
 const STRINGS: [&str; 4] = ["a", "b", "c", "d"];
@@ -142,6 +145,7 @@ fn learning(c: &mut Criterion) {
 }
 
 fn main() {
+    let started = std::time::SystemTime::now();
     let mut c = Criterion::default()
         .sample_size(40)
         .warm_up_time(Duration::from_secs(1))
@@ -149,15 +153,10 @@ fn main() {
         .configure_from_args();
     learning(&mut c);
     c.final_summary();
-    let median = |id: &str| -> Option<f64> {
-        let p = std::path::Path::new(&std::env::var("CARGO_TARGET_DIR").unwrap_or("target".into()))
-            .join("criterion/learning")
-            .join(id)
-            .join(format!("{ACTIONS}/new/estimates.json"));
-        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
-        j["median"]["point_estimate"].as_f64()
-    };
-    if let (Some(b), Some(x)) = (median("beta"), median("contextual")) {
+    if let (Some(b), Some(x)) = (
+        support::median(&format!("learning/beta/{ACTIONS}"), started),
+        support::median(&format!("learning/contextual/{ACTIONS}"), started),
+    ) {
         println!(
             "contextual model cost per decision ({ACTIONS} actions, 20 predictors): {:.0} ns (beta {:.0} ns, contextual {:.0} ns, medians of this run)",
             x - b,

@@ -18,7 +18,6 @@
 //! `cargo bench --bench models -- --noplot`; `-- --test` runs each once.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkId, Criterion};
@@ -27,7 +26,7 @@ use nextbest::{DecisionRequest, Engine, RuleSet, RuleSource};
 // Shared with the other benches: most of it is not used here.
 #[allow(dead_code)]
 mod support;
-use support::{population, with_model, Catalog, PlainCustomer};
+use support::{median, population, with_model, Catalog, PlainCustomer};
 
 const CATALOG_SEED: u64 = 2026;
 const CUSTOMER_SEED: u64 = 1123;
@@ -95,31 +94,6 @@ fn bench(c: &mut Criterion) {
         }
     }
     g.finish();
-}
-
-/// Where criterion keeps its estimates (as criterion itself decides).
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("criterion")
-}
-
-/// The median (ns) of a benchmark, if it was measured in this run.
-fn median(id: &str, since: SystemTime) -> Option<f64> {
-    let path = criterion_dir().join(id).join("new").join("estimates.json");
-    let fresh = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= since);
-    if !fresh {
-        return None;
-    }
-    let text = std::fs::read_to_string(&path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["median"]["point_estimate"].as_f64()
 }
 
 fn main() {

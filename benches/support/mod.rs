@@ -1762,3 +1762,30 @@ pub fn read_explanation(d: &nextbest::Decision) -> usize {
     }
     sum
 }
+
+/// Where criterion keeps its estimates (as criterion itself decides).
+#[allow(dead_code)] // benches/decide.rs, models.rs and learning.rs use it
+pub fn criterion_dir() -> std::path::PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return std::path::PathBuf::from(home);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("criterion")
+}
+
+/// The median (ns) of a benchmark, if it was measured in this run.
+#[allow(dead_code)] // benches/decide.rs, models.rs and learning.rs use it
+pub fn median(id: &str, since: std::time::SystemTime) -> Option<f64> {
+    let path = criterion_dir().join(id).join("new").join("estimates.json");
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since);
+    if !fresh {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}

@@ -1117,7 +1117,7 @@ impl Engine {
                 continue;
             };
             let row = ai as usize * rs.channels.len() + ci as usize;
-            let np = models.predictors;
+            let np = model.predictors.len();
             let first = models.counts[row * np]
                 .as_ref()
                 .map_or(std::ptr::null(), Arc::as_ptr);

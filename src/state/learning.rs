@@ -131,7 +131,6 @@ pub(crate) struct Models {
     /// Per (action, channel) row (`action * channels + channel`), the
     /// counts of each predictor: index `row * predictors + p`.
     pub counts: Box<[Option<Arc<PredCounts>>]>,
-    pub predictors: usize,
     /// What decisions read: replaced whole, every `snapshot_every`
     /// outcomes.
     pub snapshot: arc_swap::ArcSwap<Snapshot>,
@@ -160,7 +159,7 @@ impl Models {
         self.since.store(0, std::sync::atomic::Ordering::Relaxed);
         self.snapshot.store(Arc::new(take_snapshot(
             &self.counts,
-            self.predictors,
+            self.model.predictors.len(),
             &self.model,
         )));
     }
@@ -266,7 +265,6 @@ impl Learned {
         let m = Arc::new(Models {
             model,
             counts: counts.into(),
-            predictors: np,
             snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
             since: Default::default(),
         });
